@@ -1,0 +1,58 @@
+"""Shared CLI pieces: error handling, option types, JSON output."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, List
+
+import click
+
+from tlgan.errors import TlganError
+
+
+def run_main(group: click.Group) -> None:
+    """Run the CLI; a TlganError becomes a one-line 'error: ...' and exit status 2."""
+    try:
+        group.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TlganError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished work is kept (use --resume where the command has it)", err=True)
+        sys.exit(130)
+
+
+def parse_int_list(text: str) -> List[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    out: List[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise TlganError(f"cannot read {text!r} as a list of integers; write it like 0-7,12") from None
+    return out
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+device_option = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+generator_option = click.option("--generator", "generator", default="toyfaces-gan", show_default=True,
+                                help="Registered name, TorchScript file, or path/to/file.py:factory.")
+classifier_option = click.option("--classifier", "classifier", default="toyfaces-classifier", show_default=True,
+                                 help="Registered name, TorchScript file, or path/to/file.py:factory.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")

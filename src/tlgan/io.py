@@ -1,0 +1,108 @@
+"""Reading and writing artefacts: safetensors beside JSON metadata, always atomically.
+
+Every file tlgan writes goes to a temporary name first and is renamed into place, so an
+interrupted job never leaves a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tlgan.errors import TlganError
+
+METADATA_KEY = "tlgan"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise TlganError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TlganError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt or not a tlgan file") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, Any] | None = None) -> None:
+    """Write tensors (made contiguous, on CPU) and a JSON-able metadata dict to a safetensors file."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {METADATA_KEY: json.dumps(metadata or {})}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
+
+
+def load_tensors(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read a safetensors file written by :func:`save_tensors`; never executes code."""
+    path = Path(path)
+    if not path.is_file():
+        raise TlganError(f"{path}: file not found")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY, "{}")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TlganError(
+            f"{path}: not a readable safetensors file ({exc}); it may be truncated or corrupt: re-download or re-create it"
+        ) from None
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError:
+        raise TlganError(f"{path}: its metadata is not valid JSON; the file is corrupt") from None
+    return tensors, metadata
+
+
+def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: Dict[str, Any], name: str = "model") -> None:
+    """Save ``module``'s state dict as ``NAME.safetensors`` beside its constructor config ``NAME.json``."""
+    directory = Path(directory)
+    save_tensors(directory / f"{name}.safetensors", module.state_dict(), {"config": config})
+    write_json(directory / f"{name}.json", config)
+
+
+def load_state(module: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load a safetensors state dict into ``module`` strictly, naming missing or unexpected keys."""
+    tensors, _ = load_tensors(path)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise TlganError(
+            f"{path}: weights do not match the {type(module).__name__} architecture "
+            f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; unexpected: {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}); check that the JSON config belongs to these weights"
+        )
+    for key, value in tensors.items():
+        if own[key].shape != value.shape:
+            raise TlganError(f"{path}: tensor {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    module.load_state_dict(tensors, strict=True)
+    return module

@@ -1,0 +1,117 @@
+"""Generators and classifiers: the contracts, the registries, and loading from a spec.
+
+A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
+
+- a registered name (``tlgan models`` lists them), e.g. ``toyfaces-gan``;
+- a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands;
+- a TorchScript file (``.pt``/``.ts``/``.torchscript``), loaded with ``torch.jit.load``;
+- ``path/to/file.py:factory``: a Python file of your own and a function in it that returns
+  a :class:`Generator` / :class:`Classifier` (or a module plus keyword arguments; see docs).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tlgan.errors import TlganError
+from tlgan.models.base import Classifier, Generator, ModuleClassifier, ModuleGenerator
+from tlgan.registry import Registry
+
+GENERATORS: Registry[Generator] = Registry("generator")
+CLASSIFIERS: Registry[Classifier] = Registry("classifier")
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
+
+
+def _load_factory_file(spec: str) -> Callable:
+    path_text, _, func_name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise TlganError(f"{path}: file not found (from spec {spec!r}; expected path/to/file.py:factory)")
+    module_spec = importlib.util.spec_from_file_location(f"tlgan_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)  # the user's own code, named explicitly by them
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise TlganError(f"{path} has no function {func_name!r}")
+    return factory
+
+
+def _from_torchscript(path: Path, kind: str):
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises several types for bad archives
+        raise TlganError(f"{path}: not a loadable TorchScript file ({type(exc).__name__}); export it with torch.jit.save") from None
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if kind == "generator":
+        return ModuleGenerator(module, z_dim=int(meta.get("z_dim", 512)),
+                               output_range=tuple(meta.get("output_range", (-1, 1))), name=path.stem)
+    if "attributes" not in meta:
+        raise TlganError(f"{path}: a TorchScript classifier needs {meta_path.name} beside it listing its \"attributes\"")
+    return ModuleClassifier(module, meta["attributes"], input_resolution=int(meta.get("input_resolution", 64)),
+                            input_range=tuple(meta.get("input_range", (-1, 1))), output=meta.get("output", "logits"),
+                            name=path.stem)
+
+
+def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
+    _ensure_registered()
+    spec = str(spec)
+    path = Path(spec)
+    if spec in registry:
+        model = registry.create(spec)
+    elif ".py:" in spec:
+        model = _load_factory_file(spec)()
+    elif path.is_dir() and (path / "model.json").is_file():
+        from tlgan.models.networks import load_pretrained
+
+        model = load_pretrained(path)
+    elif path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file():
+        model = _from_torchscript(path, kind)
+    elif path.exists():
+        raise TlganError(f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
+                         f"a TorchScript file ({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory")
+    else:
+        registry.check(spec)  # raises with close matches
+    if not isinstance(model, base):
+        raise TlganError(f"{spec!r} gave a {type(model).__name__}, not a tlgan {base.__name__}; wrap a plain module with "
+                         f"tlgan.models.Module{base.__name__}")
+    return model.to(device).eval()
+
+
+def load_generator(spec: str, device: str = "cpu") -> Generator:
+    """Build the generator named by ``spec`` (see module docs) on ``device``, in eval mode."""
+    return _load(spec, "generator", GENERATORS, Generator, device)
+
+
+def load_classifier(spec: str, device: str = "cpu") -> Classifier:
+    """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode."""
+    return _load(spec, "classifier", CLASSIFIERS, Classifier, device)
+
+
+_registered = False
+
+
+def _ensure_registered() -> None:
+    """Import the modules whose import registers the built-in models."""
+    global _registered
+    if not _registered:
+        _registered = True
+        import tlgan.models.zoo  # noqa: F401
+        import tlgan.toyfaces.generator  # noqa: F401
+
+
+def list_models() -> dict:
+    _ensure_registered()
+    return {
+        "generators": {n: GENERATORS.describe(n) for n in GENERATORS.names()},
+        "classifiers": {n: CLASSIFIERS.describe(n) for n in CLASSIFIERS.names()},
+    }
+
+
+__all__ = ["Generator", "Classifier", "ModuleGenerator", "ModuleClassifier", "GENERATORS", "CLASSIFIERS",
+           "load_generator", "load_classifier", "list_models"]

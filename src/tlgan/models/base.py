@@ -1,0 +1,179 @@
+"""The two contracts every model in tlgan satisfies.
+
+A :class:`Generator` maps latents of a named space to images; a :class:`Classifier` maps
+images to one logit per attribute. Images crossing these boundaries are always float
+tensors of shape (N, 3, H, W) with values in [-1, 1]. Wrappers adapt user modules that
+use other ranges or sizes, so nothing downstream has to know.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tlgan.errors import TlganError
+
+
+def latent_rng_normal(seed: int, indices: Sequence[int] | np.ndarray, dim: int) -> torch.Tensor:
+    """Standard-normal latents where row k depends only on (seed, indices[k]).
+
+    Uses a counter-based generator (Philox) keyed by the seed, with the sample index
+    as the counter, so a sample's latent is the same whatever the batch size or the
+    point where a run was resumed.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    out = np.empty((len(indices), dim), dtype=np.float32)
+    for row, i in enumerate(indices):
+        bitgen = np.random.Philox(key=np.uint64(seed) & np.uint64(2**63 - 1), counter=[int(i), 0, 0, 0])
+        out[row] = np.random.Generator(bitgen).standard_normal(dim, dtype=np.float32)
+    return torch.from_numpy(out)
+
+
+class Generator(torch.nn.Module):
+    """Base class: ``synthesize(latents, space)`` -> images in [-1, 1], shape (N, 3, R, R).
+
+    Subclasses set ``name``, ``z_dim``, ``img_resolution`` and implement ``_synthesize``.
+    ``spaces`` lists the latent spaces it accepts; "z" is always first.
+    """
+
+    name: str = "generator"
+    z_dim: int = 512
+    img_resolution: int = 64
+    img_channels: int = 3
+    spaces: Tuple[str, ...] = ("z",)
+
+    def latent_dim(self, space: str = "z") -> int:
+        self.check_space(space)
+        return self.z_dim
+
+    def check_space(self, space: str) -> None:
+        if space not in self.spaces:
+            raise TlganError(f"generator {self.name!r} has no latent space {space!r}; it has {', '.join(self.spaces)}")
+
+    def sample_latents(self, n: int, seed: int = 0, start: int = 0, space: str = "z") -> torch.Tensor:
+        """Latents for samples start..start+n-1 of ``seed`` (float32, CPU)."""
+        return self.sample_latents_at(np.arange(start, start + n), seed=seed, space=space)
+
+    def sample_latents_at(self, indices, seed: int = 0, space: str = "z") -> torch.Tensor:
+        self.check_space(space)
+        return latent_rng_normal(seed, indices, self.latent_dim(space))
+
+    def check_latents(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
+        dim = self.latent_dim(space)
+        if not isinstance(latents, torch.Tensor):
+            latents = torch.as_tensor(np.asarray(latents, dtype=np.float32))
+        if latents.ndim == 1:
+            latents = latents[None]
+        if latents.ndim != 2 or latents.shape[1] != dim:
+            raise TlganError(
+                f"latent of shape {tuple(latents.shape)} does not fit generator {self.name!r}: "
+                f"space {space!r} needs vectors of size {dim}"
+            )
+        if not torch.isfinite(latents).all():
+            raise TlganError("latents contain NaN or infinite values")
+        return latents
+
+    def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
+        latents = self.check_latents(latents, space)
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        return self._synthesize(latents.to(device), space)
+
+    def forward(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:  # noqa: D401
+        return self.synthesize(latents, space)
+
+    def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def true_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z"):
+        """The ground-truth attribute axes, for generators that know them (else None)."""
+        return None
+
+
+class Classifier(torch.nn.Module):
+    """Base class: ``logits(images)`` -> (N, A) logits, one per name in ``attributes``.
+
+    Input images are (N, 3, H, W) in [-1, 1]; they are resized to ``input_resolution``.
+    """
+
+    name: str = "classifier"
+    attributes: Tuple[str, ...] = ()
+    input_resolution: int = 64
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
+        if images.shape[-1] != self.input_resolution or images.shape[-2] != self.input_resolution:
+            images = F.interpolate(images, size=(self.input_resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        return self._logits(images)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images)
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attribute_index(self, name: str) -> int:
+        from tlgan.registry import unknown_name_message
+
+        if name not in self.attributes:
+            raise TlganError(unknown_name_message("attribute", name, list(self.attributes)))
+        return self.attributes.index(name)
+
+
+class ModuleGenerator(Generator):
+    """Wrap any ``torch.nn.Module`` that maps (N, z_dim) latents to (N, 3, H, W) images.
+
+    >>> G = ModuleGenerator(my_net, z_dim=128, output_range=(0, 1), name="mine")
+    """
+
+    def __init__(self, module: torch.nn.Module, z_dim: int, output_range: Tuple[float, float] = (-1.0, 1.0),
+                 name: str = "custom", img_resolution: Optional[int] = None):
+        super().__init__()
+        self.module = module
+        self.z_dim = int(z_dim)
+        self.name = name
+        self.output_range = (float(output_range[0]), float(output_range[1]))
+        if img_resolution is None:
+            with torch.no_grad():
+                probe = module(torch.zeros(1, self.z_dim))
+            img_resolution = int(probe.shape[-1])
+        self.img_resolution = int(img_resolution)
+
+    def _synthesize(self, latents, space):
+        lo, hi = self.output_range
+        images = self.module(latents)
+        return (images - lo) / (hi - lo) * 2.0 - 1.0
+
+
+class ModuleClassifier(Classifier):
+    """Wrap any ``torch.nn.Module`` that maps images to per-attribute scores.
+
+    ``input_range`` is the value range the module expects (images are rescaled from
+    [-1, 1]); ``output`` says whether it returns "logits" or "probabilities".
+    """
+
+    def __init__(self, module: torch.nn.Module, attributes: Sequence[str], input_resolution: int = 64,
+                 input_range: Tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom"):
+        super().__init__()
+        if output not in ("logits", "probabilities"):
+            raise TlganError(f"output must be 'logits' or 'probabilities', not {output!r}")
+        self.module = module
+        self.attributes = tuple(attributes)
+        self.input_resolution = int(input_resolution)
+        self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.output = output
+        self.name = name
+
+    def _logits(self, images):
+        lo, hi = self.input_range
+        out = self.module((images + 1.0) / 2.0 * (hi - lo) + lo)
+        if out.shape[-1] != len(self.attributes):
+            raise TlganError(f"classifier returned {out.shape[-1]} scores but {len(self.attributes)} attribute names were given")
+        if self.output == "probabilities":
+            out = torch.logit(out.clamp(1e-6, 1 - 1e-6))
+        return out

@@ -1,0 +1,61 @@
+"""Small name -> factory registries (one per kind of thing), with close-match suggestions."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Dict, Generic, List, TypeVar
+
+from tlgan.errors import TlganError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories; ``create(name)`` builds one.
+
+    >>> GENERATORS = Registry("generator")
+    >>> @GENERATORS.register("toyfaces-render", "analytic renderer")
+    ... def _make(): ...
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._factories: Dict[str, Callable[..., T]] = {}
+        self._descriptions: Dict[str, str] = {}
+
+    def register(self, name: str, description: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise TlganError(f"a {self.kind} named {name!r} is already registered")
+            self._factories[name] = factory
+            self._descriptions[name] = description or (factory.__doc__ or "").strip().split("\n")[0]
+            return factory
+
+        return decorator
+
+    def names(self) -> List[str]:
+        return sorted(self._factories)
+
+    def describe(self, name: str) -> str:
+        self.check(name)
+        return self._descriptions[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories
+
+    def check(self, name: str) -> None:
+        if name not in self._factories:
+            raise TlganError(unknown_name_message(self.kind, name, self.names()))
+
+    def create(self, name: str, **kwargs) -> T:
+        self.check(name)
+        return self._factories[name](**kwargs)
+
+
+def unknown_name_message(kind: str, name: str, known: List[str]) -> str:
+    """'unknown X 'foo'; did you mean ...?' with the close matches, or the full list."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if close:
+        hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    else:
+        hint = "known: " + (", ".join(known) if known else "(none)")
+    return f"unknown {kind} {name!r}; {hint}"
