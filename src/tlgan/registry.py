@@ -53,7 +53,8 @@ class Registry(Generic[T]):
 
 def unknown_name_message(kind: str, name: str, known: List[str]) -> str:
     """'unknown X 'foo'; did you mean ...?' with the close matches, or the full list."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    lowered = {k.lower(): k for k in known}
+    close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.5)]
     if close:
         hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
     else:

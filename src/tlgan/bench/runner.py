@@ -1,0 +1,55 @@
+"""`tlgan bench`: every benchmark section, each reporting ratios against a baseline from the same run."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from typing import Optional, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("sampling", "fit", "toyfaces", "studio")
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[str]] = None) -> dict:
+    from tlgan.errors import TlganError
+
+    sections = list(only) if only else list(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise TlganError(f"unknown bench section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    result: dict = {"device": device, "quick": quick, "machine": machine()}
+    if "sampling" in sections:
+        from tlgan.bench.sampling import bench_sampling
+
+        log.info("bench: sampling")
+        result.update(bench_sampling(n=512 if quick else 4096, device=device, repeats=1 if quick else 3))
+    if "fit" in sections:
+        from tlgan.bench.fitting import bench_fit
+
+        log.info("bench: fitting")
+        result.update(bench_fit(quick=quick))
+    if "toyfaces" in sections:
+        from tlgan.toyfaces.render import render_speed
+
+        log.info("bench: toyfaces renderer")
+        result["render_faces_per_second"] = round(render_speed(n=512 if quick else 4000), 1)
+    if "studio" in sections:
+        try:
+            from tlgan.bench.studio import bench_studio
+        except ImportError:
+            log.warning("studio benchmark not available")
+        else:
+            log.info("bench: studio")
+            result.update(bench_studio(quick=quick, device=device))
+    return result

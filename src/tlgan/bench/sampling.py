@@ -1,0 +1,49 @@
+"""Sampling throughput: the whole `sample` path against a bare G-then-F loop on the same batches."""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+
+from tlgan.models import load_classifier, load_generator
+from tlgan.sampling import sample
+
+
+def bench_sampling(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier", n: int = 4096,
+                   batch_size: int = 256, device: str = "cpu", repeats: int = 3) -> dict:
+    """Images per second of ``sample`` and of a bare loop; their ratio (1.0 = no overhead).
+
+    The two are interleaved ``repeats`` times and the best time of each is kept, so a
+    burst of load from elsewhere on a shared machine hurts neither side alone.
+    """
+    G = load_generator(generator, device)
+    F = load_classifier(classifier, device)
+    latents = G.sample_latents(n, seed=0)
+
+    def bare() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                F.logits(G.synthesize(latents[i:i + batch_size].to(device))).cpu()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def full() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            sample(G, F, n, f"{tmp}/run", batch_size=batch_size, shard_size=n, device=device, progress=False)
+            return time.perf_counter() - t0
+
+    bare()  # warm-up: first calls pay for allocations and kernel selection
+    bare_times, full_times = [], []
+    for _ in range(repeats):
+        bare_times.append(bare())
+        full_times.append(full())
+    best_bare, best_full = min(bare_times), min(full_times)
+    return {
+        "sample_images_per_second": round(n / best_full, 1),
+        "bare_images_per_second": round(n / best_bare, 1),
+        "sample_vs_bare_ratio": round(best_bare / best_full, 3),
+    }

@@ -1,0 +1,273 @@
+"""`tlgan models | sample | fit | edit | grid | demo | bench`: the TL-GAN chain on the command line."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Tuple
+
+import click
+import torch
+
+from tlgan.cli.common import (classifier_option, device_option, generator_option, json_option, parse_int_list,
+                              print_json)
+from tlgan.errors import TlganError
+
+ATTR_MOVE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_moves(values: Tuple[str, ...]) -> dict:
+    """('Smiling=+2', 'Beard=-1.5') -> {'Smiling': 2.0, 'Beard': -1.5}."""
+    moves = {}
+    for text in values:
+        m = ATTR_MOVE.match(text)
+        if not m:
+            raise TlganError(f"cannot read --attr {text!r}; write it as NAME=AMOUNT, e.g. --attr Smiling=+2")
+        moves[m.group(1)] = moves.get(m.group(1), 0.0) + float(m.group(2))
+    return moves
+
+
+def parse_floats(text: str) -> List[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TlganError(f"cannot read {text!r} as numbers; write them like -3,-1.5,0,1.5,3") from None
+
+
+def _latent_from(generator, seed: int, latent_file: str | None, space: str):
+    from tlgan.editing.latent_file import load_latent
+
+    if latent_file:
+        latent, meta = load_latent(latent_file)
+        if meta.get("space", space) != space:
+            raise TlganError(f"{latent_file} is a latent of space {meta.get('space')!r}, not {space!r}")
+        return generator.check_latents(latent, space)[0]
+    return generator.sample_latents_at([seed], seed=0, space=space)[0]
+
+
+def _axes_for(axes_path: str | None, generator_spec: str, classifier_spec: str, device: str):
+    from tlgan.axes import FeatureAxes
+    from tlgan.pipeline import default_axes
+
+    if axes_path:
+        return FeatureAxes.load(axes_path)
+    return default_axes(generator_spec, classifier_spec, device=device)
+
+
+@click.command("models")
+@json_option
+def models_cmd(as_json: bool) -> None:
+    """List the registered generators, classifiers and axis finders."""
+    from tlgan.models import list_models
+
+    listing = list_models()
+    try:
+        from tlgan.axes.finders import FINDERS
+
+        listing["axis_finders"] = {n: FINDERS.describe(n) for n in FINDERS.names()}
+    except ImportError:
+        pass
+    if as_json:
+        print_json(listing)
+        return
+    for kind, entries in listing.items():
+        click.echo(f"{kind}:")
+        for name, desc in entries.items():
+            click.echo(f"  {name:24s} {desc}")
+
+
+@click.command("sample")
+@generator_option
+@classifier_option
+@click.option("-n", "n", type=int, default=20_000, help="Number of faces to sample.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder to write.")
+@click.option("--seed", type=int, default=0, help="Latent i depends only on (seed, i).")
+@click.option("--batch-size", type=int, default=256)
+@click.option("--shard-size", type=int, default=4096, help="Samples per shard file.")
+@click.option("--space", default="z", help="Latent space to sample in.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
+@click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@device_option
+@json_option
+def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, dtype, thumbnails, resume, device,
+               as_json):
+    """Draw N latents, generate, classify, and write a run folder."""
+    from tlgan.models import load_classifier, load_generator
+    from tlgan.sampling import sample
+
+    G = load_generator(generator, device)
+    F = load_classifier(classifier, device)
+    run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
+                 dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
+                 classifier_spec=classifier)
+    info = {"out": str(run.path), "n": run.n, "attributes": run.attributes, "seconds": run.manifest.get("seconds")}
+    print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
+
+
+@click.command("fit")
+@click.argument("run_dir", type=click.Path())
+@click.option("--method", default="glm", help="Axis finder: glm, logistic or svm (see `tlgan models`).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors).")
+@click.option("--ratio", type=float, default=None, help="svm: top/bottom fraction of samples per attribute.")
+@click.option("--export-boundaries", type=click.Path(file_okay=False), default=None,
+              help="Also write InterFaceGAN boundary .npy files into this folder.")
+@json_option
+def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
+    """Fit one feature axis per attribute on a run folder."""
+    from tlgan.models import GENERATORS, _ensure_registered, load_generator
+    from tlgan.pipeline import fit_axes
+    from tlgan.sampling import Run
+
+    run = Run.open(run_dir)
+    _ensure_registered()
+    # Ground truth is reported for registered generators that know it (toyfaces-render).
+    generator = load_generator(run.generator) if run.generator in GENERATORS else None
+    kwargs = {"ratio": ratio} if ratio is not None else {}
+    axes = fit_axes(run, method, generator, **kwargs)
+    axes.save(out)
+    if export_boundaries:
+        from tlgan.axes.interfacegan import export_boundaries as export
+
+        export(axes, export_boundaries)
+    if as_json:
+        print_json({"out": out, "method": method, "n": run.n, "space": axes.space, "generator": axes.generator,
+                    "axes": axes.metrics})
+    else:
+        click.echo(f"wrote {len(axes.attributes)} axes ({method}) to {out}")
+        for name in axes.attributes:
+            metrics = ", ".join(f"{k}={v:.3f}" for k, v in axes.metrics.get(name, {}).items() if isinstance(v, float))
+            click.echo(f"  {name:22s} {metrics}")
+
+
+@click.command("edit")
+@generator_option
+@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
+              help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
+@classifier_option
+@click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
+@click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None,
+              help="Start from a saved latent (from `tlgan invert`).")
+@click.option("--attr", "moves", multiple=True, help="NAME=AMOUNT, repeatable: --attr Smiling=+2 --attr Beard=-1.5")
+@click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@click.option("--upscale", type=int, default=4, help="Nearest-neighbour upscaling of the saved image.")
+@click.option("--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent.")
+@device_option
+@json_option
+def edit_cmd(generator, axes_path, classifier, seed, latent_file, moves, locks, out, upscale, save_latent, device,
+             as_json):
+    """Apply several attribute moves at once to one face and write the image."""
+    from tlgan.editing.edit import edit_latents
+    from tlgan.editing.latent_file import save_latent as write_latent
+    from tlgan.imaging import save_image
+    from tlgan.models import load_generator
+    from tlgan.pipeline import check_axes_for, render
+
+    amounts = parse_moves(moves)
+    if not amounts:
+        raise TlganError("nothing to do: give at least one --attr NAME=AMOUNT")
+    G = load_generator(generator, device)
+    axes = _axes_for(axes_path, generator, classifier, device)
+    check_axes_for(axes, G, generator)
+    latent = _latent_from(G, seed, latent_file, axes.space)
+    edited = edit_latents(latent, axes, amounts, list(locks))
+    image = render(G, edited[None], axes.space)[0]
+    save_image(image, out, upscale=upscale)
+    if save_latent:
+        write_latent(save_latent, edited, space=axes.space, generator=generator, edits=amounts, locks=list(locks))
+    if as_json:
+        print_json({"out": out, "amounts": amounts, "locks": list(locks)})
+    else:
+        click.echo(f"wrote {out}")
+
+
+@click.command("grid")
+@generator_option
+@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
+              help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
+@classifier_option
+@click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
+@click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--attrs", default=None, help="Comma-separated rows (default: every attribute).")
+@click.option("--steps", default="-3,-2,-1,0,1,2,3", help="Comma-separated step sizes (columns).")
+@click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@click.option("--gif", "gif", type=click.Path(dir_okay=False), default=None,
+              help="Also write an animated GIF along the first attribute.")
+@click.option("--upscale", type=int, default=2)
+@device_option
+def grid_cmd(generator, axes_path, classifier, seed, latent_file, attrs, steps, locks, out, gif, upscale, device):
+    """A PNG grid: rows of attributes x columns of steps (and optionally a GIF along one axis)."""
+    from tlgan.editing.edit import interpolate
+    from tlgan.imaging import save_gif, save_grid
+    from tlgan.models import load_generator
+    from tlgan.pipeline import check_axes_for, edit_latents_grid, render
+
+    G = load_generator(generator, device)
+    axes = _axes_for(axes_path, generator, classifier, device)
+    check_axes_for(axes, G, generator)
+    latent = _latent_from(G, seed, latent_file, axes.space)
+    rows = [a.strip() for a in attrs.split(",")] if attrs else axes.attributes
+    for name in rows:
+        axes.index(name)
+    step_values = parse_floats(steps)
+    images = render(G, edit_latents_grid(latent, axes, rows, step_values, list(locks)), axes.space)
+    save_grid(images, out, nrow=len(step_values), upscale=upscale)
+    click.echo(f"wrote {out} ({len(rows)} attributes x {len(step_values)} steps)")
+    if gif:
+        from tlgan.axes.disentangle import disentangle
+
+        direction = disentangle(axes, list(locks))[rows[0]] if locks else axes[rows[0]]
+        lo, hi = min(step_values), max(step_values)
+        path = [lo + (hi - lo) * i / 23 for i in range(24)]
+        frames = render(G, interpolate(latent, direction, path + path[::-1]), axes.space)
+        save_gif(frames, gif, upscale=upscale * 2)
+        click.echo(f"wrote {gif}")
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="out/demo")
+@click.option("-n", "n", type=int, default=20_000, help="Faces to sample.")
+@click.option("--seed", type=int, default=0)
+@click.option("--method", default="svm", help="Axis finder.")
+@click.option("--no-report", is_flag=True, help="Skip the evaluation report.")
+@device_option
+@json_option
+def demo_cmd(out, n, seed, method, no_report, device, as_json):
+    """The main job on the bundled models: sample, fit, disentangle, edit, report."""
+    from tlgan.pipeline import run_demo
+
+    summary = run_demo(out, n=n, seed=seed, method=method, device=device, report=not no_report, progress=not as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"demo finished in {summary['seconds']:.1f} s; outputs in {out}/")
+        for name, metrics in summary["axes"].items():
+            click.echo(f"  {name:22s} " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+@click.command("bench")
+@click.option("--quick", is_flag=True, help="Small sizes: a smoke test, not figures to report.")
+@click.option("--only", default=None, help="Comma-separated sections (sampling, fit, toyfaces, studio).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
+@device_option
+@json_option
+def bench_cmd(quick, only, out, device, as_json):
+    """Measure throughput as ratios against baselines timed in the same run."""
+    from tlgan.bench.runner import run_bench
+
+    result = run_bench(device=device, quick=quick, only=only.split(",") if only else None)
+    if out:
+        from tlgan.io import write_json
+
+        write_json(out, result)
+    if as_json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:36s} {value}")
+
+
+def register(group: click.Group) -> None:
+    for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, demo_cmd, bench_cmd):
+        group.add_command(command)

@@ -1,0 +1,177 @@
+"""The TL-GAN chain as plain functions: fit axes on a run, render edits, the demo job.
+
+The CLI and the web studio call these; each takes its models and options as arguments.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from tlgan.axes import FeatureAxes
+from tlgan.errors import TlganError
+from tlgan.models import load_classifier, load_generator
+from tlgan.models.base import Generator
+from tlgan.sampling import Run, sample
+
+log = logging.getLogger(__name__)
+
+
+def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> Dict[str, float]:
+    """Cosine of each fitted axis to the generator's true axis, for generators that know them."""
+    truth = generator.true_axes(space=axes.space)
+    if truth is None:
+        return {}
+    out = {}
+    for name in axes.attributes:
+        if name in truth.attributes:
+            out[name] = float(torch.dot(axes[name], truth[name]))
+    return out
+
+
+def fit_axes(run: Run, method: str = "glm", generator: Optional[Generator] = None, **finder_kwargs) -> FeatureAxes:
+    """Fit one feature axis per attribute of ``run`` with the finder ``method``.
+
+    When ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+    """
+    from tlgan.axes.finders import make_finder
+
+    latents, scores = run.load()
+    finder = make_finder(method, **finder_kwargs).fit(latents, scores, run.attributes)
+    axes = finder.to_feature_axes(run.attributes, space=run.space, generator=run.generator)
+    axes.info.update({"run": str(run.path), "n": run.n, "seed": run.seed, "classifier": run.classifier})
+    if generator is not None:
+        for name, cos in cosine_to_truth(axes, generator).items():
+            axes.metrics.setdefault(name, {})["cosine_to_truth"] = cos
+    return axes
+
+
+def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: Optional[str] = None) -> None:
+    """Axes must come from the same generator (by name) and have its latent size."""
+    names = {generator.name, generator_spec} - {None}
+    if axes.generator not in names and axes.generator != "unknown":
+        raise TlganError(f"these axes were fitted for generator {axes.generator!r}, not {generator_spec or generator.name!r}; "
+                         f"fit axes for this generator with `tlgan sample` + `tlgan fit`")
+    dim = generator.latent_dim(axes.space)
+    if axes.dim != dim:
+        raise TlganError(f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan"))
+
+
+def default_axes(generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier", *,
+                 n: int = 20_000, seed: int = 0, method: str = "svm", device: str = "cpu",
+                 progress: bool = True) -> FeatureAxes:
+    """Axes for a registered generator/classifier pair, fitted once and cached under ``$TLGAN_CACHE``."""
+    path = cache_dir() / "axes" / f"{generator_spec}--{classifier_spec}--{method}-{n}-{seed}.safetensors"
+    if path.is_file():
+        return FeatureAxes.load(path)
+    log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
+    generator = load_generator(generator_spec, device)
+    classifier = load_classifier(classifier_spec, device)
+    run_dir = path.with_suffix(".run")
+    run = sample(generator, classifier, n, run_dir, seed=seed, device=device, resume=run_dir.exists(),
+                 progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
+    axes = fit_axes(run, method, generator)
+    axes.save(path)
+    return axes
+
+
+def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Sequence[str], steps: Sequence[float],
+                      locks: Sequence[str] = ()) -> torch.Tensor:
+    """Latents for a grid: one row per attribute, one column per step. Returns (R*C, D)."""
+    from tlgan.editing.edit import edit_latents
+
+    rows = []
+    for name in attributes:
+        for step in steps:
+            rows.append(edit_latents(latent, axes, {name: float(step)}, locks))
+    return torch.stack(rows)
+
+
+@torch.inference_mode()
+def render(generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64) -> torch.Tensor:
+    """Images (N, 3, R, R) in [-1, 1] for latents (N, D), in batches."""
+    device = next(iter(generator.parameters()), torch.empty(0)).device
+    parts = [generator.synthesize(latents[i:i + batch_size].to(device), space).float().cpu()
+             for i in range(0, len(latents), batch_size)]
+    return torch.cat(parts)
+
+
+def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: str = "svm",
+             generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier",
+             device: str = "cpu", face_seed: int = 7, report: bool = True, progress: bool = True) -> dict:
+    """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary."""
+    from tlgan.editing.edit import edit_latents
+    from tlgan.imaging import save_grid
+
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    generator = load_generator(generator_spec, device)
+    classifier = load_classifier(classifier_spec, device)
+    run = sample(generator, classifier, n, out / "run", seed=seed, device=device, resume=(out / "run").exists(),
+                 progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
+    axes = fit_axes(run, method, generator)
+    axes.save(out / "axes.safetensors")
+
+    latent = generator.sample_latents_at([face_seed], seed=seed)[0]
+    steps = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    grids = out / "grids"
+    for name in axes.attributes:
+        images = render(generator, edit_latents_grid(latent, axes, [name], steps))
+        save_grid(images, grids / f"{name}.png", nrow=len(steps), upscale=2)
+
+    lock_demo = {}
+    if {"Beard", "Male"} <= set(axes.attributes):
+        # Start from a bearded male face so that "Beard -" has something to remove.
+        z_male = _pick_face(run, axes.attributes, want={"Beard": True, "Male": True})
+        free = torch.stack([edit_latents(z_male, axes, {"Beard": -s}) for s in (0, 1, 2, 3)])
+        locked = torch.stack([edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)])
+        images = render(generator, torch.cat([free, locked]))
+        save_grid(images, out / "beard_minus_lock_male.png", nrow=4, upscale=2)
+        with torch.inference_mode():
+            male = classifier.probabilities(images)[:, axes.index("Male")]
+        lock_demo = {"male_probability_unlocked": [round(float(v), 3) for v in male[:4]],
+                     "male_probability_locked": [round(float(v), 3) for v in male[4:]]}
+
+    summary = {
+        "seconds": None,
+        "samples": run.n,
+        "method": method,
+        "generator": generator_spec,
+        "classifier": classifier_spec,
+        "axes": {a: {k: round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()} for a in axes.attributes},
+        "beard_minus_with_male_locked": lock_demo,
+        "outputs": {"axes": "axes.safetensors", "grids": "grids/", "lock_demo": "beard_minus_lock_male.png"},
+    }
+    if report:
+        try:
+            from tlgan.evaluation.report import write_report
+        except ImportError:
+            log.warning("the evaluation report is not available in this build; skipping it")
+        else:
+            write_report(run, axes, out / "report", locks=["Male"], generator=generator, classifier=classifier,
+                         progress=progress)
+            summary["outputs"]["report"] = "report/report.html"
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    from tlgan.io import write_json
+
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _pick_face(run: Run, attributes: List[str], want: Dict[str, bool]) -> torch.Tensor:
+    """The first sampled latent whose classifier labels match ``want`` (falls back to sample 0)."""
+    latents, scores = run.load()
+    mask = torch.ones(len(scores), dtype=torch.bool)
+    for name, value in want.items():
+        mask &= (scores[:, attributes.index(name)] > 0) == value
+    hits = torch.nonzero(mask).flatten()
+    return latents[int(hits[0]) if len(hits) else 0]

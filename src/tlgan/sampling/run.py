@@ -1,0 +1,127 @@
+"""Run folders: latents and classifier scores sampled from a generator, stored in shards.
+
+Layout of a run folder::
+
+    RUN/manifest.json             models, attribute names, seed, n, shard size, versions, complete flag
+    RUN/shard-00000.safetensors   latents (S, D) float32, scores (S, A) float32 logits, indices (S,) int64
+    RUN/shard-00001.safetensors   ... [thumbnails (S, 3, t, t) uint8 when asked for]
+
+Shard k holds samples k*shard_size .. (k+1)*shard_size-1. Each shard is written to a
+temporary file and renamed, so an interrupted run loses at most the shard in progress.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import torch
+
+from tlgan.errors import TlganError
+from tlgan.io import load_tensors, read_json, write_json
+
+FORMAT = "tlgan.run/1"
+MANIFEST = "manifest.json"
+SHARD_RE = re.compile(r"^shard-(\d{5})\.safetensors$")
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+class Run:
+    """A run folder opened for reading. ``latents()`` and ``scores()`` concatenate the shards."""
+
+    def __init__(self, path: Path, manifest: Dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, require_complete: bool = True) -> "Run":
+        path = Path(path)
+        if not path.is_dir():
+            raise TlganError(f"{path}: run folder not found; create one with `tlgan sample --out {path}`")
+        if not (path / MANIFEST).is_file():
+            raise TlganError(f"{path}: not a run folder (no {MANIFEST}); create one with `tlgan sample --out {path}`")
+        manifest = read_json(path / MANIFEST)
+        if manifest.get("format") != FORMAT:
+            raise TlganError(f"{path / MANIFEST}: not a tlgan run manifest (format {manifest.get('format')!r})")
+        run = cls(path, manifest)
+        if require_complete and not manifest.get("complete", False):
+            raise TlganError(f"{path}: the run was interrupted ({run.count_done()} of {manifest['n']} samples); "
+                             f"finish it with `tlgan sample --out {path} --resume`")
+        if require_complete and manifest["n"] == 0:
+            raise TlganError(f"{path}: the run holds no samples; sample with -n > 0")
+        return run
+
+    # --- descriptive properties, straight from the manifest
+    @property
+    def attributes(self) -> List[str]:
+        return list(self.manifest["attributes"])
+
+    @property
+    def generator(self) -> str:
+        return self.manifest["generator"]
+
+    @property
+    def classifier(self) -> str:
+        return self.manifest["classifier"]
+
+    @property
+    def space(self) -> str:
+        return self.manifest.get("space", "z")
+
+    @property
+    def n(self) -> int:
+        return int(self.manifest["n"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.manifest["seed"])
+
+    def shard_paths(self) -> List[Path]:
+        count = -(-self.n // self.manifest["shard_size"])
+        return [self.path / shard_name(k) for k in range(count)]
+
+    def done_shards(self) -> List[int]:
+        return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := SHARD_RE.match(p.name)))
+
+    def count_done(self) -> int:
+        size = self.manifest["shard_size"]
+        return sum(min(size, self.n - k * size) for k in self.done_shards() if k * size < self.n)
+
+    def iter_shards(self) -> Iterator[Dict[str, torch.Tensor]]:
+        for path in self.shard_paths():
+            tensors, _ = load_tensors(path)
+            yield tensors
+
+    def _cat(self, key: str) -> torch.Tensor:
+        parts = [shard[key] for shard in self.iter_shards()]
+        if not parts:
+            raise TlganError(f"{self.path}: the run holds no samples")
+        return torch.cat(parts)
+
+    def latents(self) -> torch.Tensor:
+        """(N, D) float32."""
+        return self._cat("latents")
+
+    def scores(self) -> torch.Tensor:
+        """(N, A) float32 classifier logits."""
+        return self._cat("scores")
+
+    def load(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        lat, sco = [], []
+        for shard in self.iter_shards():
+            lat.append(shard["latents"])
+            sco.append(shard["scores"])
+        return torch.cat(lat), torch.cat(sco)
+
+    def check_generator(self, generator_name: str) -> None:
+        if generator_name != self.generator:
+            raise TlganError(f"{self.path} was sampled from generator {self.generator!r}, not {generator_name!r}; "
+                             f"use a run of the same generator or pass --generator {self.generator}")
+
+
+def write_manifest(path: Path, manifest: Dict[str, Any]) -> None:
+    write_json(path / MANIFEST, manifest)

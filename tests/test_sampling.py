@@ -1,0 +1,111 @@
+import importlib
+import json
+
+import pytest
+import torch
+
+from tlgan.errors import TlganError
+from tlgan.models.base import latent_rng_normal
+from tlgan.sampling import Run, sample
+from tlgan.sampling.run import shard_name
+
+
+def test_latent_depends_only_on_seed_and_index():
+    whole = latent_rng_normal(5, range(600), 32)
+    pieces = torch.cat([latent_rng_normal(5, range(0, 17), 32), latent_rng_normal(5, range(17, 600), 32)])
+    assert torch.equal(whole, pieces)
+    assert torch.equal(latent_rng_normal(5, [599, 3], 32), whole[[599, 3]])
+    assert not torch.equal(latent_rng_normal(6, [3], 32), whole[[3]])
+    # roughly standard normal
+    assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
+
+
+def test_sample_writes_run_and_scores_match_models(tiny_models, tmp_path):
+    G, F, directions = tiny_models
+    run = sample(G, F, 50, tmp_path / "run", seed=3, batch_size=7, shard_size=20, progress=False)
+    latents, scores = run.load()
+    assert latents.shape == (50, 16) and scores.shape == (50, 3)
+    assert torch.equal(latents, G.sample_latents(50, seed=3))
+    # the tiny classifier reads back 3 * z . w exactly (up to float error)
+    assert torch.allclose(scores, 3 * latents @ directions.T, atol=1e-3)
+    assert sorted(p.name for p in (tmp_path / "run").glob("shard-*")) == [shard_name(k) for k in range(3)]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["attributes"] == ["Alpha", "Beta", "Gamma"] and manifest["n"] == 50
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, monkeypatch):
+    G, F, _ = tiny_models
+    straight = sample(G, F, 45, tmp_path / "a", seed=1, batch_size=8, shard_size=10, progress=False)
+
+    mod = importlib.import_module("tlgan.sampling.sample")
+
+    real_save, calls = mod.save_tensors, {"n": 0}
+
+    def crashing_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed while the third shard is being written
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "save_tensors", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        sample(G, F, 45, tmp_path / "b", seed=1, batch_size=16, shard_size=10, progress=False)
+    monkeypatch.setattr(mod, "save_tensors", real_save)
+    partial = Run.open(tmp_path / "b", require_complete=False)
+    assert partial.done_shards() == [0, 1]
+    assert not list((tmp_path / "b").glob("*.tmp"))  # no half-written file left behind
+    with pytest.raises(TlganError, match="interrupted"):
+        Run.open(tmp_path / "b")
+    with pytest.raises(TlganError, match="--resume"):
+        sample(G, F, 45, tmp_path / "b", seed=1, shard_size=10, progress=False)
+    resumed = sample(G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, resume=True, progress=False)
+    for x, y in zip(straight.load(), resumed.load()):
+        assert torch.equal(x, y)  # bit for bit
+
+
+def test_batch_size_changes_nothing_but_rounding(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    a = sample(G, F, 30, tmp_path / "a", seed=4, batch_size=30, progress=False).load()
+    b = sample(G, F, 30, tmp_path / "b", seed=4, batch_size=7, progress=False).load()
+    assert torch.equal(a[0], b[0])  # latents: bit for bit
+    assert torch.allclose(a[1], b[1], atol=1e-4)  # scores: BLAS may block a matmul differently per batch size
+
+
+def test_resume_with_other_settings_is_refused(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    sample(G, F, 10, tmp_path / "r", seed=1, shard_size=5, progress=False)
+    with pytest.raises(TlganError, match="seed"):
+        sample(G, F, 10, tmp_path / "r", seed=2, shard_size=5, resume=True, progress=False)
+
+
+def test_bad_inputs(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    with pytest.raises(TlganError, match="at least 1"):
+        sample(G, F, 0, tmp_path / "x", progress=False)
+    with pytest.raises(TlganError, match="size 16"):
+        G.synthesize(torch.zeros(2, 15))
+    with pytest.raises(TlganError, match="NaN"):
+        G.synthesize(torch.full((1, 16), float("nan")))
+    with pytest.raises(TlganError, match="no latent space 'w'"):
+        sample(G, F, 5, tmp_path / "w", space="w", progress=False)
+    with pytest.raises(TlganError, match="not a run folder"):
+        (tmp_path / "empty").mkdir()
+        Run.open(tmp_path / "empty")
+    with pytest.raises(TlganError, match="not a run folder"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "file.txt").write_text("x")
+        sample(G, F, 5, tmp_path / "other", progress=False)
+
+
+def test_nan_scores_are_reported(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    F.module.readout.fill_(float("nan"))
+    with pytest.raises(TlganError, match="NaN or infinite scores"):
+        sample(G, F, 5, tmp_path / "nan", progress=False)
+
+
+def test_run_from_another_generator_is_named(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    run = sample(G, F, 5, tmp_path / "r", progress=False)
+    with pytest.raises(TlganError, match="tiny-gen"):
+        run.check_generator("toyfaces-gan")
