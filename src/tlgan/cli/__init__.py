@@ -15,6 +15,11 @@ from tlgan.cli.common import run_main
 # Sub-modules whose commands make up the CLI, in the order `tlgan --help` lists them.
 COMMAND_MODULES = [
     "tlgan.cli.pipeline",
+    "tlgan.cli.train",
+    "tlgan.cli.inversion",
+    "tlgan.cli.report",
+    "tlgan.cli.studio",
+    "tlgan.cli.toyfaces",
 ]
 
 

@@ -268,6 +268,34 @@ def bench_cmd(quick, only, out, device, as_json):
             click.echo(f"{key:36s} {value}")
 
 
+@click.command("eval")
+@click.option("-n", "--n", "n", type=int, default=2000, help="Faces rendered and generated for each comparison.")
+@generator_option
+@classifier_option
+@device_option
+@json_option
+def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
+    """Check the bundled classifier and generator against the renderer's ground truth."""
+    from tlgan.toyfaces.bundled_eval import evaluate_bundled
+
+    result = evaluate_bundled(n=n, generator=generator, classifier=classifier, device=device)
+    if as_json:
+        print_json(result)
+        return
+    clf, gen = result["classifier"], result["generator"]
+    click.echo(f"classifier {clf['name']}: mean balanced accuracy {clf['mean_balanced_accuracy']:.4f} "
+               f"(min {clf['min_balanced_accuracy']:.4f}) on {n} fresh renders")
+    for name, acc in clf["balanced_accuracy"].items():
+        click.echo(f"  {name:22s} {acc:.4f}")
+    click.echo(f"generator {gen['name']}: max |frequency difference| {gen['frequency_abs_diff_max']:.4f}, "
+               f"mean |correlation difference| {gen['correlation_abs_diff_mean']:.4f}, "
+               f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f})")
+    click.echo(f"renderer: {result['render_faces_per_second']:.0f} faces/s")
+
+
 def register(group: click.Group) -> None:
     for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, demo_cmd, bench_cmd):
         group.add_command(command)
+    from tlgan.cli.toyfaces import toyfaces
+
+    toyfaces.add_command(toyfaces_eval_cmd)

@@ -5,6 +5,8 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 - a registered name (``tlgan models`` lists them), e.g. ``toyfaces-gan``;
 - a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands;
 - a TorchScript file (``.pt``/``.ts``/``.torchscript``), loaded with ``torch.jit.load``;
+- a URL (``https://``, ``file://``) of a folder holding ``model.json`` + ``model.safetensors``, fetched once
+  into ``$TLGAN_CACHE/weights/``; append ``#sha256=HEX`` to check the weights' hash;
 - ``path/to/file.py:factory``: a Python file of your own and a function in it that returns
   a :class:`Generator` / :class:`Classifier` (or a module plus keyword arguments; see docs).
 """
@@ -58,12 +60,31 @@ def _from_torchscript(path: Path, kind: str):
                             name=path.stem)
 
 
+def _fetch_folder(spec: str) -> Path:
+    """Download ``model.json`` and ``model.safetensors`` from a folder URL into the cache."""
+    import hashlib
+
+    from tlgan.models.hub import WeightsInfo, default_cache, fetch
+
+    base, _, fragment = spec.partition("#")
+    sha = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
+    base = base.rstrip("/")
+    cache = default_cache() / hashlib.sha256(base.encode()).hexdigest()[:16]
+    fetch(WeightsInfo(f"{base}/model.json"), cache)
+    fetch(WeightsInfo(f"{base}/model.safetensors", sha), cache)
+    return cache
+
+
 def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
     _ensure_registered()
     spec = str(spec)
     path = Path(spec)
     if spec in registry:
         model = registry.create(spec)
+    elif spec.split("://", 1)[0] in ("http", "https", "file"):
+        from tlgan.models.networks import load_pretrained
+
+        model = load_pretrained(_fetch_folder(spec))
     elif ".py:" in spec:
         model = _load_factory_file(spec)()
     elif path.is_dir() and (path / "model.json").is_file():

@@ -1,0 +1,216 @@
+"""`tlgan invert`, `tlgan train encoder` and `tlgan toyfaces eval-inversion`: images back to latents."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import click
+import torch
+
+from tlgan.cli.common import classifier_option, device_option, generator_option, json_option, print_json
+from tlgan.errors import TlganError
+from tlgan.inversion.optimize import DEFAULT_STEPS
+
+log = logging.getLogger(__name__)
+
+NONE_WORDS = ("none", "")
+
+
+def _optional_classifier(spec: Optional[str], device: str):
+    from tlgan.models import load_classifier
+
+    if spec is None or spec.lower() in NONE_WORDS:
+        return None
+    return load_classifier(spec, device)
+
+
+def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str):
+    """``--encoder``: "auto" (the generator's own, if any), "none", or a folder with encoder.json."""
+    from tlgan.inversion.encoder import load_encoder, load_encoder_dir
+
+    if encoder_spec.lower() in NONE_WORDS:
+        return None
+    if encoder_spec == "auto":
+        encoder = load_encoder(generator_spec, generator=generator, device=device)
+        if encoder is None:
+            log.warning("generator %r has no encoder; starting from the best of random latents (slower, worse); "
+                        "train one with `tlgan train encoder`", generator_spec)
+        return encoder
+    if not Path(encoder_spec).is_dir():
+        raise TlganError(f"--encoder {encoder_spec!r}: not a folder; give the folder holding encoder.json, "
+                         f"'auto' or 'none'")
+    return load_encoder_dir(encoder_spec, generator=generator, device=device)
+
+
+def _unique_stems(paths: List[str]) -> List[str]:
+    """Output names from file stems; repeated stems get -2, -3, ... so no output overwrites another."""
+    seen: Dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+@click.command("invert")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for NAME.safetensors (latent) and NAME.png (reconstruction) per image.")
+@generator_option
+@classifier_option
+@click.option("--encoder", "encoder_spec", default="auto", show_default=True,
+              help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+@click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
+@click.option("--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs.")
+@device_option
+@json_option
+def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, no_optimize, upscale, device, as_json):
+    """Find latents whose generated faces reproduce IMAGE... (any size; centre-cropped and resized).
+
+    A file that cannot be read is reported and skipped; the others are still inverted,
+    and the exit status is 1 if any file failed.
+    """
+    from tlgan.editing.latent_file import save_latent
+    from tlgan.imaging import read_image, save_image
+    from tlgan.inversion.optimize import invert
+    from tlgan.models import load_generator
+
+    G = load_generator(generator, device)
+    F = _optional_classifier(classifier, device)
+    encoder = _encoder_for(encoder_spec, generator, G, device)
+    if steps < 0:
+        raise TlganError(f"--steps must be >= 0, not {steps}")
+    names = _unique_stems(list(images))
+    loaded, failed = [], []
+    for path, name in zip(images, names):
+        try:
+            image, notes = read_image(path, G.img_resolution)
+        except TlganError as exc:
+            failed.append({"file": path, "error": str(exc)})
+            click.echo(f"error: {exc}", err=True)
+            continue
+        for note in notes:
+            log.warning("%s: %s", path, note)
+        loaded.append((path, name, image, notes))
+
+    results = []
+    seconds_per_image = None
+    if loaded:
+        batch = torch.stack([image for _, _, image, _ in loaded])
+        result = invert(G, batch, encoder=encoder, classifier=F, optimize=not no_optimize, steps=steps,
+                        progress=not as_json)
+        seconds_per_image = round(result.seconds_per_image, 3)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for k, (path, name, _, notes) in enumerate(loaded):
+            latent_path, png_path = out / f"{name}.safetensors", out / f"{name}.png"
+            psnr = round(float(result.psnr_db[k]), 3)
+            enc_psnr = None if result.encoder_psnr_db is None else round(float(result.encoder_psnr_db[k]), 3)
+            save_latent(latent_path, result.latents[k], space=result.space, generator=generator, source=str(path),
+                        psnr_db=psnr, encoder_psnr_db=enc_psnr, steps=result.info.get("steps", 0))
+            save_image(result.reconstructions[k], png_path, upscale=upscale)
+            results.append({"file": path, "latent": str(latent_path), "reconstruction": str(png_path),
+                            "psnr_db": psnr, "encoder_psnr_db": enc_psnr, "notes": notes})
+    if as_json:
+        print_json({"out": out_dir, "generator": generator, "images": results, "failed": failed,
+                    "seconds_per_image": seconds_per_image})
+    else:
+        for r in results:
+            click.echo(f"{r['file']}: PSNR {r['psnr_db']:.2f} dB -> {r['latent']}, {r['reconstruction']}")
+        if results:
+            click.echo(f"{len(results)} inverted ({seconds_per_image:.2f} s per image)")
+    if failed:
+        click.echo(f"{len(failed)} of {len(images)} file(s) could not be inverted", err=True)
+        sys.exit(1)
+
+
+@click.command("encoder")
+@generator_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for encoder.json + encoder.safetensors (e.g. the generator's own folder).")
+@click.option("--steps", default=3000, show_default=True, help="Optimisation steps (batches).")
+@click.option("--batch-size", default=32, show_default=True, help="Generated faces per step.")
+@click.option("--lr", default=1e-3, show_default=True, help="Peak Adam learning rate (cosine schedule).")
+@click.option("--width", default=32, show_default=True, help="Channels of the encoder's first block.")
+@click.option("--classifier", "classifier", default="none", show_default=True,
+              help="Add a feature loss through this classifier's hidden layers (slower).")
+@click.option("--real-data", default=None, type=click.Path(file_okay=False),
+              help="Folder of real images, trained through reconstruction only.")
+@click.option("--latent-weight", default=1.0, show_default=True)
+@click.option("--pixel-weight", default=1.0, show_default=True, help="Reconstruction through G (0 = latent loss only).")
+@click.option("--feature-weight", default=0.1, show_default=True, help="With --classifier.")
+@click.option("--checkpoint-every", default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the training latents and initial weights.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/encoder-checkpoint/ (same settings).")
+@device_option
+@json_option
+def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifier, real_data, latent_weight,
+                      pixel_weight, feature_weight, checkpoint_every, seed, resume, device, as_json):
+    """Train an encoder (image -> latent) for a generator on faces it makes itself."""
+    from tlgan.inversion.encoder import train_encoder
+    from tlgan.models import load_generator
+    from tlgan.train.common import resolve_device
+
+    device = str(resolve_device(device))
+    G = load_generator(generator, device)
+    F = _optional_classifier(classifier, device)
+    summary = train_encoder(G, out_dir, steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                            classifier=F, real_data=real_data, resume=resume, width=width,
+                            latent_weight=latent_weight, pixel_weight=pixel_weight, feature_weight=feature_weight,
+                            checkpoint_every=checkpoint_every, generator_spec=generator, progress=not as_json)
+    if as_json:
+        print_json({"out": out_dir, **summary})
+    else:
+        click.echo(f"encoder saved to {out_dir}: PSNR {summary['eval']['psnr_db_mean']:.2f} dB on fresh faces "
+                   f"({summary['steps']} steps, {summary['seconds']:.0f} s)")
+
+
+@click.command("eval-inversion")
+@click.option("--n", "n", default=100, show_default=True, help="Faces of each kind to invert.")
+@generator_option
+@classifier_option
+@click.option("--encoder", "encoder_spec", default="auto", show_default=True,
+              help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+@click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only.")
+@device_option
+@json_option
+def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, no_optimize, device, as_json):
+    """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time."""
+    from tlgan.inversion.evaluate import evaluate_inversion
+    from tlgan.models import load_classifier, load_generator
+
+    if n < 1:
+        raise TlganError(f"--n must be at least 1, not {n}")
+    G = load_generator(generator, device)
+    F = load_classifier(classifier, device)
+    encoder = _encoder_for(encoder_spec, generator, G, device)
+    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps,
+                                optimize=not no_optimize, progress=not as_json)
+    if as_json:
+        print_json(result)
+        return
+    for kind in ("generated", "rendered"):
+        click.echo(f"{kind}:")
+        for key, value in result[kind].items():
+            click.echo(f"  {key:28s} {value}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(invert_cmd)
+    from tlgan.cli.train import train
+
+    train.add_command(train_encoder_cmd)
+    try:
+        from tlgan.cli.toyfaces import toyfaces
+    except ModuleNotFoundError as exc:
+        if exc.name != "tlgan.cli.toyfaces":
+            raise
+        # Without the toyfaces world there is nothing with known truth to evaluate against.
+        log.debug("no toyfaces command group; eval-inversion is not available")
+    else:
+        toyfaces.add_command(eval_inversion_cmd)

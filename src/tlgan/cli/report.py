@@ -1,0 +1,74 @@
+"""`tlgan report`: measure a run and its axes and write the HTML + JSON evaluation report."""
+from __future__ import annotations
+
+import click
+
+from tlgan.cli.common import device_option, json_option, print_json
+from tlgan.errors import TlganError
+
+
+def _parse_steps(text: str):
+    try:
+        steps = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TlganError(f"cannot read --steps {text!r} as numbers; write them like -2,2") from None
+    if not steps:
+        raise TlganError("--steps needs at least one number, e.g. -2,2")
+    return steps
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), required=True,
+              help="Axes file from `tlgan fit`, for the run's generator.")
+@click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed in the locked edits, repeatable.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Labelled CelebA-layout folder whose attribute correlations are compared with the samples'.")
+@click.option("--methods", default="glm,logistic,svm", help="Comma-separated axis finders to compare.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the report into.")
+@click.option("--edit-faces", type=int, default=64, help="Faces the edit effect averages over (0 = skip it).")
+@click.option("--steps", default="-2,2", help="Comma-separated edit amounts for the edit effect.")
+@click.option("--generator", default=None, help="Generator spec (default: the one the run was sampled with).")
+@click.option("--classifier", default=None, help="Classifier spec (default: the one the run was scored with).")
+@device_option
+@json_option
+def report_cmd(run_dir, axes_path, locks, data, methods, out, edit_faces, steps, generator, classifier, device,
+               as_json):
+    """Evaluate RUN_DIR and its axes: separability, geometry, correlations, edit effects, ground truth."""
+    from tlgan.axes import FeatureAxes
+    from tlgan.evaluation.report import write_report
+    from tlgan.models import load_classifier, load_generator
+    from tlgan.pipeline import check_axes_for
+    from tlgan.sampling import Run
+
+    run = Run.open(run_dir)
+    axes = FeatureAxes.load(axes_path)
+    generator_spec = generator or run.generator
+    G = load_generator(generator_spec, device)
+    check_axes_for(axes, G, run.generator)
+    F = load_classifier(classifier or run.classifier, device)
+    summary = write_report(run, axes, out, locks=list(locks), generator=G, classifier=F, data=data,
+                           methods=[m.strip() for m in methods.split(",") if m.strip()], edit_faces=edit_faces,
+                           steps=_parse_steps(steps), device=device, progress=not as_json)
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"wrote {summary['outputs']['html']} in {summary['seconds']:.1f} s")
+    sep = summary["separability"]
+    for name, acc in sep.items():
+        ent = summary["entanglement"].get(name, {})
+        line = f"  {name:22s} svm accuracy {acc:.3f}" if acc is not None else f"  {name:22s} svm accuracy -"
+        if ent:
+            ratio, locked = ent.get("ratio"), ent.get("ratio_locked")
+            line += f"  entanglement {ratio:.2f}" if ratio is not None else "  entanglement -"
+            if locks:
+                line += f" (locked {locked:.2f})" if locked is not None else " (locked -)"
+        click.echo(line)
+    beard = summary.get("male_change_beard_minus")
+    if beard:
+        click.echo(f"  Beard {beard['step']:+g}: change of P(Male) {beard['unlocked']:+.3f} free, "
+                   f"{beard['locked']:+.3f} with Male locked")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(report_cmd)

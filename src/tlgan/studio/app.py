@@ -1,0 +1,626 @@
+"""The web studio: a JSON API over the editing functions, and the page that uses it.
+
+Every request is self-contained: it names the face (a ``seed`` or a ``latent``), the
+attribute ``amounts`` and the ``locks``; the browser keeps that state and its undo history.
+So several tabs and users never see each other's edits, and any response can be
+reproduced from its request alone.
+
+The torch models are shared by all requests. FastAPI runs the synchronous endpoints in a
+thread pool; :class:`Studio` serialises every model call behind one lock, because module
+forward passes are not documented as thread-safe and a CPU has no spare parallelism to
+gain from running two at once anyway (torch already uses every core inside one call).
+
+Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
+
+- ``GET  /``                 the studio page (plain HTML/CSS/JS shipped in ``static/``);
+- ``GET  /api/attributes``   attribute names, the allowed amount range, model names;
+- ``POST /api/render``       face + amounts + locks -> image, edited latent, probabilities;
+- ``POST /api/score``        an uploaded image -> the classifier's probabilities;
+- ``POST /api/invert``       an uploaded photo -> its latent and reconstruction.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import functools
+import io
+import logging
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, Field
+
+import tlgan
+from tlgan.axes import FeatureAxes
+from tlgan.errors import TlganError
+from tlgan.imaging import read_image, to_uint8
+from tlgan.models.base import Classifier, Generator
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+AMOUNT_LIMIT = 10.0
+"""Largest |amount| accepted per attribute, in units of latent distance along a unit axis."""
+LATENT_LIMIT = 100.0
+"""Largest |value| accepted in a latent. Latents are standard normal; beyond this they are garbage."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Requests with larger bodies are refused with 413 before they are read."""
+MAX_SEED = 2**31 - 1
+
+# The page is served with this policy: everything comes from the package itself, nothing
+# from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+# ----------------------------------------------------------------------------------------------
+# Request and response models (they are the API documentation).
+
+
+class RenderRequest(BaseModel):
+    """One face, the moves to apply to it, and the attributes to hold fixed."""
+
+    seed: Optional[int] = Field(
+        None, ge=0, le=MAX_SEED, examples=[7],
+        description="Face number: the latent is sample SEED of the generator's seed-0 stream (the same face as "
+                    "`tlgan edit --seed SEED`). Give either `seed` or `latent`.")
+    latent: Optional[List[float]] = Field(
+        None, max_length=1 << 16,
+        description="The face's latent vector (D floats, as returned in `latent` by /api/render or /api/invert). "
+                    "Give either `seed` or `latent`.")
+    amounts: Dict[str, float] = Field(
+        default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
+        description=f"Attribute -> distance to move along its (unit) axis, |amount| <= {AMOUNT_LIMIT:g}. "
+                    "Amounts are totals from the original face, not increments.")
+    locks: List[str] = Field(
+        default_factory=list, examples=[["Male"]],
+        description="Attributes whose axis projections stay unchanged while the others move.")
+    format: Literal["json", "png"] = Field(
+        "json", description="`json`: image as a base64 PNG with latent and probabilities; `png`: the PNG bytes only.")
+    upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
+    include_original: bool = Field(
+        False, description="Also return the unedited face's image and probabilities (saves a second request "
+                           "when the face changes).")
+
+
+class RenderResponse(BaseModel):
+    """The edited face, as everything the page needs in one round trip."""
+
+    image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
+    latent: List[float] = Field(description="The edited latent (D floats); send it back as `latent` to continue from it.")
+    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
+    space: str = Field(description="Latent space of `latent` (e.g. z).")
+    original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
+    original_probabilities: Optional[Dict[str, float]] = Field(
+        None, description="Probabilities of the unedited face (only with include_original).")
+
+
+class AttributeInfo(BaseModel):
+    name: str = Field(description="Attribute name, as used in `amounts` and `locks`.")
+    scored: bool = Field(description="Whether the classifier gives a probability for it.")
+    metrics: Dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
+
+
+class AttributesResponse(BaseModel):
+    attributes: List[AttributeInfo] = Field(description="Every attribute that has an axis, in display order.")
+    scored_attributes: List[str] = Field(description="Every attribute the classifier scores.")
+    amount_min: float = Field(description="Smallest accepted amount.")
+    amount_max: float = Field(description="Largest accepted amount.")
+    step: float = Field(description="Amount one press of a +/- button adds.")
+    slider_max: float = Field(description="Half-width of the page's sliders (amounts beyond it pin the slider).")
+    generator: str = Field(description="Name of the generator.")
+    classifier: str = Field(description="Name of the classifier.")
+    axes_method: str = Field(description="How the axes were found (svm, glm, logistic, truth, ...).")
+    space: str = Field(description="Latent space the axes live in.")
+    latent_dim: int = Field(description="Size D of a latent.")
+    resolution: int = Field(description="Side of the generated images in pixels.")
+    max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
+    version: str = Field(description="tlgan version.")
+
+
+class ScoreResponse(BaseModel):
+    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute.")
+    resolution: int = Field(description="Side in pixels the image was resized to before scoring.")
+
+
+class InvertResponse(BaseModel):
+    image: str = Field(description="The reconstruction (the generator's image of `latent`) as a data URL.")
+    latent: List[float] = Field(description="Latent whose image best matches the photo; edit it via /api/render.")
+    probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
+    space: str = Field(description="Latent space of `latent`.")
+    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...).")
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What was wrong with the request and how to fix it.")
+
+
+ERRORS = {413: {"model": ErrorResponse, "description": "Body too large"},
+          422: {"model": ErrorResponse, "description": "Invalid input; `detail` says what and how to fix it"}}
+
+
+# ----------------------------------------------------------------------------------------------
+# The models and the operations, free of HTTP.
+
+
+def encode_png(image: torch.Tensor, upscale: int = 1, compress_level: int = 1) -> bytes:
+    """PNG bytes of one image (3, H, W) in [-1, 1], enlarged ``upscale`` times by pixel repetition.
+
+    Level 1 compression: a 64 px face is a few kB at any level, and level 1 is the fastest.
+    """
+    array = to_uint8(image)
+    if upscale > 1:
+        array = np.repeat(np.repeat(array, upscale, axis=0), upscale, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array), "RGB").save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of an info dict: tensors become numbers or short lists, the rest strings."""
+    if depth > 4:
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return float(value) if value.numel() == 1 else [float(v) for v in value.flatten()[:64]]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item(), depth)
+    if isinstance(value, np.ndarray):
+        return _jsonable(torch.from_numpy(np.asarray(value, dtype=np.float64)), depth)
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in list(value.items())[:64]}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in list(value)[:64]]
+    return str(value)
+
+
+class Studio:
+    """The generator, classifier and axes behind the studio, with thread-safe operations.
+
+    Every model call goes through :meth:`render` / :meth:`score` / :meth:`locked`, which
+    hold one lock. Validation methods raise :class:`TlganError` with a message for the user.
+    """
+
+    def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
+                 generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
+                 amount_limit: float = AMOUNT_LIMIT):
+        from tlgan.pipeline import check_axes_for
+
+        check_axes_for(axes, generator, generator_name)
+        self.generator = generator.eval()
+        self.classifier = classifier.eval()
+        self.axes = axes
+        self.generator_name = generator_name or generator.name
+        self.classifier_name = classifier_name or classifier.name
+        self.amount_limit = float(amount_limit)
+        self.space = axes.space
+        self.latent_dim = generator.latent_dim(axes.space)
+        self.device = next(iter(generator.parameters()), torch.empty(0)).device
+        self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
+        self._lock = threading.Lock()
+        # A page sends the same seed with every edit of a face, and drawing one latent costs a
+        # whole block of the counter-based generator (about 2 ms); remember recent ones.
+        self._seed_latent = functools.lru_cache(maxsize=4096)(self._draw_seed_latent)
+        self._direction = functools.lru_cache(maxsize=4096)(self._unit_move)
+
+    def _draw_seed_latent(self, seed: int) -> torch.Tensor:
+        return self.generator.sample_latents_at([seed], seed=0, space=self.space)[0]
+
+    # -- validation ------------------------------------------------------------------------
+
+    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[float]] = None) -> torch.Tensor:
+        """The face's unedited latent (D,), from exactly one of ``seed`` or ``latent``."""
+        if (seed is None) == (latent is None):
+            raise TlganError("give exactly one of `seed` (a face number, e.g. 7) or `latent` (a list of "
+                             f"{self.latent_dim} numbers)" + ("; you gave both" if seed is not None else ""))
+        if seed is not None:
+            if not 0 <= int(seed) <= MAX_SEED:
+                raise TlganError(f"seed {seed} is out of range; use 0..{MAX_SEED}")
+            return self._seed_latent(int(seed)).clone()
+        values = torch.as_tensor(np.asarray(latent, dtype=np.float32).reshape(-1))
+        if values.numel() != self.latent_dim:
+            raise TlganError(f"latent has {values.numel()} numbers but generator {self.generator_name!r} needs "
+                             f"{self.latent_dim} (space {self.space!r}); send the `latent` a previous response gave")
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            where = torch.nonzero(bad).flatten()[:5].tolist()
+            raise TlganError(f"latent holds {int(bad.sum())} NaN or infinite value(s) (first at index {where}); "
+                             f"every entry must be a finite number")
+        big = values.abs() > LATENT_LIMIT
+        if big.any():
+            i = int(torch.nonzero(big).flatten()[0])
+            raise TlganError(f"latent entry {i} is {float(values[i]):g}; latents are standard normal, so entries "
+                             f"beyond +-{LATENT_LIMIT:g} are not plausible faces")
+        return values
+
+    def check_moves(self, amounts: Dict[str, float], locks: Sequence[str]) -> Tuple[Dict[str, float], List[str]]:
+        """Known attribute names and finite amounts within the limit; returns cleaned copies."""
+        clean: Dict[str, float] = {}
+        for name, amount in amounts.items():
+            self.axes.index(name)  # raises "unknown attribute ...; did you mean ...?"
+            amount = float(amount)
+            if not math.isfinite(amount):
+                raise TlganError(f"amount for {name!r} is {amount}; amounts must be finite numbers")
+            if abs(amount) > self.amount_limit:
+                raise TlganError(f"amount for {name!r} is {amount:g}, outside the allowed range "
+                                 f"[{-self.amount_limit:g}, {self.amount_limit:g}]; use a smaller move")
+            if amount != 0.0:
+                clean[name] = amount
+        for name in locks:
+            try:
+                self.axes.index(name)
+            except TlganError as exc:
+                raise TlganError(f"in locks: {exc}") from None
+        return clean, list(dict.fromkeys(locks))
+
+    # -- model calls -----------------------------------------------------------------------
+
+    def edit(self, base: torch.Tensor, amounts: Dict[str, float], locks: Sequence[str]) -> torch.Tensor:
+        """``base`` (D,) moved by ``amounts`` with ``locks`` held fixed: what tlgan.editing.edit_latents gives.
+
+        The edit is base + sum_a amount_a * u_a, linear in the amounts, where u_a depends only
+        on a and the other locks. Each u_a comes from edit_latents itself (a unit move from the
+        origin) and is kept, so a click does not redo the locked-span decomposition for every
+        move; the sum is formed in float64 as edit_latents forms it.
+        """
+        if not amounts:
+            return base.clone()
+        delta = torch.zeros(self.latent_dim, dtype=torch.float64)
+        for name, amount in amounts.items():
+            others = tuple(sorted(set(locks) - {name}))
+            delta += amount * self._direction(name, others)
+        return base + delta.to(base.dtype)
+
+    def _unit_move(self, name: str, locks: Tuple[str, ...]) -> torch.Tensor:
+        from tlgan.editing.edit import edit_latents
+
+        origin = torch.zeros(self.latent_dim, dtype=torch.float64)
+        return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
+
+    def render(self, latents: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, 3, R, R) in [-1, 1] and probabilities (N, A) for latents (N, D), on the CPU."""
+        with self._lock, torch.inference_mode():
+            images = self.generator.synthesize(latents.to(self.device), self.space)
+            probs = self.classifier.probabilities(images.to(self.classifier_device))
+        return images.float().cpu(), probs.float().cpu()
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, A) for images (N, 3, H, W) in [-1, 1]."""
+        with self._lock, torch.inference_mode():
+            return self.classifier.probabilities(images.to(self.classifier_device)).float().cpu()
+
+    def locked(self):
+        """The model lock, for callers (inversion) that use the models in their own way."""
+        return self._lock
+
+    def probabilities_dict(self, probs: torch.Tensor) -> Dict[str, float]:
+        return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP plumbing.
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413, before the app reads them.
+
+    A declared Content-Length is checked up front; a body without one (chunked) is read
+    here up to the limit and handed on, so no endpoint ever holds more than the limit.
+    """
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _send_error(send, 400, f"Content-Length header {length[:32]!r} is not a number")
+                return
+            if declared > self.max_bytes:
+                await _send_error(send, 413, self._too_large(declared))
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_error(send, 413, self._too_large(size, at_least=True))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int, at_least: bool = False) -> str:
+        return (f"request body of {'more than ' if at_least else ''}{size:,} bytes is larger than the "
+                f"{self.max_bytes:,}-byte limit; send a smaller image (a few hundred kB is plenty: faces are "
+                f"scaled to a few dozen pixels)")
+
+
+async def _send_error(send, status: int, detail: str) -> None:
+    body = JSONResponse({"detail": detail}, status_code=status).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_validation_errors(errors: Sequence[dict]) -> str:
+    """Pydantic's error list -> one sentence per problem, naming the field and the value."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "malformed")
+            parts.append(f"the request body is not valid JSON ({reason}); send a JSON object such as "
+                         f'{{"seed": 7, "amounts": {{"Smiling": 1.5}}, "locks": ["Male"]}}')
+            continue
+        where = ".".join(loc) or "request body"
+        got = "" if kind == "missing" or "input" not in err else f" (got {_short(err['input'])})"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
+    return "; ".join(parts) + "; see /docs for the request format"
+
+
+def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
+               generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
+               amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The studio app for these models and axes (the generator's latents of ``axes.space``).
+
+    ``step`` is the amount one button press adds; ``amount_limit`` bounds |amount|;
+    ``max_body_bytes`` bounds request bodies (uploads). Serve it with uvicorn, or test it
+    with ``fastapi.testclient.TestClient(app)``.
+    """
+    if not 0 < step <= amount_limit:
+        raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
+    studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
+                    amount_limit=amount_limit)
+    app = FastAPI(
+        title="tlgan studio",
+        version=tlgan.__version__,
+        description="Edit generated or uploaded faces along attribute axes. Requests are stateless: each names "
+                    "the face (seed or latent), the amounts (totals from the original) and the locks.",
+    )
+    app.state.studio = studio
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+    @app.exception_handler(TlganError)
+    async def _tlgan_error(request: Request, exc: TlganError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("studio: %s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names")
+    def attributes() -> AttributesResponse:
+        scored = set(classifier.attributes)
+        return AttributesResponse(
+            attributes=[AttributeInfo(name=a, scored=a in scored, metrics=_jsonable(axes.metrics.get(a, {})))
+                        for a in axes.attributes],
+            scored_attributes=list(classifier.attributes), amount_min=-studio.amount_limit,
+            amount_max=studio.amount_limit, step=step, slider_max=min(slider_max, studio.amount_limit),
+            generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
+            space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
+            max_upload_bytes=max_body_bytes, version=app.version)
+
+    @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
+              responses={**ERRORS, 200: {"content": {"image/png": {}},
+                                         "description": "JSON (default) or PNG bytes with format=png"}})
+    def render(req: RenderRequest):
+        """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed.
+
+        The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
+        orthogonal to every locked axis other than a.
+        """
+        base = studio.base_latent(req.seed, req.latent)
+        amounts, locks = studio.check_moves(req.amounts, req.locks)
+        edited = studio.edit(base, amounts, locks)
+        batch = torch.stack([edited, base]) if req.include_original and req.format == "json" else edited[None]
+        images, probs = studio.render(batch)
+        if req.format == "png":
+            return Response(encode_png(images[0], req.upscale), media_type="image/png",
+                            headers={"Cache-Control": "no-store"})
+        body = {"image": data_url(encode_png(images[0], req.upscale)), "latent": edited.tolist(),
+                "probabilities": studio.probabilities_dict(probs[0]), "space": studio.space}
+        if len(images) > 1:
+            body["original_image"] = data_url(encode_png(images[1], req.upscale))
+            body["original_probabilities"] = studio.probabilities_dict(probs[1])
+        # Returned as a ready Response: the body is already checked, and re-validating 512 floats
+        # through the response model would only add latency.
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/score", response_model=ScoreResponse, responses=ERRORS,
+              summary="Classifier probabilities of an uploaded image")
+    def score(file: UploadFile = File(..., description="An image file (PNG, JPEG, WebP, ...); it is centre-"
+                                                       "cropped to a square and resized.")):
+        image, _notes = read_image(file.file.read(), classifier.input_resolution,
+                                   name=file.filename or "uploaded image")
+        probs = studio.score(image[None])[0]
+        return ScoreResponse(probabilities=studio.probabilities_dict(probs), resolution=classifier.input_resolution)
+
+    @app.post("/api/invert", response_model=InvertResponse,
+              responses={**ERRORS, 501: {"model": ErrorResponse, "description": "Inversion is not available"}},
+              summary="Find the latent of an uploaded photo")
+    def invert(file: UploadFile = File(..., description="A photo (PNG, JPEG, WebP, ...) of a face, roughly "
+                                                       "centred; it is cropped to a square.")):
+        """Invert the generator on the photo; edit the returned latent with /api/render.
+
+        Takes a few seconds on a CPU; other requests wait meanwhile (the models are shared).
+        """
+        data = file.file.read()
+        if not data:
+            raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
+        try:
+            from tlgan.inversion import invert_image
+
+            with studio.locked():
+                latent, _reconstruction, info = invert_image(generator, classifier, data)
+        except ImportError as exc:
+            # Missing inversion code (or a module it needs) is a feature this build lacks, not a bad request.
+            log.warning("photo inversion unavailable: %s", exc)
+            return JSONResponse({"detail": f"photo upload is not available in this build: tlgan.inversion."
+                                           f"invert_image cannot be used ({exc}); edit generated faces instead"},
+                                status_code=501)
+        # Validated like any latent a client sends, then rendered exactly as /api/render will
+        # render it, so the page's "original" and its later edits come from the same path.
+        latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
+        images, probs = studio.render(latent[None])
+        return InvertResponse(image=data_url(encode_png(images[0])), latent=latent.tolist(),
+                              probabilities=studio.probabilities_dict(probs[0]), space=studio.space,
+                              info=_jsonable(info or {}))
+
+    return app
+
+
+def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
+                   axes: Optional[str] = None, device: str = "cpu", **app_kwargs) -> FastAPI:
+    """The studio app for model specs (registered names, folders, files; see tlgan.models).
+
+    Without ``axes`` (a file from ``tlgan fit``) it uses :func:`tlgan.pipeline.default_axes`,
+    which fits them once for the pair and caches them.
+    """
+    from tlgan.models import load_classifier, load_generator
+    from tlgan.pipeline import default_axes
+
+    G = load_generator(generator, device)
+    F = load_classifier(classifier, device)
+    feature_axes = FeatureAxes.load(axes) if axes else default_axes(generator, classifier, device=device)
+    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, **app_kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving.
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one. TlganError if it cannot bind."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise TlganError(f"cannot resolve host {host!r} ({exc.strerror}); use an address such as 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise TlganError(f"port {port} on {host} is already in use; pick another with --port "
+                             f"(or --port 0 for any free one)") from None
+        raise TlganError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
+    sock.listen(128)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The http:// address a browser on this machine can open for a socket from :func:`bind_socket`."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+class ServerThread:
+    """Run an app under uvicorn in a background thread (tests, benchmarks, notebooks).
+
+    >>> with ServerThread(app) as server:
+    ...     urllib.request.urlopen(server.url + "api/attributes")
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 20.0):
+        import uvicorn
+
+        self.sock = bind_socket(host, port)
+        self.url = url_of(self.sock)
+        self.port = int(self.sock.getsockname()[1])
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                                    timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="tlgan-studio", daemon=True)
+        self.start_timeout = start_timeout
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.close()
+                raise TlganError(f"the studio server did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

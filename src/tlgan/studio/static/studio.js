@@ -1,0 +1,367 @@
+// tlgan studio page. The server is stateless: this page holds the face (seed or latent),
+// the amounts and the locks, sends them whole with every render, and keeps the undo history.
+"use strict";
+
+(function () {
+  const MINUS = "\u2212";
+  const HISTORY_LIMIT = 200;
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    edited: $("edited"), original: $("original"), originalCaption: $("original-caption"),
+    models: $("models"), rows: $("rows"), template: $("row-template"), seed: $("seed"),
+    newFace: $("new-face"), reset: $("reset"), undo: $("undo"), download: $("download"),
+    photo: $("photo"), dropZone: $("drop-zone"), status: $("status"), error: $("error"),
+  };
+
+  let info = null;                 // /api/attributes
+  let state = null;                // {seed, latent, label, upload, amounts: {attr: x}, locks: [attr]}
+  const history = [];              // earlier states, newest last
+  const rows = new Map();          // attr -> {row, slider, value, minus, plus, bar, fill, tick, percent, lock}
+  let originalProbs = {};
+  let shownBase = null;            // key of the face whose original is on screen
+  let pending = 0;                 // requests in flight
+  let queued = null;               // a render waiting for the one in flight (slider drags)
+  let inFlight = false;
+  let uploads = 0;                 // numbers uploaded photos, so two files of one name stay apart
+
+  // ------------------------------------------------------------------ state helpers
+
+  const copy = (s) => ({seed: s.seed, latent: s.latent, label: s.label, upload: s.upload,
+                        amounts: Object.assign({}, s.amounts), locks: s.locks.slice()});
+  const baseKey = (s) => (s.seed !== null ? "seed:" + s.seed : "upload:" + s.upload);
+  const fmt = (x) => (x > 0 ? "+" : x < 0 ? MINUS : "") + Math.abs(x).toFixed(1);
+  const roundStep = (x) => Math.round(x * 1000) / 1000;
+
+  function commit(next) {
+    history.push(copy(state));
+    if (history.length > HISTORY_LIMIT) history.shift();
+    state = next;
+    els.undo.disabled = false;
+    syncControls();
+    requestRender();
+  }
+
+  function setBusy() {
+    document.body.dataset.state = pending > 0 || queued ? "busy" : "idle";
+  }
+
+  function showError(message) {
+    els.error.textContent = message;
+    els.error.hidden = !message;
+  }
+
+  // ------------------------------------------------------------------ server calls
+
+  async function api(path, options) {
+    const response = await fetch(path, options);
+    const isJson = (response.headers.get("content-type") || "").includes("application/json");
+    if (!response.ok) {
+      let detail = response.status + " " + response.statusText;
+      if (isJson) {
+        const body = await response.json();
+        if (body && body.detail) detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      }
+      throw new Error(detail);
+    }
+    return isJson ? response.json() : response.blob();
+  }
+
+  function renderBody(s, extra) {
+    const body = {amounts: s.amounts, locks: s.locks};
+    if (s.seed !== null) body.seed = s.seed; else body.latent = s.latent;
+    return JSON.stringify(Object.assign(body, extra || {}));
+  }
+
+  // Renders are serialised: while one is in flight, only the newest wish waits behind it,
+  // so dragging a slider never queues up stale frames.
+  function requestRender() {
+    queued = {state: copy(state)};
+    setBusy();
+    if (!inFlight) pump();
+  }
+
+  async function pump() {
+    if (!queued) { setBusy(); return; }
+    const job = queued;
+    queued = null;
+    inFlight = true;
+    pending += 1;
+    setBusy();
+    const needOriginal = baseKey(job.state) !== shownBase;
+    try {
+      const result = await api("api/render", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: renderBody(job.state, {include_original: needOriginal}),
+      });
+      if (result.original_image) {
+        els.original.src = result.original_image;
+        originalProbs = result.original_probabilities || {};
+        shownBase = baseKey(job.state);
+        els.originalCaption.textContent = job.state.seed !== null ? "Original \u00b7 seed " + job.state.seed
+                                                                   : "Original \u00b7 " + job.state.label;
+      }
+      els.edited.src = result.image;
+      showScores(result.probabilities);
+      showError("");
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      pending -= 1;
+      inFlight = false;
+      if (queued) pump(); else setBusy();
+    }
+  }
+
+  // ------------------------------------------------------------------ building the rows
+
+  function pretty(name) { return name.replace(/_/g, " "); }
+
+  function buildRows() {
+    els.rows.textContent = "";
+    const step = info.step;
+    for (const attr of info.attributes) {
+      const name = attr.name;
+      const node = els.template.content.firstElementChild.cloneNode(true);
+      const r = {
+        row: node, name: node.querySelector(".name"), slider: node.querySelector(".slider"),
+        value: node.querySelector(".value"), minus: node.querySelector(".minus"),
+        plus: node.querySelector(".plus"), bar: node.querySelector(".bar"), fill: node.querySelector(".fill"),
+        tick: node.querySelector(".tick"), percent: node.querySelector(".percent"),
+        lock: node.querySelector(".lock input"), scored: attr.scored,
+      };
+      r.name.textContent = pretty(name);
+      r.name.title = name;
+      r.minus.setAttribute("aria-label", name + " " + MINUS);
+      r.plus.setAttribute("aria-label", name + " +");
+      r.minus.title = "Less " + pretty(name).toLowerCase();
+      r.plus.title = "More " + pretty(name).toLowerCase();
+      r.slider.min = String(-info.slider_max);
+      r.slider.max = String(info.slider_max);
+      r.slider.step = "0.1";
+      r.slider.value = "0";
+      r.slider.setAttribute("aria-label", name + " amount");
+      r.value.setAttribute("aria-label", name + " amount value");
+      r.bar.setAttribute("aria-label", name + " score");
+      r.lock.setAttribute("aria-label", "lock " + name);
+      r.lock.parentElement.title = "Keep " + pretty(name).toLowerCase() + " fixed while other attributes move";
+      if (!attr.scored) { r.row.classList.add("unscored"); r.percent.textContent = "n/a"; }
+
+      r.minus.addEventListener("click", () => nudge(name, -step));
+      r.plus.addEventListener("click", () => nudge(name, +step));
+      r.slider.addEventListener("input", () => {    // live preview while dragging
+        state.amounts[name] = Number(r.slider.value);
+        r.value.textContent = fmt(state.amounts[name]);
+        requestRender();
+      });
+      r.slider.addEventListener("change", () => {   // one undo step per drag, back to where it began
+        const start = dragStart.has(name) ? dragStart.get(name) : 0;
+        dragStart.delete(name);
+        const before = copy(state);
+        if (start === 0) delete before.amounts[name]; else before.amounts[name] = start;
+        const next = copy(state);
+        const value = Number(r.slider.value);
+        if (value === 0) delete next.amounts[name]; else next.amounts[name] = value;
+        state = before;
+        commit(next);
+      });
+      r.slider.addEventListener("pointerdown", () => rememberDrag(name));
+      r.slider.addEventListener("keydown", () => rememberDrag(name));
+      r.lock.addEventListener("change", () => {
+        const next = copy(state);
+        next.locks = next.locks.filter((a) => a !== name);
+        if (r.lock.checked) next.locks.push(name);
+        commit(next);
+      });
+      rows.set(name, r);
+      els.rows.appendChild(node);
+    }
+  }
+
+  const dragStart = new Map();
+  function rememberDrag(name) {
+    if (!dragStart.has(name)) dragStart.set(name, state.amounts[name] || 0);
+  }
+
+  function nudge(name, delta) {
+    const next = copy(state);
+    const limit = info.amount_max;
+    const value = roundStep(Math.max(-limit, Math.min(limit, (next.amounts[name] || 0) + delta)));
+    if (value === 0) delete next.amounts[name]; else next.amounts[name] = value;
+    commit(next);
+  }
+
+  function syncControls() {
+    for (const [name, r] of rows) {
+      const amount = state.amounts[name] || 0;
+      r.slider.value = String(amount);
+      r.value.textContent = fmt(amount);
+      r.row.classList.toggle("moved", amount !== 0);
+      const locked = state.locks.includes(name);
+      r.lock.checked = locked;
+      r.row.classList.toggle("locked", locked);
+      r.minus.disabled = locked;
+      r.plus.disabled = locked;
+      r.slider.disabled = locked;
+    }
+    if (state.seed !== null) els.seed.value = String(state.seed);
+    els.undo.disabled = history.length === 0;
+  }
+
+  function showScores(probs) {
+    for (const [name, r] of rows) {
+      if (!r.scored) continue;
+      const p = probs[name];
+      if (p === undefined) continue;
+      r.fill.style.width = (p * 100).toFixed(1) + "%";
+      r.bar.setAttribute("aria-valuenow", p.toFixed(4));
+      r.bar.setAttribute("aria-valuetext", Math.round(p * 100) + "%");
+      r.percent.textContent = Math.round(p * 100) + "%";
+      const p0 = originalProbs[name];
+      if (p0 !== undefined) {
+        r.tick.style.left = (p0 * 100).toFixed(1) + "%";
+        r.tick.hidden = false;
+        r.row.classList.toggle("up", p - p0 > 0.05);
+        r.row.classList.toggle("down", p0 - p > 0.05);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ toolbar actions
+
+  function newFace(seed) {
+    commit({seed: seed, latent: null, label: null, upload: null, amounts: {}, locks: state.locks.slice()});
+  }
+
+  function undo() {
+    if (!history.length) return;
+    state = history.pop();
+    syncControls();
+    requestRender();
+  }
+
+  async function download() {
+    try {
+      const blob = await api("api/render", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: renderBody(state, {format: "png", upscale: 4}),
+      });
+      const moves = Object.entries(state.amounts).map(([a, x]) => a + (x > 0 ? "+" : "") + x).join("_");
+      const face = state.seed !== null ? "seed" + state.seed : "photo";
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = "tlgan-" + face + (moves ? "-" + moves : "") + ".png";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  async function uploadPhoto(file) {
+    if (!file) return;
+    if (info && file.size > info.max_upload_bytes) {
+      showError(file.name + " is " + (file.size / 1e6).toFixed(1) + " MB; the limit is " +
+                (info.max_upload_bytes / 1e6).toFixed(1) + " MB. Choose a smaller image.");
+      return;
+    }
+    const form = new FormData();
+    form.append("file", file, file.name);
+    els.status.textContent = "Finding " + file.name + " in the generator\u2019s latent space\u2026";
+    pending += 1;
+    setBusy();
+    try {
+      const result = await api("api/invert", {method: "POST", body: form});
+      const label = file.name.length > 24 ? file.name.slice(0, 21) + "\u2026" : file.name;
+      uploads += 1;
+      commit({seed: null, latent: result.latent, label: label, upload: uploads, amounts: {},
+              locks: state.locks.slice()});
+      const psnr = result.info && typeof result.info.psnr_db === "number" ? " (" + result.info.psnr_db.toFixed(1) + " dB)" : "";
+      els.status.textContent = "Loaded " + file.name + psnr + ". The original now shows its reconstruction.";
+      showError("");
+    } catch (err) {
+      els.status.textContent = "";
+      showError(err.message);
+    } finally {
+      pending -= 1;
+      setBusy();
+      els.photo.value = "";
+    }
+  }
+
+  function wireToolbar() {
+    els.newFace.addEventListener("click", () => {
+      let seed;
+      do { seed = Math.floor(Math.random() * 100000); } while (seed === state.seed);
+      newFace(seed);
+    });
+    els.seed.addEventListener("change", () => {
+      const seed = Number(els.seed.value);
+      if (!Number.isInteger(seed) || seed < 0 || seed > 2147483647) {
+        showError("The seed must be a whole number from 0 to 2147483647.");
+        return;
+      }
+      if (seed !== state.seed) newFace(seed);
+    });
+    els.seed.addEventListener("keydown", (e) => { if (e.key === "Enter") els.seed.dispatchEvent(new Event("change")); });
+    els.reset.addEventListener("click", () => {
+      if (Object.keys(state.amounts).length) commit(Object.assign(copy(state), {amounts: {}}));
+    });
+    els.undo.addEventListener("click", undo);
+    els.download.addEventListener("click", download);
+    els.photo.addEventListener("change", () => uploadPhoto(els.photo.files[0]));
+
+    const zone = els.dropZone;
+    for (const type of ["dragenter", "dragover"]) {
+      zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+    }
+    for (const type of ["dragleave", "drop"]) {
+      zone.addEventListener(type, () => zone.classList.remove("dragging"));
+    }
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      const file = e.dataTransfer && e.dataTransfer.files[0];
+      if (file) uploadPhoto(file);
+    });
+    // A photo dropped anywhere else must not make the browser navigate away from the studio.
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => e.preventDefault());
+
+    document.addEventListener("keydown", (e) => {
+      const typing = e.target instanceof HTMLInputElement && e.target.type !== "checkbox" && e.target.type !== "range";
+      if ((e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z" && !typing) {
+        e.preventDefault();
+        undo();
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ start
+
+  async function start() {
+    wireToolbar();
+    try {
+      info = await api("api/attributes");
+    } catch (err) {
+      showError("Cannot reach the studio server: " + err.message);
+      document.body.dataset.state = "idle";
+      return;
+    }
+    els.models.textContent = info.generator + " \u00b7 " + info.classifier + " \u00b7 " + info.axes_method +
+                             " axes in " + info.space + " (" + info.latent_dim + "-d)";
+    buildRows();
+    // ?seed=N opens that face (a shareable link); otherwise a random one.
+    const params = new URLSearchParams(location.search);
+    const fromUrl = Number(params.get("seed"));
+    const seed = params.has("seed") && Number.isInteger(fromUrl) && fromUrl >= 0 ? fromUrl
+                                                                                : Math.floor(Math.random() * 100000);
+    state = {seed: seed, latent: null, label: null, upload: null, amounts: {}, locks: []};
+    syncControls();
+    requestRender();
+  }
+
+  window.tlganStudio = {state: () => copy(state), history: () => history.length};
+  start();
+})();
