@@ -179,7 +179,7 @@ def test_to_feature_axes_carries_method_params_and_metrics(tmp_path):
     axes = finder.to_feature_axes(space="w", generator="toy")
     assert axes.method == "svm" and axes.space == "w" and axes.generator == "toy"
     assert axes.attributes == NAMES
-    assert axes.info == {"ratio": 0.05, "val_fraction": 0.3, "C": 0.5, "seed": 0, "tol": 1e-7}
+    assert axes.info == {"ratio": 0.05, "val_fraction": 0.3, "C": 0.5, "seed": 0, "tol": 1e-6}
     assert axes.metrics == finder.metrics_
     renamed = finder.to_feature_axes(["a", "b", "c"])
     assert renamed.attributes == ["a", "b", "c"] and renamed.metrics["b"] == finder.metrics_["Male"]

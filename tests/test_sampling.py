@@ -49,7 +49,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
 
     monkeypatch.setattr(mod, "save_tensors", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        sample(G, F, 45, tmp_path / "b", seed=1, batch_size=16, shard_size=10, progress=False)
+        sample(G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, progress=False)
     monkeypatch.setattr(mod, "save_tensors", real_save)
     partial = Run.open(tmp_path / "b", require_complete=False)
     assert partial.done_shards() == [0, 1]

@@ -65,11 +65,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan"))
 
 
+def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int) -> Path:
+    """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings."""
+    return cache_dir() / "axes" / f"{generator_spec}--{classifier_spec}--{method}-{n}-{seed}.safetensors"
+
+
 def default_axes(generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier", *,
                  n: int = 20_000, seed: int = 0, method: str = "svm", device: str = "cpu",
                  progress: bool = True) -> FeatureAxes:
     """Axes for a registered generator/classifier pair, fitted once and cached under ``$TLGAN_CACHE``."""
-    path = cache_dir() / "axes" / f"{generator_spec}--{classifier_spec}--{method}-{n}-{seed}.safetensors"
+    path = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed)
     if path.is_file():
         return FeatureAxes.load(path)
     log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
@@ -120,6 +125,10 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
                  progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
     axes = fit_axes(run, method, generator)
     axes.save(out / "axes.safetensors")
+    # The studio and `tlgan edit` reuse these axes instead of fitting their own on first use.
+    cached = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed)
+    if not cached.is_file():
+        axes.save(cached)
 
     latent = generator.sample_latents_at([face_seed], seed=seed)[0]
     steps = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]

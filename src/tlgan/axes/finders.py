@@ -868,7 +868,7 @@ class SVMFinder(AxisFinder):
     name = "svm"
 
     def __init__(self, ratio: float = 0.02, val_fraction: float = 0.3, C: float = 1.0, seed: int = 0,
-                 tol: float = 1e-7):
+                 tol: float = 1e-6):
         self.ratio = ratio
         self.val_fraction = val_fraction
         self.C = C

@@ -28,7 +28,7 @@ COMMAND_MODULES = [
 @click.version_option(package_name="tlgan")
 def cli(verbose: int) -> None:
     """tlgan: find, disentangle and use attribute axes of a pretrained image generator."""
-    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -293,9 +293,41 @@ def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
     click.echo(f"renderer: {result['render_faces_per_second']:.0f} faces/s")
 
 
+@click.command("distill")
+@click.option("--teacher", default="toyfaces-render", help="Generator to imitate (registered name or spec).")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--steps", type=int, default=3000)
+@click.option("--batch-size", type=int, default=64)
+@click.option("--lr", type=float, default=2e-3, help="Peak Adam learning rate (cosine schedule).")
+@click.option("--width", type=int, default=32, help="Generator width.")
+@click.option("--classifier", default=None, help="Classifier whose hidden layers give the feature loss (none: pixels only).")
+@click.option("--feature-weight", type=float, default=0.1)
+@click.option("--seed", type=int, default=0)
+@click.option("--name", default="distilled", help="Model name stored in model.json.")
+@click.option("--checkpoint-every", type=int, default=250)
+@click.option("--resume", is_flag=True)
+@device_option
+@json_option
+def distill_cmd(teacher, out, steps, batch_size, lr, width, classifier, feature_weight, seed, name, checkpoint_every,
+                resume, device, as_json):
+    """Fit a DCGAN-architecture generator to a teacher generator's images (no adversary)."""
+    from tlgan.models import load_classifier, load_generator
+    from tlgan.train.distill import distill_generator
+
+    result = distill_generator(load_generator(teacher, device), out, steps=steps, batch_size=batch_size, lr=lr,
+                               width=width, classifier=load_classifier(classifier, device) if classifier else None,
+                               feature_weight=feature_weight, seed=seed, device=device, name=name,
+                               checkpoint_every=checkpoint_every, resume=resume, teacher_spec=teacher,
+                               classifier_spec=classifier)
+    print_json(result) if as_json else click.echo(f"saved {out}/model.json (loss {result['loss']:.4f})")
+
+
 def register(group: click.Group) -> None:
     for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, demo_cmd, bench_cmd):
         group.add_command(command)
     from tlgan.cli.toyfaces import toyfaces
 
     toyfaces.add_command(toyfaces_eval_cmd)
+    from tlgan.cli.train import train
+
+    train.add_command(distill_cmd)

@@ -101,7 +101,8 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``resume`` continues from the checkpoint; with the same settings the result equals an
     uninterrupted run. ``on_step(step, {"loss": ...})`` is called after every step.
 
-    Returns {"out_dir", "steps", "final_loss", "seconds_per_step", "test_mean_balanced_accuracy",
+    Returns {"out_dir", "steps", "final_loss", "seconds_per_step" (optimisation only, without
+    checkpoints), "test_mean_balanced_accuracy",
     "test_balanced_accuracy": {attribute: value}, "test_metrics": {...}}.
     """
     dev = resolve_device(device)
@@ -154,8 +155,9 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     sampler = BatchSampler(train.images, train.labels, batch_size=batch_size, seed=seed, flip=False, device=dev)
     bar = tqdm(total=steps, initial=start, desc="classifier", unit="step", disable=None if progress else True)
-    t0, ran = time.perf_counter(), 0
+    seconds, ran = 0.0, 0
     for step in range(start, steps):
+        t0 = time.perf_counter()
         set_lr(optimizer, cosine_lr(step, steps, lr, warmup))
         images, labels = sampler.batch(step)
         images = images.contiguous(memory_format=CHANNELS_LAST)
@@ -168,6 +170,7 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         if value != value:
             raise TlganError(f"the loss became NaN at step {step + 1}; lower --lr (now {lr})")
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        seconds += time.perf_counter() - t0
         ran += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.4f}")
@@ -176,7 +179,6 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         if on_step is not None:
             on_step(step + 1, {"loss": value})
     bar.close()
-    seconds = time.perf_counter() - t0
     checkpoint(steps)
 
     model.eval()

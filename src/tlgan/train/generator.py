@@ -110,8 +110,8 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     training images at random. ``on_step(step, {"d_loss", "g_loss"})`` is called after
     every step.
 
-    Returns {"out_dir", "steps", "d_loss", "g_loss" (running averages), "seconds_per_step",
-    "samples": [paths]}.
+    Returns {"out_dir", "steps", "d_loss", "g_loss" (running averages), "seconds_per_step"
+    (optimisation only, without sample grids and checkpoints), "samples": [paths]}.
     """
     dev = resolve_device(device)
     out_dir = Path(out_dir)
@@ -179,8 +179,9 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
 
     sampler = BatchSampler(data.images, batch_size=batch_size, seed=seed, flip=flip, device=dev)
     bar = tqdm(total=steps, initial=start, desc="generator", unit="step", disable=None if progress else True)
-    t0, ran = time.perf_counter(), 0
+    seconds, ran = 0.0, 0
     for step in range(start, steps):
+        t0 = time.perf_counter()
         real, _ = sampler.batch(step)
         real = real.contiguous(memory_format=CHANNELS_LAST)
         z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(dev)
@@ -212,6 +213,7 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) or add --r1-gamma")
         for k, v in values.items():
             avg[k] = v if avg[k] is None else 0.98 * avg[k] + 0.02 * v
+        seconds += time.perf_counter() - t0
         ran += 1
         bar.update(1)
         bar.set_postfix(d=f"{avg['d_loss']:.3f}", g=f"{avg['g_loss']:.3f}")
@@ -222,7 +224,6 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         if on_step is not None:
             on_step(step + 1, values)
     bar.close()
-    seconds = time.perf_counter() - t0
     checkpoint(steps)
     if not samples or not samples[-1].endswith(f"step-{steps:06d}.png"):
         write_samples(steps)

@@ -1,0 +1,138 @@
+"""Distilling a generator from a teacher generator: regression on the teacher's own latents.
+
+When the teacher is an analytic generator (``toyfaces-render``), every latent has one right
+image, so a network can be fitted to it directly: for each step, draw latents, ask the teacher
+for its images, and pull the student's images towards them with an L1 pixel loss plus a
+feature loss on a classifier's hidden layers (which keeps the attribute cues sharp where a
+pixel loss alone would blur them). The student shares the teacher's latent space, so the
+teacher's true axes stay meaningful for it.
+
+This is not adversarial training: it needs a teacher, not an image folder. `tlgan train
+generator` is the GAN trainer for image folders.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tlgan.errors import TlganError
+from tlgan.imaging import save_grid
+from tlgan.models.base import Classifier, Generator
+from tlgan.models.networks import DCGANGenerator, save_pretrained
+from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
+
+log = logging.getLogger(__name__)
+
+STREAM_DISTILL = 11
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: Optional[Classifier],
+                      feature_weight: float) -> torch.Tensor:
+    """L1 on pixels plus ``feature_weight`` x mean squared error of the classifier's block outputs."""
+    loss = F.l1_loss(student, teacher)
+    if classifier is not None and feature_weight > 0:
+        with torch.no_grad():
+            targets = classifier.features(teacher)
+        for got, want in zip(classifier.features(student), targets):
+            loss = loss + feature_weight * F.mse_loss(got, want)
+    return loss
+
+
+def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 64,
+                      lr: float = 2e-3, width: int = 32, classifier: Optional[Classifier] = None,
+                      feature_weight: float = 0.1, ema_decay: float = 0.995, seed: int = 0, device: str = "cpu",
+                      checkpoint_every: int = 250, sample_every: int = 500, resume: bool = False,
+                      name: str = "distilled", progress: bool = True, teacher_spec: Optional[str] = None,
+                      classifier_spec: Optional[str] = None) -> Dict[str, Any]:
+    """Fit a :class:`DCGANGenerator` to ``teacher`` and save its EMA to ``out_dir`` (model.json + .safetensors).
+
+    Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one.
+    Returns {"out_dir", "steps", "loss" (running average), "seconds_per_step", "samples"}.
+    """
+    dev = resolve_device(device)
+    out_dir = Path(out_dir)
+    for label, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
+                         ("sample_every", sample_every)):
+        if value < 1:
+            raise TlganError(f"{label} must be at least 1, not {value}")
+    if not resume and has_checkpoint(out_dir):
+        raise TlganError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
+                         f"or choose another --out folder")
+    teacher = teacher.to(dev).eval().requires_grad_(False)
+    if classifier is not None:
+        classifier = classifier.to(dev).eval().requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = DCGANGenerator(z_dim=teacher.z_dim, resolution=teacher.img_resolution, width=width)
+    G.name = name
+    G.to(dev).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    settings = {"teacher": teacher_spec or teacher.name, "classifier": classifier_spec, "batch_size": batch_size,
+                "lr": lr, "width": width, "feature_weight": feature_weight, "ema_decay": ema_decay, "seed": seed,
+                "steps": steps}
+    modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
+    start, avg = 0, None
+    if resume and has_checkpoint(out_dir):
+        manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        if diff:
+            raise TlganError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones")
+        start, avg = int(manifest["step"]), manifest["info"].get("loss")
+
+    grid_latents = teacher.sample_latents(32, seed=seed).to(dev)
+    samples = []
+
+    def write_samples(step: int) -> None:
+        with torch.no_grad():
+            images = torch.cat([teacher.synthesize(grid_latents[:16]), G_ema.synthesize(grid_latents[:16])])
+        path = out_dir / "samples" / f"step-{step:06d}.png"
+        save_grid(images, path, nrow=8, padding=2)  # top: teacher, bottom: student
+        samples.append(str(path))
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out_dir, step=step, modules=modules, optimizers=optimizers,
+                        info={"settings": settings, "loss": avg, "kind": "distill"})
+
+    bar = tqdm(total=steps, initial=start, desc="distill", unit="step", disable=None if progress else True)
+    seconds, ran = 0.0, 0
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        z = torch.randn(batch_size, teacher.z_dim, generator=step_generator(seed, step, STREAM_DISTILL)).to(dev)
+        with torch.no_grad():
+            target = teacher.synthesize(z)
+        set_lr(opt, cosine_lr(step, steps, lr, warmup=min(200, steps // 10), final_fraction=0.05))
+        loss = distillation_loss(G.synthesize(z), target, classifier, feature_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for e, m in zip(G_ema.parameters(), G.parameters()):
+                e.lerp_(m, 1.0 - ema_decay)
+            for e, m in zip(G_ema.buffers(), G.buffers()):
+                e.copy_(m)
+        value = float(loss)
+        avg = value if avg is None else 0.98 * avg + 0.02 * value
+        seconds += time.perf_counter() - t0
+        ran += 1
+        bar.set_postfix(loss=f"{avg:.4f}")
+        bar.update(1)
+        if (step + 1) % sample_every == 0:
+            write_samples(step + 1)
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            checkpoint(step + 1)
+    bar.close()
+    checkpoint(steps)
+    write_samples(steps)
+    save_pretrained(G_ema, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev)}})
+    return {"out_dir": str(out_dir), "steps": steps, "loss": avg,
+            "seconds_per_step": seconds / ran if ran else None, "samples": samples}
