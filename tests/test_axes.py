@@ -97,6 +97,21 @@ def test_glm_streamed_equals_one_shot():
         streamed.partial_fit(latents[:10, :5], logits[:10])
 
 
+@pytest.mark.parametrize("name,kwargs", [("glm", {"chunk_size": 500}), ("svm", {"ratio": 0.05})])
+def test_parallel_fits_do_not_depend_on_thread_count(name, kwargs):
+    latents, logits, _ = planted(n=6000, d=8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = make_finder(name, **kwargs).fit(latents, logits, NAMES)
+        torch.set_num_threads(2)
+        two = make_finder(name, **kwargs).fit(latents, logits, NAMES)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.coef_, two.coef_) and torch.equal(one.bias_, two.bias_)
+    assert one.metrics_ == two.metrics_
+
+
 def test_logistic_metrics_and_split():
     latents, logits, _ = planted(n=4000, d=8, noise=1.0)
     finder = LogisticFinder(val_fraction=0.25, seed=3).fit(latents, logits, NAMES)

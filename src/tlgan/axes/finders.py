@@ -24,12 +24,16 @@ Three finders are registered in :data:`FINDERS`:
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 import math
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -122,52 +126,62 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[st
     return latents, scores, names
 
 
-# --------------------------------------------------------------------------- linear algebra
-# GLM and SVM run in NumPy/SciPy on the CPU. Keeping their inner loops inside one thread pool
-# (OpenBLAS) matters: alternating torch (OpenMP) and OpenBLAS calls makes the two pools spin
-# against each other on a small machine and can cost several times the run time.
+# --------------------------------------------------------------------------- parallel linear algebra
+# GLM and SVM run in NumPy on the CPU. Their work is split into independent pieces (chunks of
+# samples, attributes) that Python threads take in turn, each calling single-threaded BLAS:
+# NumPy releases the GIL inside BLAS, so the threads run in parallel, and when another job on
+# the machine holds a core only the piece on that core waits. (Multi-threaded BLAS splits each
+# call statically between its threads and, on a shared machine, runs several times slower than
+# one thread.) Results are combined in a fixed order, so they do not depend on timing.
 def _numpy(values: torch.Tensor) -> np.ndarray:
     return values.detach().cpu().numpy()
 
 
-@contextmanager
-def _blas_threads(limit: Optional[int] = None) -> Iterator[None]:
-    """Run the block with NumPy/SciPy's BLAS limited to ``limit`` threads (default: torch's count).
+def _thread_count() -> int:
+    """Worker threads for a fit: torch's thread count (``torch.set_num_threads`` governs tlgan)."""
+    if importlib.util.find_spec("threadpoolctl") is None:  # needed to keep BLAS single-threaded in workers
+        return 1
+    return max(1, torch.get_num_threads())
 
-    So ``torch.set_num_threads`` governs all of a fit. Needs the small ``threadpoolctl``
-    package; without it BLAS keeps its own setting.
+
+@contextmanager
+def _blas_threads(limit: int) -> Iterator[None]:
+    """Run the block with NumPy/SciPy's BLAS limited to ``limit`` threads.
+
+    Needs the small ``threadpoolctl`` package; without it BLAS keeps its own setting (and
+    :func:`_thread_count` answers 1, so nothing is oversubscribed).
     """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield
         return
-    with threadpool_limits(limits=int(limit or torch.get_num_threads()), user_api="blas"):
+    with threadpool_limits(limits=int(limit), user_api="blas"):
         yield
 
 
-def _syrk_accumulate(gram: np.ndarray, rows: np.ndarray) -> None:
-    """gram += rows^T rows, upper triangle only, for C-ordered float64 ``rows`` (n, m).
+def _ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``fn`` over ``items`` on ``workers`` threads; yields results in the order of ``items``.
 
-    BLAS ``dsyrk`` does half the work of a matrix product; ``gram`` (m, m) must be a
-    Fortran-ordered float64 array, updated in place. Symmetrise with :func:`_symmetric`.
+    At most ``2 * workers`` pieces are in flight, so memory stays bounded.
     """
-    from scipy.linalg.blas import dsyrk
-
-    out = dsyrk(1.0, rows.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
-    if not np.shares_memory(out, gram):
-        gram[...] = out
-
-
-def _symmetric(upper: np.ndarray) -> np.ndarray:
-    return np.triu(upper) + np.triu(upper, 1).T
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _gram(rows: np.ndarray) -> np.ndarray:
-    """rows^T rows (m, m), symmetric, for float64 ``rows`` (n, m)."""
-    gram = np.zeros((rows.shape[1], rows.shape[1]), dtype=np.float64, order="F")
-    _syrk_accumulate(gram, np.ascontiguousarray(rows))
-    return _symmetric(gram)
+    """rows^T rows (m, m) for float64 ``rows`` (n, m): NumPy calls BLAS syrk for this product."""
+    return rows.T @ rows
 
 
 def _solve_spd(matrix: np.ndarray, rhs: np.ndarray, what: str) -> np.ndarray:
@@ -282,7 +296,8 @@ class GLMFinder(AxisFinder):
     """Ordinary least squares of each attribute's logit on [z, 1] (TL-GAN's feature axes).
 
     All attributes are fitted at once from one accumulated Gram matrix of [z, 1, logits] in
-    float64 (BLAS syrk, chunk by chunk), so memory is O((D + A)^2) whatever N is. Logits are
+    float64 (BLAS syrk, chunk by chunk, chunks spread over ``torch.get_num_threads()`` threads and
+    summed in order), so memory is O((D + A)^2) whatever N is. Logits are
     clipped to +-``clip`` first (default 9.21: probabilities in [1e-4, 1 - 1e-4]) so saturated
     classifier outputs do not dominate the fit; ``clip=None`` turns clipping off. The axis is
     the coefficient vector made unit length. Runs on the CPU (NumPy/SciPy).
@@ -355,8 +370,7 @@ class GLMFinder(AxisFinder):
         x, y = _numpy(latents), _numpy(scores)
         if state is None:
             self._start(x, y, names)
-        with _blas_threads():
-            self._accumulate(x, y)
+        self._accumulate(x, y)
         return self
 
     def _start(self, x: np.ndarray, y: np.ndarray, names: List[str]) -> None:
@@ -368,30 +382,38 @@ class GLMFinder(AxisFinder):
             "dim": dim, "names": list(names), "n": 0,
             "shift_x": x[head].mean(0, dtype=np.float64),
             "shift_y": self._clipped(y[head].astype(np.float64)).mean(0),
-            "gram": np.zeros((dim + 1 + n_attr, dim + 1 + n_attr), dtype=np.float64, order="F"),
+            "gram": np.zeros((dim + 1 + n_attr, dim + 1 + n_attr), dtype=np.float64),
             "lo": np.full(n_attr, np.inf), "hi": np.full(n_attr, -np.inf),
-            "buffer": None,
         }
 
     def _accumulate(self, x: np.ndarray, y: np.ndarray, progress: bool = False) -> None:
+        """Add the Gram matrix of [x - shift_x, 1, clip(y) - shift_y] over all rows to the state."""
         state = self._state
-        dim = state["dim"]
+        dim, width = state["dim"], state["gram"].shape[0]
         step = max(1, int(self.chunk_size))
-        width = state["gram"].shape[0]
-        starts = range(0, len(x), step)
-        for start in tqdm(starts, desc="glm", unit="chunk", leave=False, disable=None if progress else True):
+        local = threading.local()  # one reusable row buffer per worker thread
+
+        def chunk_gram(start: int):
             xc, yc = x[start:start + step], self._clipped(y[start:start + step].astype(np.float64))
             m = len(xc)
-            if state["buffer"] is None or len(state["buffer"]) < m:
-                state["buffer"] = np.empty((max(m, min(step, len(x))), width), dtype=np.float64)
-            rows = state["buffer"][:m]
+            buffer = getattr(local, "buffer", None)
+            if buffer is None or len(buffer) < m:
+                buffer = local.buffer = np.empty((max(m, min(step, len(x))), width), dtype=np.float64)
+            rows = buffer[:m]
             np.subtract(xc, state["shift_x"], out=rows[:, :dim])
             rows[:, dim] = 1.0
             np.subtract(yc, state["shift_y"], out=rows[:, dim + 1:])
-            np.minimum(state["lo"], yc.min(0), out=state["lo"])
-            np.maximum(state["hi"], yc.max(0), out=state["hi"])
-            _syrk_accumulate(state["gram"], rows)
-            state["n"] += m
+            return _gram(rows), yc.min(0), yc.max(0), m
+
+        starts = range(0, len(x), step)
+        with _blas_threads(1):
+            results = _ordered_map(chunk_gram, starts, _thread_count())
+            for gram, lo, hi, m in tqdm(results, total=len(starts), desc="glm", unit="chunk", leave=False,
+                                        disable=None if progress else True):
+                state["gram"] += gram
+                np.minimum(state["lo"], lo, out=state["lo"])
+                np.maximum(state["hi"], hi, out=state["hi"])
+                state["n"] += m
 
     def finalize(self) -> "GLMFinder":
         """Solve the accumulated normal equations; sets coef_, bias_, axes_, intercepts_, metrics_, r2_."""
@@ -406,7 +428,7 @@ class GLMFinder(AxisFinder):
         if constant:
             raise TlganError(f"cannot fit an axis for {', '.join(map(repr, constant))}: its clipped logit is the same "
                              f"for every sample (clip={self.clip}); drop that attribute or check the classifier output")
-        gram = _symmetric(state["gram"])
+        gram = state["gram"]
         sxx, sx, count = gram[:dim, :dim], gram[:dim, dim], gram[dim, dim]
         sxy, sy = gram[:dim, dim + 1:], gram[dim, dim + 1:]
         syy = np.diagonal(gram[dim + 1:, dim + 1:])
@@ -431,10 +453,9 @@ class GLMFinder(AxisFinder):
         x, y = _numpy(latents), _numpy(scores)
         self.reset()
         self._start(x, y, names)
-        with _blas_threads():
-            self._accumulate(x, y, progress=True)
-            self.finalize()
-            accuracy = self._sign_accuracy(x, y)
+        self._accumulate(x, y, progress=True)
+        self.finalize()
+        accuracy = self._sign_accuracy(x, y)
         for i, a in enumerate(names):
             self.metrics_[a]["sign_accuracy"] = float(accuracy[i])
         return self
@@ -446,22 +467,21 @@ class GLMFinder(AxisFinder):
         """(sign accuracy (A,), R^2 of the clipped logits (A,)), one chunk of rows at a time."""
         coef = _numpy(self.coef_).T.astype(np.float64)
         bias = _numpy(self.bias_).astype(np.float64)
-        n_attr = coef.shape[1]
-        agree = np.zeros(n_attr, dtype=np.int64)
-        sse, total, squares = np.zeros(n_attr), np.zeros(n_attr), np.zeros(n_attr)
         step = max(1, int(self.chunk_size))
-        for start in range(0, len(x), step):
+
+        def chunk_scores(start: int):
             pred = x[start:start + step].astype(np.float64) @ coef + bias
             raw = y[start:start + step]
-            agree += ((pred > 0) == (raw > 0)).sum(0)
             target = self._clipped(raw.astype(np.float64))
-            sse += ((target - pred) ** 2).sum(0)
-            total += target.sum(0)
-            squares += (target ** 2).sum(0)
+            return (((pred > 0) == (raw > 0)).sum(0), ((target - pred) ** 2).sum(0), target.sum(0),
+                    (target ** 2).sum(0))
+
+        with _blas_threads(1):
+            parts = list(_ordered_map(chunk_scores, range(0, len(x), step), _thread_count()))
+        agree, sse, total, squares = (np.sum([p[k] for p in parts], axis=0) for k in range(4))
         n = len(x)
-        sst = squares - total ** 2 / n
         with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = 1.0 - sse / sst
+            r2 = 1.0 - sse / (squares - total ** 2 / n)
         return agree / n, r2
 
     def evaluate(self, latents, scores) -> Dict[str, Dict[str, float]]:
@@ -477,8 +497,7 @@ class GLMFinder(AxisFinder):
                              f"same N > 0; got {tuple(latents.shape)} and {tuple(scores.shape)}")
         _count_bad_rows(latents, "latents")
         _count_bad_rows(scores, "scores")
-        with _blas_threads():
-            accuracy, r2 = self._score_chunks(_numpy(latents), _numpy(scores))
+        accuracy, r2 = self._score_chunks(_numpy(latents), _numpy(scores))
         return {a: {"r2": float(r2[i]), "sign_accuracy": float(accuracy[i])} for i, a in enumerate(self.attributes_)}
 
 
@@ -682,8 +701,7 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.
     gap relative to the primal objective is <= ``tol``.
     Returns (alpha (n,), b, iterations, relative gap of the returned point).
     """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
-    from scipy.linalg.blas import dsyrk
+    from scipy.linalg import cho_solve
 
     n, width = rows.shape
     dim = width - 1
@@ -724,11 +742,11 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.
         mu = float((alpha @ s + t @ r) / (2 * n))
         e = 1.0 / (s / alpha + r / t)
         np.multiply(rows, np.sqrt(e)[:, None], out=scaled)
-        system = dsyrk(1.0, scaled.T, trans=0, lower=0)  # upper triangle, Fortran order
+        system = _gram(scaled)
         system[diag, diag] += 1.0
         try:
-            factor = cho_factor(system, lower=False, overwrite_a=True, check_finite=False)
-        except LinAlgError:
+            factor = (np.linalg.cholesky(system), True)
+        except np.linalg.LinAlgError:
             log.debug("svm: Newton system lost definiteness at iteration %d (gap %.2e); keeping the best point", it, gap)
             break
 
@@ -851,7 +869,8 @@ class SVMFinder(AxisFinder):
     and negative class (see :func:`top_bottom_split`), ``val_fraction`` of each is held out,
     and a linear SVM (hinge loss, ``C``, unregularised intercept: the problem of scikit-learn's
     ``SVC(kernel="linear", C=C)``) is fitted on the rest by :func:`fit_linear_svm`. The axis is
-    the unit normal of the separating hyperplane, pointing to high scores. Runs on the CPU.
+    the unit normal of the separating hyperplane, pointing to high scores. Runs on the CPU,
+    attributes side by side on ``torch.get_num_threads()`` threads.
 
     Args:
         ratio: fraction of samples taken from each end (InterFaceGAN: 0.02).
@@ -887,11 +906,9 @@ class SVMFinder(AxisFinder):
             x, y = _check_svm_inputs(x_all[_numpy(split.train_index)], _numpy(split.train_label), self.C)
             return _fit_linear_svm(x, y, float(self.C), float(self.tol), 100, True, 1e-3)
 
-        # One attribute after the other with single-threaded BLAS: the solver's calls are too small
-        # to split well across cores, and SciPy's BLAS wrappers hold the GIL, so Python threads
-        # over attributes would not run in parallel either.
         with _blas_threads(1):
-            solutions = [solve(split) for split in tqdm(splits, desc="svm", unit="attr", leave=False, disable=None)]
+            solutions = list(tqdm(_ordered_map(solve, splits, _thread_count()), total=len(splits), desc="svm",
+                                  unit="attr", leave=False, disable=None))
         coef = np.stack([solution.weight for solution in solutions])
         bias = np.array([solution.bias for solution in solutions])
         # Decision values of every sample for every attribute in one product (float32 is ample for a sign).

@@ -120,7 +120,7 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
                 e.lerp_(m, 1.0 - ema_decay)
             for e, m in zip(G_ema.buffers(), G.buffers()):
                 e.copy_(m)
-        value = float(loss)
+        value = float(loss.detach())
         avg = value if avg is None else 0.98 * avg + 0.02 * value
         seconds += time.perf_counter() - t0
         ran += 1
@@ -133,6 +133,24 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
     bar.close()
     checkpoint(steps)
     write_samples(steps)
-    save_pretrained(G_ema, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev)}})
-    return {"out_dir": str(out_dir), "steps": steps, "loss": avg,
+    chosen, errors = pick_closest(teacher, {"G": G, "G_ema": G_ema}, grid_latents)
+    final = {"G": G, "G_ema": G_ema}[chosen].eval()
+    save_pretrained(final, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev),
+                                                        "saved": chosen, "l1_to_teacher": errors}})
+    return {"out_dir": str(out_dir), "steps": steps, "loss": avg, "saved": chosen, "l1_to_teacher": errors,
             "seconds_per_step": seconds / ran if ran else None, "samples": samples}
+
+
+@torch.no_grad()
+def pick_closest(teacher: Generator, candidates: Dict[str, Generator], latents: torch.Tensor):
+    """The candidate (in eval mode) whose images are closest to the teacher's in mean L1, and all errors.
+
+    The weight average usually wins; early in a short run, before it has caught up, the raw
+    weights can be closer, and saving those is the better choice.
+    """
+    target = teacher.synthesize(latents)
+    errors = {}
+    for key, model in candidates.items():
+        model.eval()
+        errors[key] = round(float(F.l1_loss(model.synthesize(latents), target)), 5)
+    return min(errors, key=errors.get), errors
