@@ -229,7 +229,7 @@ def grid_cmd(generator, axes_path, classifier, seed, latent_file, attrs, steps, 
 @click.option("--out", type=click.Path(file_okay=False), default="out/demo")
 @click.option("-n", "n", type=int, default=20_000, help="Faces to sample.")
 @click.option("--seed", type=int, default=0)
-@click.option("--method", default="svm", help="Axis finder.")
+@click.option("--method", default="logistic", help="Axis finder: glm, logistic or svm.")
 @click.option("--no-report", is_flag=True, help="Skip the evaluation report.")
 @device_option
 @json_option
