@@ -34,6 +34,15 @@ class _ProjectionReader(torch.nn.Module):
         return 3.0 * pre @ self.readout.T
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny layers run faster on one thread than on two contended ones; restores the count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_models():
     """(generator, classifier, true directions): logits are 3 * (z . w_a) for planted unit w_a."""

@@ -49,13 +49,7 @@ def tiny_generator(z_dim: int = 16, res: int = 16, seed: int = 0) -> ModuleGener
     return namespace["make"](z_dim, res, seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tiny models gain nothing from threads, and on a busy machine extra threads only spin.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,7 @@ generator_option = click.option("--generator", "generator", default="toyfaces-ga
 classifier_option = click.option("--classifier", "classifier", default="toyfaces-classifier", show_default=True,
                                  help="Registered name, TorchScript file, or path/to/file.py:factory.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+axes_option = click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
+                           help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
+latent_option = click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None,
+                             help="Start from a saved latent (from `tlgan invert`).")

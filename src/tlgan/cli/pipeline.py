@@ -8,8 +8,8 @@ from typing import List, Tuple
 import click
 import torch
 
-from tlgan.cli.common import (classifier_option, device_option, generator_option, json_option, parse_int_list,
-                              print_json)
+from tlgan.cli.common import (axes_option, classifier_option, device_option, generator_option, json_option,
+                              latent_option, print_json)
 from tlgan.errors import TlganError
 
 ATTR_MOVE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
@@ -141,12 +141,10 @@ def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
 
 @click.command("edit")
 @generator_option
-@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
-              help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
+@axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
-@click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None,
-              help="Start from a saved latent (from `tlgan invert`).")
+@latent_option
 @click.option("--attr", "moves", multiple=True, help="NAME=AMOUNT, repeatable: --attr Smiling=+2 --attr Beard=-1.5")
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
@@ -183,11 +181,10 @@ def edit_cmd(generator, axes_path, classifier, seed, latent_file, moves, locks, 
 
 @click.command("grid")
 @generator_option
-@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
-              help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
+@axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
-@click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None)
+@latent_option
 @click.option("--attrs", default=None, help="Comma-separated rows (default: every attribute).")
 @click.option("--steps", default="-3,-2,-1,0,1,2,3", help="Comma-separated step sizes (columns).")
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")

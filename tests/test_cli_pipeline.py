@@ -1,0 +1,78 @@
+"""The CLI chain end to end on tiny settings: sample -> fit -> edit / grid, plus its error messages."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from tlgan.cli import cli
+from tlgan.editing.latent_file import save_latent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    run = tmp / "run"
+    r = invoke("sample", "--generator", "toyfaces-render", "-n", 600, "--out", run, "--shard-size", 256, "--json")
+    assert r.exit_code == 0, r.output
+    axes = tmp / "axes.safetensors"
+    r = invoke("fit", run, "--method", "logistic", "--out", axes, "--json", "--export-boundaries", tmp / "bounds")
+    assert r.exit_code == 0, r.output
+    return tmp, run, axes, json.loads(r.output)
+
+
+def test_fit_reports_cosine_to_truth(chain):
+    _, _, _, fitted = chain
+    cos = {a: m["cosine_to_truth"] for a, m in fitted["axes"].items()}
+    assert len(cos) == 17
+    # 600 samples is little for 512 dimensions; strong attributes are already well aligned.
+    assert cos["Male"] > 0.6 and sum(cos.values()) / len(cos) > 0.4
+
+
+def test_edit_and_grid_write_images(chain):
+    tmp, _, axes, _ = chain
+    out = tmp / "edit.png"
+    r = invoke("edit", "--generator", "toyfaces-render", "--axes", axes, "--seed", 3, "--attr", "Smiling=+2",
+               "--attr", "Beard=-1.5", "--lock", "Male", "--out", out, "--upscale", 1, "--save-latent",
+               tmp / "edited.safetensors")
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (64, 64)
+    plain = tmp / "plain.png"
+    invoke("edit", "--generator", "toyfaces-render", "--axes", axes, "--seed", 3, "--attr", "Smiling=0",
+           "--out", plain, "--upscale", 1)
+    assert Image.open(out).tobytes() != Image.open(plain).tobytes()
+    grid = tmp / "grid.png"
+    r = invoke("grid", "--generator", "toyfaces-render", "--axes", axes, "--latent", tmp / "edited.safetensors",
+               "--attrs", "Smiling,Young", "--steps", "-2,0,2", "--out", grid, "--gif", tmp / "a.gif", "--upscale", 1)
+    assert r.exit_code == 0, r.output
+    assert Image.open(grid).size == (3 * 64, 2 * 64)
+    assert Image.open(tmp / "a.gif").n_frames > 10
+
+
+def test_bad_input_is_named(chain, tmp_path):
+    tmp, run, axes, _ = chain
+    common = ["--generator", "toyfaces-render", "--axes", axes, "--out", tmp_path / "x.png"]
+    r = invoke("edit", *common, "--attr", "Smilling=+1")
+    assert r.exit_code != 0 and "did you mean 'Smiling'" in str(r.exception or r.output)
+    r = invoke("edit", *common, "--attr", "Smiling")
+    assert "NAME=AMOUNT" in str(r.exception or r.output)
+    save_latent(tmp_path / "short.safetensors", torch.zeros(100), generator="toyfaces-render")
+    r = invoke("edit", *common, "--attr", "Smiling=1", "--latent", tmp_path / "short.safetensors")
+    assert "size 512" in str(r.exception or r.output)
+    r = invoke("sample", "--generator", "toyfaces-rendr", "-n", 5, "--out", tmp_path / "r")
+    assert "did you mean 'toyfaces-render'" in str(r.exception or r.output)
+    r = invoke("edit", "--generator", "toyfaces-gan", "--axes", axes, "--out", tmp_path / "x.png", "--attr", "Male=1")
+    assert "fitted for generator 'toyfaces-render'" in str(r.exception or r.output)
+    r = invoke("sample", "--generator", "toyfaces-render", "-n", 600, "--out", run)
+    assert "--resume" in str(r.exception or r.output)
+    (tmp_path / "empty").mkdir()
+    r = invoke("fit", tmp_path / "empty", "--out", tmp_path / "a.safetensors")
+    assert "not a run folder" in str(r.exception or r.output)
