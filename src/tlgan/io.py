@@ -21,6 +21,11 @@ from tlgan.errors import TlganError
 METADATA_KEY = "tlgan"
 
 
+def cache_dir() -> Path:
+    """Where tlgan caches fetched weights and fitted default axes: ``$TLGAN_CACHE`` or ~/.cache/tlgan."""
+    return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan"))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""

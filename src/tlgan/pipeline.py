@@ -14,6 +14,7 @@ import torch
 
 from tlgan.axes import FeatureAxes
 from tlgan.errors import TlganError
+from tlgan.io import cache_dir
 from tlgan.models import load_classifier, load_generator
 from tlgan.models.base import Generator
 from tlgan.sampling import Run, sample
@@ -64,10 +65,6 @@ def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: Opti
     dim = generator.latent_dim(axes.space)
     if axes.dim != dim:
         raise TlganError(f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan"))
 
 
 def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
-from tlgan.io import atomic_path
+from tlgan.io import atomic_path, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class WeightsInfo:
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan")) / "weights"
+    return cache_dir() / "weights"
 
 
 def sha256_of(path: Path) -> str:
