@@ -57,6 +57,12 @@ def post(client, **body):
     return response.json()
 
 
+def studio_edit(client, seed, amounts):
+    """The edited latent the app computes in-process for a seed and amounts (no locks)."""
+    studio = client.app.state.studio
+    return studio.edit(studio.base_latent(seed=seed), amounts, [])
+
+
 def decode(data_url: str) -> np.ndarray:
     assert data_url.startswith("data:image/png;base64,")
     import base64
@@ -91,7 +97,7 @@ def test_page_is_self_contained(client):
 
 def test_render_of_a_seed_is_the_cli_face_with_its_scores(client, models):
     G, F, axes = models
-    reply = post(client, seed=7, include_original=True)
+    reply = post(client, seed=7, include_original=True, scores=True)
     base = G.sample_latents_at([7], seed=0)[0]
     assert torch.equal(torch.tensor(reply["latent"], dtype=torch.float32), base)
     with torch.inference_mode():
@@ -102,6 +108,67 @@ def test_render_of_a_seed_is_the_cli_face_with_its_scores(client, models):
     assert reply["original_image"] == reply["image"]  # no moves: the edit is the original
     got = torch.tensor([reply["probabilities"][a] for a in F.attributes])
     assert torch.allclose(got, probs, atol=1e-5)
+    assert reply["original_probabilities"] == reply["probabilities"]
+    # Without `scores` the classifier is not asked: the page gets the scores from /api/probabilities.
+    plain = post(client, seed=7)
+    assert "probabilities" not in plain and plain["image"] == reply["image"]
+
+
+def test_probabilities_are_the_scores_of_the_rendered_face(client, models):
+    G, F, axes = models
+    body = {"seed": 4, "amounts": {"Smiling": 1.5, "Bangs": -1.0}, "locks": ["Male"], "include_original": True}
+    scored = post(client, **body, scores=True)
+    response = client.post("/api/probabilities", json=body)
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["probabilities"] == scored["probabilities"]
+    assert reply["original_probabilities"] == scored["original_probabilities"]
+    assert reply["probabilities"] != reply["original_probabilities"]
+    bad = client.post("/api/probabilities", json={"seed": 4, "amounts": {"Smilin": 1.0}})
+    assert bad.status_code == 422 and "did you mean 'Smiling'" in bad.json()["detail"]
+
+
+class CountingGenerator(torch.nn.Module):
+    """Wraps a generator and counts the latents it draws."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.drawn = inner, 0
+        self.name, self.z_dim, self.img_resolution = inner.name, inner.z_dim, inner.img_resolution
+
+    def latent_dim(self, space="z"):
+        return self.inner.latent_dim(space)
+
+    def sample_latents_at(self, *args, **kwargs):
+        return self.inner.sample_latents_at(*args, **kwargs)
+
+    def synthesize(self, latents, space="z"):
+        self.drawn += len(latents)
+        return self.inner.synthesize(latents, space)
+
+
+def test_a_render_and_its_probabilities_run_the_generator_once(models):
+    from tlgan.studio.app import Studio
+
+    G, F, axes = models
+    counting = CountingGenerator(G)
+    client = TestClient(create_app(counting, F, axes, generator_name="toyfaces-render"))
+    body = {"seed": 11, "amounts": {"Young": 2.0}}
+    first = post(client, **body)
+    client.post("/api/probabilities", json=body).raise_for_status()
+    assert counting.drawn == 1
+    # A different edit is drawn anew; going back to the first is remembered (undo).
+    post(client, seed=11, amounts={"Young": 2.5})
+    assert counting.drawn == 2
+    assert post(client, **body)["image"] == first["image"] and counting.drawn == 2
+    # The memo keeps within its byte budget, dropping the least recently used faces.
+    studio = Studio(counting, F, axes, image_memo_bytes=3 * 3 * 64 * 64 * 4)
+    for seed in range(5):
+        studio.synthesize(G.sample_latents_at([seed], seed=0))
+    assert len(studio._images) == 3 and studio._images.used <= studio._images.max_bytes
+    before = counting.drawn
+    studio.synthesize(G.sample_latents_at([4, 0], seed=0))  # 4 is remembered, 0 was dropped
+    assert counting.drawn == before + 1
 
 
 def test_an_unlocked_move_adds_exactly_amount_times_the_axis(client, models):
@@ -113,7 +180,9 @@ def test_an_unlocked_move_adds_exactly_amount_times_the_axis(client, models):
     assert torch.allclose(moved - torch.tensor(start["latent"]), 2.0 * axes["Smiling"], atol=1e-5)
     assert np.abs(decode(reply["image"]).astype(int) - decode(start["image"])).max() > 100
     # The edit changes what the classifier sees (it reads the pixels that changed).
-    assert max(abs(reply["probabilities"][a] - start["probabilities"][a]) for a in F.attributes) > 1e-3
+    scores = [client.post("/api/probabilities", json={"seed": seed, "amounts": amounts}).json()["probabilities"]
+              for amounts in ({}, {"Smiling": 2.0})]
+    assert max(abs(scores[1][a] - scores[0][a]) for a in F.attributes) > 1e-3
 
 
 def test_a_lock_keeps_the_locked_projection_fixed(client, models):
@@ -129,7 +198,7 @@ def test_a_lock_keeps_the_locked_projection_fixed(client, models):
     # What is left of the Beard move is the part of the Beard axis orthogonal to Male.
     assert float(locked @ beard) == pytest.approx(-2.0 * (1 - cos**2) ** 0.5, abs=1e-4)
     # A lock with no move is a no-op.
-    assert post(client, seed=3, locks=["Male"])["latent"] == base.tolist()
+    assert torch.equal(torch.tensor(post(client, seed=3, locks=["Male"])["latent"]), base)
 
 
 def test_studio_edits_equal_edit_latents(models):
@@ -154,7 +223,9 @@ def test_a_returned_latent_renders_the_same_face(client):
     again = post(client, latent=first["latent"])
     assert again["latent"] == first["latent"]
     assert again["image"] == first["image"]
-    assert again["probabilities"] == first["probabilities"]
+    # The latent travels as JSON with 9 significant digits: exactly the float32 values.
+    direct = studio_edit(client, seed=5, amounts={"Young": -1.5, "Bangs": 1.0})
+    assert torch.equal(torch.tensor(first["latent"], dtype=torch.float32), direct)
 
 
 def test_png_format_returns_the_bytes_enlarged(client):
@@ -220,7 +291,7 @@ def test_oversized_bodies_are_refused_with_413(models):
 
 
 def test_score_of_an_uploaded_render_matches_the_render(client):
-    reply = post(client, seed=9, amounts={"Smiling": 1.0})
+    reply = post(client, seed=9, amounts={"Smiling": 1.0}, scores=True)
     png = client.post("/api/render", json={"seed": 9, "amounts": {"Smiling": 1.0}, "format": "png"}).content
     scored = client.post("/api/score", files={"file": ("face.png", png, "image/png")})
     assert scored.status_code == 200, scored.text
@@ -268,7 +339,7 @@ def test_invert_is_wired_to_invert_image(client, models, monkeypatch):
     assert response.status_code == 200, response.text
     reply = response.json()
     assert calls and calls[0][0] is G and calls[0][1] is F and calls[0][2] == b"JPEGDATA"
-    assert reply["latent"] == target.tolist()
+    assert torch.equal(torch.tensor(reply["latent"], dtype=torch.float32), target)
     assert reply["info"] == {"psnr_db": 31.5, "steps": 10}
     # The page then edits the returned latent like any other face.
     assert reply["image"] == post(client, latent=reply["latent"])["image"]
@@ -316,6 +387,8 @@ def test_bench_studio_runs_against_a_real_server(models):
     assert result["studio_render_ms"] > 0 and result["studio_bare_ms"] > 0
     assert result["studio_render_vs_bare_ratio"] == pytest.approx(result["studio_render_ms"] / result["studio_bare_ms"],
                                                                   rel=0.01)
+    assert result["studio_update_vs_bare_with_scores_ratio"] == pytest.approx(
+        result["studio_update_ms"] / result["studio_bare_with_scores_ms"], rel=0.01)
 
 
 def test_a_taken_port_is_reported_clearly():
@@ -336,3 +409,61 @@ def test_serve_is_a_cli_command():
     assert result.exit_code == 0
     for option in ("--generator", "--classifier", "--axes", "--host", "--port", "--device"):
         assert option in result.output
+
+
+def test_a_busy_model_does_not_stall_other_requests(models):
+    """While an upload's inversion holds the models, a render waits in a worker thread, not on the event loop."""
+    import urllib.request
+
+    from tlgan.studio.app import ServerThread
+
+    G, F, axes = models
+    app = create_app(G, F, axes, generator_name="toyfaces-render")
+    studio = app.state.studio
+    held, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    synthesize = studio.synthesize
+
+    def announced_synthesize(latents):  # the render has been read and now waits for the models
+        waiting.set()
+        return synthesize(latents)
+
+    studio.synthesize = announced_synthesize
+
+    def hold_models():  # what /api/invert does for seconds
+        with studio.locked():
+            held.set()
+            release.wait(30)
+
+    def get(url, body=None):
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read()
+
+    with ServerThread(app) as server, ThreadPoolExecutor(2) as pool:
+        holder = pool.submit(hold_models)
+        assert held.wait(10)
+        render = pool.submit(get, server.url + "api/render", json.dumps({"seed": 3, "format": "png"}).encode())
+        assert waiting.wait(10)
+        status, _ = get(server.url + "api/attributes")  # answered while the render still waits
+        assert status == 200 and not render.done()
+        release.set()
+        status, png = render.result(timeout=20)
+        holder.result()
+    assert status == 200 and png.startswith(b"\x89PNG")
+
+
+def test_bench_studio_counts_a_reply_meant_for_another_request(models):
+    """The load check is not vacuous: swapped or altered replies are caught."""
+    from tlgan.bench.studio import PATHS, _check_replies, _request_body
+    from tlgan.studio.app import Studio
+
+    G, F, axes = models
+    studio = Studio(G, F, axes)
+    attributes = list(axes.attributes)
+    client = TestClient(create_app(G, F, axes, generator_name="toyfaces-render"))
+    replies = [(path, k, client.post(path, content=_request_body(k, attributes, path=path),
+                                     headers={"content-type": "application/json"}).content)
+               for k in (7, 27) for path in PATHS]  # two faces
+    assert _check_replies(studio, G, F, attributes, replies) == 0
+    swapped = [(path, k, replies[(i + 2) % 4][2]) for i, (path, k, _) in enumerate(replies)]
+    assert _check_replies(studio, G, F, attributes, swapped) == 4

@@ -7,11 +7,14 @@ enough (about 0.9 accuracy) for the checks below to mean something.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tlgan.errors import TlganError
 from tlgan.io import atomic_path
@@ -87,6 +90,28 @@ def bearded_man(generator, limit: int = 500) -> int:
     raise AssertionError("no bearded man among the first seeds")
 
 
+def shown_pixels(image) -> np.ndarray:
+    """The RGB pixels an <img> shows, at its natural size, read back through a canvas."""
+    shown = image.evaluate("""async img => {
+        await img.decode();  // the bytes may still be decoding right after the page went idle
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const context = canvas.getContext("2d");
+        context.drawImage(img, 0, 0);
+        return {w: canvas.width, h: canvas.height,
+                data: Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)};
+    }""")
+    return np.asarray(shown["data"], dtype=np.uint8).reshape(shown["h"], shown["w"], 4)[..., :3]
+
+
+def png_pixels(image: torch.Tensor) -> np.ndarray:
+    """The RGB pixels of the server's PNG of a generated image (3, H, W)."""
+    from tlgan.studio.app import encode_png
+
+    return np.asarray(Image.open(io.BytesIO(encode_png(image))).convert("RGB"))
+
+
 def test_studio_page_edits_scores_and_locks(browser, studio):
     server, G, axes = studio
     seed = bearded_man(G)
@@ -116,19 +141,22 @@ def test_studio_page_edits_scores_and_locks(browser, studio):
     idle()
     edited = page.get_by_alt_text("edited face")
     original = page.get_by_alt_text("original face")
-    assert (edited.get_attribute("src") or "").startswith("data:image/png;base64,")
-    assert original.get_attribute("src") == edited.get_attribute("src")
+    assert (edited.get_attribute("src") or "").startswith("blob:")  # PNG bytes, no base64 detour
+    with torch.inference_mode():
+        face = G.synthesize(G.sample_latents_at([seed], seed=0))[0]
+    assert np.array_equal(shown_pixels(edited), png_pixels(face))
+    assert np.array_equal(shown_pixels(original), shown_pixels(edited))
     assert page.get_by_label("Seed").input_value() == str(seed)
     rendered_width = edited.evaluate("img => img.getBoundingClientRect().width")
     assert rendered_width >= 256 and edited.evaluate("img => img.naturalWidth") == 64
     assert edited.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
 
     # Smiling + three times: the face changes and the classifier sees more smile.
-    src0, smile0 = edited.get_attribute("src"), score("Smiling")
+    pixels0, smile0 = shown_pixels(edited), score("Smiling")
     press("Smiling +", 3)
     assert amount("Smiling") == pytest.approx(1.5)
-    assert edited.get_attribute("src") != src0
-    assert original.get_attribute("src") == src0
+    assert np.abs(shown_pixels(edited).astype(int) - pixels0).max() > 50
+    assert np.array_equal(shown_pixels(original), pixels0)
     assert score("Smiling") > smile0 + 0.1
 
     # Beard - without a lock drags Male along (the two axes overlap) ...
@@ -177,7 +205,7 @@ def test_studio_page_edits_scores_and_locks(browser, studio):
 
 def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, monkeypatch, tmp_path):
     import tlgan.inversion
-    from tlgan.studio.app import data_url, encode_png
+    from tlgan.studio.app import encode_png
 
     server, G, axes = studio
     truth = G.sample_latents_at([321], seed=0)[0]
@@ -206,16 +234,16 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     idle.wait_for(state="attached")
     assert received == [path.read_bytes()]
     original = page.get_by_alt_text("original face")
-    assert original.get_attribute("src") == data_url(encode_png(photo))
+    assert np.array_equal(shown_pixels(original), png_pixels(photo))
     assert "holiday.png" in page.locator("#original-caption").inner_text()
 
     page.get_by_role("button", name="Smiling +", exact=True).click()
     idle.wait_for(state="attached")
-    edited = page.get_by_alt_text("edited face").get_attribute("src")
+    edited = shown_pixels(page.get_by_alt_text("edited face"))
     from tlgan.editing.edit import edit_latents
 
     with torch.inference_mode():
         expected = G.synthesize(edit_latents(truth, axes, {"Smiling": 0.5})[None])[0]
-    assert edited == data_url(encode_png(expected))
+    assert np.array_equal(edited, png_pixels(expected))
     assert not problems, problems
     page.close()

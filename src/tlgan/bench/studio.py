@@ -1,10 +1,11 @@
-"""Studio latency and load: a full /api/render over HTTP against a bare forward pass + PNG encode.
+"""Studio latency and load: /api/render over HTTP against a bare forward pass + PNG encode.
 
 Both sides run in the same process and the same minute, interleaved request by request, so
 load from elsewhere on a shared machine hits both alike. The server is a real uvicorn on
 127.0.0.1 in a background thread, and the client is the standard library's http.client
-over one keep-alive connection, so the figure includes everything a browser would wait for:
-HTTP parsing, JSON, validation, editing, the generator, the classifier, PNG and base64.
+over keep-alive connections, so the figures include everything a browser would wait for:
+HTTP parsing, JSON, validation, editing, the generator, PNG and base64 (and the classifier
+for the scores, which the page asks for alongside the image).
 """
 from __future__ import annotations
 
@@ -39,18 +40,25 @@ def _bench_axes(generator: Generator, classifier: Classifier, seed: int = 0) -> 
     return FeatureAxes(vectors, list(classifier.attributes), "z", generator.name, "random")
 
 
-def _request_body(i: int, attributes: List[str], edits_per_face: int = 10) -> bytes:
+def _request_body(i: int, attributes: List[str], edits_per_face: int = 10, direction: float = 1.0,
+                  path: str = "/api/probabilities") -> bytes:
     """Request i of a page session: face i // edits_per_face, three moves that change every click, one lock.
 
     A user edits one face for a while (every click re-sends the whole state), so consecutive
-    requests share a seed and differ in their amounts.
+    requests share a seed and differ in their amounts. ``direction`` -1 walks the first
+    attribute the other way: the same face, other edits. For /api/render the body asks for
+    PNG bytes, as the page does.
     """
     a = attributes
     face, click = divmod(i, edits_per_face)
-    amounts = {a[face % len(a)]: 0.5 * (click + 1), a[(face + 3) % len(a)]: -1.0, a[(face + 5) % len(a)]: 0.5}
+    amounts = {a[face % len(a)]: direction * 0.5 * (click + 1), a[(face + 3) % len(a)]: -1.0,
+               a[(face + 5) % len(a)]: 0.5}
     lock = a[(face + 1) % len(a)]
     amounts.pop(lock, None)
-    return json.dumps({"seed": face, "amounts": amounts, "locks": [lock]}).encode()
+    body = {"seed": face, "amounts": amounts, "locks": [lock]}
+    if path == "/api/render":
+        body["format"] = "png"
+    return json.dumps(body).encode()
 
 
 class _Client:
@@ -73,26 +81,36 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
                  classifier: Union[str, Classifier] = "toyfaces-classifier",
                  axes: Optional[FeatureAxes] = None, requests: Optional[int] = None, clients: int = 20,
                  seconds: Optional[float] = None) -> Dict[str, float]:
-    """Latency of /api/render vs a bare forward + PNG encode, and errors under concurrent load.
+    """Latency of /api/render against a bare forward + PNG encode, and correctness under concurrent load.
 
-    ``requests`` single-client requests (default 300; quick: 30) are interleaved with as many
-    bare renders of the same faces; the medians are reported in milliseconds with their ratio
-    (target <= 1.5). The requests follow a page session: ten clicks on each face, each click
-    re-sending the face's seed with new amounts and a lock.
-    Then ``clients`` threads, each on its own connection, post renders for ``seconds``
-    (default 30; quick: 3); every response is checked against the image and latent the same
-    request gave when sent alone, so a mix-up between concurrent requests counts as an error.
+    ``requests`` single-client rounds (default 300; quick: 30) follow a page session: ten
+    clicks on each face, each click re-sending the face's seed with new amounts and a lock.
+    Each round times, in this order and on the same face:
 
-    Every render also runs the classifier (the page shows the scores with the image), which
-    the bare baseline does not; so a third timing, ``studio_bare_with_scores_ms`` (forward,
-    classifier, PNG), isolates what the server itself adds: HTTP, JSON, validation, editing.
+    - ``studio_bare_ms``: the generator's forward pass and PNG encoding, called directly;
+    - ``studio_bare_with_scores_ms``: the same plus the classifier;
+    - ``studio_render_ms``: one /api/render as the page sends it (PNG bytes, no scores);
+    - ``studio_update_ms``: what a click costs the page: /api/render and /api/probabilities
+      sent at once on two connections, until both have answered.
+
+    Medians in milliseconds, with the ratios render / bare (target <= 1.5) and
+    update / bare_with_scores. Every request is a new edit, so no reply comes from the
+    server's memo of recent images except the one a click's second request is meant to find.
+
+    Then ``clients`` threads, each on its own connection, alternate render and probabilities
+    requests for ``seconds`` (default 30; quick: 3), every request a different edit. Each
+    reply is checked afterwards against the latent, image and scores computed here for its
+    own request, so a mix-up between concurrent requests counts as an error, as does any
+    status other than 200.
 
     Returns studio_render_ms, studio_bare_ms, studio_render_vs_bare_ratio,
-    studio_bare_with_scores_ms, studio_render_vs_bare_with_scores_ratio,
+    studio_bare_with_scores_ms, studio_update_ms, studio_update_vs_bare_with_scores_ratio,
     studio_concurrent_clients, studio_concurrent_seconds, studio_concurrent_requests,
     studio_concurrent_errors, studio_concurrent_requests_per_second,
     studio_concurrent_p50_ms, studio_concurrent_p95_ms.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tlgan.models import load_classifier, load_generator
     from tlgan.studio.app import ServerThread, create_app, encode_png
 
@@ -118,67 +136,84 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
         encode_png(image[0].float().cpu())
         return time.perf_counter() - t0
 
-    with ServerThread(app) as server:
-        client = _Client(server.port)
+    def check(status: int, payload: bytes, path: str) -> None:
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {payload[:200]!r}")
+
+    with ServerThread(app) as server, ThreadPoolExecutor(1) as helper:
+        client, second = _Client(server.port), _Client(server.port)
+
+        def update(i: int) -> None:
+            scores = helper.submit(second.post, "/api/probabilities", _request_body(i, attributes, direction=-1.0))
+            check(*client.post("/api/render", _request_body(i, attributes, direction=-1.0, path="/api/render")),
+                  "/api/render")
+            check(*scores.result(), "/api/probabilities")
+
         try:
-            for i in range(5):  # warm-up: allocations, kernel choice, connection
+            for i in range(5):  # warm-up: allocations, kernel choice, connections, the helper thread
                 bare(i)
                 bare(i, scores=True)
-                client.post("/api/render", _request_body(i, attributes))
-            bare_times, scored_times, full_times = [], [], []
+                update(i)
+            times: Dict[str, List[float]] = {"bare": [], "scored": [], "render": [], "update": []}
             for i in range(10, 10 + n):
-                bare_times.append(bare(i))
-                scored_times.append(bare(i, scores=True))
-                body = _request_body(i, attributes)
+                times["bare"].append(bare(i))
+                times["scored"].append(bare(i, scores=True))
+                body = _request_body(i, attributes, path="/api/render")
                 t0 = time.perf_counter()
-                status, payload = client.post("/api/render", body)
-                full_times.append(time.perf_counter() - t0)
-                if status != 200:
-                    raise RuntimeError(f"/api/render answered {status}: {payload[:200]!r}")
-            # The answers each variant must get under load, asked for one at a time.
-            variants = [_request_body(1000 + 3 * k, attributes) for k in range(16)]
-            expected = []
-            for body in variants:
-                status, payload = client.post("/api/render", body)
-                reply = json.loads(payload)
-                expected.append((reply["image"], reply["latent"]))
+                check(*client.post("/api/render", body), "/api/render")
+                times["render"].append(time.perf_counter() - t0)
+                # The same face with a different edit (direction -1), so nothing is remembered yet.
+                t0 = time.perf_counter()
+                update(i)
+                times["update"].append(time.perf_counter() - t0)
         finally:
             client.close()
-        load = _concurrent_load(server.port, variants, expected, clients, duration)
+            second.close()
+        load = _concurrent_load(server.port, attributes, clients, duration, first=10**6)
 
-    render_ms = 1000 * statistics.median(full_times)
-    bare_ms = 1000 * statistics.median(bare_times)
-    scored_ms = 1000 * statistics.median(scored_times)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    errors = _check_replies(app.state.studio, G, F, attributes, load.pop("replies"))
+    load["studio_concurrent_errors"] += errors
     return {
-        "studio_render_ms": round(render_ms, 3),
-        "studio_bare_ms": round(bare_ms, 3),
-        "studio_render_vs_bare_ratio": round(render_ms / bare_ms, 3),
-        "studio_bare_with_scores_ms": round(scored_ms, 3),
-        "studio_render_vs_bare_with_scores_ratio": round(render_ms / scored_ms, 3),
+        "studio_render_ms": round(ms["render"], 3),
+        "studio_bare_ms": round(ms["bare"], 3),
+        "studio_render_vs_bare_ratio": round(ms["render"] / ms["bare"], 3),
+        "studio_bare_with_scores_ms": round(ms["scored"], 3),
+        "studio_update_ms": round(ms["update"], 3),
+        "studio_update_vs_bare_with_scores_ratio": round(ms["update"] / ms["scored"], 3),
         **load,
     }
 
 
-def _concurrent_load(port: int, variants: List[bytes], expected: list, clients: int, duration: float) -> dict:
+PATHS = ("/api/render", "/api/probabilities")
+
+
+def _concurrent_load(port: int, attributes: List[str], clients: int, duration: float, first: int) -> dict:
+    """``clients`` connections posting for ``duration`` seconds; request k is edit ``first + k``.
+
+    Returns the counts and latencies, and under "replies" every (path, k, payload) answered
+    200 for :func:`_check_replies`.
+    """
     errors: List[str] = []
     latencies: List[float] = []
-    good = [0]
+    replies: List[tuple] = []
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
     stop_at = [0.0]
 
-    def worker(k: int) -> None:
+    def worker(c: int) -> None:
         client = _Client(port)
-        mine_lat, mine_err, mine_good = [], [], 0
+        mine_lat, mine_err, mine_ok = [], [], []
         start_gate.wait()
-        j = k
+        j = 0
         try:
             while time.perf_counter() < stop_at[0]:
-                v = j % len(variants)
-                j += clients
+                k = first + j * clients + c
+                path = PATHS[j % 2]
+                j += 1
                 t0 = time.perf_counter()
                 try:
-                    status, payload = client.post("/api/render", variants[v])
+                    status, payload = client.post(path, _request_body(k, attributes, path=path))
                 except (OSError, http.client.HTTPException) as exc:
                     mine_err.append(f"{type(exc).__name__}: {exc}")
                     client.close()
@@ -186,21 +221,17 @@ def _concurrent_load(port: int, variants: List[bytes], expected: list, clients: 
                     continue
                 mine_lat.append(time.perf_counter() - t0)
                 if status != 200:
-                    mine_err.append(f"status {status}: {payload[:120]!r}")
-                    continue
-                reply = json.loads(payload)
-                if (reply["image"], reply["latent"]) != expected[v]:
-                    mine_err.append(f"variant {v}: the reply differs from the same request sent alone")
+                    mine_err.append(f"{path} status {status}: {payload[:120]!r}")
                 else:
-                    mine_good += 1
+                    mine_ok.append((path, k, payload))
         finally:
             client.close()
             with lock:
                 latencies.extend(mine_lat)
                 errors.extend(mine_err)
-                good[0] += mine_good
+                replies.extend(mine_ok)
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
+    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in range(clients)]
     for t in threads:
         t.start()
     t0 = time.perf_counter()
@@ -216,9 +247,42 @@ def _concurrent_load(port: int, variants: List[bytes], expected: list, clients: 
     return {
         "studio_concurrent_clients": clients,
         "studio_concurrent_seconds": round(elapsed, 2),
-        "studio_concurrent_requests": good[0] + len(errors),
+        "studio_concurrent_requests": len(replies) + len(errors),
         "studio_concurrent_errors": len(errors),
-        "studio_concurrent_requests_per_second": round(good[0] / elapsed, 1),
+        "studio_concurrent_requests_per_second": round(len(replies) / elapsed, 1),
         "studio_concurrent_p50_ms": round(pick(0.50), 2),
         "studio_concurrent_p95_ms": round(pick(0.95), 2),
+        "replies": replies,
     }
+
+
+def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], replies: List[tuple]) -> int:
+    """How many replies differ from what their own request should give, computed here one by one.
+
+    The latent comes from the studio's edit of the request (a pure function of it); the
+    image and scores from the models called directly, not through the server's memo.
+    """
+    from tlgan.studio.app import encode_png
+
+    wrong = 0
+    g_device = next(iter(G.parameters()), torch.empty(0)).device
+    f_device = next(iter(F.parameters()), torch.empty(0)).device
+    for path, k, payload in replies:
+        request = json.loads(_request_body(k, attributes, path=path))
+        amounts, locks = studio.check_moves(request["amounts"], request["locks"])
+        latent = studio.edit(studio.base_latent(seed=request["seed"]), amounts, locks)
+        with torch.inference_mode():
+            image = G.synthesize(latent[None].to(g_device), studio.space).float().cpu()
+        if path == "/api/render":
+            ok = payload == encode_png(image[0])
+        else:
+            reply = json.loads(payload)
+            with torch.inference_mode():
+                probs = F.probabilities(image.to(f_device)).float().cpu()[0]
+            ok = all(abs(reply["probabilities"][name] - float(p)) < 1e-5 for name, p in zip(F.attributes, probs))
+        if not ok:
+            if not wrong:
+                log.warning("studio load: the reply of %s to edit %d differs from the same request computed alone",
+                            path, k)
+            wrong += 1
+    return wrong

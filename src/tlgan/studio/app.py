@@ -5,16 +5,18 @@ attribute ``amounts`` and the ``locks``; the browser keeps that state and its un
 So several tabs and users never see each other's edits, and any response can be
 reproduced from its request alone.
 
-The torch models are shared by all requests. FastAPI runs the synchronous endpoints in a
-thread pool; :class:`Studio` serialises every model call behind one lock, because module
-forward passes are not documented as thread-safe and a CPU has no spare parallelism to
-gain from running two at once anyway (torch already uses every core inside one call).
+The torch models are shared by all requests. :class:`Studio` serialises every model call
+behind one lock, because module forward passes are not documented as thread-safe and a CPU
+has no spare parallelism to gain from running two at once anyway (torch already uses every
+core inside one call). Renders and scores of a quick model run on the event loop itself
+(:meth:`Studio.call`); uploads and slow models go to FastAPI's thread pool.
 
 Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
 
 - ``GET  /``                 the studio page (plain HTML/CSS/JS shipped in ``static/``);
 - ``GET  /api/attributes``   attribute names, the allowed amount range, model names;
-- ``POST /api/render``       face + amounts + locks -> image, edited latent, probabilities;
+- ``POST /api/render``       face + amounts + locks -> image and edited latent;
+- ``POST /api/probabilities`` face + amounts + locks -> the classifier's probabilities;
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
 - ``POST /api/invert``       an uploaded photo -> its latent and reconstruction.
 """
@@ -24,13 +26,15 @@ import base64
 import errno
 import functools
 import io
+import json
 import logging
 import math
 import socket
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,6 +42,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -58,6 +63,10 @@ LATENT_LIMIT = 100.0
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Requests with larger bodies are refused with 413 before they are read."""
 MAX_SEED = 2**31 - 1
+INLINE_SECONDS = 0.05
+"""Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
+IMAGE_MEMO_BYTES = 64 * 1024 * 1024
+"""Memory for remembered generator images (about 1,300 faces at 64 px, 5 at 1024 px)."""
 
 # The page is served with this policy: everything comes from the package itself, nothing
 # from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
@@ -69,7 +78,7 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; s
 # Request and response models (they are the API documentation).
 
 
-class RenderRequest(BaseModel):
+class FaceRequest(BaseModel):
     """One face, the moves to apply to it, and the attributes to hold fixed."""
 
     seed: Optional[int] = Field(
@@ -87,22 +96,38 @@ class RenderRequest(BaseModel):
     locks: List[str] = Field(
         default_factory=list, examples=[["Male"]],
         description="Attributes whose axis projections stay unchanged while the others move.")
-    format: Literal["json", "png"] = Field(
-        "json", description="`json`: image as a base64 PNG with latent and probabilities; `png`: the PNG bytes only.")
-    upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
     include_original: bool = Field(
-        False, description="Also return the unedited face's image and probabilities (saves a second request "
-                           "when the face changes).")
+        False, description="Also answer for the unedited face (saves a second request when the face changes).")
+
+
+class RenderRequest(FaceRequest):
+    """A face to draw; its scores come from /api/probabilities, or here with ``scores``."""
+
+    format: Literal["json", "png"] = Field(
+        "json", description="`json`: image as a base64 PNG with the edited latent; `png`: the PNG bytes only.")
+    upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
+    scores: bool = Field(
+        False, description="Also run the classifier and return `probabilities` (json format only). The page asks "
+                           "/api/probabilities in parallel instead, so the image does not wait for the classifier.")
 
 
 class RenderResponse(BaseModel):
-    """The edited face, as everything the page needs in one round trip."""
+    """The edited face."""
 
     image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
     latent: List[float] = Field(description="The edited latent (D floats); send it back as `latent` to continue from it.")
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
     space: str = Field(description="Latent space of `latent` (e.g. z).")
+    probabilities: Optional[Dict[str, float]] = Field(
+        None, description="Classifier probability per attribute for the edited face (only with scores).")
     original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
+    original_probabilities: Optional[Dict[str, float]] = Field(
+        None, description="Probabilities of the unedited face (only with include_original and scores).")
+
+
+class ProbabilitiesResponse(BaseModel):
+    """What the classifier sees in the edited face."""
+
+    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
     original_probabilities: Optional[Dict[str, float]] = Field(
         None, description="Probabilities of the unedited face (only with include_original).")
 
@@ -172,6 +197,22 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def json_response(body: Dict[str, Any], latent: Optional[torch.Tensor] = None) -> Response:
+    """``body`` as a JSON response, with ``latent`` (D,) added as a list of numbers under "latent".
+
+    Endpoints return ready responses: their bodies are built from checked values, and
+    re-validating them through the response models would only add latency. The latent is
+    written with 9 significant digits, the fewest that give back every float32 exactly,
+    which takes a third of the time of the default float repr (17 digits for a float32
+    widened to double).
+    """
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    if latent is not None:
+        numbers = ",".join([f"{v:.9g}" for v in latent.detach().float().cpu().reshape(-1).tolist()])
+        text = text[:-1] + ("," if len(text) > 2 else "") + '"latent":[' + numbers + "]}"
+    return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy of an info dict: tensors become numbers or short lists, the rest strings."""
     if depth > 4:
@@ -194,16 +235,44 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
+class ImageMemo:
+    """Least-recently-used images by key, holding at most ``max_bytes`` of tensor data. Not thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.used = 0
+        self._items: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
+
+    def get(self, key: bytes) -> Optional[torch.Tensor]:
+        image = self._items.get(key)
+        if image is not None:
+            self._items.move_to_end(key)
+        return image
+
+    def put(self, key: bytes, image: torch.Tensor) -> None:
+        size = image.numel() * image.element_size()
+        if size > self.max_bytes or key in self._items:
+            return
+        self._items[key] = image
+        self.used += size
+        while self.used > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.used -= old.numel() * old.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class Studio:
     """The generator, classifier and axes behind the studio, with thread-safe operations.
 
-    Every model call goes through :meth:`render` / :meth:`score` / :meth:`locked`, which
+    Every model call goes through :meth:`synthesize` / :meth:`score` / :meth:`locked`, which
     hold one lock. Validation methods raise :class:`TlganError` with a message for the user.
     """
 
     def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                  generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
-                 amount_limit: float = AMOUNT_LIMIT):
+                 amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
@@ -217,11 +286,13 @@ class Studio:
         self.latent_dim = generator.latent_dim(axes.space)
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
         self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._recent_seconds = 0.0  # how long recent inline calls took (exponential average)
         # A page sends the same seed with every edit of a face, and drawing one latent costs a
         # whole block of the counter-based generator (about 2 ms); remember recent ones.
         self._seed_latent = functools.lru_cache(maxsize=4096)(self._draw_seed_latent)
         self._direction = functools.lru_cache(maxsize=4096)(self._unit_move)
+        self._images = ImageMemo(image_memo_bytes)
 
     def _draw_seed_latent(self, seed: int) -> torch.Tensor:
         return self.generator.sample_latents_at([seed], seed=0, space=self.space)[0]
@@ -297,12 +368,29 @@ class Studio:
         origin = torch.zeros(self.latent_dim, dtype=torch.float64)
         return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
 
-    def render(self, latents: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Images (N, 3, R, R) in [-1, 1] and probabilities (N, A) for latents (N, D), on the CPU."""
-        with self._lock, torch.inference_mode():
-            images = self.generator.synthesize(latents.to(self.device), self.space)
-            probs = self.classifier.probabilities(images.to(self.classifier_device))
-        return images.float().cpu(), probs.float().cpu()
+    def synthesize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D) of the studio's space.
+
+        Recent images are remembered, keyed by the latent's exact bytes: the page asks for a
+        face's image (/api/render) and its scores (/api/probabilities) at the same moment, and
+        whichever request comes second takes the image from here instead of running the
+        generator again. Undo hits it too.
+        """
+        latents = latents.detach().to("cpu", torch.float32).contiguous()
+        keys = [row.numpy().tobytes() for row in latents]
+        out: List[Optional[torch.Tensor]] = [None] * len(keys)
+        with self._lock:
+            for i, key in enumerate(keys):
+                out[i] = self._images.get(key)
+            missing = [i for i, image in enumerate(out) if image is None]
+            if missing:
+                with torch.inference_mode():
+                    made = self.generator.synthesize(latents[missing].to(self.device), self.space)
+                made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
+                for i, image in zip(missing, made):
+                    out[i] = image
+                    self._images.put(keys[i], image)
+        return torch.stack(out)  # type: ignore[arg-type]
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, A) for images (N, 3, H, W) in [-1, 1]."""
@@ -312,6 +400,25 @@ class Studio:
     def locked(self):
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, a request's model work: inline when the models are free and quick, else in a worker thread.
+
+        A render of the bundled model takes a few milliseconds, and handing it to a worker
+        thread and back costs a tenth of that again; every model call holds one lock anyway,
+        so inline work loses no parallelism. It stays in the thread pool when the models are
+        busy (another render, an inversion that takes seconds: waiting for them inline would
+        stall every connection) or when recent calls took longer than INLINE_SECONDS (a large
+        generator on a CPU would hold up the page's other requests).
+        """
+        if self._recent_seconds < INLINE_SECONDS and self._lock.acquire(blocking=False):
+            try:
+                start = time.perf_counter()
+                return fn(*args)
+            finally:
+                self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
+                self._lock.release()
+        return await run_in_threadpool(fn, *args)
 
     def probabilities_dict(self, probs: torch.Tensor) -> Dict[str, float]:
         return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
@@ -467,31 +574,59 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
             space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
             max_upload_bytes=max_body_bytes, version=app.version)
 
+    def face(req: FaceRequest) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(edited latent (D,), latents to draw (1 or 2, D): the edit, then the original if asked)."""
+        base = studio.base_latent(req.seed, req.latent)
+        amounts, locks = studio.check_moves(req.amounts, req.locks)
+        edited = studio.edit(base, amounts, locks)
+        return edited, (torch.stack([edited, base]) if req.include_original else edited[None])
+
     @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
               responses={**ERRORS, 200: {"content": {"image/png": {}},
                                          "description": "JSON (default) or PNG bytes with format=png"}})
-    def render(req: RenderRequest):
-        """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed.
+    async def render(req: RenderRequest):
+        """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed, and draw it.
 
         The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
         orthogonal to every locked axis other than a.
         """
-        base = studio.base_latent(req.seed, req.latent)
-        amounts, locks = studio.check_moves(req.amounts, req.locks)
-        edited = studio.edit(base, amounts, locks)
-        batch = torch.stack([edited, base]) if req.include_original and req.format == "json" else edited[None]
-        images, probs = studio.render(batch)
+        return await studio.call(draw, req)
+
+    def draw(req: RenderRequest) -> Response:
+        if req.format == "png":
+            req = req.model_copy(update={"include_original": False})
+        edited, latents = face(req)
+        images = studio.synthesize(latents)
         if req.format == "png":
             return Response(encode_png(images[0], req.upscale), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
-        body = {"image": data_url(encode_png(images[0], req.upscale)), "latent": edited.tolist(),
-                "probabilities": studio.probabilities_dict(probs[0]), "space": studio.space}
+        body: Dict[str, Any] = {"image": data_url(encode_png(images[0], req.upscale)), "space": studio.space}
         if len(images) > 1:
             body["original_image"] = data_url(encode_png(images[1], req.upscale))
+        if req.scores:
+            probs = studio.score(images)
+            body["probabilities"] = studio.probabilities_dict(probs[0])
+            if len(images) > 1:
+                body["original_probabilities"] = studio.probabilities_dict(probs[1])
+        return json_response(body, latent=edited)
+
+    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=ERRORS,
+              summary="Classifier probabilities of an edited face")
+    async def probabilities(req: FaceRequest):
+        """What the classifier sees in the face /api/render draws for the same request.
+
+        Sent together with /api/render, the generator runs once: whichever request comes
+        second reuses the image the first one made.
+        """
+        return await studio.call(classify, req)
+
+    def classify(req: FaceRequest) -> Response:
+        _edited, latents = face(req)
+        probs = studio.score(studio.synthesize(latents))
+        body = {"probabilities": studio.probabilities_dict(probs[0])}
+        if len(probs) > 1:
             body["original_probabilities"] = studio.probabilities_dict(probs[1])
-        # Returned as a ready Response: the body is already checked, and re-validating 512 floats
-        # through the response model would only add latency.
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return json_response(body)
 
     @app.post("/api/score", response_model=ScoreResponse, responses=ERRORS,
               summary="Classifier probabilities of an uploaded image")
@@ -528,10 +663,11 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         # Validated like any latent a client sends, then rendered exactly as /api/render will
         # render it, so the page's "original" and its later edits come from the same path.
         latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
-        images, probs = studio.render(latent[None])
-        return InvertResponse(image=data_url(encode_png(images[0])), latent=latent.tolist(),
-                              probabilities=studio.probabilities_dict(probs[0]), space=studio.space,
-                              info=_jsonable(info or {}))
+        images = studio.synthesize(latent[None])
+        probs = studio.score(images)
+        return json_response({"image": data_url(encode_png(images[0])), "space": studio.space,
+                              "probabilities": studio.probabilities_dict(probs[0]), "info": _jsonable(info or {})},
+                             latent=latent)
 
     return app
 

@@ -81,6 +81,9 @@
     if (!inFlight) pump();
   }
 
+  // The image and the scores are asked for at once: the image (PNG bytes) arrives without
+  // waiting for the classifier, and the server runs the generator once for both. When the
+  // face itself changed, its unedited image comes too.
   async function pump() {
     if (!queued) { setBusy(); return; }
     const job = queued;
@@ -89,20 +92,27 @@
     pending += 1;
     setBusy();
     const needOriginal = baseKey(job.state) !== shownBase;
+    const ask = (path, s, extra) => api(path, {
+      method: "POST", headers: {"Content-Type": "application/json"}, body: renderBody(s, extra),
+    });
+    const image = ask("api/render", job.state, {format: "png"});
+    const scores = ask("api/probabilities", job.state, {include_original: needOriginal}).catch((err) => err);
+    const unedited = Object.assign(copy(job.state), {amounts: {}, locks: []});
+    const original = needOriginal ? ask("api/render", unedited, {format: "png"}).catch((err) => err) : null;
     try {
-      const result = await api("api/render", {
-        method: "POST", headers: {"Content-Type": "application/json"},
-        body: renderBody(job.state, {include_original: needOriginal}),
-      });
-      if (result.original_image) {
-        els.original.src = result.original_image;
-        originalProbs = result.original_probabilities || {};
+      showImage(els.edited, await image);
+      if (original) {
+        const blob = await original;
+        if (blob instanceof Error) throw blob;
+        showImage(els.original, blob);
         shownBase = baseKey(job.state);
         els.originalCaption.textContent = job.state.seed !== null ? "Original \u00b7 seed " + job.state.seed
                                                                    : "Original \u00b7 " + job.state.label;
       }
-      els.edited.src = result.image;
-      showScores(result.probabilities);
+      const scored = await scores;
+      if (scored instanceof Error) throw scored;
+      if (scored.original_probabilities) originalProbs = scored.original_probabilities;
+      showScores(scored.probabilities);
       showError("");
     } catch (err) {
       showError(err.message);
@@ -111,6 +121,14 @@
       inFlight = false;
       if (queued) pump(); else setBusy();
     }
+  }
+
+  // Shows PNG bytes in an <img> through an object URL, and frees the one it showed before.
+  function showImage(img, blob) {
+    const before = img.dataset.objectUrl;
+    img.dataset.objectUrl = URL.createObjectURL(blob);
+    img.src = img.dataset.objectUrl;
+    if (before) URL.revokeObjectURL(before);
   }
 
   // ------------------------------------------------------------------ building the rows
