@@ -104,7 +104,8 @@ class RenderRequest(FaceRequest):
     """A face to draw; its scores come from /api/probabilities, or here with ``scores``."""
 
     format: Literal["json", "png"] = Field(
-        "json", description="`json`: image as a base64 PNG with the edited latent; `png`: the PNG bytes only.")
+        "json", description="`json`: image as a base64 PNG with the edited latent; `png`: the edited face's PNG "
+                            "bytes only (include_original and scores do not apply).")
     upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
     scores: bool = Field(
         False, description="Also run the classifier and return `probabilities` (json format only). The page asks "
