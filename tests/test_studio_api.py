@@ -467,3 +467,30 @@ def test_bench_studio_counts_a_reply_meant_for_another_request(models):
     assert _check_replies(studio, G, F, attributes, replies) == 0
     swapped = [(path, k, replies[(i + 2) % 4][2]) for i, (path, k, _) in enumerate(replies)]
     assert _check_replies(studio, G, F, attributes, swapped) == 4
+
+
+def test_slow_model_work_leaves_the_event_loop_and_comes_back_when_quick(models):
+    """Calls slower than INLINE_SECONDS go to worker threads; once they are quick again they run inline."""
+    import asyncio
+
+    from tlgan.studio.app import INLINE_SECONDS, Studio
+
+    G, F, axes = models
+    studio = Studio(G, F, axes)
+    loop_thread = threading.get_ident()
+
+    async def where(seconds):
+        def work():
+            if seconds:
+                threading.Event().wait(seconds)
+            return threading.get_ident() == loop_thread
+        return await studio.call(work)
+
+    async def scenario():
+        assert await where(0)  # quick: inline
+        slow = [await where(3 * INLINE_SECONDS) for _ in range(3)]
+        assert slow[0] and not slow[-1]  # the first slow call ran inline; then they moved to threads
+        quick = [await where(0) for _ in range(12)]
+        assert not quick[0] and quick[-1]  # back on the loop once recent calls are quick
+
+    asyncio.run(scenario())

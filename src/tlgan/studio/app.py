@@ -414,12 +414,18 @@ class Studio:
         """
         if self._recent_seconds < INLINE_SECONDS and self._lock.acquire(blocking=False):
             try:
-                start = time.perf_counter()
-                return fn(*args)
+                return self._timed(fn, *args)
             finally:
-                self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
                 self._lock.release()
-        return await run_in_threadpool(fn, *args)
+        return await run_in_threadpool(self._timed, fn, *args)
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, keeping an exponential average of how long such calls take (inline or not)."""
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
 
     def probabilities_dict(self, probs: torch.Tensor) -> Dict[str, float]:
         return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
