@@ -26,6 +26,12 @@ def _optional_classifier(spec: Optional[str], device: str):
     return load_classifier(spec, device)
 
 
+encoder_option = click.option(
+    "--encoder", "encoder_spec", default="auto", show_default=True,
+    help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
+steps_option = click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+
+
 def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str):
     """``--encoder``: "auto" (the generator's own, if any), "none", or a folder with encoder.json."""
     from tlgan.inversion.encoder import load_encoder, load_encoder_dir
@@ -61,9 +67,8 @@ def _unique_stems(paths: List[str]) -> List[str]:
               help="Folder for NAME.safetensors (latent) and NAME.png (reconstruction) per image.")
 @generator_option
 @classifier_option
-@click.option("--encoder", "encoder_spec", default="auto", show_default=True,
-              help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+@encoder_option
+@steps_option
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
 @click.option("--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs.")
 @device_option
@@ -173,9 +178,8 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
 @click.option("--n", "n", default=100, show_default=True, help="Faces of each kind to invert.")
 @generator_option
 @classifier_option
-@click.option("--encoder", "encoder_spec", default="auto", show_default=True,
-              help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+@encoder_option
+@steps_option
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only.")
 @device_option
 @json_option

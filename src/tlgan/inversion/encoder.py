@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from tlgan.errors import TlganError
 from tlgan.io import load_state, load_tensors, read_json, save_module, save_tensors, write_json
 from tlgan.models.base import Classifier, Generator
+from tlgan.models.networks import check_resolution, check_width
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,9 @@ class LatentEncoder(nn.Module):
 
     def __init__(self, z_dim: int = 512, resolution: int = 64, width: int = 32):
         super().__init__()
-        z_dim, resolution, width = int(z_dim), int(resolution), int(width)
+        z_dim, resolution, width = int(z_dim), check_resolution(resolution), check_width(width)
         if z_dim < 1:
             raise TlganError(f"z_dim must be positive, not {z_dim}")
-        if resolution < 8 or resolution & (resolution - 1):
-            raise TlganError(f"resolution must be a power of two from 8 up, not {resolution}")
-        if width < 1:
-            raise TlganError(f"width must be a positive number of channels, not {width}")
         self.config_kwargs = {"z_dim": z_dim, "resolution": resolution, "width": width}
         self.z_dim = z_dim
         self.resolution = resolution

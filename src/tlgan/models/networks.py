@@ -24,14 +24,14 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.registry import unknown_name_message
 
 
-def _check_resolution(resolution: int) -> int:
+def check_resolution(resolution: int) -> int:
     resolution = int(resolution)
     if resolution < 8 or resolution & (resolution - 1):
         raise TlganError(f"resolution must be a power of two from 8 up (8, 16, 32, 64, 128, ...), not {resolution}")
     return resolution
 
 
-def _check_width(width: int) -> int:
+def check_width(width: int) -> int:
     width = int(width)
     if width < 1:
         raise TlganError(f"width must be a positive number of channels, not {width}")
@@ -74,7 +74,7 @@ class DCGANGenerator(Generator):
 
     def __init__(self, z_dim: int = 512, resolution: int = 64, width: int = 64):
         super().__init__()
-        resolution, width = _check_resolution(resolution), _check_width(width)
+        resolution, width = check_resolution(resolution), check_width(width)
         if int(z_dim) < 1:
             raise TlganError(f"z_dim must be positive, not {z_dim}")
         self.config_kwargs = {"z_dim": int(z_dim), "resolution": resolution, "width": width}
@@ -115,7 +115,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, resolution: int = 64, width: int = 64, spectral_norm: bool = True):
         super().__init__()
-        resolution, width = _check_resolution(resolution), _check_width(width)
+        resolution, width = check_resolution(resolution), check_width(width)
         self.config_kwargs = {"resolution": resolution, "width": width, "spectral_norm": bool(spectral_norm)}
         self.img_resolution = resolution
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
@@ -162,7 +162,7 @@ class AttributeClassifierNet(Classifier):
 
     def __init__(self, attributes: Sequence[str], resolution: int = 64, width: int = 32):
         super().__init__()
-        resolution, width = _check_resolution(resolution), _check_width(width)
+        resolution, width = check_resolution(resolution), check_width(width)
         attributes = [str(a) for a in attributes]
         if not attributes:
             raise TlganError("a classifier needs at least one attribute name")

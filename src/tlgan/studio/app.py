@@ -581,12 +581,12 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
             space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
             max_upload_bytes=max_body_bytes, version=app.version)
 
-    def face(req: FaceRequest) -> Tuple[torch.Tensor, torch.Tensor]:
+    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor]:
         """(edited latent (D,), latents to draw (1 or 2, D): the edit, then the original if asked)."""
         base = studio.base_latent(req.seed, req.latent)
         amounts, locks = studio.check_moves(req.amounts, req.locks)
         edited = studio.edit(base, amounts, locks)
-        return edited, (torch.stack([edited, base]) if req.include_original else edited[None])
+        return edited, (torch.stack([edited, base]) if with_original else edited[None])
 
     @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
               responses={**ERRORS, 200: {"content": {"image/png": {}},
@@ -600,9 +600,7 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         return await studio.call(draw, req)
 
     def draw(req: RenderRequest) -> Response:
-        if req.format == "png":
-            req = req.model_copy(update={"include_original": False})
-        edited, latents = face(req)
+        edited, latents = face(req, with_original=req.include_original and req.format == "json")
         images = studio.synthesize(latents)
         if req.format == "png":
             return Response(encode_png(images[0], req.upscale), media_type="image/png",
@@ -628,7 +626,7 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         return await studio.call(classify, req)
 
     def classify(req: FaceRequest) -> Response:
-        _edited, latents = face(req)
+        _edited, latents = face(req, with_original=req.include_original)
         probs = studio.score(studio.synthesize(latents))
         body = {"probabilities": studio.probabilities_dict(probs[0])}
         if len(probs) > 1:
