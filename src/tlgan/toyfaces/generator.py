@@ -32,10 +32,6 @@ class ToyfacesRenderer(Generator):
         # A zero-size buffer so that .to(device) moves the generator and synthesize() follows it.
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
-    def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
-        latents = self.check_latents(latents, space)
-        return self._synthesize(latents.to(self._device_anchor.device), space)
-
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         return render(world.factors(latents), resolution=self.img_resolution, supersample=self.supersample)
 
