@@ -15,7 +15,8 @@ in one file to read top to bottom.
   reshaped and flipped), as InterFaceGAN's conversion stores it.
 - **8x8 and up**: nearest-neighbour upsampling then a 3x3 convolution, or with ``fused_scale``
   one stride-2 transposed convolution whose 4x4 kernel is the 3x3 kernel summed over its four
-  2x2 shifts (the same operation, cheaper); then a second 3x3 convolution.
+  2x2 shifts (the same operation as upsampling and convolving with that kernel rotated by 180
+  degrees, cheaper); then a second 3x3 convolution.
 - **toRGB**: a 1x1 convolution per level. A fully grown network (``lod`` 0) uses the last one.
   A snapshot taken while growing (``lod`` > 0) blends the two coarsest levels still growing
   and upsamples, as the original's "linear" structure does.
@@ -62,8 +63,9 @@ def upscale2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 def fused_upsample_kernel(weight: torch.Tensor) -> torch.Tensor:
     """A (K, K, C_in, C_out) kernel -> the (C_in, C_out, K + 1, K + 1) stride-2 transposed-convolution kernel.
 
-    Nearest upsampling then a KxK convolution equals a transposed convolution (stride 2,
-    padding 1) with the kernel summed over its four one-pixel shifts.
+    A transposed convolution (stride 2, padding 1) with the kernel summed over its four one-pixel
+    shifts equals nearest upsampling then a KxK convolution with the kernel rotated by 180 degrees
+    (a transposed convolution correlates with the flipped kernel).
     """
     w = F.pad(weight, [0, 0, 0, 0, 1, 1, 1, 1])
     w = w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]
@@ -215,10 +217,14 @@ class PGGANGenerator(Generator):
     def latent_weight(self, space: str = "z", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
         """The dense layer's weight on z, (16 nf(1), z_dim), scale included: SeFa's A for PGGAN.
 
+        Row c * 16 + 4 i + j gives output channel c at pixel (i, j) of the 4x4 map (TensorFlow's
+        dense layout): its pre-activation is ``pixel_norm(z) @ A.T`` plus the bias.
+
         Only the first layer takes the latent, so ``layers`` may be None or [0].
         """
         self.check_space(space)
         if layers is not None and [int(k) for k in layers] != [0]:
             raise TlganError(f"PGGAN feeds z to its first layer only; layers must be [0] (or none), not {list(layers)}")
-        weight = self.layer0.effective_weight().detach()  # (C, z_dim, 4, 4)
+        # Convolving a 1x1 z padded by 3 flips the kernel: output pixel (i, j) uses tap (3 - i, 3 - j).
+        weight = self.layer0.effective_weight().detach().flip(2, 3)  # (C, z_dim, 4, 4)
         return weight.permute(0, 2, 3, 1).reshape(-1, self.z_dim)
