@@ -148,7 +148,6 @@ def _ensure_registered() -> None:
     if not _registered:
         _registered = True
         import tlgan.models.zoo  # noqa: F401
-        import tlgan.toyfaces.generator  # noqa: F401
 
 
 def list_models() -> dict:

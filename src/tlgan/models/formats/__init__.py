@@ -111,15 +111,16 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     raise TlganError(f"{probe.path}: not a checkpoint format tlgan knows ({names})")
 
 
+CHECKPOINT_SUFFIXES = (".pkl", ".pt", ".pth")
+
+
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether some format module claims ``path`` (a cheap look; the file is not fully read)."""
+    """Whether ``path`` should be read by a format module: a ``.pkl``, or a ``.pt``/``.pth`` torch.save
+    archive that is not TorchScript (a cheap look; the file is not read)."""
     probe = Probe(path)
-    if not probe.path.is_file() or probe.is_torchscript:
+    if not probe.path.is_file() or probe.suffix not in CHECKPOINT_SUFFIXES:
         return False
-    try:
-        return any(module.matches(probe) for module in format_modules())
-    except TlganError:
-        return probe.suffix in (".pkl", ".pt", ".pth")
+    return probe.suffix == ".pkl" or (probe.is_zip and not probe.is_torchscript)
 
 
 def build_checkpoint(checkpoint: Checkpoint, source: str) -> torch.nn.Module:
