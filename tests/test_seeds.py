@@ -278,3 +278,112 @@ def test_bad_files_get_clear_errors(tmp_path):
     (tmp_path / "cut.pkl").write_bytes(data[: len(data) // 2])
     with pytest.raises(TlganError, match="truncated or corrupt"):
         load_generator(str(tmp_path / "cut.pkl"))
+
+
+# ---- docs/interfacegan.md, on a tiny StyleGAN ------------------------------------------------
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _unit(dim, seed):
+    v = np.random.default_rng(seed).standard_normal((1, dim)).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+CLASSIFIER_FILE = """
+import torch
+from tlgan.models import ModuleClassifier
+
+
+class Readout(torch.nn.Module):
+    # A fixed random linear read-out of the 8x8 image: scores that vary from face to face.
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(2, 3 * 8 * 8, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+        return 3 * x @ self.w.t() / x.shape[1] ** 0.5
+
+
+def make():
+    return ModuleClassifier(Readout(), ["Smiling", "Young"], input_resolution=32)
+"""
+
+
+def test_the_interfacegan_page_commands_on_a_tiny_stylegan(tmp_path, one_thread):
+    from tlgan.axes import FeatureAxes
+    from tlgan.axes.interfacegan import import_boundaries
+    from tlgan.editing.latent_file import load_latent
+    from tlgan.evaluation.metrics import cosine_to_truth
+
+    G = tiny_stylegan(seed=8)
+    gen = tmp_path / "stylegan_ffhq.pth"
+    write_pth(G, gen)
+    bounds = tmp_path / "boundaries"
+    bounds.mkdir()
+    planted = {"stylegan_ffhq_smile_w_boundary.npy": _unit(G.w_dim, 1), "stylegan_ffhq_age_w_boundary.npy": _unit(G.w_dim, 2),
+               "stylegan_ffhq_age_c_gender_boundary.npy": _unit(G.z_dim, 3)}
+    for name, vector in planted.items():
+        np.save(bounds / name, vector)
+    _invoke("import-boundaries", bounds / "stylegan_ffhq_smile_w_boundary.npy", bounds / "stylegan_ffhq_age_w_boundary.npy",
+            "--generator", "stylegan_ffhq", "--out", tmp_path / "w.safetensors")
+    _invoke("import-boundaries", bounds / "stylegan_ffhq_age_c_gender_boundary.npy", "--generator", "stylegan_ffhq",
+            "--out", tmp_path / "z.safetensors")
+    assert FeatureAxes.load(tmp_path / "z.safetensors").attributes == ["age_c_gender"]
+
+    # Per layer in wp: only layers 0-3 move, by 3 along the boundary, after truncation.
+    _invoke("edit", "--generator", gen, "--axes", tmp_path / "w.safetensors", "--seed", 7, "--attr", "smile=+3",
+            "--layers", "0-3", "--out", tmp_path / "e.png", "--save-latent", tmp_path / "e.safetensors")
+    edited, meta = load_latent(tmp_path / "e.safetensors")
+    start = G.sample_latents_at([7], seed=0, space="wp")[0]
+    moved = torch.from_numpy(3 * planted["stylegan_ffhq_smile_w_boundary.npy"][0])
+    assert meta["space"] == "wp"
+    assert torch.allclose(edited[:4], start[:4] + moved, atol=1e-5) and torch.equal(edited[4:], start[4:])
+    # In z, with a conditional boundary.
+    _invoke("edit", "--generator", gen, "--axes", tmp_path / "z.safetensors", "--seed", 7, "--attr",
+            "age_c_gender=-2", "--out", tmp_path / "z.png", "--save-latent", tmp_path / "z_latent.safetensors")
+    edited, meta = load_latent(tmp_path / "z_latent.safetensors")
+    expected = G.sample_latents_at([7], seed=0)[0] - 2 * torch.from_numpy(planted["stylegan_ffhq_age_c_gender_boundary.npy"][0])
+    assert meta["space"] == "z" and torch.allclose(edited, expected, atol=1e-5)
+
+    # tlgan's own axes in w, compared by cosine with the published ones renamed to the classifier's attributes.
+    (tmp_path / "clf.py").write_text(CLASSIFIER_FILE)
+    _invoke("sample", "--generator", gen, "--classifier", f"{tmp_path / 'clf.py'}:make", "--space", "w", "-n", 96,
+            "--batch-size", 48, "--out", tmp_path / "run")
+    _invoke("fit", tmp_path / "run", "--method", "glm", "--out", tmp_path / "ours.safetensors")
+    ours = FeatureAxes.load(tmp_path / "ours.safetensors")
+    assert ours.space == "w" and ours.dim == G.w_dim
+    published = import_boundaries([bounds / "stylegan_ffhq_smile_w_boundary.npy", bounds / "stylegan_ffhq_age_w_boundary.npy"],
+                                  attributes=["Smiling", "Young"], space="w", generator="stylegan_ffhq")
+    cosines = cosine_to_truth(ours, published)
+    smile = torch.from_numpy(planted["stylegan_ffhq_smile_w_boundary.npy"][0]).double()
+    assert set(cosines) == {"Smiling", "Young"}
+    assert cosines["Smiling"] == pytest.approx(float(ours["Smiling"].double() @ smile / ours["Smiling"].double().norm()))
+
+
+def test_the_interfacegan_page_commands_on_a_tiny_pggan(tmp_path, one_thread):
+    from tlgan.editing.latent_file import load_latent
+
+    G = tiny_pggan(seed=9)
+    write_tf_pickle(G, tmp_path / "karras2018iclr-celebahq-32x32.pkl")
+    _invoke("convert", tmp_path / "karras2018iclr-celebahq-32x32.pkl", "--out", tmp_path / "pggan-celebahq")
+    boundary = _unit(G.z_dim, 4)
+    np.save(tmp_path / "pggan_celebahq_age_c_gender_boundary.npy", boundary)
+    _invoke("import-boundaries", tmp_path / "pggan_celebahq_age_c_gender_boundary.npy", "--generator",
+            tmp_path / "pggan-celebahq", "--out", tmp_path / "axes.safetensors")
+    _invoke("edit", "--generator", tmp_path / "pggan-celebahq", "--axes", tmp_path / "axes.safetensors", "--seed", 7,
+            "--attr", "age_c_gender=+3", "--out", tmp_path / "e.png", "--save-latent", tmp_path / "e.safetensors")
+    edited, _ = load_latent(tmp_path / "e.safetensors")
+    start = G.sample_latents_at([7], seed=0)[0]
+    assert start.norm().item() == pytest.approx(math.sqrt(G.z_dim), rel=1e-5)  # InterFaceGAN's sphere
+    assert torch.allclose(edited, start + 3 * torch.from_numpy(boundary[0]), atol=1e-5)
+    folder = load_generator(str(tmp_path / "pggan-celebahq"))
+    assert torch.equal(folder.synthesize(edited[None]), G.synthesize(edited[None]))

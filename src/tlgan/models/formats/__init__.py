@@ -116,11 +116,11 @@ CHECKPOINT_SUFFIXES = (".pkl", ".pt", ".pth")
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` should be read by a format module: a ``.pkl``, or a ``.pt``/``.pth`` torch.save
-    archive that is not TorchScript (a cheap look; the file is not read)."""
+    file (a zip archive that is not TorchScript, or the pre-1.6 format) (a cheap look; the file is not read)."""
     probe = Probe(path)
     if not probe.path.is_file() or probe.suffix not in CHECKPOINT_SUFFIXES:
         return False
-    return probe.suffix == ".pkl" or (probe.is_zip and not probe.is_torchscript)
+    return probe.suffix == ".pkl" or (probe.is_zip and not probe.is_torchscript) or probe.is_legacy_torch
 
 
 def build_checkpoint(checkpoint: Checkpoint, source: str) -> torch.nn.Module:
