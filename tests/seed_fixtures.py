@@ -140,8 +140,8 @@ def write_tf_pickle(G: torch.nn.Module, path, marker: str = "/nonexistent/ran", 
         fused = [False] + [uses_fused_scale(G.config_kwargs["fused_scale"], 4 * 2 ** k) for k in range(1, log2 - 1)]
         table = tf_pickle.stylegan_table(log2, G.config_kwargs["mapping_layers"], fused)
         synth_rows = table["synthesis"] + [("lod", "synthesis.lod", "same")]
-        synth_kwargs = {"num_channels": 3, "resolution": G.img_resolution, "fused_scale": G.config_kwargs["fused_scale"],
-                        "structure": "linear"}
+        synth_kwargs = {"num_channels": 3, "resolution": G.img_resolution,
+                        "fused_scale": G.config_kwargs["fused_scale"], "structure": "linear"}
         map_kwargs = {"latent_size": G.z_dim, "dlatent_size": G.w_dim, "dlatent_broadcast": G.num_ws, "label_size": 0}
 
         def make(cls, name):

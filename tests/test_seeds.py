@@ -20,7 +20,12 @@ from tlgan.models.formats.unpickler import RefusedGlobal
 from tlgan.models.pggan import PGGANLayer, fused_upsample_kernel, pixel_norm, upscale2d
 from tlgan.models.stylegan1 import ConvLayer
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
 
 
 def raw_images(G, latents, space="z"):
@@ -156,7 +161,8 @@ def test_every_format_loads_the_same_network(name, tmp_path):
     write_tf_pickle(G, tmp_path / "tf.pkl")
     z = _latents(G)
     expected = raw_images(G, z)
-    for file, fmt in (("zip.pth", "interfacegan-pth"), ("legacy.pth", "interfacegan-pth"), ("tf.pkl", "nvlabs-tf-pickle")):
+    formats = {"zip.pth": "interfacegan-pth", "legacy.pth": "interfacegan-pth", "tf.pkl": "nvlabs-tf-pickle"}
+    for file, fmt in formats.items():
         checkpoint = read_checkpoint(tmp_path / file)
         assert checkpoint.format == fmt
         assert checkpoint.kwargs == G.config_kwargs, file
@@ -329,14 +335,14 @@ def test_the_interfacegan_page_commands_on_a_tiny_stylegan(tmp_path, one_thread)
     write_pth(G, gen)
     bounds = tmp_path / "boundaries"
     bounds.mkdir()
-    planted = {"stylegan_ffhq_smile_w_boundary.npy": _unit(G.w_dim, 1), "stylegan_ffhq_age_w_boundary.npy": _unit(G.w_dim, 2),
-               "stylegan_ffhq_age_c_gender_boundary.npy": _unit(G.z_dim, 3)}
+    smile_w, age_w, age_c = ("stylegan_ffhq_smile_w_boundary.npy", "stylegan_ffhq_age_w_boundary.npy",
+                             "stylegan_ffhq_age_c_gender_boundary.npy")
+    planted = {smile_w: _unit(G.w_dim, 1), age_w: _unit(G.w_dim, 2), age_c: _unit(G.z_dim, 3)}
     for name, vector in planted.items():
         np.save(bounds / name, vector)
-    _invoke("import-boundaries", bounds / "stylegan_ffhq_smile_w_boundary.npy", bounds / "stylegan_ffhq_age_w_boundary.npy",
-            "--generator", "stylegan_ffhq", "--out", tmp_path / "w.safetensors")
-    _invoke("import-boundaries", bounds / "stylegan_ffhq_age_c_gender_boundary.npy", "--generator", "stylegan_ffhq",
-            "--out", tmp_path / "z.safetensors")
+    _invoke("import-boundaries", bounds / smile_w, bounds / age_w, "--generator", "stylegan_ffhq",
+            "--out", tmp_path / "w.safetensors")
+    _invoke("import-boundaries", bounds / age_c, "--generator", "stylegan_ffhq", "--out", tmp_path / "z.safetensors")
     assert FeatureAxes.load(tmp_path / "z.safetensors").attributes == ["age_c_gender"]
 
     # Per layer in wp: only layers 0-3 move, by 3 along the boundary, after truncation.
@@ -344,14 +350,14 @@ def test_the_interfacegan_page_commands_on_a_tiny_stylegan(tmp_path, one_thread)
             "--layers", "0-3", "--out", tmp_path / "e.png", "--save-latent", tmp_path / "e.safetensors")
     edited, meta = load_latent(tmp_path / "e.safetensors")
     start = G.sample_latents_at([7], seed=0, space="wp")[0]
-    moved = torch.from_numpy(3 * planted["stylegan_ffhq_smile_w_boundary.npy"][0])
+    moved = torch.from_numpy(3 * planted[smile_w][0])
     assert meta["space"] == "wp"
     assert torch.allclose(edited[:4], start[:4] + moved, atol=1e-5) and torch.equal(edited[4:], start[4:])
     # In z, with a conditional boundary.
     _invoke("edit", "--generator", gen, "--axes", tmp_path / "z.safetensors", "--seed", 7, "--attr",
             "age_c_gender=-2", "--out", tmp_path / "z.png", "--save-latent", tmp_path / "z_latent.safetensors")
     edited, meta = load_latent(tmp_path / "z_latent.safetensors")
-    expected = G.sample_latents_at([7], seed=0)[0] - 2 * torch.from_numpy(planted["stylegan_ffhq_age_c_gender_boundary.npy"][0])
+    expected = G.sample_latents_at([7], seed=0)[0] - 2 * torch.from_numpy(planted[age_c][0])
     assert meta["space"] == "z" and torch.allclose(edited, expected, atol=1e-5)
 
     # tlgan's own axes in w, compared by cosine with the published ones renamed to the classifier's attributes.
@@ -361,12 +367,12 @@ def test_the_interfacegan_page_commands_on_a_tiny_stylegan(tmp_path, one_thread)
     _invoke("fit", tmp_path / "run", "--method", "glm", "--out", tmp_path / "ours.safetensors")
     ours = FeatureAxes.load(tmp_path / "ours.safetensors")
     assert ours.space == "w" and ours.dim == G.w_dim
-    published = import_boundaries([bounds / "stylegan_ffhq_smile_w_boundary.npy", bounds / "stylegan_ffhq_age_w_boundary.npy"],
-                                  attributes=["Smiling", "Young"], space="w", generator="stylegan_ffhq")
+    published = import_boundaries([bounds / smile_w, bounds / age_w], attributes=["Smiling", "Young"], space="w",
+                                  generator="stylegan_ffhq")
     cosines = cosine_to_truth(ours, published)
-    smile = torch.from_numpy(planted["stylegan_ffhq_smile_w_boundary.npy"][0]).double()
+    smile, fitted = torch.from_numpy(planted[smile_w][0]).double(), ours["Smiling"].double()
     assert set(cosines) == {"Smiling", "Young"}
-    assert cosines["Smiling"] == pytest.approx(float(ours["Smiling"].double() @ smile / ours["Smiling"].double().norm()))
+    assert cosines["Smiling"] == pytest.approx(float(fitted @ smile / fitted.norm()))
 
 
 def test_the_interfacegan_page_commands_on_a_tiny_pggan(tmp_path, one_thread):

@@ -37,11 +37,9 @@ DESCRIPTION = "NVlabs TensorFlow PGGAN/StyleGAN .pkl"
 NETWORK_CLASSES = ("tfutil.Network", "dnnlib.tflib.network.Network")
 EASYDICT = ("dnnlib.util", "EasyDict")
 
-# Rules turning a TF array into the PyTorch tensor: "same"; "dense" (in, out) -> (out, in);
-# "conv" (K, K, in, out) -> (out, in, K, K); "pggan_fused" (K, K, out, in) -> (K, K, in, out);
-# "pggan_dense" (z, C * 16) -> (C, z, 4, 4) flipped.
-RULES = ("same", "dense", "conv", "pggan_fused", "pggan_dense")
-
+# Rules turning a TF array into the PyTorch tensor (and back, in _to_tf): "same"; "dense" (in, out)
+# -> (out, in); "conv" (K, K, in, out) -> (out, in, K, K); "pggan_fused" (K, K, out, in) -> (K, K, in,
+# out); "pggan_dense" (z, C * 16) -> (C, z, 4, 4) flipped.
 
 def _to_torch(rule: str, a: torch.Tensor) -> torch.Tensor:
     if rule == "dense":
