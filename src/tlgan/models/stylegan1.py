@@ -23,7 +23,7 @@ Parameter and buffer names follow InterFaceGAN's PyTorch conversion (``mapping.d
 ``synthesis.layer{i}.weight`` in TensorFlow's (3, 3, in, out) layout), so those ``.pth`` files load
 without renaming.
 
-Truncation has the semantics of :mod:`tlgan.models.stylegan2`: ``truncation_psi`` = psi replaces
+Truncation has the semantics of :mod:`tlgan.models.style_based` (shared with StyleGAN2): ``truncation_psi`` = psi replaces
 w by ``w_avg + psi (w - w_avg)``; with ``truncation_cutoff`` = c only for the first c layers, applied
 in w -> wp; without a cutoff for every layer, applied in z -> w. Unlike StyleGAN2's, the
 constructor takes them, so a model keeps its published setting: the NVlabs and InterFaceGAN
@@ -41,11 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlgan.errors import TlganError
-from tlgan.models.base import Generator
+from tlgan.models.style_based import StyleBasedGenerator
 from tlgan.models.pggan import (LRELU_SLOPE, WScale, check_progressive_resolution, fused_upsample_kernel,
                                 grown_images, nf, pixel_norm, upscale2d)
 
-NOISE_MODES = ("const", "random", "none")
 FUSED_MIN_RESOLUTION = 128  # fused_scale "auto": fused upsampling where the output side is at least this
 INSTANCE_NORM_EPS = 1e-8
 
@@ -107,15 +106,11 @@ class MappingNetwork(nn.Module):
 
 
 class Truncation(nn.Module):
-    """Holds ``w_avg`` and pulls ws toward it: w_avg + psi (w - w_avg)."""
+    """Holds ``w_avg`` (the key ``truncation.w_avg``); the pull toward it is in :mod:`tlgan.models.style_based`."""
 
     def __init__(self, w_dim: int):
         super().__init__()
         self.register_buffer("w_avg", torch.zeros(w_dim))
-
-    def forward(self, w: torch.Tensor, psi: float) -> torch.Tensor:
-        w_avg = self.w_avg.to(w.dtype)
-        return w_avg + psi * (w - w_avg)
 
 
 class NoiseInput(nn.Module):
@@ -256,23 +251,16 @@ class SynthesisNetwork(nn.Module):
         return grown_images(None, blocks, to_rgbs, float(self.lod))
 
 
-def _check_truncation(psi: Optional[float], cutoff: Optional[int], num_ws: int) -> None:
-    if psi is not None and not math.isfinite(float(psi)):
-        raise TlganError(f"truncation_psi must be a finite number (1 = none, 0.7 is common), not {psi}")
-    if cutoff is not None and not 1 <= int(cutoff) <= num_ws:
-        raise TlganError(f"truncation_cutoff must be 1..{num_ws} (layers of this generator), not {cutoff}")
-
-
-class StyleGANGenerator(Generator):
+class StyleGANGenerator(StyleBasedGenerator):
     """The StyleGAN (v1) generator, unconditional, as a tlgan :class:`Generator` with spaces z, w and wp.
 
     ``synthesize(latents, space)`` takes z (N, z_dim), w (N, w_dim) or wp (N, num_ws, w_dim) and
     returns images (N, 3, R, R) clamped to [-1, 1]; ``synthesis(wp)`` gives them unclamped.
-    :meth:`configure` changes truncation and the noise mode (``"const"``, the stored noise: images
-    are deterministic, as InterFaceGAN renders them).
+    ``configure`` changes truncation and the noise mode (``"const"``, the stored noise: images
+    are deterministic, as InterFaceGAN renders them); see :mod:`tlgan.models.style_based`.
     """
 
-    spaces = ("z", "w", "wp")
+    family = "StyleGAN"
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
                  fmap_base: int = 8192, fmap_max: int = 512, mapping_layers: int = 8, mapping_fmaps: int = 512,
@@ -303,61 +291,11 @@ class StyleGANGenerator(Generator):
         self.synthesis = SynthesisNetwork(self.w_dim, img_resolution, self.img_channels, int(fmap_base),
                                           int(fmap_max), fused_scale)
         self.num_ws = self.synthesis.num_ws
-        _check_truncation(truncation_psi, truncation_cutoff, self.num_ws)
-        self.truncation_psi = float(truncation_psi)
-        self.truncation_cutoff = self.config_kwargs["truncation_cutoff"]
-        self.noise_mode = "const"
-
-    # -- load-time options -----------------------------------------------------------------
+        self._init_style_options(truncation_psi, truncation_cutoff)
 
     @property
-    def options(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        if self.truncation_psi != 1.0:
-            out["truncation_psi"] = self.truncation_psi
-            if self.truncation_cutoff is not None:
-                out["truncation_cutoff"] = self.truncation_cutoff
-        if self.noise_mode != "const":
-            out["noise_mode"] = self.noise_mode
-        return out
-
-    def configure(self, truncation_psi: Optional[float] = None, truncation_cutoff: Optional[int] = None,
-                  noise_mode: Optional[str] = None, **unknown: Any) -> "StyleGANGenerator":
-        """Set truncation (psi toward ``w_avg``, optionally only the first ``truncation_cutoff`` layers) and noise."""
-        if unknown:
-            raise TlganError(f"unknown StyleGAN option(s) {', '.join(sorted(unknown))}; "
-                             f"known: truncation_psi, truncation_cutoff, noise_mode")
-        _check_truncation(truncation_psi, truncation_cutoff, self.num_ws)
-        if truncation_psi is not None:
-            self.truncation_psi = float(truncation_psi)
-        if truncation_cutoff is not None:
-            self.truncation_cutoff = int(truncation_cutoff)
-        if noise_mode is not None:
-            if noise_mode not in NOISE_MODES:
-                raise TlganError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, not {noise_mode!r}")
-            self.noise_mode = noise_mode
-        return self
-
-    # -- the spaces ------------------------------------------------------------------------
-
-    def _map_latents(self, latents: torch.Tensor, space: str, to: str) -> torch.Tensor:
-        x = latents
-        truncate = self.truncation_psi != 1.0
-        if space == "z":
-            x = self.mapping(x)
-            if truncate and self.truncation_cutoff is None:
-                x = self.truncation(x, self.truncation_psi)
-            if to == "w":
-                return x
-        x = x[:, None, :].repeat(1, self.num_ws, 1)
-        if truncate and self.truncation_cutoff is not None:
-            c = self.truncation_cutoff
-            x = torch.cat([self.truncation(x[:, :c], self.truncation_psi), x[:, c:]], dim=1)
-        return x
-
-    def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
-        wp = latents if space == "wp" else self._map_latents(latents, space, "wp")
-        return self.synthesis(wp, self.noise_mode).clamp(-1.0, 1.0)
+    def w_avg(self) -> torch.Tensor:
+        return self.truncation.w_avg
 
     # -- for closed-form directions (SeFa) ---------------------------------------------------
 
