@@ -250,13 +250,13 @@ def test_svm_too_few_samples_for_ratio():
 
 
 def test_registry_and_make_finder_errors():
-    assert FINDERS.names() == ["glm", "logistic", "svm"]
+    assert FINDERS.names() == ["glm", "logistic", "pca", "sefa", "svm"]
     assert isinstance(make_finder("svm", ratio=0.1), SVMFinder)
     with pytest.raises(TlganError, match="did you mean 'glm'"):
         make_finder("glmm")
     with pytest.raises(TlganError, match="no option 'ratio'.*clip"):
         make_finder("glm", ratio=0.1)
-    assert repr(GLMFinder(clip=None)) == "GLMFinder(clip=None, chunk_size=16384)"
+    assert repr(GLMFinder(clip=None)) == "GLMFinder(clip=None, chunk_size=16384, target='logit')"
 
 
 def test_bench_fit_quick_keys_and_agreement():
