@@ -23,13 +23,13 @@ is the signed distance to each attribute's decision boundary:
               bottom ``ratio`` of samples by score, solved by a primal-dual interior-point method.
 
 Unsupervised finders ignore the scores and give K components named ``pc0``, ``pc1``, ... with
-their variance or eigenvalue (``values_``); :func:`tlgan.axes.naming.name_directions` names them:
+their variance or eigenvalue (``values_``); :func:`tlgan.evaluation.naming.name_directions` names them:
 
 ``pca``       GANSpace: principal components of the latents, or of an early layer's activations
               regressed back to the latent.
 ``sefa``      SeFa: the top eigenvectors of A^T A for the generator's first latent-to-feature weight A.
 """
-from tlgan.axes.finders.common import FINDERS, AxisFinder, NotFittedError, check_fit_inputs, make_finder
+from tlgan.axes.finders.common import DEFAULT_METHOD, FINDERS, AxisFinder, NotFittedError, check_fit_inputs, make_finder
 from tlgan.axes.finders.glm import DEFAULT_CLIP, GLMFinder
 from tlgan.axes.finders.logistic import LogisticFinder
 from tlgan.axes.finders.svm import SVMFinder, SVMSolution, TopBottomSplit, fit_linear_svm, top_bottom_split
@@ -37,7 +37,7 @@ from tlgan.axes.finders.pca import PCAFinder
 from tlgan.axes.finders.sefa import SeFaFinder
 
 __all__ = [
-    "FINDERS", "AxisFinder", "GLMFinder", "LogisticFinder", "SVMFinder", "PCAFinder", "SeFaFinder", "NotFittedError",
+    "DEFAULT_METHOD", "FINDERS", "AxisFinder", "GLMFinder", "LogisticFinder", "SVMFinder", "PCAFinder", "SeFaFinder", "NotFittedError",
     "SVMSolution", "TopBottomSplit", "DEFAULT_CLIP", "check_fit_inputs", "fit_linear_svm", "make_finder",
     "top_bottom_split",
 ]

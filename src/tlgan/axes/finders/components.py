@@ -34,7 +34,7 @@ class ComponentFinder(AxisFinder):
     ``coef_`` = ``axes_`` (K, D) unit rows and ``bias_`` = ``-mean @ axes_.T`` (zero without
     samples), so ``decision_function(latents)`` gives each latent's centred coordinate along
     every component. Scores and attribute names given to ``fit`` are ignored: components are
-    named ``pc0``, ``pc1``, ... (``attributes_``) until :func:`tlgan.axes.naming.name_directions`
+    named ``pc0``, ``pc1``, ... (``attributes_``) until :func:`tlgan.evaluation.naming.name_directions`
     names them. ``values_`` (K,) holds each component's variance (pca) or eigenvalue (sefa).
     """
 
