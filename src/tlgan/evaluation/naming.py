@@ -31,7 +31,8 @@ def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequenc
     ``effect[c]`` = mean over steps of sign(step) * change[s, c] (signed: positive when moving
     along +component raises attribute c), ``size[c]`` = mean over steps of |change[s, c]|. The
     component's attribute is the one with the largest size; ``purity`` = its size over the sum of
-    all sizes (1 = it moves nothing else).
+    all sizes (1 = it moves nothing else). Returns {attribute, sign, target_change, purity,
+    profile: {attribute: effect}, sizes: {attribute: size}}.
     """
     change = torch.as_tensor(change, dtype=torch.float64)
     signs = torch.sign(torch.as_tensor([float(s) for s in steps], dtype=torch.float64))
@@ -48,6 +49,7 @@ def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequenc
         "target_change": float(size[best]),
         "purity": float(size[best]) / total if total > 0 else 0.0,
         "profile": {a: float(v) for a, v in zip(attributes, effect.tolist())},
+        "sizes": {a: float(v) for a, v in zip(attributes, size.tolist())},
     }
 
 
@@ -69,7 +71,7 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
 
     Returns new axes (the input is not changed). ``info["naming"]`` holds the settings and, per
     original name, {name, label, attribute (None when unnamed), sign, target_change, purity,
-    profile}; each direction's metrics gain ``purity`` and ``target_change``.
+    profile, sizes}; each direction's metrics gain ``purity`` and ``target_change``.
     """
     if not float(min_change) >= 0:
         raise TlganError(f"min_change must be >= 0 (probability units); got {min_change}")
