@@ -126,3 +126,14 @@ def test_sefa_explains_when_there_is_no_weight():
         SeFaFinder(layers=[0, 1]).fit(generator=DCGANGenerator(z_dim=8, resolution=8, width=2))
     with pytest.raises(TlganError, match="n_components"):
         SeFaFinder(n_components=20).fit(generator=DCGANGenerator(z_dim=8, resolution=8, width=2))
+
+
+def test_bench_unsupervised_quick_agrees_with_references():
+    pytest.importorskip("sklearn")
+    from tlgan.bench.unsupervised import bench_unsupervised
+
+    result = bench_unsupervised(quick=True)
+    assert result["pca_cosine_vs_sklearn_top8_min"] > 0.999
+    assert result["sefa_toyfaces_gan_cosine_vs_svd_top8_min"] > 0.999
+    assert result["sefa_toyfaces_gan_shape"] == [4096, 512]
+    assert result["pca_seconds"] > 0 and result["sefa_style_stack_seconds"] > 0
