@@ -137,3 +137,36 @@ def test_bench_unsupervised_quick_agrees_with_references():
     assert result["sefa_toyfaces_gan_cosine_vs_svd_top8_min"] > 0.999
     assert result["sefa_toyfaces_gan_shape"] == [4096, 512]
     assert result["pca_seconds"] > 0 and result["sefa_style_stack_seconds"] > 0
+
+
+def test_the_studio_edits_unnamed_components():
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.models import load_generator
+    from tlgan.studio.app import create_app
+
+    generator = load_generator("toyfaces-render")
+    truth = generator.true_axes(["Smiling", "Male"])
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 2))
+    from tlgan.models.base import ModuleClassifier
+
+    classifier = ModuleClassifier(net, ["Smiling", "Male"], name="tiny").eval()
+    components = orthonormal(512, 2, seed=9)
+    axes = FeatureAxes(torch.cat([components, truth.vectors[:1]]), ["pc0", "pc1", "Smiling"], method="pca",
+                       generator="toyfaces-render")
+    client = TestClient(create_app(generator, classifier, axes, generator_name="toyfaces-render"))
+    info = client.get("/api/attributes").json()
+    assert [(a["name"], a["scored"]) for a in info["attributes"]] == [("pc0", False), ("pc1", False),
+                                                                       ("Smiling", True)]
+    assert info["scored_attributes"] == ["Smiling", "Male"]
+    body = {"seed": 3, "amounts": {"pc0": 2.0, "pc1": -1.0}, "locks": ["Smiling"]}
+    reply = client.post("/api/render", json=body)
+    assert reply.status_code == 200, reply.text
+    base = generator.sample_latents_at([3], seed=0)[0]
+    moved = torch.tensor(reply.json()["latent"]) - base
+    # the lock keeps the Smiling projection fixed while both components move
+    assert abs(float(moved @ truth["Smiling"])) < 1e-4 and float(moved.norm()) > 1.0
+    probs = client.post("/api/probabilities", json=body).json()["probabilities"]
+    assert set(probs) == {"Smiling", "Male"}

@@ -156,15 +156,15 @@ def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_dire
     kwargs = {k: v for k, v in {"ratio": ratio, "target": target, "n_components": n_components,
                                 "layers": parse_int_list(layers) if layers else None}.items() if v is not None}
     uses_generator = make_finder(method, **kwargs).uses_generator
+    if name_directions and not uses_generator:
+        raise TlganError(f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
+                         f"already named after their attributes")
     _ensure_registered()
     # Ground truth is reported for registered generators that know it (toyfaces-render); finders
     # that read the generator (sefa, pca) load whatever the run was sampled with.
     generator = load_generator(run.generator, device) if uses_generator or run.generator in GENERATORS else None
     axes = fit_axes(run, method, generator, **kwargs)
     if name_directions:
-        if not uses_generator:
-            raise TlganError(f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
-                             f"already named after their attributes")
         axes = name_run_directions(axes, run, generator, faces=faces, device=device, progress=not as_json)
     axes.save(out)
     if export_boundaries:
