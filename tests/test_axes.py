@@ -398,3 +398,17 @@ def test_interfacegan_refuses_pickles_mismatched_sizes_and_missing(tmp_path):
     empty.mkdir()
     with pytest.raises(TlganError, match="no \\*_boundary.npy"):
         import_boundaries(empty)
+
+
+def test_svm_newton_step_in_sample_space_equals_the_latent_space_one():
+    from tlgan.axes.finders.svm import _svm_ipm
+
+    rng = np.random.default_rng(3)
+    for n, d in ((60, 64), (200, 40)):
+        x = rng.standard_normal((n, d))
+        y = np.where(x @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+        rows = np.concatenate([y[:, None] * x, y[:, None]], axis=1)
+        a1, b1, _, gap1 = _svm_ipm(rows, 1.0, 1e-9, 100, sample_space=False)
+        a2, b2, _, gap2 = _svm_ipm(rows, 1.0, 1e-9, 100, sample_space=True)
+        assert gap1 < 1e-8 and gap2 < 1e-8
+        assert cos(x.T @ (y * a1), x.T @ (y * a2)) > 1 - 1e-9 and abs(b1 - b2) < 1e-6

@@ -28,6 +28,7 @@ FINDERS: Registry = Registry("axis finder")
 # logits ~0.98 (see BENCHMARKS.md).
 DEFAULT_METHOD = "logistic"
 
+
 class NotFittedError(TlganError, AttributeError):
     """A fitted attribute (``axes_``, ...) was used before ``fit``.
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from tlgan.axes.finders.common import (FINDERS, AxisFinder, NotFittedError, _as_matrix, _blas_threads, _count_bad_rows,
                                        _numpy, _ordered_map, _solve_spd, _thread_count, accumulate_gram,

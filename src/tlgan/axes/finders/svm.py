@@ -87,7 +87,8 @@ class SVMSolution:
     gap: float
 
 
-def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.ndarray, float, int, float]:
+def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: Optional[bool] = None
+             ) -> Tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
 
     ``rows`` (n, D+1) float64 holds y_i * [x_i, 1]. Solves
@@ -99,9 +100,14 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.
     P = diag(1, ..., 1, 0) and E = diag(1 / (s/a + r/(C-a))), so an iteration costs one weighted
     Gram matrix, O(n D^2), however many samples end up support vectors. Stops when the duality
     gap relative to the primal objective is <= ``tol``.
+
+    With few samples for their size (n^3 / 3 < n (D+1)^2 + (D+1)^3 / 3, e.g. InterFaceGAN's 560
+    training samples of 512-d latents; or ``sample_space=True``) the same Newton step is solved in the
+    sample space instead: with Q = Z Z^T computed once, (Q + E^-1) da + y db = g and y^T da = -rp
+    take one n x n Cholesky factorisation per iteration and no Gram matrix.
     Returns (alpha (n,), b, iterations, relative gap of the returned point).
     """
-    from scipy.linalg import cho_solve
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
     n, width = rows.shape
     dim = width - 1
@@ -119,6 +125,11 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.
     s = mu0 / alpha
     r = mu0 / (C - alpha)
     b = 0.0
+    if sample_space is None:
+        sample_space = n ** 3 / 3 < n * width ** 2 + width ** 3 / 3
+    if sample_space:
+        kernel = _gram(z.T.copy())  # Q = Z Z^T (n, n), once
+        diag_n = np.arange(n)
     scaled = np.empty_like(rows)
     diag = np.arange(dim)
     best: Tuple[float, np.ndarray, float] = (math.inf, alpha, b)
@@ -141,17 +152,31 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int) -> Tuple[np.
             break
         mu = float((alpha @ s + t @ r) / (2 * n))
         e = 1.0 / (s / alpha + r / t)
-        np.multiply(rows, np.sqrt(e)[:, None], out=scaled)
-        system = _gram(scaled)
-        system[diag, diag] += 1.0
+        if sample_space:
+            system = kernel.copy()
+            system[diag_n, diag_n] += 1.0 / e
+        else:
+            np.multiply(rows, np.sqrt(e)[:, None], out=scaled)
+            system = _gram(scaled)
+            system[diag, diag] += 1.0
         try:
-            factor = (np.linalg.cholesky(system), True)
-        except np.linalg.LinAlgError:
+            # The transpose of the symmetric system is the same matrix in Fortran order, which
+            # LAPACK factorises and solves with in place, without copies.
+            factor = cho_factor(system.T, lower=False, overwrite_a=True, check_finite=False)
+        except LinAlgError:
             log.debug("svm: Newton system lost definiteness at iteration %d (gap %.2e); keeping the best point", it, gap)
             break
+        if sample_space:
+            toward_y = cho_solve(factor, y, check_finite=False)
+            y_toward_y = float(y @ toward_y)
 
         def newton(rc1: np.ndarray, rc2: np.ndarray):
             g = -rd + rc1 / alpha - rc2 / t
+            if sample_space:
+                u = cho_solve(factor, g, check_finite=False)
+                db = (float(y @ u) + rp) / y_toward_y
+                da = u - db * toward_y
+                return da, db, (rc1 - s * da) / alpha, (rc2 + r * da) / t
             rhs = rows.T @ (e * g)
             rhs[dim] += rp
             v = cho_solve(factor, rhs, check_finite=False)
