@@ -163,11 +163,12 @@ def _gram(rows: np.ndarray) -> np.ndarray:
 
 
 def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, int, np.ndarray], Any],
-                    progress: bool = False, desc: str = "gram") -> Tuple[np.ndarray, List[Any]]:
+                    progress: bool = False, desc: str = "gram", dtype=np.float64) -> Tuple[np.ndarray, List[Any]]:
     """Sum over chunks of rows of ``rows^T rows``: a (width, width) float64 Gram matrix of n rows.
 
-    ``fill(start, stop, rows)`` writes the float64 rows ``start:stop`` into ``rows``
-    (stop - start, width) and may return anything (collected per chunk, in order). Chunks of
+    ``fill(start, stop, rows)`` writes the rows ``start:stop`` into ``rows`` ((stop - start, width)
+    of ``dtype``, the precision of each chunk's product; the sum over chunks is float64) and may
+    return anything (collected per chunk, in order). Chunks of
     ``chunk_size`` rows run on :func:`_thread_count` threads with single-threaded BLAS, each
     with its own reusable buffer, and are summed in order, so the result does not depend on timing.
     """
@@ -178,7 +179,7 @@ def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, in
         stop = min(n, start + step)
         buffer = getattr(local, "buffer", None)
         if buffer is None or len(buffer) < stop - start:
-            buffer = local.buffer = np.empty((min(step, n), width), dtype=np.float64)
+            buffer = local.buffer = np.empty((min(step, n), width), dtype=dtype)
         rows = buffer[:stop - start]
         extra = fill(start, stop, rows)
         return _gram(rows), extra

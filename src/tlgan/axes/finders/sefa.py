@@ -59,13 +59,15 @@ class SeFaFinder(ComponentFinder):
             raise TlganError(f"generator {generator.name!r}: latent_weight({space!r}) must return an (F, {dim}) "
                              f"tensor; got {shape}")
         k = check_n_components(self.n_components, dim)
-        a = weight.detach().to("cpu", torch.float64).numpy()
+        # Weights are float32; so is their product (A^T A is D x D whatever F is), the
+        # eigendecomposition is float64.
+        a = weight.detach().to("cpu", torch.float32).numpy()
         if not np.isfinite(a).all():
             raise TlganError(f"generator {generator.name!r}: its latent weight holds NaN or infinite values")
         if self.normalize:
             norms = np.linalg.norm(a, axis=1, keepdims=True)
             a = a / np.where(norms > 0, norms, 1.0)
-        values, vectors = eigh(a.T @ a, check_finite=False)
+        values, vectors = eigh((a.T @ a).astype(np.float64), check_finite=False)
         values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
         mean, n = None, 0
         if latents is not None:
