@@ -72,6 +72,8 @@ class SeFaFinder(ComponentFinder):
         mean, n = None, 0
         if latents is not None:
             latents = _as_matrix(latents, "latents")
+            if latents.ndim == 3 and latents.shape[2] == dim:  # wp: (N, num_ws, w_dim), one w per layer
+                latents = latents.reshape(-1, dim)
             if latents.ndim != 2 or latents.shape[1] != dim:
                 raise TlganError(f"latents of shape {tuple(latents.shape)} do not fit space {space!r} of size {dim}")
             _count_bad_rows(latents, "latents")
