@@ -170,3 +170,19 @@ def test_the_studio_edits_unnamed_components():
     assert abs(float(moved @ truth["Smiling"])) < 1e-4 and float(moved.norm()) > 1.0
     probs = client.post("/api/probabilities", json=body).json()["probabilities"]
     assert set(probs) == {"Smiling", "Male"}
+
+
+def test_sefa_on_stylegan2_factorises_the_chosen_style_layers():
+    from tlgan.models.formats.fixtures import tiny_stylegan2
+
+    generator = tiny_stylegan2()
+    convs = generator.conv_layers()
+    some = SeFaFinder(n_components=4, layers=[0, 1], normalize=False).fit(generator=generator, space="w")
+    weight = torch.cat([convs[k].affine.effective_weight().detach() for k in (0, 1)]).double()
+    top = torch.linalg.svd(weight, full_matrices=False).Vh[0]
+    assert abs_cos(some.axes_[0], top) > 0.999
+    assert some.summary_["weight_shape"] == list(weight.shape) and some.summary_["layers"] == [0, 1]
+    every = SeFaFinder(n_components=4).fit(generator.sample_latents(8, space="wp"), generator=generator, space="wp")
+    assert every.summary_["weight_shape"][0] > weight.shape[0]
+    with pytest.raises(TlganError, match="take w"):
+        SeFaFinder(n_components=4).fit(generator=generator, space="z")
