@@ -207,6 +207,12 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
     with pytest.raises(TlganError, match="unknown axis finder"):
         write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
                      methods=("glmm",), progress=False)
+    with pytest.raises(TlganError, match="'sefa' finds unsupervised components"):
+        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
+                     methods=("glm", "sefa"), progress=False)
+    with pytest.raises(TlganError, match="unknown axis finder 'pcaa'"):
+        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
+                     unsupervised=("pcaa",), progress=False)
     with pytest.raises(TlganError, match="did you mean 'Male'"):
         write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
                      locks=["male"], progress=False)

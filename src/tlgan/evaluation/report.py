@@ -210,9 +210,14 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     methods = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
     if not methods:
         raise TlganError("no axis finder to compare: give at least one method, e.g. --methods glm,logistic,svm")
-    from tlgan.axes.finders import FINDERS
+    from tlgan.axes.finders import FINDERS, make_finder
 
     for method in methods:
+        FINDERS.check(method)
+        if make_finder(method).uses_generator:
+            raise TlganError(f"{method!r} finds unsupervised components, not one axis per attribute; give it in "
+                             f"unsupervised=... (--unsupervised), not in methods")
+    for method in unsupervised:
         FINDERS.check(method)
     steps = [float(s) for s in steps]
     if not steps or not all(math.isfinite(s) for s in steps) or all(s == 0 for s in steps):
