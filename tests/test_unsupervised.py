@@ -134,8 +134,8 @@ def test_bench_unsupervised_quick_agrees_with_references():
 
     result = bench_unsupervised(quick=True)
     assert result["pca_cosine_vs_sklearn_top8_min"] > 0.999
-    assert result["sefa_toyfaces_gan_cosine_vs_svd_top8_min"] > 0.999
-    assert result["sefa_toyfaces_gan_shape"] == [4096, 512]
+    assert result["sefa_style_stack_cosine_vs_svd_top8_min"] > 0.999
+    assert result["sefa_style_stack_shape"] == [512, 64]
     assert result["pca_seconds"] > 0 and result["sefa_style_stack_seconds"] > 0
 
 

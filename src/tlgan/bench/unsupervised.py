@@ -6,7 +6,8 @@
   components of the two says they agree.
 * sefa: :class:`~tlgan.axes.finders.SeFaFinder` on the bundled ``toyfaces-gan`` (its 4,096 x 512
   first layer) and on a StyleGAN2-sized stack of style weights (``style_rows`` x 512, random),
-  against one ``numpy.linalg.svd`` of the same matrix (the closed form's textbook route).
+  against one ``numpy.linalg.svd`` of the same matrix (the closed form's textbook route); ``quick``
+  times the small random stack only.
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, s
 
         from tlgan.models import load_generator
 
-        weights = {"toyfaces_gan": load_generator("toyfaces-gan").latent_weight("z"),
-                   "style_stack": torch.randn(style_rows, d, generator=torch.Generator().manual_seed(1))}
+        weights = {} if quick else {"toyfaces_gan": load_generator("toyfaces-gan").latent_weight("z")}
+        weights["style_stack"] = torch.randn(style_rows, d, generator=torch.Generator().manual_seed(1))
         for label, weight in weights.items():
             k = min(n_components, weight.shape[1])
             stand_in = _WeightOnly(weight)
