@@ -166,7 +166,8 @@ class GLMFinder(AxisFinder):
         cxx = sxx - count * np.outer(mx, mx)
         cxy = sxy - count * np.outer(mx, my)
         cyy = np.maximum(syy - count * my * my, 0.0)
-        beta = _solve_spd(cxx, cxy, "GLM")  # (D, A)
+        with _blas_threads(1):  # one small factorisation: threads only add contention
+            beta = _solve_spd(cxx, cxy, "GLM")  # (D, A)
         bias = my - mx @ beta + state["shift_y"] - state["shift_x"] @ beta
         sse = np.maximum(cyy - (beta * cxy).sum(0), 0.0)
         r2 = 1.0 - sse / cyy

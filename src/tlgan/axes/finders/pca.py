@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from tlgan.axes.finders.common import FINDERS, _as_matrix, _count_bad_rows, _numpy, accumulate_gram
+from tlgan.axes.finders.common import FINDERS, _as_matrix, _blas_threads, _count_bad_rows, _numpy, accumulate_gram
 from tlgan.axes.finders.components import ComponentFinder, check_n_components
 from tlgan.errors import TlganError
 
@@ -117,7 +117,8 @@ class PCAFinder(ComponentFinder):
         gram, _ = accumulate_gram(n, dim + 1, self.chunk_size, fill, progress=True, desc="pca", dtype=np.float32)
         mean = gram[:dim, dim] / n
         cov = (gram[:dim, :dim] - n * np.outer(mean, mean)) / (n - 1)
-        values, vectors = eigh(cov, check_finite=False)
+        with _blas_threads(1):  # multi-threaded LAPACK is many times slower on a shared machine
+            values, vectors = eigh(cov, check_finite=False)
         values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
         metrics: Dict[int, Dict[str, Any]] = self._value_metrics(values[:k], float(values.sum()))
         summary: Dict[str, Any] = {"source": "latent"}
