@@ -89,7 +89,8 @@ class PCAFinder(ComponentFinder):
         """PCA of ``latents`` (N, D) of ``space`` (scores and attribute names are not used)."""
         latents = _as_matrix(latents, "latents")
         if latents.ndim != 2 or len(latents) < 2:
-            raise TlganError(f"pca needs latents of shape (N, D) with N >= 2; got {tuple(latents.shape)}")
+            hint = "; wp latents hold one w per layer: fit pca on a run sampled in w" if latents.ndim == 3 else ""
+            raise TlganError(f"pca needs latents of shape (N, D) with N >= 2; got {tuple(latents.shape)}{hint}")
         _count_bad_rows(latents, "latents")
         k = check_n_components(self.n_components, latents.shape[1])
         source = self._resolve_source(generator, space)
