@@ -90,6 +90,8 @@ class DCGANGenerator(Generator):
             size *= 2
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.ConvTranspose2d(_channels(width, resolution, size), 3, kernel_size=4, stride=2, padding=1)
+        # GANSpace reads an early layer after a non-linearity: the first block's output.
+        self.feature_layer = "blocks.0" if blocks else None
 
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         x = self.project(latents).view(-1, self.stem_channels, 4, 4)
