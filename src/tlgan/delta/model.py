@@ -25,9 +25,9 @@ depend on; a decoder over all D outputs learns that noise from a few sequences a
 carries it into every edit, while the change itself spans a few directions (a light
 moving turns a plane). ``subspace = 0`` is the plain method over the whole space.
 
-A trained model also keeps ``reference_delta``: the mean code of one training step
-(``E(a_i, a_{i+1})`` over all training sequences and steps), whose factor change is
-``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And
+A trained model also keeps ``reference_delta``: the code that best reproduces one training
+step from every training position (fitted after training, starting from the mean of
+``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And
 ``linear_direction``: the least-squares latent change per unit of factor over the same
 data, the best straight line, kept for comparison.
 """

@@ -139,15 +139,33 @@ def _draw(sets: List[torch.Tensor], batch_size: int, g: torch.Generator):
     return [torch.cat(t)[perm] for t in (a_i, a_j, b_i, b_j)]
 
 
-def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor]):
-    """Mean code of one step (E(a_i, a_{i+1}) over all sequences and steps) and its factor change."""
-    codes, steps = [], []
-    with torch.no_grad():
-        for x, v in zip(sets, values):
-            k, n, d = x.shape
-            codes.append(model.encode(x[:, :-1].reshape(-1, d), x[:, 1:].reshape(-1, d)))
-            steps.append((v[1:] - v[:-1]).repeat(k))
-    return torch.cat(codes).mean(0), float(torch.cat(steps).mean())
+def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
+    """The one code that best makes one step from every training position, and its factor change.
+
+    Starts from the mean code of all consecutive steps and minimises
+    ``sum |a_i + D(a_i, c) - a_{i+1}|^2`` over c with the networks fixed: the mean of codes
+    taken at different positions along a curved path is shorter than any of them.
+    """
+    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
+    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
+    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            code = model.encode(starts, ends).mean(0)
+        code = code.clone().requires_grad_(True)
+        opt = torch.optim.Adam([code], lr=0.05)
+        scale2 = float(model.scale) ** 2
+        for _ in range(iterations):
+            loss = (model.move(starts, code) - ends).pow(2).mean() / scale2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return code.detach(), float(steps.mean())
 
 
 def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optional[Sequence[Sequence[float]]] = None,
@@ -180,7 +198,7 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
                 "lambda_b": float(lambda_b), "seed": int(seed), "data": _fingerprint(sets, value_sets)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # initial weights depend on the seed only
-        model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=min(int(subspace), _rank(sets)))
+        model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())))
     everything = torch.cat([x.reshape(-1, x.shape[-1]) for x in sets])
     model.center.copy_(everything.mean(0))
     model.scale.copy_((everything - everything.mean(0)).pow(2).mean().sqrt().clamp_min(1e-8))
