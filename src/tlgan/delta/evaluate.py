@@ -24,10 +24,9 @@ world's identity factors read from the edited latent, plus the error in the edit
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -108,7 +107,7 @@ def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
 
 def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: torch.Tensor,
                           values: np.ndarray, test_latents: torch.Tensor, test_images: torch.Tensor,
-                          test_world_latents: Optional[torch.Tensor], model: DeltaModel,
+                          model: DeltaModel,
                           axis: Optional[torch.Tensor] = None) -> Dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
@@ -204,7 +203,7 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
                                     progress=progress, **(train_kwargs or {}))
                 curve[str(k)] = evaluate_edit_methods(
                     generator, classifier, factor=factor, train_latents=train_lat[:k], values=train_seqs.values,
-                    test_latents=test_lat, test_images=test_seqs.images, test_world_latents=test_seqs.latents,
+                    test_latents=test_lat, test_images=test_seqs.images,
                     model=model, axis=axis)
                 log.info("%s, %d identities: learned %.2f dB, linear %.2f dB", factor, k,
                          curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"])

@@ -15,6 +15,7 @@ the same amounts. Optional files beside the sub-folders:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -152,8 +153,20 @@ def write_sequences(directory: str | os.PathLike, images: torch.Tensor, *, value
     return read_sequences(root)
 
 
-def _latent_key(generator_name: str, fingerprint: str, space: str, inversion: Dict[str, Any]) -> Dict[str, Any]:
-    return {"generator": generator_name, "generator_fingerprint": fingerprint, "space": space, "inversion": inversion}
+def _files_fingerprint(sequences: SequenceSet) -> str:
+    """Names, sizes and modification times of every image: replaced images invalidate saved latents."""
+    h = hashlib.sha256()
+    for files in sequences.files:
+        for path in files:
+            st = path.stat()
+            h.update(f"{path.parent.name}/{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _latent_key(generator_name: str, fingerprint: str, space: str, inversion: Dict[str, Any],
+                files: str) -> Dict[str, Any]:
+    return {"generator": generator_name, "generator_fingerprint": fingerprint, "space": space, "inversion": inversion,
+            "files": files}
 
 
 def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", encoder: Any = "auto",
@@ -176,7 +189,7 @@ def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", enc
     fingerprint = generator_fingerprint(generator)
     inversion = {"steps": int(steps), "encoder": "auto" if isinstance(encoder, str) else
                  ("none" if encoder is None else "given"), "classifier": getattr(classifier, "name", None)}
-    key = _latent_key(generator.name, fingerprint, space, inversion)
+    key = _latent_key(generator.name, fingerprint, space, inversion, _files_fingerprint(sequences))
     path = sequences.root / LATENTS_FILE
     if path.is_file():
         tensors, meta = load_tensors(path)
