@@ -181,7 +181,7 @@ class Batcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch's callers get it, the server goes on
-            log.exception("studio: a %s batch of %d failed", self.name, len(items))
+            log.exception("studio: a batch of %d for the %s failed", len(items), self.name)
             failure = BatchFailed(len(items), exc)
             for entry in batch:
                 if not entry.future.done():
