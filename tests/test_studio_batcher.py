@@ -409,3 +409,56 @@ def test_serve_has_the_batching_options():
     assert result.exit_code == 0 and "--max-batch" in result.output and "--batch-wait-ms" in result.output
     bad = CliRunner().invoke(cli, ["serve", "--max-batch", "0"])
     assert bad.exit_code != 0 and "max-batch" in bad.output
+
+
+def test_a_lone_item_computes_inline_and_a_batch_in_the_model_thread(bundled):
+    from tlgan.studio.app import Studio
+
+    G, F, axes = bundled
+    studio = Studio(G, F, axes)
+    loop_thread = threading.get_ident()
+
+    def where(items):
+        return [threading.get_ident() for _ in items]
+
+    async def scenario():
+        lone = await studio.run_batch(where, ["a"])
+        several = await studio.run_batch(where, ["a", "b"])
+        await studio.aclose()
+        return lone, several
+
+    lone, several = asyncio.run(scenario())
+    assert lone == [loop_thread] and several[0] == several[1] != loop_thread
+    assert studio._model_thread is None  # shut down with the studio
+
+
+def test_the_load_generator_sends_its_share_of_bad_requests_and_stops_by_itself(bundled):
+    from tlgan.bench.studio import _check_replies, _concurrent_load
+    from tlgan.studio.app import ServerThread, create_app
+
+    G, F, axes = bundled
+    app = create_app(G, F, axes, max_batch=8)
+    with ServerThread(app) as server:
+        load = _concurrent_load(server.port, list(axes.attributes), clients=5, duration=60.0, first=10**6,
+                                bad_every=10, max_requests=100)
+    assert load["studio_concurrent_requests"] == 100 and load["studio_concurrent_seconds"] < 60  # the count bound
+    bad = load["studio_concurrent_bad_requests"]
+    assert 5 <= bad <= 15 and load["studio_concurrent_bad_requests_4xx"] == bad  # one in ten, every one a 4xx
+    assert load["studio_concurrent_errors"] == 0 and len(load["replies"]) == 100 - bad
+    assert _check_replies(app.state.studio, G, F, list(axes.attributes), load["replies"], exact=False) == 0
+
+
+@pytest.mark.slow
+def test_bench_studio_load_drives_two_real_servers():
+    """The studio-load bench end to end: two `tlgan serve` processes (about 10 s each to import torch and start)."""
+    from tlgan.bench.studio import bench_studio_load
+
+    result = bench_studio_load(quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8))
+    for mode in ("off", "on"):
+        assert result[f"studio_load_{mode}_errors"] == 0
+        assert result[f"studio_load_{mode}_requests"] > 0 and result[f"studio_load_{mode}_checked_replies"] > 0
+        assert result[f"studio_load_{mode}_bad_requests"] == result[f"studio_load_{mode}_bad_requests_4xx"] > 0
+        assert result[f"studio_load_{mode}_clean_shutdown"] is True
+    assert result["studio_load_single_on_vs_off_ratio"] == pytest.approx(
+        result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01)
+    assert result["studio_load_max_batch"] == 8 and result["studio_load_model_ms_per_image_batch_8"] > 0

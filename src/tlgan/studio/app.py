@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -309,11 +310,14 @@ class Studio:
         self._memo_lock = threading.Lock()
         self.image_shape = (3, int(generator.img_resolution), int(generator.img_resolution))
         self.max_batch = int(max_batch)
+        self.overlap_batches = True  # see run_batch
+        self._model_thread: Optional[ThreadPoolExecutor] = None
+        self._model_thread_lock = threading.Lock()
         self.batch_wait_ms = float(batch_wait_ms)
         self.draw_batcher = Batcher(lambda rows: list(self.synthesize(torch.stack(rows))), max_batch=max_batch,
-                                    wait_ms=batch_wait_ms, check=self._check_row, run=self.call, name="generator")
+                                    wait_ms=batch_wait_ms, check=self._check_row, run=self.run_batch, name="generator")
         self.score_batcher = Batcher(lambda images: list(self.score(torch.stack(images))), max_batch=max_batch,
-                                     wait_ms=batch_wait_ms, check=self._check_image, run=self.call,
+                                     wait_ms=batch_wait_ms, check=self._check_image, run=self.run_batch,
                                      name="classifier")
 
     def _draw_seed_latent(self, seed: int) -> torch.Tensor:
@@ -476,6 +480,10 @@ class Studio:
         """Stop batching (the server is shutting down); requests still queued get a 503."""
         await self.draw_batcher.aclose()
         await self.score_batcher.aclose()
+        with self._model_thread_lock:
+            pool, self._model_thread = self._model_thread, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, a request's model work: inline when the models are free and quick, else in a worker thread.
@@ -493,6 +501,23 @@ class Studio:
             finally:
                 self._lock.release()
         return await run_in_threadpool(self._timed, fn, *args)
+
+    async def run_batch(self, fn: Callable[[List[Any]], Any], items: List[Any]) -> Any:
+        """``fn(items)`` for a batcher: one item like any request (:meth:`call`), several in the model thread.
+
+        A lone item is what a single user sends, and :meth:`call` serves it inline when the
+        models are quick, so batching costs one user nothing. A batch of several means a
+        crowd: it computes in a thread of its own (torch releases the GIL inside its
+        kernels), while the event loop reads the requests that will form the next batch and
+        encodes the previous batch's PNGs, so the two CPU-bound halves of serving overlap.
+        """
+        if len(items) == 1 or not self.overlap_batches:
+            return await self.call(fn, items)
+        with self._model_thread_lock:
+            if self._model_thread is None:
+                self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="tlgan-model")
+            pool = self._model_thread
+        return await asyncio.get_running_loop().run_in_executor(pool, self._timed, fn, items)
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, keeping an exponential average of how long such calls take (inline or not)."""
