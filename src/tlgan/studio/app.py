@@ -8,8 +8,13 @@ reproduced from its request alone.
 The torch models are shared by all requests. :class:`Studio` serialises every model call
 behind one lock, because module forward passes are not documented as thread-safe and a CPU
 has no spare parallelism to gain from running two at once anyway (torch already uses every
-core inside one call). Renders and scores of a quick model run on the event loop itself
-(:meth:`Studio.call`); uploads and slow models go to FastAPI's thread pool.
+core inside one call). Concurrent renders and scores share forward passes instead: a
+dynamic batcher (:mod:`tlgan.studio.batcher`, ``max_batch`` / ``batch_wait_ms``) gathers the
+latents of requests that arrive together into one generator call and their images into one
+classifier call, and hands each request its own rows back; PNG encoding happens afterwards,
+outside the lock. A lone request runs at once, on the event loop itself when the model is
+quick (:meth:`Studio.call`); batches of several run in a model thread while the loop reads
+the next requests; uploads and slow models go to FastAPI's thread pool.
 
 Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
 
