@@ -27,13 +27,13 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import errno
 import functools
 import io
 import json
-import asyncio
-import contextlib
 import logging
 import math
 import socket
@@ -315,10 +315,10 @@ class Studio:
         self._memo_lock = threading.Lock()
         self.image_shape = (3, int(generator.img_resolution), int(generator.img_resolution))
         self.max_batch = int(max_batch)
-        self.overlap_batches = True  # see run_batch
+        self.batch_wait_ms = float(batch_wait_ms)
+        self.overlap_batches = True  # batches of several compute in the model thread (see run_batch)
         self._model_thread: Optional[ThreadPoolExecutor] = None
         self._model_thread_lock = threading.Lock()
-        self.batch_wait_ms = float(batch_wait_ms)
         self.draw_batcher = Batcher(lambda rows: list(self.synthesize(torch.stack(rows))), max_batch=max_batch,
                                     wait_ms=batch_wait_ms, check=self._check_row, run=self.run_batch, name="generator")
         self.score_batcher = Batcher(lambda images: list(self.score(torch.stack(images))), max_batch=max_batch,
