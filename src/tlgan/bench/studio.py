@@ -173,6 +173,7 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
 
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     errors = _check_replies(app.state.studio, G, F, attributes, load.pop("replies"))
+    load.pop("latencies")
     load["studio_concurrent_errors"] += errors
     return {
         "studio_render_ms": round(ms["render"], 3),
@@ -292,6 +293,7 @@ def _concurrent_load(port: int, attributes: List[str], clients: int, duration: f
         "studio_concurrent_bad_requests": bad_counts[0],
         "studio_concurrent_bad_requests_4xx": bad_counts[1],
         "replies": replies,
+        "latencies": latencies,
     }
 
 
@@ -447,11 +449,28 @@ def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4,
     return out
 
 
+def _merge_loads(loads: List[dict]) -> dict:
+    """Several :func:`_concurrent_load` results against one server as one: counts added, latencies pooled."""
+    latencies = sorted(t for load in loads for t in load["latencies"])
+    replies = [r for load in loads for r in load["replies"]]
+    seconds = sum(load["studio_concurrent_seconds"] for load in loads)
+
+    def pick(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else float("nan")
+
+    total = {key: sum(load[f"studio_concurrent_{key}"] for load in loads)
+             for key in ("requests", "errors", "bad_requests", "bad_requests_4xx")}
+    return {"clients": loads[0]["studio_concurrent_clients"], "seconds": round(seconds, 2), **total,
+            "requests_per_second": round(len(replies) / seconds, 1), "p50_ms": pick(0.50), "p95_ms": pick(0.95),
+            "p99_ms": pick(0.99), "replies": replies}
+
+
 def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: str = "toyfaces-gan",
                       classifier: str = "toyfaces-classifier", clients: int = 100, seconds: Optional[float] = None,
                       single_requests: Optional[int] = None, max_batch: Optional[int] = None,
                       batch_wait_ms: Optional[float] = None, bad_every: int = 10,
-                      check: Optional[int] = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32)) -> Dict[str, float]:
+                      check: Optional[int] = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                      slices: int = 3) -> Dict[str, float]:
     """`tlgan serve` under a crowd, batching off (``--max-batch 1``, the unbatched path) and on, in one run.
 
     Two servers are started as child processes on 127.0.0.1 (the same models and axes;
@@ -463,7 +482,7 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
       from elsewhere hits both alike; ``studio_load_{off,on}_single_p50_ms`` are the medians of the answered
       good requests, ``studio_load_single_on_vs_off_ratio`` their ratio (target <= 1.1);
     - ``clients`` clients (default 100) for ``seconds`` (default 30; quick: 3) against each
-      server in turn, half renders and half probabilities requests, every ``bad_every``-th
+      server, in ``slices`` turns that alternate between them (off, on, on, off, ...), half renders and half probabilities requests, every ``bad_every``-th
       one deliberately bad: ``studio_load_{off,on}_{requests_per_second, p50_ms, p95_ms,
       p99_ms, errors, bad_requests, bad_requests_4xx}``, and
       ``studio_load_throughput_on_vs_off_ratio`` (target >= 2, with on p95 <= 300 ms).
@@ -529,16 +548,23 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             result["studio_load_single_on_vs_off_ratio"] = round(
                 result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], 3)
 
-            for offset, mode in enumerate(("off", "on")):
-                load = _concurrent_load(ports[mode], attributes, clients, duration, first=10**6 * (offset + 2),
-                                        bad_every=bad_every, latent_dim=studio.latent_dim)
-                replies = load.pop("replies")
+            # The crowd alternates between the servers in slices, so a change in the machine's
+            # load from elsewhere falls on both.
+            loads: Dict[str, List[dict]] = {"off": [], "on": []}
+            for piece in range(slices):
+                for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
+                    loads[mode].append(_concurrent_load(
+                        ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
+                        first=10**6 * (2 + 2 * piece + (mode == "on")), latent_dim=studio.latent_dim))
+            for mode in ("off", "on"):
+                merged = _merge_loads(loads[mode])
+                replies = merged.pop("replies")
                 step = max(1, len(replies) // max(1, n_check))
-                wrong = _check_replies(studio, G, F, attributes, replies[::step][:n_check], exact=(mode == "off"))
-                load["studio_concurrent_errors"] += wrong
-                load["studio_concurrent_checked_replies"] = len(replies[::step][:n_check])
-                for key, value in load.items():
-                    result[key.replace("studio_concurrent_", f"studio_load_{mode}_")] = value
+                checked = replies[::step][:n_check]
+                merged["errors"] += _check_replies(studio, G, F, attributes, checked, exact=(mode == "off"))
+                merged["checked_replies"] = len(checked)
+                for key, value in merged.items():
+                    result[f"studio_load_{mode}_{key}"] = value
         finally:
             for mode, process in servers.items():
                 result[f"studio_load_{mode}_clean_shutdown"] = _stop_server(process, f"{tmp}/{mode}.log")
