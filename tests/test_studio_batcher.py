@@ -182,11 +182,12 @@ def test_batcher_settings_are_checked():
 
 
 class Recording(torch.nn.Module):
-    """Wraps a generator or classifier: records each batch it gets; the first call can be slowed."""
+    """Wraps a generator or classifier: records each batch it gets; ``hold``: the first call waits for ``release``."""
 
-    def __init__(self, inner, method, first_delay=0.0, poison=None):
+    def __init__(self, inner, method, hold=False, poison=None):
         super().__init__()
-        self.inner, self.method, self.first_delay, self.poison = inner, method, first_delay, poison
+        self.inner, self.method, self.hold, self.poison = inner, method, hold, poison
+        self.entered, self.release = threading.Event(), threading.Event()
         self.batches = []
         for name in ("name", "z_dim", "img_resolution", "attributes", "input_resolution"):
             if hasattr(inner, name):
@@ -199,8 +200,9 @@ class Recording(torch.nn.Module):
         return self.inner.sample_latents_at(*args, **kwargs)
 
     def _call(self, x, *args):
-        if not self.batches and self.first_delay:
-            threading.Event().wait(self.first_delay)  # requests pile up meanwhile
+        if not self.batches and self.hold:
+            self.entered.set()
+            assert self.release.wait(30)  # the server's loop is blocked: requests pile up meanwhile
         self.batches.append(x.detach().cpu().clone())
         if self.poison is not None and any(torch.equal(row, self.poison) for row in x.cpu()):
             raise RuntimeError("the model broke on this batch")
@@ -253,6 +255,30 @@ def post_all(port, requests, workers=12):
         return list(pool.map(one, requests))
 
 
+def post_held(port, model, requests):
+    """Post ``requests`` while ``model``'s first call (one extra request) is held, then release it.
+
+    Every request has been sent before the model is free again, so they queue together and
+    form batches whatever the machine's load; returns their (status, payload) in order.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        head = pool.submit(post_all, port, [("/api/render", {"seed": 999, "format": "png"})], 1)
+        assert model.entered.wait(30)
+        conns = []
+        for path, body in requests:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            conns.append(conn)
+        model.release.set()
+        replies = []
+        for conn in conns:
+            response = conn.getresponse()
+            replies.append((response.status, response.read()))
+            conn.close()
+        assert head.result()[0][0] == 200
+    return replies
+
+
 def find_slot(batches, row):
     """(batch, slot) of the first batch holding exactly ``row``."""
     for batch in batches:
@@ -274,12 +300,12 @@ def test_concurrent_answers_equal_each_request_computed_alone_bit_for_bit(bundle
     from tlgan.studio.app import ServerThread, create_app, encode_png
 
     G, F, axes = bundled
-    RG, RF = Recording(G, "synthesize", first_delay=0.3), Recording(F, "probabilities")
+    RG, RF = Recording(G, "synthesize", hold=True), Recording(F, "probabilities")
     app = create_app(RG, RF, axes, max_batch=8, batch_wait_ms=20)
     studio = app.state.studio
     requests = requests_with_everything(48)
     with ServerThread(app) as server:
-        replies = post_all(server.port, requests)
+        replies = post_held(server.port, RG, requests)
     assert all(status == 200 for status, _ in replies), [r for r in replies if r[0] != 200][:2]
     assert max(len(b) for b in RG.batches) > 1 and max(len(b) for b in RF.batches) > 1  # it did batch
 
@@ -308,13 +334,13 @@ def test_a_bad_request_among_concurrent_ones_fails_alone(bundled):
     from tlgan.studio.app import ServerThread, create_app
 
     G, F, axes = bundled
-    RG = Recording(G, "synthesize", first_delay=0.3)
+    RG = Recording(G, "synthesize", hold=True)
     app = create_app(RG, F, axes, max_batch=8)
     good = [("/api/render", {"seed": s, "format": "png"}) for s in range(10)]
     bad = [("/api/render", {"latent": [0.0] * 511}), ("/api/probabilities", {"seed": 1, "amounts": {"Smilin": 1}})]
     mixed = good[:5] + bad[:1] + good[5:] + bad[1:]
     with ServerThread(app) as server:
-        replies = post_all(server.port, mixed)
+        replies = post_held(server.port, RG, mixed)
     statuses = [status for status, _ in replies]
     assert statuses[5] == 422 and b"needs 512" in replies[5][1]
     assert statuses[-1] == 422 and b"did you mean 'Smiling'" in replies[-1][1]
@@ -327,11 +353,11 @@ def test_a_model_call_that_raises_fails_only_its_batch_and_the_server_goes_on(bu
 
     G, F, axes = bundled
     poison = G.sample_latents_at([13], seed=0)[0]  # face 13, unedited
-    RG = Recording(G, "synthesize", first_delay=0.3, poison=poison)
+    RG = Recording(G, "synthesize", hold=True, poison=poison)
     app = create_app(RG, F, axes, max_batch=4)
     requests = [("/api/render", {"seed": s, "format": "png"}) for s in range(6, 22)]
     with ServerThread(app) as server:
-        replies = post_all(server.port, requests)
+        replies = post_held(server.port, RG, requests)
         status, after = post_all(server.port, [("/api/render", {"seed": 30, "format": "png"})])[0]
     assert status == 200 and after.startswith(b"\x89PNG")
     poisoned = [batch for batch in RG.batches if any(torch.equal(row, poison) for row in batch)]
@@ -350,22 +376,29 @@ def test_a_client_that_disconnects_holds_up_nobody(bundled):
     from tlgan.studio.app import ServerThread, create_app
 
     G, F, axes = bundled
-    app = create_app(Recording(G, "synthesize", first_delay=0.3), F, axes, max_batch=8)
-    body = json.dumps({"seed": 3, "format": "png"}).encode()
+    RG = Recording(G, "synthesize", hold=True)
+    app = create_app(RG, F, axes, max_batch=8)
     with ServerThread(app) as server:
-        def hang_up():
+        def hang_up(seed):  # send a request and go away before the answer
+            body = json.dumps({"seed": seed, "format": "png"}).encode()
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             sock.sendall(b"POST /api/render HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             sock.close()
 
-        with ThreadPoolExecutor(2) as pool:
-            gone = [pool.submit(hang_up) for _ in range(4)]
-            replies = post_all(server.port, [("/api/render", {"seed": s, "format": "png"}) for s in range(8)])
-            for g in gone:
-                g.result()
+        def hang_ups_then_release(_):
+            for seed in (50, 51, 52, 53):
+                hang_up(seed)
+
+        original = RG.release.set
+        RG.release.set = lambda: (hang_ups_then_release(None), original())  # they queue with the others
+        replies = post_held(server.port, RG, [("/api/render", {"seed": s, "format": "png"}) for s in range(8)])
         again = post_all(server.port, [("/api/render", {"seed": 40, "format": "png"})])
-    assert all(status == 200 for status, _ in replies + again)
+    assert all(status == 200 and payload.startswith(b"\x89PNG") for status, payload in replies + again)
+    studio = app.state.studio
+    gone = [studio.base_latent(seed=s) for s in (50, 51, 52, 53)]
+    shared = [b for b in RG.batches if any(torch.equal(row, z) for row in b for z in gone)]
+    assert shared and all(len(b) > 1 for b in shared)  # the hung-up requests were batched with answered ones
 
 
 def test_the_batcher_shuts_down_with_the_server(bundled):
