@@ -6,6 +6,9 @@ load from elsewhere on a shared machine hits both alike. The server is a real uv
 over keep-alive connections, so the figures include everything a browser would wait for:
 HTTP parsing, JSON, validation, editing, the generator, PNG and base64 (and the classifier
 for the scores, which the page asks for alongside the image).
+
+The studio-load section (:func:`bench_studio_load`) runs `tlgan serve` itself, twice, with
+batching off and on, and drives both from this process with one client and then a crowd.
 """
 from __future__ import annotations
 
