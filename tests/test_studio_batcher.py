@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import io
 import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tlgan.errors import TlganError
 from tlgan.studio.batcher import Batcher, BatcherClosed, BatchFailed
