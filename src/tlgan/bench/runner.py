@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "toyfaces", "studio", "studio-load")
+SECTIONS = ("sampling", "fit", "toyfaces", "studio", "studio-load", "stylegan2")
 
 
 def machine() -> dict:
@@ -57,4 +57,9 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
 
         log.info("bench: studio under load, batching off and on")
         result.update(bench_studio_load(quick=quick, device=device))
+    if "stylegan2" in sections:
+        from tlgan.bench.stylegan2 import bench_stylegan2
+
+        log.info("bench: stylegan2")
+        result.update(bench_stylegan2(quick=quick, device=device))
     return result

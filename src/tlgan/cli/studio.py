@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import click
 
-from tlgan.cli.common import classifier_option, device_option, generator_option
+from tlgan.cli.common import classifier_option, device_option, generator_option, truncation_options
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
 
 
 @click.command("serve")
 @generator_option
+@truncation_options
+@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+              help="Space the faces are edited in (default: w for StyleGAN generators, else z; with --axes: theirs).")
 @classifier_option
 @click.option("--axes", "axes", type=click.Path(dir_okay=False), default=None,
               help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).")
@@ -19,15 +22,17 @@ from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
 @click.option("--batch-wait-ms", "batch_wait_ms", type=click.FloatRange(min=0), default=DEFAULT_WAIT_MS,
               show_default=True, help="Longest time a batch keeps gathering requests; a lone request never waits.")
 @device_option
-def serve_cmd(generator, classifier, axes, host, port, max_batch, batch_wait_ms, device):
+def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, host, port, max_batch,
+              batch_wait_ms, device):
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
 
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
-    app = app_from_specs(generator, classifier, axes, device=device, max_batch=max_batch,
-                         batch_wait_ms=batch_wait_ms)
+    app = app_from_specs(generator, classifier, axes, device=device, space=space,
+                         generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
+                         max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

@@ -54,8 +54,11 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
            generator_spec: Optional[str] = None, classifier_spec: Optional[str] = None) -> Run:
     """Sample ``n`` faces into the run folder ``out`` and return it opened.
 
-    Latent i is ``generator.sample_latents_at([i], seed)``, so the result depends only on
-    (seed, n, models), not on ``batch_size`` or on where an interrupted run was resumed.
+    Latent i is ``generator.sample_latents_at([i], seed, space)``, so the result depends only on
+    (seed, n, models), not on ``batch_size`` or on where an interrupted run was resumed. In
+    ``space="w"`` the run stores each sample's w (the mapping of its z, truncated when the
+    generator is configured so); runs never store wp. The generator's load-time options
+    (``generator.options``: truncation) are recorded in the manifest as ``generator_options``.
     ``thumbnails`` > 0 also stores each image downscaled to that size (uint8).
     """
     if n < 1:
@@ -63,10 +66,14 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
     if batch_size < 1 or shard_size < 1:
         raise TlganError("batch size and shard size must be positive")
     generator.check_space(space)
+    if space == "wp":
+        raise TlganError("runs store z or w latents, not wp (wp is w repeated per layer); sample with --space w, "
+                         "then edit chosen layers with --layers")
     out = Path(out)
     manifest = {
         "format": FORMAT,
         "generator": generator_spec or generator.name,
+        "generator_options": dict(generator.options),
         "classifier": classifier_spec or classifier.name,
         "attributes": list(classifier.attributes),
         "space": space,
@@ -79,13 +86,13 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
         "versions": {"tlgan": tlgan.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "complete": False,
     }
-    identity = ("format", "generator", "classifier", "attributes", "space", "latent_dim", "seed", "n", "shard_size",
+    identity = ("format", "generator", "generator_options", "classifier", "attributes", "space", "latent_dim", "seed", "n", "shard_size",
                 "thumbnails", "dtype")
     if (out / MANIFEST).exists():
         existing = Run.open(out, require_complete=False).manifest
         if not resume:
             raise TlganError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        changed = [k for k in identity if existing.get(k) != manifest[k]]
+        changed = [k for k in identity if existing.get(k, {} if k == "generator_options" else None) != manifest[k]]
         if changed:
             detail = "; ".join(f"{k}: run has {existing.get(k)!r}, asked {manifest[k]!r}" for k in changed)
             raise TlganError(f"cannot resume {out}: it was made with other settings ({detail})")
