@@ -493,3 +493,40 @@ def test_bench_studio_load_drives_two_real_servers():
     assert result["studio_load_single_on_vs_off_ratio"] == pytest.approx(
         result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01)
     assert result["studio_load_max_batch"] == 8 and result["studio_load_model_ms_per_image_batch_8"] > 0
+
+
+def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
+    """The same check on a (tiny, seeded) StyleGAN2 generator edited in w: batched, and bit for bit per slot."""
+    from stylegan_fixtures import tiny_stylegan2
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.models import ModuleClassifier
+    from tlgan.studio.app import ServerThread, create_app, encode_png
+
+    G = tiny_stylegan2(0)
+    axes = FeatureAxes(torch.nn.functional.normalize(torch.randn(2, G.latent_dim("w"),
+                                                                 generator=torch.Generator().manual_seed(2)), dim=1),
+                       ["Red", "Blue"], space="w", generator="unknown")
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    F = ModuleClassifier(net, ["Red", "Blue"], input_resolution=32).eval()
+    RG, RF = Recording(G, "synthesize", hold=True), Recording(F, "probabilities")
+    app = create_app(RG, RF, axes, max_batch=8)
+    studio = app.state.studio
+    requests = [("/api/render" if k % 2 else "/api/probabilities",
+                 {"seed": k, "amounts": {"Red": 0.5 * k - 3}, "locks": ["Blue"] if k % 3 else []}) for k in range(16)]
+    with ServerThread(app) as server:
+        replies = post_held(server.port, RG, requests)
+    assert all(status == 200 for status, _ in replies) and max(len(b) for b in RG.batches) > 1
+    filler = G.sample_latents_at(range(7000, 7008), seed=1, space="w")
+    with torch.inference_mode():
+        filler_images = G.synthesize(filler, "w")
+    for (path, body), (_, payload) in zip(requests, replies):
+        latent = studio.edit(studio.base_latent(seed=body["seed"]), *studio.check_moves(body["amounts"], body["locks"]))
+        image = alone(lambda x: G.synthesize(x, "w"), *find_slot(RG.batches, latent), filler)
+        reply = json.loads(payload) if path == "/api/probabilities" else None
+        if reply is None:
+            assert torch.equal(torch.tensor(json.loads(payload)["latent"], dtype=torch.float32), latent)
+            assert base64.b64decode(json.loads(payload)["image"].split(",", 1)[1]) == encode_png(image)
+        else:
+            probs = alone(F.probabilities, *find_slot(RF.batches, image), filler_images)
+            assert reply["probabilities"] == studio.probabilities_dict(probs)
