@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "stylegan2")
+SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2")
 
 
 def machine() -> dict:
@@ -57,6 +57,11 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
         else:
             log.info("bench: studio")
             result.update(bench_studio(quick=quick, device=device))
+    if "studio-load" in sections:
+        from tlgan.bench.studio import bench_studio_load
+
+        log.info("bench: studio under load, batching off and on")
+        result.update(bench_studio_load(quick=quick, device=device))
     if "stylegan2" in sections:
         from tlgan.bench.stylegan2 import bench_stylegan2
 
