@@ -86,20 +86,28 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--space", default="z", help="Latent space to sample in.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
 @click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: compute the shards on Ray workers (pip install 'tlgan[ray]'); --out must be shared.")
+@click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one).")
+@click.option("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G).")
+@click.option("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda).")
 @device_option
 @json_option
-def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, dtype, thumbnails, resume, device,
-               as_json):
+def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, dtype, thumbnails, resume, engine,
+               address, workers, gpus_per_worker, device, as_json):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
 
-    G = load_generator(generator, device)
-    F = load_classifier(classifier, device)
+    # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
+    here = "cpu" if engine == "ray" else device
+    G = load_generator(generator, here)
+    F = load_classifier(classifier, here)
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
-                 classifier_spec=classifier)
+                 classifier_spec=classifier, engine=engine, address=address, workers=workers,
+                 gpus_per_worker=gpus_per_worker)
     info = {"out": str(run.path), "n": run.n, "attributes": run.attributes, "seconds": run.manifest.get("seconds")}
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
 
