@@ -256,8 +256,9 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
                     cause = _cause(exc)
                     if isinstance(cause, TlganError):
                         raise cause from None
+                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise TlganError(f"shard {k} failed on Ray after {max_retries} retries ({type(exc).__name__}: "
-                                     f"{exc}); the shards already written are kept: finish the run with "
+                                     f"{first_line}); the shards already written are kept: finish the run with "
                                      f"--resume") from None
                 if queue:
                     submit(actor)

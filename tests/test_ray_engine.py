@@ -1,0 +1,290 @@
+"""The Ray engine writes the same run folder as the local engine, bit for bit, also across
+interruptions, engine changes and workers that die mid-shard.
+
+One local Ray instance (2 CPUs) serves the whole module. The models come from spec strings
+(the bundled toyfaces models, and a factory file written below whose generators misbehave
+on purpose), because Ray workers load their own copies from the spec.
+"""
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import tlgan
+from tlgan.cli import cli
+from tlgan.errors import TlganError
+from tlgan.models import load_classifier, load_generator
+from tlgan.sampling import Run, sample
+from tlgan.sampling.run import MANIFEST
+
+N, SHARD, BATCH, THUMBS = 100, 20, 8, 8  # 5 shards of 20, batches of 8 (so a shard has a middle)
+SETTINGS = dict(seed=7, shard_size=SHARD, batch_size=BATCH, thumbnails=THUMBS, progress=False)
+GEN, CLF = "toyfaces-gan", "toyfaces-classifier"
+
+# Generators that misbehave once, on purpose. They are loaded in Ray workers (and for the
+# gated one, in a driver subprocess); "first time" is a marker file created atomically.
+FACTORIES = '''
+import os
+import time
+from pathlib import Path
+
+from tlgan.models import load_generator
+
+HERE = Path(__file__).parent
+SEED, SHARD, BATCH = {seed}, {shard}, {batch}
+
+
+def first_time(name):
+    try:
+        os.close(os.open(HERE / name, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
+def plain():
+    return load_generator("toyfaces-gan")
+
+
+def _on_sample(generator, index, action):
+    """Call action() when synthesize gets the batch holding sample ``index``."""
+    target = generator.sample_latents_at([index], seed=SEED)
+    real = generator.synthesize
+
+    def synthesize(latents, space="z"):
+        if (latents.cpu() == target).all(1).any():
+            action()
+        return real(latents, space)
+
+    generator.synthesize = synthesize
+    return generator
+
+
+def crash_computing():
+    """Kills its own process at the second batch of shard 2, the first time."""
+    def die():
+        if first_time("crashed"):
+            os._exit(3)
+    return _on_sample(plain(), 2 * SHARD + BATCH, die)
+
+
+def crash_writing():
+    """Kills its own process while shard 2 is being written (after the temporary file, before the rename)."""
+    import tlgan.io
+
+    real = tlgan.io.save_file
+
+    def save_file(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        if Path(filename).name.startswith(".shard-00002.") and first_time("crashed"):
+            os._exit(3)
+
+    tlgan.io.save_file = save_file
+    return plain()
+
+
+def nan_classifier():
+    """The bundled classifier, answering NaN."""
+    from tlgan.models import load_classifier
+
+    classifier = load_classifier("toyfaces-classifier")
+    classifier.logits = lambda images: classifier._logits(images) * float("nan")
+    return classifier
+
+
+def gated():
+    """Waits at shards 3 and 4 for as long as the file ``gate`` exists."""
+    def wait():
+        while (HERE / "gate").exists():
+            time.sleep(0.05)
+    generator = plain()
+    _on_sample(generator, 3 * SHARD, wait)
+    return _on_sample(generator, 4 * SHARD, wait)
+'''
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_generator(GEN), load_classifier(CLF)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, models):
+    """The same run on the local engine, uninterrupted."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    sample(*models, N, out, generator_spec=GEN, classifier_spec=CLF, **SETTINGS)
+    return out
+
+
+@pytest.fixture
+def factories(tmp_path):
+    path = tmp_path / "factories.py"
+    path.write_text(FACTORIES.format(seed=SETTINGS["seed"], shard=SHARD, batch=BATCH))
+    return path
+
+
+def assert_same_run(run, ref, other_fields=()):
+    """Same files (so no temporary ones), same bytes in every shard, same manifest up to
+    the timing, the engine and ``other_fields``."""
+    run, ref = Path(run), Path(ref)
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in ref.iterdir())
+    shards = sorted(p.name for p in ref.glob("shard-*.safetensors"))
+    assert len(shards) == N // SHARD
+    for name in shards:
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    skip = {"seconds", "engine", *other_fields}
+    a, b = (json.loads((p / MANIFEST).read_text()) for p in (run, ref))
+    assert a["complete"] and {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+def cli_sample(*args):
+    result = CliRunner().invoke(cli, ["sample", "-n", N, "--seed", SETTINGS["seed"], "--shard-size", SHARD,
+                                      "--batch-size", BATCH, "--thumbnails", THUMBS, *map(str, args)])
+    return result
+
+
+def test_ray_run_equals_local_run(ray_local, reference, factories, tmp_path, monkeypatch):
+    # A relative spec and --out, from another working directory than the workers': both must reach them.
+    monkeypatch.chdir(tmp_path)
+    result = cli_sample("--generator", "factories.py:plain", "--classifier", CLF, "--out", "run", "--engine", "ray",
+                        "--workers", 2, "--json")
+    assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
+    manifest = json.loads((tmp_path / "run" / MANIFEST).read_text())
+    assert manifest["engine"] == "ray" and manifest["generator"] == "factories.py:plain"
+    assert json.loads((reference / MANIFEST).read_text())["engine"] == "local"
+
+
+def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_path, monkeypatch):
+    mod = importlib.import_module("tlgan.sampling.sample")  # the module, not the function it exports
+    real_save, calls = mod.save_tensors, {"n": 0}
+
+    def killed_at_third_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "save_tensors", killed_at_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, **SETTINGS)
+    monkeypatch.setattr(mod, "save_tensors", real_save)
+    assert Run.open(tmp_path / "run", require_complete=False).done_shards() == [0, 1]
+    run = sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", workers=2,
+                 resume=True, **SETTINGS)
+    assert run.manifest["engine"] == "ray"
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_ray_driver_killed_then_finished_locally(ray_local, models, reference, factories, tmp_path):
+    """A real driver process on the shared Ray instance, killed with SIGKILL while shards 3 and 4
+    are in progress; the run is then finished by the local engine."""
+    gate, out, spec = tmp_path / "gate", tmp_path / "run", f"{factories}:gated"
+    gate.touch()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tlgan.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    address = ray_local.get_runtime_context().gcs_address
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "from tlgan.cli import main; main()", "sample", "-n", str(N), "--seed",
+         str(SETTINGS["seed"]), "--shard-size", str(SHARD), "--batch-size", str(BATCH), "--thumbnails", str(THUMBS),
+         "--generator", spec, "--classifier", CLF, "--out", str(out), "--engine", "ray", "--workers", "2",
+         "--address", address], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((out / f"shard-{k:05d}.safetensors").exists() for k in range(3)):
+            assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the Ray driver wrote no shards in 120 s"
+            time.sleep(0.1)
+        time.sleep(0.5)  # both workers are now waiting at the gate, inside shards 3 and 4
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        driver.stderr.close()
+    # Ray ends the actors of a dead driver; wait for their CPUs so none of them is still writing.
+    deadline = time.monotonic() + 60
+    while ray_local.available_resources().get("CPU", 0) < 2:
+        assert time.monotonic() < deadline, "the killed driver's workers did not end"
+        time.sleep(0.2)
+    gate.unlink()
+    partial = Run.open(out, require_complete=False)
+    assert partial.done_shards() == [0, 1, 2] and not partial.manifest["complete"]
+    assert partial.manifest["engine"] == "ray"
+    result = cli_sample("--generator", spec, "--classifier", CLF, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / MANIFEST).read_text())["engine"] == "local"
+    assert_same_run(out, reference, other_fields={"generator"})
+
+
+@pytest.mark.parametrize("factory", ["crash_computing", "crash_writing"])
+def test_worker_killed_mid_shard_is_replaced(ray_local, models, reference, factories, tmp_path, factory):
+    # The driver describes the run with the plain models; only the workers load the crashing spec.
+    run = sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:{factory}", classifier_spec=CLF,
+                 engine="ray", workers=2, max_retries=1, **SETTINGS)
+    assert (tmp_path / "crashed").exists()  # a worker did die
+    assert run.manifest["complete"]
+    assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
+
+
+def test_worker_dying_every_time_is_reported_and_resumable(ray_local, models, factories, tmp_path):
+    (tmp_path / "crashed").unlink(missing_ok=True)
+    factories.write_text(factories.read_text().replace('first_time("crashed")', "True"))
+    with pytest.raises(TlganError, match=r"shard [23] failed on Ray after 1 retries.*--resume"):
+        sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_computing", classifier_spec=CLF,
+               engine="ray", workers=1, max_retries=1, **SETTINGS)
+    assert Run.open(tmp_path / "run", require_complete=False).done_shards() == [0, 1]
+
+
+def test_errors_inside_workers_keep_their_message(ray_local, models, factories, tmp_path):
+    with pytest.raises(TlganError, match="^the classifier returned NaN or infinite scores for samples 0..7"):
+        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=f"{factories}:nan_classifier",
+               engine="ray", workers=1, **SETTINGS)
+
+
+def test_ray_requests_that_cannot_work_are_refused(models, tmp_path):
+    pytest.importorskip("ray")
+    cases = [(dict(generator_spec=None), "spec strings"),
+             (dict(workers=0), "--workers must be at least 1"),
+             (dict(gpus_per_worker=1), "pass --device cuda"),
+             (dict(device="cuda"), "needs --gpus-per-worker")]
+    for kwargs, message in cases:
+        options = {"generator_spec": GEN, "classifier_spec": CLF, **kwargs}
+        with pytest.raises(TlganError, match=message):
+            sample(*models, N, tmp_path / "run", engine="ray", **options, **SETTINGS)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_portable_spec_makes_local_paths_absolute(factories, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from tlgan.sampling.ray_engine import portable_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_spec("factories.py:plain", "generator") == f"{factories.resolve()}:plain"
+    (tmp_path / "folder").mkdir()
+    assert portable_spec("folder", "generator") == str((tmp_path / "folder").resolve())
+    assert portable_spec(GEN, "generator") == GEN
+    assert portable_spec("https://example.org/models/g", "generator") == "https://example.org/models/g"
+
+
+def test_without_ray_the_engine_says_how_to_install(models, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(TlganError, match=r"pip install 'tlgan\[ray\]'"):
+        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", **SETTINGS)
+    assert not (tmp_path / "run").exists()
+    result = cli_sample("--out", tmp_path / "run", "--engine", "ray")
+    assert isinstance(result.exception, TlganError) and "tlgan[ray]" in str(result.exception)  # main() prints it
