@@ -68,27 +68,30 @@ def _on_sample(generator, index, action):
     return generator
 
 
-def crash_computing():
-    """Kills its own process at the second batch of shard 2, the first time."""
-    def die():
-        if first_time("crashed"):
-            os._exit(3)
-    return _on_sample(plain(), 2 * SHARD + BATCH, die)
-
-
-def crash_writing():
-    """Kills its own process while shard 2 is being written (after the temporary file, before the rename)."""
+def crash_twice():
+    """Kills its own process twice, each the first time it gets there: at the second batch of
+    shard 1 (mid-computation), and while shard 3 is being written (after the temporary file,
+    before the rename)."""
     import tlgan.io
 
     real = tlgan.io.save_file
 
     def save_file(tensors, filename, metadata=None):
         real(tensors, filename, metadata=metadata)
-        if Path(filename).name.startswith(".shard-00002.") and first_time("crashed"):
+        if Path(filename).name.startswith(".shard-00003.") and first_time("crashed-writing"):
+            os._exit(3)
+
+    def die():
+        if first_time("crashed-computing"):
             os._exit(3)
 
     tlgan.io.save_file = save_file
-    return plain()
+    return _on_sample(plain(), SHARD + BATCH, die)
+
+
+def crash_always():
+    """Kills its own process at shard 2, every time."""
+    return _on_sample(plain(), 2 * SHARD, lambda: os._exit(3))
 
 
 def nan_classifier():
@@ -231,27 +234,26 @@ def test_ray_driver_killed_then_finished_locally(ray_local, models, reference, f
     assert_same_run(out, reference, other_fields={"generator"})
 
 
-@pytest.mark.parametrize("factory", ["crash_computing", "crash_writing"])
-def test_worker_killed_mid_shard_is_replaced(ray_local, models, reference, factories, tmp_path, factory):
+def test_workers_killed_mid_shard_are_replaced(ray_local, models, reference, factories, tmp_path):
     # The driver describes the run with the plain models; only the workers load the crashing spec.
-    run = sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:{factory}", classifier_spec=CLF,
-                 engine="ray", workers=2, max_retries=1, **SETTINGS)
-    assert (tmp_path / "crashed").exists()  # a worker did die
+    run = sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_twice", classifier_spec=CLF,
+                 engine="ray", workers=2, max_retries=2, **SETTINGS)
+    assert (tmp_path / "crashed-computing").exists() and (tmp_path / "crashed-writing").exists()  # workers did die
     assert run.manifest["complete"]
+    # the killed writer's temporary file is gone, its shard was written again, identical
     assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
 
 
 def test_worker_dying_every_time_is_reported_and_resumable(ray_local, models, factories, tmp_path):
-    (tmp_path / "crashed").unlink(missing_ok=True)
-    factories.write_text(factories.read_text().replace('first_time("crashed")', "True"))
     with pytest.raises(TlganError, match=r"shard [23] failed on Ray after 1 retries.*--resume"):
-        sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_computing", classifier_spec=CLF,
+        sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_always", classifier_spec=CLF,
                engine="ray", workers=1, max_retries=1, **SETTINGS)
-    assert Run.open(tmp_path / "run", require_complete=False).done_shards() == [0, 1]
+    done = Run.open(tmp_path / "run", require_complete=False).done_shards()
+    assert {0, 1} <= set(done) and 2 not in done  # (a restarted worker may take shard 3 before shard 2)
 
 
 def test_errors_inside_workers_keep_their_message(ray_local, models, factories, tmp_path):
-    with pytest.raises(TlganError, match="^the classifier returned NaN or infinite scores for samples 0..7"):
+    with pytest.raises(TlganError, match=r"^the classifier returned NaN or infinite scores for samples \d+\.\.\d+; check"):
         sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=f"{factories}:nan_classifier",
                engine="ray", workers=1, **SETTINGS)
 

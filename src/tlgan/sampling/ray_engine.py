@@ -110,12 +110,12 @@ class ShardWorker:
     """Loads the models once, then computes shards; becomes a Ray actor with ``ray.remote``.
 
     ``generator_options`` are keyword arguments of :func:`tlgan.models.load_generator`
-    (recorded in the manifest, so every worker builds the same generator). ``progress`` is
-    a :class:`ProgressBoard` actor handle, told after each batch how far a shard is.
+    (recorded in the manifest, so every worker builds the same generator). Only plain values
+    go to the constructor: Ray re-runs it when it restarts a dead worker.
     """
 
     def __init__(self, generator_spec: str, classifier_spec: str, generator_options: Dict[str, Any], device: str,
-                 threads: int = CPUS_PER_WORKER, progress: Any = None):
+                 threads: int = CPUS_PER_WORKER):
         # One intra-op thread per reserved CPU: more would fight the other workers on the node.
         torch.set_num_threads(threads)
         from tlgan.models import load_classifier, load_generator
@@ -125,7 +125,6 @@ class ShardWorker:
         else:
             self.generator = load_generator(generator_spec, device=device)
         self.classifier = load_classifier(classifier_spec, device=device)
-        self.progress = progress
 
     def ready(self, out: str) -> str:
         """The worker's host name, once it can see the run folder ``out``."""
@@ -135,15 +134,16 @@ class ShardWorker:
                              f"node mounts at the same path (NFS, a mounted bucket)")
         return host
 
-    def sample(self, out: str, k: int, settings: ShardSettings) -> int:
-        """Compute and save shard ``k``; returns its sample count."""
+    def sample(self, out: str, k: int, settings: ShardSettings, progress: Any = None) -> int:
+        """Compute and save shard ``k``; returns its sample count. ``progress``, a
+        :class:`ProgressBoard` actor handle, is told after each batch how far the shard is."""
         done = 0
 
         def on_batch(count: int) -> None:
             nonlocal done
             done += count
-            if self.progress is not None:
-                self.progress.report.remote(k, done)  # fire and forget
+            if progress is not None:
+                progress.report.remote(k, done)  # fire and forget
 
         return sample_shard(self.generator, self.classifier, out, k, settings, on_batch=on_batch)
 
@@ -175,7 +175,7 @@ def _default_workers(ray, gpus_per_worker: float) -> int:
 
 
 def _start_workers(ray, run: Run, settings: ShardSettings, n_workers: int, gpus_per_worker: float,
-                   max_retries: int, board: Any) -> List[Any]:
+                   max_retries: int) -> List[Any]:
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     if n_workers * CPUS_PER_WORKER > cpus or n_workers * gpus_per_worker > gpus:
@@ -188,7 +188,7 @@ def _start_workers(ray, run: Run, settings: ShardSettings, n_workers: int, gpus_
     generator_spec = portable_spec(manifest["generator"], "generator")
     classifier_spec = portable_spec(manifest["classifier"], "classifier")
     options = manifest.get("generator_options") or {}
-    return [worker_class.remote(generator_spec, classifier_spec, options, settings.device, CPUS_PER_WORKER, board)
+    return [worker_class.remote(generator_spec, classifier_spec, options, settings.device, CPUS_PER_WORKER)
             for _ in range(n_workers)]
 
 
@@ -223,15 +223,14 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
         return 0.0
     ray = import_ray()
     started = connect(address)
-    actors: List[Any] = []  # the progress board too: all are killed at the end
+    pool: List[Any] = []
+    board = None
     try:
         n_workers = min(workers or _default_workers(ray, gpus_per_worker), len(todo))
         board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-        actors.append(board)
-        workers_ = _start_workers(ray, run, settings, n_workers, gpus_per_worker, max_retries, board)
-        actors.extend(workers_)
+        pool = _start_workers(ray, run, settings, n_workers, gpus_per_worker, max_retries)
         out = str(run.path.resolve())
-        _wait_ready(ray, workers_, out)
+        _wait_ready(ray, pool, out)
 
         start = time.perf_counter()
         queue = list(todo)
@@ -239,10 +238,10 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
 
         def submit(actor) -> None:
             k = queue.pop(0)
-            in_flight[actor.sample.remote(out, k, settings)] = (actor, k)
+            in_flight[actor.sample.remote(out, k, settings, board)] = (actor, k)
 
         for _ in range(IN_FLIGHT_PER_WORKER):
-            for actor in workers_:
+            for actor in pool:
                 if queue:
                     submit(actor)
         finished, shown = 0, 0
@@ -269,7 +268,7 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
                 shown = now
         return time.perf_counter() - start
     finally:
-        for actor in actors:
+        for actor in pool + ([board] if board is not None else []):
             ray.kill(actor)
         if started:
             ray.shutdown()
