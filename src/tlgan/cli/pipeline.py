@@ -92,10 +92,11 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one).")
 @click.option("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G).")
 @click.option("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda).")
+@click.option("--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard.")
 @device_option
 @json_option
 def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, dtype, thumbnails, resume, engine,
-               address, workers, gpus_per_worker, device, as_json):
+               address, workers, gpus_per_worker, max_retries, device, as_json):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
@@ -107,7 +108,7 @@ def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, spac
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
                  classifier_spec=classifier, engine=engine, address=address, workers=workers,
-                 gpus_per_worker=gpus_per_worker)
+                 gpus_per_worker=gpus_per_worker, max_retries=max_retries)
     info = {"out": str(run.path), "n": run.n, "attributes": run.attributes, "seconds": run.manifest.get("seconds")}
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
 
