@@ -117,7 +117,9 @@ def gated():
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    # Workers at niceness 0 (Ray's default is 15): on a busy shared machine they would otherwise crawl.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             _system_config={"worker_niceness": 0})
     yield ray
     ray.shutdown()
 

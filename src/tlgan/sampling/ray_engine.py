@@ -22,6 +22,7 @@ Ray is an optional dependency (``pip install 'tlgan[ray]'``), imported only here
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def connect(address: Optional[str] = None, **local_options: Any) -> bool:
     if ray.is_initialized():
         return False
     kwargs: Dict[str, Any] = {"logging_level": logging.WARNING}
-    if address is None:
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # ray.init would join RAY_ADDRESS's cluster
         kwargs.update({"include_dashboard": False, **local_options})
     try:
         ray.init(address=address, **kwargs)
@@ -199,7 +200,7 @@ def _wait_ready(ray, actors: List[Any], out: str) -> None:
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=30)
         if not pending:
             break
-        log.warning("%d of %d Ray workers ready after %.0f s; waiting for cluster resources",
+        log.warning("%d of %d Ray workers ready after %.0f s; waiting for the others (cluster resources, loading the models)",
                     len(refs) - len(pending), len(refs), time.perf_counter() - start)
     try:
         hosts = ray.get(refs)
