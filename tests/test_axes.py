@@ -347,12 +347,12 @@ def _axes(d=12):
 def test_interfacegan_round_trip(tmp_path):
     axes = _axes()
     paths = export_boundaries(axes, tmp_path / "boundaries")
-    assert [p.name for p in paths] == [f"{n}_boundary.npy" for n in NAMES]
+    assert [p.name for p in paths] == [f"{n}_w_boundary.npy" for n in NAMES]  # InterFaceGAN names w axes so
     assert sorted(p.name for p in (tmp_path / "boundaries").iterdir()) == sorted(p.name for p in paths)  # no temp files
     raw = np.load(paths[0], allow_pickle=False)
     assert raw.shape == (1, 12) and raw.dtype == np.float32
     assert np.linalg.norm(raw) == pytest.approx(1.0, abs=1e-6)
-    back = import_boundaries(tmp_path / "boundaries", space="w")
+    back = import_boundaries(tmp_path / "boundaries")  # the space comes from the names
     assert sorted(back.attributes) == sorted(NAMES) and back.method == "interfacegan" and back.space == "w"
     for name in NAMES:
         assert torch.allclose(back[name], axes[name], atol=1e-6)

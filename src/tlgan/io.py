@@ -97,17 +97,29 @@ def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: D
 def load_state(module: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load a safetensors state dict into ``module`` strictly, naming missing or unexpected keys."""
     tensors, _ = load_tensors(path)
+    return load_state_dict(module, tensors, f"{path}: weights",
+                           hint="; check that the JSON config belongs to these weights")
+
+
+def load_state_dict(module: torch.nn.Module, tensors: Dict[str, torch.Tensor], source: str,
+                    hint: str = "") -> torch.nn.Module:
+    """``module.load_state_dict(tensors, strict=True)`` after checking every key and shape.
+
+    A TlganError starting with ``source`` names the first missing and unexpected keys or the
+    tensor whose shape differs; ``hint`` is appended to the key message.
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
         raise TlganError(
-            f"{path}: weights do not match the {type(module).__name__} architecture "
+            f"{source} do not match the {type(module).__name__} architecture "
             f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; unexpected: {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}); check that the JSON config belongs to these weights"
+            f"{'...' if len(unexpected) > 5 else ''}){hint}"
         )
     for key, value in tensors.items():
         if own[key].shape != value.shape:
-            raise TlganError(f"{path}: tensor {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
-    module.load_state_dict(tensors, strict=True)
+            raise TlganError(f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
+                             f"{tuple(own[key].shape)}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
     return module

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from tlgan.axes import FeatureAxes
+from tlgan.editing.edit import check_axes_for, edit_latents_grid, render  # noqa: F401 - part of this API
 from tlgan.errors import TlganError
 from tlgan.io import cache_dir
 from tlgan.models import load_classifier, load_generator
@@ -50,71 +51,54 @@ def fit_axes(run: Run, method: str = "glm", generator: Optional[Generator] = Non
     finder = make_finder(method, **finder_kwargs).fit(latents, scores, run.attributes)
     axes = finder.to_feature_axes(run.attributes, space=run.space, generator=run.generator)
     axes.info.update({"run": str(run.path), "n": run.n, "seed": run.seed, "classifier": run.classifier})
+    if run.generator_options:
+        axes.info["generator_options"] = run.generator_options
     if generator is not None:
         for name, cos in cosine_to_truth(axes, generator).items():
             axes.metrics.setdefault(name, {})["cosine_to_truth"] = cos
     return axes
 
 
-def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: Optional[str] = None) -> None:
-    """Axes must come from the same generator (by name) and have its latent size."""
-    names = {generator.name, generator_spec} - {None}
-    if axes.generator not in names and axes.generator != "unknown":
-        raise TlganError(f"these axes were fitted for generator {axes.generator!r}, not {generator_spec or generator.name!r}; "
-                         f"fit axes for this generator with `tlgan sample` + `tlgan fit`")
-    dim = generator.latent_dim(axes.space)
-    if axes.dim != dim:
-        raise TlganError(f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}")
-
-
-def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int) -> Path:
+def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int,
+                      space: str = "z", generator_options: Optional[Dict] = None) -> Path:
     """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings."""
-    return cache_dir() / "axes" / f"{generator_spec}--{classifier_spec}--{method}-{n}-{seed}.safetensors"
+    tag = "" if space == "z" else f"-{space}"
+    tag += "".join(f"-{k}={v}" for k, v in sorted((generator_options or {}).items()))
+    safe = lambda text: str(text).replace("/", "_").replace("\\", "_")  # noqa: E731 - specs may be paths
+    return cache_dir() / "axes" / f"{safe(generator_spec)}--{safe(classifier_spec)}--{method}-{n}-{seed}{tag}.safetensors"
 
 
 def default_axes(generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier", *,
                  n: int = 20_000, seed: int = 0, method: str = DEFAULT_METHOD, device: str = "cpu",
-                 progress: bool = True) -> FeatureAxes:
-    """Axes for a registered generator/classifier pair, fitted once and cached under ``$TLGAN_CACHE``."""
-    path = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed)
+                 space: str = "z", generator_options: Optional[Dict] = None, progress: bool = True) -> FeatureAxes:
+    """Axes for a generator/classifier pair in ``space``, fitted once and cached under ``$TLGAN_CACHE``.
+
+    ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`.
+    """
+    options = {k: v for k, v in (generator_options or {}).items() if v is not None}
+    path = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space,
+                             generator_options=options)
     if path.is_file():
         return FeatureAxes.load(path)
     log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
-    generator = load_generator(generator_spec, device)
+    generator = load_generator(generator_spec, device, **options)
     classifier = load_classifier(classifier_spec, device)
     run_dir = path.with_suffix(".run")
-    run = sample(generator, classifier, n, run_dir, seed=seed, device=device, resume=run_dir.exists(),
+    run = sample(generator, classifier, n, run_dir, seed=seed, space=space, device=device, resume=run_dir.exists(),
                  progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
     axes = fit_axes(run, method, generator)
     axes.save(path)
     return axes
 
 
-def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Sequence[str], steps: Sequence[float],
-                      locks: Sequence[str] = ()) -> torch.Tensor:
-    """Latents for a grid: one row per attribute, one column per step. Returns (R*C, D)."""
-    from tlgan.editing.edit import edit_latents
-
-    rows = []
-    for name in attributes:
-        for step in steps:
-            rows.append(edit_latents(latent, axes, {name: float(step)}, locks))
-    return torch.stack(rows)
-
-
-@torch.inference_mode()
-def render(generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64) -> torch.Tensor:
-    """Images (N, 3, R, R) in [-1, 1] for latents (N, D), in batches."""
-    device = next(iter(generator.parameters()), torch.empty(0)).device
-    parts = [generator.synthesize(latents[i:i + batch_size].to(device), space).float().cpu()
-             for i in range(0, len(latents), batch_size)]
-    return torch.cat(parts)
-
-
 def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: str = DEFAULT_METHOD,
              generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier",
-             device: str = "cpu", face_seed: int = 7, report: bool = True, progress: bool = True) -> dict:
-    """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary."""
+             device: str = "cpu", face_seed: int = 7, report: bool = True, progress: bool = True,
+             space: str = "z") -> dict:
+    """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary.
+
+    ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
+    """
     from tlgan.editing.edit import edit_latents
     from tlgan.imaging import save_grid
 
@@ -123,20 +107,21 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
     out.mkdir(parents=True, exist_ok=True)
     generator = load_generator(generator_spec, device)
     classifier = load_classifier(classifier_spec, device)
-    run = sample(generator, classifier, n, out / "run", seed=seed, device=device, resume=(out / "run").exists(),
-                 progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
+    run = sample(generator, classifier, n, out / "run", seed=seed, space=space, device=device,
+                 resume=(out / "run").exists(), progress=progress, generator_spec=generator_spec,
+                 classifier_spec=classifier_spec)
     axes = fit_axes(run, method, generator)
     axes.save(out / "axes.safetensors")
     # The studio and `tlgan edit` reuse these axes instead of fitting their own on first use.
-    cached = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed)
+    cached = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space)
     if not cached.is_file():
         axes.save(cached)
 
-    latent = generator.sample_latents_at([face_seed], seed=seed)[0]
+    latent = generator.sample_latents_at([face_seed], seed=seed, space=space)[0]
     steps = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     grids = out / "grids"
     for name in axes.attributes:
-        images = render(generator, edit_latents_grid(latent, axes, [name], steps))
+        images = render(generator, edit_latents_grid(latent, axes, [name], steps), space)
         save_grid(images, grids / f"{name}.png", nrow=len(steps), upscale=2)
 
     lock_demo = {}
@@ -145,7 +130,7 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         z_male = _pick_face(run, axes.attributes, want={"Beard": True, "Male": True})
         free = torch.stack([edit_latents(z_male, axes, {"Beard": -s}) for s in (0, 1, 2, 3)])
         locked = torch.stack([edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)])
-        images = render(generator, torch.cat([free, locked]))
+        images = render(generator, torch.cat([free, locked]), space)
         save_grid(images, out / "beard_minus_lock_male.png", nrow=4, upscale=2)
         with torch.inference_mode():
             male = classifier.probabilities(images)[:, axes.index("Male")]
@@ -156,6 +141,7 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         "seconds": None,
         "samples": run.n,
         "method": method,
+        "space": space,
         "generator": generator_spec,
         "classifier": classifier_spec,
         "axes": {a: {k: round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()} for a in axes.attributes},

@@ -60,3 +60,23 @@ axes_option = click.option("--axes", "axes_path", type=click.Path(dir_okay=False
                            help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
 latent_option = click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None,
                              help="Start from a saved latent (from `tlgan invert`).")
+
+
+def truncation_options(func):
+    """``--truncation PSI`` and ``--truncation-cutoff N``: StyleGAN truncation toward w_avg at load time."""
+    func = click.option("--truncation-cutoff", "truncation_cutoff", type=int, default=None,
+                        help="Truncate only the first N layers of wp (StyleGAN; default: every layer).")(func)
+    return click.option("--truncation", "truncation_psi", type=float, default=None,
+                        help="StyleGAN truncation psi toward w_avg (1 = none, 0.7 is common); recorded in run "
+                             "manifests and axes files.")(func)
+
+
+def layers_option(func):
+    return click.option("--layers", "layers", default=None,
+                        help="Edit only these wp layers, e.g. 0-5 (coarse) or 6-17 (fine); needs axes in w "
+                             "(default: every layer).")(func)
+
+
+def parse_layers(text):
+    """'0-5' -> [0, ..., 5]; None stays None."""
+    return None if text in (None, "") else parse_int_list(text)

@@ -9,7 +9,7 @@ import click
 import torch
 
 from tlgan.cli.common import (axes_option, classifier_option, device_option, generator_option, json_option,
-                              latent_option, print_json)
+                              latent_option, layers_option, parse_layers, print_json, truncation_options)
 from tlgan.errors import TlganError
 
 ATTR_MOVE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
@@ -33,24 +33,41 @@ def parse_floats(text: str) -> List[float]:
         raise TlganError(f"cannot read {text!r} as numbers; write them like -3,-1.5,0,1.5,3") from None
 
 
-def _latent_from(generator, seed: int, latent_file: str | None, space: str):
+def default_space(generator) -> str:
+    """Where a generator's axes live by default: w for generators with a mapping network, else z."""
+    return "w" if "w" in generator.spaces else "z"
+
+
+def _start_latent(generator, seed: int, latent_file: str | None, axes, layers):
+    """The face to edit and the space to edit it in: (latent, space).
+
+    From ``latent_file`` (any space; a z or w latent is mapped forward to the axes' space) or
+    sample ``seed`` in the axes' space. With ``layers``, or a wp latent, the edit happens in wp.
+    """
     from tlgan.editing.latent_file import load_latent
 
     if latent_file:
         latent, meta = load_latent(latent_file)
-        if meta.get("space", space) != space:
-            raise TlganError(f"{latent_file} is a latent of space {meta.get('space')!r}, not {space!r}")
-        return generator.check_latents(latent, space)[0]
-    return generator.sample_latents_at([seed], seed=0, space=space)[0]
+        space = meta.get("space", "z")
+    else:
+        latent, space = generator.sample_latents_at([seed], seed=0, space=axes.space)[0], axes.space
+    target = "wp" if (layers is not None or space == "wp") else axes.space
+    if target == "wp" and axes.space != "w":
+        raise TlganError(f"editing wp layers needs axes fitted in w; these axes are in {axes.space!r}"
+                         + (f" and {latent_file} holds a wp latent" if space == "wp" else ""))
+    with torch.inference_mode():
+        latent = generator.map_latents(latent, space, target)[0].float().cpu().clone()
+    return latent, target
 
 
-def _axes_for(axes_path: str | None, generator_spec: str, classifier_spec: str, device: str):
+def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_spec: str, device: str):
     from tlgan.axes import FeatureAxes
     from tlgan.pipeline import default_axes
 
     if axes_path:
         return FeatureAxes.load(axes_path)
-    return default_axes(generator_spec, classifier_spec, device=device)
+    return default_axes(generator_spec, classifier_spec, device=device, space=default_space(generator),
+                        generator_options=generator.options)
 
 
 @click.command("models")
@@ -83,7 +100,9 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, help="Latent i depends only on (seed, i).")
 @click.option("--batch-size", type=int, default=256)
 @click.option("--shard-size", type=int, default=4096, help="Samples per shard file.")
-@click.option("--space", default="z", help="Latent space to sample in.")
+@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+              help="Latent space to store and fit in (default: w for StyleGAN generators, else z).")
+@truncation_options
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
 @click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it).")
@@ -95,21 +114,23 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard.")
 @device_option
 @json_option
-def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, dtype, thumbnails, resume, engine,
-               address, workers, gpus_per_worker, max_retries, device, as_json):
+def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, truncation_psi, truncation_cutoff,
+               dtype, thumbnails, resume, engine, address, workers, gpus_per_worker, max_retries, device, as_json):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
 
     # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
     here = "cpu" if engine == "ray" else device
-    G = load_generator(generator, here)
+    G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    space = space or default_space(G)
     F = load_classifier(classifier, here)
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
                  classifier_spec=classifier, engine=engine, address=address, workers=workers,
                  gpus_per_worker=gpus_per_worker, max_retries=max_retries)
-    info = {"out": str(run.path), "n": run.n, "attributes": run.attributes, "seconds": run.manifest.get("seconds")}
+    info = {"out": str(run.path), "n": run.n, "space": run.space, "attributes": run.attributes,
+            "seconds": run.manifest.get("seconds")}
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
 
 
@@ -130,7 +151,7 @@ def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
     run = Run.open(run_dir)
     _ensure_registered()
     # Ground truth is reported for registered generators that know it (toyfaces-render).
-    generator = load_generator(run.generator) if run.generator in GENERATORS else None
+    generator = load_generator(run.generator, **run.generator_options) if run.generator in GENERATORS else None
     kwargs = {"ratio": ratio} if ratio is not None else {}
     axes = fit_axes(run, method, generator, **kwargs)
     axes.save(out)
@@ -150,46 +171,50 @@ def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
 
 @click.command("edit")
 @generator_option
+@truncation_options
 @axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
 @latent_option
 @click.option("--attr", "moves", multiple=True, help="NAME=AMOUNT, repeatable: --attr Smiling=+2 --attr Beard=-1.5")
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
+@layers_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @click.option("--upscale", type=int, default=4, help="Nearest-neighbour upscaling of the saved image.")
 @click.option("--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent.")
 @device_option
 @json_option
-def edit_cmd(generator, axes_path, classifier, seed, latent_file, moves, locks, out, upscale, save_latent, device,
-             as_json):
+def edit_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier, seed, latent_file, moves, locks,
+             layers, out, upscale, save_latent, device, as_json):
     """Apply several attribute moves at once to one face and write the image."""
-    from tlgan.editing.edit import edit_latents
+    from tlgan.editing.edit import check_axes_for, edit_latents, render
     from tlgan.editing.latent_file import save_latent as write_latent
     from tlgan.imaging import save_image
     from tlgan.models import load_generator
-    from tlgan.pipeline import check_axes_for, render
 
     amounts = parse_moves(moves)
     if not amounts:
         raise TlganError("nothing to do: give at least one --attr NAME=AMOUNT")
-    G = load_generator(generator, device)
-    axes = _axes_for(axes_path, generator, classifier, device)
+    layers = parse_layers(layers)
+    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    axes = _axes_for(axes_path, G, generator, classifier, device)
     check_axes_for(axes, G, generator)
-    latent = _latent_from(G, seed, latent_file, axes.space)
-    edited = edit_latents(latent, axes, amounts, list(locks))
-    image = render(G, edited[None], axes.space)[0]
+    latent, space = _start_latent(G, seed, latent_file, axes, layers)
+    edited = edit_latents(latent, axes, amounts, list(locks), space=space, layers=layers)
+    image = render(G, edited[None], space)[0]
     save_image(image, out, upscale=upscale)
     if save_latent:
-        write_latent(save_latent, edited, space=axes.space, generator=generator, edits=amounts, locks=list(locks))
+        write_latent(save_latent, edited, space=space, generator=generator, edits=amounts, locks=list(locks),
+                     layers=layers)
     if as_json:
-        print_json({"out": out, "amounts": amounts, "locks": list(locks)})
+        print_json({"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers})
     else:
         click.echo(f"wrote {out}")
 
 
 @click.command("grid")
 @generator_option
+@truncation_options
 @axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
@@ -197,38 +222,72 @@ def edit_cmd(generator, axes_path, classifier, seed, latent_file, moves, locks, 
 @click.option("--attrs", default=None, help="Comma-separated rows (default: every attribute).")
 @click.option("--steps", default="-3,-2,-1,0,1,2,3", help="Comma-separated step sizes (columns).")
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
+@layers_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @click.option("--gif", "gif", type=click.Path(dir_okay=False), default=None,
               help="Also write an animated GIF along the first attribute.")
 @click.option("--upscale", type=int, default=2)
 @device_option
-def grid_cmd(generator, axes_path, classifier, seed, latent_file, attrs, steps, locks, out, gif, upscale, device):
+def grid_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier, seed, latent_file, attrs, steps,
+             locks, layers, out, gif, upscale, device):
     """A PNG grid: rows of attributes x columns of steps (and optionally a GIF along one axis)."""
-    from tlgan.editing.edit import interpolate
+    from tlgan.editing.edit import check_axes_for, edit_latents_grid, render
     from tlgan.imaging import save_gif, save_grid
     from tlgan.models import load_generator
-    from tlgan.pipeline import check_axes_for, edit_latents_grid, render
 
-    G = load_generator(generator, device)
-    axes = _axes_for(axes_path, generator, classifier, device)
+    layers = parse_layers(layers)
+    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    axes = _axes_for(axes_path, G, generator, classifier, device)
     check_axes_for(axes, G, generator)
-    latent = _latent_from(G, seed, latent_file, axes.space)
+    latent, space = _start_latent(G, seed, latent_file, axes, layers)
     rows = [a.strip() for a in attrs.split(",")] if attrs else axes.attributes
     for name in rows:
         axes.index(name)
     step_values = parse_floats(steps)
-    images = render(G, edit_latents_grid(latent, axes, rows, step_values, list(locks)), axes.space)
-    save_grid(images, out, nrow=len(step_values), upscale=upscale)
+    grid = edit_latents_grid(latent, axes, rows, step_values, list(locks), space=space, layers=layers)
+    save_grid(render(G, grid, space), out, nrow=len(step_values), upscale=upscale)
     click.echo(f"wrote {out} ({len(rows)} attributes x {len(step_values)} steps)")
     if gif:
-        from tlgan.axes.disentangle import disentangle
-
-        direction = disentangle(axes, list(locks))[rows[0]] if locks else axes[rows[0]]
         lo, hi = min(step_values), max(step_values)
         path = [lo + (hi - lo) * i / 23 for i in range(24)]
-        frames = render(G, interpolate(latent, direction, path + path[::-1]), axes.space)
-        save_gif(frames, gif, upscale=upscale * 2)
+        frames = edit_latents_grid(latent, axes, rows[:1], path + path[::-1], list(locks), space=space, layers=layers)
+        save_gif(render(G, frames, space), gif, upscale=upscale * 2)
         click.echo(f"wrote {gif}")
+
+
+@click.command("convert")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder to write model.json + model.safetensors into.")
+@json_option
+def convert_cmd(checkpoint, out, as_json):
+    """Convert a checkpoint (NVlabs .pkl, rosinality .pt, ...) into a tlgan folder; nothing in it is run."""
+    from tlgan.models.formats import convert
+
+    folder = convert(checkpoint, out)
+    if as_json:
+        print_json({"out": str(folder), "checkpoint": checkpoint})
+    else:
+        click.echo(f"wrote {folder}/model.json and model.safetensors (load it with --generator {folder})")
+
+
+@click.command("import-boundaries")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors).")
+@click.option("--generator", "generator", default="unknown", help="The generator spec the boundaries belong to.")
+@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+              help="Latent space (default: from the file names, e.g. *_w_boundary.npy is w).")
+@json_option
+def import_boundaries_cmd(paths, out, generator, space, as_json):
+    """Read InterFaceGAN boundary .npy files (a folder or files) into an axes file."""
+    from tlgan.axes.interfacegan import import_boundaries
+
+    axes = import_boundaries(paths[0] if len(paths) == 1 else list(paths), space=space, generator=generator)
+    axes.save(out)
+    if as_json:
+        print_json({"out": out, "space": axes.space, "attributes": axes.attributes, "info": axes.info})
+    else:
+        click.echo(f"wrote {len(axes.attributes)} axes in {axes.space!r} to {out}: {', '.join(axes.attributes)}")
 
 
 @click.command("demo")
@@ -329,7 +388,8 @@ def distill_cmd(teacher, out, steps, batch_size, lr, width, classifier, feature_
 
 
 def register(group: click.Group) -> None:
-    for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, demo_cmd, bench_cmd):
+    for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, convert_cmd, import_boundaries_cmd, demo_cmd,
+                    bench_cmd):
         group.add_command(command)
     from tlgan.cli.toyfaces import toyfaces
 

@@ -3,25 +3,29 @@ from __future__ import annotations
 
 import click
 
-from tlgan.cli.common import classifier_option, device_option, generator_option
+from tlgan.cli.common import classifier_option, device_option, generator_option, truncation_options
 
 
 @click.command("serve")
 @generator_option
+@truncation_options
+@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+              help="Space the faces are edited in (default: w for StyleGAN generators, else z; with --axes: theirs).")
 @classifier_option
 @click.option("--axes", "axes", type=click.Path(dir_okay=False), default=None,
               help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).")
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 = every interface).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0 = any free port).")
 @device_option
-def serve_cmd(generator, classifier, axes, host, port, device):
+def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, host, port, device):
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
 
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
-    app = app_from_specs(generator, classifier, axes, device=device)
+    app = app_from_specs(generator, classifier, axes, device=device, space=space,
+                         generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff})
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

@@ -8,7 +8,7 @@ unit variance along any unit direction, so an amount of 2 is two standard deviat
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ import torch
 from tlgan.axes.disentangle import project_out
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
+from tlgan.models.base import Generator
 
 
 def _latent_tensor(latent, name: str = "latent") -> torch.Tensor:
@@ -26,8 +27,9 @@ def _latent_tensor(latent, name: str = "latent") -> torch.Tensor:
     return latent
 
 
-def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = ()) -> torch.Tensor:
-    """Move ``latents`` (N, D) or (D,) along attribute axes; returns the same shape and dtype.
+def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = (), *,
+                 space: Optional[str] = None, layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Move ``latents`` along attribute axes; returns the same shape and dtype.
 
     ``z' = z + sum_a amounts[a] * u_a`` where ``u_a`` is axis ``a`` made orthogonal to every
     locked axis other than ``a`` itself (and renormalised; without locks ``u_a`` is the axis).
@@ -35,14 +37,46 @@ def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks
     and with locks the projections on the locked axes do not change at all (moving a locked
     attribute on purpose keeps the *other* locked ones fixed).
 
-    Raises TlganError for a latent size that does not match ``axes.dim``, unknown attribute
-    names (with close matches), and NaN or infinite amounts.
+    ``space`` is the latents' space (default: the axes'). Latents of the axes' space are (N, D)
+    or (D,). Axes fitted in ``w`` also move ``wp`` latents, (N, num_ws, D) or (num_ws, D): the
+    same move is added to the w of each layer in ``layers`` (default every layer), so
+    ``layers=range(0, 6)`` edits the coarse layers only and leaves the others' w unchanged.
+
+    Raises TlganError for latents that do not fit the axes (naming the space and shape),
+    unknown attribute names (with close matches), NaN or infinite amounts, and layers outside
+    the latent.
     """
     latents = _latent_tensor(latents)
-    if latents.ndim not in (1, 2) or latents.shape[-1] != axes.dim:
-        raise TlganError(f"latents of shape {tuple(latents.shape)} do not fit these axes: the axes have size {axes.dim} "
-                         f"(space {axes.space!r}), the latents size {latents.shape[-1] if latents.ndim else 0}; "
-                         f"use axes fitted for this generator and space")
+    space = axes.space if space is None else str(space)
+    if space == axes.space:
+        if layers is not None:
+            raise TlganError(f"layers apply to wp latents edited with w axes; these latents are in {space!r}")
+        if latents.ndim not in (1, 2) or latents.shape[-1] != axes.dim:
+            raise TlganError(f"latents of shape {tuple(latents.shape)} do not fit these axes: the axes have size "
+                             f"{axes.dim} (space {axes.space!r}), the latents size "
+                             f"{latents.shape[-1] if latents.ndim else 0}; use axes fitted for this generator and space")
+    elif space == "wp" and axes.space == "w":
+        if latents.ndim not in (2, 3) or latents.shape[-1] != axes.dim:
+            raise TlganError(f"wp latents must be (num_ws, {axes.dim}) or (N, num_ws, {axes.dim}) for these w axes; "
+                             f"got shape {tuple(latents.shape)}")
+    else:
+        raise TlganError(f"axes fitted in {axes.space!r} cannot move latents of space {space!r}; fit axes in "
+                         f"{space if space != 'wp' else 'w'!r} (`tlgan sample --space ...` then `tlgan fit`)")
+    delta = edit_direction(axes, amounts, locks).to(device=latents.device, dtype=latents.dtype)
+    if space != "wp" or axes.space != "w":
+        return latents + delta
+    num_ws = latents.shape[-2]
+    chosen = list(range(num_ws)) if layers is None else [int(k) for k in layers]
+    bad = [k for k in chosen if not 0 <= k < num_ws]
+    if bad:
+        raise TlganError(f"layer(s) {bad} are outside this wp latent, which has layers 0-{num_ws - 1}")
+    mask = torch.zeros(num_ws, 1, dtype=latents.dtype, device=latents.device)
+    mask[chosen] = 1.0
+    return latents + mask * delta
+
+
+def edit_direction(axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = ()) -> torch.Tensor:
+    """The move ``sum_a amounts[a] * u_a`` of :func:`edit_latents`, (D,) float64."""
     if isinstance(locks, str):
         locks = [locks]
     locks = list(dict.fromkeys(str(name) for name in locks))
@@ -71,7 +105,38 @@ def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks
         else:
             direction = direction / direction.norm()
         delta += amount * direction
-    return latents + delta.to(device=latents.device, dtype=latents.dtype)
+    return delta
+
+
+def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Sequence[str], steps: Sequence[float],
+                      locks: Sequence[str] = (), *, space: Optional[str] = None,
+                      layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Latents for a grid: one row per attribute, one column per step. Returns (R*C, *latent.shape)."""
+    rows = []
+    for name in attributes:
+        for step in steps:
+            rows.append(edit_latents(latent, axes, {name: float(step)}, locks, space=space, layers=layers))
+    return torch.stack(rows)
+
+
+def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: Optional[str] = None) -> None:
+    """Axes must come from the same generator (by name) and have its latent size."""
+    names = {generator.name, generator_spec} - {None}
+    if axes.generator not in names and axes.generator != "unknown":
+        raise TlganError(f"these axes were fitted for generator {axes.generator!r}, not {generator_spec or generator.name!r}; "
+                         f"fit axes for this generator with `tlgan sample` + `tlgan fit`")
+    dim = generator.latent_dim(axes.space)
+    if axes.dim != dim:
+        raise TlganError(f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}")
+
+
+@torch.inference_mode()
+def render(generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64) -> torch.Tensor:
+    """Images (N, 3, R, R) in [-1, 1] for latents (N, *latent_shape(space)), in batches, on the CPU."""
+    device = generator.device
+    parts = [generator.synthesize(latents[i:i + batch_size].to(device), space).float().cpu()
+             for i in range(0, len(latents), batch_size)]
+    return torch.cat(parts)
 
 
 def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
@@ -99,4 +164,4 @@ def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
     return points.to(device=latent.device, dtype=latent.dtype)
 
 
-__all__ = ["edit_latents", "interpolate"]
+__all__ = ["edit_latents", "edit_direction", "edit_latents_grid", "interpolate", "check_axes_for", "render"]

@@ -190,7 +190,7 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     (with ``data``), ``seconds``, and the paths written.
     """
     from tlgan.models import load_classifier, load_generator
-    from tlgan.pipeline import check_axes_for
+    from tlgan.editing.edit import check_axes_for
 
     started = time.perf_counter()
     timings: Dict[str, float] = {}
@@ -389,7 +389,7 @@ def _edit_figures(figs: _Figures, effect, axes, locks, generator, classifier, la
                   steps) -> None:
     """Entanglement bars, change heatmaps and the edit grids."""
     from tlgan.editing.edit import edit_latents
-    from tlgan.pipeline import edit_latents_grid, render
+    from tlgan.editing.edit import edit_latents_grid, render
 
     names = effect["axes"]
     ent = effect["entanglement"]

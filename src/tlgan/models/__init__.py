@@ -4,7 +4,11 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 
 - a registered name (``tlgan models`` lists them), e.g. ``toyfaces-gan``;
 - a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands;
+- a checkpoint file of a known format (:mod:`tlgan.models.formats`): NVlabs StyleGAN2 ``.pkl``,
+  rosinality ``.pt``; read without running code from the file;
 - a TorchScript file (``.pt``/``.ts``/``.torchscript``), loaded with ``torch.jit.load``;
+- ``hf://OWNER/REPO/PATH[@REVISION]``: a file of a Hugging Face Hub repository (any of the
+  above), fetched into the Hub's standard cache (offline with ``HF_HUB_OFFLINE=1`` once cached);
 - a URL (``https://``, ``file://``) of a folder holding ``model.json`` + ``model.safetensors``, fetched once
   into ``$TLGAN_CACHE/weights/``; append ``#sha256=HEX`` to check the weights' hash;
 - ``path/to/file.py:factory``: a Python file of your own and a function in it that returns
@@ -78,24 +82,33 @@ def _fetch_folder(spec: str) -> Path:
 def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
     _ensure_registered()
     spec = str(spec)
+    if spec.startswith("hf://"):
+        from tlgan.models.hub import hf_file
+
+        spec = str(hf_file(spec))
     path = Path(spec)
     if spec in registry:
         model = registry.create(spec)
     elif spec.split("://", 1)[0] in ("http", "https", "file"):
-        from tlgan.models.networks import load_pretrained
+        from tlgan.models.formats.folder import load_pretrained
 
         model = load_pretrained(_fetch_folder(spec))
     elif ".py:" in spec:
         model = _load_factory_file(spec)()
     elif path.is_dir() and (path / "model.json").is_file():
-        from tlgan.models.networks import load_pretrained
+        from tlgan.models.formats.folder import load_pretrained
 
         model = load_pretrained(path)
+    elif path.is_file() and _is_checkpoint(path):
+        from tlgan.models.formats import load_checkpoint
+
+        model = load_checkpoint(path)
     elif path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file():
         model = _from_torchscript(path, kind)
     elif path.exists():
         raise TlganError(f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
-                         f"a TorchScript file ({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory")
+                         f"a checkpoint (NVlabs .pkl, rosinality .pt), a TorchScript file "
+                         f"({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory")
     else:
         registry.check(spec)  # raises with close matches
     if not isinstance(model, base):
@@ -104,9 +117,21 @@ def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
     return model.to(device).eval()
 
 
-def load_generator(spec: str, device: str = "cpu") -> Generator:
-    """Build the generator named by ``spec`` (see module docs) on ``device``, in eval mode."""
-    return _load(spec, "generator", GENERATORS, Generator, device)
+def _is_checkpoint(path: Path) -> bool:
+    from tlgan.models.formats import is_checkpoint
+
+    return is_checkpoint(path)
+
+
+def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
+    """Build the generator named by ``spec`` (see module docs) on ``device``, in eval mode.
+
+    ``options`` are load-time settings of generators that have them, e.g. StyleGAN2's
+    ``truncation_psi=0.7``, ``truncation_cutoff=8``, ``noise_mode="const"``; ``None`` values are
+    ignored, and a generator without such settings refuses any other.
+    """
+    generator = _load(spec, "generator", GENERATORS, Generator, device)
+    return generator.configure(**{k: v for k, v in options.items() if v is not None})
 
 
 def load_classifier(spec: str, device: str = "cpu") -> Classifier:
@@ -123,7 +148,6 @@ def _ensure_registered() -> None:
     if not _registered:
         _registered = True
         import tlgan.models.zoo  # noqa: F401
-        import tlgan.toyfaces.generator  # noqa: F401
 
 
 def list_models() -> dict:

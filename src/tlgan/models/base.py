@@ -7,7 +7,7 @@ use other ranges or sizes, so nothing downstream has to know.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,60 +41,133 @@ def latent_rng_normal(seed: int, indices: Sequence[int] | np.ndarray, dim: int) 
     return torch.from_numpy(out)
 
 
+SPACES = ("z", "w", "wp")
+"""The latent spaces tlgan knows, in InterFaceGAN's names: ``z`` (N, z_dim) the sampled input,
+``w`` (N, w_dim) the mapping network's output, ``wp`` (N, num_ws, w_dim) one w per synthesis
+layer (W+)."""
+
+
 class Generator(torch.nn.Module):
     """Base class: ``synthesize(latents, space)`` -> images in [-1, 1], shape (N, 3, R, R).
 
     Subclasses set ``name``, ``z_dim``, ``img_resolution`` and implement ``_synthesize``.
-    ``spaces`` lists the latent spaces it accepts; "z" is always first.
+    ``spaces`` lists the latent spaces it accepts; "z" is always first. A generator with a
+    mapping network (StyleGAN) also sets ``w_dim`` and ``num_ws`` and implements
+    :meth:`_map_latents` for the steps z -> w -> wp.
     """
 
     name: str = "generator"
     z_dim: int = 512
+    w_dim: int = 0
+    num_ws: int = 0
     img_resolution: int = 64
     img_channels: int = 3
     spaces: Tuple[str, ...] = ("z",)
 
-    def latent_dim(self, space: str = "z") -> int:
+    def latent_shape(self, space: str = "z") -> Tuple[int, ...]:
+        """The shape of one latent of ``space``: (z_dim,), (w_dim,) or (num_ws, w_dim)."""
         self.check_space(space)
-        return self.z_dim
+        if space == "z":
+            return (self.z_dim,)
+        if space == "w":
+            return (self.w_dim,)
+        return (self.num_ws, self.w_dim)
+
+    def latent_dim(self, space: str = "z") -> int:
+        """Size of one latent vector of ``space``; for ``wp`` the size of each layer's w (w_dim)."""
+        return self.latent_shape(space)[-1]
 
     def check_space(self, space: str) -> None:
         if space not in self.spaces:
-            raise TlganError(f"generator {self.name!r} has no latent space {space!r}; it has {', '.join(self.spaces)}")
+            known = f"; tlgan's spaces are {', '.join(SPACES)}" if space not in SPACES else ""
+            raise TlganError(f"generator {self.name!r} has no latent space {space!r}; it has {', '.join(self.spaces)}"
+                             + known)
 
     def sample_latents(self, n: int, seed: int = 0, start: int = 0, space: str = "z") -> torch.Tensor:
         """Latents for samples start..start+n-1 of ``seed`` (float32, CPU)."""
         return self.sample_latents_at(np.arange(start, start + n), seed=seed, space=space)
 
     def sample_latents_at(self, indices, seed: int = 0, space: str = "z") -> torch.Tensor:
+        """Latents of samples ``indices`` of ``seed`` in ``space`` (float32, CPU).
+
+        Sample i's z depends only on (seed, i); its w and wp are the mapping of that z.
+        """
         self.check_space(space)
-        return latent_rng_normal(seed, indices, self.latent_dim(space))
+        z = latent_rng_normal(seed, indices, self.z_dim)
+        if space == "z":
+            return z
+        with torch.inference_mode():
+            return self.map_latents(z, "z", space).float().cpu().clone()
 
     def check_latents(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
-        dim = self.latent_dim(space)
+        """``latents`` as a float tensor (N, *latent_shape(space)); one latent without the N is accepted.
+
+        Raises TlganError naming the space and the shape expected when the shape does not fit,
+        and for NaN or infinite values.
+        """
+        shape = self.latent_shape(space)
         if not isinstance(latents, torch.Tensor):
             latents = torch.as_tensor(np.asarray(latents, dtype=np.float32))
-        if latents.ndim == 1:
+        if latents.ndim == len(shape):
             latents = latents[None]
-        if latents.ndim != 2 or latents.shape[1] != dim:
+        if latents.ndim != len(shape) + 1 or tuple(latents.shape[1:]) != shape:
+            want = " x ".join(str(s) for s in shape)
             raise TlganError(
                 f"latent of shape {tuple(latents.shape)} does not fit generator {self.name!r}: "
-                f"space {space!r} needs vectors of size {dim}"
+                f"space {space!r} needs {'vectors of size ' + want if len(shape) == 1 else want + ' arrays'}"
+                f" (a batch adds a leading dimension)"
             )
         if not torch.isfinite(latents).all():
             raise TlganError("latents contain NaN or infinite values")
         return latents
 
+    def map_latents(self, latents: torch.Tensor, space: str, to: str) -> torch.Tensor:
+        """Move latents along z -> w -> wp: ``map_latents(z, "z", "w")`` is the mapping network.
+
+        Only forward steps exist (a mapping network cannot be inverted); ``space == to`` returns
+        the latents checked. Device follows the generator; gradients flow.
+        """
+        order = {name: i for i, name in enumerate(SPACES)}
+        latents = self.check_latents(latents, space)
+        self.check_space(to)
+        if order[to] < order[space]:
+            raise TlganError(f"cannot map latents from {space!r} back to {to!r}: the mapping only goes z -> w -> wp; "
+                             f"invert images instead (`tlgan invert --space {to}`)")
+        if space == to:
+            return latents
+        return self._map_latents(latents.to(self.device), space, to)
+
+    def _map_latents(self, latents: torch.Tensor, space: str, to: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.parameters()), next(iter(self.buffers()), torch.empty(0))).device
+
     def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
         latents = self.check_latents(latents, space)
-        device = next(iter(self.parameters()), torch.empty(0)).device
-        return self._synthesize(latents.to(device), space)
+        return self._synthesize(latents.to(self.device), space)
 
     def forward(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:  # noqa: D401
         return self.synthesize(latents, space)
 
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """Settings chosen at load time that change its images (truncation, noise); recorded in manifests."""
+        return {}
+
+    def configure(self, **options: Any) -> "Generator":
+        """Apply load-time settings (``load_generator(spec, truncation_psi=0.7)``); returns self.
+
+        The base class has none: any option is refused with a message naming it.
+        """
+        if options:
+            raise TlganError(f"generator {self.name!r} takes no options ({', '.join(sorted(options))}); "
+                             f"truncation and noise settings apply to StyleGAN generators only")
+        return self
 
     def true_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z"):
         """The ground-truth attribute axes, for generators that know them (else None)."""

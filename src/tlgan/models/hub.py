@@ -81,3 +81,39 @@ def fetch(info: WeightsInfo, cache: Optional[Path] = None, progress: bool = True
                                  f"the download is corrupt or the file has changed; nothing was saved")
     log.info("fetched %s into %s", info.url, target)
     return target
+
+
+HF_PREFIX = "hf://"
+
+
+def parse_hf_spec(spec: str) -> tuple:
+    """``hf://OWNER/REPO/PATH[@REVISION]`` -> (repo_id, filename, revision or None)."""
+    body = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+    body, _, revision = body.partition("@")
+    parts = [p for p in body.split("/") if p]
+    if len(parts) < 3:
+        raise TlganError(f"cannot read {spec!r} as a Hub file; write it as hf://OWNER/REPO/PATH[@REVISION], "
+                         f"e.g. hf://me/my-gan/network.pkl")
+    return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
+
+
+def hf_file(spec: str) -> Path:
+    """The local path of a Hugging Face Hub file, downloaded into the Hub's standard cache if needed.
+
+    Uses ``huggingface_hub.hf_hub_download``, so ``HF_HOME`` / ``HF_HUB_CACHE`` choose the cache
+    and ``HF_HUB_OFFLINE=1`` serves a cached file without any network.
+    """
+    repo_id, filename, revision = parse_hf_spec(spec)
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise TlganError("hf:// specs need the huggingface_hub package: pip install 'tlgan[hub]'") from None
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+    except LocalEntryNotFoundError:
+        raise TlganError(f"{spec}: not in the Hub cache and it cannot be downloaded now (offline, or no network); "
+                         f"run once with network access, or unset HF_HUB_OFFLINE") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise TlganError(f"{spec}: could not fetch {filename} from {repo_id} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}); check the owner, repository, path and revision") from None

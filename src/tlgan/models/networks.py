@@ -1,9 +1,9 @@
-"""The networks tlgan trains itself: a DCGAN generator and discriminator, and a small CNN
-attribute classifier; plus saving and loading them as ``model.json`` + ``model.safetensors``.
+"""The small networks tlgan trains itself: a DCGAN generator and discriminator, and a CNN
+attribute classifier (StyleGAN2 has its own file, :mod:`tlgan.models.stylegan2`).
 
 Every class keeps its constructor arguments in ``config_kwargs`` so that
-:func:`save_pretrained` can write them and :func:`load_pretrained` can rebuild the module
-before loading its weights. Resolutions are powers of two from 8 up; feature maps always
+:func:`~tlgan.models.formats.folder.save_pretrained` can write them and ``load_pretrained``
+can rebuild the module before loading its weights. Resolutions are powers of two from 8 up; feature maps always
 start (generator) or end (discriminator, classifier) at 4 x 4.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from tlgan.errors import TlganError
-from tlgan.io import read_json, load_state, save_module
 from tlgan.models.base import Classifier, Generator
-from tlgan.registry import unknown_name_message
+# The folder format (model.json + model.safetensors) lives with the other formats; it is
+# re-exported here because the training commands save these networks with it.
+from tlgan.models.formats.folder import load_pretrained, save_pretrained  # noqa: F401
 
 
 def check_resolution(resolution: int) -> int:
@@ -204,58 +205,6 @@ class AttributeClassifierNet(Classifier):
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self._features(images)[-1].mean(dim=(2, 3)))
-
-
-# ----------------------------------------------------------------------------------------
-# Saving and loading
-# ----------------------------------------------------------------------------------------
-
-ARCHITECTURES: Dict[str, type] = {
-    "DCGANGenerator": DCGANGenerator,
-    "AttributeClassifierNet": AttributeClassifierNet,
-}
-_RESERVED = ("architecture", "kwargs", "name")
-
-
-def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` for ``module`` into ``directory``.
-
-    The JSON holds {"architecture": class name, "kwargs": constructor arguments, "name":
-    module.name, **extra} (``extra`` e.g. training settings and metrics; JSON-able).
-    """
-    arch = type(module).__name__
-    if ARCHITECTURES.get(arch) is not type(module):
-        raise TlganError(f"cannot save a {arch}: save_pretrained knows {', '.join(ARCHITECTURES)}")
-    extra = dict(extra or {})
-    clash = [k for k in _RESERVED if k in extra]
-    if clash:
-        raise TlganError(f"extra may not set {', '.join(clash)}: save_pretrained writes those itself")
-    config = {"architecture": arch, "kwargs": dict(module.config_kwargs), "name": str(module.name), **extra}
-    directory = Path(directory)
-    save_module(directory, module, config)
-    return directory
-
-
-def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Union[Generator, Classifier]:
-    """Rebuild a network from ``directory/model.json`` and load ``model.safetensors`` strictly; eval mode."""
-    directory = Path(directory)
-    config_path = directory / "model.json"
-    config = read_json(config_path)
-    if not isinstance(config, dict) or any(k not in config for k in _RESERVED):
-        raise TlganError(f"{config_path}: needs the keys {', '.join(_RESERVED)}; this is not a tlgan model config")
-    arch = config["architecture"]
-    if arch not in ARCHITECTURES:
-        raise TlganError(f"{config_path}: " + unknown_name_message("architecture", str(arch), list(ARCHITECTURES)))
-    kwargs = config["kwargs"]
-    if not isinstance(kwargs, dict):
-        raise TlganError(f"{config_path}: \"kwargs\" must be an object of constructor arguments")
-    try:
-        module = ARCHITECTURES[arch](**kwargs)
-    except TypeError as exc:
-        raise TlganError(f"{config_path}: \"kwargs\" do not fit {arch} ({exc})") from None
-    module.name = str(config["name"])
-    load_state(module, directory / "model.safetensors")
-    return module.to(device).eval()
 
 
 def count_macs(module: nn.Module, inputs: torch.Tensor) -> int:

@@ -1,5 +1,6 @@
-"""The bundled models: trained by tlgan's own commands on the toyfaces world, shipped as
-safetensors + JSON under ``tlgan/models/weights/`` and loaded without any download."""
+"""The built-in models: the toyfaces renderer, and the bundled networks trained by tlgan's own
+commands on the toyfaces world, shipped as safetensors + JSON under ``tlgan/models/weights/``
+and loaded without any download."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,15 +19,22 @@ def bundled_path(name: str) -> Path:
     return path
 
 
+@GENERATORS.register("toyfaces-render", "Analytic toyfaces renderer with known attribute axes (64 px, z 512)")
+def toyfaces_render():
+    from tlgan.toyfaces.generator import ToyfacesRenderer
+
+    return ToyfacesRenderer()
+
+
 @GENERATORS.register("toyfaces-gan", "DCGAN-style generator trained on toyfaces renders (bundled, 64 px, z 512)")
 def toyfaces_gan():
-    from tlgan.models.networks import load_pretrained
+    from tlgan.models.formats.folder import load_pretrained
 
     return load_pretrained(bundled_path("toyfaces-gan"))
 
 
 @CLASSIFIERS.register("toyfaces-classifier", "CNN attribute classifier trained on toyfaces renders (bundled)")
 def toyfaces_classifier():
-    from tlgan.models.networks import load_pretrained
+    from tlgan.models.formats.folder import load_pretrained
 
     return load_pretrained(bundled_path("toyfaces-classifier"))

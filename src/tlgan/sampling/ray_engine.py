@@ -121,10 +121,7 @@ class ShardWorker:
         torch.set_num_threads(threads)
         from tlgan.models import load_classifier, load_generator
 
-        if generator_options:
-            self.generator = load_generator(generator_spec, device=device, **generator_options)
-        else:
-            self.generator = load_generator(generator_spec, device=device)
+        self.generator = load_generator(generator_spec, device=device, **generator_options)
         self.classifier = load_classifier(classifier_spec, device=device)
 
     def ready(self, out: str) -> str:

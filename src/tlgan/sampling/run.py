@@ -2,7 +2,8 @@
 
 Layout of a run folder::
 
-    RUN/manifest.json             models, attribute names, seed, n, shard size, versions, complete flag
+    RUN/manifest.json             models (and generator options), space, attribute names, seed, n, shard size,
+                              versions, complete flag
     RUN/shard-00000.safetensors   latents (S, D) float32, scores (S, A) float32 logits, indices (S,) int64
     RUN/shard-00001.safetensors   ... [thumbnails (S, 3, t, t) uint8 when asked for]
 
@@ -67,6 +68,11 @@ class Run:
     @property
     def classifier(self) -> str:
         return self.manifest["classifier"]
+
+    @property
+    def generator_options(self) -> Dict[str, Any]:
+        """Load-time settings of the generator (truncation), for ``load_generator(run.generator, **options)``."""
+        return dict(self.manifest.get("generator_options") or {})
 
     @property
     def space(self) -> str:

@@ -34,8 +34,8 @@ DTYPES = ("fp32", "bf16")
 ENGINES = ("local", "ray")
 # Manifest fields that define a run's content: resuming with any of them changed is refused.
 # The engine is not one of them: both engines write the same bytes.
-IDENTITY = ("format", "generator", "classifier", "attributes", "space", "latent_dim", "seed", "n", "shard_size",
-            "thumbnails", "dtype")
+IDENTITY = ("format", "generator", "generator_options", "classifier", "attributes", "space", "latent_dim", "seed", "n",
+            "shard_size", "thumbnails", "dtype")
 # What atomic_path leaves behind when the process writing a shard is killed mid-write.
 STALE_SHARD_TMP = re.compile(r"^\.shard-\d{5}\.safetensors\..*\.tmp$")
 
@@ -135,6 +135,7 @@ def run_manifest(generator: Generator, classifier: Classifier, n: int, *, seed: 
     return {
         "format": FORMAT,
         "generator": generator_spec or generator.name,
+        "generator_options": dict(generator.options),
         "classifier": classifier_spec or classifier.name,
         "attributes": list(classifier.attributes),
         "space": space,
@@ -161,7 +162,7 @@ def open_run(out: str | os.PathLike, manifest: Dict[str, Any], resume: bool = Fa
         existing = Run.open(out, require_complete=False).manifest
         if not resume:
             raise TlganError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        changed = [k for k in IDENTITY if existing.get(k) != manifest[k]]
+        changed = [k for k in IDENTITY if existing.get(k, {} if k == "generator_options" else None) != manifest[k]]
         if changed:
             detail = "; ".join(f"{k}: run has {existing.get(k)!r}, asked {manifest[k]!r}" for k in changed)
             raise TlganError(f"cannot resume {out}: it was made with other settings ({detail})")
@@ -199,9 +200,12 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
            max_retries: int = 3) -> Run:
     """Sample ``n`` faces into the run folder ``out`` and return it opened.
 
-    Latent i is ``generator.sample_latents_at([i], seed)``, so the result depends only on
+    Latent i is ``generator.sample_latents_at([i], seed, space)``, so the result depends only on
     (seed, n, models), not on ``batch_size``, on where an interrupted run was resumed, or on
-    the engine. ``thumbnails`` > 0 also stores each image downscaled to that size (uint8).
+    the engine. In ``space="w"`` the run stores each sample's w (the mapping of its z, truncated
+    when the generator is configured so); runs never store wp. The generator's load-time options
+    (``generator.options``: truncation) are recorded in the manifest as ``generator_options``.
+    ``thumbnails`` > 0 also stores each image downscaled to that size (uint8).
 
     ``engine="ray"`` computes the shards on a Ray cluster (see :mod:`tlgan.sampling.ray_engine`):
     ``workers`` actors (default: as many as the cluster's CPUs, or GPUs / ``gpus_per_worker``)
@@ -218,6 +222,9 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
     if engine not in ENGINES:
         raise TlganError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     generator.check_space(space)
+    if space == "wp":
+        raise TlganError("runs store z or w latents, not wp (wp is w repeated per layer); sample with --space w, "
+                         "then edit chosen layers with --layers")
     if engine == "ray":
         from tlgan.sampling.ray_engine import check_ray_request
 

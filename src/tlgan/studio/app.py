@@ -678,18 +678,27 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
 
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
-                   axes: Optional[str] = None, device: str = "cpu", **app_kwargs) -> FastAPI:
+                   axes: Optional[str] = None, device: str = "cpu", space: Optional[str] = None,
+                   generator_options: Optional[Dict[str, Any]] = None, **app_kwargs) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 
     Without ``axes`` (a file from ``tlgan fit``) it uses :func:`tlgan.pipeline.default_axes`,
-    which fits them once for the pair and caches them.
+    which fits them once for the pair in ``space`` (default: w for StyleGAN generators, else z)
+    and caches them. ``generator_options`` (truncation) go to :func:`tlgan.models.load_generator`.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
 
-    G = load_generator(generator, device)
+    G = load_generator(generator, device, **(generator_options or {}))
     F = load_classifier(classifier, device)
-    feature_axes = FeatureAxes.load(axes) if axes else default_axes(generator, classifier, device=device)
+    if axes:
+        feature_axes = FeatureAxes.load(axes)
+        if space is not None and feature_axes.space != space:
+            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, not {space!r}; fit axes in {space!r} "
+                             f"or leave out --space")
+    else:
+        space = space or ("w" if "w" in G.spaces else "z")
+        feature_axes = default_axes(generator, classifier, device=device, space=space, generator_options=G.options)
     return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, **app_kwargs)
 
 

@@ -17,7 +17,7 @@ from scipy import linalg
 
 from tlgan.evaluation.metrics import label_correlation
 from tlgan.models import load_classifier, load_generator
-from tlgan.pipeline import render as _generate
+from tlgan.editing.edit import render as _generate
 
 # Training data is exported with seed 0; evaluation draws from seeds no export uses.
 EVAL_SEED = 90_001

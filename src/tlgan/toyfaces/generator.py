@@ -7,7 +7,6 @@ import torch
 
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
-from tlgan.models import GENERATORS
 from tlgan.models.base import Generator
 from tlgan.registry import unknown_name_message
 from tlgan.toyfaces import world
@@ -31,10 +30,6 @@ class ToyfacesRenderer(Generator):
         self.supersample = int(supersample)
         # A zero-size buffer so that .to(device) moves the generator and synthesize() follows it.
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
-
-    def synthesize(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:
-        latents = self.check_latents(latents, space)
-        return self._synthesize(latents.to(self._device_anchor.device), space)
 
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         return render(world.factors(latents), resolution=self.img_resolution, supersample=self.supersample)
@@ -67,8 +62,3 @@ class ToyfacesRenderer(Generator):
         return FeatureAxes(world.true_directions()[rows], names, space=space, generator=self.name, method="truth",
                            info={"bias": {a: float(bias[i]) for a, i in zip(names, rows)},
                                  "basis_seed": world.BASIS_SEED})
-
-
-@GENERATORS.register("toyfaces-render", "Analytic toyfaces renderer with known attribute axes (64 px, z 512)")
-def toyfaces_render() -> ToyfacesRenderer:
-    return ToyfacesRenderer()

@@ -7,6 +7,12 @@ feature loss on a classifier's hidden layers (which keeps the attribute cues sha
 pixel loss alone would blur them). The student shares the teacher's latent space, so the
 teacher's true axes stay meaningful for it.
 
+The student is a DCGAN (``arch="dcgan"``) or a StyleGAN2 (``arch="stylegan2"``: the teacher's z
+goes through the student's own mapping network, so the student gains w and wp spaces while its
+z still means what the teacher's z means). An optional edge term (``edge_weight``: L1 between
+the horizontal and vertical pixel differences) pays for hard edges in the right place, which a
+pixel loss alone trades for blur.
+
 This is not adversarial training: it needs a teacher, not an image folder. `tlgan train
 generator` is the GAN trainer for image folders.
 """
@@ -35,10 +41,51 @@ log = logging.getLogger(__name__)
 STREAM_DISTILL = 11
 
 
+ARCHS = ("dcgan", "stylegan2")
+
+
+def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
+                 arch_kwargs: Optional[Dict[str, Any]] = None) -> Generator:
+    """An untrained student generator of ``arch`` for ``z_dim`` latents and ``resolution`` px images.
+
+    ``width`` sets a DCGAN's channels; ``arch_kwargs`` are StyleGAN2Generator arguments
+    (``channel_base``, ``channel_max``, ``w_dim``, ``mapping_layers``, ...).
+    """
+    if arch == "dcgan":
+        if arch_kwargs:
+            raise TlganError(f"arch_kwargs {sorted(arch_kwargs)} apply to --arch stylegan2; a DCGAN takes --width")
+        return DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width)
+    if arch == "stylegan2":
+        from tlgan.models.stylegan2 import StyleGAN2Generator
+
+        return StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, **(arch_kwargs or {}))
+    raise TlganError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+
+
+def training_images(G: Generator, z: torch.Tensor) -> torch.Tensor:
+    """The student's images for a loss: StyleGAN2's before the final clamp, whose zero gradient
+    would leave pixels stuck outside [-1, 1]."""
+    from tlgan.models.stylegan2 import StyleGAN2Generator
+
+    if isinstance(G, StyleGAN2Generator):
+        return G.synthesis(G.map_latents(z, "z", "wp"), G.noise_mode)
+    return G.synthesize(z)
+
+
+def edge_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' horizontal and vertical neighbour differences (edges)."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    return 0.5 * (F.l1_loss(dx(student), dx(teacher)) + F.l1_loss(dy(student), dy(teacher)))
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: Optional[Classifier],
-                      feature_weight: float) -> torch.Tensor:
-    """L1 on pixels plus ``feature_weight`` x mean squared error of the classifier's block outputs."""
+                      feature_weight: float, edge_weight: float = 0.0) -> torch.Tensor:
+    """L1 on pixels, plus ``edge_weight`` x :func:`edge_l1`, plus ``feature_weight`` x mean squared
+    error of the classifier's block outputs."""
     loss = F.l1_loss(student, teacher)
+    if edge_weight > 0:
+        loss = loss + edge_weight * edge_l1(student, teacher)
     if classifier is not None and feature_weight > 0:
         with torch.no_grad():
             targets = classifier.features(teacher)
@@ -52,8 +99,10 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
                       feature_weight: float = 0.1, ema_decay: float = 0.995, seed: int = 0, device: str = "cpu",
                       checkpoint_every: int = 250, sample_every: int = 500, resume: bool = False,
                       name: str = "distilled", progress: bool = True, teacher_spec: Optional[str] = None,
-                      classifier_spec: Optional[str] = None) -> Dict[str, Any]:
-    """Fit a :class:`DCGANGenerator` to ``teacher`` and save its EMA to ``out_dir`` (model.json + .safetensors).
+                      classifier_spec: Optional[str] = None, arch: str = "dcgan",
+                      arch_kwargs: Optional[Dict[str, Any]] = None, edge_weight: float = 0.0) -> Dict[str, Any]:
+    """Fit a student of ``arch`` (see :func:`make_student`) to ``teacher`` and save it to ``out_dir``
+    (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
 
     Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one.
     Returns {"out_dir", "steps", "loss" (running average), "seconds_per_step", "samples"}.
@@ -72,14 +121,14 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
         classifier = classifier.to(dev).eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        G = DCGANGenerator(z_dim=teacher.z_dim, resolution=teacher.img_resolution, width=width)
+        G = make_student(arch, teacher.z_dim, teacher.img_resolution, width, arch_kwargs)
     G.name = name
     G.to(dev).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     settings = {"teacher": teacher_spec or teacher.name, "classifier": classifier_spec, "batch_size": batch_size,
                 "lr": lr, "width": width, "feature_weight": feature_weight, "ema_decay": ema_decay, "seed": seed,
-                "steps": steps}
+                "steps": steps, "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "edge_weight": edge_weight}
     modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
     start, avg = 0, None
     if resume and has_checkpoint(out_dir):
@@ -111,7 +160,7 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
         with torch.no_grad():
             target = teacher.synthesize(z)
         set_lr(opt, cosine_lr(step, steps, lr, warmup=min(200, steps // 10), final_fraction=0.05))
-        loss = distillation_loss(G.synthesize(z), target, classifier, feature_weight)
+        loss = distillation_loss(training_images(G, z), target, classifier, feature_weight, edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

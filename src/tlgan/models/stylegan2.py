@@ -1,0 +1,377 @@
+"""StyleGAN2 (Karras et al., 2020, "Analyzing and Improving the Image Quality of StyleGAN"), config F
+with the skip generator, in one file to read top to bottom.
+
+    z (N, z_dim) --mapping--> w (N, w_dim) --broadcast, truncation--> wp (N, num_ws, w_dim) --synthesis--> image
+
+- **Mapping**: z is normalised to unit second moment, then ``mapping_layers`` fully connected
+  layers with leaky ReLU, each with equalised learning rate scaled by ``mapping_lr`` (0.01).
+  ``w_avg`` is the running mean of w seen in training (the centre for truncation).
+- **Synthesis**: one block per resolution 4, 8, ..., ``img_resolution``. The 4 x 4 block starts
+  from a learned constant. Every 3x3 convolution is *modulated* (its input channels scaled by a
+  style, an affine map of that layer's w) and *demodulated* (each output channel divided by the
+  norm of its effective weights), then gets per-pixel noise times a learned strength, a bias
+  and leaky ReLU. The first convolution of each block above 4 x 4 doubles the side with a
+  transposed convolution followed by the [1, 3, 3, 1] low-pass filter. Each block's toRGB
+  (modulated 1x1, not demodulated) is added to the upsampled image of the blocks below.
+- ``num_ws`` = 2 log2(R) - 2: block b uses one w per convolution, and its toRGB shares the
+  w of the next block's first convolution.
+
+Parameter and buffer names follow NVlabs' stylegan2-ada-pytorch state layout
+(``mapping.fc0.weight``, ``synthesis.b4.conv1.affine.weight``, ...), so their tensors load
+without renaming; other formats map onto these names (``tlgan.models.formats``).
+
+Truncation: with ``truncation_psi`` = psi every w is replaced by ``w_avg + psi (w - w_avg)``;
+with ``truncation_cutoff`` = c only the first c layers' w in wp are. So truncation happens once
+on any path: in z -> w when it applies to every layer (a truncated w is still one vector), in
+w -> wp when only the first layers are truncated.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlgan.errors import TlganError
+from tlgan.models.base import Generator
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+NOISE_MODES = ("const", "random", "none")
+
+
+def lowpass_filter(taps: Sequence[float] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
+    """The separable resampling filter as a normalised 2-D kernel (K, K) summing to 1."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, pad: Sequence[int], up: int = 1, gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (left, right, top, bottom) and convolve each channel with ``kernel``.
+
+    (N, C, H, W) -> (N, C, H*up + pad_t + pad_b - K + 1, W*up + pad_l + pad_r - K + 1). ``gain``
+    scales the kernel; upsampling by 2 needs gain 4 to keep the mean. The kernel is symmetric, so
+    convolution and correlation agree.
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [int(p) for p in pad])
+    k = (kernel * gain).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
+    return F.conv2d(x, k, groups=c)
+
+
+def upsample2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 2H, 2W): zero insertion then the low-pass filter (the skip images' upsampling)."""
+    k = kernel.shape[-1]
+    return filter2d(x, kernel, pad=[(k + 1) // 2, (k - 2) // 2, (k + 1) // 2, (k - 2) // 2], up=2, gain=4.0)
+
+
+class FullyConnected(nn.Module):
+    """y = act(x W^T g + b l) with equalised learning rate: W is stored as N(0, 1) / l and scaled
+    by g = l / sqrt(in_features) at run time (l = ``lr_multiplier``). (N, in) -> (N, out)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0,
+                 bias_init: float = 0.0):
+        super().__init__()
+        if activation not in ("linear", "lrelu"):
+            raise TlganError(f"activation must be 'linear' or 'lrelu', not {activation!r}")
+        self.activation = activation
+        self.lr_multiplier = float(lr_multiplier)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / self.lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.weight_gain = self.lr_multiplier / math.sqrt(in_features)
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.weight_gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.addmm(self.bias * self.lr_multiplier, x, self.effective_weight().t())
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+        return x
+
+
+class MappingNetwork(nn.Module):
+    """z (N, z_dim) -> w (N, w_dim): normalise z, then ``num_layers`` leaky-ReLU fully connected layers."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, lr_multiplier: float = 0.01,
+                 layer_features: Optional[int] = None):
+        super().__init__()
+        self.num_layers = int(num_layers)
+        hidden = int(layer_features or w_dim)
+        features = [z_dim] + [hidden] * (self.num_layers - 1) + [w_dim]
+        for i in range(self.num_layers):
+            setattr(self, f"fc{i}", FullyConnected(features[i], features[i + 1], "lrelu", lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated, demodulated 3x3 convolution + noise + bias + leaky ReLU (optionally upsampling 2x).
+
+    (N, C_in, S, S) and w (N, w_dim) -> (N, C_out, S', S') with S' = 2S when ``up`` else S.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
+                 conv_clamp: Optional[float] = None, kernel_size: int = 3):
+        super().__init__()
+        self.up = bool(up)
+        self.resolution = int(resolution)
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("resample_filter", lowpass_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        styles = self.affine(w)                                                   # (N, C_in)
+        # Demodulation: 1 / ||W_o * s|| over each output channel's modulated weights, formed as
+        # sum_i s_i^2 sum_k W_oik^2 so the (N, C_out, C_in, 3, 3) modulated weights never exist.
+        dcoefs = (styles.square() @ self.weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # (N, C_out)
+        x = x * styles[:, :, None, None].to(x.dtype)
+        if self.up:
+            # Transposed stride-2 conv (side 2S+1), then the filter crops to 2S and smooths.
+            x = F.conv_transpose2d(x, self.weight.transpose(0, 1).to(x.dtype), stride=2)
+            pad = (self.resample_filter.shape[-1] - 2) // 2  # 2S + 1 + 2 pad - K + 1 = 2S
+            x = filter2d(x, self.resample_filter, pad=[pad, pad, pad, pad], gain=4.0)
+        else:
+            x = F.conv2d(x, self.weight.to(x.dtype), padding=self.padding)
+        x = x * dcoefs[:, :, None, None].to(x.dtype)
+        if noise_mode == "const":
+            x = x + self.noise_const.to(x.dtype) * self.noise_strength
+        elif noise_mode == "random":
+            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device,
+                                dtype=x.dtype) * self.noise_strength
+        x = F.leaky_relu(x + self.bias[None, :, None, None].to(x.dtype), LRELU_SLOPE) * LRELU_GAIN
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 convolution to RGB, without demodulation: (N, C, S, S), w -> (N, 3, S, S)."""
+
+    def __init__(self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(img_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(img_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = F.conv2d(x * styles[:, :, None, None].to(x.dtype), self.weight.to(x.dtype))
+        x = x + self.bias[None, :, None, None].to(x.dtype)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: [const | conv0 (up 2x)], conv1, toRGB; adds its RGB to the upsampled image so far."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.resolution = int(resolution)
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.register_buffer("resample_filter", lowpass_filter(), persistent=False)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
+                noise_mode: str = "const"):
+        """``ws`` (N, num_conv + 1, w_dim): this block's convolutions' w, then its toRGB's."""
+        if self.in_channels == 0:
+            x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        rgb = self.torgb(x, ws[:, self.num_conv])
+        img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """wp (N, num_ws, w_dim) -> images (N, img_channels, R, R), not clamped.
+
+    Channels at side S: min(channel_base // S, channel_max).
+    """
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
+                 channel_max: int = 512, conv_clamp: Optional[float] = None):
+        super().__init__()
+        self.resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+        self.channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
+        self.num_ws = 0
+        for res in self.resolutions:
+            in_channels = self.channels[res // 2] if res > 4 else 0
+            block = SynthesisBlock(in_channels, self.channels[res], w_dim, res, img_channels, conv_clamp)
+            setattr(self, f"b{res}", block)
+            self.num_ws += block.num_conv
+        self.num_ws += 1  # the last toRGB has a w of its own
+
+    def blocks(self) -> List[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.resolutions]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        x = img = None
+        start = 0
+        for block in self.blocks():
+            x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode)
+            start += block.num_conv
+        return img
+
+
+def check_stylegan2_resolution(resolution: int) -> int:
+    resolution = int(resolution)
+    if resolution < 4 or resolution & (resolution - 1):
+        raise TlganError(f"a StyleGAN2 resolution must be 4 * 2^k (4, 8, 16, ..., 1024), not {resolution}")
+    return resolution
+
+
+class StyleGAN2Generator(Generator):
+    """The StyleGAN2 generator, unconditional, as a tlgan :class:`Generator` with spaces z, w and wp.
+
+    ``synthesize(latents, space)`` takes z (N, z_dim), w (N, w_dim) or wp (N, num_ws, w_dim) and
+    returns images (N, 3, R, R) clamped to [-1, 1]. :meth:`configure` sets truncation and the
+    noise mode (``"const"``, the stored noise buffers, by default: images are deterministic).
+    """
+
+    spaces = ("z", "w", "wp")
+
+    def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
+                 channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
+                 mapping_lr: float = 0.01, mapping_features: Optional[int] = None, conv_clamp: Optional[float] = None):
+        super().__init__()
+        img_resolution = check_stylegan2_resolution(img_resolution)
+        for key, value in (("z_dim", z_dim), ("w_dim", w_dim), ("channel_base", channel_base),
+                           ("channel_max", channel_max), ("mapping_layers", mapping_layers)):
+            if int(value) < 1:
+                raise TlganError(f"{key} must be a positive integer, not {value}")
+        if channel_base // img_resolution < 1:
+            raise TlganError(f"channel_base {channel_base} gives no channels at {img_resolution} px; "
+                             f"it must be at least the resolution")
+        self.config_kwargs: Dict[str, Any] = {
+            "z_dim": int(z_dim), "w_dim": int(w_dim), "img_resolution": img_resolution,
+            "img_channels": int(img_channels), "channel_base": int(channel_base), "channel_max": int(channel_max),
+            "mapping_layers": int(mapping_layers), "mapping_lr": float(mapping_lr),
+            "mapping_features": None if mapping_features is None else int(mapping_features),
+            "conv_clamp": None if conv_clamp is None else float(conv_clamp),
+        }
+        self.name = "stylegan2"
+        self.z_dim, self.w_dim = int(z_dim), int(w_dim)
+        self.img_resolution, self.img_channels = img_resolution, int(img_channels)
+        self.synthesis = SynthesisNetwork(self.w_dim, img_resolution, self.img_channels, int(channel_base),
+                                          int(channel_max), conv_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(mapping_layers), float(mapping_lr), mapping_features)
+        self.truncation_psi = 1.0
+        self.truncation_cutoff: Optional[int] = None
+        self.noise_mode = "const"
+
+    # -- load-time options -----------------------------------------------------------------
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        if self.truncation_psi != 1.0:
+            out["truncation_psi"] = self.truncation_psi
+            if self.truncation_cutoff is not None:
+                out["truncation_cutoff"] = self.truncation_cutoff
+        if self.noise_mode != "const":
+            out["noise_mode"] = self.noise_mode
+        return out
+
+    def configure(self, truncation_psi: Optional[float] = None, truncation_cutoff: Optional[int] = None,
+                  noise_mode: Optional[str] = None, **unknown: Any) -> "StyleGAN2Generator":
+        """Set truncation (psi toward ``w_avg``, optionally only the first ``truncation_cutoff`` layers) and noise."""
+        if unknown:
+            raise TlganError(f"unknown StyleGAN2 option(s) {', '.join(sorted(unknown))}; "
+                             f"known: truncation_psi, truncation_cutoff, noise_mode")
+        if truncation_psi is not None:
+            psi = float(truncation_psi)
+            if not math.isfinite(psi):
+                raise TlganError(f"truncation_psi must be a finite number (1 = none, 0.7 is common), not {psi}")
+            self.truncation_psi = psi
+        if truncation_cutoff is not None:
+            cutoff = int(truncation_cutoff)
+            if not 1 <= cutoff <= self.num_ws:
+                raise TlganError(f"truncation_cutoff must be 1..{self.num_ws} (layers of this generator), not {cutoff}")
+            self.truncation_cutoff = cutoff
+        if noise_mode is not None:
+            if noise_mode not in NOISE_MODES:
+                raise TlganError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, not {noise_mode!r}")
+            self.noise_mode = noise_mode
+        return self
+
+    # -- the spaces ------------------------------------------------------------------------
+
+    def _truncate(self, w: torch.Tensor) -> torch.Tensor:
+        return self.mapping.w_avg.to(w.dtype) + self.truncation_psi * (w - self.mapping.w_avg.to(w.dtype))
+
+    def _map_latents(self, latents: torch.Tensor, space: str, to: str) -> torch.Tensor:
+        x = latents
+        if space == "z":
+            x = self.mapping(x)
+            if self.truncation_psi != 1.0 and self.truncation_cutoff is None:
+                x = self._truncate(x)
+            if to == "w":
+                return x
+        x = x[:, None, :].repeat(1, self.num_ws, 1)
+        if self.truncation_psi != 1.0 and self.truncation_cutoff is not None:
+            c = self.truncation_cutoff
+            x = torch.cat([self._truncate(x[:, :c]), x[:, c:]], dim=1)
+        return x
+
+    def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
+        wp = latents if space == "wp" else self._map_latents(latents, space, "wp")
+        return self.synthesis(wp, self.noise_mode).clamp(-1.0, 1.0)
+
+    # -- for closed-form directions (SeFa) ---------------------------------------------------
+
+    def conv_layers(self) -> List[SynthesisLayer]:
+        """The modulated 3x3 convolutions in order; convolution k takes w number k of wp."""
+        layers: List[SynthesisLayer] = []
+        for block in self.synthesis.blocks():
+            if block.in_channels:
+                layers.append(block.conv0)
+            layers.append(block.conv1)
+        return layers
+
+    def latent_weight(self, space: str = "w", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """The style affine weights (F, w_dim) of the convolutions that take wp layers ``layers``, stacked.
+
+        SeFa's A for StyleGAN2: directions n that maximise ||A n|| change the styles most.
+        ``layers`` None means every convolution (0 .. num_ws - 2; the last w feeds only toRGB).
+        """
+        if space not in ("w", "wp"):
+            raise TlganError(f"StyleGAN2's style weights take w, not {space!r}; fit SeFa in w")
+        convs = self.conv_layers()
+        chosen = range(len(convs)) if layers is None else [int(k) for k in layers]
+        bad = [k for k in chosen if not 0 <= k < len(convs)]
+        if bad:
+            raise TlganError(f"layer(s) {bad} have no convolution; this generator's are 0-{len(convs) - 1}")
+        return torch.cat([convs[k].affine.effective_weight().detach() for k in chosen])
