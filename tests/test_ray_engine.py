@@ -103,6 +103,19 @@ def nan_classifier():
     return classifier
 
 
+def red_blue():
+    """A classifier reading how red and how blue an image is."""
+    import torch
+
+    from tlgan.models import ModuleClassifier
+
+    class RedBlue(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))], 1) * 10
+
+    return ModuleClassifier(RedBlue(), ["Red", "Blue"], input_resolution=32)
+
+
 def gated():
     """Waits at shards 3 and 4 for as long as the file ``gate`` exists."""
     def wait():
@@ -176,6 +189,28 @@ def test_ray_run_equals_local_run(ray_local, reference, factories, tmp_path, mon
     assert json.loads((reference / MANIFEST).read_text())["engine"] == "local"
 
 
+def test_generator_options_reach_the_workers(ray_local, factories, tmp_path):
+    """A StyleGAN2 checkpoint sampled in w with truncation: the workers build the same truncated generator."""
+    import torch
+
+    from tlgan.io import load_tensors
+    from tlgan.models.formats.fixtures import tiny_stylegan2, write_rosinality
+
+    write_rosinality(tiny_stylegan2(0), tmp_path / "g.pt")
+    args = ("--generator", tmp_path / "g.pt", "--classifier", f"{factories}:red_blue", "--truncation", 0.5,
+            "--space", "w")
+    for out, engine in (("local", "local"), ("ray", "ray")):
+        result = cli_sample(*args, "--out", tmp_path / out, "--engine", engine, "--workers", 2)
+        assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "ray", tmp_path / "local")
+    manifest = json.loads((tmp_path / "ray" / MANIFEST).read_text())
+    assert manifest["generator_options"] == {"truncation_psi": 0.5} and manifest["space"] == "w"
+    untruncated = load_generator(str(tmp_path / "g.pt")).sample_latents_at(range(SHARD), seed=SETTINGS["seed"],
+                                                                          space="w")
+    stored = load_tensors(tmp_path / "ray" / "shard-00000.safetensors")[0]["latents"]
+    assert not torch.allclose(stored, untruncated, atol=1e-3)  # the option did change what was sampled
+
+
 def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_path, monkeypatch):
     mod = importlib.import_module("tlgan.sampling.sample")  # the module, not the function it exports
     real_save, calls = mod.save_tensors, {"n": 0}
@@ -246,6 +281,7 @@ def test_workers_killed_mid_shard_are_replaced(ray_local, models, reference, fac
     assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
 
 
+@pytest.mark.slow  # two more worker start-ups; the retry path itself is covered by the test above
 def test_worker_dying_every_time_is_reported_and_resumable(ray_local, models, factories, tmp_path):
     with pytest.raises(TlganError, match=r"shard [23] failed on Ray after 1 retries.*--resume"):
         sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_always", classifier_spec=CLF,
