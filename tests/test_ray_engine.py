@@ -177,36 +177,27 @@ def cli_sample(*args):
     return result
 
 
-def test_ray_run_equals_local_run(ray_local, reference, factories, tmp_path, monkeypatch):
-    # A relative spec and --out, from another working directory than the workers': both must reach them.
-    monkeypatch.chdir(tmp_path)
-    result = cli_sample("--generator", "factories.py:plain", "--classifier", CLF, "--out", "run", "--engine", "ray",
-                        "--workers", 2, "--json")
-    assert result.exit_code == 0, result.output
-    assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
-    manifest = json.loads((tmp_path / "run" / MANIFEST).read_text())
-    assert manifest["engine"] == "ray" and manifest["generator"] == "factories.py:plain"
-    assert json.loads((reference / MANIFEST).read_text())["engine"] == "local"
-
-
-def test_generator_options_reach_the_workers(ray_local, factories, tmp_path):
-    """A StyleGAN2 checkpoint sampled in w with truncation: the workers build the same truncated generator."""
+def test_ray_run_equals_local_run(ray_local, factories, tmp_path, monkeypatch):
+    """The CLI on both engines; a StyleGAN2 checkpoint sampled in w with truncation, so the
+    workers must also build the same truncated generator from the manifest's options."""
     import torch
 
     from tlgan.io import load_tensors
     from tlgan.models.formats.fixtures import tiny_stylegan2, write_rosinality
 
+    # Relative specs and --out, from another working directory than the workers': all must reach them.
+    monkeypatch.chdir(tmp_path)
     write_rosinality(tiny_stylegan2(0), tmp_path / "g.pt")
-    args = ("--generator", tmp_path / "g.pt", "--classifier", f"{factories}:red_blue", "--truncation", 0.5,
-            "--space", "w")
-    for out, engine in (("local", "local"), ("ray", "ray")):
-        result = cli_sample(*args, "--out", tmp_path / out, "--engine", engine, "--workers", 2)
+    args = ("--generator", "g.pt", "--classifier", "factories.py:red_blue", "--truncation", 0.5, "--space", "w")
+    for engine in ("local", "ray"):
+        result = cli_sample(*args, "--out", engine, "--engine", engine, "--workers", 2, "--json")
         assert result.exit_code == 0, result.output
     assert_same_run(tmp_path / "ray", tmp_path / "local")
     manifest = json.loads((tmp_path / "ray" / MANIFEST).read_text())
+    assert manifest["engine"] == "ray" and json.loads((tmp_path / "local" / MANIFEST).read_text())["engine"] == "local"
+    assert manifest["generator"] == "g.pt" and manifest["classifier"] == "factories.py:red_blue"
     assert manifest["generator_options"] == {"truncation_psi": 0.5} and manifest["space"] == "w"
-    untruncated = load_generator(str(tmp_path / "g.pt")).sample_latents_at(range(SHARD), seed=SETTINGS["seed"],
-                                                                          space="w")
+    untruncated = load_generator("g.pt").sample_latents_at(range(SHARD), seed=SETTINGS["seed"], space="w")
     stored = load_tensors(tmp_path / "ray" / "shard-00000.safetensors")[0]["latents"]
     assert not torch.allclose(stored, untruncated, atol=1e-3)  # the option did change what was sampled
 
