@@ -26,7 +26,8 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -70,6 +71,17 @@ def connect(address: Optional[str] = None, **local_options: Any) -> bool:
         raise TlganError(f"cannot connect to a Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
                          f"or pass --address HOST:PORT / ray://HOST:10001") from None
     return True
+
+
+@contextmanager
+def session(address: Optional[str] = None) -> Iterator[None]:
+    """Connected to Ray inside the block (see :func:`connect`); disconnects after it only if it connected."""
+    started = connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
 
 
 def check_ray_request(generator_spec: Optional[str], classifier_spec: Optional[str], device: str,
@@ -210,9 +222,9 @@ def _wait_ready(ray, actors: List[Any], out: str) -> None:
 
 
 def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar: Any, *,
-                         address: Optional[str] = None, workers: Optional[int] = None, gpus_per_worker: float = 0.0,
-                         max_retries: int = 3) -> float:
-    """Compute the shards ``todo`` of ``run`` on Ray workers, updating the tqdm ``bar``.
+                         workers: Optional[int] = None, gpus_per_worker: float = 0.0, max_retries: int = 3) -> float:
+    """Compute the shards ``todo`` of ``run`` on Ray workers, updating the tqdm ``bar``
+    (called inside :func:`session`).
 
     Returns the seconds spent sampling, from the moment every worker had loaded its models
     (start-up excluded) to the last shard written.
@@ -220,7 +232,6 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
     if not todo:
         return 0.0
     ray = import_ray()
-    started = connect(address)
     pool: List[Any] = []
     board = None
     try:
@@ -268,5 +279,3 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
     finally:
         for actor in pool + ([board] if board is not None else []):
             ray.kill(actor)
-        if started:
-            ray.shutdown()

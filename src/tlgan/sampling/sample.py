@@ -225,29 +225,32 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
     if space == "wp":
         raise TlganError("runs store z or w latents, not wp (wp is w repeated per layer); sample with --space w, "
                          "then edit chosen layers with --layers")
+    connected = nullcontext()
     if engine == "ray":
-        from tlgan.sampling.ray_engine import check_ray_request
+        from tlgan.sampling.ray_engine import check_ray_request, session
 
         check_ray_request(generator_spec, classifier_spec, device, workers, gpus_per_worker, max_retries)
+        connected = session(address)  # before the folder is touched: a cluster that is not there writes nothing
     manifest = run_manifest(generator, classifier, n, seed=seed, shard_size=shard_size, space=space, dtype=dtype,
                             thumbnails=thumbnails, generator_spec=generator_spec, classifier_spec=classifier_spec,
                             engine=engine)
-    run = open_run(out, manifest, resume)
-    settings = ShardSettings.from_manifest(run.manifest, batch_size, device)
-    todo = pending_shards(run)
-    remaining = sum(settings.count(k) for k in todo)
-    with tqdm(total=n, initial=n - remaining, unit="img", desc="sampling", disable=not progress,
-              dynamic_ncols=True) as bar:
-        if engine == "local":
-            start = time.perf_counter()
-            for k in todo:
-                sample_shard(generator, classifier, run.path, k, settings, on_batch=bar.update)
-            seconds = time.perf_counter() - start
-        else:
-            from tlgan.sampling.ray_engine import sample_shards_on_ray
+    with connected:
+        run = open_run(out, manifest, resume)
+        settings = ShardSettings.from_manifest(run.manifest, batch_size, device)
+        todo = pending_shards(run)
+        remaining = sum(settings.count(k) for k in todo)
+        with tqdm(total=n, initial=n - remaining, unit="img", desc="sampling", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            if engine == "local":
+                start = time.perf_counter()
+                for k in todo:
+                    sample_shard(generator, classifier, run.path, k, settings, on_batch=bar.update)
+                seconds = time.perf_counter() - start
+            else:
+                from tlgan.sampling.ray_engine import sample_shards_on_ray
 
-            seconds = sample_shards_on_ray(run, todo, settings, bar, address=address, workers=workers,
-                                           gpus_per_worker=gpus_per_worker, max_retries=max_retries)
+                seconds = sample_shards_on_ray(run, todo, settings, bar, workers=workers,
+                                               gpus_per_worker=gpus_per_worker, max_retries=max_retries)
     run = finish_run(run, seconds)
     log.info("sampled %d faces into %s", n, out)
     return run
