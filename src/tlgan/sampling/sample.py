@@ -85,10 +85,6 @@ class ShardSettings:
                    space=manifest.get("space", "z"), dtype=manifest["dtype"], thumbnails=int(manifest["thumbnails"]),
                    batch_size=int(batch_size), device=device)
 
-    @property
-    def n_shards(self) -> int:
-        return -(-self.n // self.shard_size)
-
     def bounds(self, k: int) -> tuple:
         """Sample indices [lo, hi) of shard k."""
         return k * self.shard_size, min(self.n, (k + 1) * self.shard_size)
