@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "toyfaces", "studio", "stylegan2", "ray")
+SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "stylegan2", "ray")
 
 
 def machine() -> dict:
@@ -39,6 +39,11 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
 
         log.info("bench: fitting")
         result.update(bench_fit(quick=quick))
+    if "unsupervised" in sections:
+        from tlgan.bench.unsupervised import bench_unsupervised
+
+        log.info("bench: unsupervised finders")
+        result.update(bench_unsupervised(quick=quick))
     if "toyfaces" in sections:
         from tlgan.toyfaces.render import render_speed
 
