@@ -223,7 +223,7 @@ def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_p
     assert_same_run(tmp_path / "run", reference)
 
 
-def test_ray_driver_killed_then_finished_locally(ray_local, models, reference, factories, tmp_path):
+def test_ray_driver_killed_then_finished_locally(ray_local, reference, factories, tmp_path):
     """A real driver process on the shared Ray instance, killed with SIGKILL while shards 3 and 4
     are in progress; the run is then finished by the local engine."""
     gate, out, spec = tmp_path / "gate", tmp_path / "run", f"{factories}:gated"
