@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2")
+SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2", "ray")
 
 
 def machine() -> dict:
@@ -67,4 +67,18 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
 
         log.info("bench: stylegan2")
         result.update(bench_stylegan2(quick=quick, device=device))
+    if "ray" in sections:
+        from tlgan.bench.ray_sampling import bench_ray
+        from tlgan.sampling.ray_engine import import_ray
+
+        try:
+            import_ray()
+        except TlganError:
+            if only:
+                raise
+            log.warning("ray benchmark skipped: Ray is not installed (pip install 'tlgan[ray]')")
+        else:
+            log.info("bench: sampling on Ray")
+            result.update(bench_ray(n=512 if quick else 4096, shard_size=128 if quick else 256, device=device,
+                                    repeats=1 if quick else 2))
     return result

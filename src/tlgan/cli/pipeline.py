@@ -106,21 +106,30 @@ def models_cmd(as_json: bool) -> None:
 @truncation_options
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
 @click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: compute the shards on Ray workers (pip install 'tlgan[ray]'); --out must be shared.")
+@click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one).")
+@click.option("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G).")
+@click.option("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda).")
+@click.option("--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard.")
 @device_option
 @json_option
 def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, truncation_psi, truncation_cutoff,
-               dtype, thumbnails, resume, device, as_json):
+               dtype, thumbnails, resume, engine, address, workers, gpus_per_worker, max_retries, device, as_json):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
 
-    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
+    here = "cpu" if engine == "ray" else device
+    G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or default_space(G)
-    F = load_classifier(classifier, device)
+    F = load_classifier(classifier, here)
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
-                 classifier_spec=classifier)
+                 classifier_spec=classifier, engine=engine, address=address, workers=workers,
+                 gpus_per_worker=gpus_per_worker, max_retries=max_retries)
     info = {"out": str(run.path), "n": run.n, "space": run.space, "attributes": run.attributes,
             "seconds": run.manifest.get("seconds")}
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
@@ -385,7 +394,7 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke test, not figures to report.")
 @click.option("--only", default=None,
-              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2).")
+              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @device_option
 @json_option
