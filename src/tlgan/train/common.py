@@ -16,6 +16,9 @@ from tlgan.errors import TlganError
 STREAM_LATENTS_D = 1
 STREAM_LATENTS_G = 2
 STREAM_BATCHNORM = 3
+STREAM_MIXING_D = 4
+STREAM_MIXING_G = 5
+STREAM_PATH_LENGTH = 6
 
 CHANNELS_LAST = torch.channels_last
 
