@@ -36,7 +36,7 @@ from tlgan.models.networks import DCGANDiscriminator, DCGANGenerator, save_pretr
 from tlgan.models.stylegan2 import NOISE_MODES, StyleGAN2Discriminator
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from tlgan.train.common import (CHANNELS_LAST, STREAM_BATCHNORM, STREAM_LATENTS_D, STREAM_LATENTS_G, STREAM_MIXING_D,
-                                STREAM_MIXING_G, STREAM_PATH_LENGTH, command_line, resolve_device, settings_mismatch,
+                                STREAM_MIXING_G, STREAM_PATH_LENGTH, STREAM_SYNTHESIS_NOISE, command_line, resolve_device, settings_mismatch,
                                 step_generator)
 from tlgan.train.distill import ARCHS, make_student
 from tlgan.train.stylegan2 import path_length_penalty, training_images, training_wp
@@ -258,64 +258,68 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     sampler = BatchSampler(data.images, batch_size=batch_size, seed=seed, flip=flip, device=dev)
     bar = tqdm(total=steps, initial=start, desc="generator", unit="step", disable=None if progress else True)
     seconds, ran = 0.0, 0
-    for step in range(start, steps):
-        t0 = time.perf_counter()
-        real, _ = sampler.batch(step)
-        real = real.contiguous(memory_format=memory_format)
-        z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(dev)
-        z_g = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_G)).to(dev)
-        values: Dict[str, float] = {}
+    # The synthesis noise draws from the global generator: reseed it every step from (seed, step)
+    # so a resumed run draws what a straight one does; fork_rng gives the caller's state back.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        for step in range(start, steps):
+            torch.manual_seed(step_generator(seed, step, STREAM_SYNTHESIS_NOISE).initial_seed())
+            t0 = time.perf_counter()
+            real, _ = sampler.batch(step)
+            real = real.contiguous(memory_format=memory_format)
+            z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(dev)
+            z_g = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_G)).to(dev)
+            values: Dict[str, float] = {}
 
-        # Discriminator step.
-        D.requires_grad_(True)
-        with torch.no_grad(), autocast():
-            fake = fake_images(z_d, STREAM_MIXING_D, step)
-        with autocast():
-            d_loss = discriminator_loss(D(real).float(), D(fake).float(), loss)
-        r1_term = None
-        if r1_gamma > 0 and step % r1_every == 0:
-            r1 = r1_penalty(D, real)
-            values["r1"] = float(r1.detach())
-            r1_term = (r1_gamma / 2) * r1_every * r1
-            if not stylegan:
-                d_loss = d_loss + r1_term
-        update(opt_d, d_loss)
-        if r1_term is not None and stylegan:
-            update(opt_d, r1_term)  # StyleGAN2's lazy regularisation is a step of its own
+            # Discriminator step.
+            D.requires_grad_(True)
+            with torch.no_grad(), autocast():
+                fake = fake_images(z_d, STREAM_MIXING_D, step)
+            with autocast():
+                d_loss = discriminator_loss(D(real).float(), D(fake).float(), loss)
+            r1_term = None
+            if r1_gamma > 0 and step % r1_every == 0:
+                r1 = r1_penalty(D, real)
+                values["r1"] = float(r1.detach())
+                r1_term = (r1_gamma / 2) * r1_every * r1
+                if not stylegan:
+                    d_loss = d_loss + r1_term
+            update(opt_d, d_loss)
+            if r1_term is not None and stylegan:
+                update(opt_d, r1_term)  # StyleGAN2's lazy regularisation is a step of its own
 
-        # Generator step; D's weights are constants here, so skip their gradients.
-        D.requires_grad_(False)
-        with autocast():
-            g_loss = generator_loss(D(fake_images(z_g, STREAM_MIXING_G, step)).float(), loss)
-        update(opt_g, g_loss)
-        if stylegan and pl_weight > 0 and step % pl_every == 0:
-            n_pl = max(1, batch_size // 2)
-            pl_rng = step_generator(seed, step, STREAM_PATH_LENGTH)
-            wp = training_wp(G, torch.randn(n_pl, z_dim, generator=pl_rng).to(dev), track=False,
-                             mixing_prob=mixing_prob, rng=pl_rng)
-            noise = torch.randn(n_pl, G.img_channels, resolution, resolution, generator=pl_rng).to(dev)
-            pl, _ = path_length_penalty(G, wp, pl_mean, noise)
-            values["pl"] = float(pl.detach())
-            update(opt_g, pl * pl_weight * pl_every)
+            # Generator step; D's weights are constants here, so skip their gradients.
+            D.requires_grad_(False)
+            with autocast():
+                g_loss = generator_loss(D(fake_images(z_g, STREAM_MIXING_G, step)).float(), loss)
+            update(opt_g, g_loss)
+            if stylegan and pl_weight > 0 and step % pl_every == 0:
+                n_pl = max(1, batch_size // 2)
+                pl_rng = step_generator(seed, step, STREAM_PATH_LENGTH)
+                wp = training_wp(G, torch.randn(n_pl, z_dim, generator=pl_rng).to(dev), track=False,
+                                 mixing_prob=mixing_prob, rng=pl_rng)
+                noise = torch.randn(n_pl, G.img_channels, resolution, resolution, generator=pl_rng).to(dev)
+                pl, _ = path_length_penalty(G, wp, pl_mean, noise)
+                values["pl"] = float(pl.detach())
+                update(opt_g, pl * pl_weight * pl_every)
 
-        # Ramp the EMA in so the early average does not stay anchored to the random init.
-        update_ema(G_ema, G, min(ema_decay, (1.0 + step) / (10.0 + step)))
+            # Ramp the EMA in so the early average does not stay anchored to the random init.
+            update_ema(G_ema, G, min(ema_decay, (1.0 + step) / (10.0 + step)))
 
-        values.update({"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
-        if any(v != v for v in values.values()):
-            raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) or raise --r1-gamma")
-        for k in ("d_loss", "g_loss"):
-            avg[k] = values[k] if avg[k] is None else 0.98 * avg[k] + 0.02 * values[k]
-        seconds += time.perf_counter() - t0
-        ran += 1
-        bar.update(1)
-        bar.set_postfix(d=f"{avg['d_loss']:.3f}", g=f"{avg['g_loss']:.3f}")
-        if (step + 1) % sample_every == 0:
-            write_samples(step + 1)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
-        if on_step is not None:
-            on_step(step + 1, values)
+            values.update({"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
+            if any(v != v for v in values.values()):
+                raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) or raise --r1-gamma")
+            for k in ("d_loss", "g_loss"):
+                avg[k] = values[k] if avg[k] is None else 0.98 * avg[k] + 0.02 * values[k]
+            seconds += time.perf_counter() - t0
+            ran += 1
+            bar.update(1)
+            bar.set_postfix(d=f"{avg['d_loss']:.3f}", g=f"{avg['g_loss']:.3f}")
+            if (step + 1) % sample_every == 0:
+                write_samples(step + 1)
+            if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint(step + 1)
+            if on_step is not None:
+                on_step(step + 1, values)
     bar.close()
     checkpoint(steps)
     if not samples or not samples[-1].endswith(f"step-{steps:06d}.png"):
