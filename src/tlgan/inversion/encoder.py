@@ -234,16 +234,22 @@ def load_encoder_dir(directory: str | os.PathLike, generator: Optional[Generator
     if generator is not None:
         space = encoder.space
         if space not in generator.spaces or tuple(generator.latent_shape(space)) != tuple(encoder.latent_shape):
-            has = (f"takes {' x '.join(map(str, generator.latent_shape(space)))}" if space in generator.spaces
+            has = (f"takes {_shape_text(generator.latent_shape(space), False)}" if space in generator.spaces
                    else f"has no {space!r} space")
-            raise TlganError(f"{config_path}: this encoder makes {space} latents of shape "
-                             f"{' x '.join(map(str, encoder.latent_shape))} but generator {generator.name!r} {has}; "
+            raise TlganError(f"{config_path}: this encoder makes {'' if space == 'z' else space + ' '}latents of "
+                             f"{_shape_text(encoder.latent_shape)} but generator {generator.name!r} {has}; "
                              f"train an encoder for it with `tlgan train encoder`")
         expected = config.get("generator_fingerprint")
         if expected and expected != generator_fingerprint(generator):
             log.warning("%s was trained for other generator weights (%s); its guesses may be poor (optimisation "
                         "still refines them)", config_path, config.get("generator"))
     return encoder.to(device).eval()
+
+
+def _shape_text(shape, named: bool = True) -> str:
+    """(16,) -> "size 16", (6, 8) -> "shape 6 x 8" (without the word when not ``named``)."""
+    text = " x ".join(str(int(n)) for n in shape)
+    return (("size " if len(shape) == 1 else "shape ") + text) if named else text
 
 
 def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Optional[Path]:
