@@ -36,8 +36,8 @@ from tlgan.models.networks import DCGANDiscriminator, DCGANGenerator, save_pretr
 from tlgan.models.stylegan2 import NOISE_MODES, StyleGAN2Discriminator
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from tlgan.train.common import (CHANNELS_LAST, STREAM_BATCHNORM, STREAM_LATENTS_D, STREAM_LATENTS_G, STREAM_MIXING_D,
-                                STREAM_MIXING_G, STREAM_PATH_LENGTH, STREAM_SYNTHESIS_NOISE, command_line, resolve_device, settings_mismatch,
-                                step_generator)
+                                STREAM_MIXING_G, STREAM_PATH_LENGTH, STREAM_SYNTHESIS_NOISE, command_line,
+                                resolve_device, settings_mismatch, step_generator)
 from tlgan.train.distill import ARCHS, make_student
 from tlgan.train.stylegan2 import path_length_penalty, training_images, training_wp
 
@@ -307,7 +307,8 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
 
             values.update({"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
             if any(v != v for v in values.values()):
-                raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) or raise --r1-gamma")
+                raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) "
+                                 f"or raise --r1-gamma")
             for k in ("d_loss", "g_loss"):
                 avg[k] = values[k] if avg[k] is None else 0.98 * avg[k] + 0.02 * values[k]
             seconds += time.perf_counter() - t0
