@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "toyfaces", "studio")
+SECTIONS = ("sampling", "fit", "toyfaces", "studio", "stylegan2")
 
 
 def machine() -> dict:
@@ -52,4 +52,9 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
         else:
             log.info("bench: studio")
             result.update(bench_studio(quick=quick, device=device))
+    if "stylegan2" in sections:
+        from tlgan.bench.stylegan2 import bench_stylegan2
+
+        log.info("bench: stylegan2")
+        result.update(bench_stylegan2(quick=quick, device=device))
     return result

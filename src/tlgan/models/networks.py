@@ -9,9 +9,7 @@ start (generator) or end (discriminator, classifier) at 4 x 4.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
