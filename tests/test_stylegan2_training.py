@@ -306,6 +306,21 @@ def test_cli_stylegan2_routes(data_dir, tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "encoder.json").read_text())["space"] == "wp"
 
+    teacher = tmp_path / "teacher.py"
+    teacher.write_text("import torch\nfrom tlgan.models import ModuleGenerator\n\n\ndef make():\n"
+                       "    net = torch.nn.Sequential(torch.nn.Linear(8, 3 * 16 * 16), torch.nn.Tanh(),\n"
+                       "                              torch.nn.Unflatten(1, (3, 16, 16)))\n"
+                       "    return ModuleGenerator(net, z_dim=8, name='teacher')\n")
+    res = runner.invoke(cli, ["train", "distill", "--arch", "stylegan2", *sizes, "--teacher", f"{teacher}:make",
+                              "--out", str(tmp_path / "d"), "--steps", "2", "--batch-size", "4", "--edge-weight", "0.5",
+                              "--name", "cli-distilled", "--json"])
+    assert res.exit_code == 0, res.output
+    d = load_pretrained(tmp_path / "d")
+    assert isinstance(d, StyleGAN2Generator) and d.name == "cli-distilled"
+    training = json.loads((tmp_path / "d" / "model.json").read_text())["training"]
+    assert training["arch_kwargs"] == {"channel_base": 64, "channel_max": 8, "w_dim": 8, "mapping_layers": 2}
+    assert training["edge_weight"] == 0.5
+
     res = runner.invoke(cli, ["train", "generator", "--channel-base", "64", "--data", str(data_dir),
                               "--out", str(tmp_path / "x"), "--steps", "1"])
     assert isinstance(res.exception, TlganError) and "--channel-base apply to --arch stylegan2" in str(res.exception)

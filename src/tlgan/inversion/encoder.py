@@ -574,8 +574,7 @@ def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> Tuple[torch
     """The centre of ``generator``'s w (its tracked ``w_avg`` when it has one, else the mean over ``n``
     samples of seed ``seed + 2000``) and the mean square of w - centre over those samples."""
     w = generator.sample_latents(n, seed=seed + 2000, space="w")
-    mapping = getattr(generator, "mapping", None)
-    tracked = getattr(mapping, "w_avg", None)
+    tracked = getattr(generator, "w_avg", None)
     centre = tracked.detach().float().cpu() if isinstance(tracked, torch.Tensor) and tracked.abs().sum() > 0 \
         else w.mean(dim=0)
     return centre, max(float((w - centre).pow(2).mean()), 1e-8)

@@ -172,7 +172,8 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
             checkpoint(step + 1)
     bar.close()
     checkpoint(steps)
-    write_samples(steps)
+    if not samples or not samples[-1].endswith(f"step-{steps:06d}.png"):
+        write_samples(steps)
     chosen, errors = pick_closest(teacher, {"G": G, "G_ema": G_ema}, grid_latents)
     final = {"G": G, "G_ema": G_ema}[chosen].eval()
     save_pretrained(final, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev),
