@@ -347,3 +347,22 @@ def test_gpu_training_script_runs_end_to_end_on_cpu(tmp_path):
         assert (out / f"samples-{label}.png").is_file()
         assert "generator" in json.loads((out / f"eval-{label}.json").read_text())
     assert "all done" in (out / "timings.txt").read_text()
+
+
+@pytest.mark.gpu
+def test_stylegan2_routes_on_cuda_with_mixed_precision(data_dir, tmp_path):
+    for precision in ("auto", "fp16", "fp32"):
+        result = train_generator(data_dir, tmp_path / precision, steps=3, device="cuda", precision=precision,
+                                 **TINY_ADV)
+        assert result["d_loss"] == result["d_loss"] and result["g_loss"] == result["g_loss"]  # not NaN
+        config = json.loads((tmp_path / precision / "model.json").read_text())
+        expected = {"auto": "bfloat16" if torch.cuda.is_bf16_supported() else "float32", "fp16": "float16",
+                    "fp32": "float32"}[precision]
+        assert config["training"]["precision"] == expected
+        with torch.no_grad():
+            images = load_pretrained(tmp_path / precision).synthesize(torch.randn(4, 8))
+        assert torch.isfinite(images).all()
+    teacher = ModuleGenerator(_Teacher(), z_dim=8, name="teacher")
+    distill_generator(teacher, tmp_path / "d", steps=3, batch_size=4, device="cuda", progress=False,
+                      arch="stylegan2", arch_kwargs=TINY_ARCH)
+    assert isinstance(load_pretrained(tmp_path / "d"), StyleGAN2Generator)
