@@ -14,7 +14,8 @@
 #   adversarial  `tlgan train generator --arch stylegan2` on exported renders (R1, EMA, mixing).
 # Each stage resumes from its checkpoint when the script is run again with the same OUT.
 # The step counts of the two training stages are fitted to time budgets (DISTILL_SECONDS,
-# ADV_SECONDS) from a short probe run, capped at DISTILL_STEPS / ADV_STEPS.
+# ADV_SECONDS) from a short probe run, capped at DISTILL_STEPS / ADV_STEPS. DISTILL_LR (2e-3), BATCH (64),
+# CHANNEL_BASE, CHANNEL_MAX, W_DIM, MAPPING_LAYERS, ENCODER_STEPS and EVAL_N override the defaults.
 set -euo pipefail
 
 : "${OUT:?set OUT to the output folder}"
@@ -69,7 +70,7 @@ encoder_and_eval() {  # $1 = generator folder, $2 = label
 
 if [[ "$ROUTE" == distill || "$ROUTE" == both ]]; then
     common=(--teacher toyfaces-render --classifier toyfaces-classifier --arch stylegan2 "${SIZES[@]}"
-            --batch-size "$BATCH" --lr 2e-3 --edge-weight 0.5 --feature-weight 0.1 --device "$DEVICE" --json)
+            --batch-size "$BATCH" --lr "${DISTILL_LR:-2e-3}" --edge-weight 0.5 --feature-weight 0.1 --device "$DEVICE" --json)
     if [[ ! -f "$WORK/distill-steps.txt" ]]; then
         stamp "distill probe: start"
         rm -rf "$WORK/probe-distill"

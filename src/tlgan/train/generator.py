@@ -139,7 +139,6 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     Returns {"out_dir", "steps", "d_loss", "g_loss" (running averages), "seconds_per_step"
     (optimisation only, without sample grids and checkpoints), "samples": [paths]}.
     """
-
     dev = resolve_device(device)
     out_dir = Path(out_dir)
     if loss not in LOSSES:
@@ -187,7 +186,7 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         G.noise_mode = noise_mode
         G_ema.noise_mode = "const"
         # Lazy regularisation: a regulariser every k steps makes k + 1 updates per k steps,
-        # so lr and betas are scaled to keep the statistics of a plain run (StyleGAN2, App. B).
+        # so lr and betas are scaled to keep the statistics of a plain run (as NVlabs' code does).
         ratio_d = r1_every / (r1_every + 1) if r1_gamma > 0 else 1.0
         ratio_g = pl_every / (pl_every + 1) if pl_weight > 0 else 1.0
         opt_g = torch.optim.Adam(G.parameters(), lr=lr * ratio_g, betas=(0.0, 0.99 ** ratio_g), eps=1e-8)
