@@ -12,7 +12,7 @@
 #                of the same z (L1 + edge L1 + classifier features), so the renderer's true axes hold
 #                for it; the route the bundled DCGAN took.
 #   adversarial  `tlgan train generator --arch stylegan2` on exported renders (R1, EMA, mixing).
-# Each stage resumes from its checkpoint when the script is run again with the same OUT.
+# Each stage resumes from its checkpoint when the script is run again with the same WORK.
 # The step counts of the two training stages are fitted to time budgets (DISTILL_SECONDS,
 # ADV_SECONDS) from a short probe run, capped at DISTILL_STEPS / ADV_STEPS. DISTILL_LR (2e-3), BATCH (64),
 # CHANNEL_BASE, CHANNEL_MAX, W_DIM, MAPPING_LAYERS, ENCODER_STEPS and EVAL_N override the defaults.
