@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 import click
 
@@ -80,3 +80,30 @@ def layers_option(func):
 def parse_layers(text):
     """'0-5' -> [0, ..., 5]; None stays None."""
     return None if text in (None, "") else parse_int_list(text)
+
+
+ARCH_OPTIONS = ("channel_base", "channel_max", "w_dim", "mapping_layers")
+
+
+def arch_options(func):
+    """``--arch dcgan|stylegan2`` and the StyleGAN2 sizes ``--channel-base --channel-max --w-dim --mapping-layers``."""
+    from tlgan.train.stylegan2 import SMALL_ARCH
+
+    for key in reversed(ARCH_OPTIONS):
+        func = click.option(f"--{key.replace('_', '-')}", key, type=int, default=None,
+                            help=f"StyleGAN2 only [default: {SMALL_ARCH[key]}].")(func)
+    return click.option("--arch", type=click.Choice(["dcgan", "stylegan2"]), default="dcgan", show_default=True,
+                        help="Generator architecture.")(func)
+
+
+def arch_kwargs(arch: str, **sizes: Optional[int]) -> Optional[Dict[str, int]]:
+    """The StyleGAN2 constructor sizes given on the command line, defaults filled in (None for a DCGAN)."""
+    from tlgan.train.stylegan2 import SMALL_ARCH
+
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if arch != "stylegan2":
+        if given:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(given))
+            raise TlganError(f"{flags} apply to --arch stylegan2; a DCGAN's size is --width")
+        return None
+    return {**SMALL_ARCH, **given}

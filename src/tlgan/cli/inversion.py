@@ -148,13 +148,17 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, no_o
 @click.option("--latent-weight", default=1.0, show_default=True)
 @click.option("--pixel-weight", default=1.0, show_default=True, help="Reconstruction through G (0 = latent loss only).")
 @click.option("--feature-weight", default=0.1, show_default=True, help="With --classifier.")
+@click.option("--space", type=click.Choice(["z", "wp"]), default="z", show_default=True,
+              help="Latent space the encoder predicts (wp: StyleGAN generators, e4e-style one w plus offsets).")
+@click.option("--offset-weight", default=1.0, show_default=True, help="With --space wp: L2 weight on the offsets.")
 @click.option("--checkpoint-every", default=250, show_default=True, help="Steps between checkpoints.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the training latents and initial weights.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/encoder-checkpoint/ (same settings).")
 @device_option
 @json_option
 def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifier, real_data, latent_weight,
-                      pixel_weight, feature_weight, checkpoint_every, seed, resume, device, as_json):
+                      pixel_weight, feature_weight, space, offset_weight, checkpoint_every, seed, resume, device,
+                      as_json):
     """Train an encoder (image -> latent) for a generator on faces it makes itself."""
     from tlgan.inversion.encoder import train_encoder
     from tlgan.models import load_generator
@@ -166,7 +170,8 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
     summary = train_encoder(G, out_dir, steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
                             classifier=F, real_data=real_data, resume=resume, width=width,
                             latent_weight=latent_weight, pixel_weight=pixel_weight, feature_weight=feature_weight,
-                            checkpoint_every=checkpoint_every, generator_spec=generator, progress=not as_json)
+                            checkpoint_every=checkpoint_every, generator_spec=generator, progress=not as_json,
+                            space=space, offset_weight=offset_weight)
     if as_json:
         print_json({"out": out_dir, **summary})
     else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tlgan.cli.common import device_option, json_option, print_json
+from tlgan.cli.common import arch_kwargs, arch_options, device_option, json_option, print_json
 
 data_option = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
                            help="Data folder (CelebA layout for the classifier; any image folder for the generator).")
@@ -58,9 +58,11 @@ def classifier_cmd(data_dir, out_dir, steps, batch_size, lr, weight_decay, width
 @out_option
 @click.option("--steps", default=10000, show_default=True, help="Optimisation steps (one D and one G update each).")
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=2e-4, show_default=True, help="Adam learning rate of G and D (constant).")
-@click.option("--width", default=32, show_default=True, help="Generator width (channels at half resolution).")
-@click.option("--d-width", default=None, type=int, help="Discriminator width [default: --width].")
+@arch_options
+@click.option("--lr", default=None, type=float,
+              help="Adam learning rate of G and D (constant) [default: 2e-4 dcgan, 2.5e-3 stylegan2].")
+@click.option("--width", default=32, show_default=True, help="DCGAN generator width (channels at half resolution).")
+@click.option("--d-width", default=None, type=int, help="DCGAN discriminator width [default: --width].")
 @click.option("--z-dim", default=512, show_default=True)
 @click.option("--resolution", default=64, show_default=True, help="Image side in pixels (power of two).")
 @device_option
@@ -69,23 +71,36 @@ def classifier_cmd(data_dir, out_dir, steps, batch_size, lr, weight_decay, width
 @click.option("--sample-every", default=500, show_default=True, help="Steps between sample grids in OUT/samples/.")
 @click.option("--checkpoint-every", default=500, show_default=True, help="Steps between checkpoints.")
 @resume_option
-@click.option("--name", default="dcgan", show_default=True, help="Model name stored in model.json.")
+@click.option("--name", default=None, help="Model name stored in model.json [default: the architecture].")
 @click.option("--loss", type=click.Choice(["nonsaturating", "hinge"]), default="nonsaturating", show_default=True)
-@click.option("--r1-gamma", default=0.0, show_default=True, help="R1 penalty weight on real images (0 = off).")
+@click.option("--r1-gamma", default=None, type=float,
+              help="R1 penalty weight on real images [default: 0 (off) for dcgan, 0.0002 R^2 / batch for stylegan2].")
+@click.option("--r1-every", default=16, show_default=True, help="Steps between (lazy) R1 penalties.")
+@click.option("--mixing-prob", default=0.9, show_default=True, help="StyleGAN2 style-mixing probability.")
+@click.option("--pl-weight", default=0.0, show_default=True,
+              help="StyleGAN2 path-length penalty weight (0 = off; the paper uses 2).")
+@click.option("--pl-every", default=4, show_default=True, help="Steps between (lazy) path-length penalties.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Mixed precision: auto = bfloat16 autocast on CUDA, float32 elsewhere.")
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Mirror training images at random.")
 @click.option("--spectral-norm/--no-spectral-norm", default=True, show_default=True,
-              help="Spectral normalisation in the discriminator.")
+              help="Spectral normalisation in the DCGAN discriminator.")
 @json_option
-def generator_cmd(data_dir, out_dir, steps, batch_size, lr, width, d_width, z_dim, resolution, device, seed, ema_decay,
-                  sample_every, checkpoint_every, resume, name, loss, r1_gamma, flip, spectral_norm, as_json) -> None:
-    """Train a DCGAN generator on every image under --data; save its weight average."""
+def generator_cmd(data_dir, out_dir, steps, batch_size, arch, channel_base, channel_max, w_dim, mapping_layers, lr,
+                  width, d_width, z_dim, resolution, device, seed, ema_decay, sample_every, checkpoint_every, resume,
+                  name, loss, r1_gamma, r1_every, mixing_prob, pl_weight, pl_every, precision, flip, spectral_norm,
+                  as_json) -> None:
+    """Train a GAN generator (DCGAN or StyleGAN2) on every image under --data; save its weight average."""
     from tlgan.train.generator import train_generator
 
+    sizes = arch_kwargs(arch, channel_base=channel_base, channel_max=channel_max, w_dim=w_dim,
+                        mapping_layers=mapping_layers)
     result = train_generator(data_dir, out_dir, steps=steps, batch_size=batch_size, lr=lr, width=width,
                              d_width=d_width, z_dim=z_dim, resolution=resolution, device=device, seed=seed,
                              ema_decay=ema_decay, sample_every=sample_every, checkpoint_every=checkpoint_every,
-                             resume=resume, name=name, loss=loss, r1_gamma=r1_gamma, flip=flip,
-                             spectral_norm=spectral_norm)
+                             resume=resume, name=name, loss=loss, r1_gamma=r1_gamma, r1_every=r1_every, flip=flip,
+                             spectral_norm=spectral_norm, arch=arch, arch_kwargs=sizes, mixing_prob=mixing_prob,
+                             pl_weight=pl_weight, pl_every=pl_every, precision=precision, progress=not as_json)
     if as_json:
         print_json(result)
         return

@@ -1,4 +1,4 @@
-"""A CNN that maps images back to latents, and how to train, save and find one.
+"""CNNs that map images back to latents (z, or wp for StyleGAN), and how to train, save and find one.
 
 The encoder gives a fast first guess of the latent of an image (one forward pass); the
 optimiser in :mod:`tlgan.inversion.optimize` then refines it. It is trained on pairs
@@ -9,7 +9,8 @@ optimiser in :mod:`tlgan.inversion.optimize` then refines it. It is trained on p
          + feature_weight * classifier feature distance             (when a classifier is given)
 
 and, with ``real_data``, the reconstruction terms on real images too (their latent is
-unknown). Files: ``encoder.json`` (architecture, constructor arguments, the generator it
+unknown). For StyleGAN generators a :class:`WPEncoder` predicts wp instead (``space="wp"``):
+one w plus per-layer offsets kept small by an L2 penalty, as in e4e. Files: ``encoder.json`` (architecture, constructor arguments, the generator it
 belongs to and a fingerprint of that generator's weights) beside ``encoder.safetensors``.
 """
 from __future__ import annotations
@@ -65,14 +66,35 @@ class EncoderBlock(nn.Module):
         return F.leaky_relu(self.norm2(self.down(x)), 0.2)
 
 
-class LatentEncoder(nn.Module):
-    """Images (N, 3, R, R) in [-1, 1] -> latents (N, z_dim).
+def encoder_trunk(resolution: int, width: int) -> Tuple[nn.Sequential, int]:
+    """The shared CNN: :class:`EncoderBlock` s from R down to 4 x 4 with ``width``, 2 x width, ...
+    channels (at most 8 x width). Returns (blocks, channels at 4 x 4)."""
+    blocks, in_ch = [], 3
+    for i in range(int(math.log2(resolution)) - 2):
+        out_ch = width * min(8, 2 ** i)
+        blocks.append(EncoderBlock(in_ch, out_ch))
+        in_ch = out_ch
+    return nn.Sequential(*blocks), in_ch
 
-    :class:`EncoderBlock` s halve the side down to 4 x 4 with ``width``, 2 x width, ...
-    channels (at most 8 x width); the 4 x 4 map is flattened (position matters: the
-    generator places features at fixed spots) and a linear layer gives the latent. About
-    0.1 GMAC per 64 px image at width 32. Inputs of another size are resized first.
+
+def _encoder_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
+    if images.shape[-2:] != (resolution, resolution):
+        images = F.interpolate(images, size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
+    return images
+
+
+class LatentEncoder(nn.Module):
+    """Images (N, 3, R, R) in [-1, 1] -> latents (N, z_dim) (space ``"z"``).
+
+    :func:`encoder_trunk` halves the side down to 4 x 4; the 4 x 4 map is flattened
+    (position matters: the generator places features at fixed spots) and a linear layer
+    gives the latent. About 0.1 GMAC per 64 px image at width 32. Inputs of another size are
+    resized first.
     """
+
+    space = "z"
 
     def __init__(self, z_dim: int = 512, resolution: int = 64, width: int = 32):
         super().__init__()
@@ -82,21 +104,77 @@ class LatentEncoder(nn.Module):
         self.config_kwargs = {"z_dim": z_dim, "resolution": resolution, "width": width}
         self.z_dim = z_dim
         self.resolution = resolution
-        blocks, in_ch = [], 3
-        for i in range(int(math.log2(resolution)) - 2):
-            out_ch = width * min(8, 2 ** i)
-            blocks.append(EncoderBlock(in_ch, out_ch))
-            in_ch = out_ch
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(in_ch * 16, z_dim)
+        self.blocks, channels = encoder_trunk(resolution, width)
+        self.head = nn.Linear(channels * 16, z_dim)
+
+    @property
+    def latent_shape(self) -> Tuple[int, ...]:
+        return (self.z_dim,)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
-        if images.shape[-2:] != (self.resolution, self.resolution):
-            images = F.interpolate(images, size=(self.resolution,) * 2, mode="bilinear", align_corners=False,
-                                   antialias=True)
-        return self.head(self.blocks(images).flatten(1))
+        return self.head(self.blocks(_encoder_input(images, self.resolution)).flatten(1))
+
+
+class WPEncoder(nn.Module):
+    """Images (N, 3, R, R) in [-1, 1] -> wp latents (N, num_ws, w_dim) (space ``"wp"``), e4e-style.
+
+    The trunk of :class:`LatentEncoder` feeds two heads: one w per image from the flattened
+    4 x 4 map (relative to the generator's ``w_avg``, a buffer copied from it at training time),
+    and offsets for layers 1 .. num_ws - 1 (layer 0 takes w itself) from the map's channel means
+    (a small head: at w_dim 256 and 10 layers, 0.6 M weights instead of 9 M from the flat map):
+
+        wp[:, 0] = w_avg + w,    wp[:, k] = w_avg + w + offset_k
+
+    Training keeps the offsets small with an L2 penalty (Tov et al., 2021, "Designing an
+    Encoder for StyleGAN Image Manipulation"), so predictions stay near the w space, where
+    edits behave; the offset head starts at zero, so an untrained encoder predicts one w.
+    """
+
+    space = "wp"
+
+    def __init__(self, w_dim: int = 512, num_ws: int = 12, resolution: int = 64, width: int = 32):
+        super().__init__()
+        w_dim, num_ws, resolution, width = int(w_dim), int(num_ws), check_resolution(resolution), check_width(width)
+        if w_dim < 1 or num_ws < 1:
+            raise TlganError(f"w_dim and num_ws must be positive, not {w_dim} and {num_ws}")
+        self.config_kwargs = {"w_dim": w_dim, "num_ws": num_ws, "resolution": resolution, "width": width}
+        self.w_dim, self.num_ws, self.resolution = w_dim, num_ws, resolution
+        self.blocks, channels = encoder_trunk(resolution, width)
+        self.head_w = nn.Linear(channels * 16, w_dim)
+        self.head_offsets = nn.Linear(channels, (num_ws - 1) * w_dim)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    @property
+    def latent_shape(self) -> Tuple[int, ...]:
+        return (self.num_ws, self.w_dim)
+
+    def parts(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(w (N, w_dim) including w_avg, offsets (N, num_ws - 1, w_dim)) for ``images``."""
+        h = self.blocks(_encoder_input(images, self.resolution))
+        w = self.w_avg.to(h.dtype) + self.head_w(h.flatten(1))
+        return w, self.head_offsets(h.mean(dim=(2, 3))).reshape(h.shape[0], self.num_ws - 1, self.w_dim)
+
+    @staticmethod
+    def compose(w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """w (N, w_dim) and offsets (N, num_ws - 1, w_dim) -> wp (N, num_ws, w_dim)."""
+        return w[:, None, :] + torch.cat([torch.zeros_like(w)[:, None, :], offsets], dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.compose(*self.parts(images))
+
+
+ENCODER_ARCHITECTURES = {"LatentEncoder": LatentEncoder, "WPEncoder": WPEncoder}
+"""Architecture name (as written in encoder.json) -> class."""
+
+
+def make_encoder(generator: Generator, space: str = "z", width: int = 32) -> nn.Module:
+    """An untrained encoder into ``generator``'s latent ``space`` ("z" or "wp")."""
+    generator.check_space(space)
+    if space == "z":
+        return LatentEncoder(generator.z_dim, generator.img_resolution, width)
+    if space == "wp":
+        return WPEncoder(generator.w_dim, generator.num_ws, generator.img_resolution, width)
+    raise TlganError(f"encoders predict z or wp latents, not {space!r}; use --space wp for a StyleGAN generator")
 
 
 # ----------------------------------------------------------------------------------------
@@ -122,6 +200,7 @@ def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, genera
         "format": ENCODER_FORMAT,
         "architecture": type(encoder).__name__,
         "kwargs": dict(encoder.config_kwargs),
+        "space": encoder.space,
         "generator": generator_spec or (generator.name if generator is not None else "unknown"),
         "generator_fingerprint": generator_fingerprint(generator) if generator is not None else None,
     }
@@ -132,34 +211,46 @@ def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, genera
 
 def load_encoder_dir(directory: str | os.PathLike, generator: Optional[Generator] = None,
                      device: str | torch.device = "cpu") -> LatentEncoder:
-    """Load ``directory/encoder.json`` + ``encoder.safetensors`` (eval mode).
+    """Load ``directory/encoder.json`` + ``encoder.safetensors`` (eval mode): a :class:`LatentEncoder`
+    (space "z") or a :class:`WPEncoder` (space "wp"), as the file says; ``encoder.space`` tells which.
 
-    With ``generator``: the latent size must match (else TlganError); a different weights
+    With ``generator``: the latent shape must match (else TlganError); a different weights
     fingerprint only logs a warning, since the encoder's guess is refined by optimisation.
     """
     directory = Path(directory)
     config_path = directory / f"{ENCODER_FILE}.json"
     config = read_json(config_path)
-    if not isinstance(config, dict) or config.get("architecture") != "LatentEncoder" or not isinstance(
+    known = " or ".join(f'"{name}"' for name in ENCODER_ARCHITECTURES)
+    if not isinstance(config, dict) or config.get("architecture") not in ENCODER_ARCHITECTURES or not isinstance(
             config.get("kwargs"), dict):
-        raise TlganError(f"{config_path}: not a tlgan encoder config (needs \"architecture\": \"LatentEncoder\" and "
+        raise TlganError(f"{config_path}: not a tlgan encoder config (needs \"architecture\": {known} and "
                          f"\"kwargs\"); train one with `tlgan train encoder`")
+    cls = ENCODER_ARCHITECTURES[config["architecture"]]
     try:
-        encoder = LatentEncoder(**config["kwargs"])
+        encoder = cls(**config["kwargs"])
     except TypeError as exc:
-        raise TlganError(f"{config_path}: \"kwargs\" do not fit LatentEncoder ({exc})") from None
+        raise TlganError(f"{config_path}: \"kwargs\" do not fit {cls.__name__} ({exc})") from None
     load_state(encoder, directory / f"{ENCODER_FILE}.safetensors")
     encoder.info = config  # type: ignore[attr-defined]
     if generator is not None:
-        if encoder.z_dim != generator.z_dim:
-            raise TlganError(f"{config_path}: this encoder makes latents of size {encoder.z_dim} but generator "
-                             f"{generator.name!r} takes {generator.z_dim}; train an encoder for it with "
-                             f"`tlgan train encoder`")
+        space = encoder.space
+        if space not in generator.spaces or tuple(generator.latent_shape(space)) != tuple(encoder.latent_shape):
+            has = (f"takes {_shape_text(generator.latent_shape(space), False)}" if space in generator.spaces
+                   else f"has no {space!r} space")
+            raise TlganError(f"{config_path}: this encoder makes {'' if space == 'z' else space + ' '}latents of "
+                             f"{_shape_text(encoder.latent_shape)} but generator {generator.name!r} {has}; "
+                             f"train an encoder for it with `tlgan train encoder`")
         expected = config.get("generator_fingerprint")
         if expected and expected != generator_fingerprint(generator):
             log.warning("%s was trained for other generator weights (%s); its guesses may be poor (optimisation "
                         "still refines them)", config_path, config.get("generator"))
     return encoder.to(device).eval()
+
+
+def _shape_text(shape, named: bool = True) -> str:
+    """(16,) -> "size 16", (6, 8) -> "shape 6 x 8" (without the word when not ``named``)."""
+    text = " x ".join(str(int(n)) for n in shape)
+    return (("size " if len(shape) == 1 else "shape ") + text) if named else text
 
 
 def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Optional[Path]:
@@ -362,8 +453,14 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
                   classifier: Optional[Classifier] = None, real_data=None, resume: bool = False,
                   width: int = 32, latent_weight: float = 1.0, pixel_weight: float = 1.0,
                   feature_weight: float = 0.1, checkpoint_every: int = 250, generator_spec: Optional[str] = None,
-                  progress: bool = True) -> Dict[str, Any]:
-    """Train a :class:`LatentEncoder` for ``generator`` and save it into ``out_dir``.
+                  progress: bool = True, space: str = "z", offset_weight: float = 1.0) -> Dict[str, Any]:
+    """Train an encoder for ``generator`` and save it into ``out_dir``.
+
+    ``space="z"``: a :class:`LatentEncoder`, latent loss |E(x) - z|^2 / D. ``space="wp"`` (StyleGAN
+    generators): a :class:`WPEncoder` whose w is centred on the generator's ``w_avg``; its latent
+    loss is the mean squared error to the true wp (w repeated) divided by the mean square of
+    w - w_avg, and ``offset_weight`` x the mean square of its per-layer offsets (same scale)
+    keeps them small (an e4e-style encoder).
 
     Each step draws latents ``z`` of samples ``step * batch_size ...`` of ``seed`` (so a
     resumed run sees the same batches), makes ``x = G(z)`` without gradients and minimises
@@ -384,14 +481,22 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
     generator = generator.to(torch_device)
     if classifier is not None:
         classifier = classifier.to(torch_device)
-    encoder = LatentEncoder(generator.z_dim, generator.img_resolution, width)
+    encoder = make_encoder(generator, space, width)
     encoder.apply(_reset(seed))  # initial weights depend only on the seed
+    w_scale = 1.0
+    if space == "wp":
+        w_avg, w_scale = _w_statistics(generator, seed)
+        with torch.no_grad():
+            encoder.w_avg.copy_(w_avg)
+            encoder.head_offsets.weight.zero_()  # start from one w per image (e4e)
     encoder.to(torch_device).train()
     opt = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
     settings = {"generator": generator_spec or generator.name, "generator_fingerprint": generator_fingerprint(generator),
                 "batch_size": batch_size, "lr": lr, "seed": seed, "width": width, "latent_weight": latent_weight,
                 "pixel_weight": pixel_weight, "feature_weight": feature_weight, "real_data": real_data is not None,
                 "steps": steps}
+    if space != "z":  # only then, so that z checkpoints written before spaces existed still resume
+        settings.update({"space": space, "offset_weight": offset_weight})
     start_step, history = 0, []
     if resume and (ckpt_dir / "state.json").is_file():
         start_step, history = _load_checkpoint(ckpt_dir, encoder, opt, settings)
@@ -417,14 +522,23 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
             z = generator.sample_latents_at(np.arange(step * batch_size, (step + 1) * batch_size), seed=seed)
             z = z.to(torch_device)
             with torch.no_grad():
-                x = generator.synthesize(z)
+                target = z if space == "z" else generator.map_latents(z, "z", space)
+                x = generator.synthesize(target, space)
             images = x if real is None else torch.cat([x, real.batch(step)[0]])
-            pred = encoder(images)
-            loss_latent = (pred[:batch_size] - z).pow(2).sum(1).mean() / d
-            loss = latent_weight * loss_latent
-            record = {"step": step + 1, "latent": loss_latent.item()}
+            if space == "wp":
+                w, offsets = encoder.parts(images)
+                pred = encoder.compose(w, offsets)
+                loss_latent = (pred[:batch_size] - target).pow(2).mean() / w_scale
+                loss_offsets = offsets.pow(2).mean() / w_scale
+                loss = latent_weight * loss_latent + offset_weight * loss_offsets
+                record = {"step": step + 1, "latent": loss_latent.item(), "offsets": loss_offsets.item()}
+            else:
+                pred = encoder(images)
+                loss_latent = (pred[:batch_size] - z).pow(2).sum(1).mean() / d
+                loss = latent_weight * loss_latent
+                record = {"step": step + 1, "latent": loss_latent.item()}
             if pixel_weight > 0 or feature_weight > 0:
-                recon = generator.synthesize(pred)
+                recon = generator.synthesize(pred, space)
                 loss_pixel = (recon - images).pow(2).flatten(1).mean(1).mean()
                 loss = loss + pixel_weight * loss_pixel
                 record["pixel"] = loss_pixel.item()
@@ -455,6 +569,17 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
     return summary
 
 
+@torch.no_grad()
+def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> Tuple[torch.Tensor, float]:
+    """The centre of ``generator``'s w (its tracked ``w_avg`` when it has one, else the mean over ``n``
+    samples of seed ``seed + 2000``) and the mean square of w - centre over those samples."""
+    w = generator.sample_latents(n, seed=seed + 2000, space="w")
+    tracked = getattr(generator, "w_avg", None)
+    centre = tracked.detach().float().cpu() if isinstance(tracked, torch.Tensor) and tracked.abs().sum() > 0 \
+        else w.mean(dim=0)
+    return centre, max(float((w - centre).pow(2).mean()), 1e-8)
+
+
 def _reset(seed: int):
     """Initialise weights from a generator seeded by ``seed`` (independent of global RNG use elsewhere)."""
     g = torch.Generator().manual_seed(seed)
@@ -472,15 +597,21 @@ def _reset(seed: int):
 @torch.no_grad()
 def evaluate_encoder(encoder: LatentEncoder, generator: Generator, n: int = 64, seed: int = 1000,
                      batch_size: int = 64) -> Dict[str, float]:
-    """Encoder-only reconstruction of ``n`` generated faces of ``seed``: mean PSNR (dB) and latent error."""
+    """Encoder-only reconstruction of ``n`` generated faces of ``seed``: mean PSNR (dB) and the
+    relative latent error |pred - true|^2 / |true|^2 in the encoder's space (for wp, true = w
+    repeated, measured from ``w_avg``)."""
     device = next(encoder.parameters()).device
+    space = getattr(encoder, "space", "z")
     psnrs, errs = [], []
     with frozen(generator, encoder):
         for start in range(0, n, batch_size):
             z = generator.sample_latents(min(batch_size, n - start), seed=seed, start=start).to(device)
-            x = generator.synthesize(z)
+            true = z if space == "z" else generator.map_latents(z, "z", space)
+            x = generator.synthesize(true, space)
             pred = encoder(x)
-            psnrs.append(psnr_db(generator.synthesize(pred), x).cpu())
-            errs.append(((pred - z).pow(2).sum(1) / z.pow(2).sum(1)).cpu())
+            psnrs.append(psnr_db(generator.synthesize(pred, space), x).cpu())
+            if space == "wp":
+                pred, true = pred - encoder.w_avg, true - encoder.w_avg
+            errs.append(((pred - true).pow(2).flatten(1).sum(1) / true.pow(2).flatten(1).sum(1)).cpu())
     return {"psnr_db_mean": round(float(torch.cat(psnrs).mean()), 3),
             "latent_relative_error": round(float(torch.cat(errs).mean()), 4)}

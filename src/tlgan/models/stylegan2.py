@@ -112,6 +112,11 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{i}")(x)
         return x
 
+    @torch.no_grad()
+    def track_w_avg(self, w: torch.Tensor, beta: float = 0.995) -> None:
+        """Training: ``w_avg <- w_avg + (1 - beta) (mean of w (N, w_dim) - w_avg)``, the truncation centre."""
+        self.w_avg.lerp_(w.detach().float().mean(dim=0).to(self.w_avg.dtype), 1.0 - beta)
+
 
 class SynthesisLayer(nn.Module):
     """Modulated, demodulated 3x3 convolution + noise + bias + leaky ReLU (optionally upsampling 2x).
@@ -316,3 +321,141 @@ class StyleGAN2Generator(StyleBasedGenerator):
         if bad:
             raise TlganError(f"layer(s) {bad} have no convolution; this generator's are 0-{len(convs) - 1}")
         return torch.cat([convs[k].affine.effective_weight().detach() for k in chosen])
+
+
+# ----------------------------------------------------------------------------------------
+# The discriminator (used in training only; never registered as a model)
+# ----------------------------------------------------------------------------------------
+
+class Conv2dLayer(nn.Module):
+    """Equalised-learning-rate convolution, optionally halving the side first (low-pass, then stride 2).
+
+    (N, C_in, S, S) -> (N, C_out, S, S), or (N, C_out, S/2, S/2) with ``down``. The weight is
+    stored as N(0, 1) and scaled by 1 / sqrt(fan_in) at run time, as in the generator.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: str = "lrelu",
+                 down: bool = False, bias: bool = True):
+        super().__init__()
+        self.activation = activation
+        self.down = bool(down)
+        self.kernel_size = int(kernel_size)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.register_buffer("resample_filter", lowpass_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        if self.down:
+            # Blur so that the stride-2 convolution does not alias: for a K-tap kernel k the
+            # padding makes side S + k - 2 after blurring, which the stride-2 k x k conv halves.
+            taps = self.resample_filter.shape[-1]
+            total = self.kernel_size + taps - 3
+            x = filter2d(x, self.resample_filter, pad=[total // 2, total - total // 2] * 2)
+            x = F.conv2d(x, w, b, stride=2)
+        else:
+            x = F.conv2d(x, w, b, padding=self.kernel_size // 2)
+        if self.activation == "lrelu":
+            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+        return x
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block at side S: (N, C, S, S) -> (N, C', S/2, S/2).
+
+    x' = (skip(x) + conv1(conv0(x))) / sqrt(2), with conv0 3x3, conv1 3x3 down, and skip a
+    1x1 down without bias or activation; the 1/sqrt(2) keeps the variance of the sum.
+    The top block first maps the image to features with ``fromrgb`` (1x1).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, resolution: int, img_channels: int = 3,
+                 from_rgb: bool = False):
+        super().__init__()
+        self.resolution = int(resolution)
+        self.from_rgb = bool(from_rgb)
+        if from_rgb:
+            self.fromrgb = Conv2dLayer(img_channels, in_channels, 1)
+        self.conv0 = Conv2dLayer(in_channels, in_channels, 3)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, down=True)
+        self.skip = Conv2dLayer(in_channels, out_channels, 1, activation="linear", down=True, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.from_rgb:
+            x = self.fromrgb(x)
+        y = self.skip(x)
+        x = self.conv1(self.conv0(x))
+        return (y + x) * math.sqrt(0.5)
+
+
+def minibatch_std(x: torch.Tensor, group_size: int = 4, num_channels: int = 1) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C + num_channels, H, W): appends the standard deviation of each feature
+    over groups of images, averaged over features and pixels, so D can see a lack of variety.
+
+    Group g holds images g, g + N/G, g + 2N/G, ... with G the largest divisor of N up to
+    ``group_size``.
+    """
+    n, c, h, w = x.shape
+    g = max(d for d in range(1, min(group_size, n) + 1) if n % d == 0)
+    f = num_channels
+    y = x.reshape(g, -1, f, c // f, h, w).float()
+    y = (y - y.mean(dim=0)).square().mean(dim=0)
+    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))                    # (N / G, F)
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w).to(x.dtype)    # (N, F, H, W)
+    return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorEpilogue(nn.Module):
+    """At 4 x 4: minibatch std, 3x3 conv, fully connected, then one logit: (N, C, 4, 4) -> (N,)."""
+
+    def __init__(self, in_channels: int, group_size: int = 4, num_channels: int = 1):
+        super().__init__()
+        self.group_size, self.num_channels = int(group_size), int(num_channels)
+        self.conv = Conv2dLayer(in_channels + self.num_channels, in_channels, 3)
+        self.fc = FullyConnected(in_channels * 16, in_channels, "lrelu")
+        self.out = FullyConnected(in_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.num_channels > 0:
+            x = minibatch_std(x, self.group_size, self.num_channels)
+        x = self.conv(x)
+        return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """The StyleGAN2 residual discriminator: images (N, 3, R, R) -> logits (N,) ("real" when high).
+
+    Blocks ``b{R}``, ..., ``b8`` halve the side; channels at side S are
+    min(channel_base // S, channel_max), as in the generator. ``mbstd_group`` 0 switches
+    the minibatch standard deviation off.
+    """
+
+    def __init__(self, img_resolution: int = 64, img_channels: int = 3, channel_base: int = 32768,
+                 channel_max: int = 512, mbstd_group: int = 4, mbstd_channels: int = 1):
+        super().__init__()
+        img_resolution = check_stylegan2_resolution(img_resolution)
+        if channel_base // img_resolution < 1:
+            raise TlganError(f"channel_base {channel_base} gives no channels at {img_resolution} px; "
+                             f"it must be at least the resolution")
+        self.config_kwargs = {"img_resolution": img_resolution, "img_channels": int(img_channels),
+                              "channel_base": int(channel_base), "channel_max": int(channel_max),
+                              "mbstd_group": int(mbstd_group), "mbstd_channels": int(mbstd_channels)}
+        self.img_resolution, self.img_channels = img_resolution, int(img_channels)
+        self.resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 2, -1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.resolutions + [4]}
+        for res in self.resolutions:
+            block = DiscriminatorBlock(channels[res], channels[res // 2], res, self.img_channels,
+                                       from_rgb=res == img_resolution)
+            setattr(self, f"b{res}", block)
+        self.b4 = DiscriminatorEpilogue(channels[4], mbstd_group, mbstd_channels if mbstd_group > 0 else 0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or tuple(images.shape[1:]) != (self.img_channels, self.img_resolution,
+                                                           self.img_resolution):
+            raise TlganError(f"the discriminator takes images (N, {self.img_channels}, {self.img_resolution}, "
+                             f"{self.img_resolution}); got {tuple(images.shape)}")
+        x = images
+        for res in self.resolutions:
+            x = getattr(self, f"b{res}")(x)
+        return self.b4(x)

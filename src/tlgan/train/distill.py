@@ -35,6 +35,7 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.models.networks import DCGANGenerator, save_pretrained
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
+from tlgan.train.stylegan2 import training_images
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,6 @@ def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
 
         return StyleGAN2Generator(z_dim=z_dim, img_resolution=resolution, **(arch_kwargs or {}))
     raise TlganError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-
-
-def training_images(G: Generator, z: torch.Tensor) -> torch.Tensor:
-    """The student's images for a loss: StyleGAN2's before the final clamp, whose zero gradient
-    would leave pixels stuck outside [-1, 1]."""
-    from tlgan.models.stylegan2 import StyleGAN2Generator
-
-    if isinstance(G, StyleGAN2Generator):
-        return G.synthesis(G.map_latents(z, "z", "wp"), G.noise_mode)
-    return G.synthesize(z)
 
 
 def edge_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -181,7 +172,8 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
             checkpoint(step + 1)
     bar.close()
     checkpoint(steps)
-    write_samples(steps)
+    if not samples or not samples[-1].endswith(f"step-{steps:06d}.png"):
+        write_samples(steps)
     chosen, errors = pick_closest(teacher, {"G": G, "G_ema": G_ema}, grid_latents)
     final = {"G": G, "G_ema": G_ema}[chosen].eval()
     save_pretrained(final, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev),
