@@ -179,7 +179,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
                      classifier: Optional[Classifier] = None, steps: int = DEFAULT_STEPS, lr: float = 0.05,
                      pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
                      prior_weight: float = 0.01, pixel_loss: str = "mse", patience: int = 8, max_decays: int = 2,
-                     tol: float = 1e-3, space: str = "z", optimize_noise: bool = False, noise_weight: float = 1e3,
+                     tol: float = 1e-3, space: str = "z", optimize_noise: bool = False, noise_weight: float = 1.0,
                      noise_lr: Optional[float] = None, progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Refine latents ``init`` (N, *latent_shape(space)) so that ``generator`` reproduces ``targets`` (N, 3, R, R).
 
@@ -377,7 +377,7 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[Late
            classifier: Optional[Classifier] = None, optimize: bool = True, steps: int = DEFAULT_STEPS,
            space: str = "z", lr: Optional[float] = None, pixel_weight: float = 1.0, feature_weight: float = 0.05,
            gradient_weight: float = 0.5, prior_weight: float = 0.01, patience: int = 8, batch_size: int = 32,
-           candidates: int = 64, seed: int = 0, optimize_noise: bool = False, noise_weight: float = 1e3,
+           candidates: int = 64, seed: int = 0, optimize_noise: bool = False, noise_weight: float = 1.0,
            progress: bool = False) -> InversionResult:
     """Latents in ``space`` whose generated images reproduce ``images`` (N, 3, R, R) in [-1, 1] (resized to fit).
 
