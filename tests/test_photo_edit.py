@@ -118,8 +118,8 @@ def test_wp_inversion_starts_at_w_avg_and_beats_w():
     assert torch.equal(start[0, 3], G.mapping.w_avg)
     x = off_manifold_photos(2)
     x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    in_wp = invert(G, x, space="wp", steps=60)
-    in_w = invert(G, x, space="w", steps=60)
+    in_wp = invert(G, x, space="wp", steps=30)
+    in_w = invert(G, x, space="w", steps=30)
     assert in_wp.latents.shape == (2, G.num_ws, G.w_dim) and in_wp.space == "wp"
     # One w per layer has more freedom than one w: it fits the same photos better.
     assert float(in_wp.psnr_db.mean()) > float(in_w.psnr_db.mean())

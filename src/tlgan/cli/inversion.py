@@ -95,7 +95,8 @@ space_option = click.option(
 tune_options = [
     click.option("--tune", is_flag=True, help="Pivotal tuning: fine-tune a copy of the generator around the latent "
                                               "found, saved as OUT/NAME-generator/ (use it with --generator)."),
-    click.option("--tune-steps", default=150, show_default=True, help="Tuning steps at most (with --tune)."),
+    click.option("--tune-steps", default=100, show_default=True, help="Tuning steps at most (with --tune)."),
+    click.option("--tune-lr", default=1e-3, show_default=True, help="Adam learning rate of the tuning (with --tune)."),
     click.option("--locality-weight", default=1.0, show_default=True,
                  help="Weight of the term keeping faces near the latent as the original generator draws them."),
     click.option("--locality-radius", default=3.0, show_default=True,
@@ -133,7 +134,7 @@ def _with(options):
 @device_option
 @json_option
 def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, space, crop, optimize_noise, tune,
-               tune_steps, locality_weight, locality_radius, no_optimize, upscale, seed, device, as_json):
+               tune_steps, tune_lr, locality_weight, locality_radius, no_optimize, upscale, seed, device, as_json):
     """Find latents whose generated faces reproduce IMAGE... (any size and mode; centre-cropped and resized).
 
     With --tune each photo also gets its own tuned copy of the generator (OUT/NAME-generator/),
@@ -200,8 +201,9 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
             extra = {}
             if tune:
                 noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
-                tuned = tune_generator(G, image, result.latents[k], space=space, classifier=F, steps=tune_steps,
-                                       locality_weight=locality_weight, locality_radius=locality_radius,
+                # Pixels and edges only: the latent search settled the attributes, and it is faster.
+                tuned = tune_generator(G, image, result.latents[k], space=space, steps=tune_steps,
+                                       lr=tune_lr, locality_weight=locality_weight, locality_radius=locality_radius,
                                        noise=noise, seed=seed, progress=not as_json)
                 tuned_dir = out / f"{name}-generator"
                 save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
@@ -279,25 +281,49 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
 @classifier_option
 @encoder_option
 @steps_option
+@space_option
+@_with(tune_options)
+@click.option("--edit", "edit", default=None,
+              help="NAME=AMOUNT: apply this edit to each rendered photo's latent and report how the classifier's "
+                   "probabilities move (e.g. Smiling=2); axes from --axes or fitted once for the generator.")
+@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None, help="Axes file for --edit.")
+@click.option("--rendered-only", is_flag=True, help="Skip the generated faces (only photos not made by the generator).")
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples.")
 @device_option
 @json_option
-def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, no_optimize, device, as_json):
-    """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time."""
+def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, space, tune, tune_steps, tune_lr,
+                       locality_weight, locality_radius, edit, axes_path, rendered_only, no_optimize, seed, device, as_json):
+    """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time (and tuning, edits)."""
     from tlgan.inversion.evaluate import evaluate_inversion
     from tlgan.models import load_classifier, load_generator
 
     if n < 1:
         raise TlganError(f"--n must be at least 1, not {n}")
     G = load_generator(generator, device)
+    space = _space_for(space, G)
     F = load_classifier(classifier, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
-    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps,
-                                optimize=not no_optimize, progress=not as_json)
+    axes, move = None, ("Smiling", 2.0)
+    if edit is not None:
+        from tlgan.cli.pipeline import _axes_for, parse_moves
+
+        moves = parse_moves([edit])
+        if len(moves) != 1:
+            raise TlganError(f"--edit takes one NAME=AMOUNT, not {edit!r}")
+        move = next(iter(moves.items()))
+        axes = _axes_for(axes_path, G, generator, classifier, device)
+    tune_kwargs = {"steps": tune_steps, "lr": tune_lr, "locality_weight": locality_weight,
+                   "locality_radius": locality_radius, "seed": seed}
+    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps, optimize=not no_optimize, space=space,
+                                seed=seed, tune=tune, tune_kwargs=tune_kwargs, axes=axes, edit=move,
+                                skip_generated=rendered_only, progress=not as_json)
     if as_json:
         print_json(result)
         return
     for kind in ("generated", "rendered"):
+        if result[kind] is None:
+            continue
         click.echo(f"{kind}:")
         for key, value in result[kind].items():
             click.echo(f"  {key:28s} {value}")

@@ -39,7 +39,7 @@ from tlgan.models.base import Classifier, Generator
 log = logging.getLogger(__name__)
 
 TUNED_FORMAT = "tlgan.tuned/1"
-DEFAULT_TUNE_STEPS = 150
+DEFAULT_TUNE_STEPS = 100
 
 
 @dataclass
@@ -90,7 +90,7 @@ def locality_latents(generator: Generator, pivot: torch.Tensor, space: str, n: i
 
 
 def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tensor, *, space: str = "z",
-                   classifier: Optional[Classifier] = None, steps: int = DEFAULT_TUNE_STEPS, lr: float = 3e-4,
+                   classifier: Optional[Classifier] = None, steps: int = DEFAULT_TUNE_STEPS, lr: float = 1e-3,
                    pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
                    locality_weight: float = 1.0, locality_radius: float = 3.0, locality_samples: int = 4,
                    noise: Optional[Dict[str, torch.Tensor]] = None, patience: int = 20, tol: float = 1e-3,
@@ -98,12 +98,16 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
     """Fine-tune a copy of ``generator`` so that ``pivot`` reproduces ``target`` (3, R, R) in [-1, 1].
 
     ``pivot`` is one latent of ``space`` (``latent_shape(space)``), e.g. from
-    :func:`tlgan.inversion.invert`. Adam at ``lr`` on every parameter of the copy for at most
+    :func:`tlgan.inversion.invert`. Adam at ``lr`` (PTI used 3e-4 on StyleGAN2 at 1024 px; small
+    generators take 1e-3) on every parameter of the copy for at most
     ``steps`` steps; it stops early when the reconstruction loss has not improved by the
     relative ``tol`` for ``patience`` steps (no best-weights snapshot is kept: that would be a
     second copy of the weights, and with PTI's small learning rate the loss falls steadily). The loss terms
     are those of the latent search (classifier features, or image gradients without a
     classifier) plus the locality term (see module docs; ``locality_weight`` 0 turns it off).
+    tlgan's commands tune without a classifier (pixels + image gradients): the latent search
+    has already settled the attributes, and on toyfaces-gan this reaches a higher PSNR in less
+    time than with the feature term.
     ``noise`` {name: (R, R)} (StyleGAN2) are optimised noise maps to bake into the copy's
     noise buffers first. ``seed`` fixes the locality samples. The original is not modified.
     """
@@ -129,7 +133,7 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
     params = [p for p in tuned.parameters()]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, foreach=True)  # one fused pass over all tensors: much faster on CPU
     rng = torch.Generator().manual_seed(int(seed))
     spread = _spread(generator, space) if locality_weight > 0 and locality_samples > 0 else 1.0
     history = []
@@ -145,16 +149,20 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
         bar = tqdm(total=steps, desc="tuning the generator", unit="step", disable=None if progress else True,
                    leave=False)
         for step in range(1, steps + 1):
-            loss_rec = recon_loss(synthesize_raw(tuned, pivot, space))[0]
-            loss = loss_rec
             if locality_weight > 0 and locality_samples > 0:
                 near = locality_latents(generator, pivot[0].cpu(), space, locality_samples, locality_radius, rng,
                                         spread).to(device)
                 with torch.no_grad():
                     reference = synthesize_raw(generator, near, space)
-                loc = (synthesize_raw(tuned, near, space) - reference).pow(2).mean()
+                # One pass through the copy for the pivot and its neighbours together.
+                images = synthesize_raw(tuned, torch.cat([pivot, near]), space)
+                loss_rec = recon_loss(images[:1])[0]
+                loc = (images[1:] - reference).pow(2).mean()
                 last_locality = float(loc.detach())
-                loss = loss + locality_weight * loc
+                loss = loss_rec + locality_weight * loc
+            else:
+                loss_rec = recon_loss(synthesize_raw(tuned, pivot, space))[0]
+                loss = loss_rec
             value = float(loss.detach())
             # The reconstruction alone decides progress: the locality samples change every step.
             score = float(loss_rec.detach())
