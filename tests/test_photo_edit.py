@@ -280,6 +280,7 @@ def test_cli_invert_wp_on_a_stylegan2_folder(tmp_path):
     row = json.loads(result.stdout)["images"][0]
     latent, meta = load_latent(row["latent"])
     assert meta["space"] == "wp" and latent.shape == (G.num_ws, G.w_dim)
-    assert row["tuned_psnr_db"] >= row["psnr_db"] - 0.5
+    # The copy starts from the optimised noise maps (the locality reference uses them too), so it only improves.
+    assert row["tuned_psnr_db"] > row["psnr_db"]
     refused = CliRunner().invoke(cli, args + ["--optimize-noise"])
     assert isinstance(refused.exception, TlganError) and "needs --tune" in str(refused.exception)

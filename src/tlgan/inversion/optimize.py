@@ -483,8 +483,12 @@ def encoder_for(generator: Generator) -> Optional[LatentEncoder]:
 
 def invert_image(generator: Generator, classifier: Optional[Classifier], image_bytes: bytes, *,
                  encoder: Any = "auto", steps: int = DEFAULT_STEPS, optimize: bool = True,
-                 name: str = "uploaded image") -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
-    """Invert one encoded image file (PNG, JPEG, ...): returns (latent (D,), reconstruction (3, R, R), info).
+                 name: str = "uploaded image", space: str = "z",
+                 crop: Optional[Tuple[int, int, int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
+    """Invert one encoded image file (PNG, JPEG, ...): returns (latent (*latent_shape(space)), reconstruction (3, R, R), info).
+
+    ``space`` is where the latent is searched (the studio passes its own); ``crop`` an
+    (x, y, w, h) box of the photo (default: its centre square).
 
     ``encoder="auto"`` uses the generator's shipped encoder if it has one; pass an
     encoder or None to choose. info: ``psnr_db``, ``encoder_psnr_db`` (or None),
@@ -493,10 +497,11 @@ def invert_image(generator: Generator, classifier: Optional[Classifier], image_b
     """
     from tlgan.imaging import read_image
 
-    image, notes = read_image(image_bytes, generator.img_resolution, name=name)
+    image, notes = read_image(image_bytes, generator.img_resolution, name=name, crop=crop)
     if isinstance(encoder, str) and encoder == "auto":
         encoder = encoder_for(generator)
-    result = invert(generator, image[None], encoder=encoder, classifier=classifier, optimize=optimize, steps=steps)
+    result = invert(generator, image[None], encoder=encoder, classifier=classifier, optimize=optimize, steps=steps,
+                    space=space)
     info = {
         "psnr_db": round(float(result.psnr_db[0]), 3),
         "encoder_psnr_db": None if result.encoder_psnr_db is None else round(float(result.encoder_psnr_db[0]), 3),

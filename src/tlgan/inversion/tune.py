@@ -130,6 +130,8 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
         with torch.no_grad():
             for name, value in noise.items():
                 buffers[name].copy_(value.reshape(buffers[name].shape))
+    reference_noise = None if not noise else {
+        name: value.detach().float().to(device).reshape(1, 1, *value.shape[-2:]) for name, value in noise.items()}
     params = [p for p in tuned.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -153,7 +155,8 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
                 near = locality_latents(generator, pivot[0].cpu(), space, locality_samples, locality_radius, rng,
                                         spread).to(device)
                 with torch.no_grad():
-                    reference = synthesize_raw(generator, near, space)
+                    # The original with this photo's noise maps (if any): the copy starts equal to it.
+                    reference = synthesize_raw(generator, near, space, reference_noise)
                 # One pass through the copy for the pivot and its neighbours together.
                 images = synthesize_raw(tuned, torch.cat([pivot, near]), space)
                 loss_rec = recon_loss(images[:1])[0]

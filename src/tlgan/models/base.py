@@ -213,8 +213,9 @@ class Classifier(torch.nn.Module):
         finally:
             handle.remove()
         if not captured or not isinstance(captured[-1], torch.Tensor):
-            raise TlganError(f"classifier {self.name!r}: its last layer with weights was not called with a tensor; "
-                             f"override features(images)")
+            raise TlganError(f"classifier {self.name!r}: its last layer with weights was not seen running (a "
+                             f"TorchScript module runs its layers out of reach of hooks); override features(images), "
+                             f"or invert with --classifier none")
         return [captured[-1]]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
