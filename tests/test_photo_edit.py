@@ -284,3 +284,33 @@ def test_cli_invert_wp_on_a_stylegan2_folder(tmp_path):
     assert row["tuned_psnr_db"] > row["psnr_db"]
     refused = CliRunner().invoke(cli, args + ["--optimize-noise"])
     assert isinstance(refused.exception, TlganError) and "needs --tune" in str(refused.exception)
+
+
+CLASSIFIER_FACTORY = """
+import torch
+from torch import nn
+from tlgan.models import ModuleClassifier
+
+
+def classifier():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(32, 1))
+    return ModuleClassifier(net, ["Male"], input_resolution=16, name="male")
+"""
+
+
+def test_cli_invert_with_a_user_generator_and_a_plain_module_classifier(tmp_path):
+    """The reported failure: a `file.py:factory` classifier without features() stopped with an AttributeError."""
+    from tlgan.cli import cli
+
+    gen_dir = save_pretrained(tiny_dcgan(), tmp_path / "gen")
+    clf = tmp_path / "clf.py"
+    clf.write_text(CLASSIFIER_FACTORY)
+    photo = tmp_path / "p.png"
+    _write_png(off_manifold_photos(1)[0], photo)
+    result = CliRunner().invoke(cli, ["invert", str(photo), "--out", str(tmp_path / "o"), "--generator", str(gen_dir),
+                                      "--classifier", f"{clf}:classifier", "--steps", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["classifier"] == "male" and report["images"][0]["psnr_db"] > 0
