@@ -250,13 +250,13 @@ def test_svm_too_few_samples_for_ratio():
 
 
 def test_registry_and_make_finder_errors():
-    assert FINDERS.names() == ["glm", "logistic", "svm"]
+    assert FINDERS.names() == ["glm", "logistic", "pca", "sefa", "svm"]
     assert isinstance(make_finder("svm", ratio=0.1), SVMFinder)
     with pytest.raises(TlganError, match="did you mean 'glm'"):
         make_finder("glmm")
     with pytest.raises(TlganError, match="no option 'ratio'.*clip"):
         make_finder("glm", ratio=0.1)
-    assert repr(GLMFinder(clip=None)) == "GLMFinder(clip=None, chunk_size=16384)"
+    assert repr(GLMFinder(clip=None)) == "GLMFinder(clip=None, chunk_size=16384, target='logit')"
 
 
 def test_bench_fit_quick_keys_and_agreement():
@@ -270,6 +270,9 @@ def test_bench_fit_quick_keys_and_agreement():
     assert result["glm_cosine_vs_sklearn"] > 0.9999
     assert result["svm_cosine_vs_sklearn"] > 0.99
     assert result["glm_cosine_to_truth"] > 0.99
+    # InterFaceGAN's procedure trains on its own shuffle of the same top/bottom samples
+    assert result["svm_cosine_vs_interfacegan"] > 0.9
+    assert result["fit_glm_gram_seconds"] > 0 and result["fit_svm_per_attribute_seconds"] > 0
 
 
 # --------------------------------------------------------------------------- disentangling
@@ -395,3 +398,17 @@ def test_interfacegan_refuses_pickles_mismatched_sizes_and_missing(tmp_path):
     empty.mkdir()
     with pytest.raises(TlganError, match="no \\*_boundary.npy"):
         import_boundaries(empty)
+
+
+def test_svm_newton_step_in_sample_space_equals_the_latent_space_one():
+    from tlgan.axes.finders.svm import _svm_ipm
+
+    rng = np.random.default_rng(3)
+    for n, d in ((60, 64), (200, 40)):
+        x = rng.standard_normal((n, d))
+        y = np.where(x @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+        rows = np.concatenate([y[:, None] * x, y[:, None]], axis=1)
+        a1, b1, _, gap1 = _svm_ipm(rows, 1.0, 1e-9, 100, sample_space=False)
+        a2, b2, _, gap2 = _svm_ipm(rows, 1.0, 1e-9, 100, sample_space=True)
+        assert gap1 < 1e-8 and gap2 < 1e-8
+        assert cos(x.T @ (y * a1), x.T @ (y * a2)) > 1 - 1e-9 and abs(b1 - b2) < 1e-6

@@ -76,3 +76,50 @@ def test_bad_input_is_named(chain, tmp_path):
     (tmp_path / "empty").mkdir()
     r = invoke("fit", tmp_path / "empty", "--out", tmp_path / "a.safetensors")
     assert "not a run folder" in str(r.exception or r.output)
+
+
+def test_fit_defaults_to_logistic_with_integer_counts(chain):
+    tmp, run, _, _ = chain
+    r = invoke("fit", run, "--out", tmp / "default.safetensors", "--json")
+    assert r.exit_code == 0, r.output
+    fitted = json.loads(r.output)
+    assert fitted["method"] == "logistic"
+    assert fitted["axes"]["Male"]["n_train"] == 480 and isinstance(fitted["axes"]["Male"]["n_train"], int)
+    r = invoke("fit", run, "--method", "glm", "--out", tmp / "glm.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "n_samples=600" in r.output and "n_samples=600.0" not in r.output
+
+
+def test_fit_pca_on_isotropic_z_says_it_finds_nothing_and_sefa_explains(chain):
+    tmp, run, _, _ = chain
+    r = invoke("fit", run, "--method", "pca", "--n-components", 8, "--out", tmp / "pca.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "wrote 8 axes (pca)" in r.output and "no structure" in r.output and "pc7" in r.output
+    r = invoke("fit", run, "--method", "sefa", "--out", tmp / "sefa.safetensors")
+    assert r.exit_code != 0 and "analytic renderer with no weights" in str(r.exception or r.output)
+
+
+def test_fit_sefa_names_directions_and_name_directions_command(tmp_path):
+    run = tmp_path / "gan"
+    r = invoke("sample", "--generator", "toyfaces-gan", "-n", 64, "--out", run, "--json")
+    assert r.exit_code == 0, r.output
+    r = invoke("fit", run, "--method", "sefa", "--n-components", 4, "--name-directions", "--faces", 8,
+               "--out", tmp_path / "sefa.safetensors", "--json")
+    assert r.exit_code == 0, r.output
+    fitted = json.loads(r.output)
+    table = fitted["naming"]["components"]
+    assert list(table) == ["pc0", "pc1", "pc2", "pc3"] and fitted["naming"]["faces"] == 8
+    for name, entry in table.items():
+        assert entry["label"].startswith(name) and 0 <= entry["purity"] <= 1
+        assert (entry["attribute"] is None) == entry["label"].endswith("moves no attribute")
+    r = invoke("fit", run, "--method", "pca", "--n-components", 3, "--out", tmp_path / "pca.safetensors")
+    assert r.exit_code == 0, r.output
+    r = invoke("name-directions", tmp_path / "pca.safetensors", "--run", run, "--faces", 4, "--no-rename")
+    assert r.exit_code == 0, r.output
+    from tlgan.axes import FeatureAxes
+
+    named = FeatureAxes.load(tmp_path / "pca.named.safetensors")
+    assert named.attributes == ["pc0", "pc1", "pc2"] and set(named.info["naming"]["components"]) == set(named.attributes)
+    assert "pc0" in r.output
+    r = invoke("fit", run, "--method", "glm", "--name-directions", "--out", tmp_path / "x.safetensors")
+    assert r.exit_code != 0 and "already named" in str(r.exception or r.output)

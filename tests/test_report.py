@@ -74,7 +74,8 @@ MODELS_SOURCE = textwrap.dedent('''
         return ProjectionClassifier()
 ''')
 
-SECTIONS = ("overview", "separability", "geometry", "correlations", "edits", "truth", "methods", "definitions")
+SECTIONS = ("overview", "separability", "geometry", "correlations", "edits", "truth", "methods", "unsupervised",
+            "definitions")
 N_SAMPLES = 3000
 
 
@@ -128,6 +129,9 @@ def test_report_summary_numbers(world):
     # Beard leans on Male: locking Male removes Beard's side effect on Male
     assert s["entanglement"]["Beard"]["ratio"] > 0.3 > s["entanglement"]["Beard"]["ratio_locked"]
     assert s["entanglement"]["Male"]["ratio_locked"] is None  # a locked axis is not edited with locks
+    # z is isotropic: PCA of it must say it found nothing; the pixel generator has no weight for SeFa
+    assert s["unsupervised"]["pca"]["isotropic"] is True
+    assert s["unsupervised"]["sefa"]["available"] is False and "latent_weight" in s["unsupervised"]["sefa"]["reason"]
     assert s["entanglement"]["Smiling"]["ratio"] < 0.02  # orthogonal to everything
     beard = s["male_change_beard_minus"]
     assert beard["unlocked"] < -0.05 and abs(beard["locked"]) < 0.01 and beard["at_least_halved"]
@@ -167,6 +171,8 @@ def test_report_html_is_self_contained_with_figures(world):
     page = (out / "report.html").read_text()
     for anchor in SECTIONS:
         assert f'id="{anchor}"' in page and f'href="#{anchor}"' in page
+    assert "pca (latent) finds nothing here" in page
+    assert "glm (probability target)" in page  # TL-GAN's own target in the learning curve
     # nothing is fetched from elsewhere: no external URLs, scripts or stylesheets
     assert not re.search(r'(src|href)="(https?:|//)', page)
     assert "<script" not in page and "<link" not in page
@@ -201,6 +207,12 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
     with pytest.raises(TlganError, match="unknown axis finder"):
         write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
                      methods=("glmm",), progress=False)
+    with pytest.raises(TlganError, match="'sefa' finds unsupervised components"):
+        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
+                     methods=("glm", "sefa"), progress=False)
+    with pytest.raises(TlganError, match="unknown axis finder 'pcaa'"):
+        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
+                     unsupervised=("pcaa",), progress=False)
     with pytest.raises(TlganError, match="did you mean 'Male'"):
         write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
                      locks=["male"], progress=False)

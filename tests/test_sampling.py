@@ -109,3 +109,23 @@ def test_run_from_another_generator_is_named(tiny_models, tmp_path):
     run = sample(G, F, 5, tmp_path / "r", progress=False)
     with pytest.raises(TlganError, match="tiny-gen"):
         run.check_generator("toyfaces-gan")
+
+
+def test_resume_removes_what_a_killed_writer_left(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    straight = sample(G, F, 30, tmp_path / "a", seed=2, shard_size=10, progress=False)
+    out = tmp_path / "b"
+    sample(G, F, 30, out, seed=2, shard_size=10, progress=False)
+    # as a process killed (SIGKILL) while writing shard 1 leaves it: a temporary file, no shard
+    (out / shard_name(1)).rename(out / f".{shard_name(1)}.x1y2.tmp")
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    keep = out / "notes.tmp"  # not a shard's temporary file: left alone
+    keep.write_text("mine")
+    run = sample(G, F, 30, out, seed=2, shard_size=10, resume=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "notes.tmp"] +
+                                                           [shard_name(k) for k in range(3)])
+    assert run.manifest["complete"] and run.manifest["engine"] == "local"
+    for k in range(3):
+        assert (out / shard_name(k)).read_bytes() == (tmp_path / "a" / shard_name(k)).read_bytes()
+    assert torch.equal(run.latents(), straight.latents())

@@ -396,3 +396,25 @@ def test_cli_samples_fits_and_edits_in_w_with_truncation(G, files, tmp_path):
     result = runner.invoke(cli, ["sample", "--generator", gen, "--classifier", f"{clf}:classifier", "-n", "300",
                                  "--out", str(run), "--resume"])
     assert result.exit_code != 0 and "generator_options" in str(result.exception or result.output)
+
+
+def test_the_studio_serves_a_stylegan2_in_w(G, files, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.studio.app import create_app
+
+    axes = FeatureAxes(torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)),
+                                                     dim=1), ["Red", "Blue"], space="w", generator="unknown")
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    F = ModuleClassifier(net, ["Red", "Blue"], input_resolution=32).eval()
+    H = load_generator(str(files / "network.pkl"), truncation_psi=0.7)
+    client = TestClient(create_app(H, F, axes))
+    reply = client.post("/api/render", json={"seed": 5, "amounts": {"Red": 1.5}})
+    assert reply.status_code == 200, reply.text
+    base = H.sample_latents_at([5], seed=0, space="w")[0]
+    latent = torch.tensor(reply.json()["latent"], dtype=torch.float32)
+    assert reply.json()["space"] == "w"
+    assert torch.allclose(latent, edit_latents(base, axes, {"Red": 1.5}), atol=1e-6)
+    wrong = client.post("/api/render", json={"latent": [0.0] * 512})
+    assert wrong.status_code == 422 and "needs 16 (space 'w')" in wrong.text

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from tlgan.axes import FeatureAxes
+from tlgan.axes.finders import DEFAULT_METHOD
 from tlgan.editing.edit import check_axes_for, edit_latents_grid, render  # noqa: F401 - part of this API
 from tlgan.errors import TlganError
 from tlgan.io import cache_dir
@@ -22,10 +23,6 @@ from tlgan.sampling import Run, sample
 
 log = logging.getLogger(__name__)
 
-# The finder used when none is named: on toyfaces-render with 20,000 samples, logistic regression
-# recovers every true axis with cosine >= 0.99, where the SVM on the top/bottom 2 % reaches ~0.73
-# and least squares on the logits ~0.98 (see BENCHMARKS.md).
-DEFAULT_METHOD = "logistic"
 
 
 def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> Dict[str, float]:
@@ -40,16 +37,22 @@ def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> Dict[str, float]
     return out
 
 
-def fit_axes(run: Run, method: str = "glm", generator: Optional[Generator] = None, **finder_kwargs) -> FeatureAxes:
-    """Fit one feature axis per attribute of ``run`` with the finder ``method``.
+def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Optional[Generator] = None,
+             **finder_kwargs) -> FeatureAxes:
+    """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
-    When ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+    Finders that read the generator (sefa; pca on activations) get ``generator`` and the run's
+    space. When ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
     """
     from tlgan.axes.finders import make_finder
 
     latents, scores = run.load()
-    finder = make_finder(method, **finder_kwargs).fit(latents, scores, run.attributes)
-    axes = finder.to_feature_axes(run.attributes, space=run.space, generator=run.generator)
+    finder = make_finder(method, **finder_kwargs)
+    if finder.uses_generator:
+        finder.fit(latents, scores, run.attributes, generator=generator, space=run.space)
+    else:
+        finder.fit(latents, scores, run.attributes)
+    axes = finder.to_feature_axes(space=run.space, generator=run.generator)
     axes.info.update({"run": str(run.path), "n": run.n, "seed": run.seed, "classifier": run.classifier})
     if run.generator_options:
         axes.info["generator_options"] = run.generator_options
@@ -57,6 +60,26 @@ def fit_axes(run: Run, method: str = "glm", generator: Optional[Generator] = Non
         for name, cos in cosine_to_truth(axes, generator).items():
             axes.metrics.setdefault(name, {})["cosine_to_truth"] = cos
     return axes
+
+
+def name_run_directions(axes: FeatureAxes, run: Run, generator: Optional[Generator] = None, classifier=None, *,
+                        faces: int = 256, steps: Sequence[float] = (-2.0, 2.0), min_change: Optional[float] = None,
+                        rename: bool = True, device: str = "cpu", progress: bool = True) -> FeatureAxes:
+    """:func:`tlgan.evaluation.naming.name_directions` on the first ``faces`` samples of ``run``,
+    with the run's own generator and classifier unless given."""
+    from tlgan.evaluation.naming import DEFAULT_MIN_CHANGE, name_directions
+
+    if axes.space != run.space:
+        raise TlganError(f"the axes live in latent space {axes.space!r} but the run was sampled in {run.space!r}")
+    if faces < 1:
+        raise TlganError(f"faces must be >= 1 (got {faces})")
+    generator = generator if generator is not None else load_generator(run.generator, device, **run.generator_options)
+    classifier = classifier if classifier is not None else load_classifier(run.classifier, device)
+    check_axes_for(axes, generator, run.generator)
+    latents = run.latents()[:faces]
+    return name_directions(axes, generator, classifier, latents, steps=steps,
+                           min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change, rename=rename,
+                           device=device, progress=progress)
 
 
 def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int,

@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "toyfaces", "studio")
+SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2", "ray")
 
 
 def machine() -> dict:
@@ -39,6 +39,11 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
 
         log.info("bench: fitting")
         result.update(bench_fit(quick=quick))
+    if "unsupervised" in sections:
+        from tlgan.bench.unsupervised import bench_unsupervised
+
+        log.info("bench: unsupervised finders")
+        result.update(bench_unsupervised(quick=quick))
     if "toyfaces" in sections:
         from tlgan.toyfaces.render import render_speed
 
@@ -52,4 +57,28 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
         else:
             log.info("bench: studio")
             result.update(bench_studio(quick=quick, device=device))
+    if "studio-load" in sections:
+        from tlgan.bench.studio import bench_studio_load
+
+        log.info("bench: studio under load, batching off and on")
+        result.update(bench_studio_load(quick=quick, device=device))
+    if "stylegan2" in sections:
+        from tlgan.bench.stylegan2 import bench_stylegan2
+
+        log.info("bench: stylegan2")
+        result.update(bench_stylegan2(quick=quick, device=device))
+    if "ray" in sections:
+        from tlgan.bench.ray_sampling import bench_ray
+        from tlgan.sampling.ray_engine import import_ray
+
+        try:
+            import_ray()
+        except TlganError:
+            if only:
+                raise
+            log.warning("ray benchmark skipped: Ray is not installed (pip install 'tlgan[ray]')")
+        else:
+            log.info("bench: sampling on Ray")
+            result.update(bench_ray(n=512 if quick else 4096, shard_size=128 if quick else 256, device=device,
+                                    repeats=1 if quick else 2))
     return result

@@ -10,15 +10,18 @@ from tlgan.models import load_classifier, load_generator
 from tlgan.sampling import sample
 
 
-def bench_sampling(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier", n: int = 4096,
-                   batch_size: int = 256, device: str = "cpu", repeats: int = 3) -> dict:
+def bench_sampling(generator="toyfaces-gan", classifier="toyfaces-classifier", n: int = 4096,
+                   batch_size: int = 256, device: str = "cpu", repeats: int = 3, space: str = "z") -> dict:
     """Images per second of ``sample`` and of a bare loop; their ratio (1.0 = no overhead).
 
-    The two are interleaved ``repeats`` times and the best time of each is kept, so a
-    burst of load from elsewhere on a shared machine hurts neither side alone.
+    ``generator`` / ``classifier`` are specs or models. The bare loop runs G on z then F, batch
+    by batch; ``sample`` draws each sample's latent in ``space`` (for w: z, then the mapping
+    network), generates, classifies and writes shards. The two are interleaved ``repeats``
+    times and the best time of each is kept, so a burst of load from elsewhere on a shared
+    machine hurts neither side alone.
     """
-    G = load_generator(generator, device)
-    F = load_classifier(classifier, device)
+    G = load_generator(generator, device) if isinstance(generator, str) else generator
+    F = load_classifier(classifier, device) if isinstance(classifier, str) else classifier
     latents = G.sample_latents(n, seed=0)
 
     def bare() -> float:
@@ -33,7 +36,8 @@ def bench_sampling(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
     def full() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            sample(G, F, n, f"{tmp}/run", batch_size=batch_size, shard_size=n, device=device, progress=False)
+            sample(G, F, n, f"{tmp}/run", batch_size=batch_size, shard_size=n, space=space, device=device,
+                   progress=False)
             return time.perf_counter() - t0
 
     bare()  # warm-up: first calls pay for allocations and kernel selection

@@ -6,6 +6,9 @@ load from elsewhere on a shared machine hits both alike. The server is a real uv
 over keep-alive connections, so the figures include everything a browser would wait for:
 HTTP parsing, JSON, validation, editing, the generator, PNG and base64 (and the classifier
 for the scores, which the page asks for alongside the image).
+
+The studio-load section (:func:`bench_studio_load`) runs `tlgan serve` itself, twice, with
+batching off and on, and drives both from this process with one client and then a crowd.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import logging
 import statistics
 import threading
 import time
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -173,6 +176,7 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
 
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     errors = _check_replies(app.state.studio, G, F, attributes, load.pop("replies"))
+    load.pop("latencies")
     load["studio_concurrent_errors"] += errors
     return {
         "studio_render_ms": round(ms["render"], 3),
@@ -188,39 +192,73 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
 PATHS = ("/api/render", "/api/probabilities")
 
 
-def _concurrent_load(port: int, attributes: List[str], clients: int, duration: float, first: int) -> dict:
+def _bad_body(k: int, attributes: List[str], latent_dim: int) -> bytes:
+    """A deliberately bad request (cycling through four mistakes a client makes); the server must answer 4xx."""
+    kind = (k // 10) % 4
+    if kind == 0:
+        body: dict = {"seed": k, "amounts": {attributes[0] + "x": 1.0}}  # unknown attribute
+    elif kind == 1:
+        body = {"latent": [0.0] * (latent_dim - 1)}  # wrong latent length
+    elif kind == 2:
+        body = {"seed": k, "amounts": {attributes[0]: 1e6}}  # amount out of range
+    else:
+        body = {"seed": k, "locks": ["Nope"]}  # unknown lock
+    return json.dumps(body).encode()
+
+
+def _concurrent_load(port: int, attributes: List[str], clients: int, duration: float, first: int, *,
+                     bad_every: int = 0, latent_dim: int = 512, max_requests: int = 1_000_000) -> dict:
     """``clients`` connections posting for ``duration`` seconds; request k is edit ``first + k``.
 
-    Returns the counts and latencies, and under "replies" every (path, k, payload) answered
-    200 for :func:`_check_replies`.
+    Only 127.0.0.1 is contacted, and the load stops by itself after ``duration`` seconds or
+    ``max_requests`` requests, whichever comes first. With ``bad_every`` = n, every n-th
+    request is deliberately bad (:func:`_bad_body`) and must be answered 4xx.
+
+    Returns the counts, requests_per_second (good requests answered 200, per second) and
+    latency percentiles (of every answered request, bad ones included), and under "replies"
+    every (path, k, payload) answered 200 for :func:`_check_replies`.
     """
     errors: List[str] = []
     latencies: List[float] = []
     replies: List[tuple] = []
+    bad_counts = [0, 0]  # sent, answered 4xx
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
     stop_at = [0.0]
+    budget = [int(max_requests)]
 
     def worker(c: int) -> None:
         client = _Client(port)
-        mine_lat, mine_err, mine_ok = [], [], []
+        mine_lat, mine_err, mine_ok, mine_bad = [], [], [], [0, 0]
         start_gate.wait()
         j = 0
         try:
             while time.perf_counter() < stop_at[0]:
+                with lock:
+                    if budget[0] <= 0:
+                        break
+                    budget[0] -= 1
                 k = first + j * clients + c
                 path = PATHS[j % 2]
                 j += 1
+                bad = bool(bad_every) and (j + c) % bad_every == bad_every - 1  # every client sends its share
+                body = _bad_body(k, attributes, latent_dim) if bad else _request_body(k, attributes, path=path)
                 t0 = time.perf_counter()
                 try:
-                    status, payload = client.post(path, _request_body(k, attributes, path=path))
+                    status, payload = client.post(path, body)
                 except (OSError, http.client.HTTPException) as exc:
                     mine_err.append(f"{type(exc).__name__}: {exc}")
                     client.close()
                     client = _Client(port)
                     continue
                 mine_lat.append(time.perf_counter() - t0)
-                if status != 200:
+                if bad:
+                    mine_bad[0] += 1
+                    if 400 <= status < 500:
+                        mine_bad[1] += 1
+                    else:
+                        mine_err.append(f"bad request {body[:80]!r} answered {status}: {payload[:120]!r}")
+                elif status != 200:
                     mine_err.append(f"{path} status {status}: {payload[:120]!r}")
                 else:
                     mine_ok.append((path, k, payload))
@@ -230,6 +268,8 @@ def _concurrent_load(port: int, attributes: List[str], clients: int, duration: f
                 latencies.extend(mine_lat)
                 errors.extend(mine_err)
                 replies.extend(mine_ok)
+                bad_counts[0] += mine_bad[0]
+                bad_counts[1] += mine_bad[1]
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in range(clients)]
     for t in threads:
@@ -247,20 +287,30 @@ def _concurrent_load(port: int, attributes: List[str], clients: int, duration: f
     return {
         "studio_concurrent_clients": clients,
         "studio_concurrent_seconds": round(elapsed, 2),
-        "studio_concurrent_requests": len(replies) + len(errors),
+        "studio_concurrent_requests": len(replies) + len(errors) + bad_counts[1],
         "studio_concurrent_errors": len(errors),
         "studio_concurrent_requests_per_second": round(len(replies) / elapsed, 1),
         "studio_concurrent_p50_ms": round(pick(0.50), 2),
         "studio_concurrent_p95_ms": round(pick(0.95), 2),
+        "studio_concurrent_p99_ms": round(pick(0.99), 2),
+        "studio_concurrent_bad_requests": bad_counts[0],
+        "studio_concurrent_bad_requests_4xx": bad_counts[1],
         "replies": replies,
+        "latencies": latencies,
     }
 
 
-def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], replies: List[tuple]) -> int:
+def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], replies: List[tuple],
+                   exact: bool = True) -> int:
     """How many replies differ from what their own request should give, computed here one by one.
 
     The latent comes from the studio's edit of the request (a pure function of it); the
-    image and scores from the models called directly, not through the server's memo.
+    image and scores from the models called directly (batch 1), not through the server's memo.
+
+    ``exact``: PNG bytes must be equal. A server that batches computes at other batch sizes,
+    whose kernels sum in another order (about 1e-6 apart for the bundled models), so with
+    ``exact=False`` a PNG may differ by one level in at most 1 % of its values (a reply meant
+    for another face differs in most of them). Scores agree within 1e-5 either way.
     """
     from tlgan.studio.app import encode_png
 
@@ -274,7 +324,8 @@ def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], r
         with torch.inference_mode():
             image = G.synthesize(latent[None].to(g_device), studio.space).float().cpu()
         if path == "/api/render":
-            ok = payload == encode_png(image[0])
+            expected = encode_png(image[0])
+            ok = payload == expected or (not exact and _nearly_same_png(payload, expected))
         else:
             reply = json.loads(payload)
             with torch.inference_mode():
@@ -286,3 +337,240 @@ def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], r
                             path, k)
             wrong += 1
     return wrong
+
+
+def _nearly_same_png(a: bytes, b: bytes) -> bool:
+    """Whether two PNGs differ by at most one level, in at most 1 % of their values."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        x, y = (np.asarray(Image.open(io.BytesIO(p)).convert("RGB"), dtype=np.int16) for p in (a, b))
+    except Exception:  # noqa: BLE001 - not a PNG at all: a wrong reply
+        return False
+    if x.shape != y.shape:
+        return False
+    diff = np.abs(x - y)
+    return int(diff.max()) <= 1 and float((diff > 0).mean()) <= 0.01
+
+
+# ----------------------------------------------------------------------------------------------
+# studio-load: `tlgan serve` under a crowd, batching off and on.
+
+
+def _start_server(generator: str, classifier: str, axes_path: str, device: str, max_batch: int,
+                  batch_wait_ms: float, log_path: str):
+    """`tlgan serve` in a child process on 127.0.0.1 and a free port; :func:`_wait_for_server` gives its port."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from tlgan.cli import main; main()", "serve", "--generator", generator,
+               "--classifier", classifier, "--axes", axes_path, "--host", "127.0.0.1", "--port", "0",
+               "--max-batch", str(max_batch), "--batch-wait-ms", str(batch_wait_ms), "--device", device]
+    with open(log_path, "wb") as errors:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+
+
+def _wait_for_server(process, log_path: str, start_timeout: float = 180.0) -> int:
+    """The port of a server from :func:`_start_server`, once it answers; TlganError if it does not start."""
+    import re
+
+    from tlgan.errors import TlganError
+
+    found: List[int] = []
+
+    def read_url():
+        for line in process.stdout:
+            match = re.search(rb"http://127\.0\.0\.1:(\d+)/", line)
+            if match:
+                found.append(int(match.group(1)))
+                return
+
+    reader = threading.Thread(target=read_url, daemon=True)
+    reader.start()
+    reader.join(start_timeout)
+    deadline = time.monotonic() + start_timeout
+    while found:  # the address is printed before uvicorn listens
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", found[0], timeout=5)
+            conn.request("GET", "/api/attributes")
+            conn.getresponse().read()
+            conn.close()
+            return found[0]
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    with open(log_path, "rb") as f:
+        tail = f.read()[-2000:].decode(errors="replace")
+    raise TlganError(f"the studio server for the load benchmark did not start: {tail}")
+
+
+def _stop_server(process, log_path: str) -> bool:
+    """Ctrl+C the server (uvicorn's graceful shutdown, which closes the batcher); whether it stopped cleanly.
+
+    Clean: it exited by itself within 30 s with the CLI's status for an interrupt (130) or 0,
+    and wrote no traceback.
+    """
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGINT)
+    try:
+        status = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    with open(log_path, "rb") as f:
+        text = f.read()
+    if b"Traceback" in text:
+        log.warning("studio load: the server's log holds a traceback: %s", text[-2000:].decode(errors="replace"))
+    return status in (0, 130) and b"Traceback" not in text
+
+
+def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4, 8, 16, 32),
+                        repeats: int = 5) -> Dict[str, float]:
+    """Generator + classifier time per image at each batch size (best of ``repeats``): what batching can gain."""
+    g_device = next(iter(G.parameters()), torch.empty(0)).device
+    f_device = next(iter(F.parameters()), torch.empty(0)).device
+    latents = G.sample_latents_at(range(max(sizes)), seed=0, space=space)
+    out = {}
+    with torch.inference_mode():
+        for n in sizes:
+            best = float("inf")
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                F.probabilities(G.synthesize(latents[:n].to(g_device), space).to(f_device)).cpu()
+                if r:  # the first is a warm-up
+                    best = min(best, time.perf_counter() - t0)
+            out[f"studio_load_model_ms_per_image_batch_{n}"] = round(1000 * best / n, 3)
+    return out
+
+
+def _merge_loads(loads: List[dict]) -> dict:
+    """Several :func:`_concurrent_load` results against one server as one: counts added, latencies pooled."""
+    latencies = sorted(t for load in loads for t in load["latencies"])
+    replies = [r for load in loads for r in load["replies"]]
+    seconds = sum(load["studio_concurrent_seconds"] for load in loads)
+
+    def pick(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else float("nan")
+
+    total = {key: sum(load[f"studio_concurrent_{key}"] for load in loads)
+             for key in ("requests", "errors", "bad_requests", "bad_requests_4xx")}
+    return {"clients": loads[0]["studio_concurrent_clients"], "seconds": round(seconds, 2), **total,
+            "requests_per_second": round(len(replies) / seconds, 1), "p50_ms": pick(0.50), "p95_ms": pick(0.95),
+            "p99_ms": pick(0.99), "replies": replies}
+
+
+def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: str = "toyfaces-gan",
+                      classifier: str = "toyfaces-classifier", clients: int = 100, seconds: Optional[float] = None,
+                      single_requests: Optional[int] = None, max_batch: Optional[int] = None,
+                      batch_wait_ms: Optional[float] = None, bad_every: int = 10,
+                      check: Optional[int] = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                      slices: int = 3) -> Dict[str, float]:
+    """`tlgan serve` under a crowd, batching off (``--max-batch 1``, the unbatched path) and on, in one run.
+
+    Two servers are started as child processes on 127.0.0.1 (the same models and axes;
+    one with ``--max-batch 1``, one with ``max_batch`` / ``batch_wait_ms``, default the
+    studio's defaults) and driven from this process:
+
+    - 1 client: ``single_requests`` rounds (default 300; quick: 30), each sending the same
+      request to the unbatched and the batched server (which one first alternates), so load
+      from elsewhere hits both alike; ``studio_load_{off,on}_single_p50_ms`` are the medians of the answered
+      good requests, ``studio_load_single_on_vs_off_ratio`` their ratio (target <= 1.1);
+    - ``clients`` clients (default 100) for ``seconds`` (default 30; quick: 3) against each
+      server, in ``slices`` turns that alternate between them (off, on, on, off, ...), half renders and half probabilities requests, every ``bad_every``-th
+      one deliberately bad: ``studio_load_{off,on}_{requests_per_second, p50_ms, p95_ms,
+      p99_ms, errors, bad_requests, bad_requests_4xx}``, and
+      ``studio_load_throughput_on_vs_off_ratio`` (target >= 2, with on p95 <= 300 ms).
+
+    Errors count failed connections, good requests not answered 200, bad ones not answered
+    4xx, and replies that differ from their own request computed alone (``check`` replies
+    per server, default 600; quick: 50, drawn evenly; see :func:`_check_replies`).
+    ``studio_load_model_ms_per_image_batch_N`` times the models alone at batch N, the
+    measurement behind the default ``max_batch``. ``studio_load_{off,on}_clean_shutdown``:
+    whether each server stopped cleanly on Ctrl+C (see :func:`_stop_server`).
+    """
+    import tempfile
+
+    from tlgan.models import load_classifier, load_generator
+    from tlgan.studio.app import Studio
+    from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
+
+    G = load_generator(generator, device)
+    F = load_classifier(classifier, device)
+    axes = _bench_axes(G, F)
+    rounds = single_requests if single_requests is not None else (30 if quick else 300)
+    duration = seconds if seconds is not None else (3.0 if quick else 30.0)
+    n_check = check if check is not None else (50 if quick else 600)
+    settings = {"off": (1, 0.0), "on": (max_batch or DEFAULT_MAX_BATCH,
+                                         DEFAULT_WAIT_MS if batch_wait_ms is None else batch_wait_ms)}
+    studio = Studio(G, F, axes, max_batch=1)
+    attributes = list(axes.attributes)
+    result: Dict[str, float] = {"studio_load_max_batch": settings["on"][0],
+                                "studio_load_batch_wait_ms": settings["on"][1], "studio_load_clients": clients,
+                                "studio_load_bad_every": bad_every}
+    result.update(_model_ms_per_image(G, F, axes.space, sizes=tuple(model_sizes), repeats=2 if quick else 5))
+
+    with tempfile.TemporaryDirectory(prefix="tlgan-bench-") as tmp:
+        axes_path = f"{tmp}/axes.safetensors"
+        axes.save(axes_path)
+        servers = {}
+        try:
+            for mode, (mb, wait) in settings.items():  # both start at once
+                servers[mode] = _start_server(generator, classifier, axes_path, device, mb, wait,
+                                              f"{tmp}/{mode}.log")
+            ports = {mode: _wait_for_server(process, f"{tmp}/{mode}.log") for mode, process in servers.items()}
+            single = {mode: _Client(port) for mode, port in ports.items()}
+            times: Dict[str, List[float]] = {"off": [], "on": []}
+            try:
+                for i in range(-10, rounds):  # ten warm-up rounds
+                    path = PATHS[i % 2]
+                    bad = bool(bad_every) and i % bad_every == bad_every - 1
+                    body = (_bad_body(i + 10**5, attributes, studio.latent_dim) if bad
+                            else _request_body(i + 10**5, attributes, path=path))
+                    for mode in (("off", "on") if i % 4 < 2 else ("on", "off")):  # neither always goes first
+                        t0 = time.perf_counter()
+                        status, payload = single[mode].post(path, body)
+                        elapsed = time.perf_counter() - t0
+                        if (400 <= status < 500) != bad or (not bad and status != 200):
+                            raise RuntimeError(f"single client: {mode} server answered {status}: {payload[:200]!r}")
+                        if i >= 0 and not bad:
+                            times[mode].append(elapsed)
+            finally:
+                for c in single.values():
+                    c.close()
+            for mode in ("off", "on"):
+                result[f"studio_load_{mode}_single_p50_ms"] = round(1000 * statistics.median(times[mode]), 3)
+            result["studio_load_single_on_vs_off_ratio"] = round(
+                result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], 3)
+
+            # The crowd alternates between the servers in slices, so a change in the machine's
+            # load from elsewhere falls on both.
+            loads: Dict[str, List[dict]] = {"off": [], "on": []}
+            for piece in range(slices):
+                for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
+                    loads[mode].append(_concurrent_load(
+                        ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
+                        first=10**6 * (2 + 2 * piece + (mode == "on")), latent_dim=studio.latent_dim))
+            for mode in ("off", "on"):
+                merged = _merge_loads(loads[mode])
+                replies = merged.pop("replies")
+                step = max(1, len(replies) // max(1, n_check))
+                checked = replies[::step][:n_check]
+                merged["errors"] += _check_replies(studio, G, F, attributes, checked, exact=(mode == "off"))
+                merged["checked_replies"] = len(checked)
+                for key, value in merged.items():
+                    result[f"studio_load_{mode}_{key}"] = value
+        finally:
+            for mode, process in servers.items():
+                result[f"studio_load_{mode}_clean_shutdown"] = _stop_server(process, f"{tmp}/{mode}.log")
+    result["studio_load_throughput_on_vs_off_ratio"] = round(
+        result["studio_load_on_requests_per_second"] / max(1e-9, result["studio_load_off_requests_per_second"]), 3)
+    return result

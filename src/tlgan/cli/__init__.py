@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tlgan.cli.report",
     "tlgan.cli.studio",
     "tlgan.cli.toyfaces",
+    "tlgan.cli.delta",
 ]
 
 

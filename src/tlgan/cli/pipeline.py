@@ -8,6 +8,7 @@ from typing import List, Tuple
 import click
 import torch
 
+from tlgan.axes.finders import DEFAULT_METHOD
 from tlgan.cli.common import (axes_option, classifier_option, device_option, generator_option, json_option,
                               latent_option, layers_option, parse_layers, print_json, truncation_options)
 from tlgan.errors import TlganError
@@ -109,46 +110,97 @@ def models_cmd(as_json: bool) -> None:
 @truncation_options
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
 @click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: compute the shards on Ray workers (pip install 'tlgan[ray]'); --out must be shared.")
+@click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one).")
+@click.option("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G).")
+@click.option("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda).")
+@click.option("--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard.")
 @device_option
 @json_option
 def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, truncation_psi, truncation_cutoff,
-               dtype, thumbnails, resume, device, as_json):
+               dtype, thumbnails, resume, engine, address, workers, gpus_per_worker, max_retries, device, as_json):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
 
-    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
+    here = "cpu" if engine == "ray" else device
+    G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or default_space(G)
-    F = load_classifier(classifier, device)
+    F = load_classifier(classifier, here)
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
-                 classifier_spec=classifier)
+                 classifier_spec=classifier, engine=engine, address=address, workers=workers,
+                 gpus_per_worker=gpus_per_worker, max_retries=max_retries)
     info = {"out": str(run.path), "n": run.n, "space": run.space, "attributes": run.attributes,
             "seconds": run.manifest.get("seconds")}
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
 
 
+def _format_metrics(metrics: dict) -> str:
+    """'r2=0.912, n_samples=20000': floats to 3 decimals, counts as integers, other values left out."""
+    parts = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        parts.append(f"{key}={value}" if isinstance(value, int) else f"{key}={value:.3f}")
+    return ", ".join(parts)
+
+
+def _echo_naming(axes) -> None:
+    from tlgan.evaluation.naming import naming_table
+
+    table = naming_table(axes) or {}
+    for old, entry in table.items():
+        purity = f"purity {entry['purity']:.2f}" if entry["attribute"] is not None else ""
+        renamed = f" (now {entry['name']!r})" if entry["name"] != old else ""
+        click.echo(f"  {entry['label']:32s} {purity}{renamed}")
+
+
 @click.command("fit")
 @click.argument("run_dir", type=click.Path())
-@click.option("--method", default="glm", help="Axis finder: glm, logistic or svm (see `tlgan models`).")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True,
+              help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors).")
 @click.option("--ratio", type=float, default=None, help="svm: top/bottom fraction of samples per attribute.")
+@click.option("--target", type=click.Choice(["logit", "probability"]), default=None,
+              help="glm: regress the clipped logit, or the probability rescaled to [-1, 1] (TL-GAN's own).")
+@click.option("--n-components", type=int, default=None, help="pca, sefa: number of components (default 64).")
+@click.option("--layers", default=None, help="sefa: style layers to factorise, e.g. 0-3 (style-based generators).")
+@click.option("--name-directions", "name_directions", is_flag=True,
+              help="pca, sefa: name each component after the attribute it moves (see `tlgan name-directions`).")
+@click.option("--faces", type=int, default=256, show_default=True, help="Faces edited to name the components.")
 @click.option("--export-boundaries", type=click.Path(file_okay=False), default=None,
               help="Also write InterFaceGAN boundary .npy files into this folder.")
+@device_option
 @json_option
-def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
-    """Fit one feature axis per attribute on a run folder."""
+def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_directions, faces, export_boundaries,
+            device, as_json):
+    """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
+    from tlgan.axes.finders import FINDERS, make_finder
+    from tlgan.cli.common import parse_int_list
     from tlgan.models import GENERATORS, _ensure_registered, load_generator
-    from tlgan.pipeline import fit_axes
+    from tlgan.pipeline import fit_axes, name_run_directions
     from tlgan.sampling import Run
 
+    FINDERS.check(method)
     run = Run.open(run_dir)
+    kwargs = {k: v for k, v in {"ratio": ratio, "target": target, "n_components": n_components,
+                                "layers": parse_int_list(layers) if layers else None}.items() if v is not None}
+    uses_generator = make_finder(method, **kwargs).uses_generator
+    if name_directions and not uses_generator:
+        raise TlganError(f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
+                         f"already named after their attributes")
     _ensure_registered()
-    # Ground truth is reported for registered generators that know it (toyfaces-render).
-    generator = load_generator(run.generator, **run.generator_options) if run.generator in GENERATORS else None
-    kwargs = {"ratio": ratio} if ratio is not None else {}
+    # Ground truth is reported for registered generators that know it (toyfaces-render); finders
+    # that read the generator (sefa, pca) load whatever the run was sampled with.
+    generator = (load_generator(run.generator, device, **run.generator_options)
+                 if uses_generator or run.generator in GENERATORS else None)
     axes = fit_axes(run, method, generator, **kwargs)
+    if name_directions:
+        axes = name_run_directions(axes, run, generator, faces=faces, device=device, progress=not as_json)
     axes.save(out)
     if export_boundaries:
         from tlgan.axes.interfacegan import export_boundaries as export
@@ -156,12 +208,49 @@ def fit_cmd(run_dir, method, out, ratio, export_boundaries, as_json):
         export(axes, export_boundaries)
     if as_json:
         print_json({"out": out, "method": method, "n": run.n, "space": axes.space, "generator": axes.generator,
-                    "axes": axes.metrics})
+                    "axes": axes.metrics, "info": {k: v for k, v in axes.info.items() if k != "naming"},
+                    "naming": axes.info.get("naming")})
     else:
         click.echo(f"wrote {len(axes.attributes)} axes ({method}) to {out}")
+        if axes.info.get("isotropic"):
+            click.echo(f"  no structure: every variance of this {axes.space} latent lies within isotropic noise, so "
+                       f"its principal components are arbitrary directions")
         for name in axes.attributes:
-            metrics = ", ".join(f"{k}={v:.3f}" for k, v in axes.metrics.get(name, {}).items() if isinstance(v, float))
-            click.echo(f"  {name:22s} {metrics}")
+            click.echo(f"  {name:22s} {_format_metrics(axes.metrics.get(name, {}))}")
+        if name_directions:
+            _echo_naming(axes)
+
+
+@click.command("name-directions")
+@click.argument("axes_path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True,
+              help="Run folder whose generator, classifier and first faces are used.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Named axes file to write (default: AXES with .named before the suffix).")
+@click.option("--faces", type=int, default=256, show_default=True, help="Faces edited along each component.")
+@click.option("--steps", default="-2,2", show_default=True, help="Comma-separated edit amounts.")
+@click.option("--min-change", type=float, default=None,
+              help="Least mean probability change that counts as moving an attribute "
+                   "(default: tlgan.evaluation.naming.DEFAULT_MIN_CHANGE, 0.1).")
+@click.option("--no-rename", is_flag=True, help="Keep the pc names; only record labels and profiles.")
+@device_option
+@json_option
+def name_directions_cmd(axes_path, run_dir, out, faces, steps, min_change, no_rename, device, as_json):
+    """Name each direction after the attribute it moves most (pc3 ≈ +Smiling), with its purity."""
+    from tlgan.axes import FeatureAxes
+    from tlgan.pipeline import name_run_directions
+    from tlgan.sampling import Run
+
+    axes = FeatureAxes.load(axes_path)
+    named = name_run_directions(axes, Run.open(run_dir), faces=faces, steps=parse_floats(steps),
+                                min_change=min_change, rename=not no_rename, device=device, progress=not as_json)
+    path = Path(out) if out else Path(axes_path).with_name(Path(axes_path).stem + ".named" + Path(axes_path).suffix)
+    named.save(path)
+    if as_json:
+        print_json({"out": str(path), "attributes": named.attributes, "naming": named.info["naming"]})
+    else:
+        click.echo(f"wrote {path}")
+        _echo_naming(named)
 
 
 @click.command("edit")
@@ -289,7 +378,7 @@ def import_boundaries_cmd(paths, out, generator, space, as_json):
 @click.option("--out", type=click.Path(file_okay=False), default="out/demo")
 @click.option("-n", "n", type=int, default=20_000, help="Faces to sample.")
 @click.option("--seed", type=int, default=0)
-@click.option("--method", default="logistic", help="Axis finder: glm, logistic or svm.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Axis finder: glm, logistic or svm.")
 @click.option("--no-report", is_flag=True, help="Skip the evaluation report.")
 @device_option
 @json_option
@@ -308,7 +397,8 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke test, not figures to report.")
-@click.option("--only", default=None, help="Comma-separated sections (sampling, fit, toyfaces, studio).")
+@click.option("--only", default=None,
+              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @device_option
 @json_option
@@ -383,8 +473,8 @@ def distill_cmd(teacher, out, steps, batch_size, lr, width, classifier, feature_
 
 
 def register(group: click.Group) -> None:
-    for command in (models_cmd, sample_cmd, fit_cmd, edit_cmd, grid_cmd, convert_cmd, import_boundaries_cmd, demo_cmd,
-                    bench_cmd):
+    for command in (models_cmd, sample_cmd, fit_cmd, name_directions_cmd, edit_cmd, grid_cmd, convert_cmd,
+                    import_boundaries_cmd, demo_cmd, bench_cmd):
         group.add_command(command)
     from tlgan.cli.toyfaces import toyfaces
 

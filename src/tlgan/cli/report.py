@@ -25,6 +25,9 @@ def _parse_steps(text: str):
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Labelled CelebA-layout folder whose attribute correlations are compared with the samples'.")
 @click.option("--methods", default="glm,logistic,svm", help="Comma-separated axis finders to compare.")
+@click.option("--unsupervised", default="pca,sefa", show_default=True,
+              help="Comma-separated unsupervised finders whose named components are compared ('' = none).")
+@click.option("--n-components", type=int, default=64, show_default=True, help="Components of each unsupervised finder.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the report into.")
 @click.option("--edit-faces", type=int, default=64, help="Faces the edit effect averages over (0 = skip it).")
 @click.option("--steps", default="-2,2", help="Comma-separated edit amounts for the edit effect.")
@@ -32,8 +35,8 @@ def _parse_steps(text: str):
 @click.option("--classifier", default=None, help="Classifier spec (default: the one the run was scored with).")
 @device_option
 @json_option
-def report_cmd(run_dir, axes_path, locks, data, methods, out, edit_faces, steps, generator, classifier, device,
-               as_json):
+def report_cmd(run_dir, axes_path, locks, data, methods, unsupervised, n_components, out, edit_faces, steps, generator,
+               classifier, device, as_json):
     """Evaluate RUN_DIR and its axes: separability, geometry, correlations, edit effects, ground truth."""
     from tlgan.axes import FeatureAxes
     from tlgan.evaluation.report import write_report
@@ -48,7 +51,9 @@ def report_cmd(run_dir, axes_path, locks, data, methods, out, edit_faces, steps,
     check_axes_for(axes, G, run.generator)
     F = load_classifier(classifier or run.classifier, device)
     summary = write_report(run, axes, out, locks=list(locks), generator=G, classifier=F, data=data,
-                           methods=[m.strip() for m in methods.split(",") if m.strip()], edit_faces=edit_faces,
+                           methods=[m.strip() for m in methods.split(",") if m.strip()],
+                           unsupervised=[m.strip() for m in unsupervised.split(",") if m.strip()],
+                           n_components=n_components, edit_faces=edit_faces,
                            steps=_parse_steps(steps), device=device, progress=not as_json)
     if as_json:
         print_json(summary)

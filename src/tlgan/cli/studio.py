@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from tlgan.cli.common import classifier_option, device_option, generator_option, truncation_options
+from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
 
 
 @click.command("serve")
@@ -16,8 +17,13 @@ from tlgan.cli.common import classifier_option, device_option, generator_option,
               help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).")
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 = every interface).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0 = any free port).")
+@click.option("--max-batch", "max_batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+              help="Most concurrent requests that share one forward pass (1 = no batching).")
+@click.option("--batch-wait-ms", "batch_wait_ms", type=click.FloatRange(min=0), default=DEFAULT_WAIT_MS,
+              show_default=True, help="Longest time a batch keeps gathering requests; a lone request never waits.")
 @device_option
-def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, host, port, device):
+def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, host, port, max_batch,
+              batch_wait_ms, device):
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
 
@@ -25,7 +31,8 @@ def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, a
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
     app = app_from_specs(generator, classifier, axes, device=device, space=space,
-                         generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff})
+                         generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
+                         max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

@@ -72,5 +72,61 @@ def grid_cmd(seeds, out, nrow, upscale, generator, device, show_labels):
         print_json({str(s): [a for a, v in zip(world.ATTRIBUTES, row) if v] for s, row in zip(seed_list, lab.tolist())})
 
 
+@toyfaces.command("sequences")
+@click.option("--factor", required=True, help="Factor that changes: yaw, light, smile, age, ... (any world factor).")
+@click.option("--identities", type=int, default=10, show_default=True, help="Sequences to draw, one per identity.")
+@click.option("--steps", type=int, default=7, show_default=True, help="Images per sequence.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Sequence folder to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Identity k is latent k of this seed.")
+@click.option("--start", type=int, default=0, show_default=True, help="Index of the first identity.")
+@click.option("--values", default=None, help="Factor value per step, comma-separated (default: its usual range).")
+@click.option("--invert/--no-invert", default=True, show_default=True,
+              help="Also invert every image into --generator's latent space (latents.safetensors).")
+@click.option("--generator", default="toyfaces-gan", show_default=True, help="Generator to invert into.")
+@click.option("--inversion-steps", "inversion_steps", type=int, default=100, show_default=True,
+              help="Optimisation steps per image after the encoder's guess.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def sequences_cmd(factor, identities, steps, out_dir, seed, start, values, invert, generator, inversion_steps, device,
+                  as_json):
+    """Draw sequences in which only FACTOR changes (a head turning, a light moving, ...), as a sequence folder."""
+    from tlgan.delta.sequences import write_sequences
+    from tlgan.io import save_tensors
+    from tlgan.toyfaces.sequences import factor_sequences
+
+    value_list = None
+    if values is not None:
+        try:
+            value_list = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise TlganError(f"cannot read --values {values!r}; write numbers like -20,-10,0,10,20") from None
+        steps = len(value_list)
+    seqs = factor_sequences(factor, identities, steps, seed=seed, start=start, values=value_list)
+    names = [f"id{int(i):04d}" for i in seqs.indices]
+    per_identity = {name: {key: round(float(v[k, 0]), 6) for key, v in seqs.factors.items() if key != seqs.factor}
+                    for k, name in enumerate(names)}
+    result = write_sequences(out_dir, seqs.images, values=seqs.values.tolist(), factor=seqs.factor, names=names,
+                             extra={"source": "toyfaces-render", "seed": seed,
+                                    "identities": [int(i) for i in seqs.indices], "identity_factors": per_identity})
+    save_tensors(result.root / "identities.safetensors", {"z": seqs.latents},
+                 {"format": "tlgan.toyfaces-identities/1", "seed": seed, "names": names})
+    summary = {"out": str(result.root), "factor": seqs.factor, "values": seqs.values.tolist(),
+               "sequences": len(names), "steps": len(seqs.values), "inverted": False}
+    if invert:
+        from tlgan.delta.sequences import LATENTS_FILE, sequence_latents
+        from tlgan.io import load_tensors
+        from tlgan.models import load_generator
+
+        G = load_generator(generator, device)
+        sequence_latents(result, G, steps=inversion_steps, progress=not as_json)
+        psnr = load_tensors(result.root / LATENTS_FILE)[0]["psnr_db"]
+        summary.update(inverted=True, generator=generator, inversion_psnr_db=round(float(psnr.mean()), 3))
+    if as_json:
+        print_json(summary)
+    else:
+        extra = f", inverted into {generator} (PSNR {summary['inversion_psnr_db']:.2f} dB)" if invert else ""
+        click.echo(f"wrote {len(names)} sequences of {len(seqs.values)} steps of {seqs.factor} to {out_dir}{extra}")
+
+
 def register(group: click.Group) -> None:
     group.add_command(toyfaces)

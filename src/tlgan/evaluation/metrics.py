@@ -43,6 +43,8 @@ MIN_TARGET_CHANGE = 1e-4
 
 
 def _finite(value: float) -> Optional[float]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # counts stay integers
     value = float(value)
     return value if math.isfinite(value) else None
 

@@ -170,8 +170,9 @@ class _Figures:
 def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str | os.PathLike, *,
                  locks: Sequence[str] = (), generator: Optional[Generator] = None,
                  classifier: Optional[Classifier] = None, data=None,
-                 methods: Sequence[str] = ("glm", "logistic", "svm"), edit_faces: int = 64,
-                 steps: Sequence[float] = (-2.0, 2.0), device: str = "cpu", progress: bool = True) -> dict:
+                 methods: Sequence[str] = ("glm", "logistic", "svm"), unsupervised: Sequence[str] = ("pca", "sefa"),
+                 n_components: int = 64, edit_faces: int = 64, steps: Sequence[float] = (-2.0, 2.0),
+                 device: str = "cpu", progress: bool = True) -> dict:
     """Measure ``run`` and ``axes`` and write ``report.html``, ``report.json`` and figures into ``out_dir``.
 
     - ``run``: a run folder (or its path) from ``tlgan sample``; its samples are refitted with each
@@ -181,6 +182,8 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     - ``generator`` / ``classifier``: default to loading the run's own models on ``device``.
     - ``data``: a labelled CelebA-layout folder whose attribute correlations are compared with the
       generated samples'.
+    - ``unsupervised``: unsupervised finders (pca, sefa) whose first ``n_components`` components are
+      named and matched to the axes under test (see :mod:`tlgan.evaluation.unsupervised`); () skips it.
     - ``edit_faces``: M, the faces (the run's first M samples) the edit effect averages over;
       ``steps`` the edit amounts (latent units along unit axes). 0 faces skips the edit effect.
 
@@ -207,9 +210,14 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     methods = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
     if not methods:
         raise TlganError("no axis finder to compare: give at least one method, e.g. --methods glm,logistic,svm")
-    from tlgan.axes.finders import FINDERS
+    from tlgan.axes.finders import FINDERS, make_finder
 
     for method in methods:
+        FINDERS.check(method)
+        if make_finder(method).uses_generator:
+            raise TlganError(f"{method!r} finds unsupervised components, not one axis per attribute; give it in "
+                             f"unsupervised=... (--unsupervised), not in methods")
+    for method in unsupervised:
         FINDERS.check(method)
     steps = [float(s) for s in steps]
     if not steps or not all(math.isfinite(s) for s in steps) or all(s == 0 for s in steps):
@@ -293,12 +301,31 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
         log.info("the generator knows its true axes: learning curves of %s", ", ".join(compared))
         curve = M.learning_curve(latents, scores, attributes, truth, compared, fitted=fitted,
                                  progress=progress) if compared else None
+        if curve is not None and "glm" in compared:
+            # TL-GAN's own regression target beside the clipped logit.
+            variant = M.learning_curve(latents, scores, attributes, truth, ["glm"],
+                                       finder_kwargs={"glm": {"target": "probability"}}, progress=progress)
+            curve["methods"]["glm (probability target)"] = variant["methods"]["glm"]
+            if variant["errors"]:
+                curve["errors"]["glm (probability target)"] = variant["errors"]["glm"]
         ground_truth = {"cosine_to_truth": M.cosine_to_truth(axes, truth), "learning_curve": curve}
         lap("learning_curve")
     comparison = M.compare_methods({m: fitted[m] for m in compared}, method_entanglement or None, truth) \
         if compared else {"methods": [], "attributes": [], "metrics": {}, "cosine": {}, "mean_cosine": {}}
     comparison["errors"] = fit_errors
     comparison["edit_faces"] = len(faces[:METHOD_EDIT_FACES])
+    unsupervised_result = None
+    if unsupervised and len(faces):
+        from tlgan.evaluation.unsupervised import compare_unsupervised
+
+        log.info("unsupervised directions (%s): fitting, naming on %d faces", ", ".join(unsupervised),
+                 len(faces[:METHOD_EDIT_FACES]))
+        unsupervised_result = compare_unsupervised(axes, generator, classifier, latents, faces[:METHOD_EDIT_FACES],
+                                                   methods=list(unsupervised), n_components=n_components,
+                                                   truth=truth, steps=steps, device=device, progress=progress)
+        unsupervised_result["supervised"] = {
+            "entanglement": comparison.get("entanglement", {}), "cosine_to_truth": comparison.get("cosine_to_truth", {})}
+        lap("unsupervised")
 
     # ---- figures
     figs = _Figures(out_dir)
@@ -327,8 +354,8 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     if ground_truth is not None and ground_truth["learning_curve"] is not None:
         curve = ground_truth["learning_curve"]
         figs.add("learning_curve", plots.learning_curves, curve["sizes"],
-                 {m: curve["methods"][m]["mean"] for m in compared},
-                 lower={m: curve["methods"][m]["min"] for m in compared},
+                 {m: curve["methods"][m]["mean"] for m in curve["methods"]},
+                 lower={m: curve["methods"][m]["min"] for m in curve["methods"]},
                  title="Recovery of the true axes")
     if len(compared) > 1:
         # Angles rather than cosines: methods agree closely, and 0.99 vs 0.999 is 8 vs 2.6 degrees.
@@ -356,6 +383,10 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     if "mean_abs_difference" in correlations:
         summary["correlation_mean_abs_difference"] = correlations["mean_abs_difference"]
     summary["max_abs_cos_to_locks"] = geometry["max_abs_cos_to_locks"]
+    if unsupervised_result is not None:
+        from tlgan.evaluation.unsupervised import findings_summary
+
+        summary["unsupervised"] = findings_summary(unsupervised_result)
 
     svm_info = fitted["svm"].info if "svm" in fitted else {}
     context = {
@@ -369,7 +400,8 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
         "data": data_info,
     }
     sections = {"separability": separability, "geometry": geometry, "correlations": correlations,
-                "edit_effect": effect, "ground_truth": ground_truth, "methods": comparison}
+                "edit_effect": effect, "ground_truth": ground_truth, "methods": comparison,
+                "unsupervised": unsupervised_result}
     timings["total"] = round(time.perf_counter() - started, 2)
     summary["seconds"] = timings["total"]
 
@@ -704,6 +736,8 @@ def _render_html(context, sections, summary, timings, figs: _Figures) -> str:
         body += (figs.img("method_angles", "angle between the axes of two methods")
                  + figs.img("method_entanglement", "entanglement per method"))
     section("methods", "Method comparison", body)
+    if sections.get("unsupervised"):
+        section("unsupervised", "Unsupervised directions", _unsupervised_html(sections["unsupervised"]))
 
     # ---- definitions
     split = round(100 * (1 - svm["val_fraction"]))
@@ -735,6 +769,58 @@ generator's true axis.</li>
             f'axes: {_esc(ax["method"])}</p>'
             f'<nav class="toc"><b>Contents</b><ol>{nav}</ol></nav>'
             + "".join(parts) + "</main></body></html>\n")
+
+
+def _unsupervised_html(uns: Mapping[str, Any]) -> str:
+    """The unsupervised section: what each finder finds, and per attribute its best component beside the supervised axes."""
+    k, ref = uns["n_components"], uns["reference_method"]
+    body = (f"<p>The first {k} components of each unsupervised finder, named after the attribute each one moves most "
+            f"when {uns['faces']} faces are edited along it (purity = that attribute's change over the sum of all "
+            f"changes). For each attribute, the component closest in angle to the {_esc(ref)} axis (|cos|), its "
+            f"entanglement ratio, and the supervised finders' ratios. By chance alone the best of {k} random "
+            f"directions reaches |cos| &asymp; {_num(uns['random_cosine'], 2)}.</p>")
+    available = []
+    for method, info in uns["methods"].items():
+        if not info["available"]:
+            body += f'<p class="note"><b>{_esc(method)}</b> is not available for this generator: {_esc(info["reason"])}</p>'
+            continue
+        available.append(method)
+        source = f" ({_esc(info['source'])})" if info.get("source") else ""
+        if info.get("isotropic"):
+            body += (f'<p class="note"><b>{_esc(method)}{source} finds nothing here</b>: every variance of this latent '
+                     f"space lies within the spread of isotropic noise, so the space has no preferred directions and "
+                     f"its principal components are arbitrary. The cosines and names below are what random "
+                     f"directions give, not findings.</p>")
+        found = info["found"]
+        listed = ", ".join(f"{_esc(a)} ({_esc(h[0]['component'])}{'+' if h[0]['sign'] > 0 else '&minus;'}, purity "
+                           f"{_num(h[0]['purity'], 2)})" for a, h in sorted(found.items(), key=lambda x: -x[1][0]["purity"]))
+        body += (f"<p><b>{_esc(method)}</b>{source}: names {len(found)} attribute(s): {listed or 'none'}; "
+                 f"{len(info['unnamed'])} of {info['n_components']} components move no attribute.</p>")
+    if not available:
+        return body
+    sup = uns.get("supervised", {})
+    ent, sup_truth = sup.get("entanglement", {}), sup.get("cosine_to_truth", {})
+    has_truth = any("cosine_to_truth" in row for per in uns["attributes"].values() for row in per.values())
+    header = ["attribute"] + [f"{_esc(m)} ratio" for m in ent]
+    if has_truth:
+        header += [f"{_esc(m)} cos truth" for m in sup_truth]
+    for m in available:
+        header += [f"{_esc(m)} best", f"|cos| to {_esc(ref)}", f"{_esc(m)} ratio", f"{_esc(m)} purity"]
+        if has_truth:
+            header += [f"{_esc(m)} best |cos| truth"]
+    rows = []
+    for a, per in uns["attributes"].items():
+        row = [_esc(a)] + [_num(ent[m].get(a), 2) for m in ent]
+        if has_truth:
+            row += [_num(sup_truth[m].get(a)) for m in sup_truth]
+        for m in available:
+            r = per[m]
+            row += [f"{_esc(r['component'])}{'+' if r['sign'] > 0 else '&minus;'}", _num(r["cosine"]),
+                    _num(r["entanglement"], 2), _num(r["purity"], 2)]
+            if has_truth:
+                row += [f"{_num(r.get('cosine_to_truth'))} ({_esc(r.get('truth_component', ''))})"]
+        rows.append(row)
+    return body + _table(header, rows)
 
 
 def _worst(entry: Optional[Mapping[str, Any]]) -> str:

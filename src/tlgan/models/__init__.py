@@ -5,7 +5,8 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 - a registered name (``tlgan models`` lists them), e.g. ``toyfaces-gan``;
 - a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands;
 - a checkpoint file of a known format (:mod:`tlgan.models.formats`): NVlabs StyleGAN2 ``.pkl``,
-  rosinality ``.pt``; read without running code from the file;
+  rosinality ``.pt``, InterFaceGAN's PGGAN/StyleGAN ``.pth``, NVlabs' TensorFlow PGGAN/StyleGAN
+  ``.pkl``; read without running code from the file;
 - a TorchScript file (``.pt``/``.ts``/``.torchscript``), loaded with ``torch.jit.load``;
 - ``hf://OWNER/REPO/PATH[@REVISION]``: a file of a Hugging Face Hub repository (any of the
   above), fetched into the Hub's standard cache (offline with ``HF_HUB_OFFLINE=1`` once cached);
@@ -107,7 +108,7 @@ def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
         model = _from_torchscript(path, kind)
     elif path.exists():
         raise TlganError(f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
-                         f"a checkpoint (NVlabs .pkl, rosinality .pt), a TorchScript file "
+                         f"a checkpoint (NVlabs .pkl, rosinality .pt, InterFaceGAN .pth), a TorchScript file "
                          f"({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory")
     else:
         registry.check(spec)  # raises with close matches

@@ -173,6 +173,72 @@ class Generator(torch.nn.Module):
         """The ground-truth attribute axes, for generators that know them (else None)."""
         return None
 
+    def latent_weight(self, space: str = "z", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """The (F, D) weight of the first layer(s) that take a latent of ``space`` (D = latent_dim(space)).
+
+        SeFa factorises it. This default finds it for plain networks: the first ``nn.Linear`` (in
+        module order) with ``in_features == D``, or a first ``nn.ConvTranspose2d`` with
+        ``in_channels == D`` (which takes the latent as an (N, D, 1, 1) map; its (D, C, k, k)
+        kernel becomes (C*k*k, D)). Style-based generators override it and choose their style
+        layers with ``layers`` (indices; None = all); here ``layers`` must be None.
+        Raises TlganError when no such layer exists.
+        """
+        self.check_space(space)
+        if layers is not None:
+            raise TlganError(f"generator {self.name!r} has a single layer that takes the latent; `layers` chooses "
+                             f"style layers of style-based generators: leave it unset")
+        dim = self.latent_dim(space)
+        if space == self.spaces[0]:
+            for module in self.modules():
+                if isinstance(module, torch.nn.Linear) and module.in_features == dim:
+                    return module.weight.detach()
+                if isinstance(module, torch.nn.ConvTranspose2d) and module.in_channels == dim:
+                    return module.weight.detach().reshape(dim, -1).T
+        raise TlganError(f"sefa cannot find the weight of the first layer that takes a {space!r} latent of size {dim} "
+                         f"in generator {self.name!r} (no nn.Linear with in_features={dim} or nn.ConvTranspose2d with "
+                         f"in_channels={dim}); override latent_weight(space, layers) to return it as an (F, {dim}) "
+                         f"tensor, or use the pca finder")
+
+    #: Name (as in ``named_modules()``) of the early layer whose activations the pca finder
+    #: reads for z latents, GANSpace's choice for generators without a style space; None = none.
+    feature_layer: Optional[str] = None
+
+    def activations(self, latents: torch.Tensor, space: str = "z", layer: Optional[str] = None) -> torch.Tensor:
+        """(N, F) output of the module named ``layer`` (default :attr:`feature_layer`), flattened per sample.
+
+        The network runs only up to that module. Raises TlganError when there is no such module.
+        """
+        layer = layer or self.feature_layer
+        modules = dict(self.named_modules())
+        if not layer or layer not in modules:
+            from tlgan.registry import unknown_name_message
+
+            known = [n for n in modules if n]
+            if not layer:
+                raise TlganError(f"generator {self.name!r} names no feature layer for activation PCA; choose one of "
+                                 f"its modules with layer=... ({', '.join(known[:12]) or 'it has none'})")
+            raise TlganError(unknown_name_message("layer", layer, known) + f" (modules of generator {self.name!r})")
+        captured = []
+
+        def stop(module, args, output):
+            captured.append(output)
+            raise _StopForward
+
+        handle = modules[layer].register_forward_hook(stop)
+        try:
+            self.synthesize(latents, space)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise TlganError(f"layer {layer!r} of generator {self.name!r} did not run for {space!r} latents")
+        return captured[0].reshape(len(captured[0]), -1)
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook to end a pass once the wanted activations are captured."""
+
 
 class Classifier(torch.nn.Module):
     """Base class: ``logits(images)`` -> (N, A) logits, one per name in ``attributes``.
@@ -201,6 +267,7 @@ class Classifier(torch.nn.Module):
         penultimate activations, e.g. what the final linear head sees), captured during
         :meth:`logits`. Subclasses with a better set of layers return those (tlgan's own
         CNN returns every block's output); :class:`ModuleClassifier` takes ``feature_layers``.
+        A subclass must not store a submodule under the name ``features`` (it would hide this method).
         """
         layer = _last_weighted_layer(self)
         if layer is None:

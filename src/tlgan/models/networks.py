@@ -9,9 +9,7 @@ start (generator) or end (discriminator, classifier) at 4 x 4.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +90,8 @@ class DCGANGenerator(Generator):
             size *= 2
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = nn.ConvTranspose2d(_channels(width, resolution, size), 3, kernel_size=4, stride=2, padding=1)
+        # GANSpace reads an early layer after a non-linearity: the first block's output.
+        self.feature_layer = "blocks.0" if blocks else None
 
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         x = self.project(latents).view(-1, self.stem_channels, 4, 4)

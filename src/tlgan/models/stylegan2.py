@@ -20,10 +20,7 @@ Parameter and buffer names follow NVlabs' stylegan2-ada-pytorch state layout
 (``mapping.fc0.weight``, ``synthesis.b4.conv1.affine.weight``, ...), so their tensors load
 without renaming; other formats map onto these names (``tlgan.models.formats``).
 
-Truncation: with ``truncation_psi`` = psi every w is replaced by ``w_avg + psi (w - w_avg)``;
-with ``truncation_cutoff`` = c only the first c layers' w in wp are. So truncation happens once
-on any path: in z -> w when it applies to every layer (a truncated w is still one vector), in
-w -> wp when only the first layers are truncated.
+Truncation and noise follow :mod:`tlgan.models.style_based` (shared with StyleGAN v1).
 """
 from __future__ import annotations
 
@@ -35,11 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlgan.errors import TlganError
-from tlgan.models.base import Generator
+from tlgan.models.style_based import NOISE_MODES, StyleBasedGenerator  # noqa: F401 - NOISE_MODES is part of this API
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
-NOISE_MODES = ("const", "random", "none")
 
 
 def lowpass_filter(taps: Sequence[float] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
@@ -252,15 +248,16 @@ def check_stylegan2_resolution(resolution: int) -> int:
     return resolution
 
 
-class StyleGAN2Generator(Generator):
+class StyleGAN2Generator(StyleBasedGenerator):
     """The StyleGAN2 generator, unconditional, as a tlgan :class:`Generator` with spaces z, w and wp.
 
     ``synthesize(latents, space)`` takes z (N, z_dim), w (N, w_dim) or wp (N, num_ws, w_dim) and
-    returns images (N, 3, R, R) clamped to [-1, 1]. :meth:`configure` sets truncation and the
-    noise mode (``"const"``, the stored noise buffers, by default: images are deterministic).
+    returns images (N, 3, R, R) clamped to [-1, 1]. ``configure`` sets truncation and the noise
+    mode (``"const"``, the stored noise buffers, by default: images are deterministic); see
+    :mod:`tlgan.models.style_based`.
     """
 
-    spaces = ("z", "w", "wp")
+    family = "StyleGAN2"
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
                  channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
@@ -288,67 +285,11 @@ class StyleGAN2Generator(Generator):
                                           int(channel_max), conv_clamp)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(mapping_layers), float(mapping_lr), mapping_features)
-        self.truncation_psi = 1.0
-        self.truncation_cutoff: Optional[int] = None
-        self.noise_mode = "const"
-
-    # -- load-time options -----------------------------------------------------------------
+        self._init_style_options()
 
     @property
-    def options(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        if self.truncation_psi != 1.0:
-            out["truncation_psi"] = self.truncation_psi
-            if self.truncation_cutoff is not None:
-                out["truncation_cutoff"] = self.truncation_cutoff
-        if self.noise_mode != "const":
-            out["noise_mode"] = self.noise_mode
-        return out
-
-    def configure(self, truncation_psi: Optional[float] = None, truncation_cutoff: Optional[int] = None,
-                  noise_mode: Optional[str] = None, **unknown: Any) -> "StyleGAN2Generator":
-        """Set truncation (psi toward ``w_avg``, optionally only the first ``truncation_cutoff`` layers) and noise."""
-        if unknown:
-            raise TlganError(f"unknown StyleGAN2 option(s) {', '.join(sorted(unknown))}; "
-                             f"known: truncation_psi, truncation_cutoff, noise_mode")
-        if truncation_psi is not None:
-            psi = float(truncation_psi)
-            if not math.isfinite(psi):
-                raise TlganError(f"truncation_psi must be a finite number (1 = none, 0.7 is common), not {psi}")
-            self.truncation_psi = psi
-        if truncation_cutoff is not None:
-            cutoff = int(truncation_cutoff)
-            if not 1 <= cutoff <= self.num_ws:
-                raise TlganError(f"truncation_cutoff must be 1..{self.num_ws} (layers of this generator), not {cutoff}")
-            self.truncation_cutoff = cutoff
-        if noise_mode is not None:
-            if noise_mode not in NOISE_MODES:
-                raise TlganError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, not {noise_mode!r}")
-            self.noise_mode = noise_mode
-        return self
-
-    # -- the spaces ------------------------------------------------------------------------
-
-    def _truncate(self, w: torch.Tensor) -> torch.Tensor:
-        return self.mapping.w_avg.to(w.dtype) + self.truncation_psi * (w - self.mapping.w_avg.to(w.dtype))
-
-    def _map_latents(self, latents: torch.Tensor, space: str, to: str) -> torch.Tensor:
-        x = latents
-        if space == "z":
-            x = self.mapping(x)
-            if self.truncation_psi != 1.0 and self.truncation_cutoff is None:
-                x = self._truncate(x)
-            if to == "w":
-                return x
-        x = x[:, None, :].repeat(1, self.num_ws, 1)
-        if self.truncation_psi != 1.0 and self.truncation_cutoff is not None:
-            c = self.truncation_cutoff
-            x = torch.cat([self._truncate(x[:, :c]), x[:, c:]], dim=1)
-        return x
-
-    def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
-        wp = latents if space == "wp" else self._map_latents(latents, space, "wp")
-        return self.synthesis(wp, self.noise_mode).clamp(-1.0, 1.0)
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
 
     # -- for closed-form directions (SeFa) ---------------------------------------------------
 

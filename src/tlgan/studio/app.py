@@ -8,8 +8,13 @@ reproduced from its request alone.
 The torch models are shared by all requests. :class:`Studio` serialises every model call
 behind one lock, because module forward passes are not documented as thread-safe and a CPU
 has no spare parallelism to gain from running two at once anyway (torch already uses every
-core inside one call). Renders and scores of a quick model run on the event loop itself
-(:meth:`Studio.call`); uploads and slow models go to FastAPI's thread pool.
+core inside one call). Concurrent renders and scores share forward passes instead: a
+dynamic batcher (:mod:`tlgan.studio.batcher`, ``max_batch`` / ``batch_wait_ms``) gathers the
+latents of requests that arrive together into one generator call and their images into one
+classifier call, and hands each request its own rows back; PNG encoding happens afterwards,
+outside the lock. A lone request runs at once, on the event loop itself when the model is
+quick (:meth:`Studio.call`); batches of several run in a model thread while the loop reads
+the next requests; uploads and slow models go to FastAPI's thread pool.
 
 Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
 
@@ -22,7 +27,9 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import errno
 import functools
 import io
@@ -33,6 +40,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -51,6 +59,7 @@ from tlgan.axes import FeatureAxes
 from tlgan.errors import TlganError
 from tlgan.imaging import read_image, to_uint8
 from tlgan.models.base import Classifier, Generator
+from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,8 @@ INLINE_SECONDS = 0.05
 """Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
 """Memory for remembered generator images (about 1,300 faces at 64 px, 5 at 1024 px)."""
+INLINE_PNG_PIXELS = 128 * 128
+"""PNGs of at most this many pixels are encoded on the event loop; larger ones in a worker thread."""
 
 # The page is served with this policy: everything comes from the package itself, nothing
 # from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
@@ -269,11 +280,18 @@ class Studio:
 
     Every model call goes through :meth:`synthesize` / :meth:`score` / :meth:`locked`, which
     hold one lock. Validation methods raise :class:`TlganError` with a message for the user.
+
+    Requests reach the models through :meth:`images` and :meth:`probabilities`. With
+    ``max_batch`` > 1 those go through a :class:`~tlgan.studio.batcher.Batcher` each (one for
+    the generator, one for the classifier), so concurrent requests share forward passes;
+    ``batch_wait_ms`` bounds how long a batch gathers. ``max_batch=1`` turns batching off:
+    every request then runs its own model call through :meth:`call`.
     """
 
     def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                  generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
-                 amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES):
+                 amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
+                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
@@ -294,6 +312,18 @@ class Studio:
         self._seed_latent = functools.lru_cache(maxsize=4096)(self._draw_seed_latent)
         self._direction = functools.lru_cache(maxsize=4096)(self._unit_move)
         self._images = ImageMemo(image_memo_bytes)
+        self._memo_lock = threading.Lock()
+        self.image_shape = (3, int(generator.img_resolution), int(generator.img_resolution))
+        self.max_batch = int(max_batch)
+        self.batch_wait_ms = float(batch_wait_ms)
+        self.overlap_batches = True  # batches of several compute in the model thread (see run_batch)
+        self._model_thread: Optional[ThreadPoolExecutor] = None
+        self._model_thread_lock = threading.Lock()
+        self.draw_batcher = Batcher(lambda rows: list(self.synthesize(torch.stack(rows))), max_batch=max_batch,
+                                    wait_ms=batch_wait_ms, check=self._check_row, run=self.run_batch, name="generator")
+        self.score_batcher = Batcher(lambda images: list(self.score(torch.stack(images))), max_batch=max_batch,
+                                     wait_ms=batch_wait_ms, check=self._check_image, run=self.run_batch,
+                                     name="classifier")
 
     def _draw_seed_latent(self, seed: int) -> torch.Tensor:
         return self.generator.sample_latents_at([seed], seed=0, space=self.space)[0]
@@ -379,18 +409,26 @@ class Studio:
         """
         latents = latents.detach().to("cpu", torch.float32).contiguous()
         keys = [row.numpy().tobytes() for row in latents]
-        out: List[Optional[torch.Tensor]] = [None] * len(keys)
-        with self._lock:
-            for i, key in enumerate(keys):
-                out[i] = self._images.get(key)
-            missing = [i for i, image in enumerate(out) if image is None]
-            if missing:
-                with torch.inference_mode():
-                    made = self.generator.synthesize(latents[missing].to(self.device), self.space)
-                made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
-                for i, image in zip(missing, made):
-                    out[i] = image
+        with self._memo_lock:
+            out: List[Optional[torch.Tensor]] = [self._images.get(key) for key in keys]
+        # Each distinct missing latent is drawn once (a batch may hold a render and its
+        # scores request for the same face).
+        first: Dict[bytes, Any] = {}
+        for i, image in enumerate(out):
+            if image is None:
+                first.setdefault(keys[i], i)
+        if first:
+            rows = list(first.values())
+            with self._lock, torch.inference_mode():
+                made = self.generator.synthesize(latents[rows].to(self.device), self.space)
+            made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
+            with self._memo_lock:
+                for i, image in zip(rows, made):
                     self._images.put(keys[i], image)
+                    first[keys[i]] = image
+            for i, image in enumerate(out):
+                if image is None:
+                    out[i] = first[keys[i]]
         return torch.stack(out)  # type: ignore[arg-type]
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
@@ -401,6 +439,56 @@ class Studio:
     def locked(self):
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
+
+    # -- what requests use -------------------------------------------------------------------
+
+    async def images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D): batched with other requests' latents.
+
+        Remembered images (see :meth:`synthesize`) come back without waiting for a batch.
+        """
+        if self.max_batch <= 1:
+            return await self.call(self.synthesize, latents)
+        latents = latents.detach().to("cpu", torch.float32).contiguous()
+        with self._memo_lock:  # not the model lock: an inversion may hold that for seconds
+            remembered = [self._images.get(row.numpy().tobytes()) for row in latents]
+        missing = [i for i, image in enumerate(remembered) if image is None]
+        if missing:
+            made = await asyncio.gather(*(self.draw_batcher.submit(latents[i]) for i in missing))
+            for i, image in zip(missing, made):
+                remembered[i] = image
+        return torch.stack(remembered)  # type: ignore[arg-type]
+
+    async def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, A) for images (N, 3, R, R) from :meth:`images`: batched with other requests' images."""
+        if self.max_batch <= 1:
+            return await self.call(self.score, images)
+        return torch.stack(await asyncio.gather(*(self.score_batcher.submit(image) for image in images)))
+
+    def _check_row(self, row: torch.Tensor) -> torch.Tensor:
+        """One latent (D,) for the generator's batch; a malformed one fails its own request only."""
+        if not isinstance(row, torch.Tensor) or row.shape != (self.latent_dim,):
+            shape = tuple(row.shape) if isinstance(row, torch.Tensor) else type(row).__name__
+            raise TlganError(f"a latent for generator {self.generator_name!r} must be {self.latent_dim} numbers "
+                             f"(space {self.space!r}), not {shape}")
+        if not bool(torch.isfinite(row).all()):
+            raise TlganError("latent holds NaN or infinite values; every entry must be a finite number")
+        return row
+
+    def _check_image(self, image: torch.Tensor) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor) or tuple(image.shape) != self.image_shape:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise TlganError(f"an image to score must have shape {self.image_shape}, not {shape}")
+        return image
+
+    async def aclose(self) -> None:
+        """Stop batching (the server is shutting down); requests still queued get a 503."""
+        await self.draw_batcher.aclose()
+        await self.score_batcher.aclose()
+        with self._model_thread_lock:
+            pool, self._model_thread = self._model_thread, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, a request's model work: inline when the models are free and quick, else in a worker thread.
@@ -418,6 +506,23 @@ class Studio:
             finally:
                 self._lock.release()
         return await run_in_threadpool(self._timed, fn, *args)
+
+    async def run_batch(self, fn: Callable[[List[Any]], Any], items: List[Any]) -> Any:
+        """``fn(items)`` for a batcher: one item like any request (:meth:`call`), several in the model thread.
+
+        A lone item is what a single user sends, and :meth:`call` serves it inline when the
+        models are quick, so batching costs one user nothing. A batch of several means a
+        crowd: it computes in a thread of its own (torch releases the GIL inside its
+        kernels), while the event loop reads the requests that will form the next batch and
+        encodes the previous batch's PNGs, so the two CPU-bound halves of serving overlap.
+        """
+        if len(items) == 1 or not self.overlap_batches:
+            return await self.call(fn, items)
+        with self._model_thread_lock:
+            if self._model_thread is None:
+                self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="tlgan-model")
+            pool = self._model_thread
+        return await asyncio.get_running_loop().run_in_executor(pool, self._timed, fn, items)
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, keeping an exponential average of how long such calls take (inline or not)."""
@@ -528,39 +633,36 @@ def describe_validation_errors(errors: Sequence[dict]) -> str:
 def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+               batch_wait_ms: float = DEFAULT_WAIT_MS) -> FastAPI:
     """The studio app for these models and axes (the generator's latents of ``axes.space``).
 
     ``step`` is the amount one button press adds; ``amount_limit`` bounds |amount|;
-    ``max_body_bytes`` bounds request bodies (uploads). Serve it with uvicorn, or test it
-    with ``fastapi.testclient.TestClient(app)``.
+    ``max_body_bytes`` bounds request bodies (uploads); ``max_batch`` and ``batch_wait_ms``
+    set how concurrent requests share forward passes (see :mod:`tlgan.studio.batcher`;
+    ``max_batch=1`` turns batching off). Serve it with uvicorn, or test it with
+    ``fastapi.testclient.TestClient(app)``; the batcher stops with the app's lifespan.
     """
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
     studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
-                    amount_limit=amount_limit)
+                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await studio.aclose()
+
     app = FastAPI(
         title="tlgan studio",
         version=tlgan.__version__,
         description="Edit generated or uploaded faces along attribute axes. Requests are stateless: each names "
                     "the face (seed or latent), the amounts (totals from the original) and the locks.",
+        lifespan=lifespan,
     )
     app.state.studio = studio
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-
-    @app.exception_handler(TlganError)
-    async def _tlgan_error(request: Request, exc: TlganError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("studio: %s %s failed", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
-                            status_code=500)
+    _add_error_handlers(app)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -581,6 +683,47 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
             space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
             max_upload_bytes=max_body_bytes, version=app.version)
 
+    _add_face_routes(app, studio)
+    _add_upload_routes(app, studio)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad input is a 422 naming the problem; a failed model batch a 500; a closing server a 503."""
+
+    @app.exception_handler(TlganError)
+    async def _tlgan_error(request: Request, exc: TlganError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(BatchFailed)
+    async def _batch_failed(request: Request, exc: BatchFailed):
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    @app.exception_handler(BatcherClosed)
+    async def _closed(request: Request, exc: BatcherClosed):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("studio: %s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+                            status_code=500)
+
+
+async def png(image: torch.Tensor, upscale: int = 1) -> bytes:
+    """:func:`encode_png` outside the model lock: on the loop for small images, in a worker thread for large ones."""
+    if image.shape[-1] * image.shape[-2] * upscale * upscale <= INLINE_PNG_PIXELS:
+        return encode_png(image, upscale)
+    return await run_in_threadpool(encode_png, image, upscale)
+
+
+def _add_face_routes(app: FastAPI, studio: Studio) -> None:
+    """/api/render and /api/probabilities: a face request -> images (and scores) through the studio's batchers."""
+
     def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor]:
         """(edited latent (D,), latents to draw (1 or 2, D): the edit, then the original if asked)."""
         base = studio.base_latent(req.seed, req.latent)
@@ -597,19 +740,16 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
         orthogonal to every locked axis other than a.
         """
-        return await studio.call(draw, req)
-
-    def draw(req: RenderRequest) -> Response:
         edited, latents = face(req, with_original=req.include_original and req.format == "json")
-        images = studio.synthesize(latents)
+        images = await studio.images(latents)
         if req.format == "png":
-            return Response(encode_png(images[0], req.upscale), media_type="image/png",
+            return Response(await png(images[0], req.upscale), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
-        body: Dict[str, Any] = {"image": data_url(encode_png(images[0], req.upscale)), "space": studio.space}
+        probs = await studio.probabilities(images) if req.scores else None
+        body: Dict[str, Any] = {"image": data_url(await png(images[0], req.upscale)), "space": studio.space}
         if len(images) > 1:
-            body["original_image"] = data_url(encode_png(images[1], req.upscale))
-        if req.scores:
-            probs = studio.score(images)
+            body["original_image"] = data_url(await png(images[1], req.upscale))
+        if probs is not None:
             body["probabilities"] = studio.probabilities_dict(probs[0])
             if len(images) > 1:
                 body["original_probabilities"] = studio.probabilities_dict(probs[1])
@@ -621,17 +761,19 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         """What the classifier sees in the face /api/render draws for the same request.
 
         Sent together with /api/render, the generator runs once: whichever request comes
-        second reuses the image the first one made.
+        second reuses the image the first one made (or both share one batch).
         """
-        return await studio.call(classify, req)
-
-    def classify(req: FaceRequest) -> Response:
         _edited, latents = face(req, with_original=req.include_original)
-        probs = studio.score(studio.synthesize(latents))
+        probs = await studio.probabilities(await studio.images(latents))
         body = {"probabilities": studio.probabilities_dict(probs[0])}
         if len(probs) > 1:
             body["original_probabilities"] = studio.probabilities_dict(probs[1])
         return json_response(body)
+
+
+def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
+    """/api/score and /api/invert: uploads, rare and (inversion) slow, so they run alone in worker threads."""
+    generator, classifier = studio.generator, studio.classifier
 
     @app.post("/api/score", response_model=ScoreResponse, responses=ERRORS,
               summary="Classifier probabilities of an uploaded image")
@@ -673,8 +815,6 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         return json_response({"image": data_url(encode_png(images[0])), "space": studio.space,
                               "probabilities": studio.probabilities_dict(probs[0]), "info": _jsonable(info or {})},
                              latent=latent)
-
-    return app
 
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
@@ -750,7 +890,7 @@ class ServerThread:
         self.sock = bind_socket(host, port)
         self.url = url_of(self.sock)
         self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                                     timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="tlgan-studio", daemon=True)

@@ -34,6 +34,11 @@ class ToyfacesRenderer(Generator):
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         return render(world.factors(latents), resolution=self.img_resolution, supersample=self.supersample)
 
+    def latent_weight(self, space: str = "z", layers=None) -> torch.Tensor:
+        raise TlganError("toyfaces-render is an analytic renderer with no weights, so it has no first-layer weight "
+                         "for sefa to factorise; use the pca finder, or sefa on a trained generator such as "
+                         "toyfaces-gan")
+
     def labels(self, z: torch.Tensor) -> torch.Tensor:
         """Ground-truth labels (N, 17) bool, columns in :data:`tlgan.toyfaces.world.ATTRIBUTES` order."""
         return world.labels(self.check_latents(z))

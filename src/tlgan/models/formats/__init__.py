@@ -8,7 +8,9 @@ table (:mod:`tlgan.models.formats.folder`) and loads the tensors strictly.
 Formats, tried in this order (each module has ``matches(probe)`` and ``read(probe)``):
 
 - :mod:`~tlgan.models.formats.nvlabs_pickle`: stylegan2-ada-pytorch / stylegan3 ``.pkl``;
-- :mod:`~tlgan.models.formats.rosinality`: rosinality/stylegan2-pytorch ``.pt``.
+- :mod:`~tlgan.models.formats.rosinality`: rosinality/stylegan2-pytorch ``.pt``;
+- :mod:`~tlgan.models.formats.genforce`: InterFaceGAN's PGGAN and StyleGAN ``.pth`` state dicts;
+- :mod:`~tlgan.models.formats.tf_pickle`: NVlabs' TensorFlow PGGAN and StyleGAN ``.pkl``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from tlgan.io import load_state_dict
 FORMAT_MODULES: List[str] = [
     "tlgan.models.formats.nvlabs_pickle",
     "tlgan.models.formats.rosinality",
+    "tlgan.models.formats.genforce",
+    "tlgan.models.formats.tf_pickle",
 ]
 
 
@@ -54,6 +58,15 @@ class Probe:
         return zipfile.is_zipfile(self.path)
 
     @functools.cached_property
+    def is_legacy_torch(self) -> bool:
+        """A ``torch.save`` file in the pre-1.6 format (a run of pickles starting with torch's magic number)."""
+        import pickle
+
+        magic = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+        with open(self.path, "rb") as f:
+            return f.read(len(magic)) == magic
+
+    @functools.cached_property
     def is_torchscript(self) -> bool:
         if not self.is_zip:
             return False
@@ -64,14 +77,14 @@ class Probe:
     def pickle_globals(self) -> List[str]:
         from tlgan.models.formats.unpickler import first_globals
 
-        return [] if self.is_zip else first_globals(self.path)
+        return [] if self.is_zip or self.is_legacy_torch else first_globals(self.path)
 
     @functools.cached_property
     def torch_object(self) -> Any:
         """``torch.load(weights_only=True)`` of the file (None if it is no torch file)."""
         import argparse
 
-        if not self.is_zip:
+        if not (self.is_zip or self.is_legacy_torch):
             return None
         try:
             # Training checkpoints keep their argparse options; a Namespace only holds values.
@@ -103,11 +116,11 @@ CHECKPOINT_SUFFIXES = (".pkl", ".pt", ".pth")
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` should be read by a format module: a ``.pkl``, or a ``.pt``/``.pth`` torch.save
-    archive that is not TorchScript (a cheap look; the file is not read)."""
+    file (a zip archive that is not TorchScript, or the pre-1.6 format) (a cheap look; the file is not read)."""
     probe = Probe(path)
     if not probe.path.is_file() or probe.suffix not in CHECKPOINT_SUFFIXES:
         return False
-    return probe.suffix == ".pkl" or (probe.is_zip and not probe.is_torchscript)
+    return probe.suffix == ".pkl" or (probe.is_zip and not probe.is_torchscript) or probe.is_legacy_torch
 
 
 def build_checkpoint(checkpoint: Checkpoint, source: str) -> torch.nn.Module:

@@ -22,6 +22,8 @@ ARCHITECTURES: Dict[str, str] = {
     "DCGANGenerator": "tlgan.models.networks:DCGANGenerator",
     "AttributeClassifierNet": "tlgan.models.networks:AttributeClassifierNet",
     "StyleGAN2Generator": "tlgan.models.stylegan2:StyleGAN2Generator",
+    "PGGANGenerator": "tlgan.models.pggan:PGGANGenerator",
+    "StyleGANGenerator": "tlgan.models.stylegan1:StyleGANGenerator",
 }
 """Architecture name (as written in model.json) -> ``module:Class`` that builds it."""
 

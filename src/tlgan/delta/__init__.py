@@ -1,0 +1,18 @@
+"""Learned non-linear edits from a few sequences (Delta-GAN-Encoder, Diamant et al. 2021).
+
+- :mod:`~tlgan.delta.sequences`: sequence folders (one sub-folder of ordered images per
+  identity) and their inverted latents;
+- :mod:`~tlgan.delta.model`: the change encoder E and decoder D, saved as safetensors + JSON;
+- :mod:`~tlgan.delta.train`: resumable training, and the least-squares straight line it is
+  compared with;
+- :mod:`~tlgan.delta.edit`: ``delta_edit`` / ``delta_walk``, the learned counterparts of the
+  axis edits;
+- :mod:`~tlgan.delta.evaluate`: measuring edits against the toyfaces renderer's true targets.
+"""
+from tlgan.delta.edit import delta_edit, delta_walk
+from tlgan.delta.model import DeltaModel, load_delta, save_delta
+from tlgan.delta.sequences import SequenceSet, read_sequences, sequence_latents, write_sequences
+from tlgan.delta.train import linear_direction, train_delta
+
+__all__ = ["DeltaModel", "load_delta", "save_delta", "SequenceSet", "read_sequences", "sequence_latents",
+           "write_sequences", "train_delta", "linear_direction", "delta_edit", "delta_walk"]

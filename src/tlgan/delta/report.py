@@ -1,0 +1,76 @@
+"""The learned-edit report: ``index.html`` (tables + edit grids) and ``delta-eval.json``."""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+from tlgan.io import atomic_path, write_json
+
+METHODS = (("learned", "learned edit E/D"), ("linear", "linear (LS line)"), ("axis", "classifier axis"),
+           ("no_edit", "no edit"), ("inversion", "inverted target (ceiling)"))
+
+
+def _fmt(value, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _table(header: List[str], rows: List[List[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _factor_section(factor: str, entry: Dict[str, Any], out_dir: Path) -> str:
+    best = entry["best"]
+    rows = []
+    for key, label in METHODS:
+        if key not in best:
+            continue
+        m = best[key]
+        rows.append([html.escape(label), _fmt(m["psnr_db"]), _fmt(m.get("off_target_classifier"), 4),
+                     _fmt(m.get("off_target_identity"), 4), _fmt(m.get("factor_error"), 3)])
+    parts = [f"<h2>{html.escape(factor)}</h2>",
+             f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
+             f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.</p>",
+             _table(["method", "PSNR vs true target (dB)", "off-target: classifier |Δp|",
+                     "off-target: identity factors", "error in the edited factor"], rows)]
+    curve = [[k, _fmt(v["learned"]["psnr_db"]), _fmt(v["linear"]["psnr_db"]), _fmt(v["gain_db"], 2, True)]
+             for k, v in entry["by_identities"].items()]
+    parts += ["<h3>Learning curve</h3>", _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)"],
+                                                curve)]
+    grid = entry.get("grid")
+    if grid and (out_dir / grid).is_file():
+        data = base64.b64encode((out_dir / grid).read_bytes()).decode()
+        parts.append(f"<h3>Edits from the middle step</h3><p>Per held-out identity: the renderer's true images, "
+                     f"the learned edits, the linear edits.</p><img alt='edit grid {html.escape(factor)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    return "".join(parts)
+
+
+def write_delta_report(result: Dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Write ``out_dir/delta-eval.json`` and ``out_dir/index.html`` from :func:`~tlgan.delta.evaluate.evaluate_delta`'s result."""
+    out = Path(out_dir)
+    write_json(out / "delta-eval.json", result)
+    intro = (f"<p>Generator {html.escape(str(result['generator']))}; {result['test_identities']} held-out identities, "
+             f"{result['steps']} steps per sequence, every ordered pair of steps as a requested change; training "
+             f"identities {', '.join(str(k) for k in result['train_identities'])}. Each edit is compared with the "
+             f"renderer's true image of the same identity with the requested change.</p>")
+    sections = "".join(_factor_section(f, e, out) for f, e in result["factors"].items())
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}")
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>tlgan learned edits</title>"
+            f"<style>{style}</style></head><body><h1>Learned edits against the truth</h1>{intro}{sections}"
+            f"</body></html>\n")
+    path = out / "index.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
+    return path
+
+
+__all__ = ["write_delta_report"]

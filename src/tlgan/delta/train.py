@@ -1,0 +1,276 @@
+"""Training a learned edit (E, D) on sequences' latents; resumable bit for bit.
+
+One step draws ``batch_size`` training pairs: a sequence set (weighted by its number of
+sequences), two different sequences ``a`` and ``b`` of it (the same one when the set has
+only one), and two steps ``i``, ``j`` (any, ``i = j`` included, so that "no change" is
+learned too). With Gaussian noise of ``noise`` x the latents' scale added to the inputs
+``a_i``, ``a_j``, ``b_i`` (against over-fitting a handful of sequences) it minimises
+
+    lambda_a * |a_j - â_j|^2 + lambda_b * |b_j - b̂_j|^2   (mean over dimensions, / scale^2)
+
+with ``Δ = E(a_i, a_j)``, ``â_j = a_i + D(a_i, Δ)``, ``b̂_j = b_i + D(b_i, Δ)``. The
+``b`` term is what forces Δ to describe the change rather than the identity.
+
+Each step's draws come from a generator seeded by (seed, step) and the initial weights
+from ``seed`` alone, so a run resumed from a checkpoint ends exactly where an
+uninterrupted run ends. Checkpoints (``OUT/checkpoint/``) are safetensors + JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from tlgan.delta.model import DeltaModel, save_delta
+from tlgan.errors import TlganError
+from tlgan.io import write_json
+from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.common import cosine_lr, set_lr, settings_mismatch, step_generator
+
+log = logging.getLogger(__name__)
+
+STREAM_PAIRS = 21
+STREAM_NOISE = 22
+
+DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 8, "steps": 2000, "batch_size": 64, "lr": 1e-3, "noise": 0.05,
+            "lambda_a": 1.0, "lambda_b": 1.0}
+
+
+def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Optional[Sequence[Sequence[float]]]):
+    if not latent_sets:
+        raise TlganError("no sequences to train on; give at least one sequence folder")
+    sets, values = [], []
+    shape = None
+    for k, latents in enumerate(latent_sets):
+        latents = torch.as_tensor(latents).float()
+        if latents.ndim < 3 or latents.shape[1] < 2:
+            raise TlganError(f"sequence set {k}: latents must be (K sequences, n >= 2 steps, *latent shape); got "
+                             f"shape {tuple(latents.shape)}")
+        if shape is None:
+            shape = tuple(latents.shape[2:])
+        elif tuple(latents.shape[2:]) != shape:
+            raise TlganError(f"sequence set {k} has latents of shape {tuple(latents.shape[2:])}, the first set "
+                             f"{shape}; all sets must come from the same generator and space")
+        if not torch.isfinite(latents).all():
+            raise TlganError(f"sequence set {k}: latents hold NaN or infinite values")
+        v = list(range(latents.shape[1])) if value_sets is None or value_sets[k] is None else list(value_sets[k])
+        if len(v) != latents.shape[1]:
+            raise TlganError(f"sequence set {k}: {len(v)} factor values for {latents.shape[1]} steps")
+        sets.append(latents.reshape(latents.shape[0], latents.shape[1], -1))
+        values.append(torch.tensor([float(x) for x in v], dtype=torch.float64))
+    return sets, values, shape
+
+
+def linear_direction(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Least-squares latent change per unit of factor, (D,): the best single straight line.
+
+    Fits ``a_s(v) = c_s + v * d`` with one offset per sequence and one slope ``d`` shared by
+    all; equivalently the pooled slope over every pair of steps of every sequence.
+    """
+    num, den = None, 0.0
+    for latents, values in zip(latent_sets, value_sets):
+        x = latents.to(torch.float64).reshape(latents.shape[0], latents.shape[1], -1)
+        dv = (values - values.mean()).to(torch.float64)
+        centred = x - x.mean(dim=1, keepdim=True)
+        term = torch.einsum("n,knd->d", dv, centred)
+        num = term if num is None else num + term
+        den += float(dv.pow(2).sum()) * x.shape[0]
+    if den <= 0:
+        raise TlganError("the factor values do not change along the sequences; no direction to fit")
+    return (num / den).float()
+
+
+def _rank(sets: List[torch.Tensor]) -> int:
+    """Largest useful subspace: the number of independent within-sequence changes."""
+    return sum(int(x.shape[0]) * (int(x.shape[1]) - 1) for x in sets)
+
+
+def change_basis(sets: Sequence[torch.Tensor], r: int) -> torch.Tensor:
+    """The r leading principal directions (r, D) of the latents' variation within sequences.
+
+    Each sequence is centred on its own mean, so only what changes along the sequences
+    counts, not how identities differ.
+    """
+    centred = torch.cat([(x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]) for x in sets]).to(torch.float64)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    basis = vh[:r]
+    # Fix each direction's sign (the largest entry positive) so the basis depends on the data only.
+    signs = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))
+    return (basis * signs).float()
+
+
+def _fingerprint(sets: List[torch.Tensor], values: List[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for x, v in zip(sets, values):
+        h.update(str(tuple(x.shape)).encode())
+        h.update(x.contiguous().numpy().tobytes())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _draw(sets: List[torch.Tensor], batch_size: int, g: torch.Generator):
+    """Indices of one batch: per row (set, a, b, i, j); returns stacked a_i, a_j, b_i, b_j (B, D)."""
+    weights = torch.tensor([float(x.shape[0]) for x in sets])
+    which = torch.multinomial(weights, batch_size, replacement=True, generator=g)
+    a_i, a_j, b_i, b_j = [], [], [], []
+    order = []
+    for s, x in enumerate(sets):
+        rows = (which == s).nonzero().flatten()
+        m = len(rows)
+        if m == 0:
+            continue
+        k, n = x.shape[:2]
+        a = torch.randint(k, (m,), generator=g)
+        if k > 1:
+            b = (a + torch.randint(1, k, (m,), generator=g)) % k  # any other sequence
+        else:
+            b = a.clone()
+        i = torch.randint(n, (m,), generator=g)
+        j = torch.randint(n, (m,), generator=g)
+        a_i.append(x[a, i]), a_j.append(x[a, j]), b_i.append(x[b, i]), b_j.append(x[b, j])
+        order.append(rows)
+    perm = torch.argsort(torch.cat(order))
+    return [torch.cat(t)[perm] for t in (a_i, a_j, b_i, b_j)]
+
+
+def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
+    """The one code that best makes one step from every training position, and its factor change.
+
+    Starts from the mean code of all consecutive steps and minimises
+    ``sum |a_i + D(a_i, c) - a_{i+1}|^2`` over c with the networks fixed: the mean of codes
+    taken at different positions along a curved path is shorter than any of them.
+    """
+    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
+    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
+    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            code = model.encode(starts, ends).mean(0)
+        code = code.clone().requires_grad_(True)
+        opt = torch.optim.Adam([code], lr=0.05)
+        scale2 = float(model.scale) ** 2
+        for _ in range(iterations):
+            loss = (model.move(starts, code) - ends).pow(2).mean() / scale2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return code.detach(), float(steps.mean())
+
+
+def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optional[Sequence[Sequence[float]]] = None,
+                factor: Optional[str] = None, space: str = "z", generator: Optional[str] = None,
+                steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
+                delta_dim: int = DEFAULTS["delta_dim"], hidden: int = DEFAULTS["hidden"],
+                subspace: int = DEFAULTS["subspace"],
+                noise: float = DEFAULTS["noise"], lambda_a: float = DEFAULTS["lambda_a"],
+                lambda_b: float = DEFAULTS["lambda_b"], seed: int = 0, checkpoint_every: int = 500,
+                resume: bool = False, progress: bool = True, info: Optional[Dict[str, Any]] = None,
+                on_step: Optional[Callable[[int], None]] = None) -> DeltaModel:
+    """Train E and D on ``latent_sets`` (each (K, n, *latent shape): K sequences of n steps)
+    and save the model to ``out_dir`` (model.json + model.safetensors, training.json).
+
+    ``values`` gives each set's factor value per step (default 0, 1, ...). ``factor``,
+    ``space``, ``generator`` and ``info`` are recorded in the model. ``resume`` continues
+    ``out_dir/checkpoint/`` (refused if any setting or the data differ); without it an
+    existing checkpoint is an error, so nothing is overwritten by accident. ``on_step(step)``
+    is called after each completed step. Returns the trained model (eval mode).
+    """
+    if steps < 1 or batch_size < 1:
+        raise TlganError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
+    for name, value in (("noise", noise), ("lambda_a", lambda_a), ("lambda_b", lambda_b), ("lr", lr)):
+        if not math.isfinite(float(value)) or float(value) < 0:
+            raise TlganError(f"{name} must be a finite number >= 0, not {value}")
+    sets, value_sets, shape = _check_sets(latent_sets, values)
+    out_dir = Path(out_dir)
+    settings = {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "delta_dim": int(delta_dim),
+                "hidden": int(hidden), "subspace": int(subspace), "noise": float(noise), "lambda_a": float(lambda_a),
+                "lambda_b": float(lambda_b), "seed": int(seed), "data": _fingerprint(sets, value_sets)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))  # initial weights depend on the seed only
+        model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())))
+    everything = torch.cat([x.reshape(-1, x.shape[-1]) for x in sets])
+    model.center.copy_(everything.mean(0))
+    model.scale.copy_((everything - everything.mean(0)).pow(2).mean().sqrt().clamp_min(1e-8))
+    if model.subspace:
+        model.basis.copy_(change_basis(sets, model.subspace))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start, history = 0, []
+    if has_checkpoint(out_dir):
+        if not resume:
+            raise TlganError(f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
+                             f"use a new --out folder")
+        manifest = load_checkpoint(out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False)
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        if diff:
+            raise TlganError(f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
+                             f"pass the same ones, or train into a new --out folder")
+        start, history = int(manifest["step"]), list(manifest["info"].get("history", []))
+        log.info("resuming learned-edit training at step %d of %d", start, steps)
+    elif resume:
+        log.info("no checkpoint in %s; starting from step 0", out_dir)
+    warmup = min(100, steps // 10)
+    scale2 = float(model.scale) ** 2
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(range(start, steps), desc="training learned edit", unit="step", initial=start, total=steps,
+               disable=None if progress else True)
+    log_every = max(1, steps // 100)
+    for step in bar:
+        set_lr(opt, cosine_lr(step, steps, lr, warmup=warmup))
+        a_i, a_j, b_i, b_j = _draw(sets, batch_size, step_generator(seed, step, STREAM_PAIRS))
+        if noise > 0:
+            g = step_generator(seed, step, STREAM_NOISE)
+            sigma = noise * float(model.scale)
+            a_i_in = a_i + sigma * torch.randn(a_i.shape, generator=g)
+            a_j_in = a_j + sigma * torch.randn(a_j.shape, generator=g)
+            b_i_in = b_i + sigma * torch.randn(b_i.shape, generator=g)
+        else:
+            a_i_in, a_j_in, b_i_in = a_i, a_j, b_i
+        a_hat, b_hat = model(a_i_in, a_j_in, b_i_in)
+        loss_a = (a_hat - a_j).pow(2).mean() / scale2
+        loss_b = (b_hat - b_j).pow(2).mean() / scale2
+        loss = lambda_a * loss_a + lambda_b * loss_b
+        if not math.isfinite(loss.item()):
+            raise TlganError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            record = {"step": step + 1, "loss_a": round(loss_a.item(), 6), "loss_b": round(loss_b.item(), 6)}
+            history.append(record)
+            bar.set_postfix(loss_a=f"{record['loss_a']:.4f}", loss_b=f"{record['loss_b']:.4f}")
+        if (step + 1) % max(1, checkpoint_every) == 0 and step + 1 < steps:
+            save_checkpoint(out_dir, step=step + 1, modules={"delta": model}, optimizers={"adam": opt},
+                            info={"settings": settings, "history": history})
+        if on_step is not None:
+            on_step(step + 1)
+    bar.close()
+    model.eval()
+    reference, unit = _reference(model, sets, value_sets)
+    model.reference_delta.copy_(reference)
+    model.linear_direction.copy_(linear_direction(sets, value_sets))
+    summary = {"resumed_from": start, "seconds": round(time.perf_counter() - t0, 2),
+               "final": history[-1] if history else {}}
+    model.info = {"factor": factor, "unit": unit, "values": [v.tolist() for v in value_sets], "space": space,
+                  "generator": generator, "sequences": [int(x.shape[0]) for x in sets],
+                  "training": {**settings, **summary}, **(info or {})}
+    save_delta(model, out_dir)
+    save_checkpoint(out_dir, step=steps, modules={"delta": model}, optimizers={"adam": opt},
+                    info={"settings": settings, "history": history})
+    write_json(out_dir / "training.json", {"settings": settings, "summary": summary, "history": history})
+    log.info("learned edit saved to %s (%s, %d steps)", out_dir, factor or "unnamed factor", steps)
+    return model
+
+
+__all__ = ["train_delta", "linear_direction", "DEFAULTS"]

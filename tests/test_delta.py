@@ -1,0 +1,279 @@
+"""Learned edits (tlgan.delta): curved paths, exact resume, sequence folders, CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tlgan.cli import cli
+from tlgan.delta import (delta_edit, delta_walk, linear_direction, load_delta, read_sequences, train_delta,
+                         write_sequences)
+from tlgan.errors import TlganError
+from tlgan.imaging import save_image
+from tlgan.toyfaces import world
+from tlgan.toyfaces.sequences import factor_name, factor_sequences, render_with
+
+ANGLES = np.linspace(-120.0, 120.0, 7)  # degrees: a long arc, far from any straight line
+
+
+def rotation_world(k: int, seed: int, dim: int = 4):
+    """K sequences in R^dim whose change is a rotation in the (e0, e1) plane.
+
+    Identity = a radius r in [1, 2] and the other coordinates; step t puts the point at angle
+    ANGLES[t] on its circle. Returns latents (K, n, dim)."""
+    g = torch.Generator().manual_seed(seed)
+    r = 1.0 + torch.rand(k, generator=g)
+    rest = torch.randn(k, dim - 2, generator=g)
+    theta = torch.deg2rad(torch.as_tensor(ANGLES, dtype=torch.float32))
+    x = torch.empty(k, len(ANGLES), dim)
+    x[:, :, 0] = r[:, None] * torch.cos(theta)[None]
+    x[:, :, 1] = r[:, None] * torch.sin(theta)[None]
+    x[:, :, 2:] = rest[:, None]
+    return x
+
+
+TINY = dict(steps=800, batch_size=64, lr=3e-3, hidden=64, delta_dim=2, subspace=0, noise=0.05, progress=False)
+
+
+@pytest.fixture(scope="module")
+def rotation_model(tmp_path_factory):
+    train = rotation_world(24, seed=0)
+    model = train_delta([train], tmp_path_factory.mktemp("rot"), values=[ANGLES.tolist()], factor="angle", **TINY)
+    return model, train
+
+
+def test_learned_decoder_follows_a_rotation_a_straight_line_cannot(rotation_model):
+    model, train = rotation_model
+    test = rotation_world(20, seed=1)
+    k, n, d = test.shape
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    with torch.no_grad():
+        codes = model.encode(train[:, ii].reshape(-1, d), train[:, jj].reshape(-1, d)).reshape(len(train), len(pairs),
+                                                                                               -1).mean(0)
+        start, target = test[:, ii].reshape(-1, d), test[:, jj].reshape(-1, d)
+        learned = model.move(start, codes.repeat(k, 1))
+    direction = linear_direction([train], [torch.as_tensor(ANGLES)])
+    steps = torch.as_tensor(ANGLES[jj.numpy()] - ANGLES[ii.numpy()], dtype=torch.float32).repeat(k)[:, None]
+    linear = start + steps * direction[None]
+    err_learned = (learned - target).norm(dim=1).mean()
+    err_linear = (linear - target).norm(dim=1).mean()
+    assert err_learned < 0.25 * err_linear, (float(err_learned), float(err_linear))
+    # The learned edit stays on each identity's circle; the straight chord cuts inside it.
+    radius = start[:, :2].norm(dim=1)
+    off_learned = (learned[:, :2].norm(dim=1) - radius).abs().mean()
+    off_linear = (linear[:, :2].norm(dim=1) - radius).abs().mean()
+    assert off_learned < 0.4 * off_linear, (float(off_learned), float(off_linear))
+    # The least-squares line of a symmetric arc points along e1: it cannot follow the curve.
+    assert abs(float(direction[1])) > 5 * abs(float(direction[0]))
+    # What does not change (the other coordinates) stays put.
+    assert (learned[:, 2:] - start[:, 2:]).abs().mean() < 0.1
+
+
+def test_alpha_zero_is_no_edit_and_walk_matches_edit(rotation_model):
+    model, train = rotation_model
+    x = rotation_world(3, seed=5)[:, 3]
+    assert torch.equal(delta_edit(x, model, 0.0), x)
+    walk = delta_walk(x[0], model, [-1.0, 0.0, 1.5])
+    assert walk.shape == (3, 4)
+    assert torch.allclose(walk[2], delta_edit(x[0], model, 1.5), atol=1e-6)
+    assert torch.allclose(walk[1], x[0])
+    # One reference step (40 degrees here) turns a point forwards along its circle; with this
+    # small a training run it falls short of the full step, but two steps turn further.
+    moved = delta_edit(x, model, 1.0)
+    turn = torch.rad2deg(torch.atan2(moved[:, 1], moved[:, 0]) - torch.atan2(x[:, 1], x[:, 0]))
+    assert model.info["unit"] == pytest.approx(40.0)
+    assert torch.all((turn > 10.0) & (turn < 60.0)), turn
+    twice = delta_edit(x, model, 2.0)
+    turn2 = torch.rad2deg(torch.atan2(twice[:, 1], twice[:, 0]) - torch.atan2(x[:, 1], x[:, 0]))
+    assert torch.all(turn2 > turn + 5.0), (turn, turn2)
+    back = delta_edit(x, model, -1.0)
+    turn_back = torch.rad2deg(torch.atan2(back[:, 1], back[:, 0]) - torch.atan2(x[:, 1], x[:, 0]))
+    assert torch.all(turn_back < -10.0), turn_back
+    with pytest.raises(TlganError, match="shape"):
+        delta_edit(torch.zeros(5), model, 1.0)
+    with pytest.raises(TlganError, match="finite"):
+        delta_edit(x, model, math.inf)
+
+
+def test_saved_model_round_trips(rotation_model, tmp_path):
+    model, _ = rotation_model
+    again = load_delta(model.info.get("out", None) or _save(model, tmp_path))
+    x = rotation_world(2, seed=9)[:, 0]
+    assert torch.equal(again.edit(x, 1.0), model.edit(x, 1.0))
+    config = json.loads((tmp_path / "model.json").read_text())
+    assert config["kwargs"] == {"latent_shape": [4], "delta_dim": 2, "hidden": 64, "subspace": 0}
+    assert config["info"]["training"]["lambda_b"] == 1.0 and config["info"]["factor"] == "angle"
+    with pytest.raises(TlganError, match="not a learned edit"):
+        load_delta(tmp_path / "nothing-here")
+
+
+def _save(model, path):
+    from tlgan.delta import save_delta
+
+    save_delta(model, path)
+    return path
+
+
+class Crash(Exception):
+    pass
+
+
+def test_training_resumes_bit_for_bit(tmp_path):
+    data = [rotation_world(3, seed=2)]
+    kw = dict(values=[ANGLES.tolist()], steps=30, batch_size=16, hidden=16, delta_dim=3, checkpoint_every=10,
+              progress=False)
+    straight = train_delta(data, tmp_path / "straight", **kw)
+
+    def crash(step):
+        if step == 17:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_delta(data, tmp_path / "split", on_step=crash, **kw)
+    assert not (tmp_path / "split" / "model.json").exists()
+    with pytest.raises(TlganError, match="--resume"):
+        train_delta(data, tmp_path / "split", **kw)
+    with pytest.raises(TlganError, match=r"other settings \(lr: checkpoint 0.001, now 0.01\)"):
+        train_delta(data, tmp_path / "split", resume=True, **{**kw, "lr": 1e-2})
+    with pytest.raises(TlganError, match="data: checkpoint"):
+        train_delta([rotation_world(3, seed=3)], tmp_path / "split", resume=True, **kw)
+    resumed = train_delta(data, tmp_path / "split", resume=True, **kw)
+    assert resumed.info["training"]["resumed_from"] == 10
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _images(k: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(k, n, 3, 16, 16, generator=g) * 2 - 1
+
+
+def test_sequence_folder_round_trip_and_natural_order(tmp_path):
+    seqs = write_sequences(tmp_path / "s", _images(2, 3), values=[0.0, 0.5, 1.0], factor="smile", names=["a", "b"])
+    assert seqs.names == ["a", "b"] and seqs.n_steps == 3 and seqs.factor == "smile"
+    # Files sort by number, not by text: 2 before 10.
+    for name in ("2.png", "10.png", "1.png"):
+        save_image(_images(1, 1)[0, 0], tmp_path / "n" / "x" / name)
+        save_image(_images(1, 1)[0, 0], tmp_path / "n" / "y" / name)
+    natural = read_sequences(tmp_path / "n")
+    assert [p.name for p in natural.files[0]] == ["1.png", "2.png", "10.png"]
+    assert natural.values == [0.0, 1.0, 2.0] and natural.factor is None
+    assert natural.images(8).shape == (2, 3, 3, 8, 8)
+
+
+def test_bad_sequence_folders_get_clear_errors(tmp_path):
+    with pytest.raises(TlganError, match="no such sequence folder"):
+        read_sequences(tmp_path / "missing")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(TlganError, match="holds no sequences"):
+        read_sequences(tmp_path / "empty")
+    save_image(_images(1, 1)[0, 0], tmp_path / "single" / "a" / "0.png")
+    with pytest.raises(TlganError, match="'a' has 1 image; every sequence needs at least two steps"):
+        read_sequences(tmp_path / "single")
+    write_sequences(tmp_path / "unequal", _images(2, 3), values=[0, 1, 2])
+    (tmp_path / "unequal" / "seq001" / "002.png").unlink()
+    with pytest.raises(TlganError, match=r"unequal lengths \(seq000: 3, seq001: 2\)"):
+        read_sequences(tmp_path / "unequal")
+    write_sequences(tmp_path / "broken", _images(2, 3), values=[0, 1, 2])
+    (tmp_path / "broken" / "seq001" / "001.png").write_bytes(b"not a png")
+    seqs = read_sequences(tmp_path / "broken")
+    with pytest.raises(TlganError, match="seq001/001.png: not an image"):
+        seqs.images(16)
+    write_sequences(tmp_path / "values", _images(2, 3), values=[0, 1, 2])
+    meta = json.loads((tmp_path / "values" / "sequences.json").read_text())
+    (tmp_path / "values" / "sequences.json").write_text(json.dumps({**meta, "values": [0, 1]}))
+    with pytest.raises(TlganError, match="'values' has 2 entries but each sequence has 3 images"):
+        read_sequences(tmp_path / "values")
+
+
+def test_toyfaces_sequences_change_only_their_factor_and_know_the_truth():
+    seqs = factor_sequences("light", identities=2, steps=3, seed=4)
+    assert seqs.factor == "light_angle" and seqs.images.shape == (2, 3, 3, 64, 64)
+    assert np.allclose(seqs.factors["light_angle"][0].numpy(), [-120.0, 0.0, 120.0])
+    for name in world.FACTOR_NAMES:
+        if name != "light_angle":
+            assert torch.equal(seqs.factors[name][:, :1].expand(-1, 3), seqs.factors[name])
+    # Consecutive steps differ; the truth for any value is one render away.
+    assert (seqs.images[:, 0] - seqs.images[:, 2]).abs().mean() > 0.005
+    again = render_with(seqs.latents, "light_angle", torch.full((2,), 120.0))
+    assert torch.allclose(again, seqs.images[:, 2], atol=1e-5)
+    with pytest.raises(TlganError, match="did you mean.*yaw"):
+        factor_name("yawn")
+
+
+def test_cli_sequences_train_edit(tmp_path):
+    runner = CliRunner()
+    seq = tmp_path / "seq"
+    r = runner.invoke(cli, ["toyfaces", "sequences", "--factor", "yaw", "--identities", "2", "--steps", "3",
+                            "--out", str(seq), "--inversion-steps", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["factor"] == "yaw" and out["values"] == [-25.0, 0.0, 25.0] and out["inverted"]
+    meta = json.loads((seq / "sequences.json").read_text())
+    assert meta["identity_factors"]["id0000"]["age"] > 0 and (seq / "latents.safetensors").is_file()
+    model_dir = tmp_path / "model"
+    r = runner.invoke(cli, ["delta", "train", str(seq), "--out", str(model_dir), "--steps", "20", "--hidden", "16",
+                            "--inversion-steps", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["unit"] == pytest.approx(25.0)
+    r = runner.invoke(cli, ["delta", "train", str(seq), "--out", str(model_dir), "--steps", "20", "--json"])
+    assert r.exit_code != 0 and "--resume" in str(r.exception or r.output)
+    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--seed", "3", "--alphas", "-1,0,1",
+                            "--out", str(tmp_path / "grid.png"), "--gif", str(tmp_path / "walk.gif"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "walk.gif").stat().st_size > 0
+    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--seed", "3", "--alpha", "1.5",
+                            "--out", str(tmp_path / "one.png"), "--save-latent", str(tmp_path / "z.safetensors")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--latent", str(tmp_path / "z.safetensors"),
+                            "--alpha", "-1.5", "--out", str(tmp_path / "back.png")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--out", str(tmp_path / "x.png")])
+    assert r.exit_code != 0 and "exactly one start" in str(r.exception or r.output)
+
+
+def test_cli_eval_writes_report_on_tiny_settings(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "report"
+    args = ["delta", "eval", "--factors", "light", "--train-identities", "1,2", "--test-identities", "1",
+            "--steps", "3", "--inversion-steps", "0", "--train-steps", "30", "--work", str(tmp_path / "work"),
+            "--out", str(out), "--json"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    entry = result["factors"]["light_angle"]
+    assert set(entry["by_identities"]) == {"1", "2"} and entry["values"] == [-120.0, 0.0, 120.0]
+    best = entry["best"]
+    assert best["pairs"] == 6 and best["no_edit"]["off_target_classifier"] == 0.0
+    assert best["gain_db"] == pytest.approx(best["learned"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3)
+    # Editing to the target can do no better than the inverted target itself by much, and the
+    # inverted target beats leaving the latent at the start.
+    assert best["inversion"]["psnr_db"] > best["no_edit"]["psnr_db"]
+    page = (out / "index.html").read_text()
+    assert "light_angle" in page and "data:image/png;base64," in page
+    assert json.loads((out / "delta-eval.json").read_text())["factors"]["light_angle"]["best"] == best
+    # A rerun reuses the inversions and models kept in --work.
+    latents = tmp_path / "work" / "light_angle" / "train" / "latents.safetensors"
+    before = latents.stat().st_mtime_ns
+    assert runner.invoke(cli, args).exit_code == 0
+    assert latents.stat().st_mtime_ns == before
+
+
+def test_eval_adds_the_axis_baseline_for_factors_an_attribute_drives(tmp_path):
+    from tlgan.delta.evaluate import evaluate_delta
+    from tlgan.models import load_classifier, load_generator
+
+    G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")
+    axes = load_generator("toyfaces-render").true_axes(["Smiling", "Male"])
+    result = evaluate_delta(G, F, factors=["smile"], train_identities=[2], test_identities=1, steps=3,
+                            inversion_steps=0, axes=axes, train_kwargs={"steps": 20}, progress=False)
+    best = result["factors"]["smile"]["best"]
+    assert math.isfinite(best["axis"]["psnr_db"]) and best["axis"]["off_target_classifier"] > 0
+    # The axis moves along the true Smiling direction only: it changes the world's smile factor
+    # and leaves the identity factors (orthogonal directions) nearly alone.
+    assert best["axis"]["off_target_identity"] < 0.02
