@@ -293,7 +293,8 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
 @device_option
 @json_option
 def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, space, tune, tune_steps, tune_lr,
-                       locality_weight, locality_radius, edit, axes_path, rendered_only, no_optimize, seed, device, as_json):
+                       locality_weight, locality_radius, edit, axes_path, rendered_only, no_optimize, seed, device,
+                       as_json):
     """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time (and tuning, edits)."""
     from tlgan.inversion.evaluate import evaluate_inversion
     from tlgan.models import load_classifier, load_generator

@@ -485,7 +485,9 @@ def invert_image(generator: Generator, classifier: Optional[Classifier], image_b
                  encoder: Any = "auto", steps: int = DEFAULT_STEPS, optimize: bool = True,
                  name: str = "uploaded image", space: str = "z",
                  crop: Optional[Tuple[int, int, int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
-    """Invert one encoded image file (PNG, JPEG, ...): returns (latent (*latent_shape(space)), reconstruction (3, R, R), info).
+    """Invert one encoded image file (PNG, JPEG, ...): returns (latent, reconstruction (3, R, R), info).
+
+    The latent has ``generator.latent_shape(space)``.
 
     ``space`` is where the latent is searched (the studio passes its own); ``crop`` an
     (x, y, w, h) box of the photo (default: its centre square).

@@ -99,17 +99,18 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
 
     ``pivot`` is one latent of ``space`` (``latent_shape(space)``), e.g. from
     :func:`tlgan.inversion.invert`. Adam at ``lr`` (PTI used 3e-4 on StyleGAN2 at 1024 px; small
-    generators take 1e-3) on every parameter of the copy for at most
-    ``steps`` steps; it stops early when the reconstruction loss has not improved by the
-    relative ``tol`` for ``patience`` steps (no best-weights snapshot is kept: that would be a
-    second copy of the weights, and with PTI's small learning rate the loss falls steadily). The loss terms
-    are those of the latent search (classifier features, or image gradients without a
-    classifier) plus the locality term (see module docs; ``locality_weight`` 0 turns it off).
-    tlgan's commands tune without a classifier (pixels + image gradients): the latent search
-    has already settled the attributes, and on toyfaces-gan this reaches a higher PSNR in less
-    time than with the feature term.
-    ``noise`` {name: (R, R)} (StyleGAN2) are optimised noise maps to bake into the copy's
-    noise buffers first. ``seed`` fixes the locality samples. The original is not modified.
+    generators take 1e-3) on every parameter of the copy for at most ``steps`` steps; it stops
+    early when the reconstruction loss has not improved by the relative ``tol`` for ``patience``
+    steps. No best-weights snapshot is kept: that would be a second copy of the weights, and
+    at these learning rates the loss falls steadily.
+
+    The loss terms are those of the latent search (classifier features, or image gradients
+    without a classifier) plus the locality term (see module docs; ``locality_weight`` 0 turns
+    it off). tlgan's commands tune without a classifier (pixels + image gradients): the latent
+    search has already settled the attributes, and on toyfaces-gan this reaches a higher PSNR
+    in less time than with the feature term. ``noise`` {name: (R, R)} (StyleGAN2) are optimised
+    noise maps to bake into the copy's noise buffers first (the locality reference uses them
+    too). ``seed`` fixes the locality samples. The original is not modified.
     """
     if steps < 0:
         raise TlganError(f"steps must be >= 0, not {steps}")
