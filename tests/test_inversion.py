@@ -119,7 +119,7 @@ def test_prior_pulls_the_norm_to_the_shell(G):
     assert float(_prior(torch.zeros(1, d))) == pytest.approx(1.0)   # (0 - D)^2 / D^2
     _, x = planted(G, n=2)
     init = 0.2 * G.sample_latents(2, seed=3)
-    latents, _ = optimize_latents(G, x, init, steps=300, lr=0.05, pixel_weight=0.0, prior_weight=1.0,
+    latents, _ = optimize_latents(G, x, init, steps=300, lr=0.05, pixel_weight=0.0, gradient_weight=0.0, prior_weight=1.0,
                                   tol=0.0)
     assert torch.allclose(latents.pow(2).sum(1), torch.full((2,), float(d)), rtol=0.02)
 

@@ -178,13 +178,34 @@ def _to_rgb(img: "_Image.Image") -> "_Image.Image":
     return img.convert("RGB")
 
 
+CropBox = _Tuple[int, int, int, int]
+
+
+def parse_crop(text: _Optional[str]) -> _Optional[CropBox]:
+    """``"x,y,w,h"`` (pixels; x, y the top-left corner) -> a crop box tuple; None or "" -> None."""
+    if text is None or not str(text).strip():
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        box = tuple(int(p) for p in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1:
+        raise TlganError(f"cannot read crop box {text!r}: write it as x,y,w,h in pixels (x, y the top-left corner, "
+                         f"w, h positive), e.g. 40,10,200,200")
+    return box  # type: ignore[return-value]
+
+
 def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = None,
-               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE) -> _Tuple[_torch.Tensor, _List[str]]:
+               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
+               crop: _Optional[CropBox] = None) -> _Tuple[_torch.Tensor, _List[str]]:
     """Decode an image file (path or bytes) into (3, R, R) float in [-1, 1], and notes on what was changed.
 
     Any size and mode: converted to RGB (EXIF rotation applied, transparency over white,
-    the first frame of an animation), centre-cropped to a square, resized to
-    ``resolution`` with LANCZOS. The notes (list of str) say when it had to crop or resize.
+    the first frame of an animation), cropped to ``crop`` = (x, y, w, h) pixels of the
+    upright image when given, then centre-cropped to a square, resized to ``resolution``
+    with LANCZOS. The notes (list of str) say when it had to crop or resize. A crop box
+    that does not lie inside the image, or leaves less than ``min_side`` pixels, is refused.
     Raises TlganError naming the file for: a missing, empty or oversized file, data that
     is not an image, a truncated or corrupt image, more than ``max_pixels`` pixels
     (decompression bombs are refused before decoding), or a shorter side below ``min_side``.
@@ -224,6 +245,17 @@ def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = N
     except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, ... for damaged data
         raise TlganError(f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
                          f"re-export or re-download the image") from None
+    if crop is not None:
+        x0, y0, cw, ch = (int(v) for v in crop)
+        W, H = img.size
+        if x0 < 0 or y0 < 0 or cw < 1 or ch < 1 or x0 + cw > W or y0 + ch > H:
+            raise TlganError(f"{label}: crop box x={x0}, y={y0}, w={cw}, h={ch} does not fit in the {W}x{H} image; "
+                             f"choose a box inside it")
+        if min(cw, ch) < min_side:
+            raise TlganError(f"{label}: crop box {cw}x{ch} is too small; the shorter side needs at least "
+                             f"{min_side} pixels")
+        img = img.crop((x0, y0, x0 + cw, y0 + ch))
+        notes.append(f"cropped to the box x={x0}, y={y0}, {cw}x{ch}")
     w, h = img.size
     side = min(w, h)
     if w != h:
@@ -239,12 +271,13 @@ def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = N
 
 
 def load_image(source: ImageSource, resolution: int = 64, *, name: _Optional[str] = None,
-               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE) -> _torch.Tensor:
+               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
+               crop: _Optional[CropBox] = None) -> _torch.Tensor:
     """An image file (path or bytes) as (3, R, R) float in [-1, 1]; see :func:`read_image`.
 
     Logs a warning when the image had to be cropped to a square or resized.
     """
-    image, notes = read_image(source, resolution, name=name, max_pixels=max_pixels, min_side=min_side)
+    image, notes = read_image(source, resolution, name=name, max_pixels=max_pixels, min_side=min_side, crop=crop)
     if notes:
         label = name or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "uploaded image")
         _log.warning("%s: %s", label, "; ".join(notes))

@@ -41,7 +41,8 @@ def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str)
     if encoder_spec == "auto":
         encoder = load_encoder(generator_spec, generator=generator, device=device)
         if encoder is None:
-            log.warning("generator %r has no encoder; starting from the best of random latents (slower, worse); "
+            log.warning("generator %r has no encoder; starting from the best of random latents in z, or from w_avg in "
+                        "w and wp (slower, worse); "
                         "train one with `tlgan train encoder`", generator_spec)
         return encoder
     if not Path(encoder_spec).is_dir():
@@ -61,39 +62,115 @@ def _unique_stems(paths: List[str]) -> List[str]:
     return out
 
 
+# Generators of the toyfaces world, whose own classifier gives the feature loss when none is named.
+TOYFACES_GENERATORS = ("toyfaces-gan", "toyfaces-render")
+
+
+def _feature_classifier(spec: str, generator_spec: str, device: str):
+    """``--classifier`` of `tlgan invert`: "auto" is the bundled classifier for the bundled generators
+    and none for any other (a classifier of another world would pull the photo toward that world)."""
+    from tlgan.inversion.tune import tuned_base
+
+    if spec == "auto":
+        base = tuned_base(generator_spec) or generator_spec
+        if base in TOYFACES_GENERATORS:
+            spec = "toyfaces-classifier"
+        else:
+            log.info("no --classifier named for generator %r: the loss is pixels + image gradients "
+                     "(name one with --classifier to add its features)", generator_spec)
+            return None
+    return _optional_classifier(spec, device)
+
+
+def _space_for(space: str, generator) -> str:
+    if space == "auto":
+        return "wp" if "wp" in generator.spaces else "z"
+    generator.check_space(space)
+    return space
+
+
+space_option = click.option(
+    "--space", default="auto", show_default=True, type=click.Choice(["auto", "z", "w", "wp"]),
+    help="Latent space to search: wp (W+, one w per layer) for StyleGAN2, z otherwise ('auto').")
+tune_options = [
+    click.option("--tune", is_flag=True, help="Pivotal tuning: fine-tune a copy of the generator around the latent "
+                                              "found, saved as OUT/NAME-generator/ (use it with --generator)."),
+    click.option("--tune-steps", default=100, show_default=True, help="Tuning steps at most (with --tune)."),
+    click.option("--tune-lr", default=1e-3, show_default=True, help="Adam learning rate of the tuning (with --tune)."),
+    click.option("--locality-weight", default=1.0, show_default=True,
+                 help="Weight of the term keeping faces near the latent as the original generator draws them."),
+    click.option("--locality-radius", default=3.0, show_default=True,
+                 help="How far from the latent (in edit units) the locality term reaches."),
+]
+
+
+def _with(options):
+    def wrap(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return wrap
+
+
 @click.command("invert")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for NAME.safetensors (latent) and NAME.png (reconstruction) per image.")
 @generator_option
-@classifier_option
+@click.option("--classifier", "classifier", default="auto", show_default=True,
+              help="Classifier whose features enter the loss: 'auto' (the bundled one for the bundled generators, "
+                   "else none), 'none', or a spec.")
 @encoder_option
 @steps_option
+@space_option
+@click.option("--crop", "crop", default=None, help="Crop box x,y,w,h in pixels before the centre square "
+                                                    "(default: the centre square of the whole image).")
+@click.option("--optimize-noise", "optimize_noise", is_flag=True,
+              help="Also optimise StyleGAN2's noise maps per image (needs --tune, which stores them).")
+@_with(tune_options)
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
 @click.option("--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples.")
 @device_option
 @json_option
-def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, no_optimize, upscale, device, as_json):
-    """Find latents whose generated faces reproduce IMAGE... (any size; centre-cropped and resized).
+def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, space, crop, optimize_noise, tune,
+               tune_steps, tune_lr, locality_weight, locality_radius, no_optimize, upscale, seed, device, as_json):
+    """Find latents whose generated faces reproduce IMAGE... (any size and mode; centre-cropped and resized).
 
-    A file that cannot be read is reported and skipped; the others are still inverted,
-    and the exit status is 1 if any file failed.
+    With --tune each photo also gets its own tuned copy of the generator (OUT/NAME-generator/),
+    which reproduces it far more faithfully; edit with `tlgan edit --generator OUT/NAME-generator
+    --latent OUT/NAME.safetensors`. A file that cannot be read is reported and skipped; the
+    others are still inverted, and the exit status is 1 if any file failed.
     """
     from tlgan.editing.latent_file import save_latent
-    from tlgan.imaging import read_image, save_image
+    from tlgan.imaging import parse_crop, read_image, save_image
     from tlgan.inversion.optimize import invert
+    from tlgan.inversion.tune import save_tuned, tune_generator
     from tlgan.models import load_generator
 
     G = load_generator(generator, device)
-    F = _optional_classifier(classifier, device)
+    space = _space_for(space, G)
+    box = parse_crop(crop)
+    if optimize_noise and not tune:
+        raise TlganError("--optimize-noise needs --tune: a latent file holds no noise maps, the tuned generator "
+                         "keeps them")
+    if steps < 0 or tune_steps < 0:
+        raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
+    if tune:
+        from tlgan.models.formats.folder import ARCHITECTURES
+
+        if type(G).__name__ not in ARCHITECTURES:
+            # Refuse before any work: the tuned copy could not be saved.
+            raise TlganError(f"--tune cannot save a tuned {type(G).__name__}: it is saved as a tlgan model folder, "
+                             f"which needs one of the architectures {', '.join(ARCHITECTURES)}; have your factory "
+                             f"return one (e.g. tlgan.models.networks.DCGANGenerator with your weights loaded)")
+    F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
-    if steps < 0:
-        raise TlganError(f"--steps must be >= 0, not {steps}")
     names = _unique_stems(list(images))
     loaded, failed = [], []
     for path, name in zip(images, names):
         try:
-            image, notes = read_image(path, G.img_resolution)
+            image, notes = read_image(path, G.img_resolution, crop=box)
         except TlganError as exc:
             failed.append({"file": path, "error": str(exc)})
             click.echo(f"error: {exc}", err=True)
@@ -103,31 +180,55 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, no_o
         loaded.append((path, name, image, notes))
 
     results = []
-    seconds_per_image = None
+    timing = None
     if loaded:
         batch = torch.stack([image for _, _, image, _ in loaded])
-        result = invert(G, batch, encoder=encoder, classifier=F, optimize=not no_optimize, steps=steps,
-                        progress=not as_json)
-        seconds_per_image = round(result.seconds_per_image, 3)
+        result = invert(G, batch, encoder=encoder, classifier=F, optimize=not no_optimize, steps=steps, space=space,
+                        optimize_noise=optimize_noise, seed=seed, progress=not as_json)
+        timing = {"seconds_per_image": round(result.seconds_per_image, 3),
+                  "encoder_seconds_per_image": round(result.info["encoder_seconds_per_image"], 3),
+                  "optimize_seconds_per_image": round(result.info["optimize_seconds_per_image"], 3)}
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for k, (path, name, _, notes) in enumerate(loaded):
+        tune_seconds = []
+        for k, (path, name, image, notes) in enumerate(loaded):
             latent_path, png_path = out / f"{name}.safetensors", out / f"{name}.png"
             psnr = round(float(result.psnr_db[k]), 3)
             enc_psnr = None if result.encoder_psnr_db is None else round(float(result.encoder_psnr_db[k]), 3)
-            save_latent(latent_path, result.latents[k], space=result.space, generator=generator, source=str(path),
-                        psnr_db=psnr, encoder_psnr_db=enc_psnr, steps=result.info.get("steps", 0))
-            save_image(result.reconstructions[k], png_path, upscale=upscale)
-            results.append({"file": path, "latent": str(latent_path), "reconstruction": str(png_path),
-                            "psnr_db": psnr, "encoder_psnr_db": enc_psnr, "notes": notes})
+            recon = result.reconstructions[k]
+            row = {"file": path, "latent": str(latent_path), "reconstruction": str(png_path), "space": space,
+                   "psnr_db": psnr, "encoder_psnr_db": enc_psnr, "notes": notes}
+            extra = {}
+            if tune:
+                noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
+                # Pixels and edges only: the latent search settled the attributes, and it is faster.
+                tuned = tune_generator(G, image, result.latents[k], space=space, steps=tune_steps,
+                                       lr=tune_lr, locality_weight=locality_weight, locality_radius=locality_radius,
+                                       noise=noise, seed=seed, progress=not as_json)
+                tuned_dir = out / f"{name}-generator"
+                save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
+                tune_seconds.append(tuned.seconds)
+                recon = tuned.reconstruction
+                extra = {"tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
+                row.update(extra)
+                del tuned  # one tuned copy of the weights at a time
+            save_latent(latent_path, result.latents[k], space=space, generator=generator, source=str(path),
+                        psnr_db=psnr, encoder_psnr_db=enc_psnr, steps=result.info.get("steps", 0), **extra)
+            save_image(recon, png_path, upscale=upscale)
+            results.append(row)
+        if tune_seconds:
+            timing["tune_seconds_per_image"] = round(sum(tune_seconds) / len(tune_seconds), 3)
     if as_json:
-        print_json({"out": out_dir, "generator": generator, "images": results, "failed": failed,
-                    "seconds_per_image": seconds_per_image})
+        print_json({"out": out_dir, "generator": generator, "space": space, "images": results, "failed": failed,
+                    "classifier": None if F is None else F.name, **(timing or {"seconds_per_image": None})})
     else:
         for r in results:
-            click.echo(f"{r['file']}: PSNR {r['psnr_db']:.2f} dB -> {r['latent']}, {r['reconstruction']}")
+            tuned_text = (f", tuned {r['tuned_psnr_db']:.2f} dB -> {r['tuned_generator']}"
+                          if "tuned_generator" in r else "")
+            click.echo(f"{r['file']}: PSNR {r['psnr_db']:.2f} dB{tuned_text} -> {r['latent']}, {r['reconstruction']}")
         if results:
-            click.echo(f"{len(results)} inverted ({seconds_per_image:.2f} s per image)")
+            click.echo(f"{len(results)} inverted ({timing['seconds_per_image']:.2f} s per image"
+                       + (f", tuning {timing['tune_seconds_per_image']:.2f} s per image" if tune else "") + ")")
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) could not be inverted", err=True)
         sys.exit(1)
@@ -185,25 +286,50 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
 @classifier_option
 @encoder_option
 @steps_option
+@space_option
+@_with(tune_options)
+@click.option("--edit", "edit", default=None,
+              help="NAME=AMOUNT: apply this edit to each rendered photo's latent and report how the classifier's "
+                   "probabilities move (e.g. Smiling=2); axes from --axes or fitted once for the generator.")
+@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None, help="Axes file for --edit.")
+@click.option("--rendered-only", is_flag=True, help="Skip the generated faces (only photos not made by the generator).")
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples.")
 @device_option
 @json_option
-def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, no_optimize, device, as_json):
-    """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time."""
+def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, space, tune, tune_steps, tune_lr,
+                       locality_weight, locality_radius, edit, axes_path, rendered_only, no_optimize, seed, device,
+                       as_json):
+    """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time (and tuning, edits)."""
     from tlgan.inversion.evaluate import evaluate_inversion
     from tlgan.models import load_classifier, load_generator
 
     if n < 1:
         raise TlganError(f"--n must be at least 1, not {n}")
     G = load_generator(generator, device)
+    space = _space_for(space, G)
     F = load_classifier(classifier, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
-    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps,
-                                optimize=not no_optimize, progress=not as_json)
+    axes, move = None, ("Smiling", 2.0)
+    if edit is not None:
+        from tlgan.cli.pipeline import _axes_for, parse_moves
+
+        moves = parse_moves([edit])
+        if len(moves) != 1:
+            raise TlganError(f"--edit takes one NAME=AMOUNT, not {edit!r}")
+        move = next(iter(moves.items()))
+        axes = _axes_for(axes_path, G, generator, classifier, device)
+    tune_kwargs = {"steps": tune_steps, "lr": tune_lr, "locality_weight": locality_weight,
+                   "locality_radius": locality_radius, "seed": seed}
+    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps, optimize=not no_optimize, space=space,
+                                seed=seed, tune=tune, tune_kwargs=tune_kwargs, axes=axes, edit=move,
+                                skip_generated=rendered_only, progress=not as_json)
     if as_json:
         print_json(result)
         return
     for kind in ("generated", "rendered"):
+        if result[kind] is None:
+            continue
         click.echo(f"{kind}:")
         for key, value in result[kind].items():
             click.echo(f"  {key:28s} {value}")

@@ -68,6 +68,10 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
 
     if axes_path:
         return FeatureAxes.load(axes_path)
+    from tlgan.inversion.tune import tuned_base
+
+    # A generator tuned for one photo (`tlgan invert --tune`) edits with its original's axes.
+    generator_spec = tuned_base(generator_spec) or generator_spec
     return default_axes(generator_spec, classifier_spec, device=device, space=default_space(generator),
                         generator_options=generator.options)
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
 from tlgan.io import load_state, load_tensors, read_json, save_module, save_tensors, write_json
+from tlgan.inversion.losses import feature_distance
 from tlgan.models.base import Classifier, Generator
 from tlgan.models.networks import check_resolution, check_width
 
@@ -303,32 +304,8 @@ def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Optional[G
 
 
 # ----------------------------------------------------------------------------------------
-# Losses shared with the optimiser
+# Helpers shared with the optimiser (the losses live in tlgan.inversion.losses)
 # ----------------------------------------------------------------------------------------
-
-def feature_distance(classifier: Classifier, images: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                     target_features: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-    """Per-image perceptual distance (N,) through the classifier's hidden layers.
-
-    For each layer, the mean squared difference of the activations divided by the mean
-    square of the target's activations (so every layer counts about the same whatever its
-    scale), averaged over the layers. Give ``target_features`` to avoid recomputing them.
-    """
-    if not hasattr(classifier, "features"):
-        raise TlganError(f"classifier {getattr(classifier, 'name', type(classifier).__name__)!r} has no "
-                         f"features(images) method, so it cannot give a feature loss; set feature_weight=0")
-    if target_features is None:
-        if targets is None:
-            raise TlganError("feature_distance needs targets or target_features")
-        with torch.no_grad():
-            target_features = [f.detach() for f in classifier.features(targets)]
-    feats = classifier.features(images)
-    total = images.new_zeros(images.shape[0])
-    for f, t in zip(feats, target_features):
-        scale = t.pow(2).flatten(1).mean(1).clamp_min(1e-6)
-        total = total + (f - t).pow(2).flatten(1).mean(1) / scale
-    return total / max(1, len(feats))
-
 
 @contextmanager
 def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:

@@ -7,7 +7,7 @@ use other ranges or sizes, so nothing downstream has to know.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -260,6 +260,31 @@ class Classifier(torch.nn.Module):
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(images))
 
+    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Hidden activations for perceptual losses (inversion, tuning, distillation): a list of (N, ...) tensors.
+
+        The hook to override. By default: the input of the last layer with weights (the
+        penultimate activations, e.g. what the final linear head sees), captured during
+        :meth:`logits`. Subclasses with a better set of layers return those (tlgan's own
+        CNN returns every block's output); :class:`ModuleClassifier` takes ``feature_layers``.
+        A subclass must not store a submodule under the name ``features`` (it would hide this method).
+        """
+        layer = _last_weighted_layer(self)
+        if layer is None:
+            raise TlganError(f"classifier {self.name!r} has no layer with weights to take features from; "
+                             f"override features(images), or invert without a classifier")
+        captured: List[torch.Tensor] = []
+        handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            self.logits(images)
+        finally:
+            handle.remove()
+        if not captured or not isinstance(captured[-1], torch.Tensor):
+            raise TlganError(f"classifier {self.name!r}: its last layer with weights was not seen running (a "
+                             f"TorchScript module runs its layers out of reach of hooks); override features(images), "
+                             f"or invert with --classifier none")
+        return [captured[-1]]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits(images)
 
@@ -272,6 +297,16 @@ class Classifier(torch.nn.Module):
         if name not in self.attributes:
             raise TlganError(unknown_name_message("attribute", name, list(self.attributes)))
         return self.attributes.index(name)
+
+
+def _last_weighted_layer(module: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """The last registered leaf module that owns parameters (registration order is call order in
+    the usual Sequential-style networks), or None."""
+    last = None
+    for sub in module.modules():
+        if not any(True for _ in sub.children()) and any(True for _ in sub.parameters(recurse=False)):
+            last = sub
+    return last
 
 
 class ModuleGenerator(Generator):
@@ -304,19 +339,44 @@ class ModuleClassifier(Classifier):
 
     ``input_range`` is the value range the module expects (images are rescaled from
     [-1, 1]); ``output`` says whether it returns "logits" or "probabilities".
+    ``feature_layers`` names submodules of ``module`` (as in ``module.named_modules()``, e.g.
+    ``["3", "6"]`` for a Sequential) whose outputs :meth:`features` returns; by default it is
+    the input of the last layer with weights (the penultimate activations).
     """
 
     def __init__(self, module: torch.nn.Module, attributes: Sequence[str], input_resolution: int = 64,
-                 input_range: Tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom"):
+                 input_range: Tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom",
+                 feature_layers: Optional[Sequence[str]] = None):
         super().__init__()
         if output not in ("logits", "probabilities"):
             raise TlganError(f"output must be 'logits' or 'probabilities', not {output!r}")
+        named = dict(module.named_modules())
+        self.feature_layers = None if feature_layers is None else [str(n) for n in feature_layers]
+        missing = [n for n in (self.feature_layers or []) if n not in named or n == ""]
+        if missing:
+            raise TlganError(f"feature_layers {missing} are not submodules of the classifier; "
+                             f"it has {', '.join(n for n in named if n)[:300]}")
         self.module = module
         self.attributes = tuple(attributes)
         self.input_resolution = int(input_resolution)
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.output = output
         self.name = name
+
+    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs of ``feature_layers`` in the order named, or the penultimate activations (see Classifier)."""
+        if self.feature_layers is None:
+            return super().features(images)
+        named = dict(self.module.named_modules())
+        captured: Dict[str, torch.Tensor] = {}
+        handles = [named[n].register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out))
+                   for n in self.feature_layers]
+        try:
+            self.logits(images)
+        finally:
+            for h in handles:
+                h.remove()
+        return [captured[n] for n in self.feature_layers]
 
     def _logits(self, images):
         lo, hi = self.input_range
