@@ -418,3 +418,18 @@ def test_the_studio_serves_a_stylegan2_in_w(G, files, tmp_path):
     assert torch.allclose(latent, edit_latents(base, axes, {"Red": 1.5}), atol=1e-6)
     wrong = client.post("/api/render", json={"latent": [0.0] * 512})
     assert wrong.status_code == 422 and "needs 16 (space 'w')" in wrong.text
+
+
+def test_a_wp_encoder_starts_a_wp_search_and_refuses_z(G):
+    from tlgan.inversion.encoder import WPEncoder
+    from tlgan.inversion.optimize import invert
+
+    torch.manual_seed(0)
+    encoder = WPEncoder(w_dim=16, num_ws=8, resolution=32, width=8).eval()
+    images = G.synthesize(_z(2)).detach()
+    result = invert(G, images, encoder=encoder, space="wp", steps=2)
+    assert result.latents.shape == (2, 8, 16)
+    with pytest.raises(TlganError, match="a wp encoder cannot start a search in 'z'"):
+        invert(G, images, encoder=encoder, space="z", steps=1)
+    with pytest.raises(TlganError, match="use the generator's own encoder"):
+        invert(G, images, encoder=WPEncoder(w_dim=16, num_ws=6, resolution=32, width=8), space="wp", steps=1)

@@ -360,17 +360,31 @@ def start_latents(generator: Generator, targets: torch.Tensor, space: str = "z",
                   encoder: Optional[LatentEncoder] = None, candidates: int = 64, seed: int = 0) -> torch.Tensor:
     """Where the latent search of ``targets`` (N, 3, R, R) starts, (N, *latent_shape(space)) on CPU.
 
-    The encoder's guess when there is one (mapped forward to ``space``); else in z the best
-    of ``candidates`` random latents, and in w and wp the average latent (``w_avg``).
+    The encoder's guess when there is one (made in the encoder's space, z or wp, and mapped
+    forward to ``space``); else in z the best of ``candidates`` random latents, and in w and wp
+    the average latent (``w_avg``).
     """
     generator.check_space(space)
     if encoder is not None:
         with torch.no_grad(), frozen(encoder, generator):
-            z = encoder.to(generator.device)(targets.to(generator.device)).float()
-            return generator.map_latents(z, "z", space).float().cpu()
+            guess = encoder.to(generator.device)(targets.to(generator.device)).float()
+            return generator.map_latents(guess, encoder.space, space).float().cpu()
     if space == "z":
         return random_search_init(generator, targets, candidates=candidates, seed=seed)
     return mean_latent(generator, space, n=len(targets))
+
+
+def check_encoder_for(encoder: LatentEncoder, generator: Generator, space: str) -> None:
+    """The encoder's latents must fit the generator, and ``space`` must be reachable from the encoder's space."""
+    generator.check_space(encoder.space)
+    if tuple(encoder.latent_shape) != tuple(generator.latent_shape(encoder.space)):
+        raise TlganError(f"the encoder makes {encoder.space} latents of shape {tuple(encoder.latent_shape)}, generator "
+                         f"{generator.name!r} takes {tuple(generator.latent_shape(encoder.space))}; use the "
+                         f"generator's own encoder")
+    order = ("z", "w", "wp")
+    if order.index(space) < order.index(encoder.space):
+        raise TlganError(f"a {encoder.space} encoder cannot start a search in {space!r}; invert with --space "
+                         f"{encoder.space}, or without the encoder (--encoder none)")
 
 
 def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[LatentEncoder] = None,
@@ -393,9 +407,8 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[Late
         raise TlganError(f"optimize_noise needs a StyleGAN2 generator; {generator.name!r} has no noise maps")
     device = generator.device
     targets = _check_targets(generator, images)
-    if encoder is not None and encoder.z_dim != generator.z_dim:
-        raise TlganError(f"the encoder makes latents of size {encoder.z_dim}, generator {generator.name!r} takes "
-                         f"{generator.z_dim}; use the generator's own encoder")
+    if encoder is not None:
+        check_encoder_for(encoder, generator, space)
     if lr is None:
         lr = 0.05 if space == "z" else 0.01
     if optimize and steps > 0:
