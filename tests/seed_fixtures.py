@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import sys
 import types
 from typing import Any, Dict, List, Optional
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from tlgan.models.formats import tf_pickle
+from tlgan.models.formats.fixtures import stand_in_modules
 from tlgan.models.pggan import PGGANGenerator
 from tlgan.models.stylegan1 import StyleGANGenerator, blur_kernel, uses_fused_scale
 
@@ -94,16 +94,8 @@ def _fake_modules(module_name: str):
     parts = module_name.split(".")
     mods = {".".join(parts[:i]): types.ModuleType(".".join(parts[:i])) for i in range(1, len(parts) + 1)}
     mods[module_name].Network = cls
-    saved = {k: sys.modules.get(k) for k in mods}
-    sys.modules.update(mods)
-    try:
+    with stand_in_modules(mods):
         yield cls
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 def _variables(rows, state: Dict[str, torch.Tensor]) -> List[tuple]:

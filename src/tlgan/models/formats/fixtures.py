@@ -80,6 +80,14 @@ def _fake_modules(extra: Optional[Dict[str, Any]] = None):
     _EasyDict.__module__, _EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
     mods = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
             "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util, **(extra or {})}
+    with stand_in_modules(mods):
+        yield
+
+
+@contextlib.contextmanager
+def stand_in_modules(mods: Dict[str, types.ModuleType]):
+    """Put ``mods`` (name -> module) into ``sys.modules`` for the block, so pickle writes those
+    modules' names for the objects in them; the previous entries come back afterwards."""
     saved = {k: sys.modules.get(k) for k in mods}
     sys.modules.update(mods)
     try:
