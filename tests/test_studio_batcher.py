@@ -350,15 +350,21 @@ def test_a_model_call_that_raises_fails_only_its_batch_and_the_server_goes_on(bu
 
     G, F, axes = bundled
     poison = G.sample_latents_at([13], seed=0)[0]  # face 13, unedited
-    RG = Recording(G, "synthesize", hold=True, poison=poison)
-    app = create_app(RG, F, axes, max_batch=4)
     requests = [("/api/render", {"seed": s, "format": "png"}) for s in range(6, 22)]
-    with ServerThread(app) as server:
-        replies = post_held(server.port, RG, requests)
-        status, after = post_all(server.port, [("/api/render", {"seed": 30, "format": "png"})])[0]
-    assert status == 200 and after.startswith(b"\x89PNG")
-    poisoned = [batch for batch in RG.batches if any(torch.equal(row, poison) for row in batch)]
-    assert len(poisoned) == 1 and len(poisoned[0]) > 1
+    # Which requests share a batch depends on when the server parses them; the poisoned face
+    # must share its batch with others for this test to say anything, so try a few servers.
+    for _ in range(4):
+        RG = Recording(G, "synthesize", hold=True, poison=poison)
+        app = create_app(RG, F, axes, max_batch=4)
+        with ServerThread(app) as server:
+            replies = post_held(server.port, RG, requests)
+            status, after = post_all(server.port, [("/api/render", {"seed": 30, "format": "png"})])[0]
+        assert status == 200 and after.startswith(b"\x89PNG")
+        poisoned = [batch for batch in RG.batches if any(torch.equal(row, poison) for row in batch)]
+        assert len(poisoned) == 1
+        if len(poisoned[0]) > 1:
+            break
+    assert len(poisoned[0]) > 1
     studio = app.state.studio
     for (_, body), (status, payload) in zip(requests, replies):
         in_poisoned = any(torch.equal(row, studio.base_latent(seed=body["seed"])) for row in poisoned[0])
