@@ -276,13 +276,18 @@ def post_held(port, model, requests):
     return replies
 
 
-def find_slot(batches, row):
-    """(batch, slot) of the first batch holding exactly ``row``."""
-    for batch in batches:
-        for slot, candidate in enumerate(batch):
-            if torch.equal(candidate, row):
-                return batch, slot
-    raise AssertionError("this input never reached the model")
+def find_slots(batches, row, atol=0.0):
+    """Every (batch, slot) whose input is ``row``: exactly, or within ``atol`` (the same face drawn
+    in another batch differs in the last bits, and the studio may have answered with either)."""
+    found = [(batch, slot) for batch in batches for slot, candidate in enumerate(batch)
+             if (torch.equal(candidate, row) if atol == 0 else float((candidate - row).abs().max()) <= atol)]
+    assert found, "this input never reached the model"
+    return found
+
+
+def answers_alone(model_call, batches, row, filler, atol=0.0):
+    """``row`` computed alone (:func:`alone`) at each batch slot where the model saw it."""
+    return [alone(model_call, batch, slot, filler) for batch, slot in find_slots(batches, row, atol)]
 
 
 def alone(model_call, batch, slot, filler):
@@ -313,18 +318,19 @@ def test_concurrent_answers_equal_each_request_computed_alone_bit_for_bit(bundle
         base = studio.base_latent(seed=body["seed"])
         latent = studio.edit(base, *studio.check_moves(body["amounts"], body["locks"]))
         faces = [latent, base] if body.get("include_original") else [latent]
-        images = [alone(G.synthesize, *find_slot(RG.batches, z), filler_z) for z in faces]
+        images = [answers_alone(G.synthesize, RG.batches, z, filler_z) for z in faces]
         reply = json.loads(payload)
         if path == "/api/render":
             assert torch.equal(torch.tensor(reply["latent"], dtype=torch.float32), latent)
             keys = ["image", "original_image"][: len(faces)]
-            for key, image in zip(keys, images):
-                assert base64.b64decode(reply[key].split(",", 1)[1]) == encode_png(image)
+            for key, candidates in zip(keys, images):
+                assert base64.b64decode(reply[key].split(",", 1)[1]) in [encode_png(i) for i in candidates]
         if path == "/api/probabilities" or body.get("scores"):
             keys = ["probabilities", "original_probabilities"][: len(faces)]
-            for key, image in zip(keys, images):
-                probs = alone(F.probabilities, *find_slot(RF.batches, image), filler_images)
-                assert reply[key] == studio.probabilities_dict(probs)
+            for key, candidates in zip(keys, images):
+                probs = [studio.probabilities_dict(p) for image in candidates
+                         for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)]
+                assert reply[key] in probs
 
 
 def test_a_bad_request_among_concurrent_ones_fails_alone(bundled):
@@ -528,11 +534,12 @@ def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
         filler_images = G.synthesize(filler, "w")
     for (path, body), (_, payload) in zip(requests, replies):
         latent = studio.edit(studio.base_latent(seed=body["seed"]), *studio.check_moves(body["amounts"], body["locks"]))
-        image = alone(lambda x: G.synthesize(x, "w"), *find_slot(RG.batches, latent), filler)
+        images = answers_alone(lambda x: G.synthesize(x, "w"), RG.batches, latent, filler)
         reply = json.loads(payload) if path == "/api/probabilities" else None
         if reply is None:
             assert torch.equal(torch.tensor(json.loads(payload)["latent"], dtype=torch.float32), latent)
-            assert base64.b64decode(json.loads(payload)["image"].split(",", 1)[1]) == encode_png(image)
+            assert base64.b64decode(json.loads(payload)["image"].split(",", 1)[1]) in [encode_png(i) for i in images]
         else:
-            probs = alone(F.probabilities, *find_slot(RF.batches, image), filler_images)
-            assert reply["probabilities"] == studio.probabilities_dict(probs)
+            probs = [studio.probabilities_dict(p) for image in images
+                     for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)]
+            assert reply["probabilities"] in probs
