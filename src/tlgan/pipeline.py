@@ -167,7 +167,8 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         "space": space,
         "generator": generator_spec,
         "classifier": classifier_spec,
-        "axes": {a: {k: round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()} for a in axes.attributes},
+        "axes": {a: {k: v if isinstance(v, int) else round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()}
+                 for a in axes.attributes},
         "beard_minus_with_male_locked": lock_demo,
         "outputs": {"axes": "axes.safetensors", "grids": "grids/", "lock_demo": "beard_minus_lock_male.png"},
     }
