@@ -35,11 +35,6 @@ def parse_floats(text: str) -> List[float]:
         raise TlganError(f"cannot read {text!r} as numbers; write them like -3,-1.5,0,1.5,3") from None
 
 
-def default_space(generator) -> str:
-    """Where a generator's axes live by default: w for generators with a mapping network, else z."""
-    return "w" if "w" in generator.spaces else "z"
-
-
 def _start_latent(generator, seed: int, latent_file: str | None, axes, layers):
     """The face to edit and the space to edit it in: (latent, space).
 
@@ -72,7 +67,7 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
 
     # A generator tuned for one photo (`tlgan invert --tune`) edits with its original's axes.
     generator_spec = tuned_base(generator_spec) or generator_spec
-    return default_axes(generator_spec, classifier_spec, device=device, space=default_space(generator),
+    return default_axes(generator_spec, classifier_spec, device=device, space=generator.default_space,
                         generator_options=generator.options)
 
 
@@ -129,7 +124,7 @@ def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, spac
     # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
     here = "cpu" if engine == "ray" else device
     G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-    space = space or default_space(G)
+    space = space or G.default_space
     F = load_classifier(classifier, here)
     run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
                  dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,

@@ -64,6 +64,12 @@ class Generator(torch.nn.Module):
     img_channels: int = 3
     spaces: Tuple[str, ...] = ("z",)
 
+    @property
+    def default_space(self) -> str:
+        """Where its faces are sampled and its axes fitted unless told otherwise: w when it has a
+        mapping network (InterFaceGAN found w cleaner), else z."""
+        return "w" if "w" in self.spaces else "z"
+
     def latent_shape(self, space: str = "z") -> Tuple[int, ...]:
         """The shape of one latent of ``space``: (z_dim,), (w_dim,) or (num_ws, w_dim)."""
         self.check_space(space)

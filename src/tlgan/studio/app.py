@@ -837,7 +837,7 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
             raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, not {space!r}; fit axes in {space!r} "
                              f"or leave out --space")
     else:
-        space = space or ("w" if "w" in G.spaces else "z")
+        space = space or G.default_space
         feature_axes = default_axes(generator, classifier, device=device, space=space, generator_options=G.options)
     return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, **app_kwargs)
 

@@ -147,7 +147,7 @@ def matches(probe: Probe) -> bool:
 def read(probe: Probe) -> Checkpoint:
     source = str(probe.path)
     obj = probe.torch_object
-    state = {k: v for k, v in obj["g_ema"].items()}
+    state = dict(obj["g_ema"])
     log2_size, n_mlp = _sizes(state, source)
     size = 2 ** log2_size
     own = to_tlgan(state, obj.get("latent_avg"), source)
