@@ -62,13 +62,22 @@ def _count_bad_rows(values: torch.Tensor, name: str) -> None:
     )
 
 
-def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[str]] = None
-                     ) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+def check_finite_values(latents: torch.Tensor, scores: torch.Tensor) -> None:
+    """TlganError naming the rows of ``latents`` (N, D) or ``scores`` (N, A) that hold NaN or infinite values."""
+    _count_bad_rows(latents, "latents")
+    _count_bad_rows(scores, "scores")
+
+
+def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[str]] = None, *,
+                     values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Validate the arguments of ``fit``; returns (latents (N, D), scores (N, A), names (A,)).
 
     Raises TlganError for wrong dimensions, a sample-count mismatch, NaN/inf rows (naming the
     array and how many rows), a name list of the wrong length or with duplicates, and attributes
-    whose scores are constant (nothing to fit).
+    whose scores are constant (nothing to fit). ``values=False`` skips the NaN/inf test of the
+    latents (a pass over all of them) and the constant-score test, for a finder that sees every
+    value anyway: it calls :func:`check_finite_values` when its own sums come out non-finite
+    and tests constant targets itself.
     """
     latents = _as_matrix(latents, "latents")
     scores = _as_matrix(scores, "scores")
@@ -83,8 +92,9 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[st
                          f"they must describe the same samples, row for row")
     if len(latents) == 0 or latents.shape[1] == 0 or scores.shape[1] == 0:
         raise TlganError(f"nothing to fit: latents {tuple(latents.shape)}, scores {tuple(scores.shape)}")
-    _count_bad_rows(latents, "latents")
-    _count_bad_rows(scores, "scores")
+    if values:
+        _count_bad_rows(latents, "latents")
+    _count_bad_rows(scores, "scores")  # always: clipping would turn an infinite logit into a finite target
     n_attr = scores.shape[1]
     if attributes is None:
         names = [f"attribute_{i}" for i in range(n_attr)]
@@ -96,6 +106,8 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[st
         dupes = sorted({a for a in names if names.count(a) > 1})
         if dupes:
             raise TlganError(f"attribute names must be unique; repeated: {', '.join(dupes)}")
+    if not values:
+        return latents, scores, names
     span = scores.amax(dim=0) - scores.amin(dim=0)
     constant = [names[i] for i in torch.nonzero(span == 0).flatten().tolist()]
     if constant:

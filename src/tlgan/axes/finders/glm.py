@@ -9,7 +9,7 @@ import torch
 
 from tlgan.axes.finders.common import (FINDERS, AxisFinder, NotFittedError, _as_matrix, _blas_threads, _count_bad_rows,
                                        _numpy, _ordered_map, _solve_spd, _thread_count, accumulate_gram,
-                                       check_fit_inputs)
+                                       check_finite_values, check_fit_inputs)
 from tlgan.errors import TlganError
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,16 @@ class GLMFinder(AxisFinder):
     def fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "GLMFinder":
         """Fit on all samples (accumulated in chunks of ``chunk_size``), then measure sign accuracy."""
         self._check_clip()
-        latents, scores, names = check_fit_inputs(latents, scores, attributes)
+        # The Gram matrix's diagonal sums the squares of every latent value, so it is finite
+        # exactly when the latents are, and finalize() tests constant targets: no separate
+        # passes over all the latents.
+        latents, scores, names = check_fit_inputs(latents, scores, attributes, values=False)
         x, y = _numpy(latents), _numpy(scores)
         self.reset()
         self._start(x, y, names)
         self._accumulate(x, y, progress=True)
+        if not np.isfinite(np.diagonal(self._state["gram"])).all():
+            check_finite_values(latents, scores)
         self.finalize()
         accuracy = self._sign_accuracy(x, y)
         for i, a in enumerate(names):
