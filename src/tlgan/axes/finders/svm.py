@@ -87,6 +87,21 @@ class SVMSolution:
     gap: float
 
 
+def _relative_gap(z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: float
+                  ) -> Tuple[float, np.ndarray, np.ndarray]:
+    """(relative duality gap, w = Z^T alpha, margins Z w) of the dual point ``alpha`` with intercept ``b``.
+
+    The gap (primal - dual) / max(1, |primal|) is >= 0 for every alpha in the box with
+    y^T alpha = 0 and every b (weak duality), and 0 only at the optimum.
+    """
+    w = z.T @ alpha
+    margin = z @ w
+    ww = float(w @ w)
+    primal = 0.5 * ww + C * float(np.maximum(1.0 - margin - y * b, 0.0).sum())
+    dual = float(alpha.sum()) - 0.5 * ww
+    return (primal - dual) / max(1.0, abs(primal)), w, margin
+
+
 def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: Optional[bool] = None
              ) -> Tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
@@ -107,7 +122,7 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
     take one n x n Cholesky factorisation per iteration and no Gram matrix.
     Returns (alpha (n,), b, iterations, relative gap of the returned point).
     """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+    from scipy.linalg.lapack import get_lapack_funcs
 
     n, width = rows.shape
     dim = width - 1
@@ -127,9 +142,13 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
     b = 0.0
     if sample_space is None:
         sample_space = n ** 3 / 3 < n * width ** 2 + width ** 3 / 3
+    # LAPACK's Cholesky factorisation and solve, called directly: SciPy's cho_factor/cho_solve
+    # wrappers cost as much again as the solves at these sizes.
+    potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (rows,))
     if sample_space:
         kernel = _gram(z.T.copy())  # Q = Z Z^T (n, n), once
-        diag_n = np.arange(n)
+        system = np.empty_like(kernel)  # reused: a fresh 2.5 MB array per iteration costs page faults
+        diagonal = system.reshape(-1)[::n + 1]  # a view of system's diagonal
     scaled = np.empty_like(rows)
     diag = np.arange(dim)
     best: Tuple[float, np.ndarray, float] = (math.inf, alpha, b)
@@ -137,14 +156,9 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
     it = 0
     for it in range(max_iter + 1):
         t = C - alpha
-        w = z.T @ alpha
-        margin = z @ w  # y_i x_i . w, i.e. (Q alpha)_i
+        gap, w, margin = _relative_gap(z, y, alpha, b, C)  # margin: y_i x_i . w, i.e. (Q alpha)_i
         rd = margin - 1.0 + y * b - s + r
         rp = float(y @ alpha)
-        ww = float(w @ w)
-        primal = 0.5 * ww + C * float(np.maximum(1.0 - margin - y * b, 0.0).sum())
-        dual = float(alpha.sum()) - 0.5 * ww
-        gap = (primal - dual) / max(1.0, abs(primal))
         feasible = abs(rp) <= 1e-8 * max(1.0, float(alpha.sum()))
         if feasible and gap < best[0]:
             best = (gap, alpha, b)
@@ -153,33 +167,36 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         mu = float((alpha @ s + t @ r) / (2 * n))
         e = 1.0 / (s / alpha + r / t)
         if sample_space:
-            system = kernel.copy()
-            system[diag_n, diag_n] += 1.0 / e
+            np.copyto(system, kernel)
+            diagonal += 1.0 / e
         else:
             np.multiply(rows, np.sqrt(e)[:, None], out=scaled)
             system = _gram(scaled)
             system[diag, diag] += 1.0
-        try:
-            # The transpose of the symmetric system is the same matrix in Fortran order, which
-            # LAPACK factorises and solves with in place, without copies.
-            factor = cho_factor(system.T, lower=False, overwrite_a=True, check_finite=False)
-        except LinAlgError:
+        # The transpose of the symmetric system is the same matrix in Fortran order, which
+        # LAPACK factorises in place, without copies (clean=0: the other triangle is not zeroed).
+        factor, info = potrf(system.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
             log.debug("svm: Newton system lost definiteness at iteration %d (gap %.2e); keeping the best point", it, gap)
             break
-        if sample_space:
-            toward_y = cho_solve(factor, y, check_finite=False)
-            y_toward_y = float(y @ toward_y)
 
-        def newton(rc1: np.ndarray, rc2: np.ndarray):
-            g = -rd + rc1 / alpha - rc2 / t
+        def solve(rhs: np.ndarray) -> np.ndarray:
+            return potrs(factor, rhs, lower=0)[0]
+
+        def newton_rhs(rc1: np.ndarray, rc2: np.ndarray) -> np.ndarray:
+            return -rd + rc1 / alpha - rc2 / t
+
+        def direction(rc1: np.ndarray, rc2: np.ndarray, u: Optional[np.ndarray] = None):
+            """The Newton step (da, db, ds, dr) for complementarity right-hand sides rc1, rc2."""
             if sample_space:
-                u = cho_solve(factor, g, check_finite=False)
+                u = solve(newton_rhs(rc1, rc2)) if u is None else u
                 db = (float(y @ u) + rp) / y_toward_y
                 da = u - db * toward_y
                 return da, db, (rc1 - s * da) / alpha, (rc2 + r * da) / t
+            g = newton_rhs(rc1, rc2)
             rhs = rows.T @ (e * g)
             rhs[dim] += rp
-            v = cho_solve(factor, rhs, check_finite=False)
+            v = solve(rhs)
             da = e * (g - rows @ v)
             return da, float(v[dim]), (rc1 - s * da) / alpha, (rc2 + r * da) / t
 
@@ -191,11 +208,18 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
                     step = min(step, float((-value[neg] / delta[neg]).min()))
             return step
 
-        da, db, ds, dr = newton(-alpha * s, -t * r)  # affine-scaling predictor
+        predictor = (-alpha * s, -t * r)
+        if sample_space:  # the solve toward y and the predictor's in one call
+            both = solve(np.stack([y, newton_rhs(*predictor)], axis=1))
+            toward_y = both[:, 0]
+            y_toward_y = float(y @ toward_y)
+            da, db, ds, dr = direction(*predictor, u=both[:, 1])  # affine-scaling predictor
+        else:
+            da, db, ds, dr = direction(*predictor)
         step = longest(da, ds, dr)
         mu_aff = float(((alpha + step * da) @ (s + step * ds) + (t - step * da) @ (r + step * dr)) / (2 * n))
         sigma = (mu_aff / mu) ** 3
-        da, db, ds, dr = newton(sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr)  # corrector
+        da, db, ds, dr = direction(sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr)  # corrector
         step = min(1.0, 0.995 * longest(da, ds, dr))
         alpha = alpha + step * da
         s = s + step * ds
