@@ -393,6 +393,19 @@ def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):
             distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, **kwargs)
     finally:
         mod.cosine_lr = real_lr
+    # A checkpoint from before the settings arch, arch_kwargs and edge_weight were recorded
+    # resumes with their old values, and only with those.
+    from tlgan.io import load_tensors, save_tensors
+    from tlgan.train.checkpoint import checkpoint_dir
+
+    state = checkpoint_dir(tmp_path / "c") / "state.safetensors"
+    tensors, manifest = load_tensors(state)
+    for key in ("arch", "arch_kwargs", "edge_weight"):
+        del manifest["info"]["settings"][key]
+    save_tensors(state, tensors, manifest)
+    with pytest.raises(TlganError, match="edge_weight: checkpoint 0.0, now 0.5"):
+        distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, resume=True,
+                          **{**kwargs, "edge_weight": 0.5})
     distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, resume=True, **kwargs)
     distill_generator(teacher, tmp_path / "d", steps=60, **kwargs)
     a = load_pretrained(tmp_path / "d").state_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-from typing import Any, List, Mapping
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -78,8 +78,14 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def settings_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-    """Names and values of settings that differ between a checkpoint and the current call."""
+def settings_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any],
+                      introduced: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """Names and values of settings that differ between a checkpoint and the current call.
+
+    ``introduced`` maps settings that newer versions record to the value a checkpoint without
+    them was trained with, so such a checkpoint still resumes when the call uses that value.
+    """
+    saved = {**(introduced or {}), **saved}
     out = []
     for key in sorted(set(saved) | set(current)):
         if saved.get(key) != current.get(key):

@@ -45,6 +45,11 @@ STREAM_DISTILL = 11
 ARCHS = ("dcgan", "stylegan2")
 
 
+# Settings that checkpoints written before the StyleGAN2 student existed do not record, with
+# the values those checkpoints were trained with.
+INTRODUCED_SETTINGS = {"arch": "dcgan", "arch_kwargs": {}, "edge_weight": 0.0}
+
+
 def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
                  arch_kwargs: Optional[Dict[str, Any]] = None) -> Generator:
     """An untrained student generator of ``arch`` for ``z_dim`` latents and ``resolution`` px images.
@@ -124,7 +129,7 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
     start, avg = 0, None
     if resume and has_checkpoint(out_dir):
         manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
-        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings, introduced=INTRODUCED_SETTINGS)
         if diff:
             raise TlganError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones")
         start, avg = int(manifest["step"]), manifest["info"].get("loss")
