@@ -16,6 +16,13 @@ def test_latent_depends_only_on_seed_and_index():
     assert torch.equal(whole, pieces)
     assert torch.equal(latent_rng_normal(5, [599, 3], 32), whole[[599, 3]])
     assert not torch.equal(latent_rng_normal(6, [3], 32), whole[[3]])
+    # Sample i is row i % 256 of block i // 256 of Philox(key=seed, counter=[block, dim, 0, 0]),
+    # however many rows of the block are drawn: runs sampled by any version resume alike.
+    import numpy as np
+
+    block = np.random.Generator(np.random.Philox(key=5, counter=[2, 32, 0, 0])).standard_normal((256, 32), dtype=np.float32)
+    assert torch.equal(latent_rng_normal(5, [512 + 3], 32)[0], torch.from_numpy(block[3]))
+    assert torch.equal(whole[512:], torch.from_numpy(block[:88]))
     # roughly standard normal
     assert abs(float(whole.mean())) < 0.05 and abs(float(whole.std()) - 1) < 0.05
 

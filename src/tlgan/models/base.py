@@ -26,6 +26,8 @@ def latent_rng_normal(seed: int, indices: Sequence[int] | np.ndarray, dim: int) 
     from a counter-based generator (Philox) keyed by the seed with the block number as the
     counter. So a sample's latent is the same whatever the batch size or the point where a
     run was resumed, and drawing a whole batch costs one generator per block, not per row.
+    A block's rows come out of its generator in order, so only the rows up to the last one
+    asked for are drawn (a single latent, as the studio asks for, costs half a block on average).
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if len(indices) and indices.min() < 0:
@@ -36,8 +38,9 @@ def latent_rng_normal(seed: int, indices: Sequence[int] | np.ndarray, dim: int) 
     for block in np.unique(blocks):
         rows = np.nonzero(blocks == block)[0]
         bitgen = np.random.Philox(key=key, counter=[int(block), int(dim), 0, 0])
-        drawn = np.random.Generator(bitgen).standard_normal((LATENT_BLOCK, dim), dtype=np.float32)
-        out[rows] = drawn[indices[rows] % LATENT_BLOCK]
+        within = indices[rows] % LATENT_BLOCK
+        drawn = np.random.Generator(bitgen).standard_normal((int(within.max()) + 1, dim), dtype=np.float32)
+        out[rows] = drawn[within]
     return torch.from_numpy(out)
 
 
