@@ -215,7 +215,7 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     path.write_bytes(encode_png(photo))
     received = []
 
-    def perfect_inversion(generator, classifier, image_bytes):
+    def perfect_inversion(generator, classifier, image_bytes, **options):
         received.append(image_bytes)
         return truth.clone(), photo, {"psnr_db": 99.0}
 

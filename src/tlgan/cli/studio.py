@@ -10,7 +10,7 @@ from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
 @click.command("serve")
 @generator_option
 @truncation_options
-@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+@click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
               help="Space the faces are edited in (default: w for StyleGAN generators, else z; with --axes: theirs).")
 @classifier_option
 @click.option("--axes", "axes", type=click.Path(dir_okay=False), default=None,

@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -72,6 +72,10 @@ LATENT_LIMIT = 100.0
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Requests with larger bodies are refused with 413 before they are read."""
 MAX_SEED = 2**31 - 1
+MAX_LATENT_NUMBERS = 1 << 16
+"""Most numbers in a request's latent (a 1024 px StyleGAN2's wp latent has 18 x 512 = 9,216)."""
+MAX_LAYERS = 64
+"""Most rows of a nested (wp) latent."""
 INLINE_SECONDS = 0.05
 """Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
@@ -96,10 +100,13 @@ class FaceRequest(BaseModel):
         None, ge=0, le=MAX_SEED, examples=[7],
         description="Face number: the latent is sample SEED of the generator's seed-0 stream (the same face as "
                     "`tlgan edit --seed SEED`). Give either `seed` or `latent`.")
-    latent: Optional[List[float]] = Field(
-        None, max_length=1 << 16,
-        description="The face's latent vector (D floats, as returned in `latent` by /api/render or /api/invert). "
-                    "Give either `seed` or `latent`.")
+    latent: Optional[Union[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)],
+                           Annotated[List[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)]],
+                                     Field(max_length=MAX_LAYERS)]]] = Field(
+        None,
+        description="The face's latent, as returned in `latent` by /api/render or /api/invert: a list of the "
+                    "studio's `latent_shape` numbers (D for z and w; num_ws x w_dim for wp, flat in row order or "
+                    "nested as num_ws lists of w_dim). Give either `seed` or `latent`.")
     amounts: Dict[str, float] = Field(
         default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
         description=f"Attribute -> distance to move along its (unit) axis, |amount| <= {AMOUNT_LIMIT:g}. "
@@ -127,8 +134,9 @@ class RenderResponse(BaseModel):
     """The edited face."""
 
     image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
-    latent: List[float] = Field(description="The edited latent (D floats); send it back as `latent` to continue from it.")
-    space: str = Field(description="Latent space of `latent` (e.g. z).")
+    latent: List[float] = Field(description="The edited latent, flat in row order (the studio's `latent_shape` "
+                                            "numbers); send it back as `latent` to continue from it.")
+    space: str = Field(description="Latent space of `latent` (z, w or wp).")
     probabilities: Optional[Dict[str, float]] = Field(
         None, description="Classifier probability per attribute for the edited face (only with scores).")
     original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
@@ -160,8 +168,11 @@ class AttributesResponse(BaseModel):
     generator: str = Field(description="Name of the generator.")
     classifier: str = Field(description="Name of the classifier.")
     axes_method: str = Field(description="How the axes were found (svm, glm, logistic, truth, ...).")
-    space: str = Field(description="Latent space the axes live in.")
-    latent_dim: int = Field(description="Size D of a latent.")
+    space: str = Field(description="Latent space of the studio's faces (z, w or wp; wp faces move along w axes, "
+                                   "the same move in every layer).")
+    axes_space: str = Field(description="Latent space the axes were fitted in.")
+    latent_shape: List[int] = Field(description="Shape of one latent: [D] for z and w, [num_ws, w_dim] for wp.")
+    latent_dim: int = Field(description="How many numbers a latent holds (the product of `latent_shape`).")
     resolution: int = Field(description="Side of the generated images in pixels.")
     max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
     version: str = Field(description="tlgan version.")
@@ -174,7 +185,8 @@ class ScoreResponse(BaseModel):
 
 class InvertResponse(BaseModel):
     image: str = Field(description="The reconstruction (the generator's image of `latent`) as a data URL.")
-    latent: List[float] = Field(description="Latent whose image best matches the photo; edit it via /api/render.")
+    latent: List[float] = Field(description="Latent whose image best matches the photo, searched in the studio's "
+                                            "space and flat in row order; edit it via /api/render.")
     probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
     space: str = Field(description="Latent space of `latent`.")
     info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...).")
@@ -278,6 +290,10 @@ class ImageMemo:
 class Studio:
     """The generator, classifier and axes behind the studio, with thread-safe operations.
 
+    Faces live in ``space`` (default: the axes' space): z, w, or wp, whose latents are
+    (num_ws, w_dim) and which w axes move by the same step in every layer (as
+    :func:`tlgan.editing.edit.edit_latents` does).
+
     Every model call goes through :meth:`synthesize` / :meth:`score` / :meth:`locked`, which
     hold one lock. Validation methods raise :class:`TlganError` with a message for the user.
 
@@ -291,18 +307,26 @@ class Studio:
     def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                  generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                  amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
-                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS):
+                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
+                 space: Optional[str] = None, invert_steps: Optional[int] = None):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
+        space = axes.space if space is None else str(space)
+        generator.check_space(space)
+        if space != axes.space and not (space == "wp" and axes.space == "w"):
+            raise TlganError(f"axes fitted in {axes.space!r} cannot edit faces in {space!r}; fit axes in "
+                             f"{'w' if space == 'wp' else space!r} or serve the studio in {axes.space!r}")
         self.generator = generator.eval()
         self.classifier = classifier.eval()
         self.axes = axes
         self.generator_name = generator_name or generator.name
         self.classifier_name = classifier_name or classifier.name
         self.amount_limit = float(amount_limit)
-        self.space = axes.space
-        self.latent_dim = generator.latent_dim(axes.space)
+        self.space = space
+        self.invert_steps = invert_steps  # None: the inversion's default
+        self.latent_shape = tuple(int(s) for s in generator.latent_shape(space))
+        self.latent_dim = int(np.prod(self.latent_shape))  # numbers in one latent
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
         self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
         self._lock = threading.RLock()
@@ -330,19 +354,36 @@ class Studio:
 
     # -- validation ------------------------------------------------------------------------
 
-    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[float]] = None) -> torch.Tensor:
-        """The face's unedited latent (D,), from exactly one of ``seed`` or ``latent``."""
+    def shape_text(self) -> str:
+        """The latent shape a request must send, in words (for error messages)."""
+        if len(self.latent_shape) == 1:
+            return f"{self.latent_dim} numbers"
+        rows, width = self.latent_shape
+        return (f"{rows} x {width} numbers (num_ws x w_dim: {rows} lists of {width}, or one flat list of "
+                f"{self.latent_dim})")
+
+    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[Any]] = None) -> torch.Tensor:
+        """The face's unedited latent (``latent_shape``), from exactly one of ``seed`` or ``latent``.
+
+        ``latent`` may be flat (``latent_dim`` numbers) or nested in the latent's shape.
+        """
         if (seed is None) == (latent is None):
             raise TlganError("give exactly one of `seed` (a face number, e.g. 7) or `latent` (a list of "
-                             f"{self.latent_dim} numbers)" + ("; you gave both" if seed is not None else ""))
+                             f"{self.shape_text()})" + ("; you gave both" if seed is not None else ""))
         if seed is not None:
             if not 0 <= int(seed) <= MAX_SEED:
                 raise TlganError(f"seed {seed} is out of range; use 0..{MAX_SEED}")
             return self._seed_latent(int(seed)).clone()
-        values = torch.as_tensor(np.asarray(latent, dtype=np.float32).reshape(-1))
-        if values.numel() != self.latent_dim:
-            raise TlganError(f"latent has {values.numel()} numbers but generator {self.generator_name!r} needs "
-                             f"{self.latent_dim} (space {self.space!r}); send the `latent` a previous response gave")
+        try:
+            array = np.asarray(latent, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TlganError(f"latent is not a regular list of numbers (rows of different lengths?); generator "
+                             f"{self.generator_name!r} needs {self.shape_text()} (space {self.space!r})") from None
+        if not (array.shape == self.latent_shape or (array.ndim == 1 and array.size == self.latent_dim)):
+            raise TlganError(f"latent has shape {list(array.shape)} but generator {self.generator_name!r} needs "
+                             f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)}); send the "
+                             f"`latent` a previous response gave")
+        values = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
         bad = ~torch.isfinite(values)
         if bad.any():
             where = torch.nonzero(bad).flatten()[:5].tolist()
@@ -353,7 +394,7 @@ class Studio:
             i = int(torch.nonzero(big).flatten()[0])
             raise TlganError(f"latent entry {i} is {float(values[i]):g}; latents are standard normal, so entries "
                              f"beyond +-{LATENT_LIMIT:g} are not plausible faces")
-        return values
+        return values.reshape(self.latent_shape)
 
     def check_moves(self, amounts: Dict[str, float], locks: Sequence[str]) -> Tuple[Dict[str, float], List[str]]:
         """Known attribute names and finite amounts within the limit; returns cleaned copies."""
@@ -378,7 +419,8 @@ class Studio:
     # -- model calls -----------------------------------------------------------------------
 
     def edit(self, base: torch.Tensor, amounts: Dict[str, float], locks: Sequence[str]) -> torch.Tensor:
-        """``base`` (D,) moved by ``amounts`` with ``locks`` held fixed: what tlgan.editing.edit_latents gives.
+        """``base`` (``latent_shape``) moved by ``amounts`` with ``locks`` held fixed: what
+        tlgan.editing.edit_latents gives (for wp, the same w move in every layer).
 
         The edit is base + sum_a amount_a * u_a, linear in the amounts, where u_a depends only
         on a and the other locks. Each u_a comes from edit_latents itself (a unit move from the
@@ -387,7 +429,7 @@ class Studio:
         """
         if not amounts:
             return base.clone()
-        delta = torch.zeros(self.latent_dim, dtype=torch.float64)
+        delta = torch.zeros(self.axes.dim, dtype=torch.float64)
         for name, amount in amounts.items():
             others = tuple(sorted(set(locks) - {name}))
             delta += amount * self._direction(name, others)
@@ -396,11 +438,11 @@ class Studio:
     def _unit_move(self, name: str, locks: Tuple[str, ...]) -> torch.Tensor:
         from tlgan.editing.edit import edit_latents
 
-        origin = torch.zeros(self.latent_dim, dtype=torch.float64)
+        origin = torch.zeros(self.axes.dim, dtype=torch.float64)
         return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
 
     def synthesize(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D) of the studio's space.
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space.
 
         Recent images are remembered, keyed by the latent's exact bytes: the page asks for a
         face's image (/api/render) and its scores (/api/probabilities) at the same moment, and
@@ -440,10 +482,29 @@ class Studio:
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
 
+    def inversion_options(self) -> Dict[str, Any]:
+        """Keyword arguments for :func:`tlgan.inversion.invert_image`: ``steps`` when the studio
+        sets ``invert_steps``, and ``encoder=None`` when the
+        generator's shipped encoder cannot start a search in the studio's space (a wp encoder
+        for a w studio), so the search starts from the average latent instead; else nothing
+        (the inversion picks the encoder itself)."""
+        from tlgan.inversion.optimize import check_encoder_for, encoder_for
+
+        choice: Dict[str, Any] = {} if self.invert_steps is None else {"steps": int(self.invert_steps)}
+        encoder = encoder_for(self.generator)
+        if encoder is None:
+            return choice
+        try:
+            check_encoder_for(encoder, self.generator, self.space)
+        except TlganError as exc:
+            log.info("not using the encoder of %r for %s uploads: %s", self.generator_name, self.space, exc)
+            choice["encoder"] = None
+        return choice
+
     # -- what requests use -------------------------------------------------------------------
 
     async def images(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D): batched with other requests' latents.
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape): batched with other requests'.
 
         Remembered images (see :meth:`synthesize`) come back without waiting for a batch.
         """
@@ -466,10 +527,10 @@ class Studio:
         return torch.stack(await asyncio.gather(*(self.score_batcher.submit(image) for image in images)))
 
     def _check_row(self, row: torch.Tensor) -> torch.Tensor:
-        """One latent (D,) for the generator's batch; a malformed one fails its own request only."""
-        if not isinstance(row, torch.Tensor) or row.shape != (self.latent_dim,):
+        """One latent (``latent_shape``) for the generator's batch; a malformed one fails its own request only."""
+        if not isinstance(row, torch.Tensor) or tuple(row.shape) != self.latent_shape:
             shape = tuple(row.shape) if isinstance(row, torch.Tensor) else type(row).__name__
-            raise TlganError(f"a latent for generator {self.generator_name!r} must be {self.latent_dim} numbers "
+            raise TlganError(f"a latent for generator {self.generator_name!r} must have shape {self.latent_shape} "
                              f"(space {self.space!r}), not {shape}")
         if not bool(torch.isfinite(row).all()):
             raise TlganError("latent holds NaN or infinite values; every entry must be a finite number")
@@ -634,8 +695,10 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
                generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               batch_wait_ms: float = DEFAULT_WAIT_MS) -> FastAPI:
-    """The studio app for these models and axes (the generator's latents of ``axes.space``).
+               batch_wait_ms: float = DEFAULT_WAIT_MS, space: Optional[str] = None,
+               invert_steps: Optional[int] = None) -> FastAPI:
+    """The studio app for these models and axes, editing the generator's latents of ``space``
+    (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
     ``step`` is the amount one button press adds; ``amount_limit`` bounds |amount|;
     ``max_body_bytes`` bounds request bodies (uploads); ``max_batch`` and ``batch_wait_ms``
@@ -646,7 +709,8 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
     studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
-                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms, space=space,
+                    invert_steps=invert_steps)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -680,7 +744,8 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
             scored_attributes=list(classifier.attributes), amount_min=-studio.amount_limit,
             amount_max=studio.amount_limit, step=step, slider_max=min(slider_max, studio.amount_limit),
             generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
-            space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
+            space=studio.space, axes_space=axes.space, latent_shape=list(studio.latent_shape),
+            latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
             max_upload_bytes=max_body_bytes, version=app.version)
 
     _add_face_routes(app, studio)
@@ -725,7 +790,7 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
     """/api/render and /api/probabilities: a face request -> images (and scores) through the studio's batchers."""
 
     def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(edited latent (D,), latents to draw (1 or 2, D): the edit, then the original if asked)."""
+        """(edited latent, latents to draw (1 or 2, *latent_shape): the edit, then the original if asked)."""
         base = studio.base_latent(req.seed, req.latent)
         amounts, locks = studio.check_moves(req.amounts, req.locks)
         edited = studio.edit(base, amounts, locks)
@@ -800,7 +865,10 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
             from tlgan.inversion import invert_image
 
             with studio.locked():
-                latent, _reconstruction, info = invert_image(generator, classifier, data)
+                # Searched in the studio's own space (W / W+ for a w / wp studio), so the latent
+                # is one /api/render takes.
+                latent, _reconstruction, info = invert_image(generator, classifier, data, space=studio.space,
+                                                             **studio.inversion_options())
         except ImportError as exc:
             # Missing inversion code (or a module it needs) is a feature this build lacks, not a bad request.
             log.warning("photo inversion unavailable: %s", exc)
@@ -822,24 +890,31 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
                    generator_options: Optional[Dict[str, Any]] = None, **app_kwargs) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 
-    Without ``axes`` (a file from ``tlgan fit``) it uses :func:`tlgan.pipeline.default_axes`,
-    which fits them once for the pair in ``space`` (default: w for StyleGAN generators, else z)
-    and caches them. ``generator_options`` (truncation) go to :func:`tlgan.models.load_generator`.
+    Faces are edited in ``space`` (default: w for StyleGAN generators, else z; with ``axes``:
+    theirs). ``"wp"`` edits W+ latents (one w per layer, what photo uploads invert best
+    into) along axes fitted in w. Without ``axes`` (a file from ``tlgan fit``) it uses
+    :func:`tlgan.pipeline.default_axes`, which fits them once for the pair (in w for a wp
+    studio) and caches them. ``generator_options`` (truncation) go to
+    :func:`tlgan.models.load_generator`.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
 
     G = load_generator(generator, device, **(generator_options or {}))
+    if space is not None:
+        G.check_space(space)
     F = load_classifier(classifier, device)
     if axes:
         feature_axes = FeatureAxes.load(axes)
-        if space is not None and feature_axes.space != space:
-            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, not {space!r}; fit axes in {space!r} "
-                             f"or leave out --space")
+        if space is not None and feature_axes.space != space and not (space == "wp" and feature_axes.space == "w"):
+            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, which cannot edit {space!r} faces; fit "
+                             f"axes in {'w' if space == 'wp' else space!r} or leave out --space")
     else:
         space = space or G.default_space
-        feature_axes = default_axes(generator, classifier, device=device, space=space, generator_options=G.options)
-    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, **app_kwargs)
+        feature_axes = default_axes(generator, classifier, device=device, space="w" if space == "wp" else space,
+                                    generator_options=G.options)
+    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, space=space,
+                      **app_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

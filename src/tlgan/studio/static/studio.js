@@ -368,7 +368,9 @@
       return;
     }
     els.models.textContent = info.generator + " \u00b7 " + info.classifier + " \u00b7 " + info.axes_method +
-                             " axes in " + info.space + " (" + info.latent_dim + "-d)";
+                             " axes in " + info.axes_space +
+                             (info.space !== info.axes_space ? ", faces in " + info.space : "") + " (" +
+                             (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
     // ?seed=N opens that face (a shareable link); otherwise a random one.
     const params = new URLSearchParams(location.search);
