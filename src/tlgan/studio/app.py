@@ -23,7 +23,13 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
 - ``POST /api/render``       face + amounts + locks -> image and edited latent;
 - ``POST /api/probabilities`` face + amounts + locks -> the classifier's probabilities;
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
-- ``POST /api/invert``       an uploaded photo -> its latent and reconstruction.
+- ``POST /api/invert``       an uploaded photo -> its latent and reconstruction (with ``tune``: also
+  a generator tuned to the photo, named by ``tuned_id``; see :mod:`tlgan.studio.tuned`).
+
+Faces live in the studio's space: z, w, or wp (W+, latents (num_ws, w_dim), moved along w
+axes by the same step in every layer). A request carrying a ``tuned_id`` is drawn by that
+photo's tuned generator, outside the shared generator's batches; every other request is
+untouched by tuning.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Sequ
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -60,6 +66,7 @@ from tlgan.errors import TlganError
 from tlgan.imaging import read_image, to_uint8
 from tlgan.models.base import Classifier, Generator
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
+from tlgan.studio.tuned import DEFAULT_MAX_TUNED, ID_PATTERN, TunedFace, TunedFaceGone, TunedStore
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,11 @@ class FaceRequest(BaseModel):
         description="Attributes whose axis projections stay unchanged while the others move.")
     include_original: bool = Field(
         False, description="Also answer for the unedited face (saves a second request when the face changes).")
+    tuned_id: Optional[str] = Field(
+        None, pattern=ID_PATTERN,
+        description="Draw the face with the generator tuned to an uploaded photo (the `tuned_id` /api/invert gave "
+                    "with `tune`). Without it the shared generator draws. An id the server no longer holds is "
+                    "answered with 410: upload the photo again.")
 
 
 class RenderRequest(FaceRequest):
@@ -189,7 +201,11 @@ class InvertResponse(BaseModel):
                                             "space and flat in row order; edit it via /api/render.")
     probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
     space: str = Field(description="Latent space of `latent`.")
-    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...).")
+    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...); "
+                                                                   "with `tune` also `tuned` (its PSNR, steps, time).")
+    tuned_id: Optional[str] = Field(
+        None, description="With `tune`: the id of the generator tuned to this photo. Send it as `tuned_id` with "
+                          "every request for this face; the image above is already that generator's.")
 
 
 class ErrorResponse(BaseModel):
@@ -198,6 +214,8 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {413: {"model": ErrorResponse, "description": "Body too large"},
           422: {"model": ErrorResponse, "description": "Invalid input; `detail` says what and how to fix it"}}
+FACE_ERRORS = {**ERRORS, 410: {"model": ErrorResponse,
+                               "description": "The `tuned_id` is not held (any more); upload the photo again"}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,7 +326,8 @@ class Studio:
                  generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                  amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
                  max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
-                 space: Optional[str] = None, invert_steps: Optional[int] = None):
+                 space: Optional[str] = None, invert_steps: Optional[int] = None,
+                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: Optional[int] = None):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
@@ -325,6 +344,8 @@ class Studio:
         self.amount_limit = float(amount_limit)
         self.space = space
         self.invert_steps = invert_steps  # None: the inversion's default
+        self.tune_steps = tune_steps  # None: tune_generator's default
+        self.tuned = TunedStore(max_tuned)
         self.latent_shape = tuple(int(s) for s in generator.latent_shape(space))
         self.latent_dim = int(np.prod(self.latent_shape))  # numbers in one latent
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
@@ -441,16 +462,19 @@ class Studio:
         origin = torch.zeros(self.axes.dim, dtype=torch.float64)
         return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
 
-    def synthesize(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space.
+    def synthesize(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space,
+        drawn by the shared generator, or by ``tuned``'s generator.
 
-        Recent images are remembered, keyed by the latent's exact bytes: the page asks for a
-        face's image (/api/render) and its scores (/api/probabilities) at the same moment, and
-        whichever request comes second takes the image from here instead of running the
-        generator again. Undo hits it too.
+        Recent images are remembered, keyed by the latent's exact bytes (after ``tuned.key``
+        for a tuned generator's): the page asks for a face's image (/api/render) and its scores
+        (/api/probabilities) at the same moment, and whichever request comes second takes the
+        image from here instead of running the generator again. Undo hits it too.
         """
+        generator = self.generator if tuned is None else tuned.generator
+        prefix = b"" if tuned is None else tuned.key
         latents = latents.detach().to("cpu", torch.float32).contiguous()
-        keys = [row.numpy().tobytes() for row in latents]
+        keys = [prefix + row.numpy().tobytes() for row in latents]
         with self._memo_lock:
             out: List[Optional[torch.Tensor]] = [self._images.get(key) for key in keys]
         # Each distinct missing latent is drawn once (a batch may hold a render and its
@@ -462,7 +486,7 @@ class Studio:
         if first:
             rows = list(first.values())
             with self._lock, torch.inference_mode():
-                made = self.generator.synthesize(latents[rows].to(self.device), self.space)
+                made = generator.synthesize(latents[rows].to(self.device), self.space)
             made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
             with self._memo_lock:
                 for i, image in zip(rows, made):
@@ -481,6 +505,25 @@ class Studio:
     def locked(self):
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
+
+    def tune(self, image_bytes: bytes, pivot: torch.Tensor, name: str = "uploaded image") -> TunedFace:
+        """Tune a copy of the generator so that ``pivot`` (``latent_shape``) draws the photo; keep it in :attr:`tuned`.
+
+        Pivotal tuning with its locality regulariser (:func:`tlgan.inversion.tune.tune_generator`,
+        without a classifier, as ``tlgan invert --tune`` does), on the photo cropped and sized
+        as the inversion saw it. Holds the model lock throughout: the original generator is
+        the locality reference.
+        """
+        from tlgan.inversion.tune import tune_generator
+
+        self.tuned.check_enabled()
+        target, _notes = read_image(image_bytes, int(self.generator.img_resolution), name=name)
+        options = {} if self.tune_steps is None else {"steps": int(self.tune_steps)}
+        with self._lock:
+            result = tune_generator(self.generator, target, pivot, space=self.space, **options)
+        info = {"psnr_db": round(result.psnr_db, 3), "start_psnr_db": round(result.start_psnr_db, 3),
+                "steps": result.info.get("steps"), "seconds": round(result.seconds, 3)}
+        return self.tuned.add(result.generator.eval(), info)
 
     def inversion_options(self) -> Dict[str, Any]:
         """Keyword arguments for :func:`tlgan.inversion.invert_image`: ``steps`` when the studio
@@ -503,11 +546,17 @@ class Studio:
 
     # -- what requests use -------------------------------------------------------------------
 
-    async def images(self, latents: torch.Tensor) -> torch.Tensor:
+    async def images(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
         """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape): batched with other requests'.
 
-        Remembered images (see :meth:`synthesize`) come back without waiting for a batch.
+        Remembered images (see :meth:`synthesize`) come back without waiting for a batch. A
+        ``tuned`` photo's generator serves only its own requests, so they never join the
+        shared generator's batches: they run alone, like unbatched requests.
         """
+        if tuned is not None:
+            for row in latents:
+                self._check_row(row)
+            return await self.call(self.synthesize, latents, tuned)
         if self.max_batch <= 1:
             return await self.call(self.synthesize, latents)
         latents = latents.detach().to("cpu", torch.float32).contiguous()
@@ -696,21 +745,25 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
                batch_wait_ms: float = DEFAULT_WAIT_MS, space: Optional[str] = None,
-               invert_steps: Optional[int] = None) -> FastAPI:
+               invert_steps: Optional[int] = None, max_tuned: int = DEFAULT_MAX_TUNED,
+               tune_steps: Optional[int] = None) -> FastAPI:
     """The studio app for these models and axes, editing the generator's latents of ``space``
     (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
     ``step`` is the amount one button press adds; ``amount_limit`` bounds |amount|;
     ``max_body_bytes`` bounds request bodies (uploads); ``max_batch`` and ``batch_wait_ms``
     set how concurrent requests share forward passes (see :mod:`tlgan.studio.batcher`;
-    ``max_batch=1`` turns batching off). Serve it with uvicorn, or test it with
+    ``max_batch=1`` turns batching off). Uploads are inverted in ``invert_steps`` steps
+    (default: the inversion's); with ``tune`` they are tuned for ``tune_steps`` steps (default:
+    tune_generator's), and the studio keeps the ``max_tuned`` most recently used tuned generators
+    (one copy of the weights each; 0 turns tuning off). Serve it with uvicorn, or test it with
     ``fastapi.testclient.TestClient(app)``; the batcher stops with the app's lifespan.
     """
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
     studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
                     amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms, space=space,
-                    invert_steps=invert_steps)
+                    invert_steps=invert_steps, max_tuned=max_tuned, tune_steps=tune_steps)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -754,7 +807,8 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Bad input is a 422 naming the problem; a failed model batch a 500; a closing server a 503."""
+    """Bad input is a 422 naming the problem; a tuned id the server does not hold a 410; a failed model
+    batch a 500; a closing server a 503."""
 
     @app.exception_handler(TlganError)
     async def _tlgan_error(request: Request, exc: TlganError):
@@ -763,6 +817,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(TunedFaceGone)
+    async def _tuned_gone(request: Request, exc: TunedFaceGone):
+        return JSONResponse({"detail": str(exc)}, status_code=410)
 
     @app.exception_handler(BatchFailed)
     async def _batch_failed(request: Request, exc: BatchFailed):
@@ -789,15 +847,17 @@ async def png(image: torch.Tensor, upscale: int = 1) -> bytes:
 def _add_face_routes(app: FastAPI, studio: Studio) -> None:
     """/api/render and /api/probabilities: a face request -> images (and scores) through the studio's batchers."""
 
-    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(edited latent, latents to draw (1 or 2, *latent_shape): the edit, then the original if asked)."""
+    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[TunedFace]]:
+        """(edited latent, latents to draw (1 or 2, *latent_shape): the edit, then the original if asked,
+        the tuned generator to draw them with or None for the shared one)."""
+        tuned = studio.tuned.get(req.tuned_id) if req.tuned_id is not None else None
         base = studio.base_latent(req.seed, req.latent)
         amounts, locks = studio.check_moves(req.amounts, req.locks)
         edited = studio.edit(base, amounts, locks)
-        return edited, (torch.stack([edited, base]) if with_original else edited[None])
+        return edited, (torch.stack([edited, base]) if with_original else edited[None]), tuned
 
     @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
-              responses={**ERRORS, 200: {"content": {"image/png": {}},
+              responses={**FACE_ERRORS, 200: {"content": {"image/png": {}},
                                          "description": "JSON (default) or PNG bytes with format=png"}})
     async def render(req: RenderRequest):
         """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed, and draw it.
@@ -805,8 +865,8 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
         orthogonal to every locked axis other than a.
         """
-        edited, latents = face(req, with_original=req.include_original and req.format == "json")
-        images = await studio.images(latents)
+        edited, latents, tuned = face(req, with_original=req.include_original and req.format == "json")
+        images = await studio.images(latents, tuned)
         if req.format == "png":
             return Response(await png(images[0], req.upscale), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
@@ -820,7 +880,7 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
                 body["original_probabilities"] = studio.probabilities_dict(probs[1])
         return json_response(body, latent=edited)
 
-    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=ERRORS,
+    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=FACE_ERRORS,
               summary="Classifier probabilities of an edited face")
     async def probabilities(req: FaceRequest):
         """What the classifier sees in the face /api/render draws for the same request.
@@ -828,8 +888,8 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         Sent together with /api/render, the generator runs once: whichever request comes
         second reuses the image the first one made (or both share one batch).
         """
-        _edited, latents = face(req, with_original=req.include_original)
-        probs = await studio.probabilities(await studio.images(latents))
+        _edited, latents, tuned = face(req, with_original=req.include_original)
+        probs = await studio.probabilities(await studio.images(latents, tuned))
         body = {"probabilities": studio.probabilities_dict(probs[0])}
         if len(probs) > 1:
             body["original_probabilities"] = studio.probabilities_dict(probs[1])
@@ -853,14 +913,22 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
               responses={**ERRORS, 501: {"model": ErrorResponse, "description": "Inversion is not available"}},
               summary="Find the latent of an uploaded photo")
     def invert(file: UploadFile = File(..., description="A photo (PNG, JPEG, WebP, ...) of a face, roughly "
-                                                       "centred; it is cropped to a square.")):
+                                                       "centred; it is cropped to a square."),
+               tune: bool = Form(False, description="Also tune a copy of the generator to this photo (pivotal "
+                                                    "tuning around the latent found): a closer likeness whose "
+                                                    "edits still work. The response's `tuned_id` names it; only "
+                                                    "requests that carry that id use it.")):
         """Invert the generator on the photo; edit the returned latent with /api/render.
 
-        Takes a few seconds on a CPU; other requests wait meanwhile (the models are shared).
+        Takes a few seconds on a CPU (tuning as long again); other requests wait meanwhile
+        (the models are shared). With ``tune`` the server keeps the tuned generator among
+        its ``max_tuned`` most recently used ones.
         """
         data = file.file.read()
         if not data:
             raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
+        if tune:
+            studio.tuned.check_enabled()  # before seconds of inversion
         try:
             from tlgan.inversion import invert_image
 
@@ -878,11 +946,16 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         # Validated like any latent a client sends, then rendered exactly as /api/render will
         # render it, so the page's "original" and its later edits come from the same path.
         latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
-        images = studio.synthesize(latent[None])
+        body: Dict[str, Any] = {"space": studio.space, "info": _jsonable(info or {})}
+        tuned = None
+        if tune:
+            tuned = studio.tune(data, latent, name=file.filename or "uploaded image")
+            body["tuned_id"] = tuned.id
+            body["info"]["tuned"] = _jsonable(tuned.info)
+        images = studio.synthesize(latent[None], tuned)
         probs = studio.score(images)
-        return json_response({"image": data_url(encode_png(images[0])), "space": studio.space,
-                              "probabilities": studio.probabilities_dict(probs[0]), "info": _jsonable(info or {})},
-                             latent=latent)
+        body.update(image=data_url(encode_png(images[0])), probabilities=studio.probabilities_dict(probs[0]))
+        return json_response(body, latent=latent)
 
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
