@@ -144,3 +144,17 @@ def test_tuned_store_unit():
         store.get(b.id)
     with pytest.raises(TlganError, match="max_tuned must be >= 0"):
         TunedStore(-1)
+
+
+def test_a_generator_without_weights_cannot_be_tuned(monkeypatch):
+    import tlgan.inversion
+    from test_studio_api import small_classifier as classifier
+    from tlgan.models import load_generator
+
+    G = load_generator("toyfaces-render")
+    client = TestClient(create_app(G, classifier(G.true_axes().attributes), G.true_axes()))
+    monkeypatch.setattr(tlgan.inversion, "invert_image", lambda *a, **k: pytest.fail("inverted anyway"),
+                        raising=False)
+    response = client.post("/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")},
+                           data={"tune": "true"})
+    assert response.status_code == 422 and "no weights to tune" in response.json()["detail"]

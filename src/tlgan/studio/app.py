@@ -506,6 +506,13 @@ class Studio:
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
 
+    def check_tuning(self) -> None:
+        """TlganError unless uploads can be tuned: the store is on and the generator has weights."""
+        self.tuned.check_enabled()
+        if not any(True for _ in self.generator.parameters()):
+            raise TlganError(f"generator {self.generator_name!r} has no weights to tune (it is computed, not "
+                             f"learned); upload without tuning")
+
     def tune(self, image_bytes: bytes, pivot: torch.Tensor, name: str = "uploaded image") -> TunedFace:
         """Tune a copy of the generator so that ``pivot`` (``latent_shape``) draws the photo; keep it in :attr:`tuned`.
 
@@ -516,7 +523,7 @@ class Studio:
         """
         from tlgan.inversion.tune import tune_generator
 
-        self.tuned.check_enabled()
+        self.check_tuning()
         target, _notes = read_image(image_bytes, int(self.generator.img_resolution), name=name)
         options = {} if self.tune_steps is None else {"steps": int(self.tune_steps)}
         with self._lock:
@@ -928,7 +935,7 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         if not data:
             raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
         if tune:
-            studio.tuned.check_enabled()  # before seconds of inversion
+            studio.check_tuning()  # before seconds of inversion
         try:
             from tlgan.inversion import invert_image
 
