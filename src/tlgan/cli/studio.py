@@ -17,6 +17,9 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
 @classifier_option
 @click.option("--axes", "axes", type=click.Path(dir_okay=False), default=None,
               help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).")
+@click.option("--delta", "delta", multiple=True, type=click.Path(exists=True),
+              help="Folder of a learned edit from `tlgan delta train`, shown as a row named after its factor; "
+                   "repeat for several (they apply after the axis moves, in this order). Must be in --space.")
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 = every interface).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0 = any free port).")
 @click.option("--max-batch", "max_batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
@@ -31,7 +34,7 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
               help="Tuned generators kept, least recently used forgotten first; each is a copy of the generator's "
                    "weights in memory (0 = no tuning).")
 @device_option
-def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, host, port, max_batch,
+def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, delta, host, port, max_batch,
               batch_wait_ms, invert_steps, tune_steps, max_tuned, device):
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
@@ -39,7 +42,7 @@ def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, a
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
-    app = app_from_specs(generator, classifier, axes, device=device, space=space,
+    app = app_from_specs(generator, classifier, axes, device=device, space=space, delta=delta,
                          generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
                          max_batch=max_batch, batch_wait_ms=batch_wait_ms, invert_steps=invert_steps,
                          tune_steps=tune_steps, max_tuned=max_tuned)

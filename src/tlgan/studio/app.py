@@ -19,7 +19,8 @@ the next requests; uploads and slow models go to FastAPI's thread pool.
 Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
 
 - ``GET  /``                 the studio page (plain HTML/CSS/JS shipped in ``static/``);
-- ``GET  /api/attributes``   attribute names, the allowed amount range, model names;
+- ``GET  /api/attributes``   row names (attribute axes, then learned edits, each with its kind), the
+  allowed amount range, model names;
 - ``POST /api/render``       face + amounts + locks -> image and edited latent;
 - ``POST /api/probabilities`` face + amounts + locks -> the classifier's probabilities;
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
@@ -27,9 +28,10 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
   a generator tuned to the photo, named by ``tuned_id``; see :mod:`tlgan.studio.tuned`).
 
 Faces live in the studio's space: z, w, or wp (W+, latents (num_ws, w_dim), moved along w
-axes by the same step in every layer). A request carrying a ``tuned_id`` is drawn by that
-photo's tuned generator, outside the shared generator's batches; every other request is
-untouched by tuning.
+axes by the same step in every layer). Learned edits (:mod:`tlgan.studio.learned`) are rows
+too, moved through the same ``amounts`` and applied after the axes. A request carrying a
+``tuned_id`` is drawn by that photo's tuned generator, outside the shared generator's
+batches; every other request is untouched by tuning.
 """
 from __future__ import annotations
 
@@ -65,7 +67,9 @@ from tlgan.axes import FeatureAxes
 from tlgan.errors import TlganError
 from tlgan.imaging import read_image, to_uint8
 from tlgan.models.base import Classifier, Generator
+from tlgan.registry import unknown_name_message
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
+from tlgan.studio.learned import apply_learned, check_learned_edits, load_learned_edits
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, ID_PATTERN, TunedFace, TunedFaceGone, TunedStore
 
 log = logging.getLogger(__name__)
@@ -116,11 +120,13 @@ class FaceRequest(BaseModel):
                     "nested as num_ws lists of w_dim). Give either `seed` or `latent`.")
     amounts: Dict[str, float] = Field(
         default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
-        description=f"Attribute -> distance to move along its (unit) axis, |amount| <= {AMOUNT_LIMIT:g}. "
-                    "Amounts are totals from the original face, not increments.")
+        description=f"Row -> amount, |amount| <= {AMOUNT_LIMIT:g}: for an attribute axis the distance to move along "
+                    "its (unit) axis; for a learned edit (kind `learned` in /api/attributes) its alpha, in training "
+                    "steps of change. Amounts are totals from the original face, not increments. The axis moves "
+                    "come first, then each learned edit in the order /api/attributes lists them.")
     locks: List[str] = Field(
         default_factory=list, examples=[["Male"]],
-        description="Attributes whose axis projections stay unchanged while the others move.")
+        description="Attributes whose axis projections stay unchanged while the others move (axes only).")
     include_original: bool = Field(
         False, description="Also answer for the unedited face (saves a second request when the face changes).")
     tuned_id: Optional[str] = Field(
@@ -165,13 +171,17 @@ class ProbabilitiesResponse(BaseModel):
 
 
 class AttributeInfo(BaseModel):
-    name: str = Field(description="Attribute name, as used in `amounts` and `locks`.")
+    name: str = Field(description="Row name, as used in `amounts` (and, for axes, `locks`).")
+    kind: Literal["axis", "learned"] = Field(
+        "axis", description="`axis`: a classifier attribute's linear axis; `learned`: a learned (possibly curved) "
+                            "edit from `tlgan delta train`, moved by its alpha and applied after the axes.")
     scored: bool = Field(description="Whether the classifier gives a probability for it.")
     metrics: Dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
 
 
 class AttributesResponse(BaseModel):
-    attributes: List[AttributeInfo] = Field(description="Every attribute that has an axis, in display order.")
+    attributes: List[AttributeInfo] = Field(description="Every row in display order: the attribute axes, then the "
+                                                        "learned edits (in the order they apply).")
     scored_attributes: List[str] = Field(description="Every attribute the classifier scores.")
     amount_min: float = Field(description="Smallest accepted amount.")
     amount_max: float = Field(description="Largest accepted amount.")
@@ -327,7 +337,8 @@ class Studio:
                  amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
                  max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
                  space: Optional[str] = None, invert_steps: Optional[int] = None,
-                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: Optional[int] = None):
+                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: Optional[int] = None,
+                 learned: Optional[Dict[str, Any]] = None):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
@@ -348,6 +359,8 @@ class Studio:
         self.tuned = TunedStore(max_tuned)
         self.latent_shape = tuple(int(s) for s in generator.latent_shape(space))
         self.latent_dim = int(np.prod(self.latent_shape))  # numbers in one latent
+        self.learned = {name: model.eval() for name, model in (learned or {}).items()}  # in the order they apply
+        check_learned_edits(self.learned, generator, space, self.latent_shape, axes.attributes, generator_name)
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
         self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
         self._lock = threading.RLock()
@@ -417,11 +430,17 @@ class Studio:
                              f"beyond +-{LATENT_LIMIT:g} are not plausible faces")
         return values.reshape(self.latent_shape)
 
+    @property
+    def row_names(self) -> List[str]:
+        """Every name ``amounts`` takes: the axes' attributes, then the learned edits."""
+        return list(self.axes.attributes) + list(self.learned)
+
     def check_moves(self, amounts: Dict[str, float], locks: Sequence[str]) -> Tuple[Dict[str, float], List[str]]:
-        """Known attribute names and finite amounts within the limit; returns cleaned copies."""
+        """Known row names (axes and learned edits) and finite amounts within the limit; returns cleaned copies."""
         clean: Dict[str, float] = {}
         for name, amount in amounts.items():
-            self.axes.index(name)  # raises "unknown attribute ...; did you mean ...?"
+            if name not in self.learned and name not in self.axes.attributes:
+                raise TlganError(unknown_name_message("attribute", name, self.row_names))
             amount = float(amount)
             if not math.isfinite(amount):
                 raise TlganError(f"amount for {name!r} is {amount}; amounts must be finite numbers")
@@ -431,6 +450,9 @@ class Studio:
             if amount != 0.0:
                 clean[name] = amount
         for name in locks:
+            if name in self.learned:
+                raise TlganError(f"in locks: {name!r} is a learned edit, which cannot be locked (its move depends on "
+                                 f"the face, so there is no fixed direction to hold); lock attribute axes only")
             try:
                 self.axes.index(name)
             except TlganError as exc:
@@ -447,14 +469,22 @@ class Studio:
         on a and the other locks. Each u_a comes from edit_latents itself (a unit move from the
         origin) and is kept, so a click does not redo the locked-span decomposition for every
         move; the sum is formed in float64 as edit_latents forms it.
+
+        Amounts of learned edits then apply, in their order (see :mod:`tlgan.studio.learned`),
+        to the latent the axis moves made.
         """
-        if not amounts:
-            return base.clone()
-        delta = torch.zeros(self.axes.dim, dtype=torch.float64)
-        for name, amount in amounts.items():
-            others = tuple(sorted(set(locks) - {name}))
-            delta += amount * self._direction(name, others)
-        return base + delta.to(base.dtype)
+        linear = {name: amount for name, amount in amounts.items() if name not in self.learned}
+        if not linear:
+            edited = base.clone()
+        else:
+            delta = torch.zeros(self.axes.dim, dtype=torch.float64)
+            for name, amount in linear.items():
+                others = tuple(sorted(set(locks) - {name}))
+                delta += amount * self._direction(name, others)
+            edited = base + delta.to(base.dtype)
+        if self.learned and len(linear) < len(amounts):
+            edited = apply_learned(edited, self.learned, amounts)
+        return edited
 
     def _unit_move(self, name: str, locks: Tuple[str, ...]) -> torch.Tensor:
         from tlgan.editing.edit import edit_latents
@@ -753,7 +783,7 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
                batch_wait_ms: float = DEFAULT_WAIT_MS, space: Optional[str] = None,
                invert_steps: Optional[int] = None, max_tuned: int = DEFAULT_MAX_TUNED,
-               tune_steps: Optional[int] = None) -> FastAPI:
+               tune_steps: Optional[int] = None, learned: Optional[Dict[str, Any]] = None) -> FastAPI:
     """The studio app for these models and axes, editing the generator's latents of ``space``
     (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
@@ -763,14 +793,17 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
     ``max_batch=1`` turns batching off). Uploads are inverted in ``invert_steps`` steps
     (default: the inversion's); with ``tune`` they are tuned for ``tune_steps`` steps (default:
     tune_generator's), and the studio keeps the ``max_tuned`` most recently used tuned generators
-    (one copy of the weights each; 0 turns tuning off). Serve it with uvicorn, or test it with
+    (one copy of the weights each; 0 turns tuning off). ``learned`` {row name: DeltaModel} adds
+    learned edits as rows after the axes (see :mod:`tlgan.studio.learned`; they must work in
+    ``space``). Serve it with uvicorn, or test it with
     ``fastapi.testclient.TestClient(app)``; the batcher stops with the app's lifespan.
     """
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
     studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
                     amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms, space=space,
-                    invert_steps=invert_steps, max_tuned=max_tuned, tune_steps=tune_steps)
+                    invert_steps=invert_steps, max_tuned=max_tuned, tune_steps=tune_steps,
+                    learned=learned)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -798,9 +831,13 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
     @app.get("/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names")
     def attributes() -> AttributesResponse:
         scored = set(classifier.attributes)
+        learned = [AttributeInfo(name=name, kind="learned", scored=name in scored,
+                                 metrics=_jsonable({k: model.info[k] for k in ("unit", "factor", "space")
+                                                    if k in model.info}))
+                   for name, model in studio.learned.items()]
         return AttributesResponse(
             attributes=[AttributeInfo(name=a, scored=a in scored, metrics=_jsonable(axes.metrics.get(a, {})))
-                        for a in axes.attributes],
+                        for a in axes.attributes] + learned,
             scored_attributes=list(classifier.attributes), amount_min=-studio.amount_limit,
             amount_max=studio.amount_limit, step=step, slider_max=min(slider_max, studio.amount_limit),
             generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
@@ -967,7 +1004,8 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
                    axes: Optional[str] = None, device: str = "cpu", space: Optional[str] = None,
-                   generator_options: Optional[Dict[str, Any]] = None, **app_kwargs) -> FastAPI:
+                   generator_options: Optional[Dict[str, Any]] = None, delta: Sequence[str] = (),
+                   **app_kwargs) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 
     Faces are edited in ``space`` (default: w for StyleGAN generators, else z; with ``axes``:
@@ -975,7 +1013,9 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
     into) along axes fitted in w. Without ``axes`` (a file from ``tlgan fit``) it uses
     :func:`tlgan.pipeline.default_axes`, which fits them once for the pair (in w for a wp
     studio) and caches them. ``generator_options`` (truncation) go to
-    :func:`tlgan.models.load_generator`.
+    :func:`tlgan.models.load_generator`. ``delta`` lists folders of learned edits
+    (``tlgan delta train``) to add as rows, in the order they apply; each must work in the
+    studio's space.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
@@ -983,6 +1023,7 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
     G = load_generator(generator, device, **(generator_options or {}))
     if space is not None:
         G.check_space(space)
+    learned = load_learned_edits(delta, device=device) if delta else {}
     F = load_classifier(classifier, device)
     if axes:
         feature_axes = FeatureAxes.load(axes)
@@ -991,10 +1032,12 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
                              f"axes in {'w' if space == 'wp' else space!r} or leave out --space")
     else:
         space = space or G.default_space
+        # A learned edit of another space fails now, not after minutes of fitting axes.
+        check_learned_edits(learned, G, space, tuple(G.latent_shape(space)), (), generator)
         feature_axes = default_axes(generator, classifier, device=device, space="w" if space == "wp" else space,
                                     generator_options=G.options)
     return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, space=space,
-                      **app_kwargs)
+                      learned=learned, **app_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

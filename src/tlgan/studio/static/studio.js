@@ -166,6 +166,13 @@
       r.lock.setAttribute("aria-label", "lock " + name);
       r.lock.parentElement.title = "Keep " + pretty(name).toLowerCase() + " fixed while other attributes move";
       if (!attr.scored) { r.row.classList.add("unscored"); r.percent.textContent = "n/a"; }
+      if (attr.kind === "learned") {
+        // A learned edit: its amount is the model's alpha, and there is no fixed direction to lock.
+        r.row.classList.add("learned");
+        r.name.title = name + " (learned edit" + (attr.metrics && attr.metrics.unit ? ", one step = " +
+                       attr.metrics.unit + " " + name : "") + "; applied after the attribute moves)";
+        r.lock.disabled = true;      // and hidden by the stylesheet
+      }
 
       r.minus.addEventListener("click", () => nudge(name, -step));
       r.plus.addEventListener("click", () => nudge(name, +step));
