@@ -249,22 +249,27 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     page.close()
 
 
-def test_ticking_tune_gives_a_tuned_face_whose_edits_work(browser, tmp_path):
-    """A wp studio on a tiny StyleGAN2, real inversion and tuning: the box makes the page carry
-    the tuned id, and every image it then shows is the tuned generator's."""
+def test_ticking_tune_gives_a_tuned_face_whose_edits_and_learned_rows_work(browser, tmp_path):
+    """A wp studio on a tiny StyleGAN2 with a learned edit, real inversion and tuning: the box
+    makes the page carry the tuned id, and every image it then shows is the tuned generator's,
+    axis moves and learned rows alike."""
     from stylegan_fixtures import tiny_stylegan2
     from test_studio_api import small_classifier
+    from test_studio_learned import trained
     from test_studio_spaces import NAMES, w_axes
+    from tlgan.delta import delta_edit
     from tlgan.editing.edit import edit_latents
     from tlgan.studio.app import encode_png
 
     G, other = tiny_stylegan2(), tiny_stylegan2(seed=5)
     axes = w_axes(G)
+    yaw = trained(tmp_path, G, "wp", "yaw")
     with torch.inference_mode():
         photo = other.synthesize(other.sample_latents_at([3], seed=0, space="wp"), "wp")[0]
     path = tmp_path / "portrait.png"
     path.write_bytes(encode_png(photo))
-    app = create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20)
+    app = create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20,
+                     learned={"yaw": yaw})
     with ServerThread(app) as server:
         page = browser.new_page(viewport={"width": 1320, "height": 900})
         problems = []
@@ -294,6 +299,16 @@ def test_ticking_tune_gives_a_tuned_face_whose_edits_work(browser, tmp_path):
             shared = G.synthesize(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp")[0]
         edited = shown_pixels(page.get_by_alt_text("edited face"))
         assert np.array_equal(edited, png_pixels(expected)) and not np.array_equal(edited, png_pixels(shared))
+
+        # The learned row: its + applies after the axis move; it has no lock to offer.
+        assert not page.get_by_label("lock yaw").is_visible() and page.get_by_label("lock Smiling").is_visible()
+        page.get_by_role("button", name="yaw +", exact=True).click()
+        idle.wait_for(state="attached")
+        moved = delta_edit(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp"), yaw, 0.5)
+        with torch.inference_mode():
+            expected = tuned_G.synthesize(moved[None], "wp")[0]
+        assert np.array_equal(shown_pixels(page.get_by_alt_text("edited face")), png_pixels(expected))
+        assert page.evaluate("window.tlganStudio.state()")["amounts"] == {"Smiling": 0.5, "yaw": 0.5}
 
         # A new random face leaves the tuned photo: the shared generator draws it.
         page.get_by_label("Seed").fill("4")
