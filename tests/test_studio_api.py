@@ -252,7 +252,7 @@ BAD_REQUESTS = [
     ({"seed": 1, "amounts": {"Smilin": 1.0}}, "did you mean 'Smiling'"),
     ({"seed": 1, "locks": ["Beardd"]}, "did you mean 'Beard'"),
     ({"seed": 1, "amounts": {"Smiling": "lots"}}, "amounts.Smiling"),
-    ({"latent": [0.0] * 511}, "has shape [511] but generator 'toyfaces-render' needs 512 numbers"),
+    ({"latent": [0.0] * 511}, "has 511 numbers but generator 'toyfaces-render' needs 512 (space 'z')"),
     ({"latent": [1e6] + [0.0] * 511}, "not plausible"),
     ({"seed": 1, "latent": [0.0] * 512}, "exactly one of `seed`"),
     ({}, "exactly one of `seed`"),

@@ -38,19 +38,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import errno
 import functools
 import io
 import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,7 +58,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from PIL import Image
-from pydantic import BaseModel, Field
 
 import tlgan
 from tlgan.axes import FeatureAxes
@@ -70,23 +67,23 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.registry import unknown_name_message
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
 from tlgan.studio.learned import apply_learned, check_learned_edits, load_learned_edits
-from tlgan.studio.tuned import DEFAULT_MAX_TUNED, ID_PATTERN, TunedFace, TunedFaceGone, TunedStore
+from tlgan.studio.schema import (AMOUNT_LIMIT, ERRORS, FACE_ERRORS, MAX_SEED, AttributeInfo, AttributesResponse,
+                                 ErrorResponse, FaceRequest, InvertResponse, ProbabilitiesResponse, RenderRequest,
+                                 RenderResponse, ScoreResponse)
+from tlgan.studio.serving import (MAX_BODY_BYTES, BodyLimitMiddleware, ServerThread, bind_socket,  # noqa: F401
+                                  describe_validation_errors, url_of)
+from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone, TunedStore
 
 log = logging.getLogger(__name__)
 
+# Serving helpers live in tlgan.studio.serving; they are importable from here too.
+__all__ = ["Studio", "create_app", "app_from_specs", "encode_png", "data_url", "json_response", "ServerThread",
+           "bind_socket", "url_of", "AMOUNT_LIMIT", "MAX_BODY_BYTES"]
+
 STATIC_DIR = Path(__file__).parent / "static"
 
-AMOUNT_LIMIT = 10.0
-"""Largest |amount| accepted per attribute, in units of latent distance along a unit axis."""
 LATENT_LIMIT = 100.0
 """Largest |value| accepted in a latent. Latents are standard normal; beyond this they are garbage."""
-MAX_BODY_BYTES = 4 * 1024 * 1024
-"""Requests with larger bodies are refused with 413 before they are read."""
-MAX_SEED = 2**31 - 1
-MAX_LATENT_NUMBERS = 1 << 16
-"""Most numbers in a request's latent (a 1024 px StyleGAN2's wp latent has 18 x 512 = 9,216)."""
-MAX_LAYERS = 64
-"""Most rows of a nested (wp) latent."""
 INLINE_SECONDS = 0.05
 """Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
@@ -98,134 +95,6 @@ INLINE_PNG_PIXELS = 128 * 128
 # from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
-# ----------------------------------------------------------------------------------------------
-# Request and response models (they are the API documentation).
-
-
-class FaceRequest(BaseModel):
-    """One face, the moves to apply to it, and the attributes to hold fixed."""
-
-    seed: Optional[int] = Field(
-        None, ge=0, le=MAX_SEED, examples=[7],
-        description="Face number: the latent is sample SEED of the generator's seed-0 stream (the same face as "
-                    "`tlgan edit --seed SEED`). Give either `seed` or `latent`.")
-    latent: Optional[Union[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)],
-                           Annotated[List[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)]],
-                                     Field(max_length=MAX_LAYERS)]]] = Field(
-        None,
-        description="The face's latent, as returned in `latent` by /api/render or /api/invert: a list of the "
-                    "studio's `latent_shape` numbers (D for z and w; num_ws x w_dim for wp, flat in row order or "
-                    "nested as num_ws lists of w_dim). Give either `seed` or `latent`.")
-    amounts: Dict[str, float] = Field(
-        default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
-        description=f"Row -> amount, |amount| <= {AMOUNT_LIMIT:g}: for an attribute axis the distance to move along "
-                    "its (unit) axis; for a learned edit (kind `learned` in /api/attributes) its alpha, in training "
-                    "steps of change. Amounts are totals from the original face, not increments. The axis moves "
-                    "come first, then each learned edit in the order /api/attributes lists them.")
-    locks: List[str] = Field(
-        default_factory=list, examples=[["Male"]],
-        description="Attributes whose axis projections stay unchanged while the others move (axes only).")
-    include_original: bool = Field(
-        False, description="Also answer for the unedited face (saves a second request when the face changes).")
-    tuned_id: Optional[str] = Field(
-        None, pattern=ID_PATTERN,
-        description="Draw the face with the generator tuned to an uploaded photo (the `tuned_id` /api/invert gave "
-                    "with `tune`). Without it the shared generator draws. An id the server no longer holds is "
-                    "answered with 410: upload the photo again.")
-
-
-class RenderRequest(FaceRequest):
-    """A face to draw; its scores come from /api/probabilities, or here with ``scores``."""
-
-    format: Literal["json", "png"] = Field(
-        "json", description="`json`: image as a base64 PNG with the edited latent; `png`: the edited face's PNG "
-                            "bytes only (include_original and scores do not apply).")
-    upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
-    scores: bool = Field(
-        False, description="Also run the classifier and return `probabilities` (json format only). The page asks "
-                           "/api/probabilities in parallel instead, so the image does not wait for the classifier.")
-
-
-class RenderResponse(BaseModel):
-    """The edited face."""
-
-    image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
-    latent: List[float] = Field(description="The edited latent, flat in row order (the studio's `latent_shape` "
-                                            "numbers); send it back as `latent` to continue from it.")
-    space: str = Field(description="Latent space of `latent` (z, w or wp).")
-    probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Classifier probability per attribute for the edited face (only with scores).")
-    original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
-    original_probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Probabilities of the unedited face (only with include_original and scores).")
-
-
-class ProbabilitiesResponse(BaseModel):
-    """What the classifier sees in the edited face."""
-
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
-    original_probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Probabilities of the unedited face (only with include_original).")
-
-
-class AttributeInfo(BaseModel):
-    name: str = Field(description="Row name, as used in `amounts` (and, for axes, `locks`).")
-    kind: Literal["axis", "learned"] = Field(
-        "axis", description="`axis`: a classifier attribute's linear axis; `learned`: a learned (possibly curved) "
-                            "edit from `tlgan delta train`, moved by its alpha and applied after the axes.")
-    scored: bool = Field(description="Whether the classifier gives a probability for it.")
-    metrics: Dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
-
-
-class AttributesResponse(BaseModel):
-    attributes: List[AttributeInfo] = Field(description="Every row in display order: the attribute axes, then the "
-                                                        "learned edits (in the order they apply).")
-    scored_attributes: List[str] = Field(description="Every attribute the classifier scores.")
-    amount_min: float = Field(description="Smallest accepted amount.")
-    amount_max: float = Field(description="Largest accepted amount.")
-    step: float = Field(description="Amount one press of a +/- button adds.")
-    slider_max: float = Field(description="Half-width of the page's sliders (amounts beyond it pin the slider).")
-    generator: str = Field(description="Name of the generator.")
-    classifier: str = Field(description="Name of the classifier.")
-    axes_method: str = Field(description="How the axes were found (svm, glm, logistic, truth, ...).")
-    space: str = Field(description="Latent space of the studio's faces (z, w or wp; wp faces move along w axes, "
-                                   "the same move in every layer).")
-    axes_space: str = Field(description="Latent space the axes were fitted in.")
-    latent_shape: List[int] = Field(description="Shape of one latent: [D] for z and w, [num_ws, w_dim] for wp.")
-    latent_dim: int = Field(description="How many numbers a latent holds (the product of `latent_shape`).")
-    resolution: int = Field(description="Side of the generated images in pixels.")
-    max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
-    version: str = Field(description="tlgan version.")
-
-
-class ScoreResponse(BaseModel):
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute.")
-    resolution: int = Field(description="Side in pixels the image was resized to before scoring.")
-
-
-class InvertResponse(BaseModel):
-    image: str = Field(description="The reconstruction (the generator's image of `latent`) as a data URL.")
-    latent: List[float] = Field(description="Latent whose image best matches the photo, searched in the studio's "
-                                            "space and flat in row order; edit it via /api/render.")
-    probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
-    space: str = Field(description="Latent space of `latent`.")
-    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...); "
-                                                                   "with `tune` also `tuned` (its PSNR, steps, time).")
-    tuned_id: Optional[str] = Field(
-        None, description="With `tune`: the id of the generator tuned to this photo. Send it as `tuned_id` with "
-                          "every request for this face; the image above is already that generator's.")
-
-
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What was wrong with the request and how to fix it.")
-
-
-ERRORS = {413: {"model": ErrorResponse, "description": "Body too large"},
-          422: {"model": ErrorResponse, "description": "Invalid input; `detail` says what and how to fix it"}}
-FACE_ERRORS = {**ERRORS, 410: {"model": ErrorResponse,
-                               "description": "The `tuned_id` is not held (any more); upload the photo again"}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,8 +283,10 @@ class Studio:
             raise TlganError(f"latent is not a regular list of numbers (rows of different lengths?); generator "
                              f"{self.generator_name!r} needs {self.shape_text()} (space {self.space!r})") from None
         if not (array.shape == self.latent_shape or (array.ndim == 1 and array.size == self.latent_dim)):
-            raise TlganError(f"latent has shape {list(array.shape)} but generator {self.generator_name!r} needs "
-                             f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)}); send the "
+            got = f"{array.size} numbers" if array.ndim == 1 else f"shape {list(array.shape)}"
+            need = (f"{self.latent_dim} (space {self.space!r})" if len(self.latent_shape) == 1 else
+                    f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)})")
+            raise TlganError(f"latent has {got} but generator {self.generator_name!r} needs {need}; send the "
                              f"`latent` a previous response gave")
         values = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
         bad = ~torch.isfinite(values)
@@ -683,100 +554,6 @@ class Studio:
         return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
 
 
-# ----------------------------------------------------------------------------------------------
-# HTTP plumbing.
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, before the app reads them.
-
-    A declared Content-Length is checked up front; a body without one (chunked) is read
-    here up to the limit and handed on, so no endpoint ever holds more than the limit.
-    """
-
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = int(max_bytes)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                await _send_error(send, 400, f"Content-Length header {length[:32]!r} is not a number")
-                return
-            if declared > self.max_bytes:
-                await _send_error(send, 413, self._too_large(declared))
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_error(send, 413, self._too_large(size, at_least=True))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (f"request body of {'more than ' if at_least else ''}{size:,} bytes is larger than the "
-                f"{self.max_bytes:,}-byte limit; send a smaller image (a few hundred kB is plenty: faces are "
-                f"scaled to a few dozen pixels)")
-
-
-async def _send_error(send, status: int, detail: str) -> None:
-    body = JSONResponse({"detail": detail}, status_code=status).body
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def describe_validation_errors(errors: Sequence[dict]) -> str:
-    """Pydantic's error list -> one sentence per problem, naming the field and the value."""
-    parts = []
-    for err in list(errors)[:5]:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        kind = err.get("type", "")
-        if kind == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "malformed")
-            parts.append(f"the request body is not valid JSON ({reason}); send a JSON object such as "
-                         f'{{"seed": 7, "amounts": {{"Smiling": 1.5}}, "locks": ["Male"]}}')
-            continue
-        where = ".".join(loc) or "request body"
-        got = "" if kind == "missing" or "input" not in err else f" (got {_short(err['input'])})"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
-    if len(errors) > 5:
-        parts.append(f"and {len(errors) - 5} more")
-    return "; ".join(parts) + "; see /docs for the request format"
-
-
 def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
@@ -1038,77 +815,3 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
                                     generator_options=G.options)
     return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, space=space,
                       learned=learned, **app_kwargs)
-
-
-# ----------------------------------------------------------------------------------------------
-# Serving.
-
-
-def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening TCP socket on (host, port); port 0 picks a free one. TlganError if it cannot bind."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise TlganError(f"cannot resolve host {host!r} ({exc.strerror}); use an address such as 127.0.0.1") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise TlganError(f"port {port} on {host} is already in use; pick another with --port "
-                             f"(or --port 0 for any free one)") from None
-        raise TlganError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
-    sock.listen(128)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """The http:// address a browser on this machine can open for a socket from :func:`bind_socket`."""
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/"
-
-
-class ServerThread:
-    """Run an app under uvicorn in a background thread (tests, benchmarks, notebooks).
-
-    >>> with ServerThread(app) as server:
-    ...     urllib.request.urlopen(server.url + "api/attributes")
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 20.0):
-        import uvicorn
-
-        self.sock = bind_socket(host, port)
-        self.url = url_of(self.sock)
-        self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="tlgan-studio", daemon=True)
-        self.start_timeout = start_timeout
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.close()
-                raise TlganError(f"the studio server did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        if self.thread.is_alive():
-            self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
