@@ -107,6 +107,7 @@ def test_the_store_forgets_the_least_recently_used_beyond_its_bound(setup):
     render(client, seed=1, tuned_id=first)  # first is now the most recently used
     third = upload(client, photo_of(8)[0], tune=True)["tuned_id"]
     assert len(studio.tuned) == 2 and first in studio.tuned and third in studio.tuned
+    assert client.get("/api/attributes").json()["max_tuned"] == 2
     gone = client.post("/api/render", json={"seed": 1, "tuned_id": second})
     assert gone.status_code == 410 and "upload the photo again" in gone.json()["detail"]
     assert client.post("/api/probabilities", json={"seed": 1, "tuned_id": second}).status_code == 410
@@ -131,6 +132,7 @@ def test_tuning_turned_off_is_refused_before_any_work(monkeypatch):
     response = client.post("/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")},
                            data={"tune": "true"})
     assert response.status_code == 422 and "--max-tuned" in response.json()["detail"]
+    assert client.get("/api/attributes").json()["max_tuned"] == 0
 
 
 def test_tuned_store_unit():
@@ -158,3 +160,4 @@ def test_a_generator_without_weights_cannot_be_tuned(monkeypatch):
     response = client.post("/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")},
                            data={"tune": "true"})
     assert response.status_code == 422 and "no weights to tune" in response.json()["detail"]
+    assert client.get("/api/attributes").json()["max_tuned"] == 0  # the page hides its checkbox

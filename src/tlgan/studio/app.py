@@ -86,6 +86,8 @@ LATENT_LIMIT = 100.0
 """Largest |value| accepted in a latent. Latents are standard normal; beyond this they are garbage."""
 INLINE_SECONDS = 0.05
 """Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
+SEED_MEMO_BYTES = 8 * 1024 * 1024
+"""Memory for remembered latents of seeds."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
 """Memory for remembered generator images (about 1,300 faces at 64 px, 5 at 1024 px)."""
 INLINE_PNG_PIXELS = 128 * 128
@@ -235,8 +237,10 @@ class Studio:
         self._lock = threading.RLock()
         self._recent_seconds = 0.0  # how long recent inline calls took (exponential average)
         # A page sends the same seed with every edit of a face, and drawing one latent costs a
-        # whole block of the counter-based generator (about 2 ms); remember recent ones.
-        self._seed_latent = functools.lru_cache(maxsize=4096)(self._draw_seed_latent)
+        # whole block of the counter-based generator (about 2 ms); remember recent ones, in
+        # SEED_MEMO_BYTES (4,096 z latents of 512; fewer of a large wp latent, 36 kB each).
+        seeds_kept = max(256, SEED_MEMO_BYTES // (4 * self.latent_dim))
+        self._seed_latent = functools.lru_cache(maxsize=seeds_kept)(self._draw_seed_latent)
         self._direction = functools.lru_cache(maxsize=4096)(self._unit_move)
         self._images = ImageMemo(image_memo_bytes)
         self._memo_lock = threading.Lock()
@@ -406,6 +410,15 @@ class Studio:
     def locked(self):
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
+
+    @property
+    def tuning_capacity(self) -> int:
+        """How many tuned generators uploads may make and the store keep (0: no tuning)."""
+        try:
+            self.check_tuning()
+        except TlganError:
+            return 0
+        return self.tuned.max_items
 
     def check_tuning(self) -> None:
         """TlganError unless uploads can be tuned: the store is on and the generator has weights."""
@@ -620,7 +633,7 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
             generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
             space=studio.space, axes_space=axes.space, latent_shape=list(studio.latent_shape),
             latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
-            max_upload_bytes=max_body_bytes, version=app.version)
+            max_upload_bytes=max_body_bytes, max_tuned=studio.tuning_capacity, version=app.version)
 
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)

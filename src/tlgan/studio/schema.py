@@ -109,6 +109,8 @@ class AttributesResponse(BaseModel):
     latent_dim: int = Field(description="How many numbers a latent holds (the product of `latent_shape`).")
     resolution: int = Field(description="Side of the generated images in pixels.")
     max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
+    max_tuned: int = Field(0, description="How many photos' tuned generators the server keeps (0: uploads cannot be "
+                                          "tuned, because tuning is off or the generator has no weights).")
     version: str = Field(description="tlgan version.")
 
 

@@ -389,6 +389,8 @@
                              (info.space !== info.axes_space ? ", faces in " + info.space : "") + " (" +
                              (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
+    // No tuning on this server (turned off, or a generator without weights): no checkbox.
+    if (!info.max_tuned) { els.tune.checked = false; els.tune.parentElement.hidden = true; }
     // ?seed=N opens that face (a shareable link); otherwise a random one.
     const params = new URLSearchParams(location.search);
     const fromUrl = Number(params.get("seed"));
