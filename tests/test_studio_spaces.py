@@ -156,3 +156,23 @@ def test_spaces_the_axes_cannot_edit_are_refused(models):
         create_app(G, F, z_axes, space="wp")
     with pytest.raises(TlganError, match="no latent space 'q'"):
         create_app(G, F, axes, space="q")
+
+
+def test_app_from_specs_serves_wp_with_w_axes_and_refuses_z_axes(models, tmp_path):
+    from tlgan.models.formats.folder import save_pretrained
+    from tlgan.studio.app import app_from_specs
+
+    G, _F, axes = models
+    folder = save_pretrained(G, tmp_path / "sg2")
+    axes.save(tmp_path / "w.safetensors")
+    app = app_from_specs(str(folder), "toyfaces-classifier", str(tmp_path / "w.safetensors"), space="wp")
+    client = TestClient(app)
+    info = client.get("/api/attributes").json()
+    assert info["space"] == "wp" and info["latent_shape"] == [G.num_ws, G.w_dim]
+    loaded = app.state.studio.generator
+    reply = render(client, seed=2, amounts={"Male": 1.0})
+    expected = edit_latents(loaded.sample_latents_at([2], seed=0, space="wp")[0], axes, {"Male": 1.0}, space="wp")
+    assert np.array_equal(decode(reply["image"]), drawn(loaded, expected))
+    FeatureAxes(torch.eye(3, G.z_dim), NAMES, space="z", generator=G.name).save(tmp_path / "z.safetensors")
+    with pytest.raises(TlganError, match="cannot edit 'wp' faces; fit axes in 'w'"):
+        app_from_specs(str(folder), "toyfaces-classifier", str(tmp_path / "z.safetensors"), space="wp")
