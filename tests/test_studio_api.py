@@ -139,6 +139,12 @@ class CountingGenerator(torch.nn.Module):
     def latent_dim(self, space="z"):
         return self.inner.latent_dim(space)
 
+    def latent_shape(self, space="z"):
+        return self.inner.latent_shape(space)
+
+    def check_space(self, space):
+        return self.inner.check_space(space)
+
     def sample_latents_at(self, *args, **kwargs):
         return self.inner.sample_latents_at(*args, **kwargs)
 
@@ -246,7 +252,7 @@ BAD_REQUESTS = [
     ({"seed": 1, "amounts": {"Smilin": 1.0}}, "did you mean 'Smiling'"),
     ({"seed": 1, "locks": ["Beardd"]}, "did you mean 'Beard'"),
     ({"seed": 1, "amounts": {"Smiling": "lots"}}, "amounts.Smiling"),
-    ({"latent": [0.0] * 511}, "has 511 numbers but generator 'toyfaces-render' needs 512"),
+    ({"latent": [0.0] * 511}, "has 511 numbers but generator 'toyfaces-render' needs 512 (space 'z')"),
     ({"latent": [1e6] + [0.0] * 511}, "not plausible"),
     ({"seed": 1, "latent": [0.0] * 512}, "exactly one of `seed`"),
     ({}, "exactly one of `seed`"),
@@ -329,8 +335,8 @@ def test_invert_is_wired_to_invert_image(client, models, monkeypatch):
     target = G.sample_latents_at([123], seed=0)[0]
     calls = []
 
-    def fake_invert_image(generator, classifier, image_bytes):
-        calls.append((generator, classifier, image_bytes))
+    def fake_invert_image(generator, classifier, image_bytes, **options):
+        calls.append((generator, classifier, image_bytes, options))
         with torch.inference_mode():
             return target.clone(), G.synthesize(target[None])[0], {"psnr_db": torch.tensor(31.5), "steps": 10}
 
@@ -339,6 +345,7 @@ def test_invert_is_wired_to_invert_image(client, models, monkeypatch):
     assert response.status_code == 200, response.text
     reply = response.json()
     assert calls and calls[0][0] is G and calls[0][1] is F and calls[0][2] == b"JPEGDATA"
+    assert calls[0][3]["space"] == "z"  # searched in the studio's own space
     assert torch.equal(torch.tensor(reply["latent"], dtype=torch.float32), target)
     assert reply["info"] == {"psnr_db": 31.5, "steps": 10}
     # The page then edits the returned latent like any other face.
@@ -354,7 +361,7 @@ def test_invert_answers_501_when_inversion_is_missing(client, monkeypatch):
 
 
 def test_invert_errors_from_the_inversion_become_422(client, monkeypatch):
-    def refuse(generator, classifier, image_bytes):
+    def refuse(generator, classifier, image_bytes, **options):
         raise TlganError("the uploaded image is 8x8 pixels; it must be at least 16 px")
 
     monkeypatch.setattr(tlgan.inversion, "invert_image", refuse, raising=False)

@@ -193,6 +193,12 @@ class Recording(torch.nn.Module):
     def latent_dim(self, space="z"):
         return self.inner.latent_dim(space)
 
+    def latent_shape(self, space="z"):
+        return self.inner.latent_shape(space)
+
+    def check_space(self, space):
+        return self.inner.check_space(space)
+
     def sample_latents_at(self, *args, **kwargs):
         return self.inner.sample_latents_at(*args, **kwargs)
 

@@ -215,7 +215,7 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     path.write_bytes(encode_png(photo))
     received = []
 
-    def perfect_inversion(generator, classifier, image_bytes):
+    def perfect_inversion(generator, classifier, image_bytes, **options):
         received.append(image_bytes)
         return truth.clone(), photo, {"psnr_db": 99.0}
 
@@ -229,6 +229,8 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     page.goto(f"{server.url}?seed=1")
     idle.wait_for(state="attached")
 
+    # toyfaces-render is computed, not learned: nothing to tune, so the page offers no tuning.
+    assert not page.get_by_label("Tune the generator to this photo").is_visible()
     page.get_by_label("Edit your own photo").set_input_files(str(path))
     page.get_by_text("Loaded holiday.png").wait_for()
     idle.wait_for(state="attached")
@@ -247,3 +249,76 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
     assert np.array_equal(edited, png_pixels(expected))
     assert not problems, problems
     page.close()
+
+
+def test_ticking_tune_gives_a_tuned_face_whose_edits_and_learned_rows_work(browser, tmp_path):
+    """A wp studio on a tiny StyleGAN2 with a learned edit, real inversion and tuning: the box
+    makes the page carry the tuned id, and every image it then shows is the tuned generator's,
+    axis moves and learned rows alike."""
+    from stylegan_fixtures import tiny_stylegan2
+    from test_studio_api import small_classifier
+    from test_studio_learned import trained
+    from test_studio_spaces import NAMES, w_axes
+    from tlgan.delta import delta_edit
+    from tlgan.editing.edit import edit_latents
+    from tlgan.studio.app import encode_png
+
+    G, other = tiny_stylegan2(), tiny_stylegan2(seed=5)
+    axes = w_axes(G)
+    yaw = trained(tmp_path, G, "wp", "yaw")
+    with torch.inference_mode():
+        photo = other.synthesize(other.sample_latents_at([3], seed=0, space="wp"), "wp")[0]
+    path = tmp_path / "portrait.png"
+    path.write_bytes(encode_png(photo))
+    app = create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20,
+                     learned={"yaw": yaw})
+    with ServerThread(app) as server:
+        page = browser.new_page(viewport={"width": 1320, "height": 900})
+        problems = []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        idle = page.locator('body[data-state="idle"]')
+        page.goto(f"{server.url}?seed=1")
+        idle.wait_for(state="attached")
+
+        page.get_by_label("Tune the generator to this photo").check()
+        page.get_by_label("Edit your own photo").set_input_files(str(path))
+        page.get_by_text("with a generator tuned to it", exact=False).wait_for(timeout=60_000)
+        idle.wait_for(state="attached")
+        state = page.evaluate("window.tlganStudio.state()")
+        studio = app.state.studio
+        assert state["tuned"] and state["tuned"] in studio.tuned
+        tuned_G = studio.tuned.get(state["tuned"]).generator
+        latent = torch.tensor(state["latent"], dtype=torch.float32).reshape(G.num_ws, G.w_dim)
+        with torch.inference_mode():
+            reconstruction = tuned_G.synthesize(latent[None], "wp")[0]
+        assert np.array_equal(shown_pixels(page.get_by_alt_text("original face")), png_pixels(reconstruction))
+
+        page.get_by_role("button", name="Smiling +", exact=True).click()
+        idle.wait_for(state="attached")
+        with torch.inference_mode():
+            expected = tuned_G.synthesize(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp")[0]
+            shared = G.synthesize(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp")[0]
+        edited = shown_pixels(page.get_by_alt_text("edited face"))
+        assert np.array_equal(edited, png_pixels(expected)) and not np.array_equal(edited, png_pixels(shared))
+
+        # The learned row: its + applies after the axis move; it has no lock to offer.
+        assert not page.get_by_label("lock yaw").is_visible() and page.get_by_label("lock Smiling").is_visible()
+        page.get_by_role("button", name="yaw +", exact=True).click()
+        idle.wait_for(state="attached")
+        moved = delta_edit(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp"), yaw, 0.5)
+        with torch.inference_mode():
+            expected = tuned_G.synthesize(moved[None], "wp")[0]
+        assert np.array_equal(shown_pixels(page.get_by_alt_text("edited face")), png_pixels(expected))
+        assert page.evaluate("window.tlganStudio.state()")["amounts"] == {"Smiling": 0.5, "yaw": 0.5}
+
+        # A new random face leaves the tuned photo: the shared generator draws it.
+        page.get_by_label("Seed").fill("4")
+        page.get_by_label("Seed").press("Enter")
+        idle.wait_for(state="attached")
+        assert page.evaluate("window.tlganStudio.state()")["tuned"] is None
+        with torch.inference_mode():
+            face4 = G.synthesize(G.sample_latents_at([4], seed=0, space="wp"), "wp")[0]
+        assert np.array_equal(shown_pixels(page.get_by_alt_text("edited face")), png_pixels(face4))
+        assert not problems, problems
+        page.close()

@@ -19,61 +19,75 @@ the next requests; uploads and slow models go to FastAPI's thread pool.
 Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` describe them):
 
 - ``GET  /``                 the studio page (plain HTML/CSS/JS shipped in ``static/``);
-- ``GET  /api/attributes``   attribute names, the allowed amount range, model names;
+- ``GET  /api/attributes``   row names (attribute axes, then learned edits, each with its kind), the
+  allowed amount range, model names;
 - ``POST /api/render``       face + amounts + locks -> image and edited latent;
 - ``POST /api/probabilities`` face + amounts + locks -> the classifier's probabilities;
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
-- ``POST /api/invert``       an uploaded photo -> its latent and reconstruction.
+- ``POST /api/invert``       an uploaded photo -> its latent and reconstruction (with ``tune``: also
+  a generator tuned to the photo, named by ``tuned_id``; see :mod:`tlgan.studio.tuned`).
+
+Faces live in the studio's space: z, w, or wp (W+, latents (num_ws, w_dim), moved along w
+axes by the same step in every layer). Learned edits (:mod:`tlgan.studio.learned`) are rows
+too, moved through the same ``amounts`` and applied after the axes. A request carrying a
+``tuned_id`` is drawn by that photo's tuned generator, outside the shared generator's
+batches; every other request is untouched by tuning.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import errno
 import functools
 import io
 import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from PIL import Image
-from pydantic import BaseModel, Field
 
 import tlgan
 from tlgan.axes import FeatureAxes
 from tlgan.errors import TlganError
 from tlgan.imaging import read_image, to_uint8
 from tlgan.models.base import Classifier, Generator
+from tlgan.registry import unknown_name_message
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
+from tlgan.studio.learned import apply_learned, check_learned_edits, load_learned_edits
+from tlgan.studio.schema import (AMOUNT_LIMIT, ERRORS, FACE_ERRORS, MAX_SEED, AttributeInfo, AttributesResponse,
+                                 ErrorResponse, FaceRequest, InvertResponse, ProbabilitiesResponse, RenderRequest,
+                                 RenderResponse, ScoreResponse)
+from tlgan.studio.serving import (MAX_BODY_BYTES, BodyLimitMiddleware, ServerThread, bind_socket,  # noqa: F401
+                                  describe_validation_errors, url_of)
+from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone, TunedStore
 
 log = logging.getLogger(__name__)
 
+# Serving helpers live in tlgan.studio.serving; they are importable from here too.
+__all__ = ["Studio", "create_app", "app_from_specs", "encode_png", "data_url", "json_response", "ServerThread",
+           "bind_socket", "url_of", "AMOUNT_LIMIT", "MAX_BODY_BYTES"]
+
 STATIC_DIR = Path(__file__).parent / "static"
 
-AMOUNT_LIMIT = 10.0
-"""Largest |amount| accepted per attribute, in units of latent distance along a unit axis."""
 LATENT_LIMIT = 100.0
 """Largest |value| accepted in a latent. Latents are standard normal; beyond this they are garbage."""
-MAX_BODY_BYTES = 4 * 1024 * 1024
-"""Requests with larger bodies are refused with 413 before they are read."""
-MAX_SEED = 2**31 - 1
 INLINE_SECONDS = 0.05
 """Model work quicker than this runs on the server's event loop (see :meth:`Studio.call`)."""
+SEED_MEMO_BYTES = 8 * 1024 * 1024
+"""Memory for remembered latents of seeds."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
 """Memory for remembered generator images (about 1,300 faces at 64 px, 5 at 1024 px)."""
 INLINE_PNG_PIXELS = 128 * 128
@@ -83,109 +97,6 @@ INLINE_PNG_PIXELS = 128 * 128
 # from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
-# ----------------------------------------------------------------------------------------------
-# Request and response models (they are the API documentation).
-
-
-class FaceRequest(BaseModel):
-    """One face, the moves to apply to it, and the attributes to hold fixed."""
-
-    seed: Optional[int] = Field(
-        None, ge=0, le=MAX_SEED, examples=[7],
-        description="Face number: the latent is sample SEED of the generator's seed-0 stream (the same face as "
-                    "`tlgan edit --seed SEED`). Give either `seed` or `latent`.")
-    latent: Optional[List[float]] = Field(
-        None, max_length=1 << 16,
-        description="The face's latent vector (D floats, as returned in `latent` by /api/render or /api/invert). "
-                    "Give either `seed` or `latent`.")
-    amounts: Dict[str, float] = Field(
-        default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
-        description=f"Attribute -> distance to move along its (unit) axis, |amount| <= {AMOUNT_LIMIT:g}. "
-                    "Amounts are totals from the original face, not increments.")
-    locks: List[str] = Field(
-        default_factory=list, examples=[["Male"]],
-        description="Attributes whose axis projections stay unchanged while the others move.")
-    include_original: bool = Field(
-        False, description="Also answer for the unedited face (saves a second request when the face changes).")
-
-
-class RenderRequest(FaceRequest):
-    """A face to draw; its scores come from /api/probabilities, or here with ``scores``."""
-
-    format: Literal["json", "png"] = Field(
-        "json", description="`json`: image as a base64 PNG with the edited latent; `png`: the edited face's PNG "
-                            "bytes only (include_original and scores do not apply).")
-    upscale: int = Field(1, ge=1, le=8, description="Nearest-neighbour enlargement of the PNG (1 = native size).")
-    scores: bool = Field(
-        False, description="Also run the classifier and return `probabilities` (json format only). The page asks "
-                           "/api/probabilities in parallel instead, so the image does not wait for the classifier.")
-
-
-class RenderResponse(BaseModel):
-    """The edited face."""
-
-    image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
-    latent: List[float] = Field(description="The edited latent (D floats); send it back as `latent` to continue from it.")
-    space: str = Field(description="Latent space of `latent` (e.g. z).")
-    probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Classifier probability per attribute for the edited face (only with scores).")
-    original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
-    original_probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Probabilities of the unedited face (only with include_original and scores).")
-
-
-class ProbabilitiesResponse(BaseModel):
-    """What the classifier sees in the edited face."""
-
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
-    original_probabilities: Optional[Dict[str, float]] = Field(
-        None, description="Probabilities of the unedited face (only with include_original).")
-
-
-class AttributeInfo(BaseModel):
-    name: str = Field(description="Attribute name, as used in `amounts` and `locks`.")
-    scored: bool = Field(description="Whether the classifier gives a probability for it.")
-    metrics: Dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
-
-
-class AttributesResponse(BaseModel):
-    attributes: List[AttributeInfo] = Field(description="Every attribute that has an axis, in display order.")
-    scored_attributes: List[str] = Field(description="Every attribute the classifier scores.")
-    amount_min: float = Field(description="Smallest accepted amount.")
-    amount_max: float = Field(description="Largest accepted amount.")
-    step: float = Field(description="Amount one press of a +/- button adds.")
-    slider_max: float = Field(description="Half-width of the page's sliders (amounts beyond it pin the slider).")
-    generator: str = Field(description="Name of the generator.")
-    classifier: str = Field(description="Name of the classifier.")
-    axes_method: str = Field(description="How the axes were found (svm, glm, logistic, truth, ...).")
-    space: str = Field(description="Latent space the axes live in.")
-    latent_dim: int = Field(description="Size D of a latent.")
-    resolution: int = Field(description="Side of the generated images in pixels.")
-    max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
-    version: str = Field(description="tlgan version.")
-
-
-class ScoreResponse(BaseModel):
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute.")
-    resolution: int = Field(description="Side in pixels the image was resized to before scoring.")
-
-
-class InvertResponse(BaseModel):
-    image: str = Field(description="The reconstruction (the generator's image of `latent`) as a data URL.")
-    latent: List[float] = Field(description="Latent whose image best matches the photo; edit it via /api/render.")
-    probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
-    space: str = Field(description="Latent space of `latent`.")
-    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...).")
-
-
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What was wrong with the request and how to fix it.")
-
-
-ERRORS = {413: {"model": ErrorResponse, "description": "Body too large"},
-          422: {"model": ErrorResponse, "description": "Invalid input; `detail` says what and how to fix it"}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,6 +189,10 @@ class ImageMemo:
 class Studio:
     """The generator, classifier and axes behind the studio, with thread-safe operations.
 
+    Faces live in ``space`` (default: the axes' space): z, w, or wp, whose latents are
+    (num_ws, w_dim) and which w axes move by the same step in every layer (as
+    :func:`tlgan.editing.edit.edit_latents` does).
+
     Every model call goes through :meth:`synthesize` / :meth:`score` / :meth:`locked`, which
     hold one lock. Validation methods raise :class:`TlganError` with a message for the user.
 
@@ -291,25 +206,41 @@ class Studio:
     def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                  generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                  amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
-                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS):
+                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
+                 space: Optional[str] = None, invert_steps: Optional[int] = None,
+                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: Optional[int] = None,
+                 learned: Optional[Dict[str, Any]] = None):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
+        space = axes.space if space is None else str(space)
+        generator.check_space(space)
+        if space != axes.space and not (space == "wp" and axes.space == "w"):
+            raise TlganError(f"axes fitted in {axes.space!r} cannot edit faces in {space!r}; fit axes in "
+                             f"{'w' if space == 'wp' else space!r} or serve the studio in {axes.space!r}")
         self.generator = generator.eval()
         self.classifier = classifier.eval()
         self.axes = axes
         self.generator_name = generator_name or generator.name
         self.classifier_name = classifier_name or classifier.name
         self.amount_limit = float(amount_limit)
-        self.space = axes.space
-        self.latent_dim = generator.latent_dim(axes.space)
+        self.space = space
+        self.invert_steps = invert_steps  # None: the inversion's default
+        self.tune_steps = tune_steps  # None: tune_generator's default
+        self.tuned = TunedStore(max_tuned)
+        self.latent_shape = tuple(int(s) for s in generator.latent_shape(space))
+        self.latent_dim = int(np.prod(self.latent_shape))  # numbers in one latent
+        self.learned = {name: model.eval() for name, model in (learned or {}).items()}  # in the order they apply
+        check_learned_edits(self.learned, generator, space, self.latent_shape, axes.attributes, generator_name)
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
         self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
         self._lock = threading.RLock()
         self._recent_seconds = 0.0  # how long recent inline calls took (exponential average)
         # A page sends the same seed with every edit of a face, and drawing one latent costs a
-        # whole block of the counter-based generator (about 2 ms); remember recent ones.
-        self._seed_latent = functools.lru_cache(maxsize=4096)(self._draw_seed_latent)
+        # whole block of the counter-based generator (about 2 ms); remember recent ones, in
+        # SEED_MEMO_BYTES (4,096 z latents of 512; fewer of a large wp latent, 36 kB each).
+        seeds_kept = max(256, SEED_MEMO_BYTES // (4 * self.latent_dim))
+        self._seed_latent = functools.lru_cache(maxsize=seeds_kept)(self._draw_seed_latent)
         self._direction = functools.lru_cache(maxsize=4096)(self._unit_move)
         self._images = ImageMemo(image_memo_bytes)
         self._memo_lock = threading.Lock()
@@ -330,19 +261,38 @@ class Studio:
 
     # -- validation ------------------------------------------------------------------------
 
-    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[float]] = None) -> torch.Tensor:
-        """The face's unedited latent (D,), from exactly one of ``seed`` or ``latent``."""
+    def shape_text(self) -> str:
+        """The latent shape a request must send, in words (for error messages)."""
+        if len(self.latent_shape) == 1:
+            return f"{self.latent_dim} numbers"
+        rows, width = self.latent_shape
+        return (f"{rows} x {width} numbers (num_ws x w_dim: {rows} lists of {width}, or one flat list of "
+                f"{self.latent_dim})")
+
+    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[Any]] = None) -> torch.Tensor:
+        """The face's unedited latent (``latent_shape``), from exactly one of ``seed`` or ``latent``.
+
+        ``latent`` may be flat (``latent_dim`` numbers) or nested in the latent's shape.
+        """
         if (seed is None) == (latent is None):
             raise TlganError("give exactly one of `seed` (a face number, e.g. 7) or `latent` (a list of "
-                             f"{self.latent_dim} numbers)" + ("; you gave both" if seed is not None else ""))
+                             f"{self.shape_text()})" + ("; you gave both" if seed is not None else ""))
         if seed is not None:
             if not 0 <= int(seed) <= MAX_SEED:
                 raise TlganError(f"seed {seed} is out of range; use 0..{MAX_SEED}")
             return self._seed_latent(int(seed)).clone()
-        values = torch.as_tensor(np.asarray(latent, dtype=np.float32).reshape(-1))
-        if values.numel() != self.latent_dim:
-            raise TlganError(f"latent has {values.numel()} numbers but generator {self.generator_name!r} needs "
-                             f"{self.latent_dim} (space {self.space!r}); send the `latent` a previous response gave")
+        try:
+            array = np.asarray(latent, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TlganError(f"latent is not a regular list of numbers (rows of different lengths?); generator "
+                             f"{self.generator_name!r} needs {self.shape_text()} (space {self.space!r})") from None
+        if not (array.shape == self.latent_shape or (array.ndim == 1 and array.size == self.latent_dim)):
+            got = f"{array.size} numbers" if array.ndim == 1 else f"shape {list(array.shape)}"
+            need = (f"{self.latent_dim} (space {self.space!r})" if len(self.latent_shape) == 1 else
+                    f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)})")
+            raise TlganError(f"latent has {got} but generator {self.generator_name!r} needs {need}; send the "
+                             f"`latent` a previous response gave")
+        values = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
         bad = ~torch.isfinite(values)
         if bad.any():
             where = torch.nonzero(bad).flatten()[:5].tolist()
@@ -353,13 +303,19 @@ class Studio:
             i = int(torch.nonzero(big).flatten()[0])
             raise TlganError(f"latent entry {i} is {float(values[i]):g}; latents are standard normal, so entries "
                              f"beyond +-{LATENT_LIMIT:g} are not plausible faces")
-        return values
+        return values.reshape(self.latent_shape)
+
+    @property
+    def row_names(self) -> List[str]:
+        """Every name ``amounts`` takes: the axes' attributes, then the learned edits."""
+        return list(self.axes.attributes) + list(self.learned)
 
     def check_moves(self, amounts: Dict[str, float], locks: Sequence[str]) -> Tuple[Dict[str, float], List[str]]:
-        """Known attribute names and finite amounts within the limit; returns cleaned copies."""
+        """Known row names (axes and learned edits) and finite amounts within the limit; returns cleaned copies."""
         clean: Dict[str, float] = {}
         for name, amount in amounts.items():
-            self.axes.index(name)  # raises "unknown attribute ...; did you mean ...?"
+            if name not in self.learned and name not in self.axes.attributes:
+                raise TlganError(unknown_name_message("attribute", name, self.row_names))
             amount = float(amount)
             if not math.isfinite(amount):
                 raise TlganError(f"amount for {name!r} is {amount}; amounts must be finite numbers")
@@ -369,6 +325,9 @@ class Studio:
             if amount != 0.0:
                 clean[name] = amount
         for name in locks:
+            if name in self.learned:
+                raise TlganError(f"in locks: {name!r} is a learned edit, which cannot be locked (its move depends on "
+                                 f"the face, so there is no fixed direction to hold); lock attribute axes only")
             try:
                 self.axes.index(name)
             except TlganError as exc:
@@ -378,37 +337,49 @@ class Studio:
     # -- model calls -----------------------------------------------------------------------
 
     def edit(self, base: torch.Tensor, amounts: Dict[str, float], locks: Sequence[str]) -> torch.Tensor:
-        """``base`` (D,) moved by ``amounts`` with ``locks`` held fixed: what tlgan.editing.edit_latents gives.
+        """``base`` (``latent_shape``) moved by ``amounts`` with ``locks`` held fixed: what
+        tlgan.editing.edit_latents gives (for wp, the same w move in every layer).
 
         The edit is base + sum_a amount_a * u_a, linear in the amounts, where u_a depends only
         on a and the other locks. Each u_a comes from edit_latents itself (a unit move from the
         origin) and is kept, so a click does not redo the locked-span decomposition for every
         move; the sum is formed in float64 as edit_latents forms it.
+
+        Amounts of learned edits then apply, in their order (see :mod:`tlgan.studio.learned`),
+        to the latent the axis moves made.
         """
-        if not amounts:
-            return base.clone()
-        delta = torch.zeros(self.latent_dim, dtype=torch.float64)
-        for name, amount in amounts.items():
-            others = tuple(sorted(set(locks) - {name}))
-            delta += amount * self._direction(name, others)
-        return base + delta.to(base.dtype)
+        linear = {name: amount for name, amount in amounts.items() if name not in self.learned}
+        if not linear:
+            edited = base.clone()
+        else:
+            delta = torch.zeros(self.axes.dim, dtype=torch.float64)
+            for name, amount in linear.items():
+                others = tuple(sorted(set(locks) - {name}))
+                delta += amount * self._direction(name, others)
+            edited = base + delta.to(base.dtype)
+        if self.learned and len(linear) < len(amounts):
+            edited = apply_learned(edited, self.learned, amounts)
+        return edited
 
     def _unit_move(self, name: str, locks: Tuple[str, ...]) -> torch.Tensor:
         from tlgan.editing.edit import edit_latents
 
-        origin = torch.zeros(self.latent_dim, dtype=torch.float64)
+        origin = torch.zeros(self.axes.dim, dtype=torch.float64)
         return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
 
-    def synthesize(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D) of the studio's space.
+    def synthesize(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space,
+        drawn by the shared generator, or by ``tuned``'s generator.
 
-        Recent images are remembered, keyed by the latent's exact bytes: the page asks for a
-        face's image (/api/render) and its scores (/api/probabilities) at the same moment, and
-        whichever request comes second takes the image from here instead of running the
-        generator again. Undo hits it too.
+        Recent images are remembered, keyed by the latent's exact bytes (after ``tuned.key``
+        for a tuned generator's): the page asks for a face's image (/api/render) and its scores
+        (/api/probabilities) at the same moment, and whichever request comes second takes the
+        image from here instead of running the generator again. Undo hits it too.
         """
+        generator = self.generator if tuned is None else tuned.generator
+        prefix = b"" if tuned is None else tuned.key
         latents = latents.detach().to("cpu", torch.float32).contiguous()
-        keys = [row.numpy().tobytes() for row in latents]
+        keys = [prefix + row.numpy().tobytes() for row in latents]
         with self._memo_lock:
             out: List[Optional[torch.Tensor]] = [self._images.get(key) for key in keys]
         # Each distinct missing latent is drawn once (a batch may hold a render and its
@@ -420,7 +391,7 @@ class Studio:
         if first:
             rows = list(first.values())
             with self._lock, torch.inference_mode():
-                made = self.generator.synthesize(latents[rows].to(self.device), self.space)
+                made = generator.synthesize(latents[rows].to(self.device), self.space)
             made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
             with self._memo_lock:
                 for i, image in zip(rows, made):
@@ -440,13 +411,73 @@ class Studio:
         """The model lock, for callers (inversion) that use the models in their own way."""
         return self._lock
 
+    @property
+    def tuning_capacity(self) -> int:
+        """How many tuned generators uploads may make and the store keep (0: no tuning)."""
+        try:
+            self.check_tuning()
+        except TlganError:
+            return 0
+        return self.tuned.max_items
+
+    def check_tuning(self) -> None:
+        """TlganError unless uploads can be tuned: the store is on and the generator has weights."""
+        self.tuned.check_enabled()
+        if not any(True for _ in self.generator.parameters()):
+            raise TlganError(f"generator {self.generator_name!r} has no weights to tune (it is computed, not "
+                             f"learned); upload without tuning")
+
+    def tune(self, image_bytes: bytes, pivot: torch.Tensor, name: str = "uploaded image") -> TunedFace:
+        """Tune a copy of the generator so that ``pivot`` (``latent_shape``) draws the photo; keep it in :attr:`tuned`.
+
+        Pivotal tuning with its locality regulariser (:func:`tlgan.inversion.tune.tune_generator`,
+        without a classifier, as ``tlgan invert --tune`` does), on the photo cropped and sized
+        as the inversion saw it. Holds the model lock throughout: the original generator is
+        the locality reference.
+        """
+        from tlgan.inversion.tune import tune_generator
+
+        self.check_tuning()
+        target, _notes = read_image(image_bytes, int(self.generator.img_resolution), name=name)
+        options = {} if self.tune_steps is None else {"steps": int(self.tune_steps)}
+        with self._lock:
+            result = tune_generator(self.generator, target, pivot, space=self.space, **options)
+        info = {"psnr_db": round(result.psnr_db, 3), "start_psnr_db": round(result.start_psnr_db, 3),
+                "steps": result.info.get("steps"), "seconds": round(result.seconds, 3)}
+        return self.tuned.add(result.generator.eval(), info)
+
+    def inversion_options(self) -> Dict[str, Any]:
+        """Keyword arguments for :func:`tlgan.inversion.invert_image`: ``steps`` when the studio
+        sets ``invert_steps``, and ``encoder=None`` when the
+        generator's shipped encoder cannot start a search in the studio's space (a wp encoder
+        for a w studio), so the search starts from the average latent instead; else nothing
+        (the inversion picks the encoder itself)."""
+        from tlgan.inversion.optimize import check_encoder_for, encoder_for
+
+        choice: Dict[str, Any] = {} if self.invert_steps is None else {"steps": int(self.invert_steps)}
+        encoder = encoder_for(self.generator)
+        if encoder is None:
+            return choice
+        try:
+            check_encoder_for(encoder, self.generator, self.space)
+        except TlganError as exc:
+            log.info("not using the encoder of %r for %s uploads: %s", self.generator_name, self.space, exc)
+            choice["encoder"] = None
+        return choice
+
     # -- what requests use -------------------------------------------------------------------
 
-    async def images(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, D): batched with other requests' latents.
+    async def images(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
+        """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape): batched with other requests'.
 
-        Remembered images (see :meth:`synthesize`) come back without waiting for a batch.
+        Remembered images (see :meth:`synthesize`) come back without waiting for a batch. A
+        ``tuned`` photo's generator serves only its own requests, so they never join the
+        shared generator's batches: they run alone, like unbatched requests.
         """
+        if tuned is not None:
+            for row in latents:
+                self._check_row(row)
+            return await self.call(self.synthesize, latents, tuned)
         if self.max_batch <= 1:
             return await self.call(self.synthesize, latents)
         latents = latents.detach().to("cpu", torch.float32).contiguous()
@@ -466,10 +497,10 @@ class Studio:
         return torch.stack(await asyncio.gather(*(self.score_batcher.submit(image) for image in images)))
 
     def _check_row(self, row: torch.Tensor) -> torch.Tensor:
-        """One latent (D,) for the generator's batch; a malformed one fails its own request only."""
-        if not isinstance(row, torch.Tensor) or row.shape != (self.latent_dim,):
+        """One latent (``latent_shape``) for the generator's batch; a malformed one fails its own request only."""
+        if not isinstance(row, torch.Tensor) or tuple(row.shape) != self.latent_shape:
             shape = tuple(row.shape) if isinstance(row, torch.Tensor) else type(row).__name__
-            raise TlganError(f"a latent for generator {self.generator_name!r} must be {self.latent_dim} numbers "
+            raise TlganError(f"a latent for generator {self.generator_name!r} must have shape {self.latent_shape} "
                              f"(space {self.space!r}), not {shape}")
         if not bool(torch.isfinite(row).all()):
             raise TlganError("latent holds NaN or infinite values; every entry must be a finite number")
@@ -536,117 +567,33 @@ class Studio:
         return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
 
 
-# ----------------------------------------------------------------------------------------------
-# HTTP plumbing.
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, before the app reads them.
-
-    A declared Content-Length is checked up front; a body without one (chunked) is read
-    here up to the limit and handed on, so no endpoint ever holds more than the limit.
-    """
-
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = int(max_bytes)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                await _send_error(send, 400, f"Content-Length header {length[:32]!r} is not a number")
-                return
-            if declared > self.max_bytes:
-                await _send_error(send, 413, self._too_large(declared))
-                return
-            await self.app(scope, receive, send)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_error(send, 413, self._too_large(size, at_least=True))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (f"request body of {'more than ' if at_least else ''}{size:,} bytes is larger than the "
-                f"{self.max_bytes:,}-byte limit; send a smaller image (a few hundred kB is plenty: faces are "
-                f"scaled to a few dozen pixels)")
-
-
-async def _send_error(send, status: int, detail: str) -> None:
-    body = JSONResponse({"detail": detail}, status_code=status).body
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def describe_validation_errors(errors: Sequence[dict]) -> str:
-    """Pydantic's error list -> one sentence per problem, naming the field and the value."""
-    parts = []
-    for err in list(errors)[:5]:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        kind = err.get("type", "")
-        if kind == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "malformed")
-            parts.append(f"the request body is not valid JSON ({reason}); send a JSON object such as "
-                         f'{{"seed": 7, "amounts": {{"Smiling": 1.5}}, "locks": ["Male"]}}')
-            continue
-        where = ".".join(loc) or "request body"
-        got = "" if kind == "missing" or "input" not in err else f" (got {_short(err['input'])})"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
-    if len(errors) > 5:
-        parts.append(f"and {len(errors) - 5} more")
-    return "; ".join(parts) + "; see /docs for the request format"
-
-
 def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
                generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               batch_wait_ms: float = DEFAULT_WAIT_MS) -> FastAPI:
-    """The studio app for these models and axes (the generator's latents of ``axes.space``).
+               batch_wait_ms: float = DEFAULT_WAIT_MS, space: Optional[str] = None,
+               invert_steps: Optional[int] = None, max_tuned: int = DEFAULT_MAX_TUNED,
+               tune_steps: Optional[int] = None, learned: Optional[Dict[str, Any]] = None) -> FastAPI:
+    """The studio app for these models and axes, editing the generator's latents of ``space``
+    (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
     ``step`` is the amount one button press adds; ``amount_limit`` bounds |amount|;
     ``max_body_bytes`` bounds request bodies (uploads); ``max_batch`` and ``batch_wait_ms``
     set how concurrent requests share forward passes (see :mod:`tlgan.studio.batcher`;
-    ``max_batch=1`` turns batching off). Serve it with uvicorn, or test it with
+    ``max_batch=1`` turns batching off). Uploads are inverted in ``invert_steps`` steps
+    (default: the inversion's); with ``tune`` they are tuned for ``tune_steps`` steps (default:
+    tune_generator's), and the studio keeps the ``max_tuned`` most recently used tuned generators
+    (one copy of the weights each; 0 turns tuning off). ``learned`` {row name: DeltaModel} adds
+    learned edits as rows after the axes (see :mod:`tlgan.studio.learned`; they must work in
+    ``space``). Serve it with uvicorn, or test it with
     ``fastapi.testclient.TestClient(app)``; the batcher stops with the app's lifespan.
     """
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
     studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
-                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms, space=space,
+                    invert_steps=invert_steps, max_tuned=max_tuned, tune_steps=tune_steps,
+                    learned=learned)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -674,14 +621,19 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
     @app.get("/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names")
     def attributes() -> AttributesResponse:
         scored = set(classifier.attributes)
+        learned = [AttributeInfo(name=name, kind="learned", scored=name in scored,
+                                 metrics=_jsonable({k: model.info[k] for k in ("unit", "factor", "space")
+                                                    if k in model.info}))
+                   for name, model in studio.learned.items()]
         return AttributesResponse(
             attributes=[AttributeInfo(name=a, scored=a in scored, metrics=_jsonable(axes.metrics.get(a, {})))
-                        for a in axes.attributes],
+                        for a in axes.attributes] + learned,
             scored_attributes=list(classifier.attributes), amount_min=-studio.amount_limit,
             amount_max=studio.amount_limit, step=step, slider_max=min(slider_max, studio.amount_limit),
             generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
-            space=studio.space, latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
-            max_upload_bytes=max_body_bytes, version=app.version)
+            space=studio.space, axes_space=axes.space, latent_shape=list(studio.latent_shape),
+            latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
+            max_upload_bytes=max_body_bytes, max_tuned=studio.tuning_capacity, version=app.version)
 
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)
@@ -689,7 +641,8 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Bad input is a 422 naming the problem; a failed model batch a 500; a closing server a 503."""
+    """Bad input is a 422 naming the problem; a tuned id the server does not hold a 410; a failed model
+    batch a 500; a closing server a 503."""
 
     @app.exception_handler(TlganError)
     async def _tlgan_error(request: Request, exc: TlganError):
@@ -698,6 +651,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(TunedFaceGone)
+    async def _tuned_gone(request: Request, exc: TunedFaceGone):
+        return JSONResponse({"detail": str(exc)}, status_code=410)
 
     @app.exception_handler(BatchFailed)
     async def _batch_failed(request: Request, exc: BatchFailed):
@@ -724,15 +681,17 @@ async def png(image: torch.Tensor, upscale: int = 1) -> bytes:
 def _add_face_routes(app: FastAPI, studio: Studio) -> None:
     """/api/render and /api/probabilities: a face request -> images (and scores) through the studio's batchers."""
 
-    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(edited latent (D,), latents to draw (1 or 2, D): the edit, then the original if asked)."""
+    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[TunedFace]]:
+        """(edited latent, latents to draw (1 or 2, *latent_shape): the edit, then the original if asked,
+        the tuned generator to draw them with or None for the shared one)."""
+        tuned = studio.tuned.get(req.tuned_id) if req.tuned_id is not None else None
         base = studio.base_latent(req.seed, req.latent)
         amounts, locks = studio.check_moves(req.amounts, req.locks)
         edited = studio.edit(base, amounts, locks)
-        return edited, (torch.stack([edited, base]) if with_original else edited[None])
+        return edited, (torch.stack([edited, base]) if with_original else edited[None]), tuned
 
     @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
-              responses={**ERRORS, 200: {"content": {"image/png": {}},
+              responses={**FACE_ERRORS, 200: {"content": {"image/png": {}},
                                          "description": "JSON (default) or PNG bytes with format=png"}})
     async def render(req: RenderRequest):
         """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed, and draw it.
@@ -740,8 +699,8 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
         orthogonal to every locked axis other than a.
         """
-        edited, latents = face(req, with_original=req.include_original and req.format == "json")
-        images = await studio.images(latents)
+        edited, latents, tuned = face(req, with_original=req.include_original and req.format == "json")
+        images = await studio.images(latents, tuned)
         if req.format == "png":
             return Response(await png(images[0], req.upscale), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
@@ -755,7 +714,7 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
                 body["original_probabilities"] = studio.probabilities_dict(probs[1])
         return json_response(body, latent=edited)
 
-    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=ERRORS,
+    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=FACE_ERRORS,
               summary="Classifier probabilities of an edited face")
     async def probabilities(req: FaceRequest):
         """What the classifier sees in the face /api/render draws for the same request.
@@ -763,8 +722,8 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         Sent together with /api/render, the generator runs once: whichever request comes
         second reuses the image the first one made (or both share one batch).
         """
-        _edited, latents = face(req, with_original=req.include_original)
-        probs = await studio.probabilities(await studio.images(latents))
+        _edited, latents, tuned = face(req, with_original=req.include_original)
+        probs = await studio.probabilities(await studio.images(latents, tuned))
         body = {"probabilities": studio.probabilities_dict(probs[0])}
         if len(probs) > 1:
             body["original_probabilities"] = studio.probabilities_dict(probs[1])
@@ -788,19 +747,30 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
               responses={**ERRORS, 501: {"model": ErrorResponse, "description": "Inversion is not available"}},
               summary="Find the latent of an uploaded photo")
     def invert(file: UploadFile = File(..., description="A photo (PNG, JPEG, WebP, ...) of a face, roughly "
-                                                       "centred; it is cropped to a square.")):
+                                                       "centred; it is cropped to a square."),
+               tune: bool = Form(False, description="Also tune a copy of the generator to this photo (pivotal "
+                                                    "tuning around the latent found): a closer likeness whose "
+                                                    "edits still work. The response's `tuned_id` names it; only "
+                                                    "requests that carry that id use it.")):
         """Invert the generator on the photo; edit the returned latent with /api/render.
 
-        Takes a few seconds on a CPU; other requests wait meanwhile (the models are shared).
+        Takes a few seconds on a CPU (tuning as long again); other requests wait meanwhile
+        (the models are shared). With ``tune`` the server keeps the tuned generator among
+        its ``max_tuned`` most recently used ones.
         """
         data = file.file.read()
         if not data:
             raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
+        if tune:
+            studio.check_tuning()  # before seconds of inversion
         try:
             from tlgan.inversion import invert_image
 
             with studio.locked():
-                latent, _reconstruction, info = invert_image(generator, classifier, data)
+                # Searched in the studio's own space (W / W+ for a w / wp studio), so the latent
+                # is one /api/render takes.
+                latent, _reconstruction, info = invert_image(generator, classifier, data, space=studio.space,
+                                                             **studio.inversion_options())
         except ImportError as exc:
             # Missing inversion code (or a module it needs) is a feature this build lacks, not a bad request.
             log.warning("photo inversion unavailable: %s", exc)
@@ -810,107 +780,51 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         # Validated like any latent a client sends, then rendered exactly as /api/render will
         # render it, so the page's "original" and its later edits come from the same path.
         latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
-        images = studio.synthesize(latent[None])
+        body: Dict[str, Any] = {"space": studio.space, "info": _jsonable(info or {})}
+        tuned = None
+        if tune:
+            tuned = studio.tune(data, latent, name=file.filename or "uploaded image")
+            body["tuned_id"] = tuned.id
+            body["info"]["tuned"] = _jsonable(tuned.info)
+        images = studio.synthesize(latent[None], tuned)
         probs = studio.score(images)
-        return json_response({"image": data_url(encode_png(images[0])), "space": studio.space,
-                              "probabilities": studio.probabilities_dict(probs[0]), "info": _jsonable(info or {})},
-                             latent=latent)
+        body.update(image=data_url(encode_png(images[0])), probabilities=studio.probabilities_dict(probs[0]))
+        return json_response(body, latent=latent)
 
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
                    axes: Optional[str] = None, device: str = "cpu", space: Optional[str] = None,
-                   generator_options: Optional[Dict[str, Any]] = None, **app_kwargs) -> FastAPI:
+                   generator_options: Optional[Dict[str, Any]] = None, delta: Sequence[str] = (),
+                   **app_kwargs) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 
-    Without ``axes`` (a file from ``tlgan fit``) it uses :func:`tlgan.pipeline.default_axes`,
-    which fits them once for the pair in ``space`` (default: w for StyleGAN generators, else z)
-    and caches them. ``generator_options`` (truncation) go to :func:`tlgan.models.load_generator`.
+    Faces are edited in ``space`` (default: w for StyleGAN generators, else z; with ``axes``:
+    theirs). ``"wp"`` edits W+ latents (one w per layer, what photo uploads invert best
+    into) along axes fitted in w. Without ``axes`` (a file from ``tlgan fit``) it uses
+    :func:`tlgan.pipeline.default_axes`, which fits them once for the pair (in w for a wp
+    studio) and caches them. ``generator_options`` (truncation) go to
+    :func:`tlgan.models.load_generator`. ``delta`` lists folders of learned edits
+    (``tlgan delta train``) to add as rows, in the order they apply; each must work in the
+    studio's space.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
 
     G = load_generator(generator, device, **(generator_options or {}))
+    if space is not None:
+        G.check_space(space)
+    learned = load_learned_edits(delta, device=device) if delta else {}
     F = load_classifier(classifier, device)
     if axes:
         feature_axes = FeatureAxes.load(axes)
-        if space is not None and feature_axes.space != space:
-            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, not {space!r}; fit axes in {space!r} "
-                             f"or leave out --space")
+        if space is not None and feature_axes.space != space and not (space == "wp" and feature_axes.space == "w"):
+            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, which cannot edit {space!r} faces; fit "
+                             f"axes in {'w' if space == 'wp' else space!r} or leave out --space")
     else:
         space = space or G.default_space
-        feature_axes = default_axes(generator, classifier, device=device, space=space, generator_options=G.options)
-    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, **app_kwargs)
-
-
-# ----------------------------------------------------------------------------------------------
-# Serving.
-
-
-def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening TCP socket on (host, port); port 0 picks a free one. TlganError if it cannot bind."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise TlganError(f"cannot resolve host {host!r} ({exc.strerror}); use an address such as 127.0.0.1") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise TlganError(f"port {port} on {host} is already in use; pick another with --port "
-                             f"(or --port 0 for any free one)") from None
-        raise TlganError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
-    sock.listen(128)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """The http:// address a browser on this machine can open for a socket from :func:`bind_socket`."""
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/"
-
-
-class ServerThread:
-    """Run an app under uvicorn in a background thread (tests, benchmarks, notebooks).
-
-    >>> with ServerThread(app) as server:
-    ...     urllib.request.urlopen(server.url + "api/attributes")
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 20.0):
-        import uvicorn
-
-        self.sock = bind_socket(host, port)
-        self.url = url_of(self.sock)
-        self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="tlgan-studio", daemon=True)
-        self.start_timeout = start_timeout
-
-    def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.close()
-                raise TlganError(f"the studio server did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        if self.thread.is_alive():
-            self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        # A learned edit of another space fails now, not after minutes of fitting axes.
+        check_learned_edits(learned, G, space, tuple(G.latent_shape(space)), (), generator)
+        feature_axes = default_axes(generator, classifier, device=device, space="w" if space == "wp" else space,
+                                    generator_options=G.options)
+    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, space=space,
+                      learned=learned, **app_kwargs)

@@ -11,11 +11,12 @@
     edited: $("edited"), original: $("original"), originalCaption: $("original-caption"),
     models: $("models"), rows: $("rows"), template: $("row-template"), seed: $("seed"),
     newFace: $("new-face"), reset: $("reset"), undo: $("undo"), download: $("download"),
-    photo: $("photo"), dropZone: $("drop-zone"), status: $("status"), error: $("error"),
+    photo: $("photo"), tune: $("tune"), dropZone: $("drop-zone"), status: $("status"), error: $("error"),
   };
 
   let info = null;                 // /api/attributes
-  let state = null;                // {seed, latent, label, upload, amounts: {attr: x}, locks: [attr]}
+  let state = null;                // {seed, latent, label, upload, tuned, amounts: {attr: x}, locks: [attr]}
+                                   // (tuned: the id of the generator tuned to an uploaded photo, or null)
   const history = [];              // earlier states, newest last
   const rows = new Map();          // attr -> {row, slider, value, minus, plus, bar, fill, tick, percent, lock}
   let originalProbs = {};
@@ -27,7 +28,7 @@
 
   // ------------------------------------------------------------------ state helpers
 
-  const copy = (s) => ({seed: s.seed, latent: s.latent, label: s.label, upload: s.upload,
+  const copy = (s) => ({seed: s.seed, latent: s.latent, label: s.label, upload: s.upload, tuned: s.tuned,
                         amounts: Object.assign({}, s.amounts), locks: s.locks.slice()});
   const baseKey = (s) => (s.seed !== null ? "seed:" + s.seed : "upload:" + s.upload);
   const fmt = (x) => (x > 0 ? "+" : x < 0 ? MINUS : "") + Math.abs(x).toFixed(1);
@@ -70,6 +71,7 @@
   function renderBody(s, extra) {
     const body = {amounts: s.amounts, locks: s.locks};
     if (s.seed !== null) body.seed = s.seed; else body.latent = s.latent;
+    if (s.tuned) body.tuned_id = s.tuned;
     return JSON.stringify(Object.assign(body, extra || {}));
   }
 
@@ -164,6 +166,13 @@
       r.lock.setAttribute("aria-label", "lock " + name);
       r.lock.parentElement.title = "Keep " + pretty(name).toLowerCase() + " fixed while other attributes move";
       if (!attr.scored) { r.row.classList.add("unscored"); r.percent.textContent = "n/a"; }
+      if (attr.kind === "learned") {
+        // A learned edit: its amount is the model's alpha, and there is no fixed direction to lock.
+        r.row.classList.add("learned");
+        r.name.title = name + " (learned edit" + (attr.metrics && attr.metrics.unit ? ", one step = " +
+                       attr.metrics.unit + " " + name : "") + "; applied after the attribute moves)";
+        r.lock.disabled = true;      // and hidden by the stylesheet
+      }
 
       r.minus.addEventListener("click", () => nudge(name, -step));
       r.plus.addEventListener("click", () => nudge(name, +step));
@@ -248,7 +257,8 @@
   // ------------------------------------------------------------------ toolbar actions
 
   function newFace(seed) {
-    commit({seed: seed, latent: null, label: null, upload: null, amounts: {}, locks: state.locks.slice()});
+    commit({seed: seed, latent: null, label: null, upload: null, tuned: null, amounts: {},
+            locks: state.locks.slice()});
   }
 
   function undo() {
@@ -287,17 +297,24 @@
     }
     const form = new FormData();
     form.append("file", file, file.name);
-    els.status.textContent = "Finding " + file.name + " in the generator\u2019s latent space\u2026";
+    const tune = els.tune.checked;
+    form.append("tune", tune ? "true" : "false");
+    els.status.textContent = "Finding " + file.name + " in the generator\u2019s latent space" +
+                             (tune ? " and tuning the generator to it" : "") + "\u2026";
     pending += 1;
     setBusy();
     try {
       const result = await api("api/invert", {method: "POST", body: form});
       const label = file.name.length > 24 ? file.name.slice(0, 21) + "\u2026" : file.name;
       uploads += 1;
-      commit({seed: null, latent: result.latent, label: label, upload: uploads, amounts: {},
-              locks: state.locks.slice()});
-      const psnr = result.info && typeof result.info.psnr_db === "number" ? " (" + result.info.psnr_db.toFixed(1) + " dB)" : "";
-      els.status.textContent = "Loaded " + file.name + psnr + ". The original now shows its reconstruction.";
+      commit({seed: null, latent: result.latent, label: label, upload: uploads, tuned: result.tuned_id || null,
+              amounts: {}, locks: state.locks.slice()});
+      const dB = (x) => " (" + x.toFixed(1) + " dB)";
+      const tuned = result.info && result.info.tuned;
+      const psnr = tuned && typeof tuned.psnr_db === "number" ? dB(tuned.psnr_db)
+                 : result.info && typeof result.info.psnr_db === "number" ? dB(result.info.psnr_db) : "";
+      els.status.textContent = "Loaded " + file.name + psnr + (result.tuned_id ? ", with a generator tuned to it" : "") +
+                               ". The original now shows its reconstruction.";
       showError("");
     } catch (err) {
       els.status.textContent = "";
@@ -368,14 +385,18 @@
       return;
     }
     els.models.textContent = info.generator + " \u00b7 " + info.classifier + " \u00b7 " + info.axes_method +
-                             " axes in " + info.space + " (" + info.latent_dim + "-d)";
+                             " axes in " + info.axes_space +
+                             (info.space !== info.axes_space ? ", faces in " + info.space : "") + " (" +
+                             (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
+    // No tuning on this server (turned off, or a generator without weights): no checkbox.
+    if (!info.max_tuned) { els.tune.checked = false; els.tune.parentElement.hidden = true; }
     // ?seed=N opens that face (a shareable link); otherwise a random one.
     const params = new URLSearchParams(location.search);
     const fromUrl = Number(params.get("seed"));
     const seed = params.has("seed") && Number.isInteger(fromUrl) && fromUrl >= 0 ? fromUrl
                                                                                 : Math.floor(Math.random() * 100000);
-    state = {seed: seed, latent: null, label: null, upload: null, amounts: {}, locks: []};
+    state = {seed: seed, latent: null, label: null, upload: null, tuned: null, amounts: {}, locks: []};
     syncControls();
     requestRender();
   }
