@@ -37,9 +37,15 @@ TARGETS = {"tuned_psnr_db_min": 30.0, "attribute_agreement_min": 0.95, "edited_r
 def _storages() -> Dict[int, tuple]:
     """data_ptr -> (nbytes, shape of one tensor on it) for every CPU tensor storage Python can reach."""
     out: Dict[int, tuple] = {}
+    # By type, cached: isinstance would ask lazy module proxies for __class__, and issubclass
+    # on each of some 10^5 objects costs more than the rest of the scan.
+    is_tensor: Dict[type, bool] = {}
     for obj in gc.get_objects():
-        # issubclass on the type: isinstance would also ask lazy module proxies for __class__.
-        if not issubclass(type(obj), torch.Tensor):
+        kind = type(obj)
+        flag = is_tensor.get(kind)
+        if flag is None:
+            flag = is_tensor[kind] = issubclass(kind, torch.Tensor)
+        if not flag:
             continue
         try:
             if obj.device.type != "cpu" or obj.is_sparse:
