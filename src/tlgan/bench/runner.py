@@ -10,7 +10,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2", "ray")
+SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2", "ray", "inversion")
 
 
 def machine() -> dict:
@@ -81,4 +81,9 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[
             log.info("bench: sampling on Ray")
             result.update(bench_ray(n=512 if quick else 4096, shard_size=128 if quick else 256, device=device,
                                     repeats=1 if quick else 2))
+    if "inversion" in sections:
+        from tlgan.bench.inversion import bench_inversion
+
+        log.info("bench: inversion (encoder, latent optimisation, pivotal tuning)")
+        result.update(bench_inversion(quick=quick, device=device))
     return result

@@ -394,7 +394,7 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke test, not figures to report.")
 @click.option("--only", default=None,
-              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray).")
+              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray, inversion).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @device_option
 @json_option
