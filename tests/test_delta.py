@@ -339,6 +339,7 @@ def test_warped_generator_draws_the_inner_generator_at_the_warped_latent():
     G = load_generator("toyfaces-render")
     W, encoder = warped(G, "bend:0.5")
     assert W.name == "toyfaces-render+bend:0.5"
+    assert not W.training and not W.inner.training  # in the inner generator's (eval) mode
     u = G.sample_latents(3, seed=4)
     with torch.no_grad():
         assert torch.allclose(W.synthesize(u), G.synthesize(W.warp(u)), atol=1e-6)
@@ -381,3 +382,66 @@ def test_on_a_warped_toy_the_learned_edit_follows_the_curve_the_line_cannot(tmp_
     # Off the path: the change in the world coordinates that should stay (all but 0).
     off = lambda x: (warp(x)[:, 1:] - warp(start)[:, 1:]).abs().mean()  # noqa: E731
     assert off(learned) < 0.5 * off(linear), (float(off(learned)), float(off(linear)))
+
+
+def test_fitted_codes_make_the_training_changes_better_than_the_mean_code(rotation_model):
+    from tlgan.delta.train import fit_codes
+
+    model, train = rotation_model
+    k, n, d = train.shape
+    pairs = [(0, 6), (3, 1), (2, 5)]
+    starts = torch.stack([train[:, i] for i, _ in pairs])                # (C, K, D)
+    ends = torch.stack([train[:, j] for _, j in pairs])
+    with torch.no_grad():
+        mean = torch.stack([model.encode(s, e).mean(0) for s, e in zip(starts, ends)])
+    fitted = fit_codes(model, starts, ends, mean)
+
+    def error(codes):
+        with torch.no_grad():
+            moved = model.move(starts.reshape(-1, d), codes.repeat_interleave(k, dim=0))
+        return (moved - ends.reshape(-1, d)).pow(2).sum(1).reshape(len(pairs), k).mean(1)
+
+    assert torch.all(error(fitted) <= error(mean) + 1e-6), (error(fitted), error(mean))
+    assert float(error(fitted).sum()) < float(error(mean).sum())
+    assert all(p.requires_grad for p in model.parameters())  # the networks are left trainable
+
+
+def test_line_basis_starts_with_the_least_squares_direction():
+    from tlgan.delta.train import change_basis
+
+    g = torch.Generator().manual_seed(3)
+    values = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    # The factor moves along e0 by 0.5 per unit; a larger wander (e1..e3) that does not follow
+    # the factor dominates a plain principal analysis.
+    x = torch.zeros(4, 7, 6)
+    x[:, :, 0] = 0.5 * values.float()[None]
+    x[:, :, 1:4] = 2.0 * torch.randn(4, 7, 3, generator=g)
+    pca = change_basis([x], 2)
+    line = change_basis([x], 3, [values])
+    assert abs(float(pca[0, 0])) < 0.9
+    direction = linear_direction([x], [values])
+    assert abs(float(line[0] @ direction / direction.norm())) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(line @ line.T, torch.eye(3), atol=1e-5)
+    with pytest.raises(TlganError, match="basis"):
+        train_delta([x], None, values=[values.tolist()], basis="other", progress=False)
+
+
+def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "report"
+    args = ["delta", "eval", "--factors", "yaw", "--train-identities", "1", "--test-identities", "1",
+            "--steps", "3", "--inversion-steps", "0", "--train-steps", "30", "--warp", "bend:0.3",
+            "--work", str(tmp_path / "work"), "--out", str(out), "--json"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["warp"] == "bend:0.3" and result["generator"] == "toyfaces-gan+bend:0.3"
+    best = result["factors"]["yaw"]["best"]
+    assert best["headroom_db"] == pytest.approx(best["inversion"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3)
+    assert best["target_above_ceiling"] == (best["headroom_db"] < result["target_gain_db"])
+    # The world's factors are read through the warp: leaving the latent alone changes nothing.
+    assert best["no_edit"]["off_target_identity"] == 0.0 and best["linear"]["off_target_identity"] > 0
+    assert "Synthetic check" in (out / "index.html").read_text()
+    assert (tmp_path / "work" / "toyfaces-gan_bend-0.3" / "yaw" / "train" / "latents.safetensors").is_file()
+    r = runner.invoke(cli, args[:-1] + ["--warp", "twist:1"])
+    assert r.exit_code != 0 and "bend:STRENGTH" in str(r.exception or r.output)

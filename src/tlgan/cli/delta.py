@@ -166,6 +166,9 @@ def edit_cmd(model_dir, latent_file, seed, alpha, alphas, out, gif, save_latent,
               help="Synthetic check: see the latent through a known curved warp, e.g. bend:0.3 (bend the factors' "
                    "axes quadratically into the Male direction); its numbers are the warped toy's, not the "
                    "generator's.")
+@click.option("--codes", default="fit", show_default=True, type=click.Choice(["mean", "fit"]),
+              help="Code of each requested change: the mean of E over the training sequences, or the code fitted to "
+                   "make that change from all their positions.")
 @click.option("--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model.")
 @click.option("--axes", "axes_path", default="none", show_default=True,
               help="Axes file for the axis baseline (smile), 'auto' (fit once and cache), or 'none'.")
@@ -176,7 +179,7 @@ def edit_cmd(model_dir, latent_file, seed, alpha, alphas, out, gif, save_latent,
 @device_option
 @json_option
 def eval_cmd(generator, classifier, factors, train_identities, test_identities, seq_steps, seed, inversion_steps,
-             inversion_patience, warp, train_steps, axes_path, work_dir, out_dir, device, as_json):
+             inversion_patience, warp, codes, train_steps, axes_path, work_dir, out_dir, device, as_json):
     """Measure learned edits against the toyfaces renderer's true targets, beside the straight-line baselines."""
     from tlgan.delta.evaluate import evaluate_delta
     from tlgan.delta.report import write_delta_report
@@ -198,7 +201,7 @@ def eval_cmd(generator, classifier, factors, train_identities, test_identities, 
                             train_identities=sizes, test_identities=test_identities, steps=seq_steps, seed=seed,
                             inversion_steps=inversion_steps, inversion_patience=inversion_patience, axes=axes,
                             work_dir=work_dir, train_kwargs={"steps": train_steps}, grid_dir=out_dir,
-                            warp=None if warp.lower() == "none" else warp, progress=not as_json)
+                            warp=None if warp.lower() == "none" else warp, codes=codes, progress=not as_json)
     if out_dir is not None:
         write_delta_report(result, out_dir)
         result["report"] = str(Path(out_dir) / "index.html")

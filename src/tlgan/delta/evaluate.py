@@ -6,8 +6,10 @@ held-out identity and every pair of steps (i, j), i != j, its inverted latent ``
 edited by the change i -> j and the edited image is compared with the renderer's true image
 of that identity at step j:
 
-- *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the mean of ``E(a_i, a_j)`` over the
-  training sequences;
+- *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the code that best makes the change
+  i -> j from every training sequence's step i (:func:`tlgan.delta.train.fit_codes`,
+  started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
+  keeps that mean, the parent method's choice);
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
@@ -41,7 +43,7 @@ import torch
 
 from tlgan.delta.model import DeltaModel
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
-from tlgan.delta.train import linear_direction, train_delta
+from tlgan.delta.train import fit_codes, linear_direction, train_delta
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
 from tlgan.toyfaces import world
@@ -57,6 +59,8 @@ IDENTITY_SPANS = {world.FACTOR_OF[a]: 1.0 for a in world.ATTRIBUTES}
 IDENTITY_SPANS.update(age=2 * world.AGE_SPAN, nose_size=world.NOSE_SPAN)
 #: The gain over the line the benchmark asks of a learned edit (dB).
 TARGET_GAIN_DB = 1.0
+#: How the learned edit's code of each requested change is chosen (see evaluate_edit_methods).
+CODES = ("mean", "fit")
 
 
 def _sequence_latents(factor: str, identities: int, steps: int, seed: int, generator, folder: Path,
@@ -137,12 +141,17 @@ def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
 def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: torch.Tensor,
                           values: np.ndarray, test_latents: torch.Tensor, test_images: torch.Tensor,
                           model: DeltaModel,
-                          axis: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+                          axis: Optional[torch.Tensor] = None, codes: str = "fit") -> Dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
     ``train_latents`` (K, n, D) and ``test_latents`` (T, n, D) are inverted sequences with
-    factor ``values`` (n,); ``test_images`` (T, n, 3, R, R) are the true renders.
+    factor ``values`` (n,); ``test_images`` (T, n, 3, R, R) are the true renders. ``codes``:
+    each pair's Δ_ij is the ``"mean"`` of E over the training sequences, or the code
+    ``"fit"`` to make that change from every training sequence's position
+    (:func:`tlgan.delta.train.fit_codes`, started from the mean).
     """
+    if codes not in CODES:
+        raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
     t, n = test_latents.shape[:2]
     d = test_latents.shape[-1]
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -151,13 +160,17 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
     vals = torch.as_tensor(values, dtype=torch.float32)
     with torch.no_grad():
         k = train_latents.shape[0]
-        codes = model.encode(train_latents[:, ii].reshape(-1, d), train_latents[:, jj].reshape(-1, d))
-        codes = codes.reshape(k, len(pairs), -1).mean(0)                 # Δ_ij, (P, delta_dim)
+        pair_codes = model.encode(train_latents[:, ii].reshape(-1, d), train_latents[:, jj].reshape(-1, d))
+        pair_codes = pair_codes.reshape(k, len(pairs), -1).mean(0)       # Δ_ij, (P, delta_dim)
         start = test_latents[:, ii].reshape(-1, d)                        # (T*P, D)
         target_images = test_images[:, jj].flatten(0, 1)
         steps = (vals[jj] - vals[ii]).repeat(t)[:, None]                  # (T*P, 1)
         direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
-        edits = {"learned": model.move(start, codes.repeat(t, 1)),
+    if codes == "fit":
+        pair_codes = fit_codes(model, train_latents[:, ii].transpose(0, 1).reshape(len(pairs), k, d),
+                               train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d), pair_codes)
+    with torch.no_grad():
+        edits = {"learned": model.move(start, pair_codes.repeat(t, 1)),
                  "linear": start + steps * direction[None]}
         if axis is not None:
             proj = train_latents @ axis                                    # (K, n)
@@ -196,7 +209,7 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
                    train_identities: Sequence[int] = (1, 2, 5, 10), test_identities: int = 5, steps: int = 7,
                    seed: int = 0, inversion_steps: int = 100, inversion_patience: Optional[int] = None, axes=None,
                    work_dir=None, train_kwargs: Optional[Dict] = None, grid_dir=None, warp: Optional[str] = None,
-                   progress: bool = True) -> Dict[str, Any]:
+                   codes: str = "fit", progress: bool = True) -> Dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
@@ -207,10 +220,13 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
     one edit grid PNG per factor (``grid-FACTOR.png``). ``warp`` (e.g. ``"bend:0.3"``, see
     :func:`tlgan.delta.warp.parse_warp`) evaluates through a known curved warp of the
     latent instead: a synthetic check, whose numbers are not the generator's own (the
-    axis baseline, fitted on the unwarped generator, is then left out).
+    axis baseline, fitted on the unwarped generator, is then left out). ``codes``: see
+    :func:`evaluate_edit_methods`.
     """
     from tlgan.delta.warp import warped
 
+    if codes not in CODES:
+        raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
     name = generator.name
     generator, encoder = warped(generator, warp) if warp else (generator, "auto")
     if generator.name != name:
@@ -231,7 +247,8 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
     results: Dict[str, Any] = {"generator": generator.name, "space": "z", "steps": int(steps), "seed": int(seed),
                                "warp": warp or None, "train_identities": sizes, "test_identities": int(test_identities),
                                "inversion_steps": int(inversion_steps), "inversion_patience": inversion_patience,
-                               "target_gain_db": TARGET_GAIN_DB, "train": dict(train_kwargs or {}), "factors": {}}
+                               "target_gain_db": TARGET_GAIN_DB, "codes": codes, "train": dict(train_kwargs or {}),
+                               "factors": {}}
     try:
         for factor in factors:
             train_seqs, train_lat = _sequence_latents(factor, sizes[-1], steps, seed, generator,
@@ -251,9 +268,10 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
                 curve[str(k)] = evaluate_edit_methods(
                     generator, classifier, factor=factor, train_latents=train_lat[:k], values=train_seqs.values,
                     test_latents=test_lat, test_images=test_seqs.images,
-                    model=model, axis=axis)
-                log.info("%s, %d identities: learned %.2f dB, linear %.2f dB", factor, k,
-                         curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"])
+                    model=model, axis=axis, codes=codes)
+                log.info("%s, %d identities: learned %.2f dB, linear %.2f dB, headroom %.2f dB", factor, k,
+                         curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"],
+                         curve[str(k)]["headroom_db"])
             results["factors"][factor] = {"values": train_seqs.values.tolist(), "by_identities": curve,
                                           "best": curve[str(sizes[-1])]}
             if grid_dir is not None:

@@ -41,7 +41,7 @@ STREAM_NOISE = 22
 #: directions of what it leaves) or "pca" (the principal directions of the change alone).
 BASES = ("line", "pca")
 
-DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 4, "steps": 2000, "batch_size": 64, "lr": 1e-3, "noise": 0.05,
+DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 8, "steps": 2000, "batch_size": 64, "lr": 1e-3, "noise": 0.05,
             "lambda_a": 1.0, "lambda_b": 1.0, "basis": "line"}
 
 
@@ -156,33 +156,48 @@ def _draw(sets: List[torch.Tensor], batch_size: int, g: torch.Generator):
     return [torch.cat(t)[perm] for t in (a_i, a_j, b_i, b_j)]
 
 
-def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
-    """The one code that best makes one step from every training position, and its factor change.
+def fit_codes(model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init: torch.Tensor,
+              iterations: int = 200) -> torch.Tensor:
+    """Codes that best make the given changes with the networks fixed: (C, delta_dim).
 
-    Starts from the mean code of all consecutive steps and minimises
-    ``sum |a_i + D(a_i, c) - a_{i+1}|^2`` over c with the networks fixed: the mean of codes
-    taken at different positions along a curved path is shorter than any of them.
+    ``starts`` and ``ends`` (C, K, D) are K examples of each of C changes and ``init``
+    (C, delta_dim) the codes to start from; each code c minimises
+    ``sum_k |s_k + D(s_k, c) - e_k|^2`` (the codes are independent, so all are fitted at
+    once). The mean of codes taken at different positions along a curved path is shorter
+    than any of them; the fitted code is the one change that suits all of those positions.
     """
-    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
-    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
-    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    c, k, d = starts.shape
+    flat_s, flat_e = starts.reshape(-1, d), ends.reshape(-1, d)
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        with torch.no_grad():
-            code = model.encode(starts, ends).mean(0)
-        code = code.clone().requires_grad_(True)
+        code = init.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([code], lr=0.05)
         scale2 = float(model.scale) ** 2
         for _ in range(iterations):
-            loss = (model.move(starts, code) - ends).pow(2).mean() / scale2
+            moved = model.move(flat_s, code.repeat_interleave(k, dim=0))
+            loss = (moved - flat_e).pow(2).mean() / scale2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
-    return code.detach(), float(steps.mean())
+    return code.detach()
+
+
+def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
+    """The one code that best makes one step from every training position, and its factor change.
+
+    :func:`fit_codes` over every consecutive step, from the mean code of those steps.
+    """
+    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
+    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
+    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    with torch.no_grad():
+        init = model.encode(starts, ends).mean(0)
+    code = fit_codes(model, starts[None], ends[None], init[None], iterations)[0]
+    return code, float(steps.mean())
 
 
 def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optional[Sequence[Sequence[float]]] = None,
@@ -293,4 +308,4 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
     return model
 
 
-__all__ = ["train_delta", "linear_direction", "DEFAULTS"]
+__all__ = ["train_delta", "linear_direction", "fit_codes", "change_basis", "DEFAULTS", "BASES"]

@@ -129,6 +129,10 @@ class WarpedGenerator(Generator):
         self.name = f"{inner.name}+{spec}"
         self.z_dim = inner.z_dim
         self.img_resolution = inner.img_resolution
+        # Modules start in training mode; a generator is used in eval mode, and helpers that
+        # restore a module's mode (the inversion's) would otherwise switch the inner one to
+        # training and change what it draws.
+        self.train(inner.training)
 
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         return self.inner.synthesize(self.warp(latents), "z")
