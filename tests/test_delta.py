@@ -277,3 +277,171 @@ def test_eval_adds_the_axis_baseline_for_factors_an_attribute_drives(tmp_path):
     # The axis moves along the true Smiling direction only: it changes the world's smile factor
     # and leaves the identity factors (orthogonal directions) nearly alone.
     assert best["axis"]["off_target_identity"] < 0.02
+
+
+# --- headroom and the synthetic warp ------------------------------------------------------
+
+def test_headroom_is_ceiling_minus_line_and_flags_an_unreachable_target():
+    from tlgan.delta.evaluate import ceiling_summary
+
+    entry = {"learned": {"psnr_db": 24.0}, "linear": {"psnr_db": 24.3}, "inversion": {"psnr_db": 25.0},
+             "gain_db": -0.3}
+    got = ceiling_summary(entry)
+    assert got["headroom_db"] == pytest.approx(0.7) and got["target_above_ceiling"] is True
+    assert got["headroom_used"] == pytest.approx(-0.3 / 0.7, abs=1e-3)
+    entry = {"learned": {"psnr_db": 23.0}, "linear": {"psnr_db": 20.0}, "inversion": {"psnr_db": 25.0}, "gain_db": 3.0}
+    got = ceiling_summary(entry, target_db=1.0)
+    assert got["headroom_db"] == pytest.approx(5.0) and got["target_above_ceiling"] is False
+    assert got["headroom_used"] == pytest.approx(0.6)
+    entry["inversion"]["psnr_db"] = 19.0  # no headroom at all: the share is undefined, not a division by zero
+    assert ceiling_summary(entry)["headroom_used"] is None
+
+
+def test_bend_warp_is_exactly_invertible_smooth_and_bends_straight_paths():
+    from tlgan.delta.warp import BendWarp, parse_warp
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    warp = BendWarp(q[:, :2].T, q[:, 2], strength=0.4)
+    u = torch.randn(50, 6, generator=g)
+    assert torch.allclose(warp.inverse(warp(u)), u, atol=1e-5)
+    assert torch.allclose(warp(warp.inverse(u)), u, atol=1e-5)
+    # Smooth with a unit Jacobian determinant (volume kept), and not linear: J depends on u.
+    jac = lambda x: torch.autograd.functional.jacobian(lambda y: warp(y[None].double())[0], x.double())  # noqa: E731
+    j0, j1 = jac(u[0]), jac(u[1])
+    assert float(torch.linalg.det(j0)) == pytest.approx(1.0, abs=1e-6)
+    assert not torch.allclose(j0, j1)
+    # A straight world path along a bent axis is the parabola u(t) = z(t) - k t^2 q in u: its
+    # second differences are -2 k dt^2 q exactly, where a line's are zero.
+    t = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    z = 0.3 * q[:, 5][None] + t[:, None] * q[:, 0][None]
+    path = warp.inverse(z.float()).double()
+    second = path[2:] - 2 * path[1:-1] + path[:-2]
+    dt = float(t[1] - t[0])
+    assert torch.allclose(second, (-2 * 0.4 * dt * dt * q[:, 2])[None].expand_as(second), atol=1e-5)
+    # The toyfaces spec bends the benchmark factors' axes into (the part of) Male orthogonal to them.
+    bend = parse_warp("bend:0.3")
+    assert bend.axes.shape == (4, world.Z_DIM) and bend.strength == 0.3
+    male = world.true_directions()[world.ATTRIBUTES.index("Male")]
+    assert float(bend.into @ male) > 0.99
+    assert parse_warp("none") is None
+    for bad in ("bend", "bend:x", "twist:0.3", "bend:0.3:Nobody", "bend:nan"):
+        with pytest.raises(TlganError, match="warp|bend"):
+            parse_warp(bad)
+    with pytest.raises(TlganError, match="orthogonal"):
+        BendWarp(q[:, :2].T, q[:, 0], 0.3)
+
+
+def test_warped_generator_draws_the_inner_generator_at_the_warped_latent():
+    from tlgan.delta.warp import warped
+    from tlgan.models import load_generator
+
+    G = load_generator("toyfaces-render")
+    W, encoder = warped(G, "bend:0.5")
+    assert W.name == "toyfaces-render+bend:0.5"
+    assert not W.training and not W.inner.training  # in the inner generator's (eval) mode
+    u = G.sample_latents(3, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(W.synthesize(u), G.synthesize(W.warp(u)), atol=1e-6)
+    assert torch.allclose(W.to_world(u), W.warp(u))
+    same, auto = warped(G, "none")
+    assert same is G and auto == "auto"
+
+
+def bent_world(k: int, seed: int, strength: float = 0.5, dim: int = 5):
+    """K sequences whose world path is straight (coordinate 0 from -2 to 2), seen in the warped latent
+    u = warp^-1(z) with coordinate 0 bent into coordinate 1: (latents (K, n, dim), warp)."""
+    from tlgan.delta.warp import BendWarp
+
+    eye = torch.eye(dim, dtype=torch.float64)
+    warp = BendWarp(eye[:1], eye[1], strength)
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(-2.0, 2.0, 7)
+    z = torch.randn(k, 1, dim, generator=g).expand(k, len(t), dim).clone()
+    z[:, :, 0] = t[None]
+    return warp.inverse(z.reshape(-1, dim)).reshape(k, len(t), dim), t, warp
+
+
+def test_on_a_warped_toy_the_learned_edit_follows_the_curve_the_line_cannot(tmp_path):
+    train, t, warp = bent_world(10, seed=0)  # at most 10 training identities
+    test, _, _ = bent_world(20, seed=1)
+    model = train_delta([train], tmp_path, values=[t.tolist()], factor="bent", **TINY)
+    k, n, d = test.shape
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    with torch.no_grad():
+        codes = model.encode(train[:, ii].reshape(-1, d), train[:, jj].reshape(-1, d)).reshape(len(train), len(pairs),
+                                                                                               -1).mean(0)
+        start, target = test[:, ii].reshape(-1, d), test[:, jj].reshape(-1, d)
+        learned = model.move(start, codes.repeat(k, 1))
+    direction = linear_direction([train], [t.double()])
+    linear = start + (t[jj] - t[ii]).repeat(k)[:, None] * direction[None]
+    err_learned = (learned - target).norm(dim=1).mean()
+    err_linear = (linear - target).norm(dim=1).mean()
+    assert err_learned < 0.3 * err_linear, (float(err_learned), float(err_linear))
+    # Off the path: the change in the world coordinates that should stay (all but 0).
+    off = lambda x: (warp(x)[:, 1:] - warp(start)[:, 1:]).abs().mean()  # noqa: E731
+    assert off(learned) < 0.5 * off(linear), (float(off(learned)), float(off(linear)))
+
+
+def test_fitted_codes_make_the_training_changes_better_than_the_mean_code(rotation_model):
+    from tlgan.delta.train import fit_codes
+
+    model, train = rotation_model
+    k, n, d = train.shape
+    pairs = [(0, 6), (3, 1), (2, 5)]
+    starts = torch.stack([train[:, i] for i, _ in pairs])                # (C, K, D)
+    ends = torch.stack([train[:, j] for _, j in pairs])
+    with torch.no_grad():
+        mean = torch.stack([model.encode(s, e).mean(0) for s, e in zip(starts, ends)])
+    fitted = fit_codes(model, starts, ends, mean)
+
+    def error(codes):
+        with torch.no_grad():
+            moved = model.move(starts.reshape(-1, d), codes.repeat_interleave(k, dim=0))
+        return (moved - ends.reshape(-1, d)).pow(2).sum(1).reshape(len(pairs), k).mean(1)
+
+    assert torch.all(error(fitted) <= error(mean) + 1e-6), (error(fitted), error(mean))
+    assert float(error(fitted).sum()) < float(error(mean).sum())
+    assert all(p.requires_grad for p in model.parameters())  # the networks are left trainable
+
+
+def test_line_basis_starts_with_the_least_squares_direction():
+    from tlgan.delta.train import change_basis
+
+    g = torch.Generator().manual_seed(3)
+    values = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    # The factor moves along e0 by 0.5 per unit; a larger wander (e1..e3) that does not follow
+    # the factor dominates a plain principal analysis.
+    x = torch.zeros(4, 7, 6)
+    x[:, :, 0] = 0.5 * values.float()[None]
+    x[:, :, 1:4] = 2.0 * torch.randn(4, 7, 3, generator=g)
+    pca = change_basis([x], 2)
+    line = change_basis([x], 3, [values])
+    assert abs(float(pca[0, 0])) < 0.9
+    direction = linear_direction([x], [values])
+    assert abs(float(line[0] @ direction / direction.norm())) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(line @ line.T, torch.eye(3), atol=1e-5)
+    with pytest.raises(TlganError, match="basis"):
+        train_delta([x], None, values=[values.tolist()], basis="other", progress=False)
+
+
+def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "report"
+    args = ["delta", "eval", "--factors", "yaw", "--train-identities", "1", "--test-identities", "1",
+            "--steps", "3", "--inversion-steps", "0", "--train-steps", "30", "--warp", "bend:0.3",
+            "--work", str(tmp_path / "work"), "--out", str(out), "--json"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["warp"] == "bend:0.3" and result["generator"] == "toyfaces-gan+bend:0.3"
+    best = result["factors"]["yaw"]["best"]
+    assert best["headroom_db"] == pytest.approx(best["inversion"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3)
+    assert best["target_above_ceiling"] == (best["headroom_db"] < result["target_gain_db"])
+    # The world's factors are read through the warp: leaving the latent alone changes nothing.
+    assert best["no_edit"]["off_target_identity"] == 0.0 and best["linear"]["off_target_identity"] > 0
+    assert "Synthetic check" in (out / "index.html").read_text()
+    assert (tmp_path / "work" / "toyfaces-gan_bend-0.3" / "yaw" / "train" / "latents.safetensors").is_file()
+    r = runner.invoke(cli, args[:-1] + ["--warp", "twist:1"])
+    assert r.exit_code != 0 and "bend:STRENGTH" in str(r.exception or r.output)

@@ -42,6 +42,9 @@ def delta() -> None:
 @click.option("--hidden", default=DEFAULTS["hidden"], show_default=True, help="Width of E's and D's hidden layer.")
 @click.option("--subspace", default=DEFAULTS["subspace"], show_default=True,
               help="Work in this many leading directions of the sequences' change (0: the whole space).")
+@click.option("--basis", default=DEFAULTS["basis"], show_default=True, type=click.Choice(["line", "pca"]),
+              help="Subspace: the least-squares line's direction then the principal directions of what it leaves "
+                   "(line), or the principal directions of the change alone (pca).")
 @click.option("--noise", default=DEFAULTS["noise"], show_default=True,
               help="Input noise during training, as a fraction of the latents' scale.")
 @click.option("--lambda-a", default=DEFAULTS["lambda_a"], show_default=True, help="Weight of a's own reconstruction.")
@@ -53,8 +56,8 @@ def delta() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings and data).")
 @device_option
 @json_option
-def train_cmd(sequence_dirs, generator, out_dir, space, steps, batch_size, lr, delta_dim, hidden, subspace, noise, lambda_a,
-              lambda_b, seed, inversion_steps, checkpoint_every, resume, device, as_json):
+def train_cmd(sequence_dirs, generator, out_dir, space, steps, batch_size, lr, delta_dim, hidden, subspace, basis, noise,
+              lambda_a, lambda_b, seed, inversion_steps, checkpoint_every, resume, device, as_json):
     """Learn the change shown by SEQUENCE_DIR... (folders of image sequences, one sub-folder per sequence).
 
     Images without latents for GENERATOR are inverted first (and the latents kept in the folder).
@@ -72,7 +75,7 @@ def train_cmd(sequence_dirs, generator, out_dir, space, steps, batch_size, lr, d
     latents = [sequence_latents(s, G, space=space, steps=inversion_steps, progress=not as_json) for s in sets]
     model = train_delta(latents, out_dir, values=[s.values for s in sets], factor=factors[0] if factors else None,
                         space=space, generator=generator, steps=steps, batch_size=batch_size, lr=lr,
-                        delta_dim=delta_dim, hidden=hidden, subspace=subspace, noise=noise, lambda_a=lambda_a, lambda_b=lambda_b,
+                        delta_dim=delta_dim, hidden=hidden, subspace=subspace, basis=basis, noise=noise, lambda_a=lambda_a, lambda_b=lambda_b,
                         seed=seed, checkpoint_every=checkpoint_every, resume=resume, progress=not as_json,
                         info={"sequence_dirs": [str(s.root) for s in sets]})
     summary = {"out": out_dir, "factor": model.factor, "unit": model.info["unit"],
@@ -157,6 +160,15 @@ def edit_cmd(model_dir, latent_file, seed, alpha, alphas, out, gif, save_latent,
 @click.option("--steps", "seq_steps", default=7, show_default=True, help="Images per sequence.")
 @click.option("--seed", default=0, show_default=True, help="Training identities from this seed, held-out from seed+1.")
 @click.option("--inversion-steps", default=100, show_default=True, help="Optimisation steps per inverted image.")
+@click.option("--inversion-patience", default=None, type=int,
+              help="Early-stop patience of the inversions (default: the inversion's; large runs every step).")
+@click.option("--warp", default="none", show_default=True,
+              help="Synthetic check: see the latent through a known curved warp, e.g. bend:0.3 (bend the factors' "
+                   "axes quadratically into the Male direction); its numbers are the warped toy's, not the "
+                   "generator's.")
+@click.option("--codes", default="fit", show_default=True, type=click.Choice(["mean", "fit"]),
+              help="Code of each requested change: the mean of E over the training sequences, or the code fitted to "
+                   "make that change from all their positions.")
 @click.option("--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model.")
 @click.option("--axes", "axes_path", default="none", show_default=True,
               help="Axes file for the axis baseline (smile), 'auto' (fit once and cache), or 'none'.")
@@ -167,7 +179,7 @@ def edit_cmd(model_dir, latent_file, seed, alpha, alphas, out, gif, save_latent,
 @device_option
 @json_option
 def eval_cmd(generator, classifier, factors, train_identities, test_identities, seq_steps, seed, inversion_steps,
-             train_steps, axes_path, work_dir, out_dir, device, as_json):
+             inversion_patience, warp, codes, train_steps, axes_path, work_dir, out_dir, device, as_json):
     """Measure learned edits against the toyfaces renderer's true targets, beside the straight-line baselines."""
     from tlgan.delta.evaluate import evaluate_delta
     from tlgan.delta.report import write_delta_report
@@ -187,8 +199,9 @@ def eval_cmd(generator, classifier, factors, train_identities, test_identities, 
     sizes = [int(v) for v in _floats(train_identities, "--train-identities")]
     result = evaluate_delta(G, F, factors=[f.strip() for f in factors.split(",") if f.strip()],
                             train_identities=sizes, test_identities=test_identities, steps=seq_steps, seed=seed,
-                            inversion_steps=inversion_steps, axes=axes, work_dir=work_dir,
-                            train_kwargs={"steps": train_steps}, grid_dir=out_dir, progress=not as_json)
+                            inversion_steps=inversion_steps, inversion_patience=inversion_patience, axes=axes,
+                            work_dir=work_dir, train_kwargs={"steps": train_steps}, grid_dir=out_dir,
+                            warp=None if warp.lower() == "none" else warp, codes=codes, progress=not as_json)
     if out_dir is not None:
         write_delta_report(result, out_dir)
         result["report"] = str(Path(out_dir) / "index.html")
@@ -198,10 +211,15 @@ def eval_cmd(generator, classifier, factors, train_identities, test_identities, 
     for factor, entry in result["factors"].items():
         best = entry["best"]
         line = (f"{factor:14s} learned {best['learned']['psnr_db']:6.2f} dB   linear {best['linear']['psnr_db']:6.2f} dB"
-                f"   gain {best['gain_db']:+.2f} dB")
+                f"   gain {best['gain_db']:+.2f} dB   headroom {best['headroom_db']:+.2f} dB")
         if "axis" in best:
             line += f"   axis {best['axis']['psnr_db']:6.2f} dB"
+        if best["target_above_ceiling"]:
+            line += (f"   (+{best['target_gain_db']:g} dB is above the inversion ceiling: no edit of these latents can "
+                     f"gain it)")
         click.echo(line)
+    if result.get("warp"):
+        click.echo(f"(through the synthetic warp {result['warp']}: figures of the warped toy, not of {generator})")
     if out_dir is not None:
         click.echo(f"report: {result['report']}")
 

@@ -7,7 +7,9 @@
   compared with;
 - :mod:`~tlgan.delta.edit`: ``delta_edit`` / ``delta_walk``, the learned counterparts of the
   axis edits;
-- :mod:`~tlgan.delta.evaluate`: measuring edits against the toyfaces renderer's true targets.
+- :mod:`~tlgan.delta.evaluate`: measuring edits against the toyfaces renderer's true targets;
+- :mod:`~tlgan.delta.warp`: a known curved warp of the latent, the benchmark's synthetic check
+  of a path that is not straight.
 """
 from tlgan.delta.edit import delta_edit, delta_walk
 from tlgan.delta.model import DeltaModel, load_delta, save_delta

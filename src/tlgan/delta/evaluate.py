@@ -6,8 +6,10 @@ held-out identity and every pair of steps (i, j), i != j, its inverted latent ``
 edited by the change i -> j and the edited image is compared with the renderer's true image
 of that identity at step j:
 
-- *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the mean of ``E(a_i, a_j)`` over the
-  training sequences;
+- *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the code that best makes the change
+  i -> j from every training sequence's step i (:func:`tlgan.delta.train.fit_codes`,
+  started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
+  keeps that mean, the parent method's choice);
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
@@ -18,8 +20,16 @@ of that identity at step j:
 
 Reported per method: PSNR (dB) against the true target, the classifier's mean absolute
 change in the probabilities of the attributes that should not change, and (for generators
-that share the world's latent space, such as ``toyfaces-gan``) the mean change of the
-world's identity factors read from the edited latent, plus the error in the edited factor.
+that share the world's latent space, such as ``toyfaces-gan``, or see it through a known
+warp) the mean change of the world's identity factors read from the edited latent, plus
+the error in the edited factor.
+
+Beside ``gain_db`` (learned minus linear) each entry gives ``headroom_db``: the inversion
+ceiling minus the linear edit, the most any edit of these latents could gain over the line.
+Where it is under :data:`TARGET_GAIN_DB` (``target_above_ceiling``), a gain of that size is
+out of reach whatever the edit; on ``toyfaces-gan`` in z most factors move along straight
+lines of the latent by construction, so the line is close to the truth there. ``warp``
+(see :mod:`tlgan.delta.warp`) measures the same through a known curved warp instead.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ import torch
 
 from tlgan.delta.model import DeltaModel
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
-from tlgan.delta.train import linear_direction, train_delta
+from tlgan.delta.train import fit_codes, linear_direction, train_delta
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
 from tlgan.toyfaces import world
@@ -47,10 +57,14 @@ ATTRIBUTE_OF = {factor: attribute for attribute, factor in world.FACTOR_OF.items
 # Identity factors and the span they are divided by, so every factor counts on a 0..1 scale.
 IDENTITY_SPANS = {world.FACTOR_OF[a]: 1.0 for a in world.ATTRIBUTES}
 IDENTITY_SPANS.update(age=2 * world.AGE_SPAN, nose_size=world.NOSE_SPAN)
+#: The gain over the line the benchmark asks of a learned edit (dB).
+TARGET_GAIN_DB = 1.0
+#: How the learned edit's code of each requested change is chosen (see evaluate_edit_methods).
+CODES = ("mean", "fit")
 
 
 def _sequence_latents(factor: str, identities: int, steps: int, seed: int, generator, folder: Path,
-                      inversion_steps: int, progress: bool):
+                      inversion_steps: int, progress: bool, encoder="auto", patience: Optional[int] = None):
     """Render (or reuse) and invert a sequence folder; returns (true images, latents, values)."""
     seqs = factor_sequences(factor, identities, steps, seed=seed)
     names = [f"id{int(i):04d}" for i in seqs.indices]
@@ -63,7 +77,8 @@ def _sequence_latents(factor: str, identities: int, steps: int, seed: int, gener
     if existing is None or existing.names != names or existing.values != seqs.values.tolist():
         existing = write_sequences(folder, seqs.images, values=seqs.values.tolist(), factor=seqs.factor,
                                    names=names, extra={"source": "toyfaces-render", "seed": seed})
-    latents = sequence_latents(existing, generator, steps=inversion_steps, progress=progress)
+    latents = sequence_latents(existing, generator, steps=inversion_steps, patience=patience, encoder=encoder,
+                               progress=progress)
     return seqs, latents
 
 
@@ -97,6 +112,24 @@ def _shares_world_latents(generator) -> bool:
     return getattr(generator, "z_dim", None) == world.Z_DIM and generator.name in ("toyfaces-gan", "toyfaces-render")
 
 
+def _world_latents(generator, latents: torch.Tensor) -> Optional[torch.Tensor]:
+    """The world latents (N, 512) a generator draws for ``latents``, or None when unknown."""
+    if callable(getattr(generator, "to_world", None)):  # seen through a known warp
+        with torch.no_grad():
+            return generator.to_world(latents).float().cpu()
+    return latents if _shares_world_latents(generator) else None
+
+
+def ceiling_summary(entry: Dict[str, Any], target_db: float = TARGET_GAIN_DB) -> Dict[str, Any]:
+    """``headroom_db`` (inversion ceiling minus linear), ``target_above_ceiling`` (whether a gain
+    of ``target_db`` over the line is more than the ceiling allows) and ``headroom_used``
+    (gain / headroom, None without headroom) of one evaluated entry."""
+    headroom = round(entry["inversion"]["psnr_db"] - entry["linear"]["psnr_db"], 3)
+    return {"headroom_db": headroom, "target_gain_db": float(target_db),
+            "target_above_ceiling": bool(headroom < target_db),
+            "headroom_used": round(entry["gain_db"] / headroom, 3) if headroom > 0 else None}
+
+
 def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
     """Unit axis of ``attribute`` from a FeatureAxes (None when absent)."""
     if axes is None or attribute not in axes.attributes:
@@ -108,12 +141,17 @@ def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
 def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: torch.Tensor,
                           values: np.ndarray, test_latents: torch.Tensor, test_images: torch.Tensor,
                           model: DeltaModel,
-                          axis: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+                          axis: Optional[torch.Tensor] = None, codes: str = "fit") -> Dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
     ``train_latents`` (K, n, D) and ``test_latents`` (T, n, D) are inverted sequences with
-    factor ``values`` (n,); ``test_images`` (T, n, 3, R, R) are the true renders.
+    factor ``values`` (n,); ``test_images`` (T, n, 3, R, R) are the true renders. ``codes``:
+    each pair's Δ_ij is the ``"mean"`` of E over the training sequences, or the code
+    ``"fit"`` to make that change from every training sequence's position
+    (:func:`tlgan.delta.train.fit_codes`, started from the mean).
     """
+    if codes not in CODES:
+        raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
     t, n = test_latents.shape[:2]
     d = test_latents.shape[-1]
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -122,13 +160,17 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
     vals = torch.as_tensor(values, dtype=torch.float32)
     with torch.no_grad():
         k = train_latents.shape[0]
-        codes = model.encode(train_latents[:, ii].reshape(-1, d), train_latents[:, jj].reshape(-1, d))
-        codes = codes.reshape(k, len(pairs), -1).mean(0)                 # Δ_ij, (P, delta_dim)
+        pair_codes = model.encode(train_latents[:, ii].reshape(-1, d), train_latents[:, jj].reshape(-1, d))
+        pair_codes = pair_codes.reshape(k, len(pairs), -1).mean(0)       # Δ_ij, (P, delta_dim)
         start = test_latents[:, ii].reshape(-1, d)                        # (T*P, D)
         target_images = test_images[:, jj].flatten(0, 1)
         steps = (vals[jj] - vals[ii]).repeat(t)[:, None]                  # (T*P, 1)
         direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
-        edits = {"learned": model.move(start, codes.repeat(t, 1)),
+    if codes == "fit":
+        pair_codes = fit_codes(model, train_latents[:, ii].transpose(0, 1).reshape(len(pairs), k, d),
+                               train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d), pair_codes)
+    with torch.no_grad():
+        edits = {"learned": model.move(start, pair_codes.repeat(t, 1)),
                  "linear": start + steps * direction[None]}
         if axis is not None:
             proj = train_latents @ axis                                    # (K, n)
@@ -140,10 +182,11 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
     keep = [a for a in classifier.attributes if a != attribute] if classifier is not None else []
     keep_idx = [list(classifier.attributes).index(a) for a in keep]
     base_probs = _probabilities(generator, classifier, start)[:, keep_idx] if classifier is not None else None
-    world_ok = _shares_world_latents(generator)
+    start_world = _world_latents(generator, start)
+    world_ok = start_world is not None
     if world_ok:
         id_names = [name for name in IDENTITY_SPANS if name != factor]
-        f0 = world.factors(start)
+        f0 = world.factors(start_world)
         want = vals[jj].repeat(t)
     out: Dict[str, Any] = {"pairs": len(pairs) * t}
     for method, latents in edits.items():
@@ -152,26 +195,42 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
             probs = _probabilities(generator, classifier, latents)[:, keep_idx]
             row["off_target_classifier"] = round(float((probs - base_probs).abs().mean()), 4)
         if world_ok and method != "inversion":
-            f1 = world.factors(latents)
+            f1 = world.factors(_world_latents(generator, latents))
             change = torch.stack([(f1[name] - f0[name]).abs() / IDENTITY_SPANS[name] for name in id_names])
             row["off_target_identity"] = round(float(change.mean()), 4)
             row["factor_error"] = round(float(_factor_error(factor, f1[factor], want).mean()), 3)
         out[method] = row
     out["gain_db"] = round(out["learned"]["psnr_db"] - out["linear"]["psnr_db"], 3)
+    out.update(ceiling_summary(out))
     return out
 
 
 def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAULT_FACTORS,
                    train_identities: Sequence[int] = (1, 2, 5, 10), test_identities: int = 5, steps: int = 7,
-                   seed: int = 0, inversion_steps: int = 100, axes=None, work_dir=None,
-                   train_kwargs: Optional[Dict] = None, grid_dir=None, progress: bool = True) -> Dict[str, Any]:
+                   seed: int = 0, inversion_steps: int = 100, inversion_patience: Optional[int] = None, axes=None,
+                   work_dir=None, train_kwargs: Optional[Dict] = None, grid_dir=None, warp: Optional[str] = None,
+                   codes: str = "fit", progress: bool = True) -> Dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
     with the same settings skips the inversions (the slow part: about 0.7 s per image on a
-    CPU core). ``axes`` (a FeatureAxes of the generator, e.g. ``tlgan fit``'s) adds the
-    axis baseline for factors an attribute drives. ``grid_dir`` receives one edit grid PNG per factor (``grid-FACTOR.png``).
+    CPU core at 100 steps). ``inversion_patience`` (default: the inversion's own) set large
+    runs all ``inversion_steps``. ``axes`` (a FeatureAxes of the generator, e.g. ``tlgan
+    fit``'s) adds the axis baseline for factors an attribute drives. ``grid_dir`` receives
+    one edit grid PNG per factor (``grid-FACTOR.png``). ``warp`` (e.g. ``"bend:0.3"``, see
+    :func:`tlgan.delta.warp.parse_warp`) evaluates through a known curved warp of the
+    latent instead: a synthetic check, whose numbers are not the generator's own (the
+    axis baseline, fitted on the unwarped generator, is then left out). ``codes``: see
+    :func:`evaluate_edit_methods`.
     """
+    from tlgan.delta.warp import warped
+
+    if codes not in CODES:
+        raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
+    name = generator.name
+    generator, encoder = warped(generator, warp) if warp else (generator, "auto")
+    if generator.name != name:
+        axes = None
     sizes = sorted({int(k) for k in train_identities})
     if not sizes or sizes[0] < 1:
         raise TlganError(f"train_identities must be positive counts, not {list(train_identities)}")
@@ -183,16 +242,21 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
         tmp = tempfile.TemporaryDirectory(prefix="tlgan-delta-eval-")
         work_dir = tmp.name
     work = Path(work_dir)
+    if generator.name != name:
+        work = work / generator.name.replace(":", "-").replace("+", "_")  # its own inversions, beside the plain ones
     results: Dict[str, Any] = {"generator": generator.name, "space": "z", "steps": int(steps), "seed": int(seed),
-                               "train_identities": sizes, "test_identities": int(test_identities),
-                               "inversion_steps": int(inversion_steps), "train": dict(train_kwargs or {}),
+                               "warp": warp or None, "train_identities": sizes, "test_identities": int(test_identities),
+                               "inversion_steps": int(inversion_steps), "inversion_patience": inversion_patience,
+                               "target_gain_db": TARGET_GAIN_DB, "codes": codes, "train": dict(train_kwargs or {}),
                                "factors": {}}
     try:
         for factor in factors:
             train_seqs, train_lat = _sequence_latents(factor, sizes[-1], steps, seed, generator,
-                                                      work / factor / "train", inversion_steps, progress)
+                                                      work / factor / "train", inversion_steps, progress,
+                                                      encoder=encoder, patience=inversion_patience)
             test_seqs, test_lat = _sequence_latents(factor, test_identities, steps, seed + 1, generator,
-                                                    work / factor / "test", inversion_steps, progress)
+                                                    work / factor / "test", inversion_steps, progress,
+                                                    encoder=encoder, patience=inversion_patience)
             attribute = ATTRIBUTE_OF.get(factor)
             axis = _axis_direction(axes, attribute) if attribute is not None else None
             curve = {}
@@ -204,9 +268,10 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
                 curve[str(k)] = evaluate_edit_methods(
                     generator, classifier, factor=factor, train_latents=train_lat[:k], values=train_seqs.values,
                     test_latents=test_lat, test_images=test_seqs.images,
-                    model=model, axis=axis)
-                log.info("%s, %d identities: learned %.2f dB, linear %.2f dB", factor, k,
-                         curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"])
+                    model=model, axis=axis, codes=codes)
+                log.info("%s, %d identities: learned %.2f dB, linear %.2f dB, headroom %.2f dB", factor, k,
+                         curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"],
+                         curve[str(k)]["headroom_db"])
             results["factors"][factor] = {"values": train_seqs.values.tolist(), "by_identities": curve,
                                           "best": curve[str(sizes[-1])]}
             if grid_dir is not None:
@@ -242,4 +307,5 @@ def edit_grid(generator, model: DeltaModel, train_latents: torch.Tensor, values:
     return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 
 
-__all__ = ["evaluate_delta", "evaluate_edit_methods", "edit_grid", "DEFAULT_FACTORS"]
+__all__ = ["evaluate_delta", "evaluate_edit_methods", "ceiling_summary", "edit_grid", "DEFAULT_FACTORS",
+           "TARGET_GAIN_DB"]

@@ -34,15 +34,23 @@ def _factor_section(factor: str, entry: Dict[str, Any], out_dir: Path) -> str:
         m = best[key]
         rows.append([html.escape(label), _fmt(m["psnr_db"]), _fmt(m.get("off_target_classifier"), 4),
                      _fmt(m.get("off_target_identity"), 4), _fmt(m.get("factor_error"), 3)])
+    ceiling = best.get("headroom_db")
+    note = ""
+    if ceiling is not None:
+        note = (f" Headroom (inverted target minus linear): <b>{_fmt(ceiling, 2, True)} dB</b>, the most any edit of "
+                f"these latents could gain over the line.")
+        if best.get("target_above_ceiling"):
+            note += (f" A gain of +{best['target_gain_db']:g} dB is above that ceiling here: no edit of these "
+                     f"latents can reach it.")
     parts = [f"<h2>{html.escape(factor)}</h2>",
              f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
-             f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.</p>",
+             f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{note}</p>",
              _table(["method", "PSNR vs true target (dB)", "off-target: classifier |Δp|",
                      "off-target: identity factors", "error in the edited factor"], rows)]
-    curve = [[k, _fmt(v["learned"]["psnr_db"]), _fmt(v["linear"]["psnr_db"]), _fmt(v["gain_db"], 2, True)]
-             for k, v in entry["by_identities"].items()]
-    parts += ["<h3>Learning curve</h3>", _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)"],
-                                                curve)]
+    curve = [[k, _fmt(v["learned"]["psnr_db"]), _fmt(v["linear"]["psnr_db"]), _fmt(v["gain_db"], 2, True),
+              _fmt(v.get("headroom_db"), 2, True)] for k, v in entry["by_identities"].items()]
+    parts += ["<h3>Learning curve</h3>", _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)",
+                                                 "headroom (dB)"], curve)]
     grid = entry.get("grid")
     if grid and (out_dir / grid).is_file():
         data = base64.b64encode((out_dir / grid).read_bytes()).decode()
@@ -60,6 +68,10 @@ def write_delta_report(result: Dict[str, Any], out_dir: str | os.PathLike) -> Pa
              f"{result['steps']} steps per sequence, every ordered pair of steps as a requested change; training "
              f"identities {', '.join(str(k) for k in result['train_identities'])}. Each edit is compared with the "
              f"renderer's true image of the same identity with the requested change.</p>")
+    if result.get("warp"):
+        intro += (f"<p><b>Synthetic check:</b> the generator sees its latent through the known curved warp "
+                  f"{html.escape(str(result['warp']))}, so the factors' paths bend; these figures describe that "
+                  f"warped toy, not the generator itself.</p>")
     sections = "".join(_factor_section(f, e, out) for f, e in result["factors"].items())
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
              "margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"

@@ -170,14 +170,16 @@ def _latent_key(generator_name: str, fingerprint: str, space: str, inversion: Di
 
 
 def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", encoder: Any = "auto",
-                     classifier=None, steps: int = 100, cache: bool = True, progress: bool = False) -> torch.Tensor:
+                     classifier=None, steps: int = 100, patience: Optional[int] = None, cache: bool = True,
+                     progress: bool = False) -> torch.Tensor:
     """The sequences' latents in ``generator``'s space ``space``: (K, n, *latent shape).
 
     Read from ``latents.safetensors`` when it was written for this generator (by weights
     fingerprint), space and inversion settings; otherwise every image is inverted with
     :func:`tlgan.inversion.invert` (encoder ``"auto"``: the generator's own, if it has one;
-    ``steps`` optimisation steps; ``classifier`` adds the feature loss) and, with
-    ``cache``, the result is written there.
+    ``steps`` optimisation steps; ``patience``, when given, the early stop's patience, large
+    to run every step; ``classifier`` adds the feature loss) and, with ``cache``, the
+    result is written there.
     """
     from tlgan.inversion.encoder import generator_fingerprint
     from tlgan.inversion.optimize import encoder_for, invert
@@ -189,6 +191,8 @@ def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", enc
     fingerprint = generator_fingerprint(generator)
     inversion = {"steps": int(steps), "encoder": "auto" if isinstance(encoder, str) else
                  ("none" if encoder is None else "given"), "classifier": getattr(classifier, "name", None)}
+    if patience is not None:
+        inversion["patience"] = int(patience)
     key = _latent_key(generator.name, fingerprint, space, inversion, _files_fingerprint(sequences))
     path = sequences.root / LATENTS_FILE
     if path.is_file():
@@ -203,7 +207,7 @@ def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", enc
     images = sequences.images(generator.img_resolution)
     k, n = images.shape[:2]
     result = invert(generator, images.flatten(0, 1), encoder=encoder, classifier=classifier, steps=steps,
-                    progress=progress)
+                    progress=progress, **({} if patience is None else {"patience": int(patience)}))
     latents = result.latents.reshape(k, n, *result.latents.shape[1:])
     if cache:
         save_tensors(path, {"latents": latents, "psnr_db": result.psnr_db.reshape(k, n)},

@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
 STREAM_NOISE = 22
+#: How the subspace is chosen: "line" (the least-squares line's direction, then the principal
+#: directions of what it leaves) or "pca" (the principal directions of the change alone).
+BASES = ("line", "pca")
 
 DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 8, "steps": 2000, "batch_size": 64, "lr": 1e-3, "noise": 0.05,
-            "lambda_a": 1.0, "lambda_b": 1.0}
+            "lambda_a": 1.0, "lambda_b": 1.0, "basis": "line"}
 
 
 def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Optional[Sequence[Sequence[float]]]):
@@ -91,15 +94,29 @@ def _rank(sets: List[torch.Tensor]) -> int:
     return sum(int(x.shape[0]) * (int(x.shape[1]) - 1) for x in sets)
 
 
-def change_basis(sets: Sequence[torch.Tensor], r: int) -> torch.Tensor:
+def change_basis(sets: Sequence[torch.Tensor], r: int,
+                 values: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """The r leading principal directions (r, D) of the latents' variation within sequences.
 
     Each sequence is centred on its own mean, so only what changes along the sequences
-    counts, not how identities differ.
+    counts, not how identities differ. With ``values`` (each set's factor values) the first
+    direction is the least-squares line's (:func:`linear_direction`) and the other r - 1 the
+    principal directions of what the line leaves: inverted latents of one face wander
+    between steps in directions the image barely depends on, and on a few sequences that
+    wander can outweigh the factor's own direction in a plain principal analysis.
     """
     centred = torch.cat([(x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]) for x in sets]).to(torch.float64)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    basis = vh[:r]
+    if values is None:
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        basis = vh[:r]
+    else:
+        line = linear_direction(sets, values).to(torch.float64)
+        line = line / line.norm().clamp_min(1e-12)
+        rest = centred - (centred @ line)[:, None] * line[None]
+        _, _, vh = torch.linalg.svd(rest, full_matrices=False)
+        basis = torch.cat([line[None], vh[:r - 1]])
+        basis, _ = torch.linalg.qr(basis.T)  # re-orthonormalise against rounding
+        basis = basis.T
     # Fix each direction's sign (the largest entry positive) so the basis depends on the data only.
     signs = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))
     return (basis * signs).float()
@@ -139,33 +156,48 @@ def _draw(sets: List[torch.Tensor], batch_size: int, g: torch.Generator):
     return [torch.cat(t)[perm] for t in (a_i, a_j, b_i, b_j)]
 
 
-def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
-    """The one code that best makes one step from every training position, and its factor change.
+def fit_codes(model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init: torch.Tensor,
+              iterations: int = 200) -> torch.Tensor:
+    """Codes that best make the given changes with the networks fixed: (C, delta_dim).
 
-    Starts from the mean code of all consecutive steps and minimises
-    ``sum |a_i + D(a_i, c) - a_{i+1}|^2`` over c with the networks fixed: the mean of codes
-    taken at different positions along a curved path is shorter than any of them.
+    ``starts`` and ``ends`` (C, K, D) are K examples of each of C changes and ``init``
+    (C, delta_dim) the codes to start from; each code c minimises
+    ``sum_k |s_k + D(s_k, c) - e_k|^2`` (the codes are independent, so all are fitted at
+    once). The mean of codes taken at different positions along a curved path is shorter
+    than any of them; the fitted code is the one change that suits all of those positions.
     """
-    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
-    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
-    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    c, k, d = starts.shape
+    flat_s, flat_e = starts.reshape(-1, d), ends.reshape(-1, d)
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        with torch.no_grad():
-            code = model.encode(starts, ends).mean(0)
-        code = code.clone().requires_grad_(True)
+        code = init.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([code], lr=0.05)
         scale2 = float(model.scale) ** 2
         for _ in range(iterations):
-            loss = (model.move(starts, code) - ends).pow(2).mean() / scale2
+            moved = model.move(flat_s, code.repeat_interleave(k, dim=0))
+            loss = (moved - flat_e).pow(2).mean() / scale2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
-    return code.detach(), float(steps.mean())
+    return code.detach()
+
+
+def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
+    """The one code that best makes one step from every training position, and its factor change.
+
+    :func:`fit_codes` over every consecutive step, from the mean code of those steps.
+    """
+    starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
+    ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
+    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    with torch.no_grad():
+        init = model.encode(starts, ends).mean(0)
+    code = fit_codes(model, starts[None], ends[None], init[None], iterations)[0]
+    return code, float(steps.mean())
 
 
 def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optional[Sequence[Sequence[float]]] = None,
@@ -174,7 +206,7 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
                 delta_dim: int = DEFAULTS["delta_dim"], hidden: int = DEFAULTS["hidden"],
                 subspace: int = DEFAULTS["subspace"],
                 noise: float = DEFAULTS["noise"], lambda_a: float = DEFAULTS["lambda_a"],
-                lambda_b: float = DEFAULTS["lambda_b"], seed: int = 0, checkpoint_every: int = 500,
+                lambda_b: float = DEFAULTS["lambda_b"], basis: str = DEFAULTS["basis"], seed: int = 0, checkpoint_every: int = 500,
                 resume: bool = False, progress: bool = True, info: Optional[Dict[str, Any]] = None,
                 on_step: Optional[Callable[[int], None]] = None) -> DeltaModel:
     """Train E and D on ``latent_sets`` (each (K, n, *latent shape): K sequences of n steps)
@@ -191,11 +223,14 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
     for name, value in (("noise", noise), ("lambda_a", lambda_a), ("lambda_b", lambda_b), ("lr", lr)):
         if not math.isfinite(float(value)) or float(value) < 0:
             raise TlganError(f"{name} must be a finite number >= 0, not {value}")
+    if basis not in BASES:
+        raise TlganError(f"basis must be one of {', '.join(BASES)}, not {basis!r}")
     sets, value_sets, shape = _check_sets(latent_sets, values)
     out_dir = Path(out_dir)
     settings = {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "delta_dim": int(delta_dim),
                 "hidden": int(hidden), "subspace": int(subspace), "noise": float(noise), "lambda_a": float(lambda_a),
-                "lambda_b": float(lambda_b), "seed": int(seed), "data": _fingerprint(sets, value_sets)}
+                "lambda_b": float(lambda_b), "basis": str(basis), "seed": int(seed),
+                "data": _fingerprint(sets, value_sets)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # initial weights depend on the seed only
         model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())))
@@ -203,7 +238,7 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
     model.center.copy_(everything.mean(0))
     model.scale.copy_((everything - everything.mean(0)).pow(2).mean().sqrt().clamp_min(1e-8))
     if model.subspace:
-        model.basis.copy_(change_basis(sets, model.subspace))
+        model.basis.copy_(change_basis(sets, model.subspace, value_sets if basis == "line" else None))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start, history = 0, []
     if has_checkpoint(out_dir):
@@ -273,4 +308,4 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
     return model
 
 
-__all__ = ["train_delta", "linear_direction", "DEFAULTS"]
+__all__ = ["train_delta", "linear_direction", "fit_codes", "change_basis", "DEFAULTS", "BASES"]
