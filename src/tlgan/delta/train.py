@@ -246,7 +246,8 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optiona
             raise TlganError(f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
                              f"use a new --out folder")
         manifest = load_checkpoint(out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False)
-        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        # Checkpoints from before the basis was a setting used the plain principal directions.
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings, introduced={"basis": "pca"})
         if diff:
             raise TlganError(f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
                              f"pass the same ones, or train into a new --out folder")
