@@ -412,3 +412,18 @@ def test_evaluate_inversion_on_the_renderer():
         assert res[kind]["psnr_db_mean"] >= none[kind]["psnr_db_mean"] - 1e-3
     assert 0.0 <= res["rendered"]["attribute_agreement"] <= 1.0
     assert res["generated"]["encoder_psnr_db_mean"] is None
+
+
+def test_frozen_restores_every_submodules_own_mode():
+    """A wrapper left in training mode around a network in eval mode comes back exactly so."""
+    from tlgan.inversion.encoder import frozen
+
+    inner = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)).eval()
+    wrapper = torch.nn.Sequential(inner, torch.nn.Dropout(0.5))  # wrapper and dropout in training mode
+    inner[0].weight.requires_grad_(False)
+    with frozen(wrapper):
+        assert not any(m.training for m in wrapper.modules())
+        assert not any(p.requires_grad for p in wrapper.parameters())
+    assert wrapper.training and wrapper[1].training
+    assert not inner.training and not inner[0].training and not inner[1].training
+    assert not inner[0].weight.requires_grad and inner[0].bias.requires_grad

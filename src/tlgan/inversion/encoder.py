@@ -316,7 +316,10 @@ def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
     (an image's result never depends on the rest of its batch).
     """
     modules = tuple(m for m in modules if m is not None)
-    saved = [(m.training, [(p, p.requires_grad) for p in m.parameters()]) for m in modules]
+    # Every submodule's own mode: m.train(flag) would set them all alike, turning an inner
+    # network that was in eval mode inside a wrapper in training mode into training mode.
+    modes = [(sub, sub.training) for m in modules for sub in m.modules()]
+    params = [(p, p.requires_grad) for m in modules for p in m.parameters()]
     for m in modules:
         m.eval()
         for p in m.parameters():
@@ -324,10 +327,10 @@ def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, (training, params) in zip(modules, saved):
-            m.train(training)
-            for p, flag in params:
-                p.requires_grad_(flag)
+        for sub, training in modes:
+            sub.training = training
+        for p, flag in params:
+            p.requires_grad_(flag)
 
 
 def psnr_db(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
