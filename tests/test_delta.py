@@ -46,9 +46,12 @@ def rotation_model(tmp_path_factory):
     return model, train
 
 
-def test_learned_decoder_follows_a_rotation_a_straight_line_cannot(rotation_model):
-    model, train = rotation_model
-    test = rotation_world(20, seed=1)
+def edit_every_pair(model, train, test, values):
+    """Each test sequence's step i moved to step j (i != j) by the learned edit (the code of that
+    change averaged over the training sequences) and by the least-squares line.
+
+    Returns (start, target, learned, linear, direction): (k * n * (n - 1), D) latents and the line's (D,)."""
+    values = torch.as_tensor(values, dtype=torch.float64)
     k, n, d = test.shape
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
     ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
@@ -57,9 +60,14 @@ def test_learned_decoder_follows_a_rotation_a_straight_line_cannot(rotation_mode
                                                                                                -1).mean(0)
         start, target = test[:, ii].reshape(-1, d), test[:, jj].reshape(-1, d)
         learned = model.move(start, codes.repeat(k, 1))
-    direction = linear_direction([train], [torch.as_tensor(ANGLES)])
-    steps = torch.as_tensor(ANGLES[jj.numpy()] - ANGLES[ii.numpy()], dtype=torch.float32).repeat(k)[:, None]
-    linear = start + steps * direction[None]
+    direction = linear_direction([train], [values])
+    steps = (values[jj] - values[ii]).float().repeat(k)[:, None]
+    return start, target, learned, start + steps * direction[None], direction
+
+
+def test_learned_decoder_follows_a_rotation_a_straight_line_cannot(rotation_model):
+    model, train = rotation_model
+    start, target, learned, linear, direction = edit_every_pair(model, train, rotation_world(20, seed=1), ANGLES)
     err_learned = (learned - target).norm(dim=1).mean()
     err_linear = (linear - target).norm(dim=1).mean()
     assert err_learned < 0.25 * err_linear, (float(err_learned), float(err_linear))
@@ -366,16 +374,7 @@ def test_on_a_warped_toy_the_learned_edit_follows_the_curve_the_line_cannot(tmp_
     train, t, warp = bent_world(10, seed=0)  # at most 10 training identities
     test, _, _ = bent_world(20, seed=1)
     model = train_delta([train], tmp_path, values=[t.tolist()], factor="bent", **TINY)
-    k, n, d = test.shape
-    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
-    with torch.no_grad():
-        codes = model.encode(train[:, ii].reshape(-1, d), train[:, jj].reshape(-1, d)).reshape(len(train), len(pairs),
-                                                                                               -1).mean(0)
-        start, target = test[:, ii].reshape(-1, d), test[:, jj].reshape(-1, d)
-        learned = model.move(start, codes.repeat(k, 1))
-    direction = linear_direction([train], [t.double()])
-    linear = start + (t[jj] - t[ii]).repeat(k)[:, None] * direction[None]
+    start, target, learned, linear, _direction = edit_every_pair(model, train, test, t)
     err_learned = (learned - target).norm(dim=1).mean()
     err_linear = (linear - target).norm(dim=1).mean()
     assert err_learned < 0.3 * err_linear, (float(err_learned), float(err_linear))

@@ -112,14 +112,22 @@ def png_pixels(image: torch.Tensor) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(encode_png(image))).convert("RGB"))
 
 
-def test_studio_page_edits_scores_and_locks(browser, studio):
-    server, G, axes = studio
-    seed = bearded_man(G)
+def open_page(browser, requests_failing: bool = False):
+    """A new page and the list its console errors and page errors go to (and failed requests with
+    ``requests_failing``), for a test to assert empty at the end."""
     page = browser.new_page(viewport={"width": 1320, "height": 900})
     problems = []
     page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
+    if requests_failing:
+        page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
+    return page, problems
+
+
+def test_studio_page_edits_scores_and_locks(browser, studio):
+    server, G, axes = studio
+    seed = bearded_man(G)
+    page, problems = open_page(browser, requests_failing=True)
 
     def idle():
         # A selector wait, not wait_for_function: the page's CSP forbids the eval that would need.
@@ -221,10 +229,7 @@ def test_an_uploaded_photo_becomes_the_original_and_is_edited(browser, studio, m
 
     # The server runs in this process, so the endpoint's lazy import finds this stand-in.
     monkeypatch.setattr(tlgan.inversion, "invert_image", perfect_inversion, raising=False)
-    page = browser.new_page(viewport={"width": 1320, "height": 900})
-    problems = []
-    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page, problems = open_page(browser)
     idle = page.locator('body[data-state="idle"]')
     page.goto(f"{server.url}?seed=1")
     idle.wait_for(state="attached")
@@ -273,10 +278,7 @@ def test_ticking_tune_gives_a_tuned_face_whose_edits_and_learned_rows_work(brows
     app = create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20,
                      learned={"yaw": yaw})
     with ServerThread(app) as server:
-        page = browser.new_page(viewport={"width": 1320, "height": 900})
-        problems = []
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page, problems = open_page(browser)
         idle = page.locator('body[data-state="idle"]')
         page.goto(f"{server.url}?seed=1")
         idle.wait_for(state="attached")
