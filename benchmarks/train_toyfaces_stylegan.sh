@@ -68,44 +68,40 @@ encoder_and_eval() {  # $1 = generator folder, $2 = label
     du -b "$OUT/$2"/*.safetensors | tee -a "$OUT/timings.txt"
 }
 
-if [[ "$ROUTE" == distill || "$ROUTE" == both ]]; then
-    common=(--teacher toyfaces-render --classifier toyfaces-classifier --arch stylegan2 "${SIZES[@]}"
-            --batch-size "$BATCH" --lr "${DISTILL_LR:-2e-3}" --edge-weight 0.5 --feature-weight 0.1 --device "$DEVICE" --json)
-    if [[ ! -f "$WORK/distill-steps.txt" ]]; then
-        stamp "distill probe: start"
-        rm -rf "$WORK/probe-distill"
-        tlgan train distill "${common[@]}" --out "$WORK/probe-distill" --steps "$PROBE" \
-            --checkpoint-every 1000000 --sample-every 1000000 > "$WORK/probe-distill.json"
-        fit_steps "$WORK/probe-distill.json" "$DISTILL_SECONDS" "$DISTILL_STEPS" > "$WORK/distill-steps.txt"
-        cp "$WORK/probe-distill.json" "$OUT/"
+# One route: a short probe run sizes the training to $3 seconds (at most $4 steps), then
+# `tlgan train $2` with the options that follow trains, resumably, and the encoder and eval run.
+train_route() {  # $1 = route name, $2 = train subcommand, $3 = seconds, $4 = most steps, then options
+    local name=$1 subcommand=$2 seconds=$3 most=$4 steps
+    shift 4
+    if [[ ! -f "$WORK/$name-steps.txt" ]]; then
+        stamp "$name probe: start"
+        rm -rf "$WORK/probe-$name"
+        tlgan train "$subcommand" "$@" --out "$WORK/probe-$name" --steps "$PROBE" \
+            --checkpoint-every 1000000 --sample-every 1000000 > "$WORK/probe-$name.json"
+        fit_steps "$WORK/probe-$name.json" "$seconds" "$most" > "$WORK/$name-steps.txt"
+        cp "$WORK/probe-$name.json" "$OUT/"
     fi
-    steps=$(cat "$WORK/distill-steps.txt")
-    stamp "distill: $steps steps"
-    tlgan train distill "${common[@]}" --out "$WORK/distill" --steps "$steps" --name toyfaces-stylegan \
-        --checkpoint-every "$EVERY" --sample-every "$EVERY" --resume > "$OUT/distill.json"
-    stamp "distill: done ($(json_get "$OUT/distill.json" seconds_per_step) s/step)"
-    encoder_and_eval "$WORK/distill" toyfaces-stylegan-distill
+    steps=$(cat "$WORK/$name-steps.txt")
+    stamp "$name: $steps steps"
+    tlgan train "$subcommand" "$@" --out "$WORK/$name" --steps "$steps" --name toyfaces-stylegan \
+        --checkpoint-every "$EVERY" --sample-every "$EVERY" --resume > "$OUT/$name.json"
+    stamp "$name: done ($(json_get "$OUT/$name.json" seconds_per_step) s/step)"
+    encoder_and_eval "$WORK/$name" "toyfaces-stylegan-$name"
+}
+
+if [[ "$ROUTE" == distill || "$ROUTE" == both ]]; then
+    train_route distill distill "$DISTILL_SECONDS" "$DISTILL_STEPS" \
+        --teacher toyfaces-render --classifier toyfaces-classifier --arch stylegan2 "${SIZES[@]}" \
+        --batch-size "$BATCH" --lr "${DISTILL_LR:-2e-3}" --edge-weight 0.5 --feature-weight 0.1 --device "$DEVICE" --json
 fi
 
 if [[ "$ROUTE" == adversarial || "$ROUTE" == both ]]; then
     stamp "export $EXPORT_N renders: start"
     tlgan toyfaces export --out "$WORK/data" -n "$EXPORT_N" --seed 0
     stamp "export: done"
-    common=(--data "$WORK/data" --arch stylegan2 "${SIZES[@]}" --resolution 64 --z-dim 512 --batch-size "$BATCH"
-            --device "$DEVICE" --json)
-    if [[ ! -f "$WORK/adversarial-steps.txt" ]]; then
-        rm -rf "$WORK/probe-adversarial"
-        tlgan train generator "${common[@]}" --out "$WORK/probe-adversarial" --steps "$PROBE" \
-            --checkpoint-every 1000000 --sample-every 1000000 > "$WORK/probe-adversarial.json"
-        fit_steps "$WORK/probe-adversarial.json" "$ADV_SECONDS" "$ADV_STEPS" > "$WORK/adversarial-steps.txt"
-        cp "$WORK/probe-adversarial.json" "$OUT/"
-    fi
-    steps=$(cat "$WORK/adversarial-steps.txt")
-    stamp "adversarial: $steps steps"
-    tlgan train generator "${common[@]}" --out "$WORK/adversarial" --steps "$steps" --name toyfaces-stylegan \
-        --checkpoint-every "$EVERY" --sample-every "$EVERY" --resume > "$OUT/adversarial.json"
-    stamp "adversarial: done ($(json_get "$OUT/adversarial.json" seconds_per_step) s/step)"
-    encoder_and_eval "$WORK/adversarial" toyfaces-stylegan-adversarial
+    train_route adversarial generator "$ADV_SECONDS" "$ADV_STEPS" \
+        --data "$WORK/data" --arch stylegan2 "${SIZES[@]}" --resolution 64 --z-dim 512 --batch-size "$BATCH" \
+        --device "$DEVICE" --json
 fi
 rm -rf "$WORK/probe-distill" "$WORK/probe-adversarial"
 stamp "all done"

@@ -20,6 +20,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import tlgan.inversion  # noqa: E402
+from test_studio_batcher import Wrapping  # noqa: E402
 from tlgan.errors import TlganError  # noqa: E402
 from tlgan.models import ModuleClassifier, load_generator  # noqa: E402
 from tlgan.studio.app import AMOUNT_LIMIT, bind_socket, create_app, encode_png  # noqa: E402
@@ -128,25 +129,12 @@ def test_probabilities_are_the_scores_of_the_rendered_face(client, models):
     assert bad.status_code == 422 and "did you mean 'Smiling'" in bad.json()["detail"]
 
 
-class CountingGenerator(torch.nn.Module):
+class CountingGenerator(Wrapping):
     """Wraps a generator and counts the latents it draws."""
 
     def __init__(self, inner):
-        super().__init__()
-        self.inner, self.drawn = inner, 0
-        self.name, self.z_dim, self.img_resolution = inner.name, inner.z_dim, inner.img_resolution
-
-    def latent_dim(self, space="z"):
-        return self.inner.latent_dim(space)
-
-    def latent_shape(self, space="z"):
-        return self.inner.latent_shape(space)
-
-    def check_space(self, space):
-        return self.inner.check_space(space)
-
-    def sample_latents_at(self, *args, **kwargs):
-        return self.inner.sample_latents_at(*args, **kwargs)
+        super().__init__(inner)
+        self.drawn = 0
 
     def synthesize(self, latents, space="z"):
         self.drawn += len(latents)

@@ -178,29 +178,29 @@ def test_batcher_settings_are_checked():
 # Behind a real server, with the bundled models.
 
 
-class Recording(torch.nn.Module):
+class Wrapping(torch.nn.Module):
+    """Wraps a model for a test to watch its calls; what the wrapper does not define itself
+    (name, sizes, latent_shape, sample_latents_at, ...) is the wrapped model's."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
+
+class Recording(Wrapping):
     """Wraps a generator or classifier: records each batch it gets; ``hold``: the first call waits for ``release``."""
 
     def __init__(self, inner, method, hold=False, poison=None):
-        super().__init__()
-        self.inner, self.method, self.hold, self.poison = inner, method, hold, poison
+        super().__init__(inner)
+        self.method, self.hold, self.poison = method, hold, poison
         self.entered, self.release = threading.Event(), threading.Event()
         self.batches = []
-        for name in ("name", "z_dim", "img_resolution", "attributes", "input_resolution"):
-            if hasattr(inner, name):
-                setattr(self, name, getattr(inner, name))
-
-    def latent_dim(self, space="z"):
-        return self.inner.latent_dim(space)
-
-    def latent_shape(self, space="z"):
-        return self.inner.latent_shape(space)
-
-    def check_space(self, space):
-        return self.inner.check_space(space)
-
-    def sample_latents_at(self, *args, **kwargs):
-        return self.inner.sample_latents_at(*args, **kwargs)
 
     def _call(self, x, *args):
         if not self.batches and self.hold:

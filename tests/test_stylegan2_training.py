@@ -2,7 +2,6 @@
 `--arch stylegan2` routes resuming bit for bit, and the e4e-style wp encoder."""
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from test_data import make_celeba
+from test_training import SmoothTeacher, distill_interrupted_at
 from tlgan.errors import TlganError
 from tlgan.models import ModuleGenerator
 from tlgan.models.networks import load_pretrained
@@ -199,36 +199,11 @@ def test_adversarial_stylegan2_resumes_bit_for_bit(data_dir, tmp_path):
         train_generator(data_dir, tmp_path / "two", steps=6, resume=True, **{**TINY_ADV, "mixing_prob": 0.5})
 
 
-class _Teacher(torch.nn.Module):
-    """A smooth fixed map from 8-d latents to 16 px images."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w", torch.randn(3 * 16 * 16, 8, generator=g) / 3)
-
-    def forward(self, z):
-        return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
-
-
 def test_stylegan2_distillation_resumes_bit_for_bit_and_tracks_w_avg(tmp_path):
-    teacher = ModuleGenerator(_Teacher(), z_dim=8, name="teacher")
+    teacher = ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
     kwargs = dict(batch_size=4, lr=3e-3, ema_decay=0.5, progress=False, sample_every=1000, arch="stylegan2",
                   arch_kwargs=TINY_ARCH, edge_weight=0.5)
-    mod = importlib.import_module("tlgan.train.distill")
-    real_lr = mod.cosine_lr
-
-    def interrupt_at_3(step, *args, **kw):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_lr(step, *args, **kw)
-
-    mod.cosine_lr = interrupt_at_3
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            distill_generator(teacher, tmp_path / "c", steps=5, checkpoint_every=2, **kwargs)
-    finally:
-        mod.cosine_lr = real_lr
+    distill_interrupted_at(3, teacher, tmp_path / "c", steps=5, checkpoint_every=2, **kwargs)
     result = distill_generator(teacher, tmp_path / "c", steps=5, checkpoint_every=2, resume=True, **kwargs)
     distill_generator(teacher, tmp_path / "d", steps=5, checkpoint_every=2, **kwargs)
     a, c = load_pretrained(tmp_path / "d"), load_pretrained(tmp_path / "c")
@@ -277,7 +252,7 @@ def test_wp_encoder_shapes_offsets_and_files(tmp_path):
     other = StyleGAN2Generator(z_dim=8, img_resolution=32, channel_base=64, channel_max=8, w_dim=8, mapping_layers=2)
     with pytest.raises(TlganError, match="makes wp latents of shape 6 x 8"):
         load_encoder_dir(tmp_path / "tight", generator=other)
-    flat = ModuleGenerator(_Teacher(), z_dim=8, name="flat")
+    flat = ModuleGenerator(SmoothTeacher(), z_dim=8, name="flat")
     with pytest.raises(TlganError, match="has no 'wp' space"):
         load_encoder_dir(tmp_path / "tight", generator=flat)
     with pytest.raises(TlganError, match="has no latent space 'wp'"):
@@ -362,7 +337,7 @@ def test_stylegan2_routes_on_cuda_with_mixed_precision(data_dir, tmp_path):
         with torch.no_grad():
             images = load_pretrained(tmp_path / precision).synthesize(torch.randn(4, 8))
         assert torch.isfinite(images).all()
-    teacher = ModuleGenerator(_Teacher(), z_dim=8, name="teacher")
+    teacher = ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
     distill_generator(teacher, tmp_path / "d", steps=3, batch_size=4, device="cuda", progress=False,
                       arch="stylegan2", arch_kwargs=TINY_ARCH)
     assert isinstance(load_pretrained(tmp_path / "d"), StyleGAN2Generator)

@@ -343,26 +343,45 @@ def test_cli_train_commands(data_dir, tmp_path):
     assert isinstance(res.exception, TlganError) and "data folder not found" in str(res.exception)
 
 
+class SmoothTeacher(torch.nn.Module):
+    """A smooth fixed map from 8-d latents to 16 px images: a teacher for distillation tests."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("w", torch.randn(3 * 16 * 16, 8, generator=g) / 3)
+
+    def forward(self, z):
+        return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
+
+
+def distill_interrupted_at(step: int, teacher, out_dir, **kwargs) -> None:
+    """Run ``distill_generator(teacher, out_dir, **kwargs)`` and kill it (KeyboardInterrupt) as step ``step`` begins."""
+    import importlib
+
+    mod = importlib.import_module("tlgan.train.distill")
+    real_lr = mod.cosine_lr
+
+    def interrupting(at, *args, **kw):
+        if at == step:
+            raise KeyboardInterrupt
+        return real_lr(at, *args, **kw)
+
+    mod.cosine_lr = interrupting
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mod.distill_generator(teacher, out_dir, **kwargs)
+    finally:
+        mod.cosine_lr = real_lr
+
+
 def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):
     """A student fitted to a fixed teacher gets closer to it; a resumed run equals a straight one."""
-    import torch
-
     from tlgan.models import ModuleGenerator
     from tlgan.models.networks import load_pretrained
     from tlgan.train.distill import distill_generator
 
-    class Teacher(torch.nn.Module):
-        """A smooth fixed map from 8-d latents to 16 px images."""
-
-        def __init__(self):
-            super().__init__()
-            g = torch.Generator().manual_seed(0)
-            self.register_buffer("w", torch.randn(3 * 16 * 16, 8, generator=g) / 3)
-
-        def forward(self, z):
-            return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
-
-    teacher = ModuleGenerator(Teacher(), z_dim=8, name="teacher")
+    teacher = ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
     z = teacher.sample_latents(64, seed=9)
     kwargs = dict(batch_size=16, lr=3e-3, width=8, ema_decay=0.5, progress=False, sample_every=1000)
     untrained = distill_generator(teacher, tmp_path / "u", steps=1, **{**kwargs, "lr": 0.0})
@@ -375,24 +394,7 @@ def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):
     assert untrained["steps"] == 1
     assert straight["steps"] == 300
 
-    import importlib
-
-    import pytest
-
-    mod = importlib.import_module("tlgan.train.distill")
-    real_lr = mod.cosine_lr
-
-    def interrupt_at_45(step, *args, **kw):
-        if step == 45:
-            raise KeyboardInterrupt
-        return real_lr(step, *args, **kw)
-
-    mod.cosine_lr = interrupt_at_45
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, **kwargs)
-    finally:
-        mod.cosine_lr = real_lr
+    distill_interrupted_at(45, teacher, tmp_path / "c", steps=60, checkpoint_every=30, **kwargs)
     # A checkpoint from before the settings arch, arch_kwargs and edge_weight were recorded
     # resumes with their old values, and only with those.
     from tlgan.io import load_tensors, save_tensors

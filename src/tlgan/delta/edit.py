@@ -7,30 +7,19 @@ change. Each result is one jump ``latent + D(latent, alpha * Δ)``, not a chain 
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 
 from tlgan.delta.model import DeltaModel
-from tlgan.errors import TlganError
-
-
-def _check_alpha(alpha) -> float:
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
-        raise TlganError(f"alpha must be a number, not {alpha!r}") from None
-    if not math.isfinite(alpha):
-        raise TlganError(f"alpha is {alpha}; give a finite number of steps")
-    return alpha
+from tlgan.errors import TlganError, finite_number
 
 
 def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Edit ``latents`` (N, *latent shape) or (*latent shape,) by ``alpha`` times the change ``delta``
     (default: the model's one-step reference change); returns the same shape and dtype."""
     latents = torch.as_tensor(latents)
-    out = model.edit(latents, _check_alpha(alpha), delta)
+    out = model.edit(latents, finite_number(alpha, "alpha", "steps"), delta)
     return out.to(latents.dtype if latents.is_floating_point() else torch.float32)
 
 
@@ -40,7 +29,7 @@ def delta_walk(latent, model: DeltaModel, alphas: Sequence[float], delta: Option
     flat, lead = model.flatten(latent, "latent")
     if len(flat) != 1:
         raise TlganError(f"delta_walk takes one latent; got {len(flat)} (use delta_edit for a batch)")
-    alphas = [_check_alpha(a) for a in alphas]
+    alphas = [finite_number(a, "alpha", "steps") for a in alphas]
     if not alphas:
         raise TlganError("delta_walk needs at least one alpha")
     return torch.cat([model.edit(flat, a, delta) for a in alphas]).reshape(len(alphas), *model.latent_shape)

@@ -7,7 +7,6 @@ unit variance along any unit direction, so an amount of 2 is two standard deviat
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from tlgan.axes.disentangle import project_out
 from tlgan.axes.feature_axes import FeatureAxes
-from tlgan.errors import TlganError
+from tlgan.errors import TlganError, finite_number
 from tlgan.models.base import Generator
 
 
@@ -84,12 +83,7 @@ def edit_direction(axes: FeatureAxes, amounts: Mapping[str, float], locks: Seque
     moves = {}
     for name, amount in dict(amounts).items():
         index = axes.index(str(name))
-        try:
-            amount = float(amount)
-        except (TypeError, ValueError):
-            raise TlganError(f"amount for {name!r} must be a number, not {amount!r}") from None
-        if not math.isfinite(amount):
-            raise TlganError(f"amount for {name!r} is {amount}; give a finite number of latent units")
+        amount = finite_number(amount, f"amount for {name!r}", "latent units")
         if amount != 0.0:
             moves[str(name)] = (index, amount)
     delta = torch.zeros(axes.dim, dtype=torch.float64)

@@ -87,21 +87,6 @@ class SVMSolution:
     gap: float
 
 
-def _relative_gap(z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: float
-                  ) -> Tuple[float, np.ndarray, np.ndarray]:
-    """(relative duality gap, w = Z^T alpha, margins Z w) of the dual point ``alpha`` with intercept ``b``.
-
-    The gap (primal - dual) / max(1, |primal|) is >= 0 for every alpha in the box with
-    y^T alpha = 0 and every b (weak duality), and 0 only at the optimum.
-    """
-    w = z.T @ alpha
-    margin = z @ w
-    ww = float(w @ w)
-    primal = 0.5 * ww + C * float(np.maximum(1.0 - margin - y * b, 0.0).sum())
-    dual = float(alpha.sum()) - 0.5 * ww
-    return (primal - dual) / max(1.0, abs(primal)), w, margin
-
-
 def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: Optional[bool] = None
              ) -> Tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
@@ -156,9 +141,14 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
     it = 0
     for it in range(max_iter + 1):
         t = C - alpha
-        gap, w, margin = _relative_gap(z, y, alpha, b, C)  # margin: y_i x_i . w, i.e. (Q alpha)_i
+        w = z.T @ alpha
+        margin = z @ w  # y_i x_i . w, i.e. (Q alpha)_i
         rd = margin - 1.0 + y * b - s + r
         rp = float(y @ alpha)
+        ww = float(w @ w)
+        primal = 0.5 * ww + C * float(np.maximum(1.0 - margin - y * b, 0.0).sum())
+        dual = float(alpha.sum()) - 0.5 * ww
+        gap = (primal - dual) / max(1.0, abs(primal))
         feasible = abs(rp) <= 1e-8 * max(1.0, float(alpha.sum()))
         if feasible and gap < best[0]:
             best = (gap, alpha, b)
@@ -183,17 +173,17 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         def solve(rhs: np.ndarray) -> np.ndarray:
             return potrs(factor, rhs, lower=0)[0]
 
-        def newton_rhs(rc1: np.ndarray, rc2: np.ndarray) -> np.ndarray:
-            return -rd + rc1 / alpha - rc2 / t
+        if sample_space:
+            toward_y = solve(y)
+            y_toward_y = float(y @ toward_y)
 
-        def direction(rc1: np.ndarray, rc2: np.ndarray, u: Optional[np.ndarray] = None):
-            """The Newton step (da, db, ds, dr) for complementarity right-hand sides rc1, rc2."""
+        def newton(rc1: np.ndarray, rc2: np.ndarray):
+            g = -rd + rc1 / alpha - rc2 / t
             if sample_space:
-                u = solve(newton_rhs(rc1, rc2)) if u is None else u
+                u = solve(g)
                 db = (float(y @ u) + rp) / y_toward_y
                 da = u - db * toward_y
                 return da, db, (rc1 - s * da) / alpha, (rc2 + r * da) / t
-            g = newton_rhs(rc1, rc2)
             rhs = rows.T @ (e * g)
             rhs[dim] += rp
             v = solve(rhs)
@@ -208,18 +198,11 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
                     step = min(step, float((-value[neg] / delta[neg]).min()))
             return step
 
-        predictor = (-alpha * s, -t * r)
-        if sample_space:  # the solve toward y and the predictor's in one call
-            both = solve(np.stack([y, newton_rhs(*predictor)], axis=1))
-            toward_y = both[:, 0]
-            y_toward_y = float(y @ toward_y)
-            da, db, ds, dr = direction(*predictor, u=both[:, 1])  # affine-scaling predictor
-        else:
-            da, db, ds, dr = direction(*predictor)
+        da, db, ds, dr = newton(-alpha * s, -t * r)  # affine-scaling predictor
         step = longest(da, ds, dr)
         mu_aff = float(((alpha + step * da) @ (s + step * ds) + (t - step * da) @ (r + step * dr)) / (2 * n))
         sigma = (mu_aff / mu) ** 3
-        da, db, ds, dr = direction(sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr)  # corrector
+        da, db, ds, dr = newton(sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr)  # corrector
         step = min(1.0, 0.995 * longest(da, ds, dr))
         alpha = alpha + step * da
         s = s + step * ds
