@@ -13,8 +13,10 @@ import asyncio
 import base64
 import http.client
 import json
+import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -498,6 +500,34 @@ def test_the_load_generator_sends_its_share_of_bad_requests_and_stops_by_itself(
     assert _check_replies(app.state.studio, G, F, list(axes.attributes), load["replies"], exact=False) == 0
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it():
+    import subprocess
+    import sys
+
+    from tlgan.bench.studio import _cpu_ceiling, _cpu_use
+
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                               "while time.process_time() - t < 0.6: pass\ntime.sleep(30)"])
+    try:
+        def wait_a_second():
+            time.sleep(2.0)
+            return {"answered": 1}
+
+        load, server_s, client_s = _cpu_use(burner.pid, wait_a_second)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert load == {"answered": 1}
+    assert 0.3 < server_s < 0.9  # the other process burnt about 0.6 s (part of it may fall before the first reading)
+    assert 0 <= client_s < 0.2  # this one slept
+    result = {"studio_load_clients": 100}
+    _cpu_ceiling(result, "on", requests=1000, server_s=4.0, client_s=1.0, cores=2)
+    assert result["studio_load_on_server_cpu_ms_per_request"] == 4.0
+    assert result["studio_load_on_cpu_ceiling_requests_per_second"] == 400.0  # 2 cores / 5 ms
+    assert result["studio_load_on_cpu_floor_mean_latency_ms"] == 250.0  # 100 clients / 400 per second
+
+
 @pytest.mark.slow
 def test_bench_studio_load_drives_two_real_servers():
     """The studio-load bench end to end: two `tlgan serve` processes (about 10 s each to import torch and start)."""
@@ -513,6 +543,12 @@ def test_bench_studio_load_drives_two_real_servers():
     assert result["studio_load_single_on_vs_off_ratio"] == pytest.approx(
         result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01)
     assert result["studio_load_max_batch"] == 8 and result["studio_load_model_ms_per_image_batch_8"] > 0
+    if os.path.exists("/proc/self/stat"):  # the CPU accounting reads /proc
+        for mode in ("off", "on"):
+            server, client = (result[f"studio_load_{mode}_{side}_cpu_ms_per_request"] for side in ("server", "client"))
+            assert server > 0 and client > 0
+            assert result[f"studio_load_{mode}_cpu_ceiling_requests_per_second"] == pytest.approx(
+                1000 * result["studio_load_cores"] / (server + client), rel=0.01)
 
 
 def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):

@@ -12,13 +12,14 @@ batching off and on, and drives both from this process with one client and then 
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
 import statistics
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -452,6 +453,57 @@ def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4,
     return out
 
 
+def _process_cpu_seconds(pid: Optional[int] = None) -> Optional[float]:
+    """CPU seconds (user + system) a process has used so far: ``pid`` from /proc (Linux), None = this process.
+
+    None where /proc is not there to read.
+    """
+    import os
+
+    if pid is None:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
+
+
+def _cpu_use(server_pid: int, load: Callable[[], dict]) -> Tuple[dict, Optional[float], Optional[float]]:
+    """``load()``'s result, with the CPU seconds the server process and this process (the load generator) used meanwhile."""
+    before = _process_cpu_seconds(server_pid), _process_cpu_seconds()
+    result = load()
+    after = _process_cpu_seconds(server_pid), _process_cpu_seconds()
+    server = after[0] - before[0] if None not in (before[0], after[0]) else None
+    return result, server, after[1] - before[1]
+
+
+def _cpu_ceiling(result: Dict[str, float], mode: str, requests: int, server_s: Optional[float], client_s: float,
+                 cores: int) -> None:
+    """Add what each request cost in CPU time, and the requests per second the machine's cores could serve at most.
+
+    ``studio_load_{mode}_server_cpu_ms_per_request`` and ``..._client_cpu_ms_per_request`` divide
+    the CPU time of the server process and of the load generator over the crowd's slices by the
+    requests answered. With every core busy and nothing else running, ``cores`` / (their sum) is
+    the most requests per second this machine could answer with the load generator on it:
+    ``studio_load_{mode}_cpu_ceiling_requests_per_second``. With ``clients`` closed-loop clients
+    the mean latency is clients / throughput, so the latency the ceiling allows is
+    ``studio_load_{mode}_cpu_floor_mean_latency_ms``.
+    """
+    if server_s is None or requests <= 0:
+        return
+    server_ms, client_ms = 1000 * server_s / requests, 1000 * client_s / requests
+    ceiling = 1000 * cores / (server_ms + client_ms)
+    result[f"studio_load_{mode}_server_cpu_ms_per_request"] = round(server_ms, 3)
+    result[f"studio_load_{mode}_client_cpu_ms_per_request"] = round(client_ms, 3)
+    result[f"studio_load_{mode}_cpu_ceiling_requests_per_second"] = round(ceiling, 1)
+    result[f"studio_load_{mode}_cpu_floor_mean_latency_ms"] = round(1000 * result["studio_load_clients"] / ceiling, 1)
+
+
 def _merge_loads(loads: List[dict]) -> dict:
     """Several :func:`_concurrent_load` results against one server as one: counts added, latencies pooled."""
     latencies = sorted(t for load in loads for t in load["latencies"])
@@ -494,9 +546,12 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
     4xx, and replies that differ from their own request computed alone (``check`` replies
     per server, default 600; quick: 50, drawn evenly; see :func:`_check_replies`).
     ``studio_load_model_ms_per_image_batch_N`` times the models alone at batch N, the
-    measurement behind the default ``max_batch``. ``studio_load_{off,on}_clean_shutdown``:
+    measurement behind the default ``max_batch``. Where /proc can be read (Linux), the CPU time
+    each request cost the server and the load generator, and the throughput and latency that
+    bounds on this machine's ``studio_load_cores`` cores (see :func:`_cpu_ceiling`). ``studio_load_{off,on}_clean_shutdown``:
     whether each server stopped cleanly on Ctrl+C (see :func:`_stop_server`).
     """
+    import os
     import tempfile
 
     from tlgan.models import load_classifier, load_generator
@@ -554,13 +609,20 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             # The crowd alternates between the servers in slices, so a change in the machine's
             # load from elsewhere falls on both.
             loads: Dict[str, List[dict]] = {"off": [], "on": []}
+            cpu: Dict[str, List[Optional[float]]] = {"off": [0.0, 0.0], "on": [0.0, 0.0]}  # server, load generator
             for piece in range(slices):
                 for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
-                    loads[mode].append(_concurrent_load(
-                        ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
+                    load, server_s, client_s = _cpu_use(servers[mode].pid, functools.partial(
+                        _concurrent_load, ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
                         first=10**6 * (2 + 2 * piece + (mode == "on")), latent_dim=studio.latent_dim))
+                    loads[mode].append(load)
+                    cpu[mode] = [None if server_s is None or cpu[mode][0] is None else cpu[mode][0] + server_s,
+                                 cpu[mode][1] + client_s]
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            result["studio_load_cores"] = cores
             for mode in ("off", "on"):
                 merged = _merge_loads(loads[mode])
+                _cpu_ceiling(result, mode, merged["requests"], cpu[mode][0], cpu[mode][1], cores)
                 replies = merged.pop("replies")
                 step = max(1, len(replies) // max(1, n_check))
                 checked = replies[::step][:n_check]
