@@ -106,14 +106,18 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[st
         dupes = sorted({a for a in names if names.count(a) > 1})
         if dupes:
             raise TlganError(f"attribute names must be unique; repeated: {', '.join(dupes)}")
-    if not values:
-        return latents, scores, names
+    if values:
+        check_varying_scores(scores, names)
+    return latents, scores, names
+
+
+def check_varying_scores(scores: torch.Tensor, names: Sequence[str]) -> None:
+    """TlganError naming the attributes whose scores (N, A) are the same for every sample (nothing to fit)."""
     span = scores.amax(dim=0) - scores.amin(dim=0)
     constant = [names[i] for i in torch.nonzero(span == 0).flatten().tolist()]
     if constant:
         raise TlganError(f"cannot fit an axis for {', '.join(repr(c) for c in constant)}: its score is the same for "
                          f"every sample; drop that attribute or check the classifier output")
-    return latents, scores, names
 
 
 # --------------------------------------------------------------------------- parallel linear algebra
