@@ -347,6 +347,8 @@ def _solve_on_support(kernel: np.ndarray, y: np.ndarray, support: np.ndarray, at
         v = trsv(factor, trsv(factor, y_free, trans=1), trans=0)
         b = (float(y_free @ u) + C * float(y[upper].sum())) / float(y_free @ v)
         alpha_free = u - b * v
+        if not (math.isfinite(b) and np.isfinite(alpha_free).all()):  # a degenerate guess
+            return None
         alpha = np.zeros(n)
         alpha[free] = alpha_free
         alpha[upper] = C
