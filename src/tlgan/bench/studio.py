@@ -609,20 +609,21 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             # The crowd alternates between the servers in slices, so a change in the machine's
             # load from elsewhere falls on both.
             loads: Dict[str, List[dict]] = {"off": [], "on": []}
-            cpu: Dict[str, List[Optional[float]]] = {"off": [0.0, 0.0], "on": [0.0, 0.0]}  # server, load generator
+            cpu: Dict[str, List[tuple]] = {"off": [], "on": []}  # per slice: (server, load generator) CPU seconds
             for piece in range(slices):
                 for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
                     load, server_s, client_s = _cpu_use(servers[mode].pid, functools.partial(
                         _concurrent_load, ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
                         first=10**6 * (2 + 2 * piece + (mode == "on")), latent_dim=studio.latent_dim))
                     loads[mode].append(load)
-                    cpu[mode] = [None if server_s is None or cpu[mode][0] is None else cpu[mode][0] + server_s,
-                                 cpu[mode][1] + client_s]
+                    cpu[mode].append((server_s, client_s))
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             result["studio_load_cores"] = cores
             for mode in ("off", "on"):
                 merged = _merge_loads(loads[mode])
-                _cpu_ceiling(result, mode, merged["requests"], cpu[mode][0], cpu[mode][1], cores)
+                server_s, client_s = zip(*cpu[mode])
+                _cpu_ceiling(result, mode, merged["requests"], None if None in server_s else sum(server_s),
+                             sum(client_s), cores)
                 replies = merged.pop("replies")
                 step = max(1, len(replies) // max(1, n_check))
                 checked = replies[::step][:n_check]

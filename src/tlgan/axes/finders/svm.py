@@ -402,11 +402,6 @@ def _check_svm_inputs(x, y, C: float) -> Tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _first_subset(n: int) -> int:
-    """Samples in :func:`fit_linear_svm`'s first working set (all of them when n is at most this plus D)."""
-    return max(1000, n // 5)
-
-
 def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter: int, working_set: bool,
                     kkt_tol: float, scratch: Optional[_Scratch] = None) -> SVMSolution:
     """:func:`fit_linear_svm` on checked inputs (``x`` float32 or float64), in ``scratch``'s arrays."""
@@ -421,7 +416,7 @@ def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter
         if solution is not None:
             return solution
     everyone = np.arange(n)
-    first = _first_subset(n)
+    first = max(1000, n // 5)
     if not working_set or n <= first + dim:
         members = everyone
     else:
@@ -451,9 +446,13 @@ def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter
             members = everyone
     if gap > 100 * max(tol, 1e-6):
         log.warning("svm: stopped at relative duality gap %.1e (asked for %.0e); the axis may be slightly off", gap, tol)
-    n_support = int((alpha > 1e-6 * float(alpha.max())).sum())
-    return SVMSolution(weight=w, bias=float(b), n_support=n_support, iterations=int(iterations), rounds=rounds,
-                       gap=float(gap))
+    return SVMSolution(weight=w, bias=float(b), n_support=_n_support(alpha), iterations=int(iterations),
+                       rounds=rounds, gap=float(gap))
+
+
+def _n_support(alpha: np.ndarray) -> int:
+    """Samples with a non-negligible dual weight."""
+    return int((alpha > 1e-6 * float(alpha.max())).sum())
 
 
 def _lda_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -506,8 +505,8 @@ def _fit_small_svm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol
     gap, feasible = _duality_gap(z, y, alpha, b, C)[:2]
     if not (feasible and gap <= tol):
         return None
-    return SVMSolution(weight=z.T @ alpha, bias=float(b), n_support=int((alpha > 1e-6 * float(alpha.max())).sum()),
-                       iterations=int(iterations), rounds=1, gap=float(gap))
+    return SVMSolution(weight=z.T @ alpha, bias=float(b), n_support=_n_support(alpha), iterations=int(iterations),
+                       rounds=1, gap=float(gap))
 
 
 @FINDERS.register("svm", "linear SVM on the top/bottom samples by score (InterFaceGAN)")
@@ -571,9 +570,7 @@ class SVMFinder(AxisFinder):
         # by many small NumPy and LAPACK calls that hold the GIL: threads would only take turns
         # (measured 1.4x slower on 2 cores). Larger ones spend their time in BLAS, which runs beside
         # other threads.
-        n_train = len(splits[0].train_index)
-        small = n_train <= _first_subset(n_train) + latents.shape[1] and _sample_space_is_cheaper(
-            n_train, latents.shape[1] + 1)
+        small = _sample_space_is_cheaper(len(splits[0].train_index), latents.shape[1] + 1)
         with _blas_threads(1):
             solutions = list(tqdm(_ordered_map(solve, splits, 1 if small else _thread_count()), total=len(splits),
                                   desc="svm", unit="attr", leave=False, disable=None))
