@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import types
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def tiny_stylegan(seed: int = 0, **overrides) -> StyleGANGenerator:
     return G
 
 
-def interfacegan_state(G: torch.nn.Module) -> Dict[str, torch.Tensor]:
+def interfacegan_state(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     """G's state dict as InterFaceGAN's networks hold it: StyleGAN's blur kernels are buffers there."""
     state = {k: v.detach().clone() for k, v in G.state_dict().items()}
     if isinstance(G, StyleGANGenerator):
@@ -67,7 +67,7 @@ def interfacegan_state(G: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return state
 
 
-def write_pth(G: torch.nn.Module, path, legacy: bool = False, extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
+def write_pth(G: torch.nn.Module, path, legacy: bool = False, extra: dict[str, torch.Tensor] | None = None) -> None:
     state = {**interfacegan_state(G), **(extra or {})}
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
 
@@ -77,7 +77,7 @@ def write_pth(G: torch.nn.Module, path, legacy: bool = False, extra: Optional[Di
 class _TFNetwork:
     """Pickles as a TF network does: its class, then the dict its __getstate__ returns."""
 
-    def __init__(self, state: Dict[str, Any]):
+    def __init__(self, state: dict[str, Any]):
         self._state = state
 
     def __getstate__(self):
@@ -98,7 +98,7 @@ def _fake_modules(module_name: str):
         yield cls
 
 
-def _variables(rows, state: Dict[str, torch.Tensor]) -> List[tuple]:
+def _variables(rows, state: dict[str, torch.Tensor]) -> list[tuple]:
     out = []
     for tf_name, own, rule in rows:
         array = tf_pickle._to_tf(rule, state[own]).contiguous().numpy().astype(np.float32)
@@ -106,8 +106,8 @@ def _variables(rows, state: Dict[str, torch.Tensor]) -> List[tuple]:
     return out
 
 
-def _net_state(name: str, func: str, variables: List[tuple], static_kwargs: Dict[str, Any], marker: str,
-               version: int, components: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def _net_state(name: str, func: str, variables: list[tuple], static_kwargs: dict[str, Any], marker: str,
+               version: int, components: dict[str, Any] | None = None) -> dict[str, Any]:
     state = {"version": version, "name": name, "static_kwargs": static_kwargs,
              "build_module_src": HOSTILE_SOURCE.format(marker=marker), "build_func_name": func,
              "variables": variables}
@@ -117,7 +117,7 @@ def _net_state(name: str, func: str, variables: List[tuple], static_kwargs: Dict
 
 
 def write_tf_pickle(G: torch.nn.Module, path, marker: str = "/nonexistent/ran", protocol: int = 4,
-                    gs_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                    gs_kwargs: dict[str, Any] | None = None) -> None:
     """``(G, D, Gs)`` with G's weights in Gs (and G), as NVlabs' TF pickles are laid out."""
     state = G.state_dict()
     log2 = G.img_resolution.bit_length() - 1

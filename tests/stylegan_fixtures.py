@@ -1,3 +1,8 @@
 """The StyleGAN2 test fixtures (tiny seeded networks, NVlabs-style pickles, rosinality checkpoints)."""
-from tlgan.models.formats.fixtures import (TINY, nvlabs_kwargs, tiny_stylegan2, write_nvlabs_pickle,  # noqa: F401
-                                           write_rosinality)
+from tlgan.models.formats.fixtures import (  # noqa: F401
+                                           TINY,
+                                           nvlabs_kwargs,
+                                           tiny_stylegan2,
+                                           write_nvlabs_pickle,
+                                           write_rosinality,
+)

@@ -9,8 +9,16 @@ import torch
 
 from tlgan.axes import FeatureAxes
 from tlgan.axes.disentangle import cosine_matrix, disentangle, project_out
-from tlgan.axes.finders import (FINDERS, GLMFinder, LogisticFinder, NotFittedError, SVMFinder, fit_linear_svm,
-                                make_finder, top_bottom_split)
+from tlgan.axes.finders import (
+    FINDERS,
+    GLMFinder,
+    LogisticFinder,
+    NotFittedError,
+    SVMFinder,
+    fit_linear_svm,
+    make_finder,
+    top_bottom_split,
+)
 from tlgan.axes.interfacegan import export_boundaries, import_boundaries
 from tlgan.errors import TlganError
 
@@ -154,7 +162,7 @@ def test_top_bottom_split_is_interfacegan_selection():
     train = split.train_index.tolist()
     val = split.val_index.tolist()
     assert len(train) == 2 * 35 and len(val) == 2 * 15
-    positives = {i for i, lab in zip(train + val, split.train_label.tolist() + split.val_label.tolist()) if lab > 0}
+    positives = {i for i, lab in zip(train + val, split.train_label.tolist() + split.val_label.tolist(), strict=True) if lab > 0}
     negatives = set(train + val) - positives
     assert positives == top and negatives == bottom
     assert set(split.rest_index.tolist()) == set(range(1000)) - top - bottom

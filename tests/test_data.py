@@ -9,7 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tlgan.data import BatchSampler, CelebAFolder, ImageFolder, decode_image, parse_attribute_file, to_float_images
+from tlgan.data import (
+    BatchSampler,
+    CelebAFolder,
+    ImageFolder,
+    decode_image,
+    parse_attribute_file,
+    to_float_images,
+)
 from tlgan.data.celeba import default_partition
 from tlgan.errors import TlganError
 

@@ -10,8 +10,15 @@ import torch
 from click.testing import CliRunner
 
 from tlgan.cli import cli
-from tlgan.delta import (delta_edit, delta_walk, linear_direction, load_delta, read_sequences, train_delta,
-                         write_sequences)
+from tlgan.delta import (
+    delta_edit,
+    delta_walk,
+    linear_direction,
+    load_delta,
+    read_sequences,
+    train_delta,
+    write_sequences,
+)
 from tlgan.errors import TlganError
 from tlgan.imaging import save_image
 from tlgan.toyfaces import world
@@ -392,7 +399,7 @@ def test_fitted_codes_make_the_training_changes_better_than_the_mean_code(rotati
     starts = torch.stack([train[:, i] for i, _ in pairs])                # (C, K, D)
     ends = torch.stack([train[:, j] for _, j in pairs])
     with torch.no_grad():
-        mean = torch.stack([model.encode(s, e).mean(0) for s, e in zip(starts, ends)])
+        mean = torch.stack([model.encode(s, e).mean(0) for s, e in zip(starts, ends, strict=True)])
     fitted = fit_codes(model, starts, ends, mean)
 
     def error(codes):

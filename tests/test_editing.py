@@ -87,7 +87,7 @@ def test_interpolate_closed_form(axes, latents):
     steps = [-2.0, 0.0, 0.5, 3.0]
     path = interpolate(latents[0], axes["Smiling"], steps)
     assert path.shape == (4, D)
-    for row, step in zip(path, steps):
+    for row, step in zip(path, steps, strict=True):
         assert torch.allclose(row, latents[0] + step * axes["Smiling"], atol=1e-6)
     assert torch.allclose((path - latents[0]) @ axes["Smiling"], torch.tensor(steps), atol=1e-5)
     assert torch.equal(interpolate(latents[:1], axes["Smiling"], [1.0])[0], latents[0] + axes["Smiling"])

@@ -160,7 +160,7 @@ def test_edit_effect_orthogonal_axis_leaves_others_alone(beard_world):
     smile = out["unlocked"]["Smiling"]
     bias = F.bias.double()
     for s, step in enumerate((-2.0, 2.0)):
-        change = dict(zip(out["attributes"], smile["change"][s]))
+        change = dict(zip(out["attributes"], smile["change"][s], strict=True))
         assert abs(change["Male"]) < 1e-6 and abs(change["Beard"]) < 1e-6
         assert change["Smiling"] == pytest.approx(
             closed_form_change(axes, bias, z, axes["Smiling"], step, "Smiling"), abs=1e-5)
@@ -176,12 +176,12 @@ def test_edit_effect_locking_cuts_correlated_side_effect(beard_world):
     out = M.edit_effect(G, F, axes, z, steps=(-2.0, 2.0), locks=["Male"])
     free, locked = out["unlocked"]["Beard"], out["locked"]["Beard"]
     # raw Beard axis: Male moves by the closed form of moving along the raw axis
-    male_free = dict(zip(out["attributes"], free["change"][0]))["Male"]
+    male_free = dict(zip(out["attributes"], free["change"][0], strict=True))["Male"]
     assert male_free == pytest.approx(closed_form_change(axes, bias, z, axes["Beard"], -2.0, "Male"), abs=1e-5)
     assert male_free < -0.2
     assert free["largest_off_target_attribute"][0] == "Male"
     # locked: the Beard direction is orthogonal to Male, so P(Male) does not move
-    male_locked = dict(zip(out["attributes"], locked["change"][0]))["Male"]
+    male_locked = dict(zip(out["attributes"], locked["change"][0], strict=True))["Male"]
     assert abs(male_locked) < 1e-5
     assert out["entanglement"]["Beard"]["ratio"] > 0.5
     assert out["entanglement"]["Beard"]["ratio_locked"] < 1e-3

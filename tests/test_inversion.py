@@ -23,7 +23,6 @@ from tlgan.inversion.optimize import _prior
 from tlgan.models.base import ModuleGenerator
 from tlgan.models.networks import AttributeClassifierNet, DCGANGenerator
 
-
 TINY_FACTORY = """
 import torch
 from torch import nn

@@ -20,7 +20,7 @@ from tlgan.imaging import parse_crop, read_image
 from tlgan.inversion import invert, optimize_latents
 from tlgan.inversion.encoder import psnr_db
 from tlgan.inversion.losses import feature_distance, image_gradient_distance
-from tlgan.inversion.optimize import mean_latent, noise_regularizer, synthesize_raw
+from tlgan.inversion.optimize import mean_latent, noise_regularizer
 from tlgan.inversion.tune import locality_latents, save_tuned, tune_generator, tuned_base
 from tlgan.models import ModuleClassifier, load_generator
 from tlgan.models.formats.folder import save_pretrained
@@ -244,7 +244,7 @@ def test_cli_invert_tune_with_one_bad_file(tmp_path):
     gen_dir = save_pretrained(tiny_dcgan(), tmp_path / "gen")
     photos = off_manifold_photos(2)
     files = [tmp_path / "a.png", tmp_path / "b.png"]
-    for x, f in zip(photos, files):
+    for x, f in zip(photos, files, strict=True):
         _write_png(x, f)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
@@ -256,7 +256,7 @@ def test_cli_invert_tune_with_one_bad_file(tmp_path):
     report = json.loads(result.stdout)
     assert [f["file"] for f in report["failed"]] == [str(bad)]
     assert report["classifier"] is None and report["tune_seconds_per_image"] > 0
-    for r, x in zip(report["images"], photos):
+    for r, x in zip(report["images"], photos, strict=True):
         assert r["tuned_psnr_db"] > r["psnr_db"]
         latent, meta = load_latent(r["latent"])
         assert meta["tuned_generator"] == r["tuned_generator"]

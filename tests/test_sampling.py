@@ -66,7 +66,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
     with pytest.raises(TlganError, match="--resume"):
         sample(G, F, 45, tmp_path / "b", seed=1, shard_size=10, progress=False)
     resumed = sample(G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, resume=True, progress=False)
-    for x, y in zip(straight.load(), resumed.load()):
+    for x, y in zip(straight.load(), resumed.load(), strict=True):
         assert torch.equal(x, y)  # bit for bit
 
 

@@ -9,8 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seed_fixtures import (TINY_STYLEGAN, interfacegan_state, tiny_pggan, tiny_stylegan, write_pth,
-                           write_tf_pickle)
+from seed_fixtures import (
+    TINY_STYLEGAN,
+    interfacegan_state,
+    tiny_pggan,
+    tiny_stylegan,
+    write_pth,
+    write_tf_pickle,
+)
 from tlgan.errors import TlganError
 from tlgan.io import load_tensors, read_json
 from tlgan.models import load_generator
@@ -19,7 +25,6 @@ from tlgan.models.formats.genforce import truncation_from_coefficients
 from tlgan.models.formats.unpickler import RefusedGlobal
 from tlgan.models.pggan import PGGANLayer, fused_upsample_kernel, pixel_norm, upscale2d
 from tlgan.models.stylegan1 import ConvLayer
-
 
 
 @pytest.fixture(autouse=True)

@@ -205,7 +205,7 @@ def test_studio_edits_equal_edit_latents(models):
     for trial in range(6):
         base = torch.randn(512, generator=gen)
         names = [axes.attributes[int(i)] for i in torch.randperm(len(axes.attributes), generator=gen)[:4]]
-        amounts = {name: float(x) for name, x in zip(names[:3], torch.randn(3, generator=gen) * 3)}
+        amounts = {name: float(x) for name, x in zip(names[:3], torch.randn(3, generator=gen) * 3, strict=True)}
         locks = names[2:] if trial % 2 else names[3:]  # sometimes a moved attribute is locked too
         for _ in range(2):  # the second time from the cached directions
             assert torch.allclose(studio.edit(base, amounts, locks), edit_latents(base, axes, amounts, locks),

@@ -322,7 +322,7 @@ def test_concurrent_answers_equal_each_request_computed_alone_bit_for_bit(bundle
     filler_z = G.sample_latents_at(range(5000, 5016), seed=3)
     with torch.inference_mode():
         filler_images = G.synthesize(filler_z)
-    for (path, body), (_, payload) in zip(requests, replies):
+    for (path, body), (_, payload) in zip(requests, replies, strict=True):
         base = studio.base_latent(seed=body["seed"])
         latent = studio.edit(base, *studio.check_moves(body["amounts"], body["locks"]))
         faces = [latent, base] if body.get("include_original") else [latent]
@@ -331,11 +331,11 @@ def test_concurrent_answers_equal_each_request_computed_alone_bit_for_bit(bundle
         if path == "/api/render":
             assert torch.equal(torch.tensor(reply["latent"], dtype=torch.float32), latent)
             keys = ["image", "original_image"][: len(faces)]
-            for key, candidates in zip(keys, images):
+            for key, candidates in zip(keys, images, strict=True):
                 assert base64.b64decode(reply[key].split(",", 1)[1]) in [encode_png(i) for i in candidates]
         if path == "/api/probabilities" or body.get("scores"):
             keys = ["probabilities", "original_probabilities"][: len(faces)]
-            for key, candidates in zip(keys, images):
+            for key, candidates in zip(keys, images, strict=True):
                 probs = [studio.probabilities_dict(p) for image in candidates
                          for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)]
                 assert reply[key] in probs
@@ -380,7 +380,7 @@ def test_a_model_call_that_raises_fails_only_its_batch_and_the_server_goes_on(bu
             break
     assert len(poisoned[0]) > 1
     studio = app.state.studio
-    for (_, body), (status, payload) in zip(requests, replies):
+    for (_, body), (status, payload) in zip(requests, replies, strict=True):
         in_poisoned = any(torch.equal(row, studio.base_latent(seed=body["seed"])) for row in poisoned[0])
         if in_poisoned:
             assert status == 500
@@ -554,7 +554,6 @@ def test_bench_studio_load_drives_two_real_servers():
 def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
     """The same check on a (tiny, seeded) StyleGAN2 generator edited in w: batched, and bit for bit per slot."""
     from stylegan_fixtures import tiny_stylegan2
-
     from tlgan.axes import FeatureAxes
     from tlgan.models import ModuleClassifier
     from tlgan.studio.app import ServerThread, create_app, encode_png
@@ -576,7 +575,7 @@ def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
     filler = G.sample_latents_at(range(7000, 7008), seed=1, space="w")
     with torch.inference_mode():
         filler_images = G.synthesize(filler, "w")
-    for (path, body), (_, payload) in zip(requests, replies):
+    for (path, body), (_, payload) in zip(requests, replies, strict=True):
         latent = studio.edit(studio.base_latent(seed=body["seed"]), *studio.check_moves(body["amounts"], body["locks"]))
         images = answers_alone(lambda x: G.synthesize(x, "w"), RG.batches, latent, filler)
         reply = json.loads(payload) if path == "/api/probabilities" else None

@@ -176,7 +176,7 @@ def test_concurrent_tuned_and_shared_requests_each_get_their_own_generator(setup
               for k in range(16)]
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda body: render(client, **body), bodies))
-    for body, reply in zip(bodies, replies):
+    for body, reply in zip(bodies, replies, strict=True):
         edited = torch.tensor(reply["latent"]).reshape(shape)
         shown = decode(reply["image"]).astype(int)
         own, other = (tuned_G, G) if "tuned_id" in body else (G, tuned_G)

@@ -11,14 +11,27 @@ from click.testing import CliRunner
 from PIL import Image
 
 from test_data import make_celeba
+from tlgan.data import CelebAFolder
 from tlgan.errors import TlganError
 from tlgan.imaging import make_grid
 from tlgan.models.base import Classifier, Generator
-from tlgan.models.networks import (AttributeClassifierNet, DCGANDiscriminator, DCGANGenerator, count_macs,
-                                   load_pretrained, save_pretrained)
-from tlgan.train import (evaluate_classifier, has_checkpoint, load_checkpoint, resolve_device, save_checkpoint,
-                         train_classifier, train_generator)
-from tlgan.data import CelebAFolder
+from tlgan.models.networks import (
+    AttributeClassifierNet,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    count_macs,
+    load_pretrained,
+    save_pretrained,
+)
+from tlgan.train import (
+    evaluate_classifier,
+    has_checkpoint,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train_classifier,
+    train_generator,
+)
 
 TINY_G = dict(width=8, z_dim=16, resolution=16, batch_size=16)
 

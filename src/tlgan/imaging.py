@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ def to_uint8(images) -> np.ndarray:
     return np.moveaxis(arr, -3, -1)
 
 
-def make_grid(images, nrow: Optional[int] = None, padding: int = 0, pad_value: int = 0) -> np.ndarray:
+def make_grid(images, nrow: int | None = None, padding: int = 0, pad_value: int = 0) -> np.ndarray:
     """Tile (N, 3, H, W) images in [-1, 1] into one (rows*H, nrow*W, 3) uint8 array, row-major.
 
     ``nrow`` is the number of images per row (default: about the square root of N); missing
@@ -71,7 +70,7 @@ def _write_png(array: np.ndarray, path: str | os.PathLike, upscale: int = 1) -> 
     return path
 
 
-def save_grid(images, path: str | os.PathLike, nrow: Optional[int] = None, upscale: int = 1, padding: int = 0) -> Path:
+def save_grid(images, path: str | os.PathLike, nrow: int | None = None, upscale: int = 1, padding: int = 0) -> Path:
     """Write (N, 3, H, W) images in [-1, 1] as one grid image (PNG by extension), atomically."""
     return _write_png(make_grid(images, nrow=nrow, padding=padding), path, upscale=upscale)
 
@@ -115,13 +114,12 @@ import logging as _logging
 import os as _os
 import warnings as _warnings
 from pathlib import Path as _Path
-from typing import List as _List, Optional as _Optional, Tuple as _Tuple, Union as _Union
+from typing import Union as _Union
 
-import numpy as np
 import torch as _torch
-from PIL import Image as _Image, ImageOps as _ImageOps, UnidentifiedImageError
-
-from tlgan.errors import TlganError
+from PIL import Image as _Image
+from PIL import ImageOps as _ImageOps
+from PIL import UnidentifiedImageError
 
 _log = _logging.getLogger(__name__)
 
@@ -135,7 +133,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 ImageSource = _Union[str, _os.PathLike, bytes, bytearray, memoryview]
 
 
-def _open_source(source: ImageSource, name: _Optional[str]) -> _Tuple[object, str]:
+def _open_source(source: ImageSource, name: str | None) -> tuple[object, str]:
     """(a binary file object or path for PIL, the name to use in messages)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -161,7 +159,7 @@ def _open_source(source: ImageSource, name: _Optional[str]) -> _Tuple[object, st
     return path, label
 
 
-def _to_rgb(img: "_Image.Image") -> "_Image.Image":
+def _to_rgb(img: _Image.Image) -> _Image.Image:
     """Any Pillow mode -> 8-bit RGB. Transparent pixels become white; 16-bit and float greys are rescaled."""
     if img.mode == "RGB":
         return img
@@ -178,10 +176,10 @@ def _to_rgb(img: "_Image.Image") -> "_Image.Image":
     return img.convert("RGB")
 
 
-CropBox = _Tuple[int, int, int, int]
+CropBox = tuple[int, int, int, int]
 
 
-def parse_crop(text: _Optional[str]) -> _Optional[CropBox]:
+def parse_crop(text: str | None) -> CropBox | None:
     """``"x,y,w,h"`` (pixels; x, y the top-left corner) -> a crop box tuple; None or "" -> None."""
     if text is None or not str(text).strip():
         return None
@@ -196,9 +194,9 @@ def parse_crop(text: _Optional[str]) -> _Optional[CropBox]:
     return box  # type: ignore[return-value]
 
 
-def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = None,
+def read_image(source: ImageSource, resolution: int, *, name: str | None = None,
                max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
-               crop: _Optional[CropBox] = None) -> _Tuple[_torch.Tensor, _List[str]]:
+               crop: CropBox | None = None) -> tuple[_torch.Tensor, list[str]]:
     """Decode an image file (path or bytes) into (3, R, R) float in [-1, 1], and notes on what was changed.
 
     Any size and mode: converted to RGB (EXIF rotation applied, transparency over white,
@@ -214,7 +212,7 @@ def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = N
     if resolution < 1:
         raise TlganError(f"resolution must be a positive number of pixels, not {resolution}")
     fp, label = _open_source(source, name)
-    notes: _List[str] = []
+    notes: list[str] = []
     try:
         with _warnings.catch_warnings():
             # Pillow only warns between its limit and twice it; make that an error too.
@@ -270,9 +268,9 @@ def read_image(source: ImageSource, resolution: int, *, name: _Optional[str] = N
     return image, notes
 
 
-def load_image(source: ImageSource, resolution: int = 64, *, name: _Optional[str] = None,
+def load_image(source: ImageSource, resolution: int = 64, *, name: str | None = None,
                max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
-               crop: _Optional[CropBox] = None) -> _torch.Tensor:
+               crop: CropBox | None = None) -> _torch.Tensor:
     """An image file (path or bytes) as (3, R, R) float in [-1, 1]; see :func:`read_image`.
 
     Logs a warning when the image had to be cropped to a square or resized.

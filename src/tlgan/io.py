@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -57,7 +58,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise TlganError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt or not a tlgan file") from None
 
 
-def save_tensors(path: str | os.PathLike, tensors: Dict[str, torch.Tensor], metadata: Dict[str, Any] | None = None) -> None:
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Write tensors (made contiguous, on CPU) and a JSON-able metadata dict to a safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {METADATA_KEY: json.dumps(metadata or {})}
@@ -65,7 +66,7 @@ def save_tensors(path: str | os.PathLike, tensors: Dict[str, torch.Tensor], meta
         save_file(flat, str(tmp), metadata=meta)
 
 
-def load_tensors(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a safetensors file written by :func:`save_tensors`; never executes code."""
     path = Path(path)
     if not path.is_file():
@@ -87,7 +88,7 @@ def load_tensors(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict
     return tensors, metadata
 
 
-def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: Dict[str, Any], name: str = "model") -> None:
+def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: dict[str, Any], name: str = "model") -> None:
     """Save ``module``'s state dict as ``NAME.safetensors`` beside its constructor config ``NAME.json``."""
     directory = Path(directory)
     save_tensors(directory / f"{name}.safetensors", module.state_dict(), {"config": config})
@@ -101,7 +102,7 @@ def load_state(module: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Mod
                            hint="; check that the JSON config belongs to these weights")
 
 
-def load_state_dict(module: torch.nn.Module, tensors: Dict[str, torch.Tensor], source: str,
+def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
                     hint: str = "") -> torch.nn.Module:
     """``module.load_state_dict(tensors, strict=True)`` after checking every key and shape.
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 
-def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> Dict[str, float]:
+def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> dict[str, float]:
     """Cosine of each fitted axis to the generator's true axis, for generators that know them."""
     truth = generator.true_axes(space=axes.space)
     if truth is None:
@@ -37,7 +37,7 @@ def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> Dict[str, float]
     return out
 
 
-def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Optional[Generator] = None,
+def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Generator | None = None,
              **finder_kwargs) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
@@ -62,8 +62,8 @@ def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Optional[Generat
     return axes
 
 
-def name_run_directions(axes: FeatureAxes, run: Run, generator: Optional[Generator] = None, classifier=None, *,
-                        faces: int = 256, steps: Sequence[float] = (-2.0, 2.0), min_change: Optional[float] = None,
+def name_run_directions(axes: FeatureAxes, run: Run, generator: Generator | None = None, classifier=None, *,
+                        faces: int = 256, steps: Sequence[float] = (-2.0, 2.0), min_change: float | None = None,
                         rename: bool = True, device: str = "cpu", progress: bool = True) -> FeatureAxes:
     """:func:`tlgan.evaluation.naming.name_directions` on the first ``faces`` samples of ``run``,
     with the run's own generator and classifier unless given."""
@@ -83,7 +83,7 @@ def name_run_directions(axes: FeatureAxes, run: Run, generator: Optional[Generat
 
 
 def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int,
-                      space: str = "z", generator_options: Optional[Dict] = None) -> Path:
+                      space: str = "z", generator_options: dict | None = None) -> Path:
     """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings."""
     tag = "" if space == "z" else f"-{space}"
     tag += "".join(f"-{k}={v}" for k, v in sorted((generator_options or {}).items()))
@@ -93,7 +93,7 @@ def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str,
 
 def default_axes(generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier", *,
                  n: int = 20_000, seed: int = 0, method: str = DEFAULT_METHOD, device: str = "cpu",
-                 space: str = "z", generator_options: Optional[Dict] = None, progress: bool = True) -> FeatureAxes:
+                 space: str = "z", generator_options: dict | None = None, progress: bool = True) -> FeatureAxes:
     """Axes for a generator/classifier pair in ``space``, fitted once and cached under ``$TLGAN_CACHE``.
 
     ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`.
@@ -188,7 +188,7 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
     return summary
 
 
-def _pick_face(run: Run, attributes: List[str], want: Dict[str, bool]) -> torch.Tensor:
+def _pick_face(run: Run, attributes: list[str], want: dict[str, bool]) -> torch.Tensor:
     """The first sampled latent whose classifier labels match ``want`` (falls back to sample 0)."""
     latents, scores = run.load()
     mask = torch.ones(len(scores), dtype=torch.bool)

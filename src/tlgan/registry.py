@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Generic, List, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from tlgan.errors import TlganError
 
@@ -19,8 +20,8 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._factories: Dict[str, Callable[..., T]] = {}
-        self._descriptions: Dict[str, str] = {}
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._descriptions: dict[str, str] = {}
 
     def register(self, name: str, description: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -32,7 +33,7 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return sorted(self._factories)
 
     def describe(self, name: str) -> str:
@@ -51,7 +52,7 @@ class Registry(Generic[T]):
         return self._factories[name](**kwargs)
 
 
-def unknown_name_message(kind: str, name: str, known: List[str]) -> str:
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """'unknown X 'foo'; did you mean ...?' with the close matches, or the full list."""
     lowered = {k.lower(): k for k in known}
     close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.5)]

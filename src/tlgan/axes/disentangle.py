@@ -10,7 +10,7 @@ order or on whether the locked axes are orthogonal to each other).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import torch
 
@@ -23,12 +24,12 @@ class FeatureAxes:
     """
 
     vectors: torch.Tensor
-    attributes: List[str]
+    attributes: list[str]
     space: str = "z"
     generator: str = "unknown"
     method: str = "unknown"
-    metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
-    info: Dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.vectors = torch.as_tensor(self.vectors, dtype=torch.float32)
@@ -50,7 +51,7 @@ class FeatureAxes:
     def __getitem__(self, attribute: str) -> torch.Tensor:
         return self.vectors[self.index(attribute)]
 
-    def subset(self, attributes: Sequence[str]) -> "FeatureAxes":
+    def subset(self, attributes: Sequence[str]) -> FeatureAxes:
         idx = [self.index(a) for a in attributes]
         return FeatureAxes(self.vectors[idx], list(attributes), self.space, self.generator, self.method,
                            {a: self.metrics[a] for a in attributes if a in self.metrics}, dict(self.info))
@@ -62,7 +63,7 @@ class FeatureAxes:
         })
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureAxes":
+    def load(cls, path: str | os.PathLike) -> FeatureAxes:
         tensors, meta = load_tensors(path)
         if meta.get("format") != FORMAT or "vectors" not in tensors:
             raise TlganError(f"{path}: not a tlgan axes file (expected format {FORMAT!r}); make one with `tlgan fit`")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class BoundaryName:
 
     attribute: str
     space: str = "z"
-    conditions: Tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
     prefix: str = ""
 
     @property
@@ -82,7 +83,7 @@ def boundary_path(directory: PathLike, attribute: str, space: str = "z", prefix:
     return Path(directory) / boundary_filename(attribute, space, prefix)
 
 
-def export_boundaries(axes: FeatureAxes, directory: PathLike, prefix: str = "") -> List[Path]:
+def export_boundaries(axes: FeatureAxes, directory: PathLike, prefix: str = "") -> list[Path]:
     """Write one (1, D) float32 unit vector per attribute into ``directory``, named as InterFaceGAN names them.
 
     ``ATTR_boundary.npy`` for z axes, ``ATTR_w_boundary.npy`` for w axes; ``prefix`` (e.g.
@@ -137,8 +138,8 @@ def _read_boundary(path: Path) -> np.ndarray:
     return array / norm
 
 
-def import_boundaries(paths: Union[PathLike, Sequence[PathLike]], attributes: Optional[Sequence[str]] = None,
-                      space: Optional[str] = None, generator: str = "unknown") -> FeatureAxes:
+def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence[str] | None = None,
+                      space: str | None = None, generator: str = "unknown") -> FeatureAxes:
     """Read InterFaceGAN boundaries into FeatureAxes (method "interfacegan").
 
     ``paths`` is either a folder or a list of ``.npy`` files. Names come from the file names
@@ -199,7 +200,7 @@ def import_boundaries(paths: Union[PathLike, Sequence[PathLike]], attributes: Op
                              f"all boundaries must belong to the same latent space")
         vectors.append(vector)
     stacked = torch.from_numpy(np.stack(vectors)).float()
-    conditions = {n: list(b.conditions) for n, b in zip(names, parsed) if b.conditions}
+    conditions = {n: list(b.conditions) for n, b in zip(names, parsed, strict=True) if b.conditions}
     info = {"source": [str(p) for p in files]}
     if conditions:
         info["conditions"] = conditions

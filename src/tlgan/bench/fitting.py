@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _threads(threads: Optional[int]) -> Iterator[None]:
+def _threads(threads: int | None) -> Iterator[None]:
     """Limit torch and (when threadpoolctl is installed) BLAS to ``threads`` for the block."""
     if threads is None:
         yield
@@ -54,7 +54,7 @@ def _threads(threads: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _best_of(repeats: int, *runs: Callable[[], object]) -> List[float]:
+def _best_of(repeats: int, *runs: Callable[[], object]) -> list[float]:
     """Run each callable ``repeats`` times, interleaved; the best wall time of each."""
     best = [float("inf")] * len(runs)
     for _ in range(max(1, int(repeats))):
@@ -92,7 +92,7 @@ def gram_alone(x: np.ndarray, chunk_size: int = 16384) -> np.ndarray:
 
 
 def interfacegan_procedure(x: np.ndarray, score: np.ndarray, ratio: float = 0.02, split_ratio: float = 0.7,
-                           seed: int = 0) -> Dict[str, object]:
+                           seed: int = 0) -> dict[str, object]:
     """InterFaceGAN's ``train_boundary`` for one attribute, rebuilt from NumPy and scikit-learn calls.
 
     Sort the samples by score; the top and bottom ``ratio`` become the positive and negative
@@ -124,8 +124,8 @@ def interfacegan_procedure(x: np.ndarray, score: np.ndarray, ratio: float = 0.02
 
 def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n: int = 3, quick: bool = False,
               ratio: float = 0.02, scale: float = 3.0, noise: float = 1.0, repeats: int = 2,
-              threads: Optional[int] = None, svm_proc_n: int = 20_000, svm_proc_attributes: int = 4
-              ) -> Dict[str, float]:
+              threads: int | None = None, svm_proc_n: int = 20_000, svm_proc_attributes: int = 4
+              ) -> dict[str, float]:
     """Time the GLM and SVM finders against scikit-learn; returns a flat dict of figures.
 
     Args:
@@ -166,10 +166,10 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
         latents, logits, truth = planted_data(n, d, a, seed, scale, noise)
         x_np = latents.numpy()
         clipped = logits.clamp(-DEFAULT_CLIP, DEFAULT_CLIP).numpy()
-        result: Dict[str, float] = {"fit_n": n, "fit_d": d, "fit_attributes": a, "fit_threads": torch.get_num_threads()}
+        result: dict[str, float] = {"fit_n": n, "fit_d": d, "fit_attributes": a, "fit_threads": torch.get_num_threads()}
 
         # --- GLM: all attributes at once vs LinearRegression on the same clipped logits.
-        fits: Dict[str, object] = {}
+        fits: dict[str, object] = {}
 
         def ours_glm():
             fits["glm"] = GLMFinder(clip=DEFAULT_CLIP).fit(latents, logits)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -34,12 +34,12 @@ TARGETS = {"tuned_psnr_db_min": 30.0, "attribute_agreement_min": 0.95, "edited_r
            "others_mean_abs_change_max": 0.1, "tune_seconds_per_image_max": 30.0, "z_only_tune_gain_db_min": 8.0}
 
 
-def _storages() -> Dict[int, tuple]:
+def _storages() -> dict[int, tuple]:
     """data_ptr -> (nbytes, shape of one tensor on it) for every CPU tensor storage Python can reach."""
-    out: Dict[int, tuple] = {}
+    out: dict[int, tuple] = {}
     # By type, cached: isinstance would ask lazy module proxies for __class__, and issubclass
     # on each of some 10^5 objects costs more than the rest of the scan.
-    is_tensor: Dict[type, bool] = {}
+    is_tensor: dict[type, bool] = {}
     for obj in gc.get_objects():
         kind = type(obj)
         flag = is_tensor.get(kind)
@@ -80,7 +80,7 @@ class TuningMemoryProbe:
         self.shapes = [tuple(p.shape) for p in params]
         self.weight_bytes = sum(p.numel() * p.element_size() for p in params)
         self.largest = max(self.shapes, key=lambda s: torch.Size(s).numel())
-        self.samples_: List[Dict[str, float]] = []
+        self.samples_: list[dict[str, float]] = []
 
     def _is_tuning(self, optimizer: torch.optim.Optimizer) -> bool:
         shapes = [tuple(p.shape) for group in optimizer.param_groups for p in group["params"]]
@@ -107,7 +107,7 @@ class TuningMemoryProbe:
         self.samples_.append(row)
 
     @contextmanager
-    def watching(self) -> Iterator["TuningMemoryProbe"]:
+    def watching(self) -> Iterator[TuningMemoryProbe]:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         gc.collect()
@@ -123,7 +123,7 @@ class TuningMemoryProbe:
         finally:
             handle.remove()
 
-    def summary(self) -> Dict[str, float]:
+    def summary(self) -> dict[str, float]:
         """The largest value of every column over the steps seen (and the steps counted)."""
         if not self.samples_:
             return {"steps_sampled": 0}
@@ -149,7 +149,7 @@ def tuning_memory(generator, classifier, encoder, *, photos: int, steps: int, op
     return {"photos": photos, "tune_steps": steps, **probe.summary()}
 
 
-def _r(value: Optional[float], digits: int = 3) -> Optional[float]:
+def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 

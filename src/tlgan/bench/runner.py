@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ def machine() -> dict:
     return info
 
 
-def run_bench(device: str = "cpu", quick: bool = False, only: Optional[Sequence[str]] = None) -> dict:
+def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | None = None) -> dict:
     from tlgan.errors import TlganError
 
     sections = list(only) if only else list(SECTIONS)

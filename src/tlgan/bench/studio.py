@@ -19,7 +19,7 @@ import logging
 import statistics
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -44,7 +44,7 @@ def _bench_axes(generator: Generator, classifier: Classifier, seed: int = 0) -> 
     return FeatureAxes(vectors, list(classifier.attributes), "z", generator.name, "random")
 
 
-def _request_body(i: int, attributes: List[str], edits_per_face: int = 10, direction: float = 1.0,
+def _request_body(i: int, attributes: list[str], edits_per_face: int = 10, direction: float = 1.0,
                   path: str = "/api/probabilities") -> bytes:
     """Request i of a page session: face i // edits_per_face, three moves that change every click, one lock.
 
@@ -81,10 +81,10 @@ class _Client:
 
 
 def bench_studio(quick: bool = False, device: str = "cpu", *,
-                 generator: Union[str, Generator] = "toyfaces-gan",
-                 classifier: Union[str, Classifier] = "toyfaces-classifier",
-                 axes: Optional[FeatureAxes] = None, requests: Optional[int] = None, clients: int = 20,
-                 seconds: Optional[float] = None) -> Dict[str, float]:
+                 generator: str | Generator = "toyfaces-gan",
+                 classifier: str | Classifier = "toyfaces-classifier",
+                 axes: FeatureAxes | None = None, requests: int | None = None, clients: int = 20,
+                 seconds: float | None = None) -> dict[str, float]:
     """Latency of /api/render against a bare forward + PNG encode, and correctness under concurrent load.
 
     ``requests`` single-client rounds (default 300; quick: 30) follow a page session: ten
@@ -158,7 +158,7 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
                 bare(i)
                 bare(i, scores=True)
                 update(i)
-            times: Dict[str, List[float]] = {"bare": [], "scored": [], "render": [], "update": []}
+            times: dict[str, list[float]] = {"bare": [], "scored": [], "render": [], "update": []}
             for i in range(10, 10 + n):
                 times["bare"].append(bare(i))
                 times["scored"].append(bare(i, scores=True))
@@ -193,7 +193,7 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
 PATHS = ("/api/render", "/api/probabilities")
 
 
-def _bad_body(k: int, attributes: List[str], latent_dim: int) -> bytes:
+def _bad_body(k: int, attributes: list[str], latent_dim: int) -> bytes:
     """A deliberately bad request (cycling through four mistakes a client makes); the server must answer 4xx."""
     kind = (k // 10) % 4
     if kind == 0:
@@ -207,7 +207,7 @@ def _bad_body(k: int, attributes: List[str], latent_dim: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def _concurrent_load(port: int, attributes: List[str], clients: int, duration: float, first: int, *,
+def _concurrent_load(port: int, attributes: list[str], clients: int, duration: float, first: int, *,
                      bad_every: int = 0, latent_dim: int = 512, max_requests: int = 1_000_000) -> dict:
     """``clients`` connections posting for ``duration`` seconds; request k is edit ``first + k``.
 
@@ -219,9 +219,9 @@ def _concurrent_load(port: int, attributes: List[str], clients: int, duration: f
     latency percentiles (of every answered request, bad ones included), and under "replies"
     every (path, k, payload) answered 200 for :func:`_check_replies`.
     """
-    errors: List[str] = []
-    latencies: List[float] = []
-    replies: List[tuple] = []
+    errors: list[str] = []
+    latencies: list[float] = []
+    replies: list[tuple] = []
     bad_counts = [0, 0]  # sent, answered 4xx
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
@@ -301,7 +301,7 @@ def _concurrent_load(port: int, attributes: List[str], clients: int, duration: f
     }
 
 
-def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], replies: List[tuple],
+def _check_replies(studio, G: Generator, F: Classifier, attributes: list[str], replies: list[tuple],
                    exact: bool = True) -> int:
     """How many replies differ from what their own request should give, computed here one by one.
 
@@ -331,7 +331,7 @@ def _check_replies(studio, G: Generator, F: Classifier, attributes: List[str], r
             reply = json.loads(payload)
             with torch.inference_mode():
                 probs = F.probabilities(image.to(f_device)).float().cpu()[0]
-            ok = all(abs(reply["probabilities"][name] - float(p)) < 1e-5 for name, p in zip(F.attributes, probs))
+            ok = all(abs(reply["probabilities"][name] - float(p)) < 1e-5 for name, p in zip(F.attributes, probs, strict=True))
         if not ok:
             if not wrong:
                 log.warning("studio load: the reply of %s to edit %d differs from the same request computed alone",
@@ -380,7 +380,7 @@ def _wait_for_server(process, log_path: str, start_timeout: float = 180.0) -> in
 
     from tlgan.errors import TlganError
 
-    found: List[int] = []
+    found: list[int] = []
 
     def read_url():
         for line in process.stdout:
@@ -435,7 +435,7 @@ def _stop_server(process, log_path: str) -> bool:
 
 
 def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4, 8, 16, 32),
-                        repeats: int = 5) -> Dict[str, float]:
+                        repeats: int = 5) -> dict[str, float]:
     """Generator + classifier time per image at each batch size (best of ``repeats``): what batching can gain."""
     g_device = next(iter(G.parameters()), torch.empty(0)).device
     f_device = next(iter(F.parameters()), torch.empty(0)).device
@@ -453,7 +453,7 @@ def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4,
     return out
 
 
-def _process_cpu_seconds(pid: Optional[int] = None) -> Optional[float]:
+def _process_cpu_seconds(pid: int | None = None) -> float | None:
     """CPU seconds (user + system) a process has used so far: ``pid`` from /proc (Linux), None = this process.
 
     None where /proc is not there to read.
@@ -473,7 +473,7 @@ def _process_cpu_seconds(pid: Optional[int] = None) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
 
 
-def _cpu_use(server_pid: int, load: Callable[[], dict]) -> Tuple[dict, Optional[float], Optional[float]]:
+def _cpu_use(server_pid: int, load: Callable[[], dict]) -> tuple[dict, float | None, float | None]:
     """``load()``'s result, with the CPU seconds the server process and this process (the load generator) used meanwhile."""
     before = _process_cpu_seconds(server_pid), _process_cpu_seconds()
     result = load()
@@ -482,7 +482,7 @@ def _cpu_use(server_pid: int, load: Callable[[], dict]) -> Tuple[dict, Optional[
     return result, server, after[1] - before[1]
 
 
-def _cpu_ceiling(result: Dict[str, float], mode: str, requests: int, server_s: Optional[float], client_s: float,
+def _cpu_ceiling(result: dict[str, float], mode: str, requests: int, server_s: float | None, client_s: float,
                  cores: int) -> None:
     """Add what each request cost in CPU time, and the requests per second the machine's cores could serve at most.
 
@@ -504,7 +504,7 @@ def _cpu_ceiling(result: Dict[str, float], mode: str, requests: int, server_s: O
     result[f"studio_load_{mode}_cpu_floor_mean_latency_ms"] = round(1000 * result["studio_load_clients"] / ceiling, 1)
 
 
-def _merge_loads(loads: List[dict]) -> dict:
+def _merge_loads(loads: list[dict]) -> dict:
     """Several :func:`_concurrent_load` results against one server as one: counts added, latencies pooled."""
     latencies = sorted(t for load in loads for t in load["latencies"])
     replies = [r for load in loads for r in load["replies"]]
@@ -521,11 +521,11 @@ def _merge_loads(loads: List[dict]) -> dict:
 
 
 def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: str = "toyfaces-gan",
-                      classifier: str = "toyfaces-classifier", clients: int = 100, seconds: Optional[float] = None,
-                      single_requests: Optional[int] = None, max_batch: Optional[int] = None,
-                      batch_wait_ms: Optional[float] = None, bad_every: int = 10,
-                      check: Optional[int] = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
-                      slices: int = 3) -> Dict[str, float]:
+                      classifier: str = "toyfaces-classifier", clients: int = 100, seconds: float | None = None,
+                      single_requests: int | None = None, max_batch: int | None = None,
+                      batch_wait_ms: float | None = None, bad_every: int = 10,
+                      check: int | None = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                      slices: int = 3) -> dict[str, float]:
     """`tlgan serve` under a crowd, batching off (``--max-batch 1``, the unbatched path) and on, in one run.
 
     Two servers are started as child processes on 127.0.0.1 (the same models and axes;
@@ -568,7 +568,7 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
                                          DEFAULT_WAIT_MS if batch_wait_ms is None else batch_wait_ms)}
     studio = Studio(G, F, axes, max_batch=1)
     attributes = list(axes.attributes)
-    result: Dict[str, float] = {"studio_load_max_batch": settings["on"][0],
+    result: dict[str, float] = {"studio_load_max_batch": settings["on"][0],
                                 "studio_load_batch_wait_ms": settings["on"][1], "studio_load_clients": clients,
                                 "studio_load_bad_every": bad_every}
     result.update(_model_ms_per_image(G, F, axes.space, sizes=tuple(model_sizes), repeats=2 if quick else 5))
@@ -583,7 +583,7 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
                                               f"{tmp}/{mode}.log")
             ports = {mode: _wait_for_server(process, f"{tmp}/{mode}.log") for mode, process in servers.items()}
             single = {mode: _Client(port) for mode, port in ports.items()}
-            times: Dict[str, List[float]] = {"off": [], "on": []}
+            times: dict[str, list[float]] = {"off": [], "on": []}
             try:
                 for i in range(-10, rounds):  # ten warm-up rounds
                     path = PATHS[i % 2]
@@ -608,8 +608,8 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
 
             # The crowd alternates between the servers in slices, so a change in the machine's
             # load from elsewhere falls on both.
-            loads: Dict[str, List[dict]] = {"off": [], "on": []}
-            cpu: Dict[str, List[tuple]] = {"off": [], "on": []}  # per slice: (server, load generator) CPU seconds
+            loads: dict[str, list[dict]] = {"off": [], "on": []}
+            cpu: dict[str, list[tuple]] = {"off": [], "on": []}  # per slice: (server, load generator) CPU seconds
             for piece in range(slices):
                 for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
                     load, server_s, client_s = _cpu_use(servers[mode].pid, functools.partial(
@@ -621,7 +621,7 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             result["studio_load_cores"] = cores
             for mode in ("off", "on"):
                 merged = _merge_loads(loads[mode])
-                server_s, client_s = zip(*cpu[mode])
+                server_s, client_s = zip(*cpu[mode], strict=True)
                 _cpu_ceiling(result, mode, merged["requests"], None if None in server_s else sum(server_s),
                              sum(client_s), cores)
                 replies = merged.pop("replies")

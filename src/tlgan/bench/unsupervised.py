@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ def planted_w(n: int, d: int, rank: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, style_rows: int = 9_088,
-                       repeats: int = 2, quick: bool = False, threads: int | None = None) -> Dict[str, float]:
+                       repeats: int = 2, quick: bool = False, threads: int | None = None) -> dict[str, float]:
     """Time pca and sefa; returns a flat dict of figures (seconds, ratios, agreement)."""
     try:
         from sklearn.decomposition import PCA
@@ -60,7 +59,7 @@ def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, s
     with _threads(threads):
         w = planted_w(n, d)
         w_np = w.numpy()
-        fits: Dict[str, object] = {}
+        fits: dict[str, object] = {}
 
         def ours():
             fits["pca"] = PCAFinder(n_components=n_components).fit(w)
@@ -72,7 +71,7 @@ def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, s
         pca_s, sk_s = _best_of(repeats, ours, sklearn_pca)
         top = min(8, n_components)
         agree = np.abs(_cosines(fits["pca"].axes_[:top].numpy(), fits["sk"].components_[:top]))
-        result: Dict[str, float] = {
+        result: dict[str, float] = {
             "pca_n": n, "pca_d": d, "pca_components": n_components, "pca_threads": torch.get_num_threads(),
             "pca_seconds": round(pca_s, 4), "pca_sklearn_seconds": round(sk_s, 4),
             "pca_speedup_vs_sklearn": round(sk_s / pca_s, 2), "pca_cosine_vs_sklearn_top8_min": float(agree.min()),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import click
 
@@ -28,9 +28,9 @@ def run_main(group: click.Group) -> None:
         sys.exit(130)
 
 
-def parse_int_list(text: str) -> List[int]:
+def parse_int_list(text: str) -> list[int]:
     """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    out: List[int] = []
+    out: list[int] = []
     for part in str(text).split(","):
         part = part.strip()
         if not part:
@@ -96,7 +96,7 @@ def arch_options(func):
                         help="Generator architecture.")(func)
 
 
-def arch_kwargs(arch: str, **sizes: Optional[int]) -> Optional[Dict[str, int]]:
+def arch_kwargs(arch: str, **sizes: int | None) -> dict[str, int] | None:
     """The StyleGAN2 constructor sizes given on the command line, defaults filled in (None for a DCGAN)."""
     from tlgan.train.stylegan2 import SMALL_ARCH
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List
 
 import click
 
@@ -14,7 +13,7 @@ from tlgan.errors import TlganError
 log = logging.getLogger(__name__)
 
 
-def _floats(text: str, option: str) -> List[float]:
+def _floats(text: str, option: str) -> list[float]:
     try:
         values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:

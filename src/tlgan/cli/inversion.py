@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import click
 import torch
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 NONE_WORDS = ("none", "")
 
 
-def _optional_classifier(spec: Optional[str], device: str):
+def _optional_classifier(spec: str | None, device: str):
     from tlgan.models import load_classifier
 
     if spec is None or spec.lower() in NONE_WORDS:
@@ -51,9 +50,9 @@ def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str)
     return load_encoder_dir(encoder_spec, generator=generator, device=device)
 
 
-def _unique_stems(paths: List[str]) -> List[str]:
+def _unique_stems(paths: list[str]) -> list[str]:
     """Output names from file stems; repeated stems get -2, -3, ... so no output overwrites another."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     out = []
     for p in paths:
         stem = Path(p).stem or "image"
@@ -168,7 +167,7 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
     encoder = _encoder_for(encoder_spec, generator, G, device)
     names = _unique_stems(list(images))
     loaded, failed = [], []
-    for path, name in zip(images, names):
+    for path, name in zip(images, names, strict=True):
         try:
             image, notes = read_image(path, G.img_resolution, crop=box)
         except TlganError as exc:

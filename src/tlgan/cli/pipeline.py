@@ -3,21 +3,31 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Tuple
 
 import click
 import torch
 
 from tlgan.axes.finders import DEFAULT_METHOD
-from tlgan.cli.common import (arch_kwargs, arch_options, axes_option, classifier_option, device_option,
-                              generator_option, json_option, latent_option, layers_option, parse_layers, print_json,
-                              truncation_options)
+from tlgan.cli.common import (
+    arch_kwargs,
+    arch_options,
+    axes_option,
+    classifier_option,
+    device_option,
+    generator_option,
+    json_option,
+    latent_option,
+    layers_option,
+    parse_layers,
+    print_json,
+    truncation_options,
+)
 from tlgan.errors import TlganError
 
 ATTR_MOVE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
 
 
-def parse_moves(values: Tuple[str, ...]) -> dict:
+def parse_moves(values: tuple[str, ...]) -> dict:
     """('Smiling=+2', 'Beard=-1.5') -> {'Smiling': 2.0, 'Beard': -1.5}."""
     moves = {}
     for text in values:
@@ -28,7 +38,7 @@ def parse_moves(values: Tuple[str, ...]) -> dict:
     return moves
 
 
-def parse_floats(text: str) -> List[float]:
+def parse_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:

@@ -69,7 +69,7 @@ def grid_cmd(seeds, out, nrow, upscale, generator, device, show_labels):
         if G.name != "toyfaces-render":
             raise TlganError(f"--labels knows the truth only for toyfaces-render, not {generator!r}; drop --labels")
         lab = world.labels(z)
-        print_json({str(s): [a for a, v in zip(world.ATTRIBUTES, row) if v] for s, row in zip(seed_list, lab.tolist())})
+        print_json({str(s): [a for a, v in zip(world.ATTRIBUTES, row, strict=True) if v] for s, row in zip(seed_list, lab.tolist(), strict=True)})
 
 
 @toyfaces.command("sequences")

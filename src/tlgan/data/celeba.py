@@ -18,7 +18,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -39,13 +38,13 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 class AttributeTable:
     """The parsed attribute file: ``values`` int8 (N, A) of 1 / -1 / 0, ``lines`` the 1-based line of each row."""
 
-    attributes: List[str]
-    filenames: List[str]
+    attributes: list[str]
+    filenames: list[str]
     values: np.ndarray
-    lines: List[int]
+    lines: list[int]
 
 
-def _read_lines(path: Path) -> List[str]:
+def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -71,10 +70,10 @@ def parse_attribute_file(path: str | os.PathLike) -> AttributeTable:
         dupes = sorted({a for a in attributes if attributes.count(a) > 1})
         raise TlganError(f"{path}, line 2: attribute names repeat ({', '.join(dupes)}); each name must be unique")
     n_attr = len(attributes)
-    filenames: List[str] = []
-    rows: List[List[int]] = []
-    line_numbers: List[int] = []
-    seen: Dict[str, int] = {}
+    filenames: list[str] = []
+    rows: list[list[int]] = []
+    line_numbers: list[int] = []
+    seen: dict[str, int] = {}
     for lineno, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
@@ -112,10 +111,10 @@ def parse_attribute_file(path: str | os.PathLike) -> AttributeTable:
     return AttributeTable(attributes, filenames, values, line_numbers)
 
 
-def parse_partition_file(path: str | os.PathLike) -> Dict[str, int]:
+def parse_partition_file(path: str | os.PathLike) -> dict[str, int]:
     """Parse a ``list_eval_partition.txt`` into filename -> 0 (train) / 1 (val) / 2 (test)."""
     path = Path(path)
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for lineno, line in enumerate(_read_lines(path), start=1):
         parts = line.split()
         if not parts:
@@ -127,7 +126,7 @@ def parse_partition_file(path: str | os.PathLike) -> Dict[str, int]:
     return out
 
 
-def default_partition(n: int, fractions: Tuple[float, float, float] = DEFAULT_FRACTIONS) -> np.ndarray:
+def default_partition(n: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> np.ndarray:
     """Partition codes (n,) for a split by row index: first 80% train, next 10% val, rest test."""
     n_train = int(round(n * fractions[0]))
     n_val = int(round(n * (fractions[0] + fractions[1]))) - n_train
@@ -181,7 +180,7 @@ class CelebAFolder:
         on_disk = {p.name: p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
         if not on_disk:
             raise TlganError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files)")
-        by_stem: Dict[str, Path] = {}
+        by_stem: dict[str, Path] = {}
         for p in on_disk.values():
             by_stem.setdefault(p.stem, p)
         paths = []
@@ -203,7 +202,7 @@ class CelebAFolder:
                                        progress=progress)
 
     @property
-    def attributes(self) -> Tuple[str, ...]:
+    def attributes(self) -> tuple[str, ...]:
         """The attribute names, in the column order of ``labels``."""
         return self._attributes
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,8 +56,8 @@ def _digest(names: Sequence[str], resolution: int) -> str:
     return h.hexdigest()
 
 
-def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Optional[Path] = None,
-                     names: Optional[Sequence[str]] = None, newer_than: float = 0.0,
+def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Path | None = None,
+                     names: Sequence[str] | None = None, newer_than: float = 0.0,
                      progress: bool = True) -> torch.Tensor:
     """Decode ``paths`` into a uint8 tensor (N, 3, R, R), through an optional ``.npy`` cache.
 
@@ -84,7 +84,7 @@ def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Optiona
     return torch.from_numpy(stack)
 
 
-def _read_cache(cache_file: Path, digest: str, n: int, resolution: int, newer_than: float) -> Optional[torch.Tensor]:
+def _read_cache(cache_file: Path, digest: str, n: int, resolution: int, newer_than: float) -> torch.Tensor | None:
     sidecar = cache_file.with_suffix(".json")
     if not cache_file.is_file() or not sidecar.is_file():
         return None
@@ -118,7 +118,7 @@ def _write_cache(cache_file: Path, stack: np.ndarray, digest: str) -> None:
         log.warning("could not write the image cache %s (%s); images will be decoded again next time", cache_file, exc)
 
 
-def find_images(folder: Path) -> List[Path]:
+def find_images(folder: Path) -> list[Path]:
     """All image files under ``folder`` (recursively, hidden folders skipped), sorted by relative path."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -183,7 +183,7 @@ class BatchSampler:
     position, so also reproducible). Leave it off when labels depend on left and right.
     """
 
-    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, batch_size: int = 64,
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 64,
                  seed: int = 0, flip: bool = False, device: str | torch.device = "cpu"):
         if images.ndim != 4 or images.dtype != torch.uint8:
             raise TlganError(f"BatchSampler needs uint8 images (N, 3, R, R); got {images.dtype} {tuple(images.shape)}")
@@ -205,7 +205,7 @@ class BatchSampler:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def _epoch_plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if epoch != self._epoch:
             g = epoch_generator(self.seed, epoch)
             self._order = torch.randperm(len(self), generator=g)
@@ -213,7 +213,7 @@ class BatchSampler:
             self._epoch = epoch
         return self._order, self._flips
 
-    def indices(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def indices(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Dataset indices (B,) of batch ``step`` and whether each is flipped (B,) bool."""
         n, b = len(self), self.batch_size
         idx, flips = [], []
@@ -227,7 +227,7 @@ class BatchSampler:
             pos += take
         return torch.tensor(idx, dtype=torch.long), torch.tensor(flips, dtype=torch.bool)
 
-    def batch(self, step: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images float (B, 3, R, R) in [-1, 1], labels (B, A) or None) for batch ``step``."""
         idx, flips = self.indices(step)
         idx = idx.to(self.images.device)
@@ -239,7 +239,7 @@ class BatchSampler:
         return images, labels
 
     def iterate(self, start_step: int = 0,
-                steps: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+                steps: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Batches ``start_step``, ``start_step + 1``, ... (``steps`` of them, or endless)."""
         step = start_step
         while steps is None or step < start_step + steps:

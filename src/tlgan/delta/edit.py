@@ -7,7 +7,7 @@ change. Each result is one jump ``latent + D(latent, alpha * Δ)``, not a chain 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from tlgan.delta.model import DeltaModel
 from tlgan.errors import TlganError, finite_number
 
 
-def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: Optional[torch.Tensor] = None) -> torch.Tensor:
+def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: torch.Tensor | None = None) -> torch.Tensor:
     """Edit ``latents`` (N, *latent shape) or (*latent shape,) by ``alpha`` times the change ``delta``
     (default: the model's one-step reference change); returns the same shape and dtype."""
     latents = torch.as_tensor(latents)
@@ -23,7 +23,7 @@ def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: Optional[t
     return out.to(latents.dtype if latents.is_floating_point() else torch.float32)
 
 
-def delta_walk(latent, model: DeltaModel, alphas: Sequence[float], delta: Optional[torch.Tensor] = None) -> torch.Tensor:
+def delta_walk(latent, model: DeltaModel, alphas: Sequence[float], delta: torch.Tensor | None = None) -> torch.Tensor:
     """The edits of one latent (*latent shape,) for each alpha: (S, *latent shape), for grids and GIFs."""
     latent = torch.as_tensor(latent)
     flat, lead = model.flatten(latent, "latent")

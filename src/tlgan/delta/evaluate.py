@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ CODES = ("mean", "fit")
 
 
 def _sequence_latents(factor: str, identities: int, steps: int, seed: int, generator, folder: Path,
-                      inversion_steps: int, progress: bool, encoder="auto", patience: Optional[int] = None):
+                      inversion_steps: int, progress: bool, encoder="auto", patience: int | None = None):
     """Render (or reuse) and invert a sequence folder; returns (true images, latents, values)."""
     seqs = factor_sequences(factor, identities, steps, seed=seed)
     names = [f"id{int(i):04d}" for i in seqs.indices]
@@ -112,7 +113,7 @@ def _shares_world_latents(generator) -> bool:
     return getattr(generator, "z_dim", None) == world.Z_DIM and generator.name in ("toyfaces-gan", "toyfaces-render")
 
 
-def _world_latents(generator, latents: torch.Tensor) -> Optional[torch.Tensor]:
+def _world_latents(generator, latents: torch.Tensor) -> torch.Tensor | None:
     """The world latents (N, 512) a generator draws for ``latents``, or None when unknown."""
     if callable(getattr(generator, "to_world", None)):  # seen through a known warp
         with torch.no_grad():
@@ -120,7 +121,7 @@ def _world_latents(generator, latents: torch.Tensor) -> Optional[torch.Tensor]:
     return latents if _shares_world_latents(generator) else None
 
 
-def ceiling_summary(entry: Dict[str, Any], target_db: float = TARGET_GAIN_DB) -> Dict[str, Any]:
+def ceiling_summary(entry: dict[str, Any], target_db: float = TARGET_GAIN_DB) -> dict[str, Any]:
     """``headroom_db`` (inversion ceiling minus linear), ``target_above_ceiling`` (whether a gain
     of ``target_db`` over the line is more than the ceiling allows) and ``headroom_used``
     (gain / headroom, None without headroom) of one evaluated entry."""
@@ -130,7 +131,7 @@ def ceiling_summary(entry: Dict[str, Any], target_db: float = TARGET_GAIN_DB) ->
             "headroom_used": round(entry["gain_db"] / headroom, 3) if headroom > 0 else None}
 
 
-def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
+def _axis_direction(axes, attribute: str) -> torch.Tensor | None:
     """Unit axis of ``attribute`` from a FeatureAxes (None when absent)."""
     if axes is None or attribute not in axes.attributes:
         return None
@@ -141,7 +142,7 @@ def _axis_direction(axes, attribute: str) -> Optional[torch.Tensor]:
 def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: torch.Tensor,
                           values: np.ndarray, test_latents: torch.Tensor, test_images: torch.Tensor,
                           model: DeltaModel,
-                          axis: Optional[torch.Tensor] = None, codes: str = "fit") -> Dict[str, Any]:
+                          axis: torch.Tensor | None = None, codes: str = "fit") -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
     ``train_latents`` (K, n, D) and ``test_latents`` (T, n, D) are inverted sequences with
@@ -188,9 +189,9 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
         id_names = [name for name in IDENTITY_SPANS if name != factor]
         f0 = world.factors(start_world)
         want = vals[jj].repeat(t)
-    out: Dict[str, Any] = {"pairs": len(pairs) * t}
+    out: dict[str, Any] = {"pairs": len(pairs) * t}
     for method, latents in edits.items():
-        row: Dict[str, Any] = {"psnr_db": round(float(_psnr(generator, latents, target_images).mean()), 3)}
+        row: dict[str, Any] = {"psnr_db": round(float(_psnr(generator, latents, target_images).mean()), 3)}
         if classifier is not None and method != "inversion":
             probs = _probabilities(generator, classifier, latents)[:, keep_idx]
             row["off_target_classifier"] = round(float((probs - base_probs).abs().mean()), 4)
@@ -207,9 +208,9 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
 
 def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAULT_FACTORS,
                    train_identities: Sequence[int] = (1, 2, 5, 10), test_identities: int = 5, steps: int = 7,
-                   seed: int = 0, inversion_steps: int = 100, inversion_patience: Optional[int] = None, axes=None,
-                   work_dir=None, train_kwargs: Optional[Dict] = None, grid_dir=None, warp: Optional[str] = None,
-                   codes: str = "fit", progress: bool = True) -> Dict[str, Any]:
+                   seed: int = 0, inversion_steps: int = 100, inversion_patience: int | None = None, axes=None,
+                   work_dir=None, train_kwargs: dict | None = None, grid_dir=None, warp: str | None = None,
+                   codes: str = "fit", progress: bool = True) -> dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
@@ -244,7 +245,7 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
     work = Path(work_dir)
     if generator.name != name:
         work = work / generator.name.replace(":", "-").replace("+", "_")  # its own inversions, beside the plain ones
-    results: Dict[str, Any] = {"generator": generator.name, "space": "z", "steps": int(steps), "seed": int(seed),
+    results: dict[str, Any] = {"generator": generator.name, "space": "z", "steps": int(steps), "seed": int(seed),
                                "warp": warp or None, "train_identities": sizes, "test_identities": int(test_identities),
                                "inversion_steps": int(inversion_steps), "inversion_patience": inversion_patience,
                                "target_gain_db": TARGET_GAIN_DB, "codes": codes, "train": dict(train_kwargs or {}),

@@ -34,8 +34,9 @@ data, the best straight line, kept for comparison.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,7 +89,7 @@ class DeltaModel(nn.Module):
     """
 
     def __init__(self, latent_shape: Sequence[int] = (512,), delta_dim: int = 8, hidden: int = 256,
-                 subspace: int = 0, info: Optional[Dict[str, Any]] = None):
+                 subspace: int = 0, info: dict[str, Any] | None = None):
         super().__init__()
         self.latent_shape = tuple(int(s) for s in latent_shape)
         if not self.latent_shape or any(s < 1 for s in self.latent_shape):
@@ -101,7 +102,7 @@ class DeltaModel(nn.Module):
         if not 0 <= self.subspace <= self.dim:
             raise TlganError(f"subspace must be between 0 (the whole space) and {self.dim}, not {subspace}")
         width = self.subspace or self.dim
-        self.info: Dict[str, Any] = dict(info or {})
+        self.info: dict[str, Any] = dict(info or {})
         self.encoder = DeltaEncoder(width, self.delta_dim, self.hidden)
         self.decoder = DeltaDecoder(width, self.delta_dim, self.hidden)
         if self.subspace:
@@ -112,7 +113,7 @@ class DeltaModel(nn.Module):
         self.register_buffer("linear_direction", torch.zeros(self.dim))
 
     @property
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         return {"latent_shape": list(self.latent_shape), "delta_dim": self.delta_dim, "hidden": self.hidden,
                 "subspace": self.subspace}
 
@@ -121,11 +122,11 @@ class DeltaModel(nn.Module):
         return str(self.info.get("space", "z"))
 
     @property
-    def factor(self) -> Optional[str]:
+    def factor(self) -> str | None:
         return self.info.get("factor")
 
     # --- shapes ----------------------------------------------------------------------
-    def flatten(self, latents: torch.Tensor, name: str = "latents") -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    def flatten(self, latents: torch.Tensor, name: str = "latents") -> tuple[torch.Tensor, tuple[int, ...]]:
         """(N, *latent_shape) or (*latent_shape,) -> ((N, D) float, leading shape to restore)."""
         latents = torch.as_tensor(latents)
         if not latents.is_floating_point():
@@ -163,12 +164,12 @@ class DeltaModel(nn.Module):
             delta = delta.expand(len(b), -1)
         return b + self._residual(self.decoder(self._norm(b), delta))
 
-    def forward(self, a_i: torch.Tensor, a_j: torch.Tensor, b_i: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, a_i: torch.Tensor, a_j: torch.Tensor, b_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: (â_j, b̂_j), both (N, D)."""
         delta = self.encode(a_i, a_j)
         return self.move(a_i, delta), self.move(b_i, delta)
 
-    def edit(self, latents: torch.Tensor, alpha: float = 1.0, delta: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def edit(self, latents: torch.Tensor, alpha: float = 1.0, delta: torch.Tensor | None = None) -> torch.Tensor:
         """``D(latent, alpha * Δ) + latent`` for each latent; same shape as ``latents``.
 
         ``delta`` defaults to :attr:`reference_delta` (one training step's change).

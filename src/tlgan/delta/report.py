@@ -5,7 +5,7 @@ import base64
 import html
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from tlgan.io import atomic_path, write_json
 
@@ -19,13 +19,13 @@ def _fmt(value, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _table(header: List[str], rows: List[List[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _factor_section(factor: str, entry: Dict[str, Any], out_dir: Path) -> str:
+def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
     best = entry["best"]
     rows = []
     for key, label in METHODS:
@@ -60,7 +60,7 @@ def _factor_section(factor: str, entry: Dict[str, Any], out_dir: Path) -> str:
     return "".join(parts)
 
 
-def write_delta_report(result: Dict[str, Any], out_dir: str | os.PathLike) -> Path:
+def write_delta_report(result: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     """Write ``out_dir/delta-eval.json`` and ``out_dir/index.html`` from :func:`~tlgan.delta.evaluate.evaluate_delta`'s result."""
     out = Path(out_dir)
     write_json(out / "delta-eval.json", result)

@@ -19,9 +19,10 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -48,11 +49,11 @@ class SequenceSet:
     the rest of ``sequences.json``."""
 
     root: Path
-    names: List[str]
-    files: List[List[Path]]
-    values: List[float]
-    factor: Optional[str] = None
-    meta: Dict[str, Any] = field(default_factory=dict)
+    names: list[str]
+    files: list[list[Path]]
+    values: list[float]
+    factor: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_sequences(self) -> int:
@@ -97,7 +98,7 @@ def read_sequences(directory: str | os.PathLike) -> SequenceSet:
     if not names:
         raise TlganError(f"{root}: holds no sequences; a sequence folder needs one sub-folder per sequence with its "
                          f"images in order (e.g. {root}/person1/000.png, 001.png, ...)")
-    lengths = {name: len(f) for name, f in zip(names, files)}
+    lengths = {name: len(f) for name, f in zip(names, files, strict=True)}
     short = [name for name, n in lengths.items() if n < 2]
     if short:
         raise TlganError(f"{root}: sequence {short[0]!r} has {lengths[short[0]]} image; every sequence needs at least "
@@ -107,7 +108,7 @@ def read_sequences(directory: str | os.PathLike) -> SequenceSet:
         raise TlganError(f"{root}: sequences have unequal lengths ({detail}); every sequence must show the same "
                          f"change in the same steps, so give them all the same number of images")
     n = len(files[0])
-    meta: Dict[str, Any] = {}
+    meta: dict[str, Any] = {}
     if (root / META_FILE).is_file():
         meta = read_json(root / META_FILE)
         if not isinstance(meta, dict):
@@ -131,8 +132,8 @@ def read_sequences(directory: str | os.PathLike) -> SequenceSet:
 
 
 def write_sequences(directory: str | os.PathLike, images: torch.Tensor, *, values: Sequence[float],
-                    factor: Optional[str] = None, names: Optional[Sequence[str]] = None,
-                    extra: Optional[Dict[str, Any]] = None) -> SequenceSet:
+                    factor: str | None = None, names: Sequence[str] | None = None,
+                    extra: dict[str, Any] | None = None) -> SequenceSet:
     """Write images (K, n, 3, R, R) in [-1, 1] as a sequence folder and return it read back."""
     from tlgan.imaging import save_image
 
@@ -145,7 +146,7 @@ def write_sequences(directory: str | os.PathLike, images: torch.Tensor, *, value
                          f"{len(values)}")
     root = Path(directory)
     width = max(3, len(str(n - 1)))
-    for name, row in zip(names, images):
+    for name, row in zip(names, images, strict=True):
         for step, image in enumerate(row):
             save_image(image, root / name / f"{step:0{width}d}.png")
     meta = {"format": FORMAT, "factor": factor, "values": [float(v) for v in values], **(extra or {})}
@@ -163,14 +164,14 @@ def _files_fingerprint(sequences: SequenceSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _latent_key(generator_name: str, fingerprint: str, space: str, inversion: Dict[str, Any],
-                files: str) -> Dict[str, Any]:
+def _latent_key(generator_name: str, fingerprint: str, space: str, inversion: dict[str, Any],
+                files: str) -> dict[str, Any]:
     return {"generator": generator_name, "generator_fingerprint": fingerprint, "space": space, "inversion": inversion,
             "files": files}
 
 
 def sequence_latents(sequences: SequenceSet, generator, *, space: str = "z", encoder: Any = "auto",
-                     classifier=None, steps: int = 100, patience: Optional[int] = None, cache: bool = True,
+                     classifier=None, steps: int = 100, patience: int | None = None, cache: bool = True,
                      progress: bool = False) -> torch.Tensor:
     """The sequences' latents in ``generator``'s space ``space``: (K, n, *latent shape).
 

@@ -21,8 +21,9 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -45,7 +46,7 @@ DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 8, "steps": 2000, "batch_
             "lambda_a": 1.0, "lambda_b": 1.0, "basis": "line"}
 
 
-def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Optional[Sequence[Sequence[float]]]):
+def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[Sequence[float]] | None):
     if not latent_sets:
         raise TlganError("no sequences to train on; give at least one sequence folder")
     sets, values = [], []
@@ -77,7 +78,7 @@ def linear_direction(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[t
     all; equivalently the pooled slope over every pair of steps of every sequence.
     """
     num, den = None, 0.0
-    for latents, values in zip(latent_sets, value_sets):
+    for latents, values in zip(latent_sets, value_sets, strict=True):
         x = latents.to(torch.float64).reshape(latents.shape[0], latents.shape[1], -1)
         dv = (values - values.mean()).to(torch.float64)
         centred = x - x.mean(dim=1, keepdim=True)
@@ -89,13 +90,13 @@ def linear_direction(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[t
     return (num / den).float()
 
 
-def _rank(sets: List[torch.Tensor]) -> int:
+def _rank(sets: list[torch.Tensor]) -> int:
     """Largest useful subspace: the number of independent within-sequence changes."""
     return sum(int(x.shape[0]) * (int(x.shape[1]) - 1) for x in sets)
 
 
 def change_basis(sets: Sequence[torch.Tensor], r: int,
-                 values: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+                 values: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """The r leading principal directions (r, D) of the latents' variation within sequences.
 
     Each sequence is centred on its own mean, so only what changes along the sequences
@@ -122,16 +123,16 @@ def change_basis(sets: Sequence[torch.Tensor], r: int,
     return (basis * signs).float()
 
 
-def _fingerprint(sets: List[torch.Tensor], values: List[torch.Tensor]) -> str:
+def _fingerprint(sets: list[torch.Tensor], values: list[torch.Tensor]) -> str:
     h = hashlib.sha256()
-    for x, v in zip(sets, values):
+    for x, v in zip(sets, values, strict=True):
         h.update(str(tuple(x.shape)).encode())
         h.update(x.contiguous().numpy().tobytes())
         h.update(v.numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def _draw(sets: List[torch.Tensor], batch_size: int, g: torch.Generator):
+def _draw(sets: list[torch.Tensor], batch_size: int, g: torch.Generator):
     """Indices of one batch: per row (set, a, b, i, j); returns stacked a_i, a_j, b_i, b_j (B, D)."""
     weights = torch.tensor([float(x.shape[0]) for x in sets])
     which = torch.multinomial(weights, batch_size, replacement=True, generator=g)
@@ -186,29 +187,29 @@ def fit_codes(model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init:
     return code.detach()
 
 
-def _reference(model: DeltaModel, sets: List[torch.Tensor], values: List[torch.Tensor], iterations: int = 200):
+def _reference(model: DeltaModel, sets: list[torch.Tensor], values: list[torch.Tensor], iterations: int = 200):
     """The one code that best makes one step from every training position, and its factor change.
 
     :func:`fit_codes` over every consecutive step, from the mean code of those steps.
     """
     starts = torch.cat([x[:, :-1].reshape(-1, x.shape[-1]) for x in sets])
     ends = torch.cat([x[:, 1:].reshape(-1, x.shape[-1]) for x in sets])
-    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values)])
+    steps = torch.cat([(v[1:] - v[:-1]).repeat(x.shape[0]) for x, v in zip(sets, values, strict=True)])
     with torch.no_grad():
         init = model.encode(starts, ends).mean(0)
     code = fit_codes(model, starts[None], ends[None], init[None], iterations)[0]
     return code, float(steps.mean())
 
 
-def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Optional[Sequence[Sequence[float]]] = None,
-                factor: Optional[str] = None, space: str = "z", generator: Optional[str] = None,
+def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequence[Sequence[float]] | None = None,
+                factor: str | None = None, space: str = "z", generator: str | None = None,
                 steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
                 delta_dim: int = DEFAULTS["delta_dim"], hidden: int = DEFAULTS["hidden"],
                 subspace: int = DEFAULTS["subspace"],
                 noise: float = DEFAULTS["noise"], lambda_a: float = DEFAULTS["lambda_a"],
                 lambda_b: float = DEFAULTS["lambda_b"], basis: str = DEFAULTS["basis"], seed: int = 0, checkpoint_every: int = 500,
-                resume: bool = False, progress: bool = True, info: Optional[Dict[str, Any]] = None,
-                on_step: Optional[Callable[[int], None]] = None) -> DeltaModel:
+                resume: bool = False, progress: bool = True, info: dict[str, Any] | None = None,
+                on_step: Callable[[int], None] | None = None) -> DeltaModel:
     """Train E and D on ``latent_sets`` (each (K, n, *latent shape): K sequences of n steps)
     and save the model to ``out_dir`` (model.json + model.safetensors, training.json).
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -81,7 +81,7 @@ class BendWarp(nn.Module):
         return z - self._bend(z)
 
 
-def parse_warp(spec: str, factors: Sequence[str] = DEFAULT_BENT) -> Optional[BendWarp]:
+def parse_warp(spec: str, factors: Sequence[str] = DEFAULT_BENT) -> BendWarp | None:
     """``"bend:K"`` or ``"bend:K:ATTRIBUTE"`` -> a :class:`BendWarp` of ``factors``' axes
     (:func:`factor_axis`) into the direction of ATTRIBUTE (default Male), strength K;
     ``"none"`` or ``""`` -> None."""
@@ -152,7 +152,7 @@ class WarpedEncoder(nn.Module):
         self.warp = warp
 
     @property
-    def latent_shape(self) -> Tuple[int, ...]:
+    def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.inner.latent_shape)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

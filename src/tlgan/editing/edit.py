@@ -7,7 +7,7 @@ unit variance along any unit direction, so an amount of 2 is two standard deviat
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ def _latent_tensor(latent, name: str = "latent") -> torch.Tensor:
 
 
 def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = (), *,
-                 space: Optional[str] = None, layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+                 space: str | None = None, layers: Sequence[int] | None = None) -> torch.Tensor:
     """Move ``latents`` along attribute axes; returns the same shape and dtype.
 
     ``z' = z + sum_a amounts[a] * u_a`` where ``u_a`` is axis ``a`` made orthogonal to every
@@ -103,8 +103,8 @@ def edit_direction(axes: FeatureAxes, amounts: Mapping[str, float], locks: Seque
 
 
 def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Sequence[str], steps: Sequence[float],
-                      locks: Sequence[str] = (), *, space: Optional[str] = None,
-                      layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+                      locks: Sequence[str] = (), *, space: str | None = None,
+                      layers: Sequence[int] | None = None) -> torch.Tensor:
     """Latents for a grid: one row per attribute, one column per step. Returns (R*C, *latent.shape)."""
     rows = []
     for name in attributes:
@@ -113,7 +113,7 @@ def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Seque
     return torch.stack(rows)
 
 
-def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: Optional[str] = None) -> None:
+def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: str | None = None) -> None:
     """Axes must come from the same generator (by name) and have its latent size."""
     names = {generator.name, generator_spec} - {None}
     if axes.generator not in names and axes.generator != "unknown":

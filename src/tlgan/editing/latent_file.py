@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 
@@ -26,7 +26,7 @@ def save_latent(path: str | os.PathLike, latent: torch.Tensor, *, space: str = "
     save_tensors(path, {"latent": latent}, {"format": FORMAT, "space": space, "generator": generator, **extra})
 
 
-def load_latent(path: str | os.PathLike) -> Tuple[torch.Tensor, Dict[str, Any]]:
+def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a latent written by :func:`save_latent`: returns (latent float32, metadata).
 
     The latent is (D,) for spaces z and w and (num_ws, w_dim) for wp; ``metadata["space"]`` says which.

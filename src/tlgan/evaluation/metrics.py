@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from itertools import combinations
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ DEFAULT_CURVE_SIZES = (1_000, 5_000, 20_000, 100_000)
 MIN_TARGET_CHANGE = 1e-4
 
 
-def _finite(value: float) -> Optional[float]:
+def _finite(value: float) -> float | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value  # counts stay integers
     value = float(value)
@@ -59,7 +60,7 @@ def _as_tensor(values, name: str, ndim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- fitting helpers
 def fit_methods(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], methods: Sequence[str], *,
                 space: str = "z", generator: str = "unknown",
-                finder_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, FeatureAxes]:
+                finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, FeatureAxes]:
     """Fit one set of axes per finder name in ``methods`` on the same samples.
 
     ``finder_kwargs`` maps a method name to its constructor arguments (e.g. ``{"svm": {"ratio": 0.05}}``).
@@ -77,7 +78,7 @@ def fit_methods(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequenc
 
 
 # --------------------------------------------------------------------------- separability
-def separability_from_svm(svm_axes: FeatureAxes) -> Dict[str, Dict[str, Optional[float]]]:
+def separability_from_svm(svm_axes: FeatureAxes) -> dict[str, dict[str, float | None]]:
     """Per attribute {val_accuracy, remaining_accuracy, n_train} from axes fitted by the SVM finder."""
     out = {}
     for name in svm_axes.attributes:
@@ -88,7 +89,7 @@ def separability_from_svm(svm_axes: FeatureAxes) -> Dict[str, Dict[str, Optional
 
 
 def separability(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], *, ratio: float = 0.02,
-                 val_fraction: float = 0.3, C: float = 1.0, seed: int = 0) -> Dict[str, Dict[str, Optional[float]]]:
+                 val_fraction: float = 0.3, C: float = 1.0, seed: int = 0) -> dict[str, dict[str, float | None]]:
     """InterFaceGAN's separability table: per attribute, the SVM finder's accuracies.
 
     ``val_accuracy`` is measured on the held-out part of the top/bottom ``ratio`` of samples by
@@ -110,7 +111,7 @@ def cosines(vectors: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(cosine_matrix(torch.as_tensor(vectors, dtype=torch.float32)), dtype=torch.float32)
 
 
-def _max_offdiagonal(matrix: torch.Tensor) -> Optional[float]:
+def _max_offdiagonal(matrix: torch.Tensor) -> float | None:
     if len(matrix) < 2:
         return None
     off = matrix.abs().clone()
@@ -118,7 +119,7 @@ def _max_offdiagonal(matrix: torch.Tensor) -> Optional[float]:
     return float(off.max())
 
 
-def axis_geometry(axes: FeatureAxes, locks: Sequence[str] = ()) -> Dict[str, Any]:
+def axis_geometry(axes: FeatureAxes, locks: Sequence[str] = ()) -> dict[str, Any]:
     """Cosine matrix of all axes, before and after disentangling against the locked set.
 
     Returns ``attributes``, ``locks``, ``before`` and ``after`` ((A, A) nested lists),
@@ -133,7 +134,7 @@ def axis_geometry(axes: FeatureAxes, locks: Sequence[str] = ()) -> Dict[str, Any
     after_axes = disentangle(axes, locks) if locks else axes
     after = cosines(after_axes.vectors)
     lock_idx = [axes.index(name) for name in locks]
-    to_locks: Dict[str, Dict[str, Optional[float]]] = {}
+    to_locks: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(axes.attributes):
         others = [j for j in lock_idx if j != i]
         if not others:
@@ -169,13 +170,13 @@ def label_correlation(labels: torch.Tensor) -> torch.Tensor:
     return corr.clamp(-1.0, 1.0).to(torch.float32)
 
 
-def _matrix_list(matrix: torch.Tensor) -> List[List[Optional[float]]]:
+def _matrix_list(matrix: torch.Tensor) -> list[list[float | None]]:
     return [[_finite(v) for v in row] for row in matrix.tolist()]
 
 
 def compare_correlations(generated_labels: torch.Tensor, generated_attributes: Sequence[str],
-                         data_labels: Optional[torch.Tensor] = None,
-                         data_attributes: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                         data_labels: torch.Tensor | None = None,
+                         data_attributes: Sequence[str] | None = None) -> dict[str, Any]:
     """Attribute correlations of generated samples, and of a labelled data set when given.
 
     ``generated_labels`` (N, A) and ``data_labels`` (M, B) are binary. The data set is compared
@@ -189,11 +190,11 @@ def compare_correlations(generated_labels: torch.Tensor, generated_attributes: S
         raise TlganError(f"generated labels have {generated_labels.shape[1]} columns but {len(generated_attributes)} "
                          f"attribute names were given")
     gen_corr = label_correlation(generated_labels)
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "attributes": generated_attributes,
         "generated": _matrix_list(gen_corr),
         "generated_frequency": {a: float(f) for a, f in zip(generated_attributes,
-                                                             generated_labels.float().mean(0).tolist())},
+                                                             generated_labels.float().mean(0).tolist(), strict=True)},
         "n_generated": int(len(generated_labels)),
     }
     if data_labels is None:
@@ -220,7 +221,7 @@ def compare_correlations(generated_labels: torch.Tensor, generated_attributes: S
         "generated_common": _matrix_list(gen_common),
         "data": _matrix_list(data_corr),
         "difference": _matrix_list(diff),
-        "data_frequency": {a: float(f) for a, f in zip(common, data_labels[:, data_idx].float().mean(0).tolist())},
+        "data_frequency": {a: float(f) for a, f in zip(common, data_labels[:, data_idx].float().mean(0).tolist(), strict=True)},
         "n_data": int(len(data_labels)),
         "mean_abs_difference": float(diff[off].abs().mean()) if off.any() else None,
         "max_abs_difference": float(diff[off].abs().max()) if off.any() else None,
@@ -240,9 +241,9 @@ def classifier_probabilities(generator: Generator, classifier: Classifier, laten
     return torch.cat(parts)
 
 
-def _summarise_axis(change: torch.Tensor, target: Optional[int], names: Sequence[str]) -> Dict[str, Any]:
+def _summarise_axis(change: torch.Tensor, target: int | None, names: Sequence[str]) -> dict[str, Any]:
     """change (S, C) mean probability changes for one axis -> the per-axis entry of edit_effect."""
-    entry: Dict[str, Any] = {"change": [[float(v) for v in row] for row in change.tolist()]}
+    entry: dict[str, Any] = {"change": [[float(v) for v in row] for row in change.tolist()]}
     if target is None:
         entry.update({"target_change": None, "largest_off_target": None, "largest_off_target_attribute": None,
                       "mean_off_target": None, "ratio": None})
@@ -267,7 +268,7 @@ def _summarise_axis(change: torch.Tensor, target: Optional[int], names: Sequence
 
 
 def _axis_changes(generator, classifier, axes, base_latents, base_probs, names, steps, locks, space, batch_size,
-                  device, progress, desc) -> Dict[str, Dict[str, Any]]:
+                  device, progress, desc) -> dict[str, dict[str, Any]]:
     from tlgan.editing.edit import edit_latents
 
     out = {}
@@ -283,7 +284,7 @@ def _axis_changes(generator, classifier, axes, base_latents, base_probs, names, 
 
 def edit_effect(generator: Generator, classifier: Classifier, axes: FeatureAxes, latents: torch.Tensor,
                 steps: Sequence[float] = (-2.0, 2.0), locks: Sequence[str] = (), *, batch_size: int = 64,
-                device: str = "cpu", progress: bool = False, beard_male: bool = True) -> Dict[str, Any]:
+                device: str = "cpu", progress: bool = False, beard_male: bool = True) -> dict[str, Any]:
     """What moving along each axis does to every attribute the classifier reads.
 
     For each axis a and each step s, every one of the M faces ``latents`` (M, D) is moved to
@@ -330,13 +331,13 @@ def edit_effect(generator: Generator, classifier: Classifier, axes: FeatureAxes,
     for name in names:
         entanglement[name] = {"ratio": unlocked[name]["ratio"],
                               "ratio_locked": locked[name]["ratio"] if name in locked else None}
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "attributes": list(classifier.attributes),
         "axes": names,
         "steps": steps,
         "faces": int(len(latents)),
         "locks": locks,
-        "baseline_probability": {a: float(p) for a, p in zip(classifier.attributes, base.mean(0).tolist())},
+        "baseline_probability": {a: float(p) for a, p in zip(classifier.attributes, base.mean(0).tolist(), strict=True)},
         "unlocked": unlocked,
         "locked": locked if locks else {},
         "entanglement": entanglement,
@@ -349,8 +350,8 @@ def edit_effect(generator: Generator, classifier: Classifier, axes: FeatureAxes,
 
 
 def beard_minus_male_change(generator: Generator, classifier: Classifier, axes: FeatureAxes, latents: torch.Tensor,
-                            step: float = -2.0, *, base_probs: Optional[torch.Tensor] = None, batch_size: int = 64,
-                            device: str = "cpu") -> Dict[str, Any]:
+                            step: float = -2.0, *, base_probs: torch.Tensor | None = None, batch_size: int = 64,
+                            device: str = "cpu") -> dict[str, Any]:
     """Mean change of P(Male) over the faces when moving "Beard" by ``step``, unlocked vs Male locked.
 
     Beard leans on Male in face data, so removing a beard along the raw axis also makes faces
@@ -381,7 +382,7 @@ def beard_minus_male_change(generator: Generator, classifier: Classifier, axes: 
 
 
 # --------------------------------------------------------------------------- ground truth
-def cosine_to_truth(axes: FeatureAxes, truth: FeatureAxes) -> Dict[str, float]:
+def cosine_to_truth(axes: FeatureAxes, truth: FeatureAxes) -> dict[str, float]:
     """Cosine of each fitted axis to the true axis of the same name (attributes without truth are left out)."""
     out = {}
     for name in axes.attributes:
@@ -391,15 +392,15 @@ def cosine_to_truth(axes: FeatureAxes, truth: FeatureAxes) -> Dict[str, float]:
     return out
 
 
-def curve_sizes(n: int, sizes: Sequence[int] = DEFAULT_CURVE_SIZES) -> List[int]:
+def curve_sizes(n: int, sizes: Sequence[int] = DEFAULT_CURVE_SIZES) -> list[int]:
     """The sub-sample sizes of a learning curve on a run of ``n`` samples: ``sizes`` capped at n."""
     return sorted({min(int(s), int(n)) for s in sizes if int(s) > 0})
 
 
 def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], truth: FeatureAxes,
                    methods: Sequence[str] = ("glm", "logistic", "svm"), sizes: Sequence[int] = DEFAULT_CURVE_SIZES, *,
-                   finder_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                   fitted: Optional[Mapping[str, FeatureAxes]] = None, progress: bool = False) -> Dict[str, Any]:
+                   finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                   fitted: Mapping[str, FeatureAxes] | None = None, progress: bool = False) -> dict[str, Any]:
     """Cosine of fitted axes to the true axes, per method, against the number of samples.
 
     The sub-sample of size k is the first k samples of the run (samples are independent draws,
@@ -423,9 +424,9 @@ def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequ
     ks = curve_sizes(len(latents), sizes)
     finder_kwargs = finder_kwargs or {}
     fitted = fitted or {}
-    result: Dict[str, Any] = {"sizes": ks, "attributes": names, "methods": {}, "errors": {}}
+    result: dict[str, Any] = {"sizes": ks, "attributes": names, "methods": {}, "errors": {}}
     jobs = [(m, k) for m in methods for k in ks]
-    per: Dict[str, Dict[str, List[Optional[float]]]] = {m: {a: [] for a in names} for m in methods}
+    per: dict[str, dict[str, list[float | None]]] = {m: {a: [] for a in names} for m in methods}
     for method, k in tqdm(jobs, desc="learning curve", disable=not progress, leave=False):
         if k == len(latents) and method in fitted:
             axes = fitted[method]
@@ -444,7 +445,7 @@ def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequ
         for a in names:
             per[method][a].append(cos.get(a))
     for method in methods:
-        by_size = list(zip(*[per[method][a] for a in names]))
+        by_size = list(zip(*[per[method][a] for a in names], strict=True))
         mean = [float(np.mean(v)) if all(x is not None for x in v) else None for v in by_size]
         low = [float(np.min(v)) if all(x is not None for x in v) else None for v in by_size]
         result["methods"][method] = {"mean": mean, "min": low, "per_attribute": per[method]}
@@ -453,8 +454,8 @@ def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequ
 
 # --------------------------------------------------------------------------- method comparison
 def compare_methods(axes_by_method: Mapping[str, FeatureAxes],
-                    entanglement_by_method: Optional[Mapping[str, Mapping[str, Mapping[str, Any]]]] = None,
-                    truth: Optional[FeatureAxes] = None) -> Dict[str, Any]:
+                    entanglement_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                    truth: FeatureAxes | None = None) -> dict[str, Any]:
     """Finders side by side on the same samples.
 
     ``axes_by_method``: {method: FeatureAxes} over the same attributes. Returns ``methods``,
@@ -469,7 +470,7 @@ def compare_methods(axes_by_method: Mapping[str, FeatureAxes],
         raise TlganError("compare_methods needs at least one set of axes")
     attributes = [a for a in axes_by_method[methods[0]].attributes
                   if all(a in axes_by_method[m].attributes for m in methods)]
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "methods": methods,
         "attributes": attributes,
         "metrics": {m: {a: {k: _finite(v) for k, v in axes_by_method[m].metrics.get(a, {}).items()

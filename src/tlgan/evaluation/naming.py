@@ -8,7 +8,8 @@ how cleanly.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_CHANGE = 0.1
 
 
-def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequence[str]) -> Dict[str, Any]:
+def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequence[str]) -> dict[str, Any]:
     """One component's attribute profile from its edit-effect ``change`` (S, C) at ``steps`` (S,).
 
     ``effect[c]`` = mean over steps of sign(step) * change[s, c] (signed: positive when moving
@@ -48,8 +49,8 @@ def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequenc
         "sign": 1 if float(effect[best]) >= 0 else -1,
         "target_change": float(size[best]),
         "purity": float(size[best]) / total if total > 0 else 0.0,
-        "profile": {a: float(v) for a, v in zip(attributes, effect.tolist())},
-        "sizes": {a: float(v) for a, v in zip(attributes, size.tolist())},
+        "profile": {a: float(v) for a, v in zip(attributes, effect.tolist(), strict=True)},
+        "sizes": {a: float(v) for a, v in zip(attributes, size.tolist(), strict=True)},
     }
 
 
@@ -81,7 +82,7 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
     effect = edit_effect(generator, classifier, axes, latents, steps, (), batch_size=batch_size, device=device,
                          progress=progress, beard_male=False)
     attributes = list(classifier.attributes)
-    entries: Dict[str, Dict[str, Any]] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for name in axes.attributes:
         entry = profile_of(torch.tensor(effect["unlocked"][name]["change"]), steps, attributes)
         if entry["target_change"] < float(min_change):
@@ -95,7 +96,7 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
     names = list(axes.attributes)
     if rename:
         taken = set(names)
-        best: Dict[str, str] = {}
+        best: dict[str, str] = {}
         for name, entry in entries.items():
             attr = entry["attribute"]
             if attr is not None and (attr not in best or entry["purity"] > entries[best[attr]]["purity"]):
@@ -109,7 +110,7 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
             vectors[i] *= entries[name]["sign"]
             entries[name]["name"] = attr
     metrics = {}
-    for old, new in zip(axes.attributes, names):
+    for old, new in zip(axes.attributes, names, strict=True):
         metrics[new] = dict(axes.metrics.get(old, {}))
         metrics[new].update({"purity": entries[old]["purity"], "target_change": entries[old]["target_change"]})
     info = dict(axes.info)
@@ -121,7 +122,7 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
     return FeatureAxes(vectors, names, axes.space, axes.generator, axes.method, metrics, info)
 
 
-def naming_table(axes: FeatureAxes) -> Optional[Dict[str, Dict[str, Any]]]:
+def naming_table(axes: FeatureAxes) -> dict[str, dict[str, Any]] | None:
     """The per-direction naming entries of axes from :func:`name_directions` (None if never named)."""
     naming = axes.info.get("naming")
     return None if not naming else naming.get("components")

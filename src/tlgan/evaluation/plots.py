@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -40,7 +40,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> bytes:
 
 def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str], path: str | os.PathLike, *, title: str,
             colorbar_label: str = "", vmin: float = -1.0, vmax: float = 1.0, cmap: str = "RdBu_r",
-            annotate: Optional[bool] = None, fmt: str = "{:.2f}", xlabel: str = "", ylabel: str = "") -> bytes:
+            annotate: bool | None = None, fmt: str = "{:.2f}", xlabel: str = "", ylabel: str = "") -> bytes:
     """A labelled heatmap of ``matrix`` (R, C); None/NaN cells are drawn grey and left unannotated.
 
     ``annotate`` writes each value in its cell (default: when the matrix has at most 20 columns).
@@ -81,8 +81,8 @@ def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str], path: 
     return _save(fig, path)
 
 
-def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[Optional[float]]], path: str | os.PathLike, *,
-              title: str, ylabel: str, ylim: Optional[tuple] = None, reference: Optional[float] = None,
+def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[float | None]], path: str | os.PathLike, *,
+              title: str, ylabel: str, ylim: tuple | None = None, reference: float | None = None,
               reference_label: str = "") -> bytes:
     """Grouped vertical bars: one group per label, one bar per series ({series name: values (L,)}).
 
@@ -116,9 +116,9 @@ def bar_chart(labels: Sequence[str], series: Mapping[str, Sequence[Optional[floa
     return _save(fig, path)
 
 
-def learning_curves(sizes: Sequence[int], curves: Mapping[str, Sequence[Optional[float]]],
+def learning_curves(sizes: Sequence[int], curves: Mapping[str, Sequence[float | None]],
                     path: str | os.PathLike, *, title: str, ylabel: str = "mean cosine to the true axis",
-                    lower: Optional[Mapping[str, Sequence[Optional[float]]]] = None) -> bytes:
+                    lower: Mapping[str, Sequence[float | None]] | None = None) -> bytes:
     """Lines of a value against the sample count (log x axis), one per method.
 
     ``lower`` (same keys) draws a second, dotted line per method (e.g. the worst attribute).

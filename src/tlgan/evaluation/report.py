@@ -17,8 +17,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -58,7 +59,7 @@ def _clean(obj: Any, digits: int = 5) -> Any:
     return str(obj)
 
 
-def _num(value: Optional[float], digits: int = 3, signed: bool = False) -> str:
+def _num(value: float | None, digits: int = 3, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "&ndash;"
     value = round(float(value), digits) + 0.0  # no "-0.000"
@@ -80,7 +81,7 @@ def _short_spec(spec: str) -> str:
     return Path(spec).name if ("/" in spec or os.sep in spec) else spec
 
 
-def _pct(value: Optional[float]) -> str:
+def _pct(value: float | None) -> str:
     return "&ndash;" if value is None else f"{100 * value:.1f}&thinsp;%"
 
 
@@ -88,12 +89,12 @@ def _esc(text: Any) -> str:
     return html.escape(str(text))
 
 
-def _mean(values) -> Optional[float]:
+def _mean(values) -> float | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return sum(vals) / len(vals) if vals else None
 
 
-def _load_data_labels(data) -> Tuple[torch.Tensor, List[str], str]:
+def _load_data_labels(data) -> tuple[torch.Tensor, list[str], str]:
     """Labels (N, B) bool and names of a labelled CelebA-layout folder (only its attribute file is read).
 
     ``data`` is a folder path, or an object with ``labels`` (N, B) and ``attributes`` (such as
@@ -141,7 +142,7 @@ def _fitted_on(axes: FeatureAxes, run: Run) -> bool:
     return all(k in info and info[k] == v for k, v in defaults.items())
 
 
-def _grid_steps(steps: Sequence[float]) -> List[float]:
+def _grid_steps(steps: Sequence[float]) -> list[float]:
     """Columns of the edit grids: five evenly spaced amounts from -max|step| to +max|step|."""
     top = max(abs(float(s)) for s in steps)
     return [round(top * f, 3) for f in (-1.0, -0.5, 0.0, 0.5, 1.0)]
@@ -152,7 +153,7 @@ class _Figures:
 
     def __init__(self, out_dir: Path):
         self.dir = out_dir / FIGURES
-        self.png: Dict[str, bytes] = {}
+        self.png: dict[str, bytes] = {}
 
     def add(self, name: str, draw, *args, **kwargs) -> str:
         self.png[name] = draw(*args, path=self.dir / f"{name}.png", **kwargs)
@@ -168,8 +169,8 @@ class _Figures:
 
 # --------------------------------------------------------------------------- the job
 def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str | os.PathLike, *,
-                 locks: Sequence[str] = (), generator: Optional[Generator] = None,
-                 classifier: Optional[Classifier] = None, data=None,
+                 locks: Sequence[str] = (), generator: Generator | None = None,
+                 classifier: Classifier | None = None, data=None,
                  methods: Sequence[str] = ("glm", "logistic", "svm"), unsupervised: Sequence[str] = ("pca", "sefa"),
                  n_components: int = 64, edit_faces: int = 64, steps: Sequence[float] = (-2.0, 2.0),
                  device: str = "cpu", progress: bool = True) -> dict:
@@ -192,11 +193,11 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     ``cosine_to_truth`` (when the generator knows its true axes), ``correlation_mean_abs_difference``
     (with ``data``), ``seconds``, and the paths written.
     """
-    from tlgan.models import load_classifier, load_generator
     from tlgan.editing.edit import check_axes_for
+    from tlgan.models import load_classifier, load_generator
 
     started = time.perf_counter()
-    timings: Dict[str, float] = {}
+    timings: dict[str, float] = {}
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
@@ -249,7 +250,7 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     fitted = {axes.method: axes} if axes.method in fit_list and _fitted_on(axes, run) else {}
     if fitted:
         log.info("the %s axes under test were fitted on this run with default options; reusing them", axes.method)
-    fit_errors: Dict[str, str] = {}
+    fit_errors: dict[str, str] = {}
     for method in fit_list:
         if method in fitted:
             continue
@@ -279,8 +280,8 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
     lap("geometry_and_correlation")
 
     faces = latents[:min(int(edit_faces), len(latents))]
-    effect: Optional[Dict[str, Any]] = None
-    method_entanglement: Dict[str, Dict[str, Any]] = {}
+    effect: dict[str, Any] | None = None
+    method_entanglement: dict[str, dict[str, Any]] = {}
     if len(faces):
         log.info("edit effect of the axes under test on %d faces, steps %s", len(faces), steps)
         effect = M.edit_effect(generator, classifier, axes, faces, steps, locks, device=device, progress=progress)
@@ -371,7 +372,7 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
                  title="Entanglement ratio per method (unlocked edits)", ylabel="largest off-target / target")
     lap("figures")
 
-    summary: Dict[str, Any] = {
+    summary: dict[str, Any] = {
         "separability": {a: separability[a]["val_accuracy"] for a in names},
         "remaining_accuracy": {a: separability[a]["remaining_accuracy"] for a in names},
         "entanglement": effect["entanglement"] if effect else {},
@@ -420,8 +421,7 @@ def write_report(run: Run | str | os.PathLike, axes: FeatureAxes, out_dir: str |
 def _edit_figures(figs: _Figures, effect, axes, locks, generator, classifier, latents, scores, attributes,
                   steps) -> None:
     """Entanglement bars, change heatmaps and the edit grids."""
-    from tlgan.editing.edit import edit_latents
-    from tlgan.editing.edit import edit_latents_grid, render
+    from tlgan.editing.edit import edit_latents, edit_latents_grid, render
 
     names = effect["axes"]
     ent = effect["entanglement"]
@@ -523,7 +523,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 1
 """
 
 
-def _table(header: Optional[Sequence[str]], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: str = "") -> str:
     head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<div class="scroll"><table class="{cls}">{head}<tbody>{body}</tbody></table></div>'
@@ -539,8 +539,8 @@ def _render_html(context, sections, summary, timings, figs: _Figures) -> str:
     eff, truth, comp = sections["edit_effect"], sections["ground_truth"], sections["methods"]
     locks = context["locks"]
     svm = context["svm"]
-    toc: List[Tuple[str, str]] = []
-    parts: List[str] = []
+    toc: list[tuple[str, str]] = []
+    parts: list[str] = []
 
     def section(anchor: str, title: str, body: str) -> None:
         toc.append((anchor, title))
@@ -823,7 +823,7 @@ def _unsupervised_html(uns: Mapping[str, Any]) -> str:
     return body + _table(header, rows)
 
 
-def _worst(entry: Optional[Mapping[str, Any]]) -> str:
+def _worst(entry: Mapping[str, Any] | None) -> str:
     """'Male (−0.213)': the other attribute that moved most at the largest step."""
     if not entry or not entry.get("largest_off_target_attribute"):
         return "&ndash;"
@@ -831,7 +831,7 @@ def _worst(entry: Optional[Mapping[str, Any]]) -> str:
     return f'{_esc(entry["largest_off_target_attribute"][k])} ({_num(entry["largest_off_target"][k], 3, True)})'
 
 
-def _accuracy_of(metrics: Mapping[str, Any]) -> Optional[float]:
+def _accuracy_of(metrics: Mapping[str, Any]) -> float | None:
     for key in ("val_accuracy", "accuracy", "val_acc", "holdout_accuracy", "test_accuracy"):
         if metrics.get(key) is not None:
             return metrics[key]

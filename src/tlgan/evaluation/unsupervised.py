@@ -9,7 +9,8 @@ every component is edited once.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ def random_direction_cosine(dim: int, k: int, draws: int = 200, seed: int = 0) -
     return float(vectors[:, :, 0].abs().amax(dim=1).mean())
 
 
-def _ratio(sizes: Mapping[str, float], target: str) -> Optional[float]:
+def _ratio(sizes: Mapping[str, float], target: str) -> float | None:
     if sizes.get(target, 0.0) <= MIN_TARGET_CHANGE:
         return None
     return max(v for a, v in sizes.items() if a != target) / sizes[target] if len(sizes) > 1 else None
@@ -47,8 +48,8 @@ def _best(components: torch.Tensor, reference: torch.Tensor):
 
 def compare_unsupervised(reference: FeatureAxes, generator: Generator, classifier: Classifier, latents: torch.Tensor,
                          faces: torch.Tensor, *, methods: Sequence[str] = UNSUPERVISED, n_components: int = 64,
-                         truth: Optional[FeatureAxes] = None, steps: Sequence[float] = (-2.0, 2.0),
-                         device: str = "cpu", progress: bool = False) -> Dict[str, Any]:
+                         truth: FeatureAxes | None = None, steps: Sequence[float] = (-2.0, 2.0),
+                         device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Fit each unsupervised finder in ``methods``, name its components, and match them to ``reference``.
 
     - ``reference``: supervised axes (e.g. the axes under test), one per attribute;
@@ -66,7 +67,7 @@ def compare_unsupervised(reference: FeatureAxes, generator: Generator, classifie
 
     dim = reference.dim
     k = min(int(n_components), dim)
-    out: Dict[str, Any] = {"reference_method": reference.method, "n_components": k, "faces": int(len(faces)),
+    out: dict[str, Any] = {"reference_method": reference.method, "n_components": k, "faces": int(len(faces)),
                            "random_cosine": random_direction_cosine(dim, k), "methods": {},
                            "attributes": {a: {} for a in reference.attributes}}
     for method in methods:
@@ -81,7 +82,7 @@ def compare_unsupervised(reference: FeatureAxes, generator: Generator, classifie
         named = name_directions(axes, generator, classifier, faces, steps=steps, rename=False, device=device,
                                 progress=progress)
         table = named.info["naming"]["components"]
-        found: Dict[str, list] = {}
+        found: dict[str, list] = {}
         for name, entry in table.items():
             if entry["attribute"] is not None:
                 found.setdefault(entry["attribute"], []).append(
@@ -106,7 +107,7 @@ def compare_unsupervised(reference: FeatureAxes, generator: Generator, classifie
     return out
 
 
-def findings_summary(result: Mapping[str, Any]) -> Dict[str, Any]:
+def findings_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """Per method: the attributes it finds, each with its purest component and purity; or why nothing."""
     summary = {}
     for method, info in result["methods"].items():

@@ -20,9 +20,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
-from tlgan.io import load_state, load_tensors, read_json, save_module, save_tensors, write_json
 from tlgan.inversion.losses import feature_distance
+from tlgan.io import load_state, load_tensors, read_json, save_module, save_tensors, write_json
 from tlgan.models.base import Classifier, Generator
 from tlgan.models.networks import check_resolution, check_width
 
@@ -67,7 +68,7 @@ class EncoderBlock(nn.Module):
         return F.leaky_relu(self.norm2(self.down(x)), 0.2)
 
 
-def encoder_trunk(resolution: int, width: int) -> Tuple[nn.Sequential, int]:
+def encoder_trunk(resolution: int, width: int) -> tuple[nn.Sequential, int]:
     """The shared CNN: :class:`EncoderBlock` s from R down to 4 x 4 with ``width``, 2 x width, ...
     channels (at most 8 x width). Returns (blocks, channels at 4 x 4)."""
     blocks, in_ch = [], 3
@@ -109,7 +110,7 @@ class LatentEncoder(nn.Module):
         self.head = nn.Linear(channels * 16, z_dim)
 
     @property
-    def latent_shape(self) -> Tuple[int, ...]:
+    def latent_shape(self) -> tuple[int, ...]:
         return (self.z_dim,)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -146,10 +147,10 @@ class WPEncoder(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     @property
-    def latent_shape(self) -> Tuple[int, ...]:
+    def latent_shape(self) -> tuple[int, ...]:
         return (self.num_ws, self.w_dim)
 
-    def parts(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w (N, w_dim) including w_avg, offsets (N, num_ws - 1, w_dim)) for ``images``."""
         h = self.blocks(_encoder_input(images, self.resolution))
         w = self.w_avg.to(h.dtype) + self.head_w(h.flatten(1))
@@ -194,10 +195,10 @@ def generator_fingerprint(generator: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, generator: Optional[Generator] = None,
-                 generator_spec: Optional[str] = None, extra: Optional[Dict[str, Any]] = None) -> Path:
+def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, generator: Generator | None = None,
+                 generator_spec: str | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ``encoder.safetensors`` + ``encoder.json`` into ``directory``."""
-    config: Dict[str, Any] = {
+    config: dict[str, Any] = {
         "format": ENCODER_FORMAT,
         "architecture": type(encoder).__name__,
         "kwargs": dict(encoder.config_kwargs),
@@ -210,7 +211,7 @@ def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, genera
     return Path(directory)
 
 
-def load_encoder_dir(directory: str | os.PathLike, generator: Optional[Generator] = None,
+def load_encoder_dir(directory: str | os.PathLike, generator: Generator | None = None,
                      device: str | torch.device = "cpu") -> LatentEncoder:
     """Load ``directory/encoder.json`` + ``encoder.safetensors`` (eval mode): a :class:`LatentEncoder`
     (space "z") or a :class:`WPEncoder` (space "wp"), as the file says; ``encoder.space`` tells which.
@@ -254,7 +255,7 @@ def _shape_text(shape, named: bool = True) -> str:
     return (("size " if len(shape) == 1 else "shape ") + text) if named else text
 
 
-def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Optional[Path]:
+def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Path | None:
     """The folder that should hold the encoder of ``generator_spec``, or None.
 
     A folder (when ``allow_path``) is itself the answer; a registered generator name maps
@@ -272,7 +273,7 @@ def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Optional[Pa
     return None
 
 
-def bundled_encoder_dirs() -> List[Tuple[Path, Optional[str]]]:
+def bundled_encoder_dirs() -> list[tuple[Path, str | None]]:
     """(folder, stored generator fingerprint) for every bundled weights folder holding an encoder."""
     from tlgan.models.zoo import WEIGHTS
 
@@ -287,8 +288,8 @@ def bundled_encoder_dirs() -> List[Tuple[Path, Optional[str]]]:
     return found
 
 
-def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Optional[Generator] = None,
-                 device: str | torch.device = "cpu", allow_path: bool = True) -> Optional[LatentEncoder]:
+def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Generator | None = None,
+                 device: str | torch.device = "cpu", allow_path: bool = True) -> LatentEncoder | None:
     """The encoder shipped with a generator, or None when it has none.
 
     ``generator_spec_or_dir`` is a registered generator name (its bundled weights folder
@@ -308,7 +309,7 @@ def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Optional[G
 # ----------------------------------------------------------------------------------------
 
 @contextmanager
-def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
     """Modules in eval mode with ``requires_grad`` off inside the block; both restored after.
 
     Gradients then flow through a frozen generator to its input only, which is all that
@@ -343,11 +344,11 @@ def psnr_db(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # Training
 # ----------------------------------------------------------------------------------------
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Flatten an optimizer state dict into named tensors plus a JSON-able remainder."""
     state = opt.state_dict()
-    tensors: Dict[str, torch.Tensor] = {}
-    scalars: Dict[str, Dict[str, Any]] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
@@ -357,8 +358,8 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tens
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
-    state: Dict[int, Dict[str, Any]] = {}
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, idx, key = name.split(".", 2)
@@ -369,7 +370,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tens
 
 
 def _save_checkpoint(directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer, step: int,
-                     settings: Dict[str, Any], history: List[Dict[str, float]]) -> None:
+                     settings: dict[str, Any], history: list[dict[str, float]]) -> None:
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors.update(opt_tensors)
@@ -380,7 +381,7 @@ def _save_checkpoint(directory: Path, encoder: LatentEncoder, opt: torch.optim.O
 
 
 def _load_checkpoint(directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer,
-                     settings: Dict[str, Any]) -> Tuple[int, List[Dict[str, float]]]:
+                     settings: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
     meta = read_json(directory / "state.json")
     tensors, tmeta = load_tensors(directory / "state.safetensors")
     if meta.get("format") != CHECKPOINT_FORMAT or tmeta.get("step") != meta.get("step"):
@@ -430,10 +431,10 @@ def _real_sampler(real_data, resolution: int, batch_size: int, seed: int, device
 
 def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: int = 3000, batch_size: int = 32,
                   lr: float = 1e-3, device: str | torch.device = "cpu", seed: int = 0,
-                  classifier: Optional[Classifier] = None, real_data=None, resume: bool = False,
+                  classifier: Classifier | None = None, real_data=None, resume: bool = False,
                   width: int = 32, latent_weight: float = 1.0, pixel_weight: float = 1.0,
-                  feature_weight: float = 0.1, checkpoint_every: int = 250, generator_spec: Optional[str] = None,
-                  progress: bool = True, space: str = "z", offset_weight: float = 1.0) -> Dict[str, Any]:
+                  feature_weight: float = 0.1, checkpoint_every: int = 250, generator_spec: str | None = None,
+                  progress: bool = True, space: str = "z", offset_weight: float = 1.0) -> dict[str, Any]:
     """Train an encoder for ``generator`` and save it into ``out_dir``.
 
     ``space="z"``: a :class:`LatentEncoder`, latent loss |E(x) - z|^2 / D. ``space="wp"`` (StyleGAN
@@ -550,7 +551,7 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
 
 
 @torch.no_grad()
-def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> Tuple[torch.Tensor, float]:
+def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> tuple[torch.Tensor, float]:
     """The centre of ``generator``'s w (its tracked ``w_avg`` when it has one, else the mean over ``n``
     samples of seed ``seed + 2000``) and the mean square of w - centre over those samples."""
     w = generator.sample_latents(n, seed=seed + 2000, space="w")
@@ -576,7 +577,7 @@ def _reset(seed: int):
 
 @torch.no_grad()
 def evaluate_encoder(encoder: LatentEncoder, generator: Generator, n: int = 64, seed: int = 1000,
-                     batch_size: int = 64) -> Dict[str, float]:
+                     batch_size: int = 64) -> dict[str, float]:
     """Encoder-only reconstruction of ``n`` generated faces of ``seed``: mean PSNR (dB) and the
     relative latent error |pred - true|^2 / |true|^2 in the encoder's space (for wp, true = w
     repeated, measured from ``w_avg``)."""

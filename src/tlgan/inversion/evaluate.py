@@ -15,7 +15,7 @@ of the other attributes' probabilities.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -30,7 +30,7 @@ GENERATED_SEED = 90_011
 RENDERED_SEED = 90_012
 
 
-def _mean(values: Optional[torch.Tensor]) -> Optional[float]:
+def _mean(values: torch.Tensor | None) -> float | None:
     return None if values is None else round(float(values.float().mean()), 3)
 
 
@@ -39,8 +39,8 @@ def _labels(classifier: Classifier, images: torch.Tensor, batch_size: int = 128)
     return torch.cat([classifier.logits(images[i:i + batch_size]) > 0 for i in range(0, len(images), batch_size)]).cpu()
 
 
-def _edit_report(generators, latents: torch.Tensor, space: str, classifier: Classifier, axes, edit: Tuple[str, float],
-                 cols) -> Dict[str, Any]:
+def _edit_report(generators, latents: torch.Tensor, space: str, classifier: Classifier, axes, edit: tuple[str, float],
+                 cols) -> dict[str, Any]:
     """Edit each latent by ``edit`` and draw it with its own generator (``generators[k]``)."""
     from tlgan.editing.edit import edit_latents
 
@@ -62,12 +62,12 @@ def _edit_report(generators, latents: torch.Tensor, space: str, classifier: Clas
             "others_mean_abs_change": round(sum(changes) / len(changes), 4)}
 
 
-def evaluate_inversion(generator: Generator, classifier: Classifier, *, encoder=None, renderer: Optional[Generator] = None,
+def evaluate_inversion(generator: Generator, classifier: Classifier, *, encoder=None, renderer: Generator | None = None,
                        n: int = 100, steps: int = DEFAULT_STEPS, optimize: bool = True,
                        generated_seed: int = GENERATED_SEED, rendered_seed: int = RENDERED_SEED,
-                       tune: bool = False, tune_kwargs: Optional[Dict[str, Any]] = None, axes=None,
-                       edit: Tuple[str, float] = ("Smiling", 2.0), skip_generated: bool = False,
-                       progress: bool = False, **invert_kwargs: Any) -> Dict[str, Dict[str, Any]]:
+                       tune: bool = False, tune_kwargs: dict[str, Any] | None = None, axes=None,
+                       edit: tuple[str, float] = ("Smiling", 2.0), skip_generated: bool = False,
+                       progress: bool = False, **invert_kwargs: Any) -> dict[str, dict[str, Any]]:
     """Invert ``n`` generated and ``n`` rendered faces; return PSNRs, agreement and timing.
 
     ``renderer`` defaults to the registered ``toyfaces-render``. ``invert_kwargs`` go to
@@ -82,7 +82,6 @@ def evaluate_inversion(generator: Generator, classifier: Classifier, *, encoder=
     ``tune_kwargs`` go to :func:`tlgan.inversion.tune.tune_generator`.
     """
     from tlgan.inversion.tune import tune_generator
-
     from tlgan.models import load_generator
     from tlgan.toyfaces import world
 

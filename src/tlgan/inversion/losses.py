@@ -15,8 +15,8 @@ the image-gradient term stands in for it: edges are what a pure pixel loss blurs
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, List, Optional
 
 import torch
 
@@ -42,7 +42,7 @@ def image_gradient_distance(images: torch.Tensor, targets: torch.Tensor) -> torc
                   + (dy(images) - dy(targets)).abs().flatten(1).mean(1))
 
 
-def classifier_features(classifier: Classifier, images: torch.Tensor) -> List[torch.Tensor]:
+def classifier_features(classifier: Classifier, images: torch.Tensor) -> list[torch.Tensor]:
     """``classifier.features(images)`` as a non-empty list of (N, ...) tensors, with a clear error otherwise."""
     hook = getattr(classifier, "features", None)
     if not callable(hook):
@@ -59,8 +59,8 @@ def classifier_features(classifier: Classifier, images: torch.Tensor) -> List[to
     return feats
 
 
-def feature_distance(classifier: Classifier, images: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                     target_features: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+def feature_distance(classifier: Classifier, images: torch.Tensor, targets: torch.Tensor | None = None,
+                     target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Per-image perceptual distance (N,) through the classifier's ``features`` hook.
 
     For each feature tensor, the mean squared difference of the activations divided by the
@@ -74,7 +74,7 @@ def feature_distance(classifier: Classifier, images: torch.Tensor, targets: Opti
             target_features = [f.detach() for f in classifier_features(classifier, targets)]
     feats = classifier_features(classifier, images)
     total = images.new_zeros(images.shape[0])
-    for f, t in zip(feats, target_features):
+    for f, t in zip(feats, target_features, strict=True):
         scale = t.pow(2).flatten(1).mean(1).clamp_min(1e-6)
         total = total + (f - t).pow(2).flatten(1).mean(1) / scale
     return total / max(1, len(feats))
@@ -90,14 +90,14 @@ class ReconstructionLoss:
     """
 
     targets: torch.Tensor
-    classifier: Optional[Classifier]
-    target_features: Optional[List[torch.Tensor]]
+    classifier: Classifier | None
+    target_features: list[torch.Tensor] | None
     pixel_weight: float
     feature_weight: float
     gradient_weight: float
     pixel_loss: str
 
-    def __call__(self, images: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         targets = self.targets if rows is None else self.targets[rows]
         loss = self.pixel_weight * pixel_distance(images, targets, self.pixel_loss)
         if self.classifier is not None:
@@ -115,9 +115,9 @@ class ReconstructionLoss:
         return f"{self.pixel_loss} pixels" + (f" + {extra}" if extra else "")
 
 
-def reconstruction_loss(targets: torch.Tensor, *, classifier: Optional[Classifier] = None, pixel_weight: float = 1.0,
+def reconstruction_loss(targets: torch.Tensor, *, classifier: Classifier | None = None, pixel_weight: float = 1.0,
                         feature_weight: float = 0.05, gradient_weight: float = 0.5, pixel_loss: str = "mse",
-                        announce: Optional[Callable[[str], None]] = None) -> ReconstructionLoss:
+                        announce: Callable[[str], None] | None = None) -> ReconstructionLoss:
     """The loss of :class:`ReconstructionLoss` for ``targets``; the classifier's target features computed once.
 
     With ``classifier`` None (or ``feature_weight`` 0) the feature term is replaced by the

@@ -27,7 +27,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def _is_stylegan2(generator: Generator) -> bool:
     return isinstance(generator, StyleGAN2Generator)
 
 
-def noise_buffers(generator: Generator) -> Dict[str, torch.Tensor]:
+def noise_buffers(generator: Generator) -> dict[str, torch.Tensor]:
     """StyleGAN2's constant noise maps by name relative to ``generator.synthesis`` ({} for other generators).
 
     Names look like ``b8.conv0.noise_const``; each map is (R, R) at its block's resolution.
@@ -71,7 +71,7 @@ def noise_buffers(generator: Generator) -> Dict[str, torch.Tensor]:
 
 
 def synthesize_raw(generator: Generator, latents: torch.Tensor, space: str = "z",
-                   noise: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                   noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Images (N, 3, R, R) for losses: like ``synthesize`` but without StyleGAN2's final clamp; gradients flow.
 
     ``noise`` (StyleGAN2 only) replaces noise maps by name (see :func:`noise_buffers`) with
@@ -143,7 +143,7 @@ class _RowAdam:
     here each image halves its rate on its own plateau and leaves the batch on its own.
     """
 
-    def __init__(self, tensors: List[torch.Tensor], lr: float):
+    def __init__(self, tensors: list[torch.Tensor], lr: float):
         n = tensors[0].shape[0]
         device = tensors[0].device
         self.m = [torch.zeros_like(x) for x in tensors]
@@ -152,14 +152,14 @@ class _RowAdam:
         self.rate = torch.full((n,), float(lr), device=device)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
 
-    def step(self, tensors: List[torch.Tensor], values: List[torch.Tensor], grads: List[torch.Tensor],
-             rows: torch.Tensor, scales: List[float]) -> None:
+    def step(self, tensors: list[torch.Tensor], values: list[torch.Tensor], grads: list[torch.Tensor],
+             rows: torch.Tensor, scales: list[float]) -> None:
         """Write the updated ``values`` (the rows ``rows`` of each tensor) back into ``tensors``.
 
         ``scales`` multiplies the learning rate per tensor (Adam ignores the gradients' scale).
         """
         self.t[rows] += 1
-        for x, val, g, m, v, scale in zip(tensors, values, grads, self.m, self.v, scales):
+        for x, val, g, m, v, scale in zip(tensors, values, grads, self.m, self.v, scales, strict=True):
             shape = (-1,) + (1,) * (x.ndim - 1)
             m[rows] = self.beta1 * m[rows] + (1 - self.beta1) * g
             v[rows] = self.beta2 * v[rows] + (1 - self.beta2) * g.pow(2)
@@ -169,18 +169,18 @@ class _RowAdam:
             x[rows] = val - scale * self.rate[rows].view(shape) * m_hat / (v_hat.sqrt() + self.eps)
 
     def restart(self, rows: torch.Tensor) -> None:
-        for m, v in zip(self.m, self.v):
+        for m, v in zip(self.m, self.v, strict=True):
             m[rows] = 0.0
             v[rows] = 0.0
         self.t[rows] = 0
 
 
 def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Tensor, *,
-                     classifier: Optional[Classifier] = None, steps: int = DEFAULT_STEPS, lr: float = 0.05,
+                     classifier: Classifier | None = None, steps: int = DEFAULT_STEPS, lr: float = 0.05,
                      pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
                      prior_weight: float = 0.01, pixel_loss: str = "mse", patience: int = 8, max_decays: int = 2,
                      tol: float = 1e-3, space: str = "z", optimize_noise: bool = False, noise_weight: float = 1.0,
-                     noise_lr: Optional[float] = None, progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
+                     noise_lr: float | None = None, progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Refine latents ``init`` (N, *latent_shape(space)) so that ``generator`` reproduces ``targets`` (N, 3, R, R).
 
     Runs at most ``steps`` Adam steps (learning rate ``lr`` per image, halved on a plateau
@@ -205,7 +205,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
     latents = generator.check_latents(init, space).detach().to(device=device, dtype=torch.float32).clone()
     if len(latents) != len(targets):
         raise TlganError(f"{len(targets)} target images but {len(latents)} initial latents")
-    names: List[str] = []
+    names: list[str] = []
     tensors = [latents]
     if optimize_noise:
         buffers = noise_buffers(generator)
@@ -221,8 +221,8 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
                                     feature_weight=feature_weight, gradient_weight=gradient_weight,
                                     pixel_loss=pixel_loss, announce=log.debug)
 
-        def losses(values: List[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-            noise = dict(zip(names, values[1:])) if names else None
+        def losses(values: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+            noise = dict(zip(names, values[1:], strict=True)) if names else None
             loss = recon(synthesize_raw(generator, values[0], space, noise), rows)
             if prior_weight > 0 and space == "z":
                 loss = loss + prior_weight * _prior(values[0])
@@ -239,7 +239,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
         since = torch.zeros(n, dtype=torch.long, device=device)   # steps since the last improvement
         decays = torch.zeros(n, dtype=torch.long, device=device)
         active = torch.arange(n, device=device)
-        history: List[float] = []
+        history: list[float] = []
         image_steps, steps_run = 0, 0
         bar = tqdm(total=steps, desc=f"inverting {n} image{'s' if n != 1 else ''}", unit="step",
                    disable=None if progress else True, leave=False)
@@ -256,7 +256,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
                 improved = loss < best_loss[active] * (1.0 - tol)
                 better = loss < best_loss[active]
                 rows = active[better]
-                for b, v in zip(best, values):
+                for b, v in zip(best, values, strict=True):
                     b[rows] = v[better]
                 best_loss[rows] = loss[better]
                 since[active] = torch.where(improved, torch.zeros_like(since[active]), since[active] + 1)
@@ -269,7 +269,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
                 if len(stalled):
                     decays[stalled] += 1
                     adam.rate[stalled] *= 0.5
-                    for x, b in zip(tensors, best):
+                    for x, b in zip(tensors, best, strict=True):
                         x[stalled] = b[stalled]
                     since[stalled] = 0
                     adam.restart(stalled)
@@ -280,7 +280,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]:.4f}", active=len(active))
         bar.close()
-    info: Dict[str, Any] = {
+    info: dict[str, Any] = {
         "loss": best_loss.cpu(),
         "init_loss": init_loss.cpu(),
         "steps": steps_run,
@@ -291,7 +291,7 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
         "loss_terms": recon.terms,
     }
     if names:
-        info["noise"] = {k: b[:, 0].cpu() for k, b in zip(names, best[1:])}
+        info["noise"] = {k: b[:, 0].cpu() for k, b in zip(names, best[1:], strict=True)}
     return best[0].cpu(), info
 
 
@@ -350,14 +350,14 @@ class InversionResult:
     reconstructions: torch.Tensor
     psnr_db: torch.Tensor
     seconds_per_image: float
-    encoder_psnr_db: Optional[torch.Tensor] = None
+    encoder_psnr_db: torch.Tensor | None = None
     space: str = "z"
-    info: Dict[str, Any] = field(default_factory=dict)
-    noise: Optional[Dict[str, torch.Tensor]] = None
+    info: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, torch.Tensor] | None = None
 
 
 def start_latents(generator: Generator, targets: torch.Tensor, space: str = "z", *,
-                  encoder: Optional[LatentEncoder] = None, candidates: int = 64, seed: int = 0) -> torch.Tensor:
+                  encoder: LatentEncoder | None = None, candidates: int = 64, seed: int = 0) -> torch.Tensor:
     """Where the latent search of ``targets`` (N, 3, R, R) starts, (N, *latent_shape(space)) on CPU.
 
     The encoder's guess when there is one (made in the encoder's space, z or wp, and mapped
@@ -387,9 +387,9 @@ def check_encoder_for(encoder: LatentEncoder, generator: Generator, space: str) 
                          f"{encoder.space}, or without the encoder (--encoder none)")
 
 
-def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[LatentEncoder] = None,
-           classifier: Optional[Classifier] = None, optimize: bool = True, steps: int = DEFAULT_STEPS,
-           space: str = "z", lr: Optional[float] = None, pixel_weight: float = 1.0, feature_weight: float = 0.05,
+def invert(generator: Generator, images: torch.Tensor, *, encoder: LatentEncoder | None = None,
+           classifier: Classifier | None = None, optimize: bool = True, steps: int = DEFAULT_STEPS,
+           space: str = "z", lr: float | None = None, pixel_weight: float = 1.0, feature_weight: float = 0.05,
            gradient_weight: float = 0.5, prior_weight: float = 0.01, patience: int = 8, batch_size: int = 32,
            candidates: int = 64, seed: int = 0, optimize_noise: bool = False, noise_weight: float = 1.0,
            progress: bool = False) -> InversionResult:
@@ -417,8 +417,8 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[Late
                                      gradient_weight=gradient_weight).terms
                  + ("" if classifier is not None else " (no classifier given: no feature loss)"))
     latents, recons, psnrs, enc_psnrs = [], [], [], []
-    noises: Dict[str, List[torch.Tensor]] = {}
-    info: Dict[str, Any] = {"steps": 0, "image_steps": 0, "optimized": bool(optimize and steps > 0),
+    noises: dict[str, list[torch.Tensor]] = {}
+    info: dict[str, Any] = {"steps": 0, "image_steps": 0, "optimized": bool(optimize and steps > 0),
                             "encoder_seconds": 0.0, "optimize_seconds": 0.0}
     for start in range(0, len(targets), batch_size):
         chunk = targets[start:start + batch_size].to(device)
@@ -462,10 +462,10 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: Optional[Late
 
 
 # The studio inverts one upload at a time; remember each generator's encoder (or its absence).
-_ENCODERS: "weakref.WeakKeyDictionary[Generator, Optional[LatentEncoder]]" = weakref.WeakKeyDictionary()
+_ENCODERS: weakref.WeakKeyDictionary[Generator, LatentEncoder | None] = weakref.WeakKeyDictionary()
 
 
-def encoder_for(generator: Generator) -> Optional[LatentEncoder]:
+def encoder_for(generator: Generator) -> LatentEncoder | None:
     """The encoder shipped with ``generator``, or None; looked up once per generator object.
 
     First by the generator's registered name; failing that, any bundled encoder whose
@@ -473,7 +473,12 @@ def encoder_for(generator: Generator) -> Optional[LatentEncoder]:
     registered one, e.g. when it was loaded from its folder).
     """
     if generator not in _ENCODERS:
-        from tlgan.inversion.encoder import bundled_encoder_dirs, generator_fingerprint, load_encoder, load_encoder_dir
+        from tlgan.inversion.encoder import (
+            bundled_encoder_dirs,
+            generator_fingerprint,
+            load_encoder,
+            load_encoder_dir,
+        )
 
         device = next(iter(generator.parameters()), torch.empty(0)).device
         encoder = None
@@ -494,10 +499,10 @@ def encoder_for(generator: Generator) -> Optional[LatentEncoder]:
     return _ENCODERS[generator]
 
 
-def invert_image(generator: Generator, classifier: Optional[Classifier], image_bytes: bytes, *,
+def invert_image(generator: Generator, classifier: Classifier | None, image_bytes: bytes, *,
                  encoder: Any = "auto", steps: int = DEFAULT_STEPS, optimize: bool = True,
                  name: str = "uploaded image", space: str = "z",
-                 crop: Optional[Tuple[int, int, int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
+                 crop: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Invert one encoded image file (PNG, JPEG, ...): returns (latent, reconstruction (3, R, R), info).
 
     The latent has ``generator.latent_shape(space)``.

@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -57,7 +57,7 @@ class TuningResult:
     psnr_db: float
     start_psnr_db: float
     seconds: float
-    info: Dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _spread(generator: Generator, space: str, samples: int = 256, seed: int = 0) -> float:
@@ -90,10 +90,10 @@ def locality_latents(generator: Generator, pivot: torch.Tensor, space: str, n: i
 
 
 def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tensor, *, space: str = "z",
-                   classifier: Optional[Classifier] = None, steps: int = DEFAULT_TUNE_STEPS, lr: float = 1e-3,
+                   classifier: Classifier | None = None, steps: int = DEFAULT_TUNE_STEPS, lr: float = 1e-3,
                    pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
                    locality_weight: float = 1.0, locality_radius: float = 3.0, locality_samples: int = 4,
-                   noise: Optional[Dict[str, torch.Tensor]] = None, patience: int = 20, tol: float = 1e-3,
+                   noise: dict[str, torch.Tensor] | None = None, patience: int = 20, tol: float = 1e-3,
                    seed: int = 0, progress: bool = False) -> TuningResult:
     """Fine-tune a copy of ``generator`` so that ``pivot`` reproduces ``target`` (3, R, R) in [-1, 1].
 
@@ -206,7 +206,7 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
 # ----------------------------------------------------------------------------------------
 
 def save_tuned(result: TuningResult, directory: str | Path, *, base_spec: str, space: str,
-               source: Optional[str] = None) -> Path:
+               source: str | None = None) -> Path:
     """Write the tuned generator as a tlgan model folder (model.json + model.safetensors).
 
     model.json records ``"tuned": {"format", "base", "space", "source", "psnr_db", ...}`` so that
@@ -231,7 +231,7 @@ def save_tuned(result: TuningResult, directory: str | Path, *, base_spec: str, s
     return save_pretrained(result.generator, directory, extra={"tuned": meta})
 
 
-def tuned_base(spec: str) -> Optional[str]:
+def tuned_base(spec: str) -> str | None:
     """The spec of the generator that the tuned folder ``spec`` was tuned from, or None for any other spec."""
     from tlgan.io import read_json
 

@@ -7,14 +7,14 @@ use other ranges or sizes, so nothing downstream has to know.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tlgan.errors import TlganError
-
 
 LATENT_BLOCK = 256
 
@@ -65,7 +65,7 @@ class Generator(torch.nn.Module):
     num_ws: int = 0
     img_resolution: int = 64
     img_channels: int = 3
-    spaces: Tuple[str, ...] = ("z",)
+    spaces: tuple[str, ...] = ("z",)
 
     @property
     def default_space(self) -> str:
@@ -73,7 +73,7 @@ class Generator(torch.nn.Module):
         mapping network (InterFaceGAN found w cleaner), else z."""
         return "w" if "w" in self.spaces else "z"
 
-    def latent_shape(self, space: str = "z") -> Tuple[int, ...]:
+    def latent_shape(self, space: str = "z") -> tuple[int, ...]:
         """The shape of one latent of ``space``: (z_dim,), (w_dim,) or (num_ws, w_dim)."""
         self.check_space(space)
         if space == "z":
@@ -164,11 +164,11 @@ class Generator(torch.nn.Module):
         raise NotImplementedError
 
     @property
-    def options(self) -> Dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         """Settings chosen at load time that change its images (truncation, noise); recorded in manifests."""
         return {}
 
-    def configure(self, **options: Any) -> "Generator":
+    def configure(self, **options: Any) -> Generator:
         """Apply load-time settings (``load_generator(spec, truncation_psi=0.7)``); returns self.
 
         The base class has none: any option is refused with a message naming it.
@@ -178,11 +178,11 @@ class Generator(torch.nn.Module):
                              f"truncation and noise settings apply to StyleGAN generators only")
         return self
 
-    def true_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z"):
+    def true_axes(self, attributes: Sequence[str] | None = None, space: str = "z"):
         """The ground-truth attribute axes, for generators that know them (else None)."""
         return None
 
-    def latent_weight(self, space: str = "z", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def latent_weight(self, space: str = "z", layers: Sequence[int] | None = None) -> torch.Tensor:
         """The (F, D) weight of the first layer(s) that take a latent of ``space`` (D = latent_dim(space)).
 
         SeFa factorises it. This default finds it for plain networks: the first ``nn.Linear`` (in
@@ -210,9 +210,9 @@ class Generator(torch.nn.Module):
 
     #: Name (as in ``named_modules()``) of the early layer whose activations the pca finder
     #: reads for z latents, GANSpace's choice for generators without a style space; None = none.
-    feature_layer: Optional[str] = None
+    feature_layer: str | None = None
 
-    def activations(self, latents: torch.Tensor, space: str = "z", layer: Optional[str] = None) -> torch.Tensor:
+    def activations(self, latents: torch.Tensor, space: str = "z", layer: str | None = None) -> torch.Tensor:
         """(N, F) output of the module named ``layer`` (default :attr:`feature_layer`), flattened per sample.
 
         The network runs only up to that module. Raises TlganError when there is no such module.
@@ -256,7 +256,7 @@ class Classifier(torch.nn.Module):
     """
 
     name: str = "classifier"
-    attributes: Tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
     input_resolution: int = 64
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -269,7 +269,7 @@ class Classifier(torch.nn.Module):
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(images))
 
-    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Hidden activations for perceptual losses (inversion, tuning, distillation): a list of (N, ...) tensors.
 
         The hook to override. By default: the input of the last layer with weights (the
@@ -282,7 +282,7 @@ class Classifier(torch.nn.Module):
         if layer is None:
             raise TlganError(f"classifier {self.name!r} has no layer with weights to take features from; "
                              f"override features(images), or invert without a classifier")
-        captured: List[torch.Tensor] = []
+        captured: list[torch.Tensor] = []
         handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
             self.logits(images)
@@ -308,7 +308,7 @@ class Classifier(torch.nn.Module):
         return self.attributes.index(name)
 
 
-def _last_weighted_layer(module: torch.nn.Module) -> Optional[torch.nn.Module]:
+def _last_weighted_layer(module: torch.nn.Module) -> torch.nn.Module | None:
     """The last registered leaf module that owns parameters (registration order is call order in
     the usual Sequential-style networks), or None."""
     last = None
@@ -324,8 +324,8 @@ class ModuleGenerator(Generator):
     >>> G = ModuleGenerator(my_net, z_dim=128, output_range=(0, 1), name="mine")
     """
 
-    def __init__(self, module: torch.nn.Module, z_dim: int, output_range: Tuple[float, float] = (-1.0, 1.0),
-                 name: str = "custom", img_resolution: Optional[int] = None):
+    def __init__(self, module: torch.nn.Module, z_dim: int, output_range: tuple[float, float] = (-1.0, 1.0),
+                 name: str = "custom", img_resolution: int | None = None):
         super().__init__()
         self.module = module
         self.z_dim = int(z_dim)
@@ -354,8 +354,8 @@ class ModuleClassifier(Classifier):
     """
 
     def __init__(self, module: torch.nn.Module, attributes: Sequence[str], input_resolution: int = 64,
-                 input_range: Tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom",
-                 feature_layers: Optional[Sequence[str]] = None):
+                 input_range: tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom",
+                 feature_layers: Sequence[str] | None = None):
         super().__init__()
         if output not in ("logits", "probabilities"):
             raise TlganError(f"output must be 'logits' or 'probabilities', not {output!r}")
@@ -372,12 +372,12 @@ class ModuleClassifier(Classifier):
         self.output = output
         self.name = name
 
-    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of ``feature_layers`` in the order named, or the penultimate activations (see Classifier)."""
         if self.feature_layers is None:
             return super().features(images)
         named = dict(self.module.named_modules())
-        captured: Dict[str, torch.Tensor] = {}
+        captured: dict[str, torch.Tensor] = {}
         handles = [named[n].register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out))
                    for n in self.feature_layers]
         try:

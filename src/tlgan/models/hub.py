@@ -13,7 +13,6 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -28,8 +27,8 @@ class WeightsInfo:
     """Where a weights file lives and what it must hash to."""
 
     url: str
-    sha256: Optional[str] = None
-    filename: Optional[str] = None
+    sha256: str | None = None
+    filename: str | None = None
 
     @property
     def name(self) -> str:
@@ -48,7 +47,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(info: WeightsInfo, cache: Optional[Path] = None, progress: bool = True, timeout: float = 60.0) -> Path:
+def fetch(info: WeightsInfo, cache: Path | None = None, progress: bool = True, timeout: float = 60.0) -> Path:
     """Return a local path to ``info``'s file, downloading it into ``cache`` if needed."""
     cache = Path(cache) if cache else default_cache()
     target = cache / info.name

@@ -9,7 +9,7 @@ start (generator) or end (discriminator, classifier) at 4 x 4.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from tlgan.errors import TlganError
 from tlgan.models.base import Classifier, Generator
+
 # The folder format (model.json + model.safetensors) lives with the other formats; it is
 # re-exported here because the training commands save these networks with it.
 from tlgan.models.formats.folder import load_pretrained, save_pretrained  # noqa: F401
@@ -120,7 +121,7 @@ class DCGANDiscriminator(nn.Module):
         self.config_kwargs = {"resolution": resolution, "width": width, "spectral_norm": bool(spectral_norm)}
         self.img_resolution = resolution
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         in_ch, size = 3, resolution
         while size > 4:
             out_ch = _channels(width, resolution, size // 2)
@@ -188,14 +189,14 @@ class AttributeClassifierNet(Classifier):
                                    antialias=True)
         return images
 
-    def _features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
         for block in self.blocks:
             x = block(x)
             out.append(x)
         return out
 
-    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each block: [(N, width, R/2, R/2), (N, 2 width, R/4, R/4), ..., (N, F, 4, 4)]."""
         return self._features(self._prepare(images))
 

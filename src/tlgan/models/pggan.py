@@ -35,7 +35,8 @@ edited z off the sphere renders as its projection, as in InterFaceGAN).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +173,7 @@ class PGGANGenerator(Generator):
         img_resolution = check_progressive_resolution(img_resolution, fmap_base, fmap_max, "PGGAN")
         if int(z_dim) < 1:
             raise TlganError(f"z_dim must be a positive integer, not {z_dim}")
-        self.config_kwargs: Dict[str, Any] = {
+        self.config_kwargs: dict[str, Any] = {
             "z_dim": int(z_dim), "img_resolution": img_resolution, "img_channels": int(img_channels),
             "fmap_base": int(fmap_base), "fmap_max": int(fmap_max), "fused_scale": bool(fused_scale),
         }
@@ -214,7 +215,7 @@ class PGGANGenerator(Generator):
         """Latents of samples ``indices`` of ``seed``: standard normal draws rescaled to norm sqrt(z_dim)."""
         return self.normalize_z(super().sample_latents_at(indices, seed=seed, space=space))
 
-    def latent_weight(self, space: str = "z", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def latent_weight(self, space: str = "z", layers: Sequence[int] | None = None) -> torch.Tensor:
         """The dense layer's weight on z, (16 nf(1), z_dim), scale included: SeFa's A for PGGAN.
 
         Row c * 16 + 4 i + j gives output channel c at pixel (i, j) of the 4x4 map (TensorFlow's

@@ -13,7 +13,7 @@ w -> wp when only the first layers are truncated.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -30,9 +30,9 @@ class StyleBasedGenerator(Generator):
     spaces = ("z", "w", "wp")
     family = "style-based"  # named in error messages: "StyleGAN2", "StyleGAN"
 
-    def _init_style_options(self, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None) -> None:
+    def _init_style_options(self, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> None:
         self.truncation_psi = 1.0
-        self.truncation_cutoff: Optional[int] = None
+        self.truncation_cutoff: int | None = None
         self.noise_mode = "const"
         self.configure(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
@@ -42,8 +42,8 @@ class StyleBasedGenerator(Generator):
         raise NotImplementedError
 
     @property
-    def options(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         if self.truncation_psi != 1.0:
             out["truncation_psi"] = self.truncation_psi
             if self.truncation_cutoff is not None:
@@ -52,8 +52,8 @@ class StyleBasedGenerator(Generator):
             out["noise_mode"] = self.noise_mode
         return out
 
-    def configure(self, truncation_psi: Optional[float] = None, truncation_cutoff: Optional[int] = None,
-                  noise_mode: Optional[str] = None, **unknown: Any) -> "StyleBasedGenerator":
+    def configure(self, truncation_psi: float | None = None, truncation_cutoff: int | None = None,
+                  noise_mode: str | None = None, **unknown: Any) -> StyleBasedGenerator:
         """Set truncation (psi toward ``w_avg``, optionally only the first ``truncation_cutoff`` layers) and noise."""
         if unknown:
             raise TlganError(f"unknown {self.family} option(s) {', '.join(sorted(unknown))}; "

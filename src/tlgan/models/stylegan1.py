@@ -34,16 +34,25 @@ are tlgan's ``w`` and ``wp``; ``configure(truncation_psi=1)`` turns truncation o
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tlgan.errors import TlganError
+from tlgan.models.pggan import (
+    LRELU_SLOPE,
+    WScale,
+    check_progressive_resolution,
+    fused_upsample_kernel,
+    grown_images,
+    nf,
+    pixel_norm,
+    upscale2d,
+)
 from tlgan.models.style_based import StyleBasedGenerator
-from tlgan.models.pggan import (LRELU_SLOPE, WScale, check_progressive_resolution, fused_upsample_kernel,
-                                grown_images, nf, pixel_norm, upscale2d)
 
 FUSED_MIN_RESOLUTION = 128  # fused_scale "auto": fused upsampling where the output side is at least this
 INSTANCE_NORM_EPS = 1e-8
@@ -62,7 +71,7 @@ def blur_kernel(taps: Sequence[float] = (1.0, 2.0, 1.0)) -> torch.Tensor:
     return f / f.sum()
 
 
-def uses_fused_scale(fused_scale: Union[bool, str], resolution: int) -> bool:
+def uses_fused_scale(fused_scale: bool | str, resolution: int) -> bool:
     """Whether the upsampling layer that outputs side ``resolution`` is fused."""
     if fused_scale == "auto":
         return resolution >= FUSED_MIN_RESOLUTION
@@ -168,7 +177,7 @@ class ConstLayer(nn.Module):
         self.first_layer = nn.Parameter(torch.ones(1, channels, 4, 4))
         self.epilogue = Epilogue(channels, w_dim, 4)
 
-    def forward(self, x: Optional[torch.Tensor], w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         return self.epilogue(self.first_layer.expand(w.shape[0], -1, -1, -1), w, noise_mode)
 
 
@@ -220,7 +229,7 @@ class SynthesisNetwork(nn.Module):
     """wp (N, num_ws, w_dim) -> unclamped images (N, img_channels, R, R)."""
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, fmap_base: int = 8192,
-                 fmap_max: int = 512, fused_scale: Union[bool, str] = "auto"):
+                 fmap_max: int = 512, fused_scale: bool | str = "auto"):
         super().__init__()
         self.num_levels = int(math.log2(img_resolution)) - 1
         self.num_ws = 2 * self.num_levels
@@ -237,12 +246,12 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"output{level}", ToRGB(ch, img_channels))
         self.register_buffer("lod", torch.zeros(()))
 
-    def layers(self) -> List[nn.Module]:
+    def layers(self) -> list[nn.Module]:
         """The synthesis layers in order; layer i takes w number i of wp."""
         return [getattr(self, f"layer{i}") for i in range(self.num_ws)]
 
     def forward(self, wp: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        def block(level: int) -> Callable[[Optional[torch.Tensor]], torch.Tensor]:
+        def block(level: int) -> Callable[[torch.Tensor | None], torch.Tensor]:
             first, second = getattr(self, f"layer{2 * level}"), getattr(self, f"layer{2 * level + 1}")
             return lambda x: second(first(x, wp[:, 2 * level], noise_mode), wp[:, 2 * level + 1], noise_mode)
 
@@ -264,8 +273,8 @@ class StyleGANGenerator(StyleBasedGenerator):
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
                  fmap_base: int = 8192, fmap_max: int = 512, mapping_layers: int = 8, mapping_fmaps: int = 512,
-                 mapping_lrmul: float = 0.01, fused_scale: Union[bool, str] = "auto", truncation_psi: float = 1.0,
-                 truncation_cutoff: Optional[int] = None):
+                 mapping_lrmul: float = 0.01, fused_scale: bool | str = "auto", truncation_psi: float = 1.0,
+                 truncation_cutoff: int | None = None):
         super().__init__()
         img_resolution = check_progressive_resolution(img_resolution, fmap_base, fmap_max, "StyleGAN")
         for key, value in (("z_dim", z_dim), ("w_dim", w_dim), ("mapping_layers", mapping_layers),
@@ -274,7 +283,7 @@ class StyleGANGenerator(StyleBasedGenerator):
                 raise TlganError(f"{key} must be a positive integer, not {value}")
         if fused_scale not in (True, False, "auto"):
             raise TlganError(f"fused_scale must be true, false or \"auto\", not {fused_scale!r}")
-        self.config_kwargs: Dict[str, Any] = {
+        self.config_kwargs: dict[str, Any] = {
             "z_dim": int(z_dim), "w_dim": int(w_dim), "img_resolution": img_resolution,
             "img_channels": int(img_channels), "fmap_base": int(fmap_base), "fmap_max": int(fmap_max),
             "mapping_layers": int(mapping_layers), "mapping_fmaps": int(mapping_fmaps),
@@ -299,7 +308,7 @@ class StyleGANGenerator(StyleBasedGenerator):
 
     # -- for closed-form directions (SeFa) ---------------------------------------------------
 
-    def latent_weight(self, space: str = "w", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def latent_weight(self, space: str = "w", layers: Sequence[int] | None = None) -> torch.Tensor:
         """The style affine weights (2 C per layer, w_dim) of the layers that take wp layers ``layers``, stacked.
 
         SeFa's A for StyleGAN: directions n that maximise ||A n|| change the styles most.

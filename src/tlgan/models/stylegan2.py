@@ -25,7 +25,8 @@ Truncation and noise follow :mod:`tlgan.models.style_based` (shared with StyleGA
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class MappingNetwork(nn.Module):
     """z (N, z_dim) -> w (N, w_dim): normalise z, then ``num_layers`` leaky-ReLU fully connected layers."""
 
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, lr_multiplier: float = 0.01,
-                 layer_features: Optional[int] = None):
+                 layer_features: int | None = None):
         super().__init__()
         self.num_layers = int(num_layers)
         hidden = int(layer_features or w_dim)
@@ -125,7 +126,7 @@ class SynthesisLayer(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
-                 conv_clamp: Optional[float] = None, kernel_size: int = 3):
+                 conv_clamp: float | None = None, kernel_size: int = 3):
         super().__init__()
         self.up = bool(up)
         self.resolution = int(resolution)
@@ -166,7 +167,7 @@ class SynthesisLayer(nn.Module):
 class ToRGB(nn.Module):
     """Modulated 1x1 convolution to RGB, without demodulation: (N, C, S, S), w -> (N, 3, S, S)."""
 
-    def __init__(self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: Optional[float] = None):
+    def __init__(self, in_channels: int, img_channels: int, w_dim: int, conv_clamp: float | None = None):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
@@ -187,7 +188,7 @@ class SynthesisBlock(nn.Module):
     """One resolution: [const | conv0 (up 2x)], conv1, toRGB; adds its RGB to the upsampled image so far."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: Optional[float] = None):
+                 conv_clamp: float | None = None):
         super().__init__()
         self.in_channels = int(in_channels)
         self.resolution = int(resolution)
@@ -201,7 +202,7 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
                 noise_mode: str = "const"):
         """``ws`` (N, num_conv + 1, w_dim): this block's convolutions' w, then its toRGB's."""
         if self.in_channels == 0:
@@ -222,7 +223,7 @@ class SynthesisNetwork(nn.Module):
     """
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, conv_clamp: Optional[float] = None):
+                 channel_max: int = 512, conv_clamp: float | None = None):
         super().__init__()
         self.resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
         self.channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
@@ -234,7 +235,7 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB has a w of its own
 
-    def blocks(self) -> List[SynthesisBlock]:
+    def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.resolutions]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
@@ -266,7 +267,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
                  channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
-                 mapping_lr: float = 0.01, mapping_features: Optional[int] = None, conv_clamp: Optional[float] = None):
+                 mapping_lr: float = 0.01, mapping_features: int | None = None, conv_clamp: float | None = None):
         super().__init__()
         img_resolution = check_stylegan2_resolution(img_resolution)
         for key, value in (("z_dim", z_dim), ("w_dim", w_dim), ("channel_base", channel_base),
@@ -276,7 +277,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
         if channel_base // img_resolution < 1:
             raise TlganError(f"channel_base {channel_base} gives no channels at {img_resolution} px; "
                              f"it must be at least the resolution")
-        self.config_kwargs: Dict[str, Any] = {
+        self.config_kwargs: dict[str, Any] = {
             "z_dim": int(z_dim), "w_dim": int(w_dim), "img_resolution": img_resolution,
             "img_channels": int(img_channels), "channel_base": int(channel_base), "channel_max": int(channel_max),
             "mapping_layers": int(mapping_layers), "mapping_lr": float(mapping_lr),
@@ -298,16 +299,16 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     # -- for closed-form directions (SeFa) ---------------------------------------------------
 
-    def conv_layers(self) -> List[SynthesisLayer]:
+    def conv_layers(self) -> list[SynthesisLayer]:
         """The modulated 3x3 convolutions in order; convolution k takes w number k of wp."""
-        layers: List[SynthesisLayer] = []
+        layers: list[SynthesisLayer] = []
         for block in self.synthesis.blocks():
             if block.in_channels:
                 layers.append(block.conv0)
             layers.append(block.conv1)
         return layers
 
-    def latent_weight(self, space: str = "w", layers: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def latent_weight(self, space: str = "w", layers: Sequence[int] | None = None) -> torch.Tensor:
         """The style affine weights (F, w_dim) of the convolutions that take wp layers ``layers``, stacked.
 
         SeFa's A for StyleGAN2: directions n that maximise ||A n|| change the styles most.

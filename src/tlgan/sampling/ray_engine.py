@@ -25,9 +25,10 @@ import logging
 import os
 import socket
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ def import_ray():
     return ray
 
 
-def connect(address: Optional[str] = None, **local_options: Any) -> bool:
+def connect(address: str | None = None, **local_options: Any) -> bool:
     """Connect to Ray unless this process already is; returns True when this call connected.
 
     ``address``: None starts a local instance (``local_options`` such as ``num_cpus`` go to
@@ -62,7 +63,7 @@ def connect(address: Optional[str] = None, **local_options: Any) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    kwargs: Dict[str, Any] = {"logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if address is None and not os.environ.get("RAY_ADDRESS"):  # ray.init would join RAY_ADDRESS's cluster
         kwargs.update({"include_dashboard": False, **local_options})
     try:
@@ -74,7 +75,7 @@ def connect(address: Optional[str] = None, **local_options: Any) -> bool:
 
 
 @contextmanager
-def session(address: Optional[str] = None) -> Iterator[None]:
+def session(address: str | None = None) -> Iterator[None]:
     """Connected to Ray inside the block (see :func:`connect`); disconnects after it only if it connected."""
     started = connect(address)
     try:
@@ -84,8 +85,8 @@ def session(address: Optional[str] = None) -> Iterator[None]:
             import_ray().shutdown()
 
 
-def check_ray_request(generator_spec: Optional[str], classifier_spec: Optional[str], device: str,
-                      workers: Optional[int], gpus_per_worker: float, max_retries: int) -> None:
+def check_ray_request(generator_spec: str | None, classifier_spec: str | None, device: str,
+                      workers: int | None, gpus_per_worker: float, max_retries: int) -> None:
     """Refuse a Ray run that cannot work, before anything is written."""
     import_ray()
     if not generator_spec or not classifier_spec:
@@ -127,7 +128,7 @@ class ShardWorker:
     go to the constructor: Ray re-runs it when it restarts a dead worker.
     """
 
-    def __init__(self, generator_spec: str, classifier_spec: str, generator_options: Dict[str, Any], device: str,
+    def __init__(self, generator_spec: str, classifier_spec: str, generator_options: dict[str, Any], device: str,
                  threads: int = CPUS_PER_WORKER):
         # One intra-op thread per reserved CPU: more would fight the other workers on the node.
         torch.set_num_threads(threads)
@@ -162,12 +163,12 @@ class ProgressBoard:
     """How many samples of each shard in progress are done, as reported by the workers."""
 
     def __init__(self):
-        self.counts: Dict[int, int] = {}
+        self.counts: dict[int, int] = {}
 
     def report(self, k: int, count: int) -> None:
         self.counts[k] = count  # a retried shard starts again from 0
 
-    def snapshot(self) -> Dict[int, int]:
+    def snapshot(self) -> dict[int, int]:
         return dict(self.counts)
 
 
@@ -185,7 +186,7 @@ def _default_workers(ray, gpus_per_worker: float) -> int:
 
 
 def _start_workers(ray, run: Run, settings: ShardSettings, n_workers: int, gpus_per_worker: float,
-                   max_retries: int) -> List[Any]:
+                   max_retries: int) -> list[Any]:
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     if n_workers * CPUS_PER_WORKER > cpus or n_workers * gpus_per_worker > gpus:
@@ -202,7 +203,7 @@ def _start_workers(ray, run: Run, settings: ShardSettings, n_workers: int, gpus_
             for _ in range(n_workers)]
 
 
-def _wait_ready(ray, actors: List[Any], out: str) -> None:
+def _wait_ready(ray, actors: list[Any], out: str) -> None:
     refs = [actor.ready.remote(out) for actor in actors]
     start = time.perf_counter()
     while True:
@@ -221,8 +222,8 @@ def _wait_ready(ray, actors: List[Any], out: str) -> None:
     log.info("%d Ray workers ready on %s", len(hosts), ", ".join(sorted(set(hosts))))
 
 
-def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar: Any, *,
-                         workers: Optional[int] = None, gpus_per_worker: float = 0.0, max_retries: int = 3) -> float:
+def sample_shards_on_ray(run: Run, todo: list[int], settings: ShardSettings, bar: Any, *,
+                         workers: int | None = None, gpus_per_worker: float = 0.0, max_retries: int = 3) -> float:
     """Compute the shards ``todo`` of ``run`` on Ray workers, updating the tqdm ``bar``
     (called inside :func:`session`).
 
@@ -232,7 +233,7 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
     if not todo:
         return 0.0
     ray = import_ray()
-    pool: List[Any] = []
+    pool: list[Any] = []
     board = None
     try:
         n_workers = min(workers or _default_workers(ray, gpus_per_worker), len(todo))
@@ -243,7 +244,7 @@ def sample_shards_on_ray(run: Run, todo: List[int], settings: ShardSettings, bar
 
         start = time.perf_counter()
         queue = list(todo)
-        in_flight: Dict[Any, tuple] = {}  # object ref -> (actor, shard)
+        in_flight: dict[Any, tuple] = {}  # object ref -> (actor, shard)
 
         def submit(actor) -> None:
             k = queue.pop(0)

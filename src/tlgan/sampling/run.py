@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 import torch
 
@@ -34,12 +35,12 @@ def shard_name(k: int) -> str:
 class Run:
     """A run folder opened for reading. ``latents()`` and ``scores()`` concatenate the shards."""
 
-    def __init__(self, path: Path, manifest: Dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any]):
         self.path = Path(path)
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | os.PathLike, require_complete: bool = True) -> "Run":
+    def open(cls, path: str | os.PathLike, require_complete: bool = True) -> Run:
         path = Path(path)
         if not path.is_dir():
             raise TlganError(f"{path}: run folder not found; create one with `tlgan sample --out {path}`")
@@ -58,7 +59,7 @@ class Run:
 
     # --- descriptive properties, straight from the manifest
     @property
-    def attributes(self) -> List[str]:
+    def attributes(self) -> list[str]:
         return list(self.manifest["attributes"])
 
     @property
@@ -70,7 +71,7 @@ class Run:
         return self.manifest["classifier"]
 
     @property
-    def generator_options(self) -> Dict[str, Any]:
+    def generator_options(self) -> dict[str, Any]:
         """Load-time settings of the generator (truncation), for ``load_generator(run.generator, **options)``."""
         return dict(self.manifest.get("generator_options") or {})
 
@@ -86,18 +87,18 @@ class Run:
     def seed(self) -> int:
         return int(self.manifest["seed"])
 
-    def shard_paths(self) -> List[Path]:
+    def shard_paths(self) -> list[Path]:
         count = -(-self.n // self.manifest["shard_size"])
         return [self.path / shard_name(k) for k in range(count)]
 
-    def done_shards(self) -> List[int]:
+    def done_shards(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := SHARD_RE.match(p.name)))
 
     def count_done(self) -> int:
         size = self.manifest["shard_size"]
         return sum(min(size, self.n - k * size) for k in self.done_shards() if k * size < self.n)
 
-    def iter_shards(self) -> Iterator[Dict[str, torch.Tensor]]:
+    def iter_shards(self) -> Iterator[dict[str, torch.Tensor]]:
         for path in self.shard_paths():
             tensors, _ = load_tensors(path)
             yield tensors
@@ -116,7 +117,7 @@ class Run:
         """(N, A) float32 classifier logits."""
         return self._cat("scores")
 
-    def load(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         lat, sco = [], []
         for shard in self.iter_shards():
             lat.append(shard["latents"])
@@ -129,5 +130,5 @@ class Run:
                              f"use a run of the same generator or pass --generator {self.generator}")
 
 
-def write_manifest(path: Path, manifest: Dict[str, Any]) -> None:
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     write_json(path / MANIFEST, manifest)

@@ -12,10 +12,11 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ class ShardSettings:
     device: str
 
     @classmethod
-    def from_manifest(cls, manifest: Dict[str, Any], batch_size: int, device: str) -> "ShardSettings":
+    def from_manifest(cls, manifest: dict[str, Any], batch_size: int, device: str) -> ShardSettings:
         return cls(n=int(manifest["n"]), shard_size=int(manifest["shard_size"]), seed=int(manifest["seed"]),
                    space=manifest.get("space", "z"), dtype=manifest["dtype"], thumbnails=int(manifest["thumbnails"]),
                    batch_size=int(batch_size), device=device)
@@ -95,7 +96,7 @@ class ShardSettings:
 
 
 def sample_shard(generator: Generator, classifier: Classifier, out: str | os.PathLike, k: int,
-                 settings: ShardSettings, on_batch: Optional[Callable[[int], Any]] = None) -> int:
+                 settings: ShardSettings, on_batch: Callable[[int], Any] | None = None) -> int:
     """Compute shard ``k`` of the run in ``out`` and save it atomically; returns its sample count.
 
     Writes ``latents`` (S, D) float32, ``scores`` (S, A) float32, ``indices`` (S,) int64 and,
@@ -125,8 +126,8 @@ def sample_shard(generator: Generator, classifier: Classifier, out: str | os.Pat
 
 
 def run_manifest(generator: Generator, classifier: Classifier, n: int, *, seed: int, shard_size: int, space: str,
-                 dtype: str, thumbnails: int, generator_spec: Optional[str] = None,
-                 classifier_spec: Optional[str] = None, engine: str = "local") -> Dict[str, Any]:
+                 dtype: str, thumbnails: int, generator_spec: str | None = None,
+                 classifier_spec: str | None = None, engine: str = "local") -> dict[str, Any]:
     """The manifest of a new run (``complete`` False); ``engine`` is the one writing it now."""
     return {
         "format": FORMAT,
@@ -147,7 +148,7 @@ def run_manifest(generator: Generator, classifier: Classifier, n: int, *, seed: 
     }
 
 
-def open_run(out: str | os.PathLike, manifest: Dict[str, Any], resume: bool = False) -> Run:
+def open_run(out: str | os.PathLike, manifest: dict[str, Any], resume: bool = False) -> Run:
     """Create the run folder ``out`` with ``manifest``, or reopen it for ``resume``.
 
     A resumed run keeps its manifest (only the engine is updated); resuming with settings
@@ -170,7 +171,7 @@ def open_run(out: str | os.PathLike, manifest: Dict[str, Any], resume: bool = Fa
     return Run(out, manifest)
 
 
-def pending_shards(run: Run) -> List[int]:
+def pending_shards(run: Run) -> list[int]:
     """Shards of ``run`` not yet on disk, in order."""
     done = set(run.done_shards())
     return [k for k in range(-(-run.n // run.manifest["shard_size"])) if k not in done]
@@ -191,8 +192,8 @@ def finish_run(run: Run, seconds: float) -> Run:
 def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.PathLike, *, seed: int = 0,
            batch_size: int = 256, shard_size: int = 4096, space: str = "z", device: str = "cpu",
            dtype: str = "fp32", thumbnails: int = 0, resume: bool = False, progress: bool = True,
-           generator_spec: Optional[str] = None, classifier_spec: Optional[str] = None, engine: str = "local",
-           address: Optional[str] = None, workers: Optional[int] = None, gpus_per_worker: float = 0.0,
+           generator_spec: str | None = None, classifier_spec: str | None = None, engine: str = "local",
+           address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0,
            max_retries: int = 3) -> Run:
     """Sample ``n`` faces into the run folder ``out`` and return it opened.
 

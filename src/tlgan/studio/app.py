@@ -46,9 +46,10 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +57,8 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 import tlgan
 from tlgan.axes import FeatureAxes
@@ -67,11 +68,29 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.registry import unknown_name_message
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, Batcher, BatcherClosed, BatchFailed
 from tlgan.studio.learned import apply_learned, check_learned_edits, load_learned_edits
-from tlgan.studio.schema import (AMOUNT_LIMIT, ERRORS, FACE_ERRORS, MAX_SEED, AttributeInfo, AttributesResponse,
-                                 ErrorResponse, FaceRequest, InvertResponse, ProbabilitiesResponse, RenderRequest,
-                                 RenderResponse, ScoreResponse)
-from tlgan.studio.serving import (MAX_BODY_BYTES, BodyLimitMiddleware, ServerThread, bind_socket,  # noqa: F401
-                                  describe_validation_errors, url_of)
+from tlgan.studio.schema import (
+    AMOUNT_LIMIT,
+    ERRORS,
+    FACE_ERRORS,
+    MAX_SEED,
+    AttributeInfo,
+    AttributesResponse,
+    ErrorResponse,
+    FaceRequest,
+    InvertResponse,
+    ProbabilitiesResponse,
+    RenderRequest,
+    RenderResponse,
+    ScoreResponse,
+)
+from tlgan.studio.serving import (  # noqa: F401
+    MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    ServerThread,
+    bind_socket,
+    describe_validation_errors,
+    url_of,
+)
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone, TunedStore
 
 log = logging.getLogger(__name__)
@@ -120,7 +139,7 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def json_response(body: Dict[str, Any], latent: Optional[torch.Tensor] = None) -> Response:
+def json_response(body: dict[str, Any], latent: torch.Tensor | None = None) -> Response:
     """``body`` as a JSON response, with ``latent`` (D,) added as a list of numbers under "latent".
 
     Endpoints return ready responses: their bodies are built from checked values, and
@@ -164,9 +183,9 @@ class ImageMemo:
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
         self.used = 0
-        self._items: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
+        self._items: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
-    def get(self, key: bytes) -> Optional[torch.Tensor]:
+    def get(self, key: bytes) -> torch.Tensor | None:
         image = self._items.get(key)
         if image is not None:
             self._items.move_to_end(key)
@@ -204,12 +223,12 @@ class Studio:
     """
 
     def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
-                 generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
+                 generator_name: str | None = None, classifier_name: str | None = None,
                  amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
                  max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
-                 space: Optional[str] = None, invert_steps: Optional[int] = None,
-                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: Optional[int] = None,
-                 learned: Optional[Dict[str, Any]] = None):
+                 space: str | None = None, invert_steps: int | None = None,
+                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: int | None = None,
+                 learned: dict[str, Any] | None = None):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
@@ -248,7 +267,7 @@ class Studio:
         self.max_batch = int(max_batch)
         self.batch_wait_ms = float(batch_wait_ms)
         self.overlap_batches = True  # batches of several compute in the model thread (see run_batch)
-        self._model_thread: Optional[ThreadPoolExecutor] = None
+        self._model_thread: ThreadPoolExecutor | None = None
         self._model_thread_lock = threading.Lock()
         self.draw_batcher = Batcher(lambda rows: list(self.synthesize(torch.stack(rows))), max_batch=max_batch,
                                     wait_ms=batch_wait_ms, check=self._check_row, run=self.run_batch, name="generator")
@@ -269,7 +288,7 @@ class Studio:
         return (f"{rows} x {width} numbers (num_ws x w_dim: {rows} lists of {width}, or one flat list of "
                 f"{self.latent_dim})")
 
-    def base_latent(self, seed: Optional[int] = None, latent: Optional[Sequence[Any]] = None) -> torch.Tensor:
+    def base_latent(self, seed: int | None = None, latent: Sequence[Any] | None = None) -> torch.Tensor:
         """The face's unedited latent (``latent_shape``), from exactly one of ``seed`` or ``latent``.
 
         ``latent`` may be flat (``latent_dim`` numbers) or nested in the latent's shape.
@@ -306,13 +325,13 @@ class Studio:
         return values.reshape(self.latent_shape)
 
     @property
-    def row_names(self) -> List[str]:
+    def row_names(self) -> list[str]:
         """Every name ``amounts`` takes: the axes' attributes, then the learned edits."""
         return list(self.axes.attributes) + list(self.learned)
 
-    def check_moves(self, amounts: Dict[str, float], locks: Sequence[str]) -> Tuple[Dict[str, float], List[str]]:
+    def check_moves(self, amounts: dict[str, float], locks: Sequence[str]) -> tuple[dict[str, float], list[str]]:
         """Known row names (axes and learned edits) and finite amounts within the limit; returns cleaned copies."""
-        clean: Dict[str, float] = {}
+        clean: dict[str, float] = {}
         for name, amount in amounts.items():
             if name not in self.learned and name not in self.axes.attributes:
                 raise TlganError(unknown_name_message("attribute", name, self.row_names))
@@ -336,7 +355,7 @@ class Studio:
 
     # -- model calls -----------------------------------------------------------------------
 
-    def edit(self, base: torch.Tensor, amounts: Dict[str, float], locks: Sequence[str]) -> torch.Tensor:
+    def edit(self, base: torch.Tensor, amounts: dict[str, float], locks: Sequence[str]) -> torch.Tensor:
         """``base`` (``latent_shape``) moved by ``amounts`` with ``locks`` held fixed: what
         tlgan.editing.edit_latents gives (for wp, the same w move in every layer).
 
@@ -361,13 +380,13 @@ class Studio:
             edited = apply_learned(edited, self.learned, amounts)
         return edited
 
-    def _unit_move(self, name: str, locks: Tuple[str, ...]) -> torch.Tensor:
+    def _unit_move(self, name: str, locks: tuple[str, ...]) -> torch.Tensor:
         from tlgan.editing.edit import edit_latents
 
         origin = torch.zeros(self.axes.dim, dtype=torch.float64)
         return edit_latents(origin, self.axes, {name: 1.0}, list(locks))
 
-    def synthesize(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
+    def synthesize(self, latents: torch.Tensor, tuned: TunedFace | None = None) -> torch.Tensor:
         """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space,
         drawn by the shared generator, or by ``tuned``'s generator.
 
@@ -381,10 +400,10 @@ class Studio:
         latents = latents.detach().to("cpu", torch.float32).contiguous()
         keys = [prefix + row.numpy().tobytes() for row in latents]
         with self._memo_lock:
-            out: List[Optional[torch.Tensor]] = [self._images.get(key) for key in keys]
+            out: list[torch.Tensor | None] = [self._images.get(key) for key in keys]
         # Each distinct missing latent is drawn once (a batch may hold a render and its
         # scores request for the same face).
-        first: Dict[bytes, Any] = {}
+        first: dict[bytes, Any] = {}
         for i, image in enumerate(out):
             if image is None:
                 first.setdefault(keys[i], i)
@@ -394,7 +413,7 @@ class Studio:
                 made = generator.synthesize(latents[rows].to(self.device), self.space)
             made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
             with self._memo_lock:
-                for i, image in zip(rows, made):
+                for i, image in zip(rows, made, strict=True):
                     self._images.put(keys[i], image)
                     first[keys[i]] = image
             for i, image in enumerate(out):
@@ -446,7 +465,7 @@ class Studio:
                 "steps": result.info.get("steps"), "seconds": round(result.seconds, 3)}
         return self.tuned.add(result.generator.eval(), info)
 
-    def inversion_options(self) -> Dict[str, Any]:
+    def inversion_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`tlgan.inversion.invert_image`: ``steps`` when the studio
         sets ``invert_steps``, and ``encoder=None`` when the
         generator's shipped encoder cannot start a search in the studio's space (a wp encoder
@@ -454,7 +473,7 @@ class Studio:
         (the inversion picks the encoder itself)."""
         from tlgan.inversion.optimize import check_encoder_for, encoder_for
 
-        choice: Dict[str, Any] = {} if self.invert_steps is None else {"steps": int(self.invert_steps)}
+        choice: dict[str, Any] = {} if self.invert_steps is None else {"steps": int(self.invert_steps)}
         encoder = encoder_for(self.generator)
         if encoder is None:
             return choice
@@ -467,7 +486,7 @@ class Studio:
 
     # -- what requests use -------------------------------------------------------------------
 
-    async def images(self, latents: torch.Tensor, tuned: Optional[TunedFace] = None) -> torch.Tensor:
+    async def images(self, latents: torch.Tensor, tuned: TunedFace | None = None) -> torch.Tensor:
         """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape): batched with other requests'.
 
         Remembered images (see :meth:`synthesize`) come back without waiting for a batch. A
@@ -486,7 +505,7 @@ class Studio:
         missing = [i for i, image in enumerate(remembered) if image is None]
         if missing:
             made = await asyncio.gather(*(self.draw_batcher.submit(latents[i]) for i in missing))
-            for i, image in zip(missing, made):
+            for i, image in zip(missing, made, strict=True):
                 remembered[i] = image
         return torch.stack(remembered)  # type: ignore[arg-type]
 
@@ -538,7 +557,7 @@ class Studio:
                 self._lock.release()
         return await run_in_threadpool(self._timed, fn, *args)
 
-    async def run_batch(self, fn: Callable[[List[Any]], Any], items: List[Any]) -> Any:
+    async def run_batch(self, fn: Callable[[list[Any]], Any], items: list[Any]) -> Any:
         """``fn(items)`` for a batcher: one item like any request (:meth:`call`), several in the model thread.
 
         A lone item is what a single user sends, and :meth:`call` serves it inline when the
@@ -563,17 +582,17 @@ class Studio:
         finally:
             self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
 
-    def probabilities_dict(self, probs: torch.Tensor) -> Dict[str, float]:
-        return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist())}
+    def probabilities_dict(self, probs: torch.Tensor) -> dict[str, float]:
+        return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist(), strict=True)}
 
 
 def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
-               generator_name: Optional[str] = None, classifier_name: Optional[str] = None,
+               generator_name: str | None = None, classifier_name: str | None = None,
                amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               batch_wait_ms: float = DEFAULT_WAIT_MS, space: Optional[str] = None,
-               invert_steps: Optional[int] = None, max_tuned: int = DEFAULT_MAX_TUNED,
-               tune_steps: Optional[int] = None, learned: Optional[Dict[str, Any]] = None) -> FastAPI:
+               batch_wait_ms: float = DEFAULT_WAIT_MS, space: str | None = None,
+               invert_steps: int | None = None, max_tuned: int = DEFAULT_MAX_TUNED,
+               tune_steps: int | None = None, learned: dict[str, Any] | None = None) -> FastAPI:
     """The studio app for these models and axes, editing the generator's latents of ``space``
     (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
@@ -681,7 +700,7 @@ async def png(image: torch.Tensor, upscale: int = 1) -> bytes:
 def _add_face_routes(app: FastAPI, studio: Studio) -> None:
     """/api/render and /api/probabilities: a face request -> images (and scores) through the studio's batchers."""
 
-    def face(req: FaceRequest, with_original: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[TunedFace]]:
+    def face(req: FaceRequest, with_original: bool) -> tuple[torch.Tensor, torch.Tensor, TunedFace | None]:
         """(edited latent, latents to draw (1 or 2, *latent_shape): the edit, then the original if asked,
         the tuned generator to draw them with or None for the shared one)."""
         tuned = studio.tuned.get(req.tuned_id) if req.tuned_id is not None else None
@@ -705,7 +724,7 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
             return Response(await png(images[0], req.upscale), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
         probs = await studio.probabilities(images) if req.scores else None
-        body: Dict[str, Any] = {"image": data_url(await png(images[0], req.upscale)), "space": studio.space}
+        body: dict[str, Any] = {"image": data_url(await png(images[0], req.upscale)), "space": studio.space}
         if len(images) > 1:
             body["original_image"] = data_url(await png(images[1], req.upscale))
         if probs is not None:
@@ -780,7 +799,7 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         # Validated like any latent a client sends, then rendered exactly as /api/render will
         # render it, so the page's "original" and its later edits come from the same path.
         latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
-        body: Dict[str, Any] = {"space": studio.space, "info": _jsonable(info or {})}
+        body: dict[str, Any] = {"space": studio.space, "info": _jsonable(info or {})}
         tuned = None
         if tune:
             tuned = studio.tune(data, latent, name=file.filename or "uploaded image")
@@ -793,8 +812,8 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
 
 
 def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
-                   axes: Optional[str] = None, device: str = "cpu", space: Optional[str] = None,
-                   generator_options: Optional[Dict[str, Any]] = None, delta: Sequence[str] = (),
+                   axes: str | None = None, device: str = "cpu", space: str | None = None,
+                   generator_options: dict[str, Any] | None = None, delta: Sequence[str] = (),
                    **app_kwargs) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 

@@ -38,8 +38,9 @@ import logging
 import time
 import weakref
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, List, Optional, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ class _Pending:
 
 @dataclass
 class _LoopQueue:
-    pending: Deque[_Pending] = field(default_factory=deque)
-    task: Optional[asyncio.Task] = None
+    pending: deque[_Pending] = field(default_factory=deque)
+    task: asyncio.Task | None = None
 
 
-async def _inline(fn: Callable[[List[Any]], Sequence[Any]], items: List[Any]) -> Sequence[Any]:
+async def _inline(fn: Callable[[list[Any]], Sequence[Any]], items: list[Any]) -> Sequence[Any]:
     return fn(items)
 
 
@@ -95,9 +96,9 @@ class Batcher:
     Counters ``batches_`` and ``items_`` say how many batches and items have been computed.
     """
 
-    def __init__(self, fn: Callable[[List[Any]], Sequence[Any]], *, max_batch: int = DEFAULT_MAX_BATCH,
-                 wait_ms: float = DEFAULT_WAIT_MS, check: Optional[Callable[[Any], Any]] = None,
-                 run: Optional[Callable[..., Awaitable[Sequence[Any]]]] = None, name: str = "batch"):
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = DEFAULT_MAX_BATCH,
+                 wait_ms: float = DEFAULT_WAIT_MS, check: Callable[[Any], Any] | None = None,
+                 run: Callable[..., Awaitable[Sequence[Any]]] | None = None, name: str = "batch"):
         from tlgan.errors import TlganError
 
         if int(max_batch) < 1:
@@ -113,7 +114,7 @@ class Batcher:
         self.closed = False
         self.batches_ = 0
         self.items_ = 0
-        self._queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue]" = weakref.WeakKeyDictionary()
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = weakref.WeakKeyDictionary()
 
     async def submit(self, item: Any) -> Any:
         """The result of ``fn`` for ``item``, computed in a batch with whatever else is queued."""
@@ -137,7 +138,7 @@ class Batcher:
 
     async def _drain(self, queue: _LoopQueue) -> None:
         """Run batches while items are queued on this loop; then end (the next submit restarts it)."""
-        batch: List[_Pending] = []
+        batch: list[_Pending] = []
         try:
             while queue.pending and not self.closed:
                 await self._gather(queue)
@@ -171,7 +172,7 @@ class Batcher:
             if time.perf_counter() >= deadline:
                 return
 
-    async def _compute(self, batch: List[_Pending]) -> None:
+    async def _compute(self, batch: list[_Pending]) -> None:
         items = [entry.item for entry in batch]
         try:
             results = await self.run(self.fn, items)
@@ -190,7 +191,7 @@ class Batcher:
         finally:
             self.batches_ += 1
             self.items_ += len(items)
-        for entry, result in zip(batch, results):
+        for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)
 
@@ -214,7 +215,7 @@ class Batcher:
                     pass
 
 
-def _fail_all(entries: List[_Pending]) -> None:
+def _fail_all(entries: list[_Pending]) -> None:
     for entry in entries:
         _fail_closed(entry.future)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def row_name(model: "DeltaModel", path: Optional[str | os.PathLike] = None) -> str:
+def row_name(model: DeltaModel, path: str | os.PathLike | None = None) -> str:
     """The studio row of a learned edit: its ``factor``, else its folder's name."""
     factor = getattr(model, "factor", None)
     if factor:
@@ -41,11 +42,11 @@ def row_name(model: "DeltaModel", path: Optional[str | os.PathLike] = None) -> s
     raise TlganError("a learned edit without a factor name needs a name; pass it as {name: model}")
 
 
-def load_learned_edits(paths: Sequence[str | os.PathLike], device: str = "cpu") -> Dict[str, "DeltaModel"]:
+def load_learned_edits(paths: Sequence[str | os.PathLike], device: str = "cpu") -> dict[str, DeltaModel]:
     """{row name: DeltaModel} for folders written by ``tlgan delta train``, in the order given."""
     from tlgan.delta import load_delta
 
-    edits: Dict[str, "DeltaModel"] = {}
+    edits: dict[str, DeltaModel] = {}
     for path in paths:
         model = load_delta(path, device=device)
         name = row_name(model, path)
@@ -56,9 +57,9 @@ def load_learned_edits(paths: Sequence[str | os.PathLike], device: str = "cpu") 
     return edits
 
 
-def check_learned_edits(edits: Mapping[str, "DeltaModel"], generator: Generator, space: str,
-                        latent_shape: Tuple[int, ...], taken: Iterable[str],
-                        generator_spec: Optional[str] = None) -> None:
+def check_learned_edits(edits: Mapping[str, DeltaModel], generator: Generator, space: str,
+                        latent_shape: tuple[int, ...], taken: Iterable[str],
+                        generator_spec: str | None = None) -> None:
     """Every learned edit must work in the studio's space, on its latent shape, for this generator,
     and its row name must not be an axis' name. Raises TlganError naming the model and the fix."""
     taken = set(taken)
@@ -82,7 +83,7 @@ def check_learned_edits(edits: Mapping[str, "DeltaModel"], generator: Generator,
                              f"(`tlgan delta train --generator ...`)")
 
 
-def apply_learned(latent: torch.Tensor, edits: Mapping[str, "DeltaModel"], alphas: Mapping[str, float]) -> torch.Tensor:
+def apply_learned(latent: torch.Tensor, edits: Mapping[str, DeltaModel], alphas: Mapping[str, float]) -> torch.Tensor:
     """``latent`` (one latent) moved by each learned edit with a non-zero alpha, in the order of ``edits``."""
     from tlgan.delta import delta_edit
 

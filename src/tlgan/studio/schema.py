@@ -1,7 +1,7 @@
 """The studio's request and response models: they are its API documentation (``/docs``, ``/openapi.json``)."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,29 +19,27 @@ MAX_LAYERS = 64
 class FaceRequest(BaseModel):
     """One face, the moves to apply to it, and the attributes to hold fixed."""
 
-    seed: Optional[int] = Field(
+    seed: int | None = Field(
         None, ge=0, le=MAX_SEED, examples=[7],
         description="Face number: the latent is sample SEED of the generator's seed-0 stream (the same face as "
                     "`tlgan edit --seed SEED`). Give either `seed` or `latent`.")
-    latent: Optional[Union[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)],
-                           Annotated[List[Annotated[List[float], Field(max_length=MAX_LATENT_NUMBERS)]],
-                                     Field(max_length=MAX_LAYERS)]]] = Field(
+    latent: Annotated[list[float], Field(max_length=MAX_LATENT_NUMBERS)] | Annotated[list[Annotated[list[float], Field(max_length=MAX_LATENT_NUMBERS)]], Field(max_length=MAX_LAYERS)] | None = Field(
         None,
         description="The face's latent, as returned in `latent` by /api/render or /api/invert: a list of the "
                     "studio's `latent_shape` numbers (D for z and w; num_ws x w_dim for wp, flat in row order or "
                     "nested as num_ws lists of w_dim). Give either `seed` or `latent`.")
-    amounts: Dict[str, float] = Field(
+    amounts: dict[str, float] = Field(
         default_factory=dict, examples=[{"Smiling": 1.5, "Beard": -1.0}],
         description=f"Row -> amount, |amount| <= {AMOUNT_LIMIT:g}: for an attribute axis the distance to move along "
                     "its (unit) axis; for a learned edit (kind `learned` in /api/attributes) its alpha, in training "
                     "steps of change. Amounts are totals from the original face, not increments. The axis moves "
                     "come first, then each learned edit in the order /api/attributes lists them.")
-    locks: List[str] = Field(
+    locks: list[str] = Field(
         default_factory=list, examples=[["Male"]],
         description="Attributes whose axis projections stay unchanged while the others move (axes only).")
     include_original: bool = Field(
         False, description="Also answer for the unedited face (saves a second request when the face changes).")
-    tuned_id: Optional[str] = Field(
+    tuned_id: str | None = Field(
         None, pattern=ID_PATTERN,
         description="Draw the face with the generator tuned to an uploaded photo (the `tuned_id` /api/invert gave "
                     "with `tune`). Without it the shared generator draws. An id the server no longer holds is "
@@ -64,21 +62,21 @@ class RenderResponse(BaseModel):
     """The edited face."""
 
     image: str = Field(description="The edited face as a data URL (data:image/png;base64,...).")
-    latent: List[float] = Field(description="The edited latent, flat in row order (the studio's `latent_shape` "
+    latent: list[float] = Field(description="The edited latent, flat in row order (the studio's `latent_shape` "
                                             "numbers); send it back as `latent` to continue from it.")
     space: str = Field(description="Latent space of `latent` (z, w or wp).")
-    probabilities: Optional[Dict[str, float]] = Field(
+    probabilities: dict[str, float] | None = Field(
         None, description="Classifier probability per attribute for the edited face (only with scores).")
-    original_image: Optional[str] = Field(None, description="The unedited face (only with include_original).")
-    original_probabilities: Optional[Dict[str, float]] = Field(
+    original_image: str | None = Field(None, description="The unedited face (only with include_original).")
+    original_probabilities: dict[str, float] | None = Field(
         None, description="Probabilities of the unedited face (only with include_original and scores).")
 
 
 class ProbabilitiesResponse(BaseModel):
     """What the classifier sees in the edited face."""
 
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
-    original_probabilities: Optional[Dict[str, float]] = Field(
+    probabilities: dict[str, float] = Field(description="Classifier probability per attribute for the edited face.")
+    original_probabilities: dict[str, float] | None = Field(
         None, description="Probabilities of the unedited face (only with include_original).")
 
 
@@ -88,13 +86,13 @@ class AttributeInfo(BaseModel):
         "axis", description="`axis`: a classifier attribute's linear axis; `learned`: a learned (possibly curved) "
                             "edit from `tlgan delta train`, moved by its alpha and applied after the axes.")
     scored: bool = Field(description="Whether the classifier gives a probability for it.")
-    metrics: Dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Quality figures of its axis from the fit.")
 
 
 class AttributesResponse(BaseModel):
-    attributes: List[AttributeInfo] = Field(description="Every row in display order: the attribute axes, then the "
+    attributes: list[AttributeInfo] = Field(description="Every row in display order: the attribute axes, then the "
                                                         "learned edits (in the order they apply).")
-    scored_attributes: List[str] = Field(description="Every attribute the classifier scores.")
+    scored_attributes: list[str] = Field(description="Every attribute the classifier scores.")
     amount_min: float = Field(description="Smallest accepted amount.")
     amount_max: float = Field(description="Largest accepted amount.")
     step: float = Field(description="Amount one press of a +/- button adds.")
@@ -105,7 +103,7 @@ class AttributesResponse(BaseModel):
     space: str = Field(description="Latent space of the studio's faces (z, w or wp; wp faces move along w axes, "
                                    "the same move in every layer).")
     axes_space: str = Field(description="Latent space the axes were fitted in.")
-    latent_shape: List[int] = Field(description="Shape of one latent: [D] for z and w, [num_ws, w_dim] for wp.")
+    latent_shape: list[int] = Field(description="Shape of one latent: [D] for z and w, [num_ws, w_dim] for wp.")
     latent_dim: int = Field(description="How many numbers a latent holds (the product of `latent_shape`).")
     resolution: int = Field(description="Side of the generated images in pixels.")
     max_upload_bytes: int = Field(description="Largest accepted request body in bytes.")
@@ -115,19 +113,19 @@ class AttributesResponse(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    probabilities: Dict[str, float] = Field(description="Classifier probability per attribute.")
+    probabilities: dict[str, float] = Field(description="Classifier probability per attribute.")
     resolution: int = Field(description="Side in pixels the image was resized to before scoring.")
 
 
 class InvertResponse(BaseModel):
     image: str = Field(description="The reconstruction (the generator's image of `latent`) as a data URL.")
-    latent: List[float] = Field(description="Latent whose image best matches the photo, searched in the studio's "
+    latent: list[float] = Field(description="Latent whose image best matches the photo, searched in the studio's "
                                             "space and flat in row order; edit it via /api/render.")
-    probabilities: Dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
+    probabilities: dict[str, float] = Field(description="Classifier probabilities of the reconstruction.")
     space: str = Field(description="Latent space of `latent`.")
-    info: Dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...); "
+    info: dict[str, Any] = Field(default_factory=dict, description="What the inversion reports (PSNR, time, ...); "
                                                                    "with `tune` also `tuned` (its PSNR, steps, time).")
-    tuned_id: Optional[str] = Field(
+    tuned_id: str | None = Field(
         None, description="With `tune`: the id of the generator tuned to this photo. Send it as `tuned_id` with "
                           "every request for this face; the image above is already that generator's.")
 

@@ -6,7 +6,8 @@ import errno
 import socket
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -157,7 +158,7 @@ class ServerThread:
                                        name="tlgan-studio", daemon=True)
         self.start_timeout = start_timeout
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + self.start_timeout
         while not self.server.started:

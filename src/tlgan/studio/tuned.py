@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any
 
 from tlgan.errors import TlganError
 from tlgan.models.base import Generator
@@ -38,7 +38,7 @@ class TunedFace:
 
     id: str
     generator: Generator
-    info: Dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
 
     @property
@@ -53,7 +53,7 @@ class TunedStore:
         if int(max_items) < 0:
             raise TlganError(f"max_tuned must be >= 0 (0 turns tuning off), not {max_items!r}")
         self.max_items = int(max_items)
-        self._items: "OrderedDict[str, TunedFace]" = OrderedDict()
+        self._items: OrderedDict[str, TunedFace] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted_ = 0
 
@@ -63,7 +63,7 @@ class TunedStore:
             raise TlganError("tuning the generator to a photo is turned off on this server (max_tuned is 0); "
                              "upload without tuning, or restart the studio with --max-tuned 1 or more")
 
-    def add(self, generator: Generator, info: Dict[str, Any] | None = None) -> TunedFace:
+    def add(self, generator: Generator, info: dict[str, Any] | None = None) -> TunedFace:
         """Keep ``generator`` under a new random id (forgetting the oldest beyond the bound); returns its entry."""
         self.check_enabled()
         entry = TunedFace(secrets.token_urlsafe(18), generator, dict(info or {}))

@@ -9,15 +9,14 @@
 from __future__ import annotations
 
 import time
-from typing import Dict
 
 import numpy as np
 import torch
 from scipy import linalg
 
+from tlgan.editing.edit import render as _generate
 from tlgan.evaluation.metrics import label_correlation
 from tlgan.models import load_classifier, load_generator
-from tlgan.editing.edit import render as _generate
 
 # Training data is exported with seed 0; evaluation draws from seeds no export uses.
 EVAL_SEED = 90_001
@@ -52,7 +51,7 @@ def _classify(classifier, images: torch.Tensor, batch_size: int = 250):
 
 
 def evaluate_bundled(n: int = 2000, generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
-                     device: str = "cpu") -> Dict:
+                     device: str = "cpu") -> dict:
     from tlgan.toyfaces.render import render_speed
 
     renderer = load_generator("toyfaces-render", device)
@@ -81,14 +80,14 @@ def evaluate_bundled(n: int = 2000, generator: str = "toyfaces-gan", classifier:
         "n": n,
         "classifier": {
             "name": classifier,
-            "balanced_accuracy": {a: round(float(v), 4) for a, v in zip(names, accuracy)},
+            "balanced_accuracy": {a: round(float(v), 4) for a, v in zip(names, accuracy, strict=True)},
             "mean_balanced_accuracy": round(float(accuracy.mean()), 4),
             "min_balanced_accuracy": round(float(accuracy.min()), 4),
         },
         "generator": {
             "name": generator,
-            "frequency_render": {a: round(float(v), 4) for a, v in zip(names, freq_render)},
-            "frequency_generated": {a: round(float(v), 4) for a, v in zip(names, freq_gen)},
+            "frequency_render": {a: round(float(v), 4) for a, v in zip(names, freq_render, strict=True)},
+            "frequency_generated": {a: round(float(v), 4) for a, v in zip(names, freq_gen, strict=True)},
             "frequency_abs_diff_max": round(float((freq_gen - freq_render).abs().max()), 4),
             "correlation_abs_diff_mean": round(float(corr_diff[off_diagonal].nanmean()), 4),
             "frechet_distance": round(frechet_distance(gen_feats, render_feats), 4),

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def image_name(index: int) -> str:
     return f"{index + 1:06d}.png"
 
 
-def partition_counts(n: int, partition: Sequence[float]) -> Tuple[int, int, int]:
+def partition_counts(n: int, partition: Sequence[float]) -> tuple[int, int, int]:
     """Split n faces into (train, val, test) counts by the fractions in ``partition``."""
     if len(partition) != 3:
         raise TlganError(f"partition needs three fractions (train, val, test); got {tuple(partition)}")
@@ -65,10 +65,10 @@ def partition_counts(n: int, partition: Sequence[float]) -> Tuple[int, int, int]
     return n_train, n_val, n - n_train - n_val
 
 
-def attribute_lines(names: Sequence[str], labels: np.ndarray) -> List[str]:
+def attribute_lines(names: Sequence[str], labels: np.ndarray) -> list[str]:
     """The lines of list_attr_celeba.txt for ``labels`` (N, A) bool, with CelebA's spacing."""
     lines = [str(len(labels)), " ".join(world.ATTRIBUTES)]
-    for name, row in zip(names, labels):
+    for name, row in zip(names, labels, strict=True):
         # CelebA right-aligns each value in two columns: "000001.jpg -1  1  1 -1 ..."
         lines.append(name + " " + " ".join(" 1" if v else "-1" for v in row))
     return lines
@@ -139,7 +139,7 @@ def export_celeba(out_dir: str | os.PathLike, n: int, seed: int = 0, partition: 
             reused += len(idx) - len(todo)
             if todo:
                 arrays = to_uint8(G.synthesize(z[todo]))
-                for k, array in zip(todo, arrays):
+                for k, array in zip(todo, arrays, strict=True):
                     _write_png(array, image_dir / names[idx[k]])
                 rendered += len(todo)
             bar.update(len(idx))
@@ -147,9 +147,9 @@ def export_celeba(out_dir: str | os.PathLike, n: int, seed: int = 0, partition: 
 
     _write_lines(out / ATTR_FILE, attribute_lines(names, labels))
     split = np.repeat([0, 1, 2], counts)
-    _write_lines(out / PARTITION_FILE, [f"{name} {p}" for name, p in zip(names, split)])
+    _write_lines(out / PARTITION_FILE, [f"{name} {p}" for name, p in zip(names, split, strict=True)])
     meta["complete"] = True
-    meta["label_frequencies"] = {a: float(f) for a, f in zip(world.ATTRIBUTES, labels.mean(axis=0))}
+    meta["label_frequencies"] = {a: float(f) for a, f in zip(world.ATTRIBUTES, labels.mean(axis=0), strict=True)}
     write_json(meta_path, meta)
     log.info("exported %d toyfaces to %s (%d drawn, %d kept from before)", n, out, rendered, reused)
     return ExportResult(out, n, rendered, reused)

@@ -1,7 +1,7 @@
 """``toyfaces-render``: the analytic generator of the toyfaces world, with its true axes."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -47,7 +47,7 @@ class ToyfacesRenderer(Generator):
         """Ground-truth latent scores (N, 17); the label is score > 0."""
         return world.latent_scores(self.check_latents(z))
 
-    def factors(self, z: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def factors(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """The continuous factors the renderer draws (see :func:`tlgan.toyfaces.world.factors`)."""
         return world.factors(self.check_latents(z))
 
@@ -55,7 +55,7 @@ class ToyfacesRenderer(Generator):
     def attributes(self) -> tuple:
         return world.ATTRIBUTES
 
-    def true_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z") -> FeatureAxes:
+    def true_axes(self, attributes: Sequence[str] | None = None, space: str = "z") -> FeatureAxes:
         """The exact attribute directions w_a as a FeatureAxes (method "truth")."""
         self.check_space(space)
         names = list(world.ATTRIBUTES) if attributes is None else list(attributes)
@@ -65,5 +65,5 @@ class ToyfacesRenderer(Generator):
         rows = [world.ATTRIBUTES.index(a) for a in names]
         bias = world.biases()
         return FeatureAxes(world.true_directions()[rows], names, space=space, generator=self.name, method="truth",
-                           info={"bias": {a: float(bias[i]) for a, i in zip(names, rows)},
+                           info={"bias": {a: float(bias[i]) for a, i in zip(names, rows, strict=True)},
                                  "basis_seed": world.BASIS_SEED})

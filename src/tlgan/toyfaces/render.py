@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache, partial
-from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +99,7 @@ def _hsv_to_rgb(h: torch.Tensor, s: float, v: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=512)
-def _window(res: int, x0: float, x1: float, y0: float, y1: float) -> Tuple[slice, slice]:
+def _window(res: int, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice]:
     xs, ys = [], []
     for scale in SCALE_RANGE:
         for shift in (-SHIFT_RANGE_PX / 32.0, SHIFT_RANGE_PX / 32.0):
@@ -123,7 +123,7 @@ def _window(res: int, x0: float, x1: float, y0: float, y1: float) -> Tuple[slice
 class _Painter:
     """A canvas plus the per-face canonical coordinates, drawn into window by window."""
 
-    def __init__(self, f: Dict[str, torch.Tensor], res: int, like: torch.Tensor):
+    def __init__(self, f: dict[str, torch.Tensor], res: int, like: torch.Tensor):
         self.res = res
         self.n = like.shape[0]
         self.sigma = 1.1 / res  # edge softness: about half a pixel of the drawing grid
@@ -137,13 +137,13 @@ class _Painter:
         x = (u[None] - self.sx[:, None]) / self.scale[:, None]
         self.x = (x + self.warp[:, None] * x * x).reshape(self.n, 1, 1, res)
         self.y = ((u[None] - self.sy[:, None]) / self.scale[:, None]).reshape(self.n, 1, res, 1)
-        self.canvas: Optional[torch.Tensor] = None
+        self.canvas: torch.Tensor | None = None
 
     @staticmethod
     def yaw_n(f) -> torch.Tensor:
         return (f["yaw"] / YAW_RANGE_DEG).clamp(-1.0, 1.0)
 
-    def window(self, x0: float, x1: float, y0: float, y1: float) -> Tuple[slice, slice]:
+    def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice]:
         """Pixel rows and columns that can hold canonical box [x0, x1] x [y0, y1] for any face.
 
         Computed from the nuisance ranges, not from the batch, so a face's pixels never depend
@@ -151,7 +151,7 @@ class _Painter:
         """
         return _window(self.res, x0, x1, y0, y1)
 
-    def coords(self, win) -> Tuple[torch.Tensor, torch.Tensor]:
+    def coords(self, win) -> tuple[torch.Tensor, torch.Tensor]:
         rows, cols = win
         return self.x[..., cols], self.y[:, :, rows, :]
 
@@ -188,7 +188,7 @@ class _Painter:
         return torch.sigmoid(py - px)
 
 
-def _check_factors(factors: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+def _check_factors(factors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     if not isinstance(factors, dict):
         raise TlganError(f"render() takes a dict of factors (see tlgan.toyfaces.world.factors); got {type(factors).__name__}")
     missing = [k for k in world.FACTOR_NAMES if k not in factors]
@@ -213,7 +213,7 @@ def _check_factors(factors: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Te
     return out, like
 
 
-def hair_color(f: Dict[str, torch.Tensor]) -> torch.Tensor:
+def hair_color(f: dict[str, torch.Tensor]) -> torch.Tensor:
     """Hair RGB (N, 3): auburn unless black/blond/brown weights say otherwise, then greyed."""
     w = torch.stack([f["black_hair"], f["blond_hair"], f["brown_hair"]], dim=1)  # (N, 3)
     palette = torch.tensor([HAIR_BLACK, HAIR_BLOND, HAIR_BROWN], dtype=w.dtype, device=w.device)
@@ -225,7 +225,7 @@ def hair_color(f: Dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.lerp(mixed, silver, GRAY_MIX * f["grayness"][:, None])
 
 
-def hair_strands(f: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def hair_strands(f: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Hair RGB per column, (N, 3, 1, W), for canonical x (N, 1, 1, W).
 
     Each active colour and the grey are laid down in vertical strands with their own phase,
@@ -244,14 +244,14 @@ def hair_strands(f: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return torch.lerp(mixed, _color(HAIR_SILVER, x), GRAY_MIX * _col(f["grayness"]) * grey)
 
 
-def skin_color(f: Dict[str, torch.Tensor]) -> torch.Tensor:
+def skin_color(f: dict[str, torch.Tensor]) -> torch.Tensor:
     """Skin RGB (N, 3) from paleness."""
     p = f["paleness"][:, None]
     skin = torch.tensor(SKIN, dtype=p.dtype, device=p.device)[None]
     return torch.lerp(skin, torch.tensor(SKIN_PALE, dtype=p.dtype, device=p.device)[None], p)
 
 
-def render(factors: Dict[str, torch.Tensor], resolution: int = 64, supersample: int = 2,
+def render(factors: dict[str, torch.Tensor], resolution: int = 64, supersample: int = 2,
            chunk_size: int = 16) -> torch.Tensor:
     """Draw faces from factors.
 
@@ -317,7 +317,7 @@ def _one_thread_per_chunk() -> Iterator[int]:
                 torch.set_num_threads(_THREADS_SAVED)
 
 
-def _render_chunk(f: Dict[str, torch.Tensor], resolution: int, supersample: int) -> torch.Tensor:
+def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int) -> torch.Tensor:
     like = f["scale"]
     res = resolution * supersample
     n = like.shape[0]

@@ -7,8 +7,8 @@ result of any such change for any face: the image of that identity with the fact
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,10 +20,10 @@ from tlgan.toyfaces import world
 from tlgan.toyfaces.render import render
 
 #: Short names accepted for factors.
-ALIASES: Dict[str, str] = {"light": "light_angle", "nose": "nose_size", "mouth": "mouth_opening"}
+ALIASES: dict[str, str] = {"light": "light_angle", "nose": "nose_size", "mouth": "mouth_opening"}
 
 #: (first, last) value of a sequence by default, inside the range the world produces.
-DEFAULT_RANGES: Dict[str, Tuple[float, float]] = {
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "yaw": (-25.0, 25.0), "light_angle": (-120.0, 120.0), "age": (20.0, 60.0), "nose_size": (1.05, 1.75),
     "background_hue": (0.0, 0.8), "background_brightness": (0.4, 0.8), "scale": (0.93, 1.07),
     "shift_x": (-2.5, 2.5), "shift_y": (-2.5, 2.5),
@@ -57,7 +57,7 @@ class ToyfacesSequences:
     values: np.ndarray
     images: torch.Tensor
     latents: torch.Tensor
-    factors: Dict[str, torch.Tensor]
+    factors: dict[str, torch.Tensor]
     seed: int
     indices: np.ndarray
 
@@ -77,7 +77,7 @@ def render_with(latents: torch.Tensor, factor: str, values: torch.Tensor, resolu
 
 
 def factor_sequences(factor: str, identities: int, steps: int, *, seed: int = 0, start: int = 0,
-                     values: Optional[Sequence[float]] = None, resolution: int = 64) -> ToyfacesSequences:
+                     values: Sequence[float] | None = None, resolution: int = 64) -> ToyfacesSequences:
     """Render K = ``identities`` sequences of n = ``steps`` faces in which only ``factor`` changes.
 
     ``values`` (n,) overrides the default evenly spaced range (:data:`DEFAULT_RANGES`).

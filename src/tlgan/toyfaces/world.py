@@ -59,7 +59,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -69,20 +68,20 @@ from tlgan.errors import TlganError
 Z_DIM = 512
 BASIS_SEED = 20_170_512
 
-ATTRIBUTES: Tuple[str, ...] = (
+ATTRIBUTES: tuple[str, ...] = (
     "Male", "Young", "Smiling", "Eyeglasses", "Mustache", "Beard", "Bald", "Bangs",
     "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Wearing_Lipstick", "Wearing_Hat",
     "Mouth_Slightly_Open", "Pale_Skin", "Big_Nose",
 )
 
 
-def _hair(angle_deg: float) -> Dict[int, float]:
+def _hair(angle_deg: float) -> dict[int, float]:
     rad = math.radians(angle_deg)
     return {8: math.cos(rad), 9: math.sin(rad)}
 
 
 # attribute -> ({base index: weight}, frequency). Weights are normalised to a unit vector.
-_DESIGN: Dict[str, Tuple[Dict[int, float], float]] = {
+_DESIGN: dict[str, tuple[dict[int, float], float]] = {
     "Male": ({0: 1.0}, 0.42),
     "Young": ({1: 1.0}, 0.75),
     "Smiling": ({2: 1.0}, 0.48),
@@ -103,7 +102,7 @@ _DESIGN: Dict[str, Tuple[Dict[int, float], float]] = {
 }
 
 #: Attribute -> the name of its continuous factor in :func:`factors`.
-FACTOR_OF: Dict[str, str] = {
+FACTOR_OF: dict[str, str] = {
     "Male": "masculinity",          # 0..1
     "Young": "age",                 # years, decreasing in the Young score; 40 at the threshold
     "Smiling": "smile",             # 0..1
@@ -125,7 +124,7 @@ FACTOR_OF: Dict[str, str] = {
 
 #: Steepness k of ``amount = sigmoid(k * s)`` per attribute: object-like cues are nearly
 #: binary; graded ones (age, smile, masculinity, mouth) follow the score more gently.
-STEEPNESS: Dict[str, float] = {
+STEEPNESS: dict[str, float] = {
     "Male": 8.0, "Young": 8.0, "Smiling": 8.0, "Eyeglasses": 16.0, "Mustache": 16.0, "Beard": 16.0,
     "Bald": 12.0, "Bangs": 16.0, "Black_Hair": 12.0, "Blond_Hair": 12.0, "Brown_Hair": 12.0,
     "Gray_Hair": 12.0, "Wearing_Lipstick": 12.0, "Wearing_Hat": 16.0, "Mouth_Slightly_Open": 8.0,
@@ -137,7 +136,7 @@ AGE_SPAN = 22.0          # age = 40 - 22 tanh(s / 1.5): about 18..62 years
 NOSE_MIN, NOSE_SPAN = 1.0, 0.8
 
 #: Nuisance factors: name -> (base indices, meaning).
-NUISANCE_BASES: Dict[str, Tuple[Tuple[int, ...], str]] = {
+NUISANCE_BASES: dict[str, tuple[tuple[int, ...], str]] = {
     "yaw": ((16,), "head turn in degrees, about -30..30; positive turns the face to image right"),
     "light_angle": ((17, 18), "direction the light comes from, degrees in the image plane (0 = from the right)"),
     "background_hue": ((19, 20), "background hue in [0, 1)"),
@@ -146,10 +145,10 @@ NUISANCE_BASES: Dict[str, Tuple[Tuple[int, ...], str]] = {
     "shift_x": ((23,), "horizontal offset in pixels at 64 px, -3..3"),
     "shift_y": ((24,), "vertical offset in pixels at 64 px, -3..3"),
 }
-NUISANCES: Tuple[str, ...] = tuple(NUISANCE_BASES)
+NUISANCES: tuple[str, ...] = tuple(NUISANCE_BASES)
 FIRST_UNUSED_BASE = 25
 
-FACTOR_NAMES: Tuple[str, ...] = tuple(FACTOR_OF[a] for a in ATTRIBUTES) + NUISANCES
+FACTOR_NAMES: tuple[str, ...] = tuple(FACTOR_OF[a] for a in ATTRIBUTES) + NUISANCES
 
 
 @lru_cache(maxsize=1)
@@ -173,7 +172,7 @@ def base_directions() -> torch.Tensor:
 
 
 @lru_cache(maxsize=1)
-def _directions64() -> Tuple[np.ndarray, np.ndarray]:
+def _directions64() -> tuple[np.ndarray, np.ndarray]:
     basis = _basis64()
     rows, biases = [], []
     for name in ATTRIBUTES:
@@ -198,7 +197,7 @@ def biases() -> torch.Tensor:
     return torch.from_numpy(_directions64()[1].astype(np.float32))
 
 
-def frequencies() -> Dict[str, float]:
+def frequencies() -> dict[str, float]:
     """The designed frequency of each attribute (the probability that its label is True)."""
     return {name: _DESIGN[name][1] for name in ATTRIBUTES}
 
@@ -243,7 +242,7 @@ def labels(z: torch.Tensor) -> torch.Tensor:
     return latent_scores(z) > 0
 
 
-def factors(z: torch.Tensor) -> Dict[str, torch.Tensor]:
+def factors(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """All factors the renderer needs, each (N,): attribute amounts then nuisances.
 
     Keys are :data:`FACTOR_NAMES`. Attribute amounts are ``sigmoid(k_a s_a)`` (k_a in
@@ -254,7 +253,7 @@ def factors(z: torch.Tensor) -> Dict[str, torch.Tensor]:
     """
     z = _check_z(z)
     scores = _scores64(z)
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for j, name in enumerate(ATTRIBUTES):
         s = scores[:, j]
         key = FACTOR_OF[name]

@@ -17,8 +17,9 @@ differs; nothing is unpickled.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,16 +44,16 @@ def has_checkpoint(out_dir: str | os.PathLike) -> bool:
 
 
 def save_checkpoint(out_dir: str | os.PathLike, *, step: int, modules: Mapping[str, nn.Module],
-                    optimizers: Mapping[str, torch.optim.Optimizer], info: Dict[str, Any] | None = None) -> Path:
+                    optimizers: Mapping[str, torch.optim.Optimizer], info: dict[str, Any] | None = None) -> Path:
     """Write the full training state after ``step`` completed steps to ``OUT/checkpoint/``."""
-    tensors: Dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"module.{name}.{key}"] = value
     optim_manifest = {}
     for name, opt in optimizers.items():
         sd = opt.state_dict()
-        scalars: Dict[str, Dict[str, Any]] = {}
+        scalars: dict[str, dict[str, Any]] = {}
         for idx, state in sd["state"].items():
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
@@ -73,7 +74,7 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, modules: Mapping[s
     return directory
 
 
-def _load_module(name: str, module: nn.Module, tensors: Dict[str, torch.Tensor], path: Path) -> None:
+def _load_module(name: str, module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     prefix = f"module.{name}."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
@@ -88,18 +89,18 @@ def _load_module(name: str, module: nn.Module, tensors: Dict[str, torch.Tensor],
     module.load_state_dict(state, strict=True)
 
 
-def _load_optimizer(name: str, opt: torch.optim.Optimizer, entry: Dict[str, Any], tensors: Dict[str, torch.Tensor],
+def _load_optimizer(name: str, opt: torch.optim.Optimizer, entry: dict[str, Any], tensors: dict[str, torch.Tensor],
                     path: Path) -> None:
     groups = entry["param_groups"]
     own_groups = opt.state_dict()["param_groups"]
-    if len(groups) != len(own_groups) or any(len(g["params"]) != len(o["params"]) for g, o in zip(groups, own_groups)):
+    if len(groups) != len(own_groups) or any(len(g["params"]) != len(o["params"]) for g, o in zip(groups, own_groups, strict=True)):
         raise TlganError(f"{path}: the saved {name!r} optimizer has other parameter groups than this one; "
                          f"the checkpoint was written with other settings")
     # JSON turned tuples (Adam's betas) into lists; give the optimizer back the types it wrote.
     restored_groups = []
-    for group, own in zip(groups, own_groups):
+    for group, own in zip(groups, own_groups, strict=True):
         restored_groups.append({k: (tuple(v) if isinstance(own.get(k), tuple) else v) for k, v in group.items()})
-    state: Dict[int, Dict[str, Any]] = {}
+    state: dict[int, dict[str, Any]] = {}
     prefix = f"optim.{name}."
     for key, value in tensors.items():
         if key.startswith(prefix):
@@ -113,7 +114,7 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, entry: Dict[str, Any]
 
 
 def load_checkpoint(out_dir: str | os.PathLike, *, modules: Mapping[str, nn.Module],
-                    optimizers: Mapping[str, torch.optim.Optimizer], restore_rng: bool = True) -> Dict[str, Any]:
+                    optimizers: Mapping[str, torch.optim.Optimizer], restore_rng: bool = True) -> dict[str, Any]:
     """Load ``OUT/checkpoint/`` into ``modules`` and ``optimizers`` in place; returns the manifest
     (``step``, ``info``). Also restores the global torch random state unless ``restore_rng`` is false."""
     path = checkpoint_dir(out_dir) / STATE_FILE

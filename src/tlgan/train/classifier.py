@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,14 @@ from tlgan.io import write_json
 from tlgan.models.base import Classifier
 from tlgan.models.networks import AttributeClassifierNet, save_pretrained
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from tlgan.train.common import CHANNELS_LAST, command_line, cosine_lr, resolve_device, set_lr, settings_mismatch
+from tlgan.train.common import (
+    CHANNELS_LAST,
+    command_line,
+    cosine_lr,
+    resolve_device,
+    set_lr,
+    settings_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,7 @@ def positive_weights(labels: torch.Tensor, attributes=None) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_classifier(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
-                        device: str | torch.device = "cpu") -> Dict[str, Dict[str, float]]:
+                        device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
     """Per-attribute metrics of ``model`` on uint8 ``images`` (N, 3, R, R) with 0/1 ``labels`` (N, A).
 
     Returns {attribute: {"balanced_accuracy", "accuracy", "true_positive_rate",
@@ -89,8 +97,8 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                      lr: float = 2e-3, weight_decay: float = 1e-2, width: int = 32, resolution: int = 64,
                      device: str = "cpu", seed: int = 0, resume: bool = False, checkpoint_every: int = 500,
                      name: str = "attribute-classifier", progress: bool = True,
-                     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
-                     command: Optional[str] = None) -> Dict[str, Any]:
+                     on_step: Callable[[int, dict[str, float]], None] | None = None,
+                     command: str | None = None) -> dict[str, Any]:
     """Train an :class:`AttributeClassifierNet` on ``data_dir`` (CelebA layout); save it to ``out_dir``.
 
     Trains for ``steps`` batches of ``batch_size`` images from the train split, saves a

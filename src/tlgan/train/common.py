@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-from typing import Any, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ def command_line() -> str:
 
 
 def settings_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any],
-                      introduced: Optional[Mapping[str, Any]] = None) -> List[str]:
+                      introduced: Mapping[str, Any] | None = None) -> list[str]:
     """Names and values of settings that differ between a checkpoint and the current call.
 
     ``introduced`` maps settings that newer versions record to the value a checkpoint without

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ INTRODUCED_SETTINGS = {"arch": "dcgan", "arch_kwargs": {}, "edge_weight": 0.0}
 
 
 def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
-                 arch_kwargs: Optional[Dict[str, Any]] = None) -> Generator:
+                 arch_kwargs: dict[str, Any] | None = None) -> Generator:
     """An untrained student generator of ``arch`` for ``z_dim`` latents and ``resolution`` px images.
 
     ``width`` sets a DCGAN's channels; ``arch_kwargs`` are StyleGAN2Generator arguments
@@ -75,7 +75,7 @@ def edge_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.l1_loss(dx(student), dx(teacher)) + F.l1_loss(dy(student), dy(teacher)))
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: Optional[Classifier],
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: Classifier | None,
                       feature_weight: float, edge_weight: float = 0.0) -> torch.Tensor:
     """L1 on pixels, plus ``edge_weight`` x :func:`edge_l1`, plus ``feature_weight`` x mean squared
     error of the classifier's block outputs."""
@@ -85,18 +85,18 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: 
     if classifier is not None and feature_weight > 0:
         with torch.no_grad():
             targets = classifier.features(teacher)
-        for got, want in zip(classifier.features(student), targets):
+        for got, want in zip(classifier.features(student), targets, strict=True):
             loss = loss + feature_weight * F.mse_loss(got, want)
     return loss
 
 
 def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 64,
-                      lr: float = 2e-3, width: int = 32, classifier: Optional[Classifier] = None,
+                      lr: float = 2e-3, width: int = 32, classifier: Classifier | None = None,
                       feature_weight: float = 0.1, ema_decay: float = 0.995, seed: int = 0, device: str = "cpu",
                       checkpoint_every: int = 250, sample_every: int = 500, resume: bool = False,
-                      name: str = "distilled", progress: bool = True, teacher_spec: Optional[str] = None,
-                      classifier_spec: Optional[str] = None, arch: str = "dcgan",
-                      arch_kwargs: Optional[Dict[str, Any]] = None, edge_weight: float = 0.0) -> Dict[str, Any]:
+                      name: str = "distilled", progress: bool = True, teacher_spec: str | None = None,
+                      classifier_spec: str | None = None, arch: str = "dcgan",
+                      arch_kwargs: dict[str, Any] | None = None, edge_weight: float = 0.0) -> dict[str, Any]:
     """Fit a student of ``arch`` (see :func:`make_student`) to ``teacher`` and save it to ``out_dir``
     (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
 
@@ -161,9 +161,9 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for e, m in zip(G_ema.parameters(), G.parameters()):
+            for e, m in zip(G_ema.parameters(), G.parameters(), strict=True):
                 e.lerp_(m, 1.0 - ema_decay)
-            for e, m in zip(G_ema.buffers(), G.buffers()):
+            for e, m in zip(G_ema.buffers(), G.buffers(), strict=True):
                 e.copy_(m)
         value = float(loss.detach())
         avg = value if avg is None else 0.98 * avg + 0.02 * value
@@ -188,7 +188,7 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
 
 
 @torch.no_grad()
-def pick_closest(teacher: Generator, candidates: Dict[str, Generator], latents: torch.Tensor):
+def pick_closest(teacher: Generator, candidates: dict[str, Generator], latents: torch.Tensor):
     """The candidate (in eval mode) whose images are closest to the teacher's in mean L1, and all errors.
 
     The weight average usually wins; early in a short run, before it has caught up, the raw

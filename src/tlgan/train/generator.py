@@ -21,8 +21,9 @@ import copy
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,20 @@ from tlgan.io import write_json
 from tlgan.models.networks import DCGANDiscriminator, DCGANGenerator, save_pretrained
 from tlgan.models.stylegan2 import NOISE_MODES, StyleGAN2Discriminator
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from tlgan.train.common import (CHANNELS_LAST, STREAM_BATCHNORM, STREAM_LATENTS_D, STREAM_LATENTS_G, STREAM_MIXING_D,
-                                STREAM_MIXING_G, STREAM_PATH_LENGTH, STREAM_SYNTHESIS_NOISE, command_line,
-                                resolve_device, settings_mismatch, step_generator)
+from tlgan.train.common import (
+    CHANNELS_LAST,
+    STREAM_BATCHNORM,
+    STREAM_LATENTS_D,
+    STREAM_LATENTS_G,
+    STREAM_MIXING_D,
+    STREAM_MIXING_G,
+    STREAM_PATH_LENGTH,
+    STREAM_SYNTHESIS_NOISE,
+    command_line,
+    resolve_device,
+    settings_mismatch,
+    step_generator,
+)
 from tlgan.train.distill import ARCHS, make_student
 from tlgan.train.stylegan2 import path_length_penalty, training_images, training_wp
 
@@ -71,9 +83,9 @@ def r1_penalty(discriminator: torch.nn.Module, real: torch.Tensor) -> torch.Tens
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for parameters; buffers are copied."""
-    for e, m in zip(ema.parameters(), model.parameters()):
+    for e, m in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(m, 1.0 - decay)
-    for e, m in zip(ema.buffers(), model.buffers()):
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
         e.copy_(m)
 
 
@@ -91,21 +103,21 @@ def recalibrate_batchnorm(generator: DCGANGenerator, seed: int, batches: int = 8
     for b in range(batches):
         z = torch.randn(batch_size, generator.z_dim, generator=step_generator(seed, b, STREAM_BATCHNORM))
         generator.synthesize(z.to(device))
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     generator.eval()
 
 
 def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 64,
-                    lr: Optional[float] = None, width: int = 32, z_dim: int = 512, resolution: int = 64,
+                    lr: float | None = None, width: int = 32, z_dim: int = 512, resolution: int = 64,
                     device: str = "cpu", seed: int = 0, ema_decay: float = 0.999, sample_every: int = 500,
-                    checkpoint_every: int = 500, resume: bool = False, name: Optional[str] = None,
-                    loss: str = "nonsaturating", r1_gamma: Optional[float] = None, r1_every: int = 16,
-                    spectral_norm: bool = True, flip: bool = False, d_width: Optional[int] = None,
-                    progress: bool = True, on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
-                    command: Optional[str] = None, arch: str = "dcgan", arch_kwargs: Optional[Dict[str, Any]] = None,
+                    checkpoint_every: int = 500, resume: bool = False, name: str | None = None,
+                    loss: str = "nonsaturating", r1_gamma: float | None = None, r1_every: int = 16,
+                    spectral_norm: bool = True, flip: bool = False, d_width: int | None = None,
+                    progress: bool = True, on_step: Callable[[int, dict[str, float]], None] | None = None,
+                    command: str | None = None, arch: str = "dcgan", arch_kwargs: dict[str, Any] | None = None,
                     mixing_prob: float = 0.9, pl_weight: float = 0.0, pl_every: int = 4, noise_mode: str = "random",
-                    precision: str = "auto") -> Dict[str, Any]:
+                    precision: str = "auto") -> dict[str, Any]:
     """Train a generator of ``arch`` on every image under ``data_dir``; save it to ``out_dir``.
 
     Every ``sample_every`` steps (and at the end) the EMA generator draws a grid of 64
@@ -267,7 +279,7 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             real = real.contiguous(memory_format=memory_format)
             z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(dev)
             z_g = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_G)).to(dev)
-            values: Dict[str, float] = {}
+            values: dict[str, float] = {}
 
             # Discriminator step.
             D.requires_grad_(True)
@@ -346,7 +358,7 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     return result
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain float32).
 
     "auto" is bfloat16 on a CUDA device that supports it, else float32; "bf16" and "fp16"

@@ -8,8 +8,6 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 
 from tlgan.models.base import Generator
@@ -29,7 +27,7 @@ def is_stylegan2(G: Generator) -> bool:
 
 
 def training_wp(G: StyleGAN2Generator, z: torch.Tensor, *, track: bool = True, mixing_prob: float = 0.0,
-                rng: Optional[torch.Generator] = None, w_avg_beta: float = W_AVG_BETA) -> torch.Tensor:
+                rng: torch.Generator | None = None, w_avg_beta: float = W_AVG_BETA) -> torch.Tensor:
     """z (N, z_dim) -> wp (N, num_ws, w_dim) for a training step, without truncation.
 
     ``track`` moves ``G.mapping.w_avg`` toward the batch mean of w. With ``mixing_prob`` > 0,
@@ -55,7 +53,7 @@ def training_wp(G: StyleGAN2Generator, z: torch.Tensor, *, track: bool = True, m
 
 
 def training_images(G: Generator, z: torch.Tensor, *, mixing_prob: float = 0.0,
-                    rng: Optional[torch.Generator] = None) -> torch.Tensor:
+                    rng: torch.Generator | None = None) -> torch.Tensor:
     """The generator's images (N, 3, R, R) for a loss. A StyleGAN2's come before the final clamp,
     whose zero gradient would leave pixels stuck outside [-1, 1], and update its ``w_avg`` when
     it is in training mode (see :func:`training_wp` for ``mixing_prob`` and ``rng``)."""
@@ -65,7 +63,7 @@ def training_images(G: Generator, z: torch.Tensor, *, mixing_prob: float = 0.0,
 
 
 def path_length_penalty(G: StyleGAN2Generator, wp: torch.Tensor, pl_mean: torch.Tensor, noise: torch.Tensor,
-                        decay: float = 0.01) -> Tuple[torch.Tensor, torch.Tensor]:
+                        decay: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """StyleGAN2's path-length penalty on wp (N, num_ws, w_dim) (requires grad).
 
     The Jacobian-vector product J^T y with y = ``noise`` (N, 3, R, R) / R (a random image

@@ -29,12 +29,19 @@ their variance or eigenvalue (``values_``); :func:`tlgan.evaluation.naming.name_
               regressed back to the latent.
 ``sefa``      SeFa: the top eigenvectors of A^T A for the generator's first latent-to-feature weight A.
 """
-from tlgan.axes.finders.common import DEFAULT_METHOD, FINDERS, AxisFinder, NotFittedError, check_fit_inputs, make_finder
+from tlgan.axes.finders.common import (
+    DEFAULT_METHOD,
+    FINDERS,
+    AxisFinder,
+    NotFittedError,
+    check_fit_inputs,
+    make_finder,
+)
 from tlgan.axes.finders.glm import DEFAULT_CLIP, GLMFinder
 from tlgan.axes.finders.logistic import LogisticFinder
-from tlgan.axes.finders.svm import SVMFinder, SVMSolution, TopBottomSplit, fit_linear_svm, top_bottom_split
 from tlgan.axes.finders.pca import PCAFinder
 from tlgan.axes.finders.sefa import SeFaFinder
+from tlgan.axes.finders.svm import SVMFinder, SVMSolution, TopBottomSplit, fit_linear_svm, top_bottom_split
 
 __all__ = [
     "DEFAULT_METHOD", "FINDERS", "AxisFinder", "GLMFinder", "LogisticFinder", "SVMFinder", "PCAFinder", "SeFaFinder", "NotFittedError",

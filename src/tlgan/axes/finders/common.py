@@ -6,9 +6,10 @@ import inspect
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,8 @@ def check_finite_values(latents: torch.Tensor, scores: torch.Tensor) -> None:
     _count_bad_rows(scores, "scores")
 
 
-def check_fit_inputs(latents: Any, scores: Any, attributes: Optional[Sequence[str]] = None, *,
-                     values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+def check_fit_inputs(latents: Any, scores: Any, attributes: Sequence[str] | None = None, *,
+                     values: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Validate the arguments of ``fit``; returns (latents (N, D), scores (N, A), names (A,)).
 
     Raises TlganError for wrong dimensions, a sample-count mismatch, NaN/inf rows (naming the
@@ -179,7 +180,7 @@ def _gram(rows: np.ndarray) -> np.ndarray:
 
 
 def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, int, np.ndarray], Any],
-                    progress: bool = False, desc: str = "gram", dtype=np.float64) -> Tuple[np.ndarray, List[Any]]:
+                    progress: bool = False, desc: str = "gram", dtype=np.float64) -> tuple[np.ndarray, list[Any]]:
     """Sum over chunks of rows of ``rows^T rows``: a (width, width) float64 Gram matrix of n rows.
 
     ``fill(start, stop, rows)`` writes the rows ``start:stop`` into ``rows`` ((stop - start, width)
@@ -202,7 +203,7 @@ def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, in
 
     starts = range(0, n, step)
     total = np.zeros((width, width), dtype=np.float64)
-    extras: List[Any] = []
+    extras: list[Any] = []
     with _blas_threads(1):
         for gram, extra in tqdm(_ordered_map(chunk, starts, _thread_count()), total=len(starts), desc=desc,
                                 unit="chunk", leave=False, disable=None if progress else True):
@@ -250,7 +251,7 @@ class AxisFinder:
         return (f"this {type(self).__name__} is not fitted yet, so it has no {item}; "
                 f"call fit(latents, scores, attributes) first")
 
-    def get_params(self) -> Dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
         """The constructor arguments (the whole configuration), as given."""
         params = inspect.signature(type(self).__init__).parameters
         return {k: getattr(self, k) for k in params if k != "self"}
@@ -259,11 +260,11 @@ class AxisFinder:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "AxisFinder":
+    def fit(self, latents, scores, attributes: Sequence[str] | None = None) -> AxisFinder:
         raise NotImplementedError
 
-    def _set_fitted(self, coef: torch.Tensor, bias: torch.Tensor, names: List[str],
-                    metrics: Dict[str, Dict[str, float]], n_samples: int) -> None:
+    def _set_fitted(self, coef: torch.Tensor, bias: torch.Tensor, names: list[str],
+                    metrics: dict[str, dict[str, float]], n_samples: int) -> None:
         coef = coef.detach().to("cpu", torch.float64)
         bias = bias.detach().to("cpu", torch.float64).reshape(-1)
         norms = coef.norm(dim=1)
@@ -288,7 +289,7 @@ class AxisFinder:
                              f"which was fitted on vectors of size {coef.shape[1]}")
         return latents.float() @ coef.T.to(latents.device) + self.bias_.to(latents.device)
 
-    def to_feature_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z",
+    def to_feature_axes(self, attributes: Sequence[str] | None = None, space: str = "z",
                         generator: str = "unknown") -> FeatureAxes:
         """The fitted axes as a FeatureAxes (method = this finder's name, info = its parameters).
 
@@ -300,13 +301,13 @@ class AxisFinder:
         if len(names) != len(axes):
             raise TlganError(f"got {len(names)} attribute names for {len(axes)} fitted axes; give one name per axis "
                              f"(fitted: {', '.join(self.attributes_)})")
-        metrics = {new: dict(self.metrics_.get(old, {})) for new, old in zip(names, self.attributes_)}
+        metrics = {new: dict(self.metrics_.get(old, {})) for new, old in zip(names, self.attributes_, strict=True)}
         info = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in self.get_params().items()}
         return FeatureAxes(axes.clone(), names, space=space, generator=generator, method=self.name,
                            metrics=metrics, info=info)
 
 
-def _subclasses(cls: type) -> List[type]:
+def _subclasses(cls: type) -> list[type]:
     out = []
     for sub in cls.__subclasses__():
         out += [sub] + _subclasses(sub)

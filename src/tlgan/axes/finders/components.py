@@ -1,7 +1,8 @@
 """What the unsupervised finders (pca, sefa) share: components named ``pc0``, ``pc1``, ... with a value each."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from tlgan.axes.finders.common import AxisFinder
 from tlgan.errors import TlganError
 
 
-def component_names(k: int) -> List[str]:
+def component_names(k: int) -> list[str]:
     """``pc0`` .. ``pc{k-1}``: the names of unnamed components."""
     return [f"pc{i}" for i in range(int(k))]
 
@@ -42,8 +43,8 @@ class ComponentFinder(AxisFinder):
     value_name = "value"
     _fitted_attributes = AxisFinder._fitted_attributes + ("values_",)
 
-    def _set_components(self, vectors: np.ndarray, values: np.ndarray, mean: Optional[np.ndarray],
-                        metrics: Dict[str, Dict[str, Any]], n_samples: int) -> None:
+    def _set_components(self, vectors: np.ndarray, values: np.ndarray, mean: np.ndarray | None,
+                        metrics: dict[str, dict[str, Any]], n_samples: int) -> None:
         """``vectors`` (K, D) and ``values`` (K,) in descending order of value."""
         vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float64))
         vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-300)
@@ -56,12 +57,12 @@ class ComponentFinder(AxisFinder):
         self._set_fitted(vectors, bias, names, {n: metrics.get(i, {}) for i, n in enumerate(names)}, n_samples)
         self.values_ = torch.from_numpy(np.asarray(values, dtype=np.float64)).float()
 
-    def _value_metrics(self, values: np.ndarray, total: float) -> Dict[int, Dict[str, Any]]:
+    def _value_metrics(self, values: np.ndarray, total: float) -> dict[int, dict[str, Any]]:
         ratio = f"{self.value_name}_ratio"
         return {i: {self.value_name: float(v), ratio: float(v / total) if total > 0 else None}
                 for i, v in enumerate(values)}
 
-    def to_feature_axes(self, attributes: Optional[Sequence[str]] = None, space: str = "z",
+    def to_feature_axes(self, attributes: Sequence[str] | None = None, space: str = "z",
                         generator: str = "unknown") -> FeatureAxes:
         axes = super().to_feature_axes(attributes, space=space, generator=generator)
         axes.info[f"{self.value_name}s"] = [float(v) for v in self.values_]

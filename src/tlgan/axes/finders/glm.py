@@ -2,14 +2,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from tlgan.axes.finders.common import (FINDERS, AxisFinder, NotFittedError, _as_matrix, _blas_threads, _count_bad_rows,
-                                       _numpy, _ordered_map, _solve_spd, _thread_count, accumulate_gram,
-                                       check_finite_values, check_fit_inputs)
+from tlgan.axes.finders.common import (
+    FINDERS,
+    AxisFinder,
+    NotFittedError,
+    _as_matrix,
+    _blas_threads,
+    _count_bad_rows,
+    _numpy,
+    _ordered_map,
+    _solve_spd,
+    _thread_count,
+    accumulate_gram,
+    check_finite_values,
+    check_fit_inputs,
+)
 from tlgan.errors import TlganError
 
 log = logging.getLogger(__name__)
@@ -49,7 +61,7 @@ class GLMFinder(AxisFinder):
     name = "glm"
     _fitted_attributes = AxisFinder._fitted_attributes + ("r2_",)
 
-    def __init__(self, clip: Optional[float] = DEFAULT_CLIP, chunk_size: int = 16384, target: str = "logit"):
+    def __init__(self, clip: float | None = DEFAULT_CLIP, chunk_size: int = 16384, target: str = "logit"):
         self.clip = clip
         self.target = target
         self.chunk_size = chunk_size
@@ -73,14 +85,14 @@ class GLMFinder(AxisFinder):
         return y if self.clip is None else np.clip(y, -float(self.clip), float(self.clip), out=y)
 
     # -- streaming
-    def reset(self) -> "GLMFinder":
+    def reset(self) -> GLMFinder:
         """Forget accumulated statistics and fitted state."""
         self._state = None
         for item in self._fitted_attributes:
             self.__dict__.pop(item, None)
         return self
 
-    def partial_fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "GLMFinder":
+    def partial_fit(self, latents, scores, attributes: Sequence[str] | None = None) -> GLMFinder:
         """Accumulate one chunk: ``latents`` (n, D), ``scores`` (n, A) logits. Call finalize() at the end."""
         self._check_clip()
         latents = _as_matrix(latents, "latents")
@@ -112,7 +124,7 @@ class GLMFinder(AxisFinder):
         self._accumulate(x, y)
         return self
 
-    def _start(self, x: np.ndarray, y: np.ndarray, names: List[str]) -> None:
+    def _start(self, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
         dim, n_attr = x.shape[1], y.shape[1]
         head = slice(0, max(1, int(self.chunk_size)))
         # Shift by the first chunk's means: the centred statistics are then differences of
@@ -144,7 +156,7 @@ class GLMFinder(AxisFinder):
             np.maximum(state["hi"], hi, out=state["hi"])
         state["n"] += len(x)
 
-    def finalize(self) -> "GLMFinder":
+    def finalize(self) -> GLMFinder:
         """Solve the accumulated normal equations; sets coef_, bias_, axes_, intercepts_, metrics_, r2_."""
         state = self.__dict__.get("_state")
         if state is None or state["n"] == 0:
@@ -177,7 +189,7 @@ class GLMFinder(AxisFinder):
         return self
 
     # -- one-shot
-    def fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "GLMFinder":
+    def fit(self, latents, scores, attributes: Sequence[str] | None = None) -> GLMFinder:
         """Fit on all samples (accumulated in chunks of ``chunk_size``), then measure sign accuracy."""
         self._check_clip()
         # The Gram matrix's diagonal sums the squares of every latent value, so it is finite
@@ -212,7 +224,7 @@ class GLMFinder(AxisFinder):
             agree = np.sum(list(_ordered_map(chunk_agree, range(0, len(x), step), _thread_count())), axis=0)
         return agree / len(x)
 
-    def _score_chunks(self, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _score_chunks(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(sign accuracy (A,), R^2 of the clipped logits (A,)), one chunk of rows at a time."""
         coef = _numpy(self.coef_).T.astype(np.float64)
         bias = _numpy(self.bias_).astype(np.float64)
@@ -233,7 +245,7 @@ class GLMFinder(AxisFinder):
             r2 = 1.0 - sse / (squares - total ** 2 / n)
         return agree / n, r2
 
-    def evaluate(self, latents, scores) -> Dict[str, Dict[str, float]]:
+    def evaluate(self, latents, scores) -> dict[str, dict[str, float]]:
         """Per attribute {r2, sign_accuracy} of the fitted model on ``latents`` (N, D), ``scores`` (N, A) logits.
 
         Streams over ``chunk_size`` rows, so it can score data of any size (e.g. after partial_fit).

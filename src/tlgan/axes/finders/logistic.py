@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -44,7 +44,7 @@ class LogisticFinder(AxisFinder):
         self.seed = seed
         self.device = device
 
-    def fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "LogisticFinder":
+    def fit(self, latents, scores, attributes: Sequence[str] | None = None) -> LogisticFinder:
         latents, scores, names = check_fit_inputs(latents, scores, attributes)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise TlganError(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
@@ -97,7 +97,7 @@ class LogisticFinder(AxisFinder):
         return self
 
     def _optimise(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Minimise mean log-loss + l2/2 |W|^2 over W (D, A) in standardised units and bias (A,)."""
         dim, n_attr = x.shape[1], y.shape[1]
         prior = y.mean(0).clamp(1e-6, 1 - 1e-6)

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from tlgan.axes.finders.common import FINDERS, _as_matrix, _blas_threads, _count_bad_rows, _numpy, accumulate_gram
+from tlgan.axes.finders.common import (
+    FINDERS,
+    _as_matrix,
+    _blas_threads,
+    _count_bad_rows,
+    _numpy,
+    accumulate_gram,
+)
 from tlgan.axes.finders.components import ComponentFinder, check_n_components
 from tlgan.errors import TlganError
 
@@ -65,7 +73,7 @@ class PCAFinder(ComponentFinder):
     name = "pca"
     value_name = "variance"
 
-    def __init__(self, n_components: int = 64, source: str = "auto", layer: Optional[str] = None,
+    def __init__(self, n_components: int = 64, source: str = "auto", layer: str | None = None,
                  max_samples: int = 4096, batch_size: int = 256, chunk_size: int = 16384, seed: int = 0):
         self.n_components = n_components
         self.source = source
@@ -84,8 +92,8 @@ class PCAFinder(ComponentFinder):
         has_layer = generator is not None and (self.layer or getattr(generator, "feature_layer", None))
         return "activations" if plain_z and has_layer else "latent"
 
-    def fit(self, latents, scores=None, attributes: Optional[Sequence[str]] = None, *, generator=None,
-            space: str = "z") -> "PCAFinder":
+    def fit(self, latents, scores=None, attributes: Sequence[str] | None = None, *, generator=None,
+            space: str = "z") -> PCAFinder:
         """PCA of ``latents`` (N, D) of ``space`` (scores and attribute names are not used)."""
         latents = _as_matrix(latents, "latents")
         if latents.ndim != 2 or len(latents) < 2:
@@ -121,8 +129,8 @@ class PCAFinder(ComponentFinder):
         with _blas_threads(1):  # multi-threaded LAPACK is many times slower on a shared machine
             values, vectors = eigh(cov, check_finite=False)
         values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
-        metrics: Dict[int, Dict[str, Any]] = self._value_metrics(values[:k], float(values.sum()))
-        summary: Dict[str, Any] = {"source": "latent"}
+        metrics: dict[int, dict[str, Any]] = self._value_metrics(values[:k], float(values.sum()))
+        summary: dict[str, Any] = {"source": "latent"}
         if n > dim:
             gamma = dim / n
             sigma2 = float(np.median(values)) / marchenko_pastur_median(gamma)

@@ -8,7 +8,7 @@ the concatenation of the chosen layers' style affine weights (the generator prov
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,13 @@ class SeFaFinder(ComponentFinder):
     name = "sefa"
     value_name = "eigenvalue"
 
-    def __init__(self, n_components: int = 64, layers: Optional[Sequence[int]] = None, normalize: bool = True):
+    def __init__(self, n_components: int = 64, layers: Sequence[int] | None = None, normalize: bool = True):
         self.n_components = n_components
         self.layers = layers
         self.normalize = normalize
 
-    def fit(self, latents=None, scores=None, attributes: Optional[Sequence[str]] = None, *, generator=None,
-            space: str = "z") -> "SeFaFinder":
+    def fit(self, latents=None, scores=None, attributes: Sequence[str] | None = None, *, generator=None,
+            space: str = "z") -> SeFaFinder:
         from scipy.linalg import eigh
 
         if generator is None:

@@ -4,15 +4,24 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tlgan.axes.finders.common import (FINDERS, AxisFinder, _blas_threads, _numpy, _ordered_map, _thread_count,
-                                       check_finite_values, check_fit_inputs, check_varying_scores)
+from tlgan.axes.finders.common import (
+    FINDERS,
+    AxisFinder,
+    _blas_threads,
+    _numpy,
+    _ordered_map,
+    _thread_count,
+    check_finite_values,
+    check_fit_inputs,
+    check_varying_scores,
+)
 from tlgan.errors import TlganError
 
 log = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ def top_bottom_split(scores: torch.Tensor, ratio: float = 0.02, val_fraction: fl
     )
 
 
-def _ends_in_stable_order(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ends_in_stable_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(first k, last k, the rest) of the indices of ``scores`` in a stable descending sort, without sorting them all.
 
     The first and last k come in that sort's order; the rest in index order. Selecting the two
@@ -127,9 +136,9 @@ class _Scratch:
     """
 
     def __init__(self):
-        self._flat: Dict[Tuple[str, str], np.ndarray] = {}
+        self._flat: dict[tuple[str, str], np.ndarray] = {}
 
-    def array(self, name: str, shape: Tuple[int, ...], dtype=np.float64) -> np.ndarray:
+    def array(self, name: str, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape``, the same memory each time ``name`` is asked for."""
         size = int(np.prod(shape))
         key = (name, np.dtype(dtype).str)
@@ -140,7 +149,7 @@ class _Scratch:
 
 
 def _duality_gap(z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: float
-                 ) -> Tuple[float, bool, np.ndarray, float]:
+                 ) -> tuple[float, bool, np.ndarray, float]:
     """(relative duality gap, whether y^T alpha = 0 holds, margins y_i x_i . w, y^T alpha) of a dual point.
 
     ``z`` (n, D) holds y_i x_i; w = z^T alpha. The gap is (primal - dual) / max(1, |primal|), the
@@ -161,9 +170,9 @@ def _sample_space_is_cheaper(n: int, width: int) -> bool:
     return n ** 3 / 3 < n * width ** 2 + width ** 3 / 3
 
 
-def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: Optional[bool] = None,
-             scratch: Optional[_Scratch] = None, kernel: Optional[np.ndarray] = None, crossover: bool = True
-             ) -> Tuple[np.ndarray, float, int, float]:
+def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: bool | None = None,
+             scratch: _Scratch | None = None, kernel: np.ndarray | None = None, crossover: bool = True
+             ) -> tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
 
     ``rows`` (n, D+1) float64 holds y_i * [x_i, 1]. Solves
@@ -223,7 +232,7 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         scaled = scratch.array("scaled", (n, width))
         system = scratch.array("system", (width, width))
         diag = np.arange(dim)
-    best: Tuple[float, np.ndarray, float] = (math.inf, alpha, b)
+    best: tuple[float, np.ndarray, float] = (math.inf, alpha, b)
     gap = math.inf
     it = 0
     tried = False
@@ -312,7 +321,7 @@ MARGIN_GUESS = 3e-3
 
 
 def _solve_on_support(kernel: np.ndarray, y: np.ndarray, support: np.ndarray, at_bound: np.ndarray, C: float,
-                      scratch: _Scratch, rounds: int = 4) -> Optional[Tuple[np.ndarray, float]]:
+                      scratch: _Scratch, rounds: int = 4) -> tuple[np.ndarray, float] | None:
     """The exact dual optimum from a guess of its support, corrected for up to ``rounds`` rounds; None if not found.
 
     ``support`` marks the samples guessed to have alpha > 0 and ``at_bound`` those among them
@@ -388,7 +397,7 @@ def fit_linear_svm(x, y, C: float = 1.0, tol: float = 1e-7, max_iter: int = 100,
         return _fit_linear_svm(x, y, float(C), float(tol), int(max_iter), bool(working_set), float(kkt_tol))
 
 
-def _check_svm_inputs(x, y, C: float) -> Tuple[np.ndarray, np.ndarray]:
+def _check_svm_inputs(x, y, C: float) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(_numpy(x) if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     y = np.asarray(_numpy(y) if isinstance(y, torch.Tensor) else y, dtype=np.float64).reshape(-1)
     if x.ndim != 2 or len(x) != len(y):
@@ -403,7 +412,7 @@ def _check_svm_inputs(x, y, C: float) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter: int, working_set: bool,
-                    kkt_tol: float, scratch: Optional[_Scratch] = None) -> SVMSolution:
+                    kkt_tol: float, scratch: _Scratch | None = None) -> SVMSolution:
     """:func:`fit_linear_svm` on checked inputs (``x`` float32 or float64), in ``scratch``'s arrays."""
     n, dim = x.shape
     scratch = scratch if scratch is not None else _Scratch()
@@ -474,7 +483,7 @@ SMALL_WORKING_SET = 0.5
 
 
 def _fit_small_svm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol: float, max_iter: int,
-                   scratch: _Scratch) -> Optional[SVMSolution]:
+                   scratch: _Scratch) -> SVMSolution | None:
     """The SVM of a training set small enough for the sample space, from half of it; None if that does not settle.
 
     The half with the smallest margins under a diagonal linear discriminant is solved loosely
@@ -543,7 +552,7 @@ class SVMFinder(AxisFinder):
         self.seed = seed
         self.tol = tol
 
-    def fit(self, latents, scores, attributes: Optional[Sequence[str]] = None) -> "SVMFinder":
+    def fit(self, latents, scores, attributes: Sequence[str] | None = None) -> SVMFinder:
         # The latents are tested for NaN/inf where they are used (training rows, decision values),
         # not in a pass of their own.
         latents, scores, names = check_fit_inputs(latents, scores, attributes, values=False)
@@ -580,8 +589,8 @@ class SVMFinder(AxisFinder):
         decision = x_all @ coef.T.astype(x_all.dtype) + bias.astype(x_all.dtype)
         if not np.isfinite(decision).all():  # a NaN/inf latent outside the training rows
             check_finite_values(latents, scores)
-        metrics: Dict[str, Dict[str, float]] = {}
-        for i, (a, split, solution) in enumerate(zip(names, splits, solutions)):
+        metrics: dict[str, dict[str, float]] = {}
+        for i, (a, split, solution) in enumerate(zip(names, splits, solutions, strict=True)):
             metrics[a] = {"n_train": int(len(split.train_index)), "n_support": int(solution.n_support)}
             if len(split.val_index):
                 pred = decision[_numpy(split.val_index), i]

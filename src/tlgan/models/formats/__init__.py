@@ -27,7 +27,7 @@ import torch
 from tlgan.errors import TlganError
 from tlgan.io import load_state_dict
 
-FORMAT_MODULES: List[str] = [
+FORMAT_MODULES: list[str] = [
     "tlgan.models.formats.nvlabs_pickle",
     "tlgan.models.formats.rosinality",
     "tlgan.models.formats.genforce",
@@ -40,10 +40,10 @@ class Checkpoint:
     """What a format reader found: enough to build a tlgan network and fill it."""
 
     architecture: str
-    kwargs: Dict[str, Any]
-    state: Dict[str, torch.Tensor]
+    kwargs: dict[str, Any]
+    state: dict[str, torch.Tensor]
     format: str
-    info: Dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Probe:
@@ -74,7 +74,7 @@ class Probe:
             return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
     @functools.cached_property
-    def pickle_globals(self) -> List[str]:
+    def pickle_globals(self) -> list[str]:
         from tlgan.models.formats.unpickler import first_globals
 
         return [] if self.is_zip or self.is_legacy_torch else first_globals(self.path)
@@ -140,7 +140,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return module.to(device)
 
 
-def convert(path: str | os.PathLike, out: str | os.PathLike, extra: Dict[str, Any] | None = None) -> Path:
+def convert(path: str | os.PathLike, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write the network in ``path`` as a tlgan folder (``model.json`` + ``model.safetensors``) at ``out``."""
     from tlgan.models.formats.folder import save_pretrained
 

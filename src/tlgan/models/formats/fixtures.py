@@ -19,7 +19,7 @@ import contextlib
 import pickle
 import sys
 import types
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -50,7 +50,7 @@ def write_rosinality(G: StyleGAN2Generator, path, full: bool = False) -> None:
     for k in range(log2 - 2):
         state[f"convs.{2 * k}.conv.blur.kernel"] = blur.clone()
         state[f"to_rgbs.{k}.upsample.kernel"] = blur.clone()
-    data: Dict[str, Any] = {"g_ema": state, "latent_avg": latent_avg}
+    data: dict[str, Any] = {"g_ema": state, "latent_avg": latent_avg}
     if full:
         data.update(g={k: v + 1 for k, v in state.items()}, d={"convs.0.0.weight": torch.randn(4, 3, 1, 1)},
                     g_optim={"state": {}, "param_groups": [{"lr": 0.002, "params": [0, 1]}]},
@@ -70,7 +70,7 @@ class _EasyDict(dict):
 
 
 @contextlib.contextmanager
-def _fake_modules(extra: Optional[Dict[str, Any]] = None):
+def _fake_modules(extra: dict[str, Any] | None = None):
     """Make ``torch_utils.persistence`` and ``dnnlib.util`` importable so pickle writes their names."""
     persistence = types.ModuleType("torch_utils.persistence")
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
@@ -85,7 +85,7 @@ def _fake_modules(extra: Optional[Dict[str, Any]] = None):
 
 
 @contextlib.contextmanager
-def stand_in_modules(mods: Dict[str, types.ModuleType]):
+def stand_in_modules(mods: dict[str, types.ModuleType]):
     """Put ``mods`` (name -> module) into ``sys.modules`` for the block, so pickle writes those
     modules' names for the objects in them; the previous entries come back afterwards."""
     saved = {k: sys.modules.get(k) for k in mods}
@@ -101,7 +101,7 @@ def stand_in_modules(mods: Dict[str, types.ModuleType]):
 
 
 class _Persistent:
-    def __init__(self, class_name: str, state: Dict[str, Any]):
+    def __init__(self, class_name: str, state: dict[str, Any]):
         self.class_name, self.state = class_name, state
 
     def __reduce__(self):
@@ -114,7 +114,7 @@ _CLASS_OF = {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork", "affi
              "torgb": "ToRGBLayer", "conv0": "SynthesisLayer", "conv1": "SynthesisLayer"}
 
 
-def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: Dict[str, Any]) -> _Persistent:
+def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: dict[str, Any]) -> _Persistent:
     params = collections.OrderedDict((n, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
                                      for n, p in module._parameters.items())
     buffers = collections.OrderedDict((n, b.detach().clone()) for n, b in module._buffers.items())
@@ -130,7 +130,7 @@ def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: Dict[str, 
     return _Persistent(class_name, state)
 
 
-def nvlabs_kwargs(G: StyleGAN2Generator) -> Dict[str, Any]:
+def nvlabs_kwargs(G: StyleGAN2Generator) -> dict[str, Any]:
     c = G.config_kwargs
     return _EasyDict(z_dim=c["z_dim"], c_dim=0, w_dim=c["w_dim"], img_resolution=c["img_resolution"],
                      img_channels=3, mapping_kwargs=_EasyDict(num_layers=c["mapping_layers"]),
@@ -138,8 +138,8 @@ def nvlabs_kwargs(G: StyleGAN2Generator) -> Dict[str, Any]:
                                                 num_fp16_res=4, conv_clamp=c["conv_clamp"], architecture="skip"))
 
 
-def write_nvlabs_pickle(G: StyleGAN2Generator, path, extra: Optional[Dict[str, Any]] = None,
-                        kwargs: Optional[Dict[str, Any]] = None) -> None:
+def write_nvlabs_pickle(G: StyleGAN2Generator, path, extra: dict[str, Any] | None = None,
+                        kwargs: dict[str, Any] | None = None) -> None:
     """``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}`` as stylegan2-ada-pytorch saves them."""
     with _fake_modules():
         g_ema = _persisted(G, "Generator", kwargs if kwargs is not None else nvlabs_kwargs(G))

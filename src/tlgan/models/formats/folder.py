@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from tlgan.errors import TlganError
 from tlgan.io import load_state, read_json, save_module
 from tlgan.registry import unknown_name_message
 
-ARCHITECTURES: Dict[str, str] = {
+ARCHITECTURES: dict[str, str] = {
     "DCGANGenerator": "tlgan.models.networks:DCGANGenerator",
     "AttributeClassifierNet": "tlgan.models.networks:AttributeClassifierNet",
     "StyleGAN2Generator": "tlgan.models.stylegan2:StyleGAN2Generator",
@@ -38,7 +38,7 @@ def architecture_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build(architecture: str, kwargs: Dict[str, Any], where: str = "config") -> nn.Module:
+def build(architecture: str, kwargs: dict[str, Any], where: str = "config") -> nn.Module:
     """An untrained ``architecture`` built from its constructor ``kwargs``; ``where`` names the source in errors."""
     if not isinstance(kwargs, dict):
         raise TlganError(f"{where}: \"kwargs\" must be an object of constructor arguments")
@@ -49,7 +49,7 @@ def build(architecture: str, kwargs: Dict[str, Any], where: str = "config") -> n
         raise TlganError(f"{where}: \"kwargs\" do not fit {architecture} ({exc})") from None
 
 
-def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: Optional[Dict[str, Any]] = None) -> Path:
+def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``model.json`` for ``module`` into ``directory``.
 
     The JSON holds {"architecture": class name, "kwargs": constructor arguments, "name":

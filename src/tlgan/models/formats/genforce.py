@@ -19,7 +19,7 @@ they are; the architecture is inferred from the keys and shapes:
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -33,7 +33,7 @@ DEFAULT_TRUNCATION_LAYERS = 8
 MAPPING_LRMUL = 0.01
 
 
-def network_kind(state: Dict[str, Any]) -> Optional[str]:
+def network_kind(state: dict[str, Any]) -> str | None:
     """"PGGAN", "StyleGAN" or None, from the keys that only that network's state dict has."""
     if "layer0.conv.weight" in state and "output0.conv.weight" in state:
         return "PGGAN"
@@ -42,12 +42,12 @@ def network_kind(state: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _count(state: Dict[str, Any], pattern: str) -> int:
+def _count(state: dict[str, Any], pattern: str) -> int:
     regex = re.compile(pattern)
     return len({m.group(1) for k in state for m in [regex.match(k)] if m})
 
 
-def infer_fmaps(channels: List[int], source: str) -> Tuple[int, int]:
+def infer_fmaps(channels: list[int], source: str) -> tuple[int, int]:
     """(fmap_base, fmap_max) with min(fmap_base // 2^(k + 1), fmap_max) == channels[k] at every level k."""
     from tlgan.models.pggan import nf
 
@@ -60,13 +60,13 @@ def infer_fmaps(channels: List[int], source: str) -> Tuple[int, int]:
     return fmap_base, fmap_max
 
 
-def _shape(state: Dict[str, torch.Tensor], key: str, source: str) -> Tuple[int, ...]:
+def _shape(state: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
     if key not in state:
         raise TlganError(f"{source}: the state dict lacks {key!r}; the file is incomplete or another architecture")
     return tuple(state[key].shape)
 
 
-def pggan_kwargs(state: Dict[str, torch.Tensor], source: str) -> Dict[str, Any]:
+def pggan_kwargs(state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
     levels = _count(state, r"^output(\d+)\.conv\.weight$")
     channels = [_shape(state, f"layer{2 * k + 1}.conv.weight", source)[0] for k in range(levels)]
     fmap_base, fmap_max = infer_fmaps(channels, source)
@@ -75,7 +75,7 @@ def pggan_kwargs(state: Dict[str, torch.Tensor], source: str) -> Dict[str, Any]:
             "fmap_max": fmap_max, "fused_scale": levels > 1 and "layer2.weight" in state}
 
 
-def _fused_scale(state: Dict[str, torch.Tensor], levels: int, source: str):
+def _fused_scale(state: dict[str, torch.Tensor], levels: int, source: str):
     from tlgan.models.stylegan1 import uses_fused_scale
 
     fused = [f"synthesis.layer{2 * k}.weight" in state for k in range(1, levels)]
@@ -86,7 +86,7 @@ def _fused_scale(state: Dict[str, torch.Tensor], levels: int, source: str):
                      f"only; tlgan's StyleGAN fuses all, none, or those at 128 px and above")
 
 
-def truncation_from_coefficients(coefs: torch.Tensor, num_ws: int, source: str) -> Tuple[float, Optional[int]]:
+def truncation_from_coefficients(coefs: torch.Tensor, num_ws: int, source: str) -> tuple[float, int | None]:
     """(psi, cutoff) from InterFaceGAN's per-layer coefficients (1, num_ws, 1): psi on the first layers, 1 after."""
     values = [float(v) for v in coefs.reshape(-1).tolist()]
     if len(values) != num_ws:
@@ -99,7 +99,7 @@ def truncation_from_coefficients(coefs: torch.Tensor, num_ws: int, source: str) 
     return values[0], cutoff
 
 
-def stylegan_kwargs(state: Dict[str, torch.Tensor], source: str) -> Dict[str, Any]:
+def stylegan_kwargs(state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
     levels = _count(state, r"^synthesis\.output(\d+)\.conv\.weight$")
     mapping_layers = _count(state, r"^mapping\.dense(\d+)\.linear\.weight$")
     channels = [_shape(state, f"synthesis.layer{2 * k + 1}.conv.weight", source)[0] for k in range(levels)]
@@ -115,8 +115,8 @@ def stylegan_kwargs(state: Dict[str, torch.Tensor], source: str) -> Dict[str, An
             "truncation_cutoff": min(DEFAULT_TRUNCATION_LAYERS, num_ws)}
 
 
-def checkpoint_from_state(state: Dict[str, torch.Tensor], source: str, format: str,
-                          info: Optional[Dict[str, Any]] = None) -> Checkpoint:
+def checkpoint_from_state(state: dict[str, torch.Tensor], source: str, format: str,
+                          info: dict[str, Any] | None = None) -> Checkpoint:
     """A :class:`Checkpoint` for a state dict in InterFaceGAN's key names (PGGAN or StyleGAN)."""
     from tlgan.models.stylegan1 import blur_kernel
 
@@ -147,7 +147,7 @@ def checkpoint_from_state(state: Dict[str, torch.Tensor], source: str, format: s
     return Checkpoint("StyleGANGenerator", kwargs, _floats(state), format=format, info=info)
 
 
-def _floats(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _floats(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().clone() for k, v in state.items()}
 
 

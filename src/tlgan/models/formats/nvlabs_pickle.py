@@ -13,7 +13,8 @@ parameter and buffer tree gives the state dict (same key names).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -31,7 +32,7 @@ EASYDICT = ("dnnlib.util", "EasyDict")
 class PersistedModule:
     """A persistent network object as data: its class name, state dict of attributes and source."""
 
-    def __init__(self, meta: Dict[str, Any]):
+    def __init__(self, meta: dict[str, Any]):
         if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
             raise TlganError("a persistent object in the pickle has no class state; this is not a network pickle "
                              "tlgan knows")
@@ -43,10 +44,10 @@ class PersistedModule:
         return f"<persisted {self.class_name}>"
 
     @property
-    def init_kwargs(self) -> Dict[str, Any]:
+    def init_kwargs(self) -> dict[str, Any]:
         return _plain(self.state.get("_init_kwargs", {}))
 
-    def tensors(self, prefix: str = "") -> Iterator[Tuple[str, torch.Tensor]]:
+    def tensors(self, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
         """(key, tensor) of every parameter and persistent buffer below this module, state-dict order."""
         yield from _module_tensors(self.state, prefix)
 
@@ -57,7 +58,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _module_tensors(state: Dict[str, Any], prefix: str) -> Iterator[Tuple[str, torch.Tensor]]:
+def _module_tensors(state: dict[str, Any], prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
     skip = set(state.get("_non_persistent_buffers_set") or ())
     for name, tensor in (state.get("_parameters") or {}).items():
         if tensor is not None:
@@ -78,7 +79,7 @@ def matches(probe: Probe) -> bool:
     return probe.suffix == ".pkl" and ".".join(RECONSTRUCT) in probe.pickle_globals
 
 
-def load_networks(path) -> Dict[str, Any]:
+def load_networks(path) -> dict[str, Any]:
     """The pickle's top-level dict, networks as :class:`PersistedModule` (nothing from the file is run)."""
     with open(path, "rb") as f:
         data = restricted_load(f, functions={RECONSTRUCT: PersistedModule, EASYDICT: dict}, data_classes=DATA_CLASSES,
@@ -97,7 +98,7 @@ _DEFAULTS = {"architecture": "skip", "resample_filter": [1, 3, 3, 1], "activatio
              "kernel_size": 3, "embed_features": None}
 
 
-def generator_kwargs(kwargs: Dict[str, Any], source: str) -> Dict[str, Any]:
+def generator_kwargs(kwargs: dict[str, Any], source: str) -> dict[str, Any]:
     """NVlabs ``Generator`` constructor arguments -> :class:`StyleGAN2Generator` keyword arguments."""
     mapping = dict(kwargs.get("mapping_kwargs") or {})
     synthesis = dict(kwargs.get("synthesis_kwargs") or {})
@@ -140,7 +141,7 @@ def read(probe: Probe) -> Checkpoint:
                          f"{'(StyleGAN3) ' if 'SynthesisInput' in G.module_src else ''}network; tlgan reads "
                          f"StyleGAN2 generators")
     kwargs = generator_kwargs(G.init_kwargs, source)
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
     expected_filter = lowpass_filter()
     for key, tensor in G.tensors():
         if not isinstance(tensor, torch.Tensor):

@@ -12,7 +12,6 @@ Key names: :func:`to_tlgan` and :func:`from_tlgan` are the two directions of one
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -22,7 +21,7 @@ from tlgan.models.formats import Checkpoint, Probe
 DESCRIPTION = "rosinality stylegan2-pytorch .pt"
 
 
-def _conv_names(res_index: int) -> List[Tuple[str, str]]:
+def _conv_names(res_index: int) -> list[tuple[str, str]]:
     """(rosinality prefix, tlgan prefix) of the convolutions of the block at side 4 * 2^res_index."""
     if res_index == 0:
         return [("conv1", "synthesis.b4.conv1")]
@@ -31,13 +30,13 @@ def _conv_names(res_index: int) -> List[Tuple[str, str]]:
             (f"convs.{2 * res_index - 1}", f"synthesis.b{res}.conv1")]
 
 
-def key_table(log2_size: int, n_mlp: int) -> List[Tuple[str, str, str]]:
+def key_table(log2_size: int, n_mlp: int) -> list[tuple[str, str, str]]:
     """Rows (rosinality key, tlgan key, reshape rule) for a generator of side 2**log2_size.
 
     Rules: "same" copies; "squeeze0" drops rosinality's leading batch axis of 1 (conv weights,
     the constant input, noise buffers); "rgb_bias" is (1, C, 1, 1) <-> (C,); "scalar" is (1,) <-> ().
     """
-    rows: List[Tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str]] = []
     for i in range(n_mlp):
         rows += [(f"style.{i + 1}.weight", f"mapping.fc{i}.weight", "same"),
                  (f"style.{i + 1}.bias", f"mapping.fc{i}.bias", "same")]
@@ -85,7 +84,7 @@ def _to_ros(rule: str, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _sizes(state: Dict[str, torch.Tensor], source: str) -> Tuple[int, int]:
+def _sizes(state: dict[str, torch.Tensor], source: str) -> tuple[int, int]:
     """(log2 of the image side, n_mlp) from the keys."""
     if "input.input" not in state or "style.1.weight" not in state:
         raise TlganError(f"{source}: g_ema has no 'input.input' / 'style.1.weight'; this is not a rosinality "
@@ -95,17 +94,17 @@ def _sizes(state: Dict[str, torch.Tensor], source: str) -> Tuple[int, int]:
     return n_rgbs + 2, n_mlp
 
 
-def _blur_keys(state: Dict[str, torch.Tensor]) -> List[str]:
+def _blur_keys(state: dict[str, torch.Tensor]) -> list[str]:
     """rosinality's stored resampling kernels (derived from [1, 3, 3, 1]; tlgan computes them)."""
     return [k for k in state if k.endswith(".blur.kernel") or k.endswith(".upsample.kernel")]
 
 
-def to_tlgan(state: Dict[str, torch.Tensor], latent_avg: Optional[torch.Tensor], source: str = "checkpoint"
-             ) -> Dict[str, torch.Tensor]:
+def to_tlgan(state: dict[str, torch.Tensor], latent_avg: torch.Tensor | None, source: str = "checkpoint"
+             ) -> dict[str, torch.Tensor]:
     """rosinality ``g_ema`` state dict (+ ``latent_avg``) -> tlgan StyleGAN2 state dict; every key accounted for."""
     log2_size, n_mlp = _sizes(state, source)
     rows = key_table(log2_size, n_mlp)
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for ros, own, rule in rows:
         if ros not in state:
             raise TlganError(f"{source}: g_ema lacks {ros!r}, which a {2 ** log2_size} px generator with "
@@ -120,13 +119,13 @@ def to_tlgan(state: Dict[str, torch.Tensor], latent_avg: Optional[torch.Tensor],
     return out
 
 
-def from_tlgan(state: Dict[str, torch.Tensor], log2_size: int, n_mlp: int) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+def from_tlgan(state: dict[str, torch.Tensor], log2_size: int, n_mlp: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """tlgan StyleGAN2 state dict -> (rosinality ``g_ema`` state dict without blur kernels, ``latent_avg``)."""
     out = {ros: _to_ros(rule, state[own]).clone() for ros, own, rule in key_table(log2_size, n_mlp)}
     return out, state["mapping.w_avg"].clone()
 
 
-def infer_channels(channels: Dict[int, int], img_resolution: int, source: str) -> Tuple[int, int]:
+def infer_channels(channels: dict[int, int], img_resolution: int, source: str) -> tuple[int, int]:
     """(channel_base, channel_max) with min(channel_base // res, channel_max) == channels[res] at every res."""
     channel_max = max(channels.values())
     below = [res for res in sorted(channels) if channels[res] < channel_max]

@@ -24,7 +24,7 @@ StyleGAN's truncation defaults are ``G_style``'s (psi 0.7, cutoff 8) unless the 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def _to_tf(rule: str, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def pggan_table(resolution_log2: int, fused: bool) -> List[Tuple[str, str, str]]:
+def pggan_table(resolution_log2: int, fused: bool) -> list[tuple[str, str, str]]:
     """Rows (TF variable of ``G_paper``, tlgan key, rule) for a PGGAN of side 2**resolution_log2."""
     rows = [("lod", "lod", "same"),
             ("4x4/Dense/weight", "layer0.conv.weight", "pggan_dense"), ("4x4/Dense/bias", "layer0.wscale.bias", "same"),
@@ -87,8 +87,8 @@ def pggan_table(resolution_log2: int, fused: bool) -> List[Tuple[str, str, str]]
     return rows
 
 
-def stylegan_table(resolution_log2: int, mapping_layers: int, fused_levels: List[bool]
-                   ) -> Dict[str, List[Tuple[str, str, str]]]:
+def stylegan_table(resolution_log2: int, mapping_layers: int, fused_levels: list[bool]
+                   ) -> dict[str, list[tuple[str, str, str]]]:
     """Rows (TF variable, tlgan key, rule) per network of ``G_style``: "Gs", "mapping", "synthesis".
 
     ``fused_levels[k]`` says whether level k's upsampling layer is fused (k = 0 has none).
@@ -134,7 +134,7 @@ class Network:
         self.version = state.get("version")
         self.build_func_name = str(state.get("build_func_name"))
         self.static_kwargs = dict(state.get("static_kwargs") or {})
-        self.variables: Dict[str, np.ndarray] = {}
+        self.variables: dict[str, np.ndarray] = {}
         for entry in state["variables"]:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)):
                 raise TlganError(f"{source}: {where}'s variables are not (name, array) pairs")
@@ -143,7 +143,7 @@ class Network:
                            for k, v in (state.get("components") or {}).items()}
 
 
-def load_networks(path) -> Tuple[Network, ...]:
+def load_networks(path) -> tuple[Network, ...]:
     """The pickle's (G, D, Gs) as :class:`Network` data (nothing from the file is run)."""
     source = str(path)
     with open(path, "rb") as f:
@@ -151,11 +151,11 @@ def load_networks(path) -> Tuple[Network, ...]:
     if not isinstance(data, tuple) or len(data) != 3:
         raise TlganError(f"{source}: the pickle holds a {type(data).__name__}, not the (G, D, Gs) tuple of "
                          f"NVlabs' TensorFlow network pickles")
-    return tuple(Network(net, name, source) for net, name in zip(data, ("G", "D", "Gs")))
+    return tuple(Network(net, name, source) for net, name in zip(data, ("G", "D", "Gs"), strict=True))
 
 
-def _apply(rows: List[Tuple[str, str, str]], variables: Dict[str, np.ndarray], where: str, source: str
-           ) -> Dict[str, torch.Tensor]:
+def _apply(rows: list[tuple[str, str, str]], variables: dict[str, np.ndarray], where: str, source: str
+           ) -> dict[str, torch.Tensor]:
     out = {}
     for tf_name, own, rule in rows:
         if tf_name not in variables:
@@ -168,7 +168,7 @@ def _apply(rows: List[Tuple[str, str, str]], variables: Dict[str, np.ndarray], w
     return out
 
 
-def _resolution_log2(kwargs: Dict[str, Any], variables: Dict[str, np.ndarray], source: str) -> int:
+def _resolution_log2(kwargs: dict[str, Any], variables: dict[str, np.ndarray], source: str) -> int:
     lods = [int(n[len("ToRGB_lod"):].split("/")[0]) for n in variables if n.startswith("ToRGB_lod")]
     if not lods:
         raise TlganError(f"{source}: Gs has no ToRGB_lod* variables; this is not a PGGAN or StyleGAN generator")
@@ -178,20 +178,20 @@ def _resolution_log2(kwargs: Dict[str, Any], variables: Dict[str, np.ndarray], s
     return log2
 
 
-def _check_unconditional(kwargs: Dict[str, Any], source: str) -> None:
+def _check_unconditional(kwargs: dict[str, Any], source: str) -> None:
     if int(kwargs.get("label_size", 0) or 0):
         raise TlganError(f"{source}: a conditional generator (label_size={kwargs['label_size']}); tlgan reads "
                          f"unconditional ones only")
 
 
-def read_pggan(gs: Network, source: str) -> Dict[str, torch.Tensor]:
+def read_pggan(gs: Network, source: str) -> dict[str, torch.Tensor]:
     _check_unconditional(gs.static_kwargs, source)
     log2 = _resolution_log2(gs.static_kwargs, gs.variables, source)
     fused = any(name.endswith("/Conv0_up/weight") for name in gs.variables)
     return _apply(pggan_table(log2, fused), gs.variables, "Gs", source)
 
 
-def read_stylegan(gs: Network, source: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def read_stylegan(gs: Network, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from tlgan.models.stylegan1 import uses_fused_scale
 
     mapping, synthesis = gs.components.get("mapping"), gs.components.get("synthesis")
@@ -204,7 +204,7 @@ def read_stylegan(gs: Network, source: str) -> Tuple[Dict[str, torch.Tensor], Di
     fused_levels = [False] + [uses_fused_scale(fused_scale, 4 * 2 ** k) for k in range(1, log2 - 1)]
     mapping_layers = len([n for n in mapping.variables if n.startswith("Dense") and n.endswith("/weight")])
     table = stylegan_table(log2, mapping_layers, fused_levels)
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
     state.update(_apply(table["mapping"], mapping.variables, "Gs.mapping", source))
     # The synthesis network's own lod is overwritten by Gs's at run time; it is not read.
     synthesis_vars = {k: v for k, v in synthesis.variables.items() if k != "lod"}

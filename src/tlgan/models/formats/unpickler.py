@@ -21,7 +21,8 @@ from __future__ import annotations
 import collections
 import io
 import pickle
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,12 +86,12 @@ def _copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     raise RefusedGlobal(f"refused copyreg._reconstructor for {cls!r}")
 
 
-def _numpy_globals() -> Dict[Tuple[str, str], Any]:
+def _numpy_globals() -> dict[tuple[str, str], Any]:
     try:
         from numpy._core import multiarray  # NumPy 2
     except ImportError:  # pragma: no cover - NumPy 1
         from numpy.core import multiarray
-    out: Dict[Tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    out: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     # Pickles name the module that wrote them; NumPy 1 and 2 spell it differently.
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(module, "_reconstruct")] = multiarray._reconstruct
@@ -98,7 +99,7 @@ def _numpy_globals() -> Dict[Tuple[str, str], Any]:
     return out
 
 
-SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {
+SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -118,11 +119,11 @@ SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, functions: Mapping[Tuple[str, str], Callable], data_classes: Iterable[str]):
+    def __init__(self, file, functions: Mapping[tuple[str, str], Callable], data_classes: Iterable[str]):
         super().__init__(file)
         self._functions = dict(functions)
         self._data_classes = tuple(data_classes)
-        self._made: Dict[Tuple[str, str], type] = {}
+        self._made: dict[tuple[str, str], type] = {}
 
     def _is_data_class(self, module: str, name: str) -> bool:
         full = f"{module}.{name}"
@@ -146,7 +147,7 @@ class _Unpickler(pickle.Unpickler):
         raise RefusedGlobal(f"refused a persistent id {pid!r}: this is a torch.save archive, not a plain pickle")
 
 
-def restricted_load(data: bytes | io.BufferedIOBase, *, functions: Optional[Mapping[Tuple[str, str], Callable]] = None,
+def restricted_load(data: bytes | io.BufferedIOBase, *, functions: Mapping[tuple[str, str], Callable] | None = None,
                     data_classes: Iterable[str] = (), source: str = "pickle") -> Any:
     """Unpickle ``data`` (bytes or a binary file) with the allowlist described above.
 
