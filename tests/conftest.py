@@ -1,4 +1,5 @@
 """Shared fixtures: tiny seeded models that run on CPU in milliseconds."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,7 @@ class _LinearImage(torch.nn.Module):
     def __init__(self, dim: int, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.weight = torch.nn.Parameter(torch.randn(3 * 8 * 8, dim, generator=g) / (4 * dim ** 0.5))
+        self.weight = torch.nn.Parameter(torch.randn(3 * 8 * 8, dim, generator=g) / (4 * dim**0.5))
 
     def forward(self, z):
         return torch.tanh(z @ self.weight.T).reshape(-1, 3, 8, 8)
@@ -51,5 +52,7 @@ def tiny_models():
     directions = torch.nn.functional.normalize(torch.randn(len(names), dim, generator=g), dim=1)
     net = _LinearImage(dim)
     generator = ModuleGenerator(net, z_dim=dim, name="tiny-gen")
-    classifier = ModuleClassifier(_ProjectionReader(net, directions), names, input_resolution=8, name="tiny-clf")
+    classifier = ModuleClassifier(
+        _ProjectionReader(net, directions), names, input_resolution=8, name="tiny-clf"
+    )
     return generator.eval(), classifier.eval(), directions

@@ -9,6 +9,7 @@
   under those module paths with the state layout their ``__getstate__`` returns: version, name,
   static_kwargs, build_module_src, build_func_name, variables as (name, ndarray) pairs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,17 @@ from tlgan.models.pggan import PGGANGenerator
 from tlgan.models.stylegan1 import StyleGANGenerator, blur_kernel, uses_fused_scale
 
 TINY_PGGAN = dict(z_dim=16, img_resolution=32, fmap_base=128, fmap_max=16)
-TINY_STYLEGAN = dict(z_dim=16, w_dim=12, img_resolution=32, fmap_base=128, fmap_max=16, mapping_layers=3,
-                     mapping_fmaps=20, truncation_psi=0.7, truncation_cutoff=8)
+TINY_STYLEGAN = dict(
+    z_dim=16,
+    w_dim=12,
+    img_resolution=32,
+    fmap_base=128,
+    fmap_max=16,
+    mapping_layers=3,
+    mapping_fmaps=20,
+    truncation_psi=0.7,
+    truncation_cutoff=8,
+)
 # What the build source would do if anything ran it: the tests check this never happens.
 HOSTILE_SOURCE = "import pathlib\npathlib.Path({marker!r}).write_text('the pickle ran code')\n"
 
@@ -67,12 +77,15 @@ def interfacegan_state(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_pth(G: torch.nn.Module, path, legacy: bool = False, extra: dict[str, torch.Tensor] | None = None) -> None:
+def write_pth(
+    G: torch.nn.Module, path, legacy: bool = False, extra: dict[str, torch.Tensor] | None = None
+) -> None:
     state = {**interfacegan_state(G), **(extra or {})}
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
 
 
 # ---- TensorFlow network pickles -----------------------------------------------------------
+
 
 class _TFNetwork:
     """Pickles as a TF network does: its class, then the dict its __getstate__ returns."""
@@ -102,54 +115,118 @@ def _variables(rows, state: dict[str, torch.Tensor]) -> list[tuple]:
     out = []
     for tf_name, own, rule in rows:
         array = tf_pickle._to_tf(rule, state[own]).contiguous().numpy().astype(np.float32)
-        out.append((tf_name, np.float32(array) if array.ndim == 0 else array))  # TF returns scalars as np.float32
+        out.append(
+            (tf_name, np.float32(array) if array.ndim == 0 else array)
+        )  # TF returns scalars as np.float32
     return out
 
 
-def _net_state(name: str, func: str, variables: list[tuple], static_kwargs: dict[str, Any], marker: str,
-               version: int, components: dict[str, Any] | None = None) -> dict[str, Any]:
-    state = {"version": version, "name": name, "static_kwargs": static_kwargs,
-             "build_module_src": HOSTILE_SOURCE.format(marker=marker), "build_func_name": func,
-             "variables": variables}
+def _net_state(
+    name: str,
+    func: str,
+    variables: list[tuple],
+    static_kwargs: dict[str, Any],
+    marker: str,
+    version: int,
+    components: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    state = {
+        "version": version,
+        "name": name,
+        "static_kwargs": static_kwargs,
+        "build_module_src": HOSTILE_SOURCE.format(marker=marker),
+        "build_func_name": func,
+        "variables": variables,
+    }
     if components is not None:
         state["components"] = components
     return state
 
 
-def write_tf_pickle(G: torch.nn.Module, path, marker: str = "/nonexistent/ran", protocol: int = 4,
-                    gs_kwargs: dict[str, Any] | None = None) -> None:
+def write_tf_pickle(
+    G: torch.nn.Module,
+    path,
+    marker: str = "/nonexistent/ran",
+    protocol: int = 4,
+    gs_kwargs: dict[str, Any] | None = None,
+) -> None:
     """``(G, D, Gs)`` with G's weights in Gs (and G), as NVlabs' TF pickles are laid out."""
     state = G.state_dict()
     log2 = G.img_resolution.bit_length() - 1
     if isinstance(G, PGGANGenerator):
         module, version = "tfutil", 2
         rows = tf_pickle.pggan_table(log2, G.config_kwargs["fused_scale"])
-        kwargs = {"num_channels": 3, "resolution": G.img_resolution, "label_size": 0,
-                  "fused_scale": G.config_kwargs["fused_scale"], **(gs_kwargs or {})}
-        make = lambda cls, name: cls(_net_state(name, "G_paper", _variables(rows, state), kwargs, marker, version))
+        kwargs = {
+            "num_channels": 3,
+            "resolution": G.img_resolution,
+            "label_size": 0,
+            "fused_scale": G.config_kwargs["fused_scale"],
+            **(gs_kwargs or {}),
+        }
+        make = lambda cls, name: cls(
+            _net_state(name, "G_paper", _variables(rows, state), kwargs, marker, version)
+        )
     else:
         module, version = "dnnlib.tflib.network", 3
-        fused = [False] + [uses_fused_scale(G.config_kwargs["fused_scale"], 4 * 2 ** k) for k in range(1, log2 - 1)]
+        fused = [False] + [
+            uses_fused_scale(G.config_kwargs["fused_scale"], 4 * 2**k) for k in range(1, log2 - 1)
+        ]
         table = tf_pickle.stylegan_table(log2, G.config_kwargs["mapping_layers"], fused)
         synth_rows = table["synthesis"] + [("lod", "synthesis.lod", "same")]
-        synth_kwargs = {"num_channels": 3, "resolution": G.img_resolution,
-                        "fused_scale": G.config_kwargs["fused_scale"], "structure": "linear"}
-        map_kwargs = {"latent_size": G.z_dim, "dlatent_size": G.w_dim, "dlatent_broadcast": G.num_ws, "label_size": 0}
+        synth_kwargs = {
+            "num_channels": 3,
+            "resolution": G.img_resolution,
+            "fused_scale": G.config_kwargs["fused_scale"],
+            "structure": "linear",
+        }
+        map_kwargs = {
+            "latent_size": G.z_dim,
+            "dlatent_size": G.w_dim,
+            "dlatent_broadcast": G.num_ws,
+            "label_size": 0,
+        }
 
         def make(cls, name):
             components = {
-                "mapping": cls(_net_state("G_mapping", "G_mapping", _variables(table["mapping"], state), map_kwargs,
-                                          marker, version)),
-                "synthesis": cls(_net_state("G_synthesis", "G_synthesis", _variables(synth_rows, state),
-                                            synth_kwargs, marker, version)),
+                "mapping": cls(
+                    _net_state(
+                        "G_mapping",
+                        "G_mapping",
+                        _variables(table["mapping"], state),
+                        map_kwargs,
+                        marker,
+                        version,
+                    )
+                ),
+                "synthesis": cls(
+                    _net_state(
+                        "G_synthesis",
+                        "G_synthesis",
+                        _variables(synth_rows, state),
+                        synth_kwargs,
+                        marker,
+                        version,
+                    )
+                ),
             }
-            return cls(_net_state(name, "G_style", _variables(table["Gs"], state),
-                                  {"num_channels": 3, "resolution": G.img_resolution, **(gs_kwargs or {})}, marker,
-                                  version, components))
+            return cls(
+                _net_state(
+                    name,
+                    "G_style",
+                    _variables(table["Gs"], state),
+                    {"num_channels": 3, "resolution": G.img_resolution, **(gs_kwargs or {})},
+                    marker,
+                    version,
+                    components,
+                )
+            )
 
     with _fake_modules(module) as cls:
-        d = cls(_net_state("D", "D_paper", [("4x4/Conv/weight", np.ones((3, 3, 3, 4), np.float32))], {}, marker,
-                           version))
+        d = cls(
+            _net_state(
+                "D", "D_paper", [("4x4/Conv/weight", np.ones((3, 3, 3, 4), np.float32))], {}, marker, version
+            )
+        )
         data = (make(cls, "G"), d, make(cls, "Gs"))
         with open(path, "wb") as f:
             pickle.dump(data, f, protocol=protocol)

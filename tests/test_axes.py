@@ -1,4 +1,5 @@
 """Axis finders, disentangling and InterFaceGAN boundary files, against planted answers."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ def planted(n=6000, d=12, a=3, scale=3.0, noise=0.5, seed=0, offset=0.0):
 
 
 def _vec(u):
-    return (u.detach().double() if isinstance(u, torch.Tensor) else torch.from_numpy(np.array(u, np.float64))).flatten()
+    return (
+        u.detach().double() if isinstance(u, torch.Tensor) else torch.from_numpy(np.array(u, np.float64))
+    ).flatten()
 
 
 def cos(u, v):
@@ -43,7 +46,9 @@ def cos(u, v):
 
 
 # --------------------------------------------------------------------------- finders
-@pytest.mark.parametrize("name,n,kwargs", [("glm", 8000, {}), ("logistic", 8000, {}), ("svm", 20000, {"ratio": 0.1})])
+@pytest.mark.parametrize(
+    "name,n,kwargs", [("glm", 8000, {}), ("logistic", 8000, {}), ("svm", 20000, {"ratio": 0.1})]
+)
 def test_finders_recover_planted_directions(name, n, kwargs):
     latents, logits, truth = planted(n=n)
     finder = make_finder(name, **kwargs).fit(latents, logits, NAMES)
@@ -68,7 +73,7 @@ def test_glm_equals_closed_form_least_squares_on_clipped_logits():
     assert torch.allclose(finder.coef_.double(), solution[:-1].T, atol=1e-5)
     assert torch.allclose(finder.bias_.double(), solution[-1], atol=1e-4)
     residual = target - design @ solution
-    r2 = 1 - (residual ** 2).sum(0) / ((target - target.mean(0)) ** 2).sum(0)
+    r2 = 1 - (residual**2).sum(0) / ((target - target.mean(0)) ** 2).sum(0)
     for i, name in enumerate(finder.attributes_):
         assert finder.metrics_[name]["r2"] == pytest.approx(float(r2[i]), abs=1e-9)
         sign_acc = float(((design @ solution[:, i] > 0) == (logits[:, i] > 0)).double().mean())
@@ -100,7 +105,9 @@ def test_glm_streamed_equals_one_shot():
     for name in NAMES:
         assert streamed.metrics_[name]["r2"] == pytest.approx(one_shot.metrics_[name]["r2"], abs=1e-9)
         assert evaluated[name]["r2"] == pytest.approx(one_shot.metrics_[name]["r2"], abs=1e-6)
-        assert evaluated[name]["sign_accuracy"] == pytest.approx(one_shot.metrics_[name]["sign_accuracy"], abs=1e-9)
+        assert evaluated[name]["sign_accuracy"] == pytest.approx(
+            one_shot.metrics_[name]["sign_accuracy"], abs=1e-9
+        )
     with pytest.raises(TlganError, match="earlier chunks"):
         streamed.partial_fit(latents[:10, :5], logits[:10])
 
@@ -144,13 +151,16 @@ def test_the_ends_of_the_scores_are_those_of_a_stable_descending_sort(values):
     from tlgan.axes.finders.svm import _ends_in_stable_order
 
     gen = torch.Generator().manual_seed(3)
-    scores = {"distinct": torch.randn(997, generator=gen), "ties": torch.randint(0, 7, (997,), generator=gen).float(),
-              "all equal": torch.zeros(997)}[values]
+    scores = {
+        "distinct": torch.randn(997, generator=gen),
+        "ties": torch.randint(0, 7, (997,), generator=gen).float(),
+        "all equal": torch.zeros(997),
+    }[values]
     order = torch.argsort(scores, descending=True, stable=True)
     for k in (1, 2, 19, 100, 498):
         top, bottom, rest = _ends_in_stable_order(scores, k)
-        assert torch.equal(top, order[:k]) and torch.equal(bottom, order[997 - k:])
-        assert torch.equal(rest, torch.sort(order[k:997 - k]).values)
+        assert torch.equal(top, order[:k]) and torch.equal(bottom, order[997 - k :])
+        assert torch.equal(rest, torch.sort(order[k : 997 - k]).values)
 
 
 def test_top_bottom_split_is_interfacegan_selection():
@@ -162,7 +172,11 @@ def test_top_bottom_split_is_interfacegan_selection():
     train = split.train_index.tolist()
     val = split.val_index.tolist()
     assert len(train) == 2 * 35 and len(val) == 2 * 15
-    positives = {i for i, lab in zip(train + val, split.train_label.tolist() + split.val_label.tolist(), strict=True) if lab > 0}
+    positives = {
+        i
+        for i, lab in zip(train + val, split.train_label.tolist() + split.val_label.tolist(), strict=True)
+        if lab > 0
+    }
     negatives = set(train + val) - positives
     assert positives == top and negatives == bottom
     assert set(split.rest_index.tolist()) == set(range(1000)) - top - bottom
@@ -215,7 +229,9 @@ def test_a_small_svm_is_solved_exactly_from_half_of_its_samples(C, spread, monke
     assert svm_module._sample_space_is_cheaper(n, d + 1)
     answers = []
     small = svm_module._fit_small_svm
-    monkeypatch.setattr(svm_module, "_fit_small_svm", lambda *args: answers.append(small(*args)) or answers[-1])
+    monkeypatch.setattr(
+        svm_module, "_fit_small_svm", lambda *args: answers.append(small(*args)) or answers[-1]
+    )
     ours = fit_linear_svm(x, y, C=C)
     assert len(answers) == 1 and answers[0] is not None  # the half-set solve settled
     rows = np.concatenate([y[:, None] * x, y[:, None]], axis=1)
@@ -340,8 +356,16 @@ def test_bench_fit_quick_keys_and_agreement():
     from tlgan.bench.fitting import bench_fit
 
     result = bench_fit(quick=True)
-    for key in ("fit_glm_seconds", "fit_glm_sklearn_seconds", "fit_glm_speedup_vs_sklearn", "glm_cosine_vs_sklearn",
-                "fit_svm_seconds", "fit_svm_sklearn_seconds", "fit_svm_speedup_vs_sklearn", "svm_cosine_vs_sklearn"):
+    for key in (
+        "fit_glm_seconds",
+        "fit_glm_sklearn_seconds",
+        "fit_glm_speedup_vs_sklearn",
+        "glm_cosine_vs_sklearn",
+        "fit_svm_seconds",
+        "fit_svm_sklearn_seconds",
+        "fit_svm_speedup_vs_sklearn",
+        "svm_cosine_vs_sklearn",
+    ):
         assert key in result and math.isfinite(result[key])
     assert result["glm_cosine_vs_sklearn"] > 0.9999
     assert result["svm_cosine_vs_sklearn"] > 0.99
@@ -353,7 +377,9 @@ def test_bench_fit_quick_keys_and_agreement():
 
 # --------------------------------------------------------------------------- disentangling
 def _random_unit(d, k, seed):
-    return torch.nn.functional.normalize(torch.randn(k, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+    return torch.nn.functional.normalize(
+        torch.randn(k, d, generator=torch.Generator().manual_seed(seed)), dim=1
+    )
 
 
 def test_project_out_is_orthogonal_to_every_locked_axis():
@@ -412,7 +438,7 @@ def test_disentangle_with_two_non_orthogonal_locks():
 
 def test_cosine_matrix_known_values():
     vectors = torch.tensor([[2.0, 0.0], [1.0, 1.0], [-3.0, 0.0]])
-    expected = torch.tensor([[1.0, 2 ** -0.5, -1.0], [2 ** -0.5, 1.0, -(2 ** -0.5)], [-1.0, -(2 ** -0.5), 1.0]])
+    expected = torch.tensor([[1.0, 2**-0.5, -1.0], [2**-0.5, 1.0, -(2**-0.5)], [-1.0, -(2**-0.5), 1.0]])
     assert torch.allclose(cosine_matrix(vectors), expected, atol=1e-6)
     with pytest.raises(TlganError, match="zero"):
         cosine_matrix(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
@@ -427,7 +453,9 @@ def test_interfacegan_round_trip(tmp_path):
     axes = _axes()
     paths = export_boundaries(axes, tmp_path / "boundaries")
     assert [p.name for p in paths] == [f"{n}_w_boundary.npy" for n in NAMES]  # InterFaceGAN names w axes so
-    assert sorted(p.name for p in (tmp_path / "boundaries").iterdir()) == sorted(p.name for p in paths)  # no temp files
+    assert sorted(p.name for p in (tmp_path / "boundaries").iterdir()) == sorted(
+        p.name for p in paths
+    )  # no temp files
     raw = np.load(paths[0], allow_pickle=False)
     assert raw.shape == (1, 12) and raw.dtype == np.float32
     assert np.linalg.norm(raw) == pytest.approx(1.0, abs=1e-6)
@@ -447,13 +475,16 @@ def test_interfacegan_reads_unnormalised_flat_arrays(tmp_path):
     assert axes.attributes == ["age"] and torch.allclose(axes["age"], torch.tensor([0.6, 0.8]))
 
 
-@pytest.mark.parametrize("array,match", [
-    (np.ones((2, 5), np.float32), r"shape \(2, 5\)"),
-    (np.ones((1, 1, 5), np.float32), r"shape \(1, 1, 5\)"),
-    (np.array([1.0, np.nan]), "NaN"),
-    (np.zeros((1, 4)), "zero vector"),
-    (np.array(["a", "b"]), "float array"),
-])
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.ones((2, 5), np.float32), r"shape \(2, 5\)"),
+        (np.ones((1, 1, 5), np.float32), r"shape \(1, 1, 5\)"),
+        (np.array([1.0, np.nan]), "NaN"),
+        (np.zeros((1, 4)), "zero vector"),
+        (np.array(["a", "b"]), "float array"),
+    ],
+)
 def test_interfacegan_bad_files(tmp_path, array, match):
     np.save(tmp_path / "x_boundary.npy", array)
     with pytest.raises(TlganError, match=match):

@@ -1,4 +1,5 @@
 """The inversion benchmark: its memory count of tuning against planted leaks, and its --quick path."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,10 @@ def test_the_probe_sees_a_copy_kept_per_step_and_one_kept_per_photo():
     probe = TuningMemoryProbe(G)
     with probe.watching():
         handle = register_optimizer_step_post_hook(
-            lambda opt, args, kwargs: snapshots.append([p.detach().clone() for g in opt.param_groups
-                                                        for p in g["params"]]))
+            lambda opt, args, kwargs: snapshots.append(
+                [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+            )
+        )
         try:
             _tune(G, target, pivot, 4)
         finally:
@@ -106,7 +109,8 @@ def test_bench_inversion_quick_on_the_bundled_models():
         assert 10.0 < out[f"inversion_{stage}_psnr_db"] < 60.0
     assert out["inversion_tune_psnr_db"] > out["inversion_optimize_psnr_db"]
     assert out["inversion_tune_gain_db"] == pytest.approx(
-        out["inversion_tune_psnr_db"] - out["inversion_optimize_psnr_db"], abs=2e-3)
+        out["inversion_tune_psnr_db"] - out["inversion_optimize_psnr_db"], abs=2e-3
+    )
     # The z-only generator without an encoder gains from tuning too.
     assert out["inversion_z_only_tune_gain_db"] > 0
     assert out["inversion_z_only_tune_seconds_per_image"] > 0

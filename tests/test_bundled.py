@@ -1,4 +1,5 @@
 """The bundled models load by name, the toyfaces export feeds the training loader, and model specs resolve."""
+
 import pytest
 import torch
 
@@ -12,7 +13,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bundled_models_load_by_name_and_agree_with_the_renderer():
-    G, F, R = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier"), load_generator("toyfaces-render")
+    G, F, R = (
+        load_generator("toyfaces-gan"),
+        load_classifier("toyfaces-classifier"),
+        load_generator("toyfaces-render"),
+    )
     assert G.z_dim == 512 and G.img_resolution == 64 and list(F.attributes) == list(world.ATTRIBUTES)
     z = R.sample_latents(64, seed=123)
     with torch.no_grad():
@@ -33,7 +38,9 @@ def test_export_is_read_back_by_the_training_loader(tmp_path):
 
 
 def test_specs_torchscript_and_factory_file(tmp_path):
-    net = torch.nn.Sequential(torch.nn.Linear(8, 3 * 4 * 4), torch.nn.Tanh(), torch.nn.Unflatten(1, (3, 4, 4)))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 3 * 4 * 4), torch.nn.Tanh(), torch.nn.Unflatten(1, (3, 4, 4))
+    )
     torch.jit.save(torch.jit.script(net), str(tmp_path / "g.pt"))
     (tmp_path / "g.json").write_text('{"z_dim": 8}')
     G = load_generator(str(tmp_path / "g.pt"))
@@ -44,7 +51,8 @@ def test_specs_torchscript_and_factory_file(tmp_path):
         "from tlgan.models import ModuleClassifier\n"
         "def make():\n"
         "    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))\n"
-        "    return ModuleClassifier(net, ['A', 'B'], input_resolution=4, name='mine')\n")
+        "    return ModuleClassifier(net, ['A', 'B'], input_resolution=4, name='mine')\n"
+    )
     F = load_classifier(f"{tmp_path / 'mine.py'}:make")
     assert F.logits(torch.zeros(1, 3, 4, 4)).shape == (1, 2)
     with pytest.raises(TlganError, match="has no function 'nope'"):

@@ -1,4 +1,5 @@
 """The CLI chain end to end on tiny settings: sample -> fit -> edit / grid, plus its error messages."""
+
 import json
 
 import pytest
@@ -21,10 +22,14 @@ def invoke(*args):
 def chain(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chain")
     run = tmp / "run"
-    r = invoke("sample", "--generator", "toyfaces-render", "-n", 600, "--out", run, "--shard-size", 256, "--json")
+    r = invoke(
+        "sample", "--generator", "toyfaces-render", "-n", 600, "--out", run, "--shard-size", 256, "--json"
+    )
     assert r.exit_code == 0, r.output
     axes = tmp / "axes.safetensors"
-    r = invoke("fit", run, "--method", "logistic", "--out", axes, "--json", "--export-boundaries", tmp / "bounds")
+    r = invoke(
+        "fit", run, "--method", "logistic", "--out", axes, "--json", "--export-boundaries", tmp / "bounds"
+    )
     assert r.exit_code == 0, r.output
     return tmp, run, axes, json.loads(r.output)
 
@@ -40,18 +45,66 @@ def test_fit_reports_cosine_to_truth(chain):
 def test_edit_and_grid_write_images(chain):
     tmp, _, axes, _ = chain
     out = tmp / "edit.png"
-    r = invoke("edit", "--generator", "toyfaces-render", "--axes", axes, "--seed", 3, "--attr", "Smiling=+2",
-               "--attr", "Beard=-1.5", "--lock", "Male", "--out", out, "--upscale", 1, "--save-latent",
-               tmp / "edited.safetensors")
+    r = invoke(
+        "edit",
+        "--generator",
+        "toyfaces-render",
+        "--axes",
+        axes,
+        "--seed",
+        3,
+        "--attr",
+        "Smiling=+2",
+        "--attr",
+        "Beard=-1.5",
+        "--lock",
+        "Male",
+        "--out",
+        out,
+        "--upscale",
+        1,
+        "--save-latent",
+        tmp / "edited.safetensors",
+    )
     assert r.exit_code == 0, r.output
     assert Image.open(out).size == (64, 64)
     plain = tmp / "plain.png"
-    invoke("edit", "--generator", "toyfaces-render", "--axes", axes, "--seed", 3, "--attr", "Smiling=0",
-           "--out", plain, "--upscale", 1)
+    invoke(
+        "edit",
+        "--generator",
+        "toyfaces-render",
+        "--axes",
+        axes,
+        "--seed",
+        3,
+        "--attr",
+        "Smiling=0",
+        "--out",
+        plain,
+        "--upscale",
+        1,
+    )
     assert Image.open(out).tobytes() != Image.open(plain).tobytes()
     grid = tmp / "grid.png"
-    r = invoke("grid", "--generator", "toyfaces-render", "--axes", axes, "--latent", tmp / "edited.safetensors",
-               "--attrs", "Smiling,Young", "--steps", "-2,0,2", "--out", grid, "--gif", tmp / "a.gif", "--upscale", 1)
+    r = invoke(
+        "grid",
+        "--generator",
+        "toyfaces-render",
+        "--axes",
+        axes,
+        "--latent",
+        tmp / "edited.safetensors",
+        "--attrs",
+        "Smiling,Young",
+        "--steps",
+        "-2,0,2",
+        "--out",
+        grid,
+        "--gif",
+        tmp / "a.gif",
+        "--upscale",
+        1,
+    )
     assert r.exit_code == 0, r.output
     assert Image.open(grid).size == (3 * 64, 2 * 64)
     assert Image.open(tmp / "a.gif").n_frames > 10
@@ -69,7 +122,9 @@ def test_bad_input_is_named(chain, tmp_path):
     assert "size 512" in str(r.exception or r.output)
     r = invoke("sample", "--generator", "toyfaces-rendr", "-n", 5, "--out", tmp_path / "r")
     assert "did you mean 'toyfaces-render'" in str(r.exception or r.output)
-    r = invoke("edit", "--generator", "toyfaces-gan", "--axes", axes, "--out", tmp_path / "x.png", "--attr", "Male=1")
+    r = invoke(
+        "edit", "--generator", "toyfaces-gan", "--axes", axes, "--out", tmp_path / "x.png", "--attr", "Male=1"
+    )
     assert "fitted for generator 'toyfaces-render'" in str(r.exception or r.output)
     r = invoke("sample", "--generator", "toyfaces-render", "-n", 600, "--out", run)
     assert "--resume" in str(r.exception or r.output)
@@ -103,8 +158,20 @@ def test_fit_sefa_names_directions_and_name_directions_command(tmp_path):
     run = tmp_path / "gan"
     r = invoke("sample", "--generator", "toyfaces-gan", "-n", 64, "--out", run, "--json")
     assert r.exit_code == 0, r.output
-    r = invoke("fit", run, "--method", "sefa", "--n-components", 4, "--name-directions", "--faces", 8,
-               "--out", tmp_path / "sefa.safetensors", "--json")
+    r = invoke(
+        "fit",
+        run,
+        "--method",
+        "sefa",
+        "--n-components",
+        4,
+        "--name-directions",
+        "--faces",
+        8,
+        "--out",
+        tmp_path / "sefa.safetensors",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     fitted = json.loads(r.output)
     table = fitted["naming"]["components"]
@@ -119,7 +186,9 @@ def test_fit_sefa_names_directions_and_name_directions_command(tmp_path):
     from tlgan.axes import FeatureAxes
 
     named = FeatureAxes.load(tmp_path / "pca.named.safetensors")
-    assert named.attributes == ["pc0", "pc1", "pc2"] and set(named.info["naming"]["components"]) == set(named.attributes)
+    assert named.attributes == ["pc0", "pc1", "pc2"] and set(named.info["naming"]["components"]) == set(
+        named.attributes
+    )
     assert "pc0" in r.output
     r = invoke("fit", run, "--method", "glm", "--name-directions", "--out", tmp_path / "x.safetensors")
     assert r.exit_code != 0 and "already named" in str(r.exception or r.output)

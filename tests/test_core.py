@@ -39,8 +39,9 @@ def test_load_state_names_mismatched_keys(tmp_path):
 
 
 def test_feature_axes_round_trip(tmp_path):
-    axes = FeatureAxes(torch.eye(3, 5), ["A", "B", "C"], generator="g", method="glm",
-                       metrics={"A": {"val_accuracy": 0.9}})
+    axes = FeatureAxes(
+        torch.eye(3, 5), ["A", "B", "C"], generator="g", method="glm", metrics={"A": {"val_accuracy": 0.9}}
+    )
     axes.save(tmp_path / "axes.safetensors")
     back = FeatureAxes.load(tmp_path / "axes.safetensors")
     assert torch.equal(back.vectors, axes.vectors) and back.attributes == ["A", "B", "C"]

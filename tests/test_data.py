@@ -1,4 +1,5 @@
 """Data loading: CelebA-layout parsing and its errors, image decoding and caching, batches."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,19 @@ def draw_face(rng: np.random.Generator, square: bool, bright: bool, size: int) -
     if square:
         s = size // 3
         y, x = rng.integers(0, size - s, 2)
-        img[y:y + s, x:x + s] = (230, 20, 20)
+        img[y : y + s, x : x + s] = (230, 20, 20)
     return img
 
 
-def make_celeba(root: Path, n: int = 40, size: int = 16, partition: bool = True, seed: int = 0,
-                ext: str = ".png", spaces: str = " ") -> tuple[Path, np.ndarray]:
+def make_celeba(
+    root: Path,
+    n: int = 40,
+    size: int = 16,
+    partition: bool = True,
+    seed: int = 0,
+    ext: str = ".png",
+    spaces: str = " ",
+) -> tuple[Path, np.ndarray]:
     """A CelebA-layout folder of ``n`` pictures; returns (root, labels (n, 2) of 0/1).
 
     Rows go train/val/test in the pattern 0,0,0,...,1,2 so every split has both classes.
@@ -92,8 +100,12 @@ def test_split_by_row_without_partition_file(tmp_path):
 
 def test_zero_values_read_as_negative_and_jpg_names_match_png_files(tmp_path):
     root, labels = make_celeba(tmp_path / "d", n=10, partition=False)
-    _set_attr_lines(root, lambda lines: lines.__setitem__(slice(2, None), [
-        l.replace(".png", ".jpg").replace("-1", "0") for l in lines[2:]]))
+    _set_attr_lines(
+        root,
+        lambda lines: lines.__setitem__(
+            slice(2, None), [l.replace(".png", ".jpg").replace("-1", "0") for l in lines[2:]]
+        ),
+    )
     data = CelebAFolder(root, "all", resolution=16, progress=False)
     assert torch.equal(data.labels, torch.from_numpy(labels.astype(np.float32)))
 
@@ -101,7 +113,9 @@ def test_zero_values_read_as_negative_and_jpg_names_match_png_files(tmp_path):
 def test_wrong_value_count_names_file_and_line(tmp_path):
     root, _ = make_celeba(tmp_path / "d", n=10)
     _set_attr_lines(root, lambda lines: lines.__setitem__(4, lines[4] + " 1"))
-    with pytest.raises(TlganError, match=r"list_attr_celeba\.txt, line 5: 000003\.png has 3 values .* 2 attributes"):
+    with pytest.raises(
+        TlganError, match=r"list_attr_celeba\.txt, line 5: 000003\.png has 3 values .* 2 attributes"
+    ):
         CelebAFolder(root, "train", resolution=16, progress=False)
 
 

@@ -1,4 +1,5 @@
 """Learned edits (tlgan.delta): curved paths, exact resume, sequence folders, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ TINY = dict(steps=800, batch_size=64, lr=3e-3, hidden=64, delta_dim=2, subspace=
 @pytest.fixture(scope="module")
 def rotation_model(tmp_path_factory):
     train = rotation_world(24, seed=0)
-    model = train_delta([train], tmp_path_factory.mktemp("rot"), values=[ANGLES.tolist()], factor="angle", **TINY)
+    model = train_delta(
+        [train], tmp_path_factory.mktemp("rot"), values=[ANGLES.tolist()], factor="angle", **TINY
+    )
     return model, train
 
 
@@ -63,8 +66,11 @@ def edit_every_pair(model, train, test, values):
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
     ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     with torch.no_grad():
-        codes = model.encode(train[:, ii].reshape(-1, d), train[:, jj].reshape(-1, d)).reshape(len(train), len(pairs),
-                                                                                               -1).mean(0)
+        codes = (
+            model.encode(train[:, ii].reshape(-1, d), train[:, jj].reshape(-1, d))
+            .reshape(len(train), len(pairs), -1)
+            .mean(0)
+        )
         start, target = test[:, ii].reshape(-1, d), test[:, jj].reshape(-1, d)
         learned = model.move(start, codes.repeat(k, 1))
     direction = linear_direction([train], [values])
@@ -74,7 +80,9 @@ def edit_every_pair(model, train, test, values):
 
 def test_learned_decoder_follows_a_rotation_a_straight_line_cannot(rotation_model):
     model, train = rotation_model
-    start, target, learned, linear, direction = edit_every_pair(model, train, rotation_world(20, seed=1), ANGLES)
+    start, target, learned, linear, direction = edit_every_pair(
+        model, train, rotation_world(20, seed=1), ANGLES
+    )
     err_learned = (learned - target).norm(dim=1).mean()
     err_linear = (linear - target).norm(dim=1).mean()
     assert err_learned < 0.25 * err_linear, (float(err_learned), float(err_linear))
@@ -140,8 +148,15 @@ class Crash(Exception):
 
 def test_training_resumes_bit_for_bit(tmp_path):
     data = [rotation_world(3, seed=2)]
-    kw = dict(values=[ANGLES.tolist()], steps=30, batch_size=16, hidden=16, delta_dim=3, checkpoint_every=10,
-              progress=False)
+    kw = dict(
+        values=[ANGLES.tolist()],
+        steps=30,
+        batch_size=16,
+        hidden=16,
+        delta_dim=3,
+        checkpoint_every=10,
+        progress=False,
+    )
     straight = train_delta(data, tmp_path / "straight", **kw)
 
     def crash(step):
@@ -169,7 +184,9 @@ def _images(k: int, n: int) -> torch.Tensor:
 
 
 def test_sequence_folder_round_trip_and_natural_order(tmp_path):
-    seqs = write_sequences(tmp_path / "s", _images(2, 3), values=[0.0, 0.5, 1.0], factor="smile", names=["a", "b"])
+    seqs = write_sequences(
+        tmp_path / "s", _images(2, 3), values=[0.0, 0.5, 1.0], factor="smile", names=["a", "b"]
+    )
     assert seqs.names == ["a", "b"] and seqs.n_steps == 3 and seqs.factor == "smile"
     # Files sort by number, not by text: 2 before 10.
     for name in ("2.png", "10.png", "1.png"):
@@ -224,29 +241,104 @@ def test_toyfaces_sequences_change_only_their_factor_and_know_the_truth():
 def test_cli_sequences_train_edit(tmp_path):
     runner = CliRunner()
     seq = tmp_path / "seq"
-    r = runner.invoke(cli, ["toyfaces", "sequences", "--factor", "yaw", "--identities", "2", "--steps", "3",
-                            "--out", str(seq), "--inversion-steps", "0", "--json"])
+    r = runner.invoke(
+        cli,
+        [
+            "toyfaces",
+            "sequences",
+            "--factor",
+            "yaw",
+            "--identities",
+            "2",
+            "--steps",
+            "3",
+            "--out",
+            str(seq),
+            "--inversion-steps",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["factor"] == "yaw" and out["values"] == [-25.0, 0.0, 25.0] and out["inverted"]
     meta = json.loads((seq / "sequences.json").read_text())
     assert meta["identity_factors"]["id0000"]["age"] > 0 and (seq / "latents.safetensors").is_file()
     model_dir = tmp_path / "model"
-    r = runner.invoke(cli, ["delta", "train", str(seq), "--out", str(model_dir), "--steps", "20", "--hidden", "16",
-                            "--inversion-steps", "0", "--json"])
+    r = runner.invoke(
+        cli,
+        [
+            "delta",
+            "train",
+            str(seq),
+            "--out",
+            str(model_dir),
+            "--steps",
+            "20",
+            "--hidden",
+            "16",
+            "--inversion-steps",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["unit"] == pytest.approx(25.0)
     r = runner.invoke(cli, ["delta", "train", str(seq), "--out", str(model_dir), "--steps", "20", "--json"])
     assert r.exit_code != 0 and "--resume" in str(r.exception or r.output)
-    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--seed", "3", "--alphas", "-1,0,1",
-                            "--out", str(tmp_path / "grid.png"), "--gif", str(tmp_path / "walk.gif"), "--json"])
+    r = runner.invoke(
+        cli,
+        [
+            "delta",
+            "edit",
+            "--model",
+            str(model_dir),
+            "--seed",
+            "3",
+            "--alphas",
+            "-1,0,1",
+            "--out",
+            str(tmp_path / "grid.png"),
+            "--gif",
+            str(tmp_path / "walk.gif"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "walk.gif").stat().st_size > 0
-    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--seed", "3", "--alpha", "1.5",
-                            "--out", str(tmp_path / "one.png"), "--save-latent", str(tmp_path / "z.safetensors")])
+    r = runner.invoke(
+        cli,
+        [
+            "delta",
+            "edit",
+            "--model",
+            str(model_dir),
+            "--seed",
+            "3",
+            "--alpha",
+            "1.5",
+            "--out",
+            str(tmp_path / "one.png"),
+            "--save-latent",
+            str(tmp_path / "z.safetensors"),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--latent", str(tmp_path / "z.safetensors"),
-                            "--alpha", "-1.5", "--out", str(tmp_path / "back.png")])
+    r = runner.invoke(
+        cli,
+        [
+            "delta",
+            "edit",
+            "--model",
+            str(model_dir),
+            "--latent",
+            str(tmp_path / "z.safetensors"),
+            "--alpha",
+            "-1.5",
+            "--out",
+            str(tmp_path / "back.png"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--out", str(tmp_path / "x.png")])
     assert r.exit_code != 0 and "exactly one start" in str(r.exception or r.output)
@@ -255,9 +347,27 @@ def test_cli_sequences_train_edit(tmp_path):
 def test_cli_eval_writes_report_on_tiny_settings(tmp_path):
     runner = CliRunner()
     out = tmp_path / "report"
-    args = ["delta", "eval", "--factors", "light", "--train-identities", "1,2", "--test-identities", "1",
-            "--steps", "3", "--inversion-steps", "0", "--train-steps", "30", "--work", str(tmp_path / "work"),
-            "--out", str(out), "--json"]
+    args = [
+        "delta",
+        "eval",
+        "--factors",
+        "light",
+        "--train-identities",
+        "1,2",
+        "--test-identities",
+        "1",
+        "--steps",
+        "3",
+        "--inversion-steps",
+        "0",
+        "--train-steps",
+        "30",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--json",
+    ]
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
@@ -285,8 +395,18 @@ def test_eval_adds_the_axis_baseline_for_factors_an_attribute_drives(tmp_path):
 
     G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")
     axes = load_generator("toyfaces-render").true_axes(["Smiling", "Male"])
-    result = evaluate_delta(G, F, factors=["smile"], train_identities=[2], test_identities=1, steps=3,
-                            inversion_steps=0, axes=axes, train_kwargs={"steps": 20}, progress=False)
+    result = evaluate_delta(
+        G,
+        F,
+        factors=["smile"],
+        train_identities=[2],
+        test_identities=1,
+        steps=3,
+        inversion_steps=0,
+        axes=axes,
+        train_kwargs={"steps": 20},
+        progress=False,
+    )
     best = result["factors"]["smile"]["best"]
     assert math.isfinite(best["axis"]["psnr_db"]) and best["axis"]["off_target_classifier"] > 0
     # The axis moves along the true Smiling direction only: it changes the world's smile factor
@@ -296,15 +416,25 @@ def test_eval_adds_the_axis_baseline_for_factors_an_attribute_drives(tmp_path):
 
 # --- headroom and the synthetic warp ------------------------------------------------------
 
+
 def test_headroom_is_ceiling_minus_line_and_flags_an_unreachable_target():
     from tlgan.delta.evaluate import ceiling_summary
 
-    entry = {"learned": {"psnr_db": 24.0}, "linear": {"psnr_db": 24.3}, "inversion": {"psnr_db": 25.0},
-             "gain_db": -0.3}
+    entry = {
+        "learned": {"psnr_db": 24.0},
+        "linear": {"psnr_db": 24.3},
+        "inversion": {"psnr_db": 25.0},
+        "gain_db": -0.3,
+    }
     got = ceiling_summary(entry)
     assert got["headroom_db"] == pytest.approx(0.7) and got["target_above_ceiling"] is True
     assert got["headroom_used"] == pytest.approx(-0.3 / 0.7, abs=1e-3)
-    entry = {"learned": {"psnr_db": 23.0}, "linear": {"psnr_db": 20.0}, "inversion": {"psnr_db": 25.0}, "gain_db": 3.0}
+    entry = {
+        "learned": {"psnr_db": 23.0},
+        "linear": {"psnr_db": 20.0},
+        "inversion": {"psnr_db": 25.0},
+        "gain_db": 3.0,
+    }
     got = ceiling_summary(entry, target_db=1.0)
     assert got["headroom_db"] == pytest.approx(5.0) and got["target_above_ceiling"] is False
     assert got["headroom_used"] == pytest.approx(0.6)
@@ -396,7 +526,7 @@ def test_fitted_codes_make_the_training_changes_better_than_the_mean_code(rotati
     model, train = rotation_model
     k, n, d = train.shape
     pairs = [(0, 6), (3, 1), (2, 5)]
-    starts = torch.stack([train[:, i] for i, _ in pairs])                # (C, K, D)
+    starts = torch.stack([train[:, i] for i, _ in pairs])  # (C, K, D)
     ends = torch.stack([train[:, j] for _, j in pairs])
     with torch.no_grad():
         mean = torch.stack([model.encode(s, e).mean(0) for s, e in zip(starts, ends, strict=True)])
@@ -435,15 +565,37 @@ def test_line_basis_starts_with_the_least_squares_direction():
 def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path):
     runner = CliRunner()
     out = tmp_path / "report"
-    args = ["delta", "eval", "--factors", "yaw", "--train-identities", "1", "--test-identities", "1",
-            "--steps", "3", "--inversion-steps", "0", "--train-steps", "30", "--warp", "bend:0.3",
-            "--work", str(tmp_path / "work"), "--out", str(out), "--json"]
+    args = [
+        "delta",
+        "eval",
+        "--factors",
+        "yaw",
+        "--train-identities",
+        "1",
+        "--test-identities",
+        "1",
+        "--steps",
+        "3",
+        "--inversion-steps",
+        "0",
+        "--train-steps",
+        "30",
+        "--warp",
+        "bend:0.3",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--json",
+    ]
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     assert result["warp"] == "bend:0.3" and result["generator"] == "toyfaces-gan+bend:0.3"
     best = result["factors"]["yaw"]["best"]
-    assert best["headroom_db"] == pytest.approx(best["inversion"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3)
+    assert best["headroom_db"] == pytest.approx(
+        best["inversion"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3
+    )
     assert best["target_above_ceiling"] == (best["headroom_db"] < result["target_gain_db"])
     # The world's factors are read through the warp: leaving the latent alone changes nothing.
     assert best["no_edit"]["off_target_identity"] == 0.0 and best["linear"]["off_target_identity"] > 0

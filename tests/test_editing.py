@@ -1,4 +1,5 @@
 """Editing arithmetic: moves along axes, locks, straight walks."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,9 @@ def test_locked_projections_do_not_change(axes, latents):
     moved = edit_latents(latents, axes, {"Beard": -3.0}, locks=["Male"])
     assert torch.allclose(moved @ axes["Male"], latents @ axes["Male"], atol=1e-5)
     step = moved - latents
-    assert torch.allclose(step.norm(dim=1), torch.full((5,), 3.0), atol=1e-5)  # unit direction times the amount
+    assert torch.allclose(
+        step.norm(dim=1), torch.full((5,), 3.0), atol=1e-5
+    )  # unit direction times the amount
     # What is left of the beard direction once male is held: sqrt(1 - 0.7^2) of the amount.
     assert torch.allclose(step @ axes["Beard"], torch.full((5,), -3.0 * (1 - 0.49) ** 0.5), atol=1e-5)
 

@@ -1,4 +1,5 @@
 """The evaluation measurements against planted answers and closed forms."""
+
 import math
 
 import pytest
@@ -106,8 +107,9 @@ def test_compare_correlations_matches_on_shared_attributes():
     d_extra = torch.rand(3000, generator=g) < 0.5
     d_smile = d_male.clone()
     data = torch.stack([d_extra, d_smile, d_beard, d_male], dim=1)
-    out = M.compare_correlations(generated, ["Male", "Beard", "Smiling"], data,
-                                 ["Eyeglasses", "Smiling", "Beard", "Male"])
+    out = M.compare_correlations(
+        generated, ["Male", "Beard", "Smiling"], data, ["Eyeglasses", "Smiling", "Beard", "Male"]
+    )
     assert out["common_attributes"] == ["Male", "Beard", "Smiling"]
     gen = M.label_correlation(generated).double()
     dat = M.label_correlation(torch.stack([d_male, d_beard, d_smile], dim=1)).double()
@@ -122,8 +124,9 @@ def test_compare_correlations_matches_on_shared_attributes():
 
 # --------------------------------------------------------------------------- geometry
 def test_axis_geometry_before_and_after_locking():
-    axes = planted(["Male", "Beard", "Lipstick", "Smiling"],
-                   [e(1), e(0.85, 0.527), e(-0.85, 0, 0.527), e(0.3, 0, 0, 1)])
+    axes = planted(
+        ["Male", "Beard", "Lipstick", "Smiling"], [e(1), e(0.85, 0.527), e(-0.85, 0, 0.527), e(0.3, 0, 0, 1)]
+    )
     geo = M.axis_geometry(axes, locks=["Male"])
     before = torch.tensor(geo["before"])
     assert torch.allclose(before, axes.vectors @ axes.vectors.T, atol=1e-5)
@@ -163,7 +166,8 @@ def test_edit_effect_orthogonal_axis_leaves_others_alone(beard_world):
         change = dict(zip(out["attributes"], smile["change"][s], strict=True))
         assert abs(change["Male"]) < 1e-6 and abs(change["Beard"]) < 1e-6
         assert change["Smiling"] == pytest.approx(
-            closed_form_change(axes, bias, z, axes["Smiling"], step, "Smiling"), abs=1e-5)
+            closed_form_change(axes, bias, z, axes["Smiling"], step, "Smiling"), abs=1e-5
+        )
         assert abs(change["Smiling"]) > 0.2
     assert smile["ratio"] < 1e-4
     assert out["entanglement"]["Smiling"]["ratio"] < 1e-4
@@ -177,7 +181,9 @@ def test_edit_effect_locking_cuts_correlated_side_effect(beard_world):
     free, locked = out["unlocked"]["Beard"], out["locked"]["Beard"]
     # raw Beard axis: Male moves by the closed form of moving along the raw axis
     male_free = dict(zip(out["attributes"], free["change"][0], strict=True))["Male"]
-    assert male_free == pytest.approx(closed_form_change(axes, bias, z, axes["Beard"], -2.0, "Male"), abs=1e-5)
+    assert male_free == pytest.approx(
+        closed_form_change(axes, bias, z, axes["Beard"], -2.0, "Male"), abs=1e-5
+    )
     assert male_free < -0.2
     assert free["largest_off_target_attribute"][0] == "Male"
     # locked: the Beard direction is orthogonal to Male, so P(Male) does not move
@@ -225,7 +231,9 @@ def test_learning_curve_recovers_truth_and_improves_with_samples():
     truth = FeatureAxes(torch.nn.functional.normalize(torch.randn(3, d, generator=g), dim=1), ["A", "B", "C"])
     z = torch.randn(8000, d, generator=g)
     scores = 2.0 * z @ truth.vectors.T + 1.0 * torch.randn(8000, 3, generator=g)
-    curve = M.learning_curve(z, scores, truth.attributes, truth, methods=("glm", "logistic"), sizes=(300, 2000, 8000))
+    curve = M.learning_curve(
+        z, scores, truth.attributes, truth, methods=("glm", "logistic"), sizes=(300, 2000, 8000)
+    )
     assert curve["sizes"] == [300, 2000, 8000]
     for method in ("glm", "logistic"):
         mean = curve["methods"][method]["mean"]
@@ -236,8 +244,9 @@ def test_learning_curve_recovers_truth_and_improves_with_samples():
     from tlgan.axes.finders import make_finder
 
     full = make_finder("glm").fit(z, scores, truth.attributes).to_feature_axes(truth.attributes)
-    reused = M.learning_curve(z, scores, truth.attributes, truth, methods=("glm",), sizes=(8000,),
-                              fitted={"glm": full})
+    reused = M.learning_curve(
+        z, scores, truth.attributes, truth, methods=("glm",), sizes=(8000,), fitted={"glm": full}
+    )
     assert reused["methods"]["glm"]["mean"][0] == pytest.approx(curve["methods"]["glm"]["mean"][-1], abs=1e-5)
 
 
@@ -245,10 +254,12 @@ def test_learning_curve_recovers_truth_and_improves_with_samples():
 def test_compare_methods_pairs_and_truth():
     truth = planted(["A", "B"], [e(1), e(0, 1)])
     a1 = FeatureAxes(truth.vectors.clone(), ["A", "B"], method="glm", metrics={"A": {"accuracy": 0.9}})
-    a2 = FeatureAxes(torch.nn.functional.normalize(torch.tensor([e(1, 1), e(0, 1)]), dim=1), ["A", "B"],
-                     method="svm")
-    out = M.compare_methods({"glm": a1, "svm": a2},
-                            {"glm": {"A": {"ratio": 0.1}, "B": {"ratio": 0.2}}}, truth)
+    a2 = FeatureAxes(
+        torch.nn.functional.normalize(torch.tensor([e(1, 1), e(0, 1)]), dim=1), ["A", "B"], method="svm"
+    )
+    out = M.compare_methods(
+        {"glm": a1, "svm": a2}, {"glm": {"A": {"ratio": 0.1}, "B": {"ratio": 0.2}}}, truth
+    )
     assert out["cosine"]["glm~svm"]["A"] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
     assert out["cosine"]["glm~svm"]["B"] == pytest.approx(1.0, abs=1e-6)
     assert out["mean_cosine"]["glm~svm"] == pytest.approx((1 / math.sqrt(2) + 1) / 2, abs=1e-6)

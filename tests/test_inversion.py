@@ -3,6 +3,7 @@
 Everything runs on tiny generators: a fixed random MLP at 16 px whose images vary a lot
 with z (so a planted latent is identifiable), and tiny DCGAN / classifier networks.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,6 +67,7 @@ def planted(G, n=6, seed=1):
 # Optimisation
 # ----------------------------------------------------------------------------------------
 
+
 def test_optimisation_recovers_planted_latents(G):
     z, x = planted(G)
     init = G.sample_latents(len(z), seed=2)
@@ -73,8 +75,8 @@ def test_optimisation_recovers_planted_latents(G):
     with torch.no_grad():
         before = psnr_db(G.synthesize(init), x)
         after = psnr_db(G.synthesize(latents), x)
-    assert before.max() < 15.0          # random latents make very different images
-    assert after.min() > 33.0           # the planted image is found again
+    assert before.max() < 15.0  # random latents make very different images
+    assert after.min() > 33.0  # the planted image is found again
     assert after.mean() > before.mean() + 25.0
     assert torch.all(info["loss"] < 0.01 * info["init_loss"])
     assert info["history"][-1] < info["history"][0]
@@ -114,12 +116,13 @@ def test_best_latent_kept_and_early_stop_at_the_optimum(G):
 
 def test_prior_pulls_the_norm_to_the_shell(G):
     d = G.z_dim
-    assert float(_prior(torch.full((1, d), 1.0))) == 0.0            # |z|^2 = D exactly
-    assert float(_prior(torch.zeros(1, d))) == pytest.approx(1.0)   # (0 - D)^2 / D^2
+    assert float(_prior(torch.full((1, d), 1.0))) == 0.0  # |z|^2 = D exactly
+    assert float(_prior(torch.zeros(1, d))) == pytest.approx(1.0)  # (0 - D)^2 / D^2
     _, x = planted(G, n=2)
     init = 0.2 * G.sample_latents(2, seed=3)
-    latents, _ = optimize_latents(G, x, init, steps=300, lr=0.05, pixel_weight=0.0, gradient_weight=0.0, prior_weight=1.0,
-                                  tol=0.0)
+    latents, _ = optimize_latents(
+        G, x, init, steps=300, lr=0.05, pixel_weight=0.0, gradient_weight=0.0, prior_weight=1.0, tol=0.0
+    )
     assert torch.allclose(latents.pow(2).sum(1), torch.full((2,), float(d)), rtol=0.02)
 
 
@@ -144,6 +147,7 @@ def test_bad_targets_are_explained(G):
 # ----------------------------------------------------------------------------------------
 # The encoder
 # ----------------------------------------------------------------------------------------
+
 
 def test_encoder_training_lowers_the_loss_and_round_trips(G, tmp_path):
     summary = train_encoder(G, tmp_path, steps=60, batch_size=16, lr=2e-3, width=8, progress=False)
@@ -185,7 +189,7 @@ def test_encoder_training_resumes_exactly(G, tmp_path):
     b = load_encoder_dir(tmp_path / "split").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(TlganError, match="resume"):
-        train_encoder(G, tmp_path / "straight", **kw)            # would overwrite a checkpoint
+        train_encoder(G, tmp_path / "straight", **kw)  # would overwrite a checkpoint
     with pytest.raises(TlganError, match="different settings"):
         train_encoder(G, tmp_path / "split", **{**kw, "lr": 1e-2}, resume=True)
 
@@ -195,9 +199,19 @@ def test_encoder_learns_from_real_images_through_reconstruction(G, tmp_path):
     (tmp_path / "real").mkdir()
     for i, image in enumerate(real):
         Image.fromarray(((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)).save(
-            tmp_path / "real" / f"{i:02d}.png")
-    train_encoder(G, tmp_path / "enc", steps=40, batch_size=8, lr=2e-3, width=8, latent_weight=0.0,
-                  real_data=str(tmp_path / "real"), progress=False)
+            tmp_path / "real" / f"{i:02d}.png"
+        )
+    train_encoder(
+        G,
+        tmp_path / "enc",
+        steps=40,
+        batch_size=8,
+        lr=2e-3,
+        width=8,
+        latent_weight=0.0,
+        real_data=str(tmp_path / "real"),
+        progress=False,
+    )
     history = json.loads((tmp_path / "enc" / "encoder-training.json").read_text())["history"]
     assert np.mean([h["pixel"] for h in history[-5:]]) < 0.7 * np.mean([h["pixel"] for h in history[:5]])
     with pytest.raises(TlganError, match="16, 16"):
@@ -218,6 +232,7 @@ def test_encoder_for_another_generator_is_refused(G, tmp_path):
 # ----------------------------------------------------------------------------------------
 # Reading images
 # ----------------------------------------------------------------------------------------
+
 
 def png_bytes(img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
@@ -264,10 +279,10 @@ def test_load_image_applies_exif_rotation():
     from tlgan.imaging import read_image
 
     arr = np.zeros((20, 20, 3), dtype=np.uint8)
-    arr[:, :10] = 255                              # left half white, right half black
+    arr[:, :10] = 255  # left half white, right half black
     img = Image.fromarray(arr)
     exif = img.getexif()
-    exif[0x0112] = 6                               # orientation 6: "rotate 90 degrees clockwise to display"
+    exif[0x0112] = 6  # orientation 6: "rotate 90 degrees clockwise to display"
     image, notes = read_image(png_bytes(img, exif=exif), 20)
     assert notes == []
     # Turned clockwise, the left half ends up on top: top rows white, bottom rows black.
@@ -297,7 +312,7 @@ def test_bad_images_are_refused_with_the_file_named(tmp_path, monkeypatch):
         read_image(png_bytes(Image.new("RGB", (300, 300))), 16, name="big.png", max_pixels=50_000)
     # ... and Pillow's own decompression-bomb check becomes a TlganError too (its warning included).
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
-    for side in (120, 200):                        # 1.44x the limit warns, 4x raises inside Pillow
+    for side in (120, 200):  # 1.44x the limit warns, 4x raises inside Pillow
         with pytest.raises(TlganError, match="decompression bomb"):
             read_image(png_bytes(Image.new("RGB", (side, side))), 16, name="bomb.png", max_pixels=10**9)
 
@@ -306,10 +321,11 @@ def test_bad_images_are_refused_with_the_file_named(tmp_path, monkeypatch):
 # One upload (the studio's entry point)
 # ----------------------------------------------------------------------------------------
 
+
 def test_invert_image_from_bytes(G):
     _, x = planted(G, n=1)
     pixels = ((x[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
-    wide = np.pad(pixels, ((0, 0), (4, 4), (0, 0)))        # an "upload" with black side bands to crop
+    wide = np.pad(pixels, ((0, 0), (4, 4), (0, 0)))  # an "upload" with black side bands to crop
     latent, recon, info = invert_image(G, None, png_bytes(Image.fromarray(wide)), steps=300)
     assert latent.shape == (G.z_dim,) and recon.shape == (3, 16, 16)
     assert info["psnr_db"] > 30.0 and info["encoder_psnr_db"] is None
@@ -321,20 +337,21 @@ def test_invert_image_from_bytes(G):
 def test_invert_image_finds_the_shipped_encoder(tmp_path, monkeypatch):
     import tlgan.models.zoo as zoo
 
-    G = tiny_generator()                              # a fresh object: nothing cached for it yet
+    G = tiny_generator()  # a fresh object: nothing cached for it yet
     train_encoder(G, tmp_path / "weights" / "some-gan", steps=3, batch_size=4, width=4, progress=False)
     monkeypatch.setattr(zoo, "WEIGHTS", tmp_path / "weights")
     upload = png_bytes(Image.new("RGB", (16, 16), (90, 30, 200)))
     # The generator's name ("tiny") is not registered: the encoder is found by its weights fingerprint.
     _, _, info = invert_image(G, None, upload, steps=0)
     assert info["encoder_psnr_db"] is not None and info["psnr_db"] == info["encoder_psnr_db"]
-    other = tiny_generator(seed=1)                    # same shapes, other weights: no encoder
+    other = tiny_generator(seed=1)  # same shapes, other weights: no encoder
     assert invert_image(other, None, upload, steps=0)[2]["encoder_psnr_db"] is None
 
 
 # ----------------------------------------------------------------------------------------
 # Commands
 # ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture()
 def factory_file(tmp_path):
@@ -356,8 +373,22 @@ def test_cli_invert_reports_bad_files_and_inverts_the_others(G, tmp_path, factor
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "out"
-    args = ["invert", str(files[0]), str(broken), str(files[1]), str(tmp_path / "gone.png"), "--out", str(out),
-            "--generator", factory_file, "--classifier", "none", "--steps", "200", "--json"]
+    args = [
+        "invert",
+        str(files[0]),
+        str(broken),
+        str(files[1]),
+        str(tmp_path / "gone.png"),
+        "--out",
+        str(out),
+        "--generator",
+        factory_file,
+        "--classifier",
+        "none",
+        "--steps",
+        "200",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
@@ -367,11 +398,11 @@ def test_cli_invert_reports_bad_files_and_inverts_the_others(G, tmp_path, factor
     for i, r in enumerate(report["images"]):
         latent, meta = load_latent(out / f"face{i}.safetensors")
         assert meta["generator"] == factory_file and meta["space"] == "z"
-        assert r["psnr_db"] > 30.0                      # 8-bit PNG rounding limits this to ~50 dB
+        assert r["psnr_db"] > 30.0  # 8-bit PNG rounding limits this to ~50 dB
         assert (out / f"face{i}.png").is_file()
         with torch.no_grad():
             again = G.synthesize(latent)
-        assert float(psnr_db(again, x[i:i + 1])) > 30.0
+        assert float(psnr_db(again, x[i : i + 1])) > 30.0
     assert report["seconds_per_image"] > 0
 
 
@@ -380,8 +411,21 @@ def test_cli_train_encoder_then_invert_with_it(tmp_path, factory_file):
 
     runner = CliRunner()
     enc = tmp_path / "enc"
-    base = ["train", "encoder", "--generator", factory_file, "--out", str(enc), "--batch-size", "8", "--width", "4",
-            "--checkpoint-every", "3", "--json"]
+    base = [
+        "train",
+        "encoder",
+        "--generator",
+        factory_file,
+        "--out",
+        str(enc),
+        "--batch-size",
+        "8",
+        "--width",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--json",
+    ]
     first = runner.invoke(cli, base + ["--steps", "3"])
     assert first.exit_code == 0, first.output
     second = runner.invoke(cli, base + ["--steps", "6", "--resume"])
@@ -390,8 +434,23 @@ def test_cli_train_encoder_then_invert_with_it(tmp_path, factory_file):
     assert summary["resumed_from"] == 3 and summary["steps"] == 6
     img = tmp_path / "face.png"
     Image.new("RGB", (16, 16), (200, 40, 40)).save(img)
-    result = runner.invoke(cli, ["invert", str(img), "--out", str(tmp_path / "o"), "--generator", factory_file,
-                                 "--classifier", "none", "--encoder", str(enc), "--no-optimize", "--json"])
+    result = runner.invoke(
+        cli,
+        [
+            "invert",
+            str(img),
+            "--out",
+            str(tmp_path / "o"),
+            "--generator",
+            factory_file,
+            "--classifier",
+            "none",
+            "--encoder",
+            str(enc),
+            "--no-optimize",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"][0]["encoder_psnr_db"] is not None
 

@@ -1,4 +1,5 @@
 """Naming unsupervised directions after the attribute they move, on a planted generator/classifier pair."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,9 @@ def planted_pair():
         read.bias.zero_()
         for a in range(len(ATTRS)):
             read.weight[a, a] = 40.0
-    generator = ModuleGenerator(nn.Sequential(to_image, nn.Unflatten(1, (3, 8, 8))), z_dim=D, img_resolution=8)
+    generator = ModuleGenerator(
+        nn.Sequential(to_image, nn.Unflatten(1, (3, 8, 8))), z_dim=D, img_resolution=8
+    )
     classifier = ModuleClassifier(nn.Sequential(nn.Flatten(), read), ATTRS, input_resolution=8)
     return generator, classifier
 
@@ -60,7 +63,9 @@ def test_naming_keeps_the_purest_direction_per_attribute():
     e = torch.eye(D)
     vectors = torch.stack([torch.nn.functional.normalize(e[0] + 0.5 * e[1], dim=0), e[0]])
     axes = FeatureAxes(vectors, ["pc0", "pc1"], generator="planted", method="sefa")
-    named = name_directions(axes, generator, classifier, torch.randn(32, D, generator=torch.Generator().manual_seed(1)))
+    named = name_directions(
+        axes, generator, classifier, torch.randn(32, D, generator=torch.Generator().manual_seed(1))
+    )
     assert named.attributes == ["pc0", "Smiling"]
     assert named.info["naming"]["components"]["pc0"]["label"] == "pc0 ≈ +Smiling"
 

@@ -2,6 +2,7 @@
 
 Tiny seeded networks only (16 px DCGANs, a 32 px StyleGAN2), a few dozen steps each.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ def tiny_dcgan(seed: int = 0, z_dim: int = 16) -> DCGANGenerator:
 
 def sequential_classifier(**kwargs) -> ModuleClassifier:
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 2),
+    )
     return ModuleClassifier(net, ["A", "B"], input_resolution=16, **kwargs).eval()
 
 
@@ -60,6 +68,7 @@ def off_manifold_photos(n: int = 2, seed: int = 5) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 # The feature hook: any classifier, or none
 # ----------------------------------------------------------------------------------------
+
 
 def test_module_classifier_from_a_plain_sequential_gives_features():
     C = sequential_classifier()
@@ -111,6 +120,7 @@ def test_inversion_without_a_classifier_uses_pixels_and_image_gradients(caplog):
 # W+ inversion on StyleGAN2
 # ----------------------------------------------------------------------------------------
 
+
 def test_wp_inversion_starts_at_w_avg_and_beats_w():
     G = tiny_stylegan2(0)
     start = mean_latent(G, "wp", n=2)
@@ -129,7 +139,9 @@ def test_wp_inversion_starts_at_w_avg_and_beats_w():
 
 def test_noise_optimisation_is_per_image_and_regularised():
     G = tiny_stylegan2(1)
-    x = torch.nn.functional.interpolate(off_manifold_photos(2), size=(32, 32), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(
+        off_manifold_photos(2), size=(32, 32), mode="bilinear", align_corners=False
+    )
     plain = invert(G, x, space="wp", steps=30)
     noisy = invert(G, x, space="wp", steps=30, optimize_noise=True)
     assert set(noisy.noise) == {n for n, _ in G.synthesis.named_buffers() if n.endswith("noise_const")}
@@ -140,7 +152,9 @@ def test_noise_optimisation_is_per_image_and_regularised():
     # The regulariser: white noise ~ 0, a smooth map that could copy an image scores high.
     g = torch.Generator().manual_seed(0)
     white = torch.randn(1, 1, 32, 32, generator=g)
-    smooth = torch.nn.functional.interpolate(torch.randn(1, 1, 4, 4, generator=g), size=(32, 32), mode="bilinear")
+    smooth = torch.nn.functional.interpolate(
+        torch.randn(1, 1, 4, 4, generator=g), size=(32, 32), mode="bilinear"
+    )
     smooth = (smooth - smooth.mean()) / smooth.std()
     assert float(noise_regularizer(white)) < 0.05 < float(noise_regularizer(smooth))
     with pytest.raises(TlganError, match="StyleGAN2"):
@@ -150,6 +164,7 @@ def test_noise_optimisation_is_per_image_and_regularised():
 # ----------------------------------------------------------------------------------------
 # Pivotal tuning
 # ----------------------------------------------------------------------------------------
+
 
 def test_tuned_generator_reproduces_the_photo_and_round_trips(tmp_path):
     G = tiny_dcgan()
@@ -165,7 +180,9 @@ def test_tuned_generator_reproduces_the_photo_and_round_trips(tmp_path):
     folder = save_tuned(tuned, tmp_path / "tuned", base_spec="some-generator", space="z", source="photo.png")
     again = load_generator(str(folder))
     with torch.no_grad():
-        assert torch.allclose(again.synthesize(found.latents), tuned.generator.synthesize(found.latents), atol=1e-6)
+        assert torch.allclose(
+            again.synthesize(found.latents), tuned.generator.synthesize(found.latents), atol=1e-6
+        )
         assert torch.allclose(again.synthesize(found.latents)[0], tuned.reconstruction, atol=1e-6)
     assert again.name == G.name
     assert tuned_base(str(folder)) == "some-generator" and tuned_base(str(tmp_path)) is None
@@ -185,8 +202,9 @@ def test_locality_keeps_faces_away_from_the_pivot():
     away = torch.cat([locality_latents(G, pivot, "z", 8, 2.0, rng), G.sample_latents(8, seed=13)])
 
     def change(weight):
-        tuned = tune_generator(G, x[0], pivot, steps=60, lr=3e-3, locality_weight=weight, locality_radius=2.0,
-                               locality_samples=8)
+        tuned = tune_generator(
+            G, x[0], pivot, steps=60, lr=3e-3, locality_weight=weight, locality_radius=2.0, locality_samples=8
+        )
         with torch.no_grad():
             return float((tuned.generator.synthesize(away) - G.synthesize(away)).abs().mean()), tuned.psnr_db
 
@@ -213,10 +231,11 @@ def test_tuning_refuses_what_it_cannot_save(tmp_path):
 # Input handling and the command
 # ----------------------------------------------------------------------------------------
 
+
 def test_crop_box_chooses_the_face(tmp_path):
     pixels = np.zeros((60, 100, 3), np.uint8)
-    pixels[10:50, 70:90] = (250, 10, 10)       # the "face", right of centre
-    pixels[:, 40:60] = (10, 10, 250)           # what a centre crop would keep
+    pixels[10:50, 70:90] = (250, 10, 10)  # the "face", right of centre
+    pixels[:, 40:60] = (10, 10, 250)  # what a centre crop would keep
     path = tmp_path / "wide.png"
     Image.fromarray(pixels).save(path)
     centre, notes = read_image(path, 16)
@@ -249,9 +268,25 @@ def test_cli_invert_tune_with_one_bad_file(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["invert", str(files[0]), str(bad), str(files[1]), "--out", str(out),
-                                      "--generator", str(gen_dir), "--steps", "40", "--tune", "--tune-steps", "40",
-                                      "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "invert",
+            str(files[0]),
+            str(bad),
+            str(files[1]),
+            "--out",
+            str(out),
+            "--generator",
+            str(gen_dir),
+            "--steps",
+            "40",
+            "--tune",
+            "--tune-steps",
+            "40",
+            "--json",
+        ],
+    )
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert [f["file"] for f in report["failed"]] == [str(bad)]
@@ -262,7 +297,9 @@ def test_cli_invert_tune_with_one_bad_file(tmp_path):
         assert meta["tuned_generator"] == r["tuned_generator"]
         tuned = load_generator(r["tuned_generator"])
         with torch.no_grad():
-            assert float(psnr_db(tuned.synthesize(latent), x[None])) == pytest.approx(r["tuned_psnr_db"], abs=0.5)
+            assert float(psnr_db(tuned.synthesize(latent), x[None])) == pytest.approx(
+                r["tuned_psnr_db"], abs=0.5
+            )
 
 
 def test_cli_invert_wp_on_a_stylegan2_folder(tmp_path):
@@ -272,7 +309,9 @@ def test_cli_invert_wp_on_a_stylegan2_folder(tmp_path):
     G = tiny_stylegan2(0)
     gen_dir = save_pretrained(G, tmp_path / "sg2")
     photo = tmp_path / "p.png"
-    _write_png(torch.nn.functional.interpolate(off_manifold_photos(1), size=(48, 48), mode="bilinear")[0], photo)
+    _write_png(
+        torch.nn.functional.interpolate(off_manifold_photos(1), size=(48, 48), mode="bilinear")[0], photo
+    )
     out = tmp_path / "out"
     args = ["invert", str(photo), "--out", str(out), "--generator", str(gen_dir), "--steps", "20", "--json"]
     result = CliRunner().invoke(cli, args + ["--tune", "--tune-steps", "10", "--optimize-noise"])
@@ -309,8 +348,22 @@ def test_cli_invert_with_a_user_generator_and_a_plain_module_classifier(tmp_path
     clf.write_text(CLASSIFIER_FACTORY)
     photo = tmp_path / "p.png"
     _write_png(off_manifold_photos(1)[0], photo)
-    result = CliRunner().invoke(cli, ["invert", str(photo), "--out", str(tmp_path / "o"), "--generator", str(gen_dir),
-                                      "--classifier", f"{clf}:classifier", "--steps", "20", "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "invert",
+            str(photo),
+            "--out",
+            str(tmp_path / "o"),
+            "--generator",
+            str(gen_dir),
+            "--classifier",
+            f"{clf}:classifier",
+            "--steps",
+            "20",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["classifier"] == "male" and report["images"][0]["psnr_db"] > 0

@@ -5,6 +5,7 @@ One local Ray instance (2 CPUs) serves the whole module. The models come from sp
 (the bundled toyfaces models, and a factory file written below whose generators misbehave
 on purpose), because Ray workers load their own copies from the spec.
 """
+
 import importlib
 import json
 import logging
@@ -131,8 +132,13 @@ def gated():
 def ray_local():
     ray = pytest.importorskip("ray")
     # Workers at niceness 0 (Ray's default is 15): on a busy shared machine they would otherwise crawl.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-             _system_config={"worker_niceness": 0})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _system_config={"worker_niceness": 0},
+    )
     yield ray
     ray.shutdown()
 
@@ -168,12 +174,29 @@ def assert_same_run(run, ref, other_fields=()):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
     skip = {"seconds", "engine", *other_fields}
     a, b = (json.loads((p / MANIFEST).read_text()) for p in (run, ref))
-    assert a["complete"] and {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    assert a["complete"] and {k: v for k, v in a.items() if k not in skip} == {
+        k: v for k, v in b.items() if k not in skip
+    }
 
 
 def cli_sample(*args):
-    result = CliRunner().invoke(cli, ["sample", "-n", N, "--seed", SETTINGS["seed"], "--shard-size", SHARD,
-                                      "--batch-size", BATCH, "--thumbnails", THUMBS, *map(str, args)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sample",
+            "-n",
+            N,
+            "--seed",
+            SETTINGS["seed"],
+            "--shard-size",
+            SHARD,
+            "--batch-size",
+            BATCH,
+            "--thumbnails",
+            THUMBS,
+            *map(str, args),
+        ],
+    )
     return result
 
 
@@ -188,13 +211,25 @@ def test_ray_run_equals_local_run(ray_local, factories, tmp_path, monkeypatch):
     # Relative specs and --out, from another working directory than the workers': all must reach them.
     monkeypatch.chdir(tmp_path)
     write_rosinality(tiny_stylegan2(0), tmp_path / "g.pt")
-    args = ("--generator", "g.pt", "--classifier", "factories.py:red_blue", "--truncation", 0.5, "--space", "w")
+    args = (
+        "--generator",
+        "g.pt",
+        "--classifier",
+        "factories.py:red_blue",
+        "--truncation",
+        0.5,
+        "--space",
+        "w",
+    )
     for engine in ("local", "ray"):
         result = cli_sample(*args, "--out", engine, "--engine", engine, "--workers", 2, "--json")
         assert result.exit_code == 0, result.output
     assert_same_run(tmp_path / "ray", tmp_path / "local")
     manifest = json.loads((tmp_path / "ray" / MANIFEST).read_text())
-    assert manifest["engine"] == "ray" and json.loads((tmp_path / "local" / MANIFEST).read_text())["engine"] == "local"
+    assert (
+        manifest["engine"] == "ray"
+        and json.loads((tmp_path / "local" / MANIFEST).read_text())["engine"] == "local"
+    )
     assert manifest["generator"] == "g.pt" and manifest["classifier"] == "factories.py:red_blue"
     assert manifest["generator_options"] == {"truncation_psi": 0.5} and manifest["space"] == "w"
     untruncated = load_generator("g.pt").sample_latents_at(range(SHARD), seed=SETTINGS["seed"], space="w")
@@ -217,8 +252,17 @@ def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_p
         sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, **SETTINGS)
     monkeypatch.setattr(mod, "save_tensors", real_save)
     assert Run.open(tmp_path / "run", require_complete=False).done_shards() == [0, 1]
-    run = sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", workers=2,
-                 resume=True, **SETTINGS)
+    run = sample(
+        *models,
+        N,
+        tmp_path / "run",
+        generator_spec=GEN,
+        classifier_spec=CLF,
+        engine="ray",
+        workers=2,
+        resume=True,
+        **SETTINGS,
+    )
     assert run.manifest["engine"] == "ray"
     assert_same_run(tmp_path / "run", reference)
 
@@ -228,14 +272,46 @@ def test_ray_driver_killed_then_finished_locally(ray_local, reference, factories
     are in progress; the run is then finished by the local engine."""
     gate, out, spec = tmp_path / "gate", tmp_path / "run", f"{factories}:gated"
     gate.touch()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tlgan.__file__).parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(tlgan.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     address = ray_local.get_runtime_context().gcs_address
     driver = subprocess.Popen(
-        [sys.executable, "-c", "from tlgan.cli import main; main()", "sample", "-n", str(N), "--seed",
-         str(SETTINGS["seed"]), "--shard-size", str(SHARD), "--batch-size", str(BATCH), "--thumbnails", str(THUMBS),
-         "--generator", spec, "--classifier", CLF, "--out", str(out), "--engine", "ray", "--workers", "2",
-         "--address", address], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            "from tlgan.cli import main; main()",
+            "sample",
+            "-n",
+            str(N),
+            "--seed",
+            str(SETTINGS["seed"]),
+            "--shard-size",
+            str(SHARD),
+            "--batch-size",
+            str(BATCH),
+            "--thumbnails",
+            str(THUMBS),
+            "--generator",
+            spec,
+            "--classifier",
+            CLF,
+            "--out",
+            str(out),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--address",
+            address,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not all((out / f"shard-{k:05d}.safetensors").exists() for k in range(3)):
@@ -264,9 +340,20 @@ def test_ray_driver_killed_then_finished_locally(ray_local, reference, factories
 
 def test_workers_killed_mid_shard_are_replaced(ray_local, models, reference, factories, tmp_path):
     # The driver describes the run with the plain models; only the workers load the crashing spec.
-    run = sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_twice", classifier_spec=CLF,
-                 engine="ray", workers=2, max_retries=2, **SETTINGS)
-    assert (tmp_path / "crashed-computing").exists() and (tmp_path / "crashed-writing").exists()  # workers did die
+    run = sample(
+        *models,
+        N,
+        tmp_path / "run",
+        generator_spec=f"{factories}:crash_twice",
+        classifier_spec=CLF,
+        engine="ray",
+        workers=2,
+        max_retries=2,
+        **SETTINGS,
+    )
+    assert (tmp_path / "crashed-computing").exists() and (
+        tmp_path / "crashed-writing"
+    ).exists()  # workers did die
     assert run.manifest["complete"]
     # the killed writer's temporary file is gone, its shard was written again, identical
     assert_same_run(tmp_path / "run", reference, other_fields={"generator"})
@@ -275,24 +362,45 @@ def test_workers_killed_mid_shard_are_replaced(ray_local, models, reference, fac
 @pytest.mark.slow  # two more worker start-ups; the retry path itself is covered by the test above
 def test_worker_dying_every_time_is_reported_and_resumable(ray_local, models, factories, tmp_path):
     with pytest.raises(TlganError, match=r"shard [23] failed on Ray after 1 retries.*--resume"):
-        sample(*models, N, tmp_path / "run", generator_spec=f"{factories}:crash_always", classifier_spec=CLF,
-               engine="ray", workers=1, max_retries=1, **SETTINGS)
+        sample(
+            *models,
+            N,
+            tmp_path / "run",
+            generator_spec=f"{factories}:crash_always",
+            classifier_spec=CLF,
+            engine="ray",
+            workers=1,
+            max_retries=1,
+            **SETTINGS,
+        )
     done = Run.open(tmp_path / "run", require_complete=False).done_shards()
     assert {0, 1} <= set(done) and 2 not in done  # (a restarted worker may take shard 3 before shard 2)
 
 
 def test_errors_inside_workers_keep_their_message(ray_local, models, factories, tmp_path):
-    with pytest.raises(TlganError, match=r"^the classifier returned NaN or infinite scores for samples \d+\.\.\d+; check"):
-        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=f"{factories}:nan_classifier",
-               engine="ray", workers=1, **SETTINGS)
+    with pytest.raises(
+        TlganError, match=r"^the classifier returned NaN or infinite scores for samples \d+\.\.\d+; check"
+    ):
+        sample(
+            *models,
+            N,
+            tmp_path / "run",
+            generator_spec=GEN,
+            classifier_spec=f"{factories}:nan_classifier",
+            engine="ray",
+            workers=1,
+            **SETTINGS,
+        )
 
 
 def test_ray_requests_that_cannot_work_are_refused(models, tmp_path):
     pytest.importorskip("ray")
-    cases = [(dict(generator_spec=None), "spec strings"),
-             (dict(workers=0), "--workers must be at least 1"),
-             (dict(gpus_per_worker=1), "pass --device cuda"),
-             (dict(device="cuda"), "needs --gpus-per-worker")]
+    cases = [
+        (dict(generator_spec=None), "spec strings"),
+        (dict(workers=0), "--workers must be at least 1"),
+        (dict(gpus_per_worker=1), "pass --device cuda"),
+        (dict(device="cuda"), "needs --gpus-per-worker"),
+    ]
     for kwargs, message in cases:
         options = {"generator_spec": GEN, "classifier_spec": CLF, **kwargs}
         with pytest.raises(TlganError, match=message):
@@ -315,7 +423,11 @@ def test_portable_spec_makes_local_paths_absolute(factories, tmp_path, monkeypat
 def test_without_ray_the_engine_says_how_to_install(models, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(TlganError, match=r"pip install 'tlgan\[ray\]'"):
-        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", **SETTINGS)
+        sample(
+            *models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", **SETTINGS
+        )
     assert not (tmp_path / "run").exists()
     result = cli_sample("--out", tmp_path / "run", "--engine", "ray")
-    assert isinstance(result.exception, TlganError) and "tlgan[ray]" in str(result.exception)  # main() prints it
+    assert isinstance(result.exception, TlganError) and "tlgan[ray]" in str(
+        result.exception
+    )  # main() prints it

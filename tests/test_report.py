@@ -1,4 +1,5 @@
 """The evaluation report end to end: API, files, CLI, and rendering in a headless browser."""
+
 import base64
 import json
 import re
@@ -18,7 +19,7 @@ torch.set_num_threads(1)
 
 # A tiny world whose generator knows its true axes; written to a file so that the run can name
 # its models by spec (path/to/file.py:factory) and `tlgan report` can load them again.
-MODELS_SOURCE = textwrap.dedent('''
+MODELS_SOURCE = textwrap.dedent("""
     import torch
     from tlgan.axes import FeatureAxes
     from tlgan.models.base import Classifier, Generator
@@ -72,10 +73,19 @@ MODELS_SOURCE = textwrap.dedent('''
 
     def make_classifier():
         return ProjectionClassifier()
-''')
+""")
 
-SECTIONS = ("overview", "separability", "geometry", "correlations", "edits", "truth", "methods", "unsupervised",
-            "definitions")
+SECTIONS = (
+    "overview",
+    "separability",
+    "geometry",
+    "correlations",
+    "edits",
+    "truth",
+    "methods",
+    "unsupervised",
+    "definitions",
+)
 N_SAMPLES = 3000
 
 
@@ -107,15 +117,33 @@ def world(tmp_path_factory):
     models.write_text(MODELS_SOURCE)
     gen_spec, clf_spec = f"{models}:make_generator", f"{models}:make_classifier"
     G, F = load_generator(gen_spec), load_classifier(clf_spec)
-    run = sample(G, F, N_SAMPLES, root / "run", seed=0, shard_size=1000, progress=False,
-                 generator_spec=gen_spec, classifier_spec=clf_spec)
+    run = sample(
+        G,
+        F,
+        N_SAMPLES,
+        root / "run",
+        seed=0,
+        shard_size=1000,
+        progress=False,
+        generator_spec=gen_spec,
+        classifier_spec=clf_spec,
+    )
     axes = fit_axes(run, "glm")
     axes.save(root / "axes.safetensors")
     data_labels = write_celeba_labels(root / "celeba")
-    summary = write_report(run, axes, root / "out", locks=["Male"], data=root / "celeba", edit_faces=32,
-                           progress=False)
-    return {"root": root, "run": run, "axes": axes, "G": G, "F": F, "summary": summary, "gen_spec": gen_spec,
-            "data_labels": data_labels}
+    summary = write_report(
+        run, axes, root / "out", locks=["Male"], data=root / "celeba", edit_faces=32, progress=False
+    )
+    return {
+        "root": root,
+        "run": run,
+        "axes": axes,
+        "G": G,
+        "F": F,
+        "summary": summary,
+        "gen_spec": gen_spec,
+        "data_labels": data_labels,
+    }
 
 
 def test_report_summary_numbers(world):
@@ -131,7 +159,10 @@ def test_report_summary_numbers(world):
     assert s["entanglement"]["Male"]["ratio_locked"] is None  # a locked axis is not edited with locks
     # z is isotropic: PCA of it must say it found nothing; the pixel generator has no weight for SeFa
     assert s["unsupervised"]["pca"]["isotropic"] is True
-    assert s["unsupervised"]["sefa"]["available"] is False and "latent_weight" in s["unsupervised"]["sefa"]["reason"]
+    assert (
+        s["unsupervised"]["sefa"]["available"] is False
+        and "latent_weight" in s["unsupervised"]["sefa"]["reason"]
+    )
     assert s["entanglement"]["Smiling"]["ratio"] < 0.02  # orthogonal to everything
     beard = s["male_change_beard_minus"]
     assert beard["unlocked"] < -0.05 and abs(beard["locked"]) < 0.01 and beard["at_least_halved"]
@@ -140,7 +171,9 @@ def test_report_summary_numbers(world):
 
 def test_report_json_matches_inputs(world):
     out = world["root"] / "out"
-    report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    report = json.loads(
+        (out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}")
+    )
     assert report["format"] == "tlgan.report/1" and report["context"]["run"]["n"] == N_SAMPLES
     _, scores = world["run"].load()
     # correlations: generated vs the labelled folder, on the shared attributes, in the generated order
@@ -178,9 +211,20 @@ def test_report_html_is_self_contained_with_figures(world):
     assert "<script" not in page and "<link" not in page
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    for name in ("separability.png", "cosine_before.png", "cosine_after.png", "correlation_generated.png",
-                 "correlation_data.png", "correlation_difference.png", "entanglement.png", "edit_grid.png",
-                 "edit_grid_locked.png", "beard_minus_lock_male.png", "learning_curve.png", "method_angles.png"):
+    for name in (
+        "separability.png",
+        "cosine_before.png",
+        "cosine_after.png",
+        "correlation_generated.png",
+        "correlation_data.png",
+        "correlation_difference.png",
+        "entanglement.png",
+        "edit_grid.png",
+        "edit_grid_locked.png",
+        "beard_minus_lock_male.png",
+        "learning_curve.png",
+        "method_angles.png",
+    ):
         assert name in figures
     assert len(embedded) == len(figures)
     for data in embedded:
@@ -196,8 +240,17 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
         def true_axes(self, attributes=None, space="z"):
             return None
 
-    summary = write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
-                           methods=("glm",), edit_faces=8, steps=(1.5,), progress=False)
+    summary = write_report(
+        world["run"],
+        world["axes"],
+        tmp_path,
+        generator=Blind(),
+        classifier=world["F"],
+        methods=("glm",),
+        edit_faces=8,
+        steps=(1.5,),
+        progress=False,
+    )
     page = (tmp_path / "report.html").read_text()
     assert 'id="truth"' not in page and "cosine_to_truth" not in summary
     assert "correlation_mean_abs_difference" not in summary
@@ -205,17 +258,45 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
     # without locks the locked ratio is the unlocked one (nothing was locked)
     assert all(v["ratio_locked"] == v["ratio"] for v in summary["entanglement"].values())
     with pytest.raises(TlganError, match="unknown axis finder"):
-        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
-                     methods=("glmm",), progress=False)
+        write_report(
+            world["run"],
+            world["axes"],
+            tmp_path,
+            generator=Blind(),
+            classifier=world["F"],
+            methods=("glmm",),
+            progress=False,
+        )
     with pytest.raises(TlganError, match="'sefa' finds unsupervised components"):
-        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
-                     methods=("glm", "sefa"), progress=False)
+        write_report(
+            world["run"],
+            world["axes"],
+            tmp_path,
+            generator=Blind(),
+            classifier=world["F"],
+            methods=("glm", "sefa"),
+            progress=False,
+        )
     with pytest.raises(TlganError, match="unknown axis finder 'pcaa'"):
-        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
-                     unsupervised=("pcaa",), progress=False)
+        write_report(
+            world["run"],
+            world["axes"],
+            tmp_path,
+            generator=Blind(),
+            classifier=world["F"],
+            unsupervised=("pcaa",),
+            progress=False,
+        )
     with pytest.raises(TlganError, match="did you mean 'Male'"):
-        write_report(world["run"], world["axes"], tmp_path, generator=Blind(), classifier=world["F"],
-                     locks=["male"], progress=False)
+        write_report(
+            world["run"],
+            world["axes"],
+            tmp_path,
+            generator=Blind(),
+            classifier=world["F"],
+            locks=["male"],
+            progress=False,
+        )
 
 
 def test_axes_fitted_on_the_run_are_reused_not_refitted(world, monkeypatch):
@@ -224,8 +305,9 @@ def test_axes_fitted_on_the_run_are_reused_not_refitted(world, monkeypatch):
 
     axes, run = world["axes"], world["run"]
     assert _fitted_on(axes, run)  # fit_axes(run, "glm") with default options
-    changed = type(axes)(axes.vectors, axes.attributes, generator=axes.generator, method="glm",
-                         info={**axes.info, "clip": 3.0})
+    changed = type(axes)(
+        axes.vectors, axes.attributes, generator=axes.generator, method="glm", info={**axes.info, "clip": 3.0}
+    )
     assert not _fitted_on(changed, run)  # other finder options: refitting would give other axes
     other_run = type(axes)(axes.vectors, axes.attributes, method="glm", info={**axes.info, "n": 10})
     assert not _fitted_on(other_run, run)
@@ -239,23 +321,55 @@ def test_report_survives_a_finder_that_cannot_fit(world, tmp_path):
 
     G, F = world["G"], type(world["F"])()
     F.bias[3] = 10.0
-    run = sample(G, F, 1500, tmp_path / "run", seed=1, progress=False, generator_spec=world["gen_spec"],
-                 classifier_spec="always-young")
+    run = sample(
+        G,
+        F,
+        1500,
+        tmp_path / "run",
+        seed=1,
+        progress=False,
+        generator_spec=world["gen_spec"],
+        classifier_spec="always-young",
+    )
     from tlgan.pipeline import fit_axes
 
     axes = fit_axes(run, "svm")
-    summary = write_report(run, axes, tmp_path / "out", generator=G, classifier=F, methods=("logistic", "svm"),
-                           edit_faces=4, progress=False)
+    summary = write_report(
+        run,
+        axes,
+        tmp_path / "out",
+        generator=G,
+        classifier=F,
+        methods=("logistic", "svm"),
+        edit_faces=4,
+        progress=False,
+    )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "logistic" in report["methods"]["errors"] and report["methods"]["methods"] == ["svm"]
     assert summary["separability"]["Male"] > 0.9
     assert "could not be fitted" in (tmp_path / "out" / "report.html").read_text()
 
     # too few samples for the SVM's top/bottom 2 %: no separability, the rest of the report still comes out
-    small = sample(G, world["F"], 60, tmp_path / "small", seed=2, progress=False, generator_spec=world["gen_spec"],
-                   classifier_spec="pixel-reader")
-    summary = write_report(small, fit_axes(small, "glm"), tmp_path / "small_out", generator=G,
-                           classifier=world["F"], methods=("glm",), edit_faces=4, progress=False)
+    small = sample(
+        G,
+        world["F"],
+        60,
+        tmp_path / "small",
+        seed=2,
+        progress=False,
+        generator_spec=world["gen_spec"],
+        classifier_spec="pixel-reader",
+    )
+    summary = write_report(
+        small,
+        fit_axes(small, "glm"),
+        tmp_path / "small_out",
+        generator=G,
+        classifier=world["F"],
+        methods=("glm",),
+        edit_faces=4,
+        progress=False,
+    )
     assert all(v is None for v in summary["separability"].values())
     assert "the SVM finder could not be fitted" in (tmp_path / "small_out" / "report.html").read_text()
 
@@ -266,9 +380,23 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
 
     root = world["root"]
     runner = CliRunner()
-    result = runner.invoke(report_cmd, [str(root / "run"), "--axes", str(root / "axes.safetensors"), "--lock", "Male",
-                                        "--methods", "glm,svm", "--edit-faces", "8", "--out", str(tmp_path / "r"),
-                                        "--json"])
+    result = runner.invoke(
+        report_cmd,
+        [
+            str(root / "run"),
+            "--axes",
+            str(root / "axes.safetensors"),
+            "--lock",
+            "Male",
+            "--methods",
+            "glm,svm",
+            "--edit-faces",
+            "8",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["entanglement"]["Beard"]["ratio_locked"] < summary["entanglement"]["Beard"]["ratio"]
@@ -277,11 +405,23 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
     # axes of another generator are refused, naming both
     other = FeatureAxes(world["axes"].vectors, world["axes"].attributes, generator="toyfaces-gan")
     other.save(tmp_path / "other.safetensors")
-    result = runner.invoke(report_cmd, [str(root / "run"), "--axes", str(tmp_path / "other.safetensors"),
-                                        "--out", str(tmp_path / "x")])
+    result = runner.invoke(
+        report_cmd,
+        [str(root / "run"), "--axes", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "x")],
+    )
     assert isinstance(result.exception, TlganError) and "toyfaces-gan" in str(result.exception)
-    result = runner.invoke(report_cmd, [str(root / "run"), "--axes", str(root / "axes.safetensors"),
-                                        "--steps", "a,b", "--out", str(tmp_path / "x")])
+    result = runner.invoke(
+        report_cmd,
+        [
+            str(root / "run"),
+            "--axes",
+            str(root / "axes.safetensors"),
+            "--steps",
+            "a,b",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert isinstance(result.exception, TlganError) and "--steps" in str(result.exception)
 
 
@@ -296,15 +436,29 @@ def test_report_renders_in_headless_chromium(world):
     page_path = world["root"] / "out" / "report.html"
     problems = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on("request", lambda req: problems.append(f"request {req.url}")
-                    if not req.url.startswith(("file:", "data:")) else None)
+            page.on(
+                "request",
+                lambda req: (
+                    problems.append(f"request {req.url}")
+                    if not req.url.startswith(("file:", "data:"))
+                    else None
+                ),
+            )
             page.goto(page_path.as_uri())
             page.wait_for_load_state("load")
             images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")

@@ -20,7 +20,9 @@ def test_latent_depends_only_on_seed_and_index():
     # however many rows of the block are drawn: runs sampled by any version resume alike.
     import numpy as np
 
-    block = np.random.Generator(np.random.Philox(key=5, counter=[2, 32, 0, 0])).standard_normal((256, 32), dtype=np.float32)
+    block = np.random.Generator(np.random.Philox(key=5, counter=[2, 32, 0, 0])).standard_normal(
+        (256, 32), dtype=np.float32
+    )
     assert torch.equal(latent_rng_normal(5, [512 + 3], 32)[0], torch.from_numpy(block[3]))
     assert torch.equal(whole[512:], torch.from_numpy(block[:88]))
     # roughly standard normal
@@ -37,7 +39,9 @@ def test_sample_writes_run_and_scores_match_models(tiny_models, tmp_path):
     assert torch.allclose(scores, 3 * latents @ directions.T, atol=1e-3)
     assert sorted(p.name for p in (tmp_path / "run").glob("shard-*")) == [shard_name(k) for k in range(3)]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["attributes"] == ["Alpha", "Beta", "Gamma"] and manifest["n"] == 50
+    assert (
+        manifest["complete"] and manifest["attributes"] == ["Alpha", "Beta", "Gamma"] and manifest["n"] == 50
+    )
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, monkeypatch):
@@ -65,7 +69,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
         Run.open(tmp_path / "b")
     with pytest.raises(TlganError, match="--resume"):
         sample(G, F, 45, tmp_path / "b", seed=1, shard_size=10, progress=False)
-    resumed = sample(G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, resume=True, progress=False)
+    resumed = sample(
+        G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, resume=True, progress=False
+    )
     for x, y in zip(straight.load(), resumed.load(), strict=True):
         assert torch.equal(x, y)  # bit for bit
 
@@ -130,8 +136,9 @@ def test_resume_removes_what_a_killed_writer_left(tiny_models, tmp_path):
     keep = out / "notes.tmp"  # not a shard's temporary file: left alone
     keep.write_text("mine")
     run = sample(G, F, 30, out, seed=2, shard_size=10, resume=True, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "notes.tmp"] +
-                                                           [shard_name(k) for k in range(3)])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["manifest.json", "notes.tmp"] + [shard_name(k) for k in range(3)]
+    )
     assert run.manifest["complete"] and run.manifest["engine"] == "local"
     for k in range(3):
         assert (out / shard_name(k)).read_bytes() == (tmp_path / "a" / shard_name(k)).read_bytes()

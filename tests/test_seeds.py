@@ -1,4 +1,5 @@
 """PGGAN and StyleGAN (v1): the networks' semantics, and the InterFaceGAN .pth and NVlabs TF pickle formats."""
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ def raw_images(G, latents, space="z"):
 
 # ---- the networks ---------------------------------------------------------------------------
 
+
 def test_fused_upsampling_equals_nearest_upsampling_then_the_rotated_convolution():
     torch.manual_seed(0)
     weight = torch.randn(3, 3, 5, 7)  # (K, K, in, out)
@@ -79,7 +81,9 @@ def test_pggan_latent_weight_is_the_dense_layer_on_z():
     A = G.latent_weight("z")
     assert A.shape == (G.channels[0] * 16, G.z_dim)
     conv = G.layer0
-    pre_activation = F.conv2d(pixel_norm(z)[:, :, None, None], conv.conv.weight, padding=3) * conv.wscale.scale
+    pre_activation = (
+        F.conv2d(pixel_norm(z)[:, :, None, None], conv.conv.weight, padding=3) * conv.wscale.scale
+    )
     assert torch.allclose(pixel_norm(z) @ A.t(), pre_activation.reshape(4, -1), atol=1e-5)
     with pytest.raises(TlganError, match="first layer only"):
         G.latent_weight("z", layers=[1])
@@ -122,7 +126,9 @@ def test_stylegan_latent_weight_is_the_style_affine():
     A = G.latent_weight("w", layers=[2])
     dense = G.synthesis.layer2.epilogue.style_mod.dense
     assert torch.allclose(w @ A.t() + dense.wscale.bias, dense(w), atol=1e-6)
-    assert G.latent_weight("w").shape[0] == sum(2 * layer.epilogue.bias.shape[0] for layer in G.synthesis.layers())
+    assert G.latent_weight("w").shape[0] == sum(
+        2 * layer.epilogue.bias.shape[0] for layer in G.synthesis.layers()
+    )
     with pytest.raises(TlganError, match="do not exist"):
         G.latent_weight("w", layers=[G.num_ws])
 
@@ -137,9 +143,14 @@ def test_stylegan_noise_modes_and_fused_layers():
     # A fused upsampling layer and a nearest one with the same kernel give the same output.
     torch.manual_seed(0)
     nearest, fused = ConvLayer(6, 4, 8, 16, upsample=True), ConvLayer(6, 4, 8, 16, upsample=True, fused=True)
-    fused.load_state_dict({("weight" if k == "conv.weight" else k):
-                           (v.flip(2, 3).permute(2, 3, 1, 0) if k == "conv.weight" else v)
-                           for k, v in nearest.state_dict().items()})
+    fused.load_state_dict(
+        {
+            ("weight" if k == "conv.weight" else k): (
+                v.flip(2, 3).permute(2, 3, 1, 0) if k == "conv.weight" else v
+            )
+            for k, v in nearest.state_dict().items()
+        }
+    )
     x, w = torch.randn(2, 6, 8, 8), torch.randn(2, 8)
     assert torch.allclose(fused(x, w, "const"), nearest(x, w, "const"), atol=1e-5)
 
@@ -185,7 +196,10 @@ def test_converted_folders_are_bit_identical(name, tmp_path):
     G = NETWORKS[name]()
     write_pth(G, tmp_path / "g.pth", legacy=True)
     write_tf_pickle(G, tmp_path / "g.pkl")
-    a, b = convert(tmp_path / "g.pth", tmp_path / "from_pth"), convert(tmp_path / "g.pkl", tmp_path / "from_pkl")
+    a, b = (
+        convert(tmp_path / "g.pth", tmp_path / "from_pth"),
+        convert(tmp_path / "g.pkl", tmp_path / "from_pkl"),
+    )
     (ta, ma), (tb, mb) = load_tensors(a / "model.safetensors"), load_tensors(b / "model.safetensors")
     assert list(ta) == list(tb) and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
     ja, jb = read_json(a / "model.json"), read_json(b / "model.json")
@@ -241,14 +255,21 @@ def test_tf_pickle_truncation_from_static_kwargs_and_option_override(tmp_path):
 
 
 def test_tables_cover_every_parameter_and_invert():
-    for G, rows in ((tiny_pggan(), tf_pickle.pggan_table(5, False)),
-                    (tiny_pggan(fused_scale=True), tf_pickle.pggan_table(5, True))):
+    for G, rows in (
+        (tiny_pggan(), tf_pickle.pggan_table(5, False)),
+        (tiny_pggan(fused_scale=True), tf_pickle.pggan_table(5, True)),
+    ):
         assert {own for _, own, _ in rows} == set(G.state_dict())
     G = tiny_stylegan(fused_scale=True)
     table = tf_pickle.stylegan_table(5, TINY_STYLEGAN["mapping_layers"], [False, True, True, True])
     assert {own for rows in table.values() for _, own, _ in rows} == set(G.state_dict())
-    for rule, shape in (("dense", (5, 7)), ("conv", (3, 3, 4, 6)), ("pggan_fused", (3, 3, 4, 6)),
-                        ("pggan_dense", (6, 4 * 16)), ("same", (4,))):
+    for rule, shape in (
+        ("dense", (5, 7)),
+        ("conv", (3, 3, 4, 6)),
+        ("pggan_fused", (3, 3, 4, 6)),
+        ("pggan_dense", (6, 4 * 16)),
+        ("same", (4,)),
+    ):
         a = torch.randn(shape)
         assert torch.equal(tf_pickle._to_tf(rule, tf_pickle._to_torch(rule, a)), a), rule
     # The PGGAN dense layer: z @ W (TF) reshaped to (C, 4, 4) equals the stored 4x4 convolution on a 1x1 z.
@@ -262,8 +283,10 @@ def test_stored_truncation_coefficients_are_read(tmp_path):
     coefs = torch.ones(1, G.num_ws, 1)
     coefs[:, :5] = 0.6
     write_pth(G, tmp_path / "g.pth", extra={"truncation.truncation": coefs})
-    assert load_generator(str(tmp_path / "g.pth")).options == {"truncation_psi": pytest.approx(0.6),
-                                                                "truncation_cutoff": 5}
+    assert load_generator(str(tmp_path / "g.pth")).options == {
+        "truncation_psi": pytest.approx(0.6),
+        "truncation_cutoff": 5,
+    }
     assert truncation_from_coefficients(torch.ones(1, 8, 1), 8, "x") == (1.0, None)
     with pytest.raises(TlganError, match="not one psi"):
         truncation_from_coefficients(torch.tensor([0.5, 1.0, 0.5, 1.0]), 4, "x")
@@ -292,6 +315,7 @@ def test_bad_files_get_clear_errors(tmp_path):
 
 
 # ---- docs/interfacegan.md, on a tiny StyleGAN ------------------------------------------------
+
 
 def _invoke(*args):
     from click.testing import CliRunner
@@ -340,40 +364,102 @@ def test_the_interfacegan_page_commands_on_a_tiny_stylegan(tmp_path, one_thread)
     write_pth(G, gen)
     bounds = tmp_path / "boundaries"
     bounds.mkdir()
-    smile_w, age_w, age_c = ("stylegan_ffhq_smile_w_boundary.npy", "stylegan_ffhq_age_w_boundary.npy",
-                             "stylegan_ffhq_age_c_gender_boundary.npy")
+    smile_w, age_w, age_c = (
+        "stylegan_ffhq_smile_w_boundary.npy",
+        "stylegan_ffhq_age_w_boundary.npy",
+        "stylegan_ffhq_age_c_gender_boundary.npy",
+    )
     planted = {smile_w: _unit(G.w_dim, 1), age_w: _unit(G.w_dim, 2), age_c: _unit(G.z_dim, 3)}
     for name, vector in planted.items():
         np.save(bounds / name, vector)
-    _invoke("import-boundaries", bounds / smile_w, bounds / age_w, "--generator", "stylegan_ffhq",
-            "--out", tmp_path / "w.safetensors")
-    _invoke("import-boundaries", bounds / age_c, "--generator", "stylegan_ffhq", "--out", tmp_path / "z.safetensors")
+    _invoke(
+        "import-boundaries",
+        bounds / smile_w,
+        bounds / age_w,
+        "--generator",
+        "stylegan_ffhq",
+        "--out",
+        tmp_path / "w.safetensors",
+    )
+    _invoke(
+        "import-boundaries",
+        bounds / age_c,
+        "--generator",
+        "stylegan_ffhq",
+        "--out",
+        tmp_path / "z.safetensors",
+    )
     assert FeatureAxes.load(tmp_path / "z.safetensors").attributes == ["age_c_gender"]
 
     # Per layer in wp: only layers 0-3 move, by 3 along the boundary, after truncation.
-    _invoke("edit", "--generator", gen, "--axes", tmp_path / "w.safetensors", "--seed", 7, "--attr", "smile=+3",
-            "--layers", "0-3", "--out", tmp_path / "e.png", "--save-latent", tmp_path / "e.safetensors")
+    _invoke(
+        "edit",
+        "--generator",
+        gen,
+        "--axes",
+        tmp_path / "w.safetensors",
+        "--seed",
+        7,
+        "--attr",
+        "smile=+3",
+        "--layers",
+        "0-3",
+        "--out",
+        tmp_path / "e.png",
+        "--save-latent",
+        tmp_path / "e.safetensors",
+    )
     edited, meta = load_latent(tmp_path / "e.safetensors")
     start = G.sample_latents_at([7], seed=0, space="wp")[0]
     moved = torch.from_numpy(3 * planted[smile_w][0])
     assert meta["space"] == "wp"
     assert torch.allclose(edited[:4], start[:4] + moved, atol=1e-5) and torch.equal(edited[4:], start[4:])
     # In z, with a conditional boundary.
-    _invoke("edit", "--generator", gen, "--axes", tmp_path / "z.safetensors", "--seed", 7, "--attr",
-            "age_c_gender=-2", "--out", tmp_path / "z.png", "--save-latent", tmp_path / "z_latent.safetensors")
+    _invoke(
+        "edit",
+        "--generator",
+        gen,
+        "--axes",
+        tmp_path / "z.safetensors",
+        "--seed",
+        7,
+        "--attr",
+        "age_c_gender=-2",
+        "--out",
+        tmp_path / "z.png",
+        "--save-latent",
+        tmp_path / "z_latent.safetensors",
+    )
     edited, meta = load_latent(tmp_path / "z_latent.safetensors")
     expected = G.sample_latents_at([7], seed=0)[0] - 2 * torch.from_numpy(planted[age_c][0])
     assert meta["space"] == "z" and torch.allclose(edited, expected, atol=1e-5)
 
     # tlgan's own axes in w, compared by cosine with the published ones renamed to the classifier's attributes.
     (tmp_path / "clf.py").write_text(CLASSIFIER_FILE)
-    _invoke("sample", "--generator", gen, "--classifier", f"{tmp_path / 'clf.py'}:make", "--space", "w", "-n", 96,
-            "--batch-size", 48, "--out", tmp_path / "run")
+    _invoke(
+        "sample",
+        "--generator",
+        gen,
+        "--classifier",
+        f"{tmp_path / 'clf.py'}:make",
+        "--space",
+        "w",
+        "-n",
+        96,
+        "--batch-size",
+        48,
+        "--out",
+        tmp_path / "run",
+    )
     _invoke("fit", tmp_path / "run", "--method", "glm", "--out", tmp_path / "ours.safetensors")
     ours = FeatureAxes.load(tmp_path / "ours.safetensors")
     assert ours.space == "w" and ours.dim == G.w_dim
-    published = import_boundaries([bounds / smile_w, bounds / age_w], attributes=["Smiling", "Young"], space="w",
-                                  generator="stylegan_ffhq")
+    published = import_boundaries(
+        [bounds / smile_w, bounds / age_w],
+        attributes=["Smiling", "Young"],
+        space="w",
+        generator="stylegan_ffhq",
+    )
     cosines = cosine_to_truth(ours, published)
     smile, fitted = torch.from_numpy(planted[smile_w][0]).double(), ours["Smiling"].double()
     assert set(cosines) == {"Smiling", "Young"}
@@ -388,10 +474,29 @@ def test_the_interfacegan_page_commands_on_a_tiny_pggan(tmp_path, one_thread):
     _invoke("convert", tmp_path / "karras2018iclr-celebahq-32x32.pkl", "--out", tmp_path / "pggan-celebahq")
     boundary = _unit(G.z_dim, 4)
     np.save(tmp_path / "pggan_celebahq_age_c_gender_boundary.npy", boundary)
-    _invoke("import-boundaries", tmp_path / "pggan_celebahq_age_c_gender_boundary.npy", "--generator",
-            tmp_path / "pggan-celebahq", "--out", tmp_path / "axes.safetensors")
-    _invoke("edit", "--generator", tmp_path / "pggan-celebahq", "--axes", tmp_path / "axes.safetensors", "--seed", 7,
-            "--attr", "age_c_gender=+3", "--out", tmp_path / "e.png", "--save-latent", tmp_path / "e.safetensors")
+    _invoke(
+        "import-boundaries",
+        tmp_path / "pggan_celebahq_age_c_gender_boundary.npy",
+        "--generator",
+        tmp_path / "pggan-celebahq",
+        "--out",
+        tmp_path / "axes.safetensors",
+    )
+    _invoke(
+        "edit",
+        "--generator",
+        tmp_path / "pggan-celebahq",
+        "--axes",
+        tmp_path / "axes.safetensors",
+        "--seed",
+        7,
+        "--attr",
+        "age_c_gender=+3",
+        "--out",
+        tmp_path / "e.png",
+        "--save-latent",
+        tmp_path / "e.safetensors",
+    )
     edited, _ = load_latent(tmp_path / "e.safetensors")
     start = G.sample_latents_at([7], seed=0)[0]
     assert start.norm().item() == pytest.approx(math.sqrt(G.z_dim), rel=1e-5)  # InterFaceGAN's sphere

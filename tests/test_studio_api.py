@@ -4,6 +4,7 @@ The renderer's true axes are known exactly, so edits are checked against closed 
 an unlocked move of ``a`` along a unit axis adds exactly ``a * axis``; a locked attribute's
 projection does not move at all.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,9 @@ torch.set_num_threads(1)
 def small_classifier(attributes, seed: int = 0) -> ModuleClassifier:
     """A fixed, seeded linear read-out of an 8x8 average-pooled image: deterministic and image-dependent."""
     gen = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(192, len(attributes)))
+    net = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(192, len(attributes))
+    )
     with torch.no_grad():
         net[2].weight.copy_(torch.randn(len(attributes), 192, generator=gen) * 0.3)
         net[2].bias.zero_()
@@ -117,7 +120,12 @@ def test_render_of_a_seed_is_the_cli_face_with_its_scores(client, models):
 
 def test_probabilities_are_the_scores_of_the_rendered_face(client, models):
     G, F, axes = models
-    body = {"seed": 4, "amounts": {"Smiling": 1.5, "Bangs": -1.0}, "locks": ["Male"], "include_original": True}
+    body = {
+        "seed": 4,
+        "amounts": {"Smiling": 1.5, "Bangs": -1.0},
+        "locks": ["Male"],
+        "include_original": True,
+    }
     scored = post(client, **body, scores=True)
     response = client.post("/api/probabilities", json=body)
     assert response.status_code == 200, response.text
@@ -174,8 +182,10 @@ def test_an_unlocked_move_adds_exactly_amount_times_the_axis(client, models):
     assert torch.allclose(moved - torch.tensor(start["latent"]), 2.0 * axes["Smiling"], atol=1e-5)
     assert np.abs(decode(reply["image"]).astype(int) - decode(start["image"])).max() > 100
     # The edit changes what the classifier sees (it reads the pixels that changed).
-    scores = [client.post("/api/probabilities", json={"seed": seed, "amounts": amounts}).json()["probabilities"]
-              for amounts in ({}, {"Smiling": 2.0})]
+    scores = [
+        client.post("/api/probabilities", json={"seed": seed, "amounts": amounts}).json()["probabilities"]
+        for amounts in ({}, {"Smiling": 2.0})
+    ]
     assert max(abs(scores[1][a] - scores[0][a]) for a in F.attributes) > 1e-3
 
 
@@ -205,11 +215,14 @@ def test_studio_edits_equal_edit_latents(models):
     for trial in range(6):
         base = torch.randn(512, generator=gen)
         names = [axes.attributes[int(i)] for i in torch.randperm(len(axes.attributes), generator=gen)[:4]]
-        amounts = {name: float(x) for name, x in zip(names[:3], torch.randn(3, generator=gen) * 3, strict=True)}
+        amounts = {
+            name: float(x) for name, x in zip(names[:3], torch.randn(3, generator=gen) * 3, strict=True)
+        }
         locks = names[2:] if trial % 2 else names[3:]  # sometimes a moved attribute is locked too
         for _ in range(2):  # the second time from the cached directions
-            assert torch.allclose(studio.edit(base, amounts, locks), edit_latents(base, axes, amounts, locks),
-                                  atol=1e-6)
+            assert torch.allclose(
+                studio.edit(base, amounts, locks), edit_latents(base, axes, amounts, locks), atol=1e-6
+            )
 
 
 def test_a_returned_latent_renders_the_same_face(client):
@@ -303,14 +316,21 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("payload, message", [(png_header(60_000, 60_000), "x.png: refused as a possible decompression bomb"),
-                                              (png_header(8, 8), "too small"),
-                                              (b"", "x.png: the file is empty"),
-                                              (b"not an image", "x.png: not an image file Pillow can read"),
-                                              (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "x.png")])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (png_header(60_000, 60_000), "x.png: refused as a possible decompression bomb"),
+        (png_header(8, 8), "too small"),
+        (b"", "x.png: the file is empty"),
+        (b"not an image", "x.png: not an image file Pillow can read"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "x.png"),
+    ],
+)
 def test_score_rejects_files_that_are_not_images(client, payload, message):
     response = client.post("/api/score", files={"file": ("x.png", payload, "image/png")})
     assert response.status_code == 422 and message in response.json()["detail"]
@@ -358,7 +378,9 @@ def test_invert_errors_from_the_inversion_become_422(client, monkeypatch):
 
 
 def test_concurrent_requests_do_not_interfere(client):
-    variants = [{"seed": s, "amounts": {"Smiling": 0.5 * s - 2}, "locks": ["Male"] if s % 2 else []} for s in range(6)]
+    variants = [
+        {"seed": s, "amounts": {"Smiling": 0.5 * s - 2}, "locks": ["Male"] if s % 2 else []} for s in range(6)
+    ]
     alone = [post(client, **v) for v in variants]
     barrier = threading.Barrier(6)
 
@@ -380,10 +402,12 @@ def test_bench_studio_runs_against_a_real_server(models):
     assert result["studio_concurrent_errors"] == 0
     assert result["studio_concurrent_requests"] > 0
     assert result["studio_render_ms"] > 0 and result["studio_bare_ms"] > 0
-    assert result["studio_render_vs_bare_ratio"] == pytest.approx(result["studio_render_ms"] / result["studio_bare_ms"],
-                                                                  rel=0.01)
+    assert result["studio_render_vs_bare_ratio"] == pytest.approx(
+        result["studio_render_ms"] / result["studio_bare_ms"], rel=0.01
+    )
     assert result["studio_update_vs_bare_with_scores_ratio"] == pytest.approx(
-        result["studio_update_ms"] / result["studio_bare_with_scores_ms"], rel=0.01)
+        result["studio_update_ms"] / result["studio_bare_with_scores_ms"], rel=0.01
+    )
 
 
 def test_a_taken_port_is_reported_clearly():
@@ -437,7 +461,9 @@ def test_a_busy_model_does_not_stall_other_requests(models):
     with ServerThread(app) as server, ThreadPoolExecutor(2) as pool:
         holder = pool.submit(hold_models)
         assert held.wait(10)
-        render = pool.submit(get, server.url + "api/render", json.dumps({"seed": 3, "format": "png"}).encode())
+        render = pool.submit(
+            get, server.url + "api/render", json.dumps({"seed": 3, "format": "png"}).encode()
+        )
         assert waiting.wait(10)
         status, _ = get(server.url + "api/attributes")  # answered while the render still waits
         assert status == 200 and not render.done()
@@ -456,9 +482,19 @@ def test_bench_studio_counts_a_reply_meant_for_another_request(models):
     studio = Studio(G, F, axes)
     attributes = list(axes.attributes)
     client = TestClient(create_app(G, F, axes, generator_name="toyfaces-render"))
-    replies = [(path, k, client.post(path, content=_request_body(k, attributes, path=path),
-                                     headers={"content-type": "application/json"}).content)
-               for k in (7, 27) for path in PATHS]  # two faces
+    replies = [
+        (
+            path,
+            k,
+            client.post(
+                path,
+                content=_request_body(k, attributes, path=path),
+                headers={"content-type": "application/json"},
+            ).content,
+        )
+        for k in (7, 27)
+        for path in PATHS
+    ]  # two faces
     assert _check_replies(studio, G, F, attributes, replies) == 0
     swapped = [(path, k, replies[(i + 2) % 4][2]) for i, (path, k, _) in enumerate(replies)]
     assert _check_replies(studio, G, F, attributes, swapped) == 4
@@ -479,6 +515,7 @@ def test_slow_model_work_leaves_the_event_loop_and_comes_back_when_quick(models)
             if seconds:
                 threading.Event().wait(seconds)
             return threading.get_ident() == loop_thread
+
         return await studio.call(work)
 
     async def scenario():

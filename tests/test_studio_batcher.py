@@ -7,6 +7,7 @@ request's answer is what the same request gives computed alone in a batch of the
 and slot, the other slots holding unrelated faces: no answer depends on what the other
 requests of its batch asked for, and no answer goes to the wrong request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -125,7 +126,11 @@ def test_a_model_call_that_raises_fails_only_its_batch():
     assert batches == [["a"], ["b", "p", "c"], ["d", "e"], ["z"]]
     assert results[0] == "a!" and results[4:] == ["d!", "e!"] and after == "z!"
     for failed in results[1:4]:
-        assert isinstance(failed, BatchFailed) and failed.size == 3 and "ValueError: poisoned batch" in str(failed)
+        assert (
+            isinstance(failed, BatchFailed)
+            and failed.size == 3
+            and "ValueError: poisoned batch" in str(failed)
+        )
 
 
 def test_a_caller_that_gives_up_is_skipped_and_holds_up_nobody():
@@ -234,8 +239,11 @@ def requests_with_everything(n):
     attributes = ["Smiling", "Male", "Young", "Beard", "Bangs", "Eyeglasses"]
     out = []
     for k in range(n):
-        body = {"seed": 100 + k, "amounts": {attributes[k % 6]: 0.25 * (k % 9) - 1.0, attributes[(k + 2) % 6]: 1.5},
-                "locks": [attributes[(k + 1) % 6]] if k % 3 else []}
+        body = {
+            "seed": 100 + k,
+            "amounts": {attributes[k % 6]: 0.25 * (k % 9) - 1.0, attributes[(k + 2) % 6]: 1.5},
+            "locks": [attributes[(k + 1) % 6]] if k % 3 else [],
+        }
         if k % 4 == 1:
             body["include_original"] = True
         if k % 2 == 0:
@@ -287,8 +295,12 @@ def post_held(port, model, requests):
 def find_slots(batches, row, atol=0.0):
     """Every (batch, slot) whose input is ``row``: exactly, or within ``atol`` (the same face drawn
     in another batch differs in the last bits, and the studio may have answered with either)."""
-    found = [(batch, slot) for batch in batches for slot, candidate in enumerate(batch)
-             if (torch.equal(candidate, row) if atol == 0 else float((candidate - row).abs().max()) <= atol)]
+    found = [
+        (batch, slot)
+        for batch in batches
+        for slot, candidate in enumerate(batch)
+        if (torch.equal(candidate, row) if atol == 0 else float((candidate - row).abs().max()) <= atol)
+    ]
     assert found, "this input never reached the model"
     return found
 
@@ -336,8 +348,11 @@ def test_concurrent_answers_equal_each_request_computed_alone_bit_for_bit(bundle
         if path == "/api/probabilities" or body.get("scores"):
             keys = ["probabilities", "original_probabilities"][: len(faces)]
             for key, candidates in zip(keys, images, strict=True):
-                probs = [studio.probabilities_dict(p) for image in candidates
-                         for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)]
+                probs = [
+                    studio.probabilities_dict(p)
+                    for image in candidates
+                    for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)
+                ]
                 assert reply[key] in probs
 
 
@@ -348,14 +363,19 @@ def test_a_bad_request_among_concurrent_ones_fails_alone(bundled):
     RG = Recording(G, "synthesize", hold=True)
     app = create_app(RG, F, axes, max_batch=8)
     good = [("/api/render", {"seed": s, "format": "png"}) for s in range(10)]
-    bad = [("/api/render", {"latent": [0.0] * 511}), ("/api/probabilities", {"seed": 1, "amounts": {"Smilin": 1}})]
+    bad = [
+        ("/api/render", {"latent": [0.0] * 511}),
+        ("/api/probabilities", {"seed": 1, "amounts": {"Smilin": 1}}),
+    ]
     mixed = good[:5] + bad[:1] + good[5:] + bad[1:]
     with ServerThread(app) as server:
         replies = post_held(server.port, RG, mixed)
     statuses = [status for status, _ in replies]
     assert statuses[5] == 422 and b"needs 512" in replies[5][1]
     assert statuses[-1] == 422 and b"did you mean 'Smiling'" in replies[-1][1]
-    assert all(status == 200 and payload.startswith(b"\x89PNG") for status, payload in replies[:5] + replies[6:-1])
+    assert all(
+        status == 200 and payload.startswith(b"\x89PNG") for status, payload in replies[:5] + replies[6:-1]
+    )
     assert max(len(b) for b in RG.batches) > 1
 
 
@@ -396,11 +416,14 @@ def test_a_client_that_disconnects_holds_up_nobody(bundled):
     RG = Recording(G, "synthesize", hold=True)
     app = create_app(RG, F, axes, max_batch=8)
     with ServerThread(app) as server:
+
         def hang_up(seed):  # send a request and go away before the answer
             body = json.dumps({"seed": seed, "format": "png"}).encode()
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(b"POST /api/render HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            sock.sendall(
+                b"POST /api/render HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             sock.close()
 
         def hang_ups_then_release(_):
@@ -409,7 +432,9 @@ def test_a_client_that_disconnects_holds_up_nobody(bundled):
 
         original = RG.release.set
         RG.release.set = lambda: (hang_ups_then_release(None), original())  # they queue with the others
-        replies = post_held(server.port, RG, [("/api/render", {"seed": s, "format": "png"}) for s in range(8)])
+        replies = post_held(
+            server.port, RG, [("/api/render", {"seed": s, "format": "png"}) for s in range(8)]
+        )
         again = post_all(server.port, [("/api/render", {"seed": 40, "format": "png"})])
     assert all(status == 200 and payload.startswith(b"\x89PNG") for status, payload in replies + again)
     studio = app.state.studio
@@ -431,8 +456,11 @@ def test_the_batcher_shuts_down_with_the_server(bundled):
         thread = server.thread
     assert not thread.is_alive()
     assert studio.draw_batcher.closed and studio.score_batcher.closed
-    assert all(q.task is None or q.task.done() for b in (studio.draw_batcher, studio.score_batcher)
-               for q in b._queues.values())
+    assert all(
+        q.task is None or q.task.done()
+        for b in (studio.draw_batcher, studio.score_batcher)
+        for q in b._queues.values()
+    )
     with pytest.raises(BatcherClosed):
         asyncio.run(studio.draw_batcher.submit(torch.zeros(512)))
 
@@ -491,9 +519,18 @@ def test_the_load_generator_sends_its_share_of_bad_requests_and_stops_by_itself(
     G, F, axes = bundled
     app = create_app(G, F, axes, max_batch=8)
     with ServerThread(app) as server:
-        load = _concurrent_load(server.port, list(axes.attributes), clients=5, duration=60.0, first=10**6,
-                                bad_every=10, max_requests=100)
-    assert load["studio_concurrent_requests"] == 100 and load["studio_concurrent_seconds"] < 60  # the count bound
+        load = _concurrent_load(
+            server.port,
+            list(axes.attributes),
+            clients=5,
+            duration=60.0,
+            first=10**6,
+            bad_every=10,
+            max_requests=100,
+        )
+    assert (
+        load["studio_concurrent_requests"] == 100 and load["studio_concurrent_seconds"] < 60
+    )  # the count bound
     bad = load["studio_concurrent_bad_requests"]
     assert 5 <= bad <= 15 and load["studio_concurrent_bad_requests_4xx"] == bad  # one in ten, every one a 4xx
     assert load["studio_concurrent_errors"] == 0 and len(load["replies"]) == 100 - bad
@@ -507,9 +544,15 @@ def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it(
 
     from tlgan.bench.studio import _cpu_ceiling, _cpu_use
 
-    burner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
-                               "while time.process_time() - t < 0.6: pass\ntime.sleep(30)"])
+    burner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)",
+        ]
+    )
     try:
+
         def wait_a_second():
             time.sleep(2.0)
             return {"answered": 1}
@@ -519,7 +562,9 @@ def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it(
         burner.kill()
         burner.wait()
     assert load == {"answered": 1}
-    assert 0.3 < server_s < 0.9  # the other process burnt about 0.6 s (part of it may fall before the first reading)
+    assert (
+        0.3 < server_s < 0.9
+    )  # the other process burnt about 0.6 s (part of it may fall before the first reading)
     assert 0 <= client_s < 0.2  # this one slept
     result = {"studio_load_clients": 100}
     _cpu_ceiling(result, "on", requests=1000, server_s=4.0, client_s=1.0, cores=2)
@@ -533,22 +578,29 @@ def test_bench_studio_load_drives_two_real_servers():
     """The studio-load bench end to end: two `tlgan serve` processes (about 10 s each to import torch and start)."""
     from tlgan.bench.studio import bench_studio_load
 
-    result = bench_studio_load(quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8),
-                               slices=2)
+    result = bench_studio_load(
+        quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8), slices=2
+    )
     for mode in ("off", "on"):
         assert result[f"studio_load_{mode}_errors"] == 0
-        assert result[f"studio_load_{mode}_requests"] > 0 and result[f"studio_load_{mode}_checked_replies"] > 0
+        assert (
+            result[f"studio_load_{mode}_requests"] > 0 and result[f"studio_load_{mode}_checked_replies"] > 0
+        )
         assert result[f"studio_load_{mode}_bad_requests"] == result[f"studio_load_{mode}_bad_requests_4xx"]
         assert result[f"studio_load_{mode}_clean_shutdown"] is True
     assert result["studio_load_single_on_vs_off_ratio"] == pytest.approx(
-        result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01)
+        result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], rel=0.01
+    )
     assert result["studio_load_max_batch"] == 8 and result["studio_load_model_ms_per_image_batch_8"] > 0
     if os.path.exists("/proc/self/stat"):  # the CPU accounting reads /proc
         for mode in ("off", "on"):
-            server, client = (result[f"studio_load_{mode}_{side}_cpu_ms_per_request"] for side in ("server", "client"))
+            server, client = (
+                result[f"studio_load_{mode}_{side}_cpu_ms_per_request"] for side in ("server", "client")
+            )
             assert server > 0 and client > 0
             assert result[f"studio_load_{mode}_cpu_ceiling_requests_per_second"] == pytest.approx(
-                1000 * result["studio_load_cores"] / (server + client), rel=0.01)
+                1000 * result["studio_load_cores"] / (server + client), rel=0.01
+            )
 
 
 def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
@@ -559,16 +611,26 @@ def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
     from tlgan.studio.app import ServerThread, create_app, encode_png
 
     G = tiny_stylegan2(0)
-    axes = FeatureAxes(torch.nn.functional.normalize(torch.randn(2, G.latent_dim("w"),
-                                                                 generator=torch.Generator().manual_seed(2)), dim=1),
-                       ["Red", "Blue"], space="w", generator="unknown")
+    axes = FeatureAxes(
+        torch.nn.functional.normalize(
+            torch.randn(2, G.latent_dim("w"), generator=torch.Generator().manual_seed(2)), dim=1
+        ),
+        ["Red", "Blue"],
+        space="w",
+        generator="unknown",
+    )
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     F = ModuleClassifier(net, ["Red", "Blue"], input_resolution=32).eval()
     RG, RF = Recording(G, "synthesize", hold=True), Recording(F, "probabilities")
     app = create_app(RG, RF, axes, max_batch=8)
     studio = app.state.studio
-    requests = [("/api/render" if k % 2 else "/api/probabilities",
-                 {"seed": k, "amounts": {"Red": 0.5 * k - 3}, "locks": ["Blue"] if k % 3 else []}) for k in range(16)]
+    requests = [
+        (
+            "/api/render" if k % 2 else "/api/probabilities",
+            {"seed": k, "amounts": {"Red": 0.5 * k - 3}, "locks": ["Blue"] if k % 3 else []},
+        )
+        for k in range(16)
+    ]
     with ServerThread(app) as server:
         replies = post_held(server.port, RG, requests)
     assert all(status == 200 for status, _ in replies) and max(len(b) for b in RG.batches) > 1
@@ -576,13 +638,20 @@ def test_a_stylegan2_in_w_is_batched_with_each_answer_its_own(bundled):
     with torch.inference_mode():
         filler_images = G.synthesize(filler, "w")
     for (path, body), (_, payload) in zip(requests, replies, strict=True):
-        latent = studio.edit(studio.base_latent(seed=body["seed"]), *studio.check_moves(body["amounts"], body["locks"]))
+        latent = studio.edit(
+            studio.base_latent(seed=body["seed"]), *studio.check_moves(body["amounts"], body["locks"])
+        )
         images = answers_alone(lambda x: G.synthesize(x, "w"), RG.batches, latent, filler)
         reply = json.loads(payload) if path == "/api/probabilities" else None
         if reply is None:
             assert torch.equal(torch.tensor(json.loads(payload)["latent"], dtype=torch.float32), latent)
-            assert base64.b64decode(json.loads(payload)["image"].split(",", 1)[1]) in [encode_png(i) for i in images]
+            assert base64.b64decode(json.loads(payload)["image"].split(",", 1)[1]) in [
+                encode_png(i) for i in images
+            ]
         else:
-            probs = [studio.probabilities_dict(p) for image in images
-                     for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)]
+            probs = [
+                studio.probabilities_dict(p)
+                for image in images
+                for p in answers_alone(F.probabilities, RF.batches, image, filler_images, atol=1e-4)
+            ]
             assert reply["probabilities"] in probs

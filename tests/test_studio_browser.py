@@ -5,6 +5,7 @@ the bundled one when it is installed; otherwise a ridge read-out of pooled pixel
 here on a few hundred renders, which reads Smiling, Male and Beard from the image well
 enough (about 0.9 accuracy) for the checks below to mean something.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,8 +43,9 @@ def ridge_classifier(generator, n: int = 512, pool: int = 16, seed: int = 99) ->
     xc, yc = x - mx, y - my
     ridge = 1e-3 * xc.pow(2).sum() / x.shape[1]
     w = torch.linalg.solve(xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=torch.float64), xc.T @ yc)
-    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(pool), torch.nn.Flatten(),
-                              torch.nn.Linear(3 * pool * pool, y.shape[1]))
+    net = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(pool), torch.nn.Flatten(), torch.nn.Linear(3 * pool * pool, y.shape[1])
+    )
     with torch.no_grad():
         net[2].weight.copy_(w.T.float())
         net[2].bias.copy_((my - mx @ w).float())
@@ -56,9 +58,17 @@ def browser():
         pytest.skip(f"{CHROMIUM} is not installed")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -84,8 +94,13 @@ def bearded_man(generator, limit: int = 500) -> int:
     labels, scores = world.labels(z), world.latent_scores(z)
     col = {a: world.ATTRIBUTES.index(a) for a in ("Male", "Beard", "Smiling")}
     for seed in range(limit):
-        if (labels[seed, col["Male"]] and labels[seed, col["Beard"]] and not labels[seed, col["Smiling"]]
-                and scores[seed, col["Male"]] < 0.8 and scores[seed, col["Smiling"]] > -1.0):
+        if (
+            labels[seed, col["Male"]]
+            and labels[seed, col["Beard"]]
+            and not labels[seed, col["Smiling"]]
+            and scores[seed, col["Male"]] < 0.8
+            and scores[seed, col["Smiling"]] > -1.0
+        ):
             return seed
     raise AssertionError("no bearded man among the first seeds")
 
@@ -117,7 +132,10 @@ def open_page(browser, requests_failing: bool = False):
     ``requests_failing``), for a test to assert empty at the end."""
     page = browser.new_page(viewport={"width": 1320, "height": 900})
     problems = []
-    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+    )
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     if requests_failing:
         page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
@@ -140,7 +158,9 @@ def test_studio_page_edits_scores_and_locks(browser, studio):
             idle()
 
     def score(attr: str) -> float:
-        return float(page.locator(f'[role="meter"][aria-label="{attr} score"]').get_attribute("aria-valuenow"))
+        return float(
+            page.locator(f'[role="meter"][aria-label="{attr} score"]').get_attribute("aria-valuenow")
+        )
 
     def amount(attr: str) -> float:
         return float(page.get_by_role("slider", name=f"{attr} amount").input_value())
@@ -275,8 +295,9 @@ def test_ticking_tune_gives_a_tuned_face_whose_edits_and_learned_rows_work(brows
         photo = other.synthesize(other.sample_latents_at([3], seed=0, space="wp"), "wp")[0]
     path = tmp_path / "portrait.png"
     path.write_bytes(encode_png(photo))
-    app = create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20,
-                     learned={"yaw": yaw})
+    app = create_app(
+        G, small_classifier(NAMES), axes, space="wp", invert_steps=20, tune_steps=20, learned={"yaw": yaw}
+    )
     with ServerThread(app) as server:
         page, problems = open_page(browser)
         idle = page.locator('body[data-state="idle"]')
@@ -299,13 +320,17 @@ def test_ticking_tune_gives_a_tuned_face_whose_edits_and_learned_rows_work(brows
         page.get_by_role("button", name="Smiling +", exact=True).click()
         idle.wait_for(state="attached")
         with torch.inference_mode():
-            expected = tuned_G.synthesize(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp")[0]
+            expected = tuned_G.synthesize(
+                edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp"
+            )[0]
             shared = G.synthesize(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp")[None], "wp")[0]
         edited = shown_pixels(page.get_by_alt_text("edited face"))
         assert np.array_equal(edited, png_pixels(expected)) and not np.array_equal(edited, png_pixels(shared))
 
         # The learned row: its + applies after the axis move; it has no lock to offer.
-        assert not page.get_by_label("lock yaw").is_visible() and page.get_by_label("lock Smiling").is_visible()
+        assert (
+            not page.get_by_label("lock yaw").is_visible() and page.get_by_label("lock Smiling").is_visible()
+        )
         page.get_by_role("button", name="yaw +", exact=True).click()
         idle.wait_for(state="attached")
         moved = delta_edit(edit_latents(latent, axes, {"Smiling": 0.5}, space="wp"), yaw, 0.5)

@@ -4,6 +4,7 @@ The models are trained here in a few steps on synthetic sequences (each a bent p
 the latent space), which is enough to give an edit that depends on the latent: the checks
 below compare the studio with ``delta_edit`` exactly, not the edit's quality.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,20 @@ def bent_sequences(generator, space: str, k: int = 8, n: int = 5, seed: int = 0)
     shape = start.shape[1:]
     a, b = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     t = torch.linspace(0, 1, n).view(1, n, *([1] * len(shape)))
-    return start[:, None] + 2.0 * t * a + 1.5 * t ** 2 * b
+    return start[:, None] + 2.0 * t * a + 1.5 * t**2 * b
 
 
 def trained(tmp_path, generator, space: str, factor, seed: int = 0, generator_name=None):
     sets = [bent_sequences(generator, space, seed=seed)]
-    return train_delta(sets, tmp_path / f"{factor or 'unnamed'}-{space}-{seed}", factor=factor, space=space,
-                       generator=generator_name or generator.name, seed=seed, **TRAIN)
+    return train_delta(
+        sets,
+        tmp_path / f"{factor or 'unnamed'}-{space}-{seed}",
+        factor=factor,
+        space=space,
+        generator=generator_name or generator.name,
+        seed=seed,
+        **TRAIN,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +58,13 @@ def z_studio(tmp_path_factory):
     G = load_generator("toyfaces-render")
     axes = G.true_axes()
     yaw, light = trained(tmp, G, "z", "yaw", seed=0), trained(tmp, G, "z", "light", seed=1)
-    app = create_app(G, small_classifier(axes.attributes), axes, generator_name="toyfaces-render",
-                     learned={"yaw": yaw, "light": light})
+    app = create_app(
+        G,
+        small_classifier(axes.attributes),
+        axes,
+        generator_name="toyfaces-render",
+        learned={"yaw": yaw, "light": light},
+    )
     return G, axes, yaw, light, TestClient(app)
 
 
@@ -76,8 +89,10 @@ def test_a_learned_row_is_delta_edit_of_the_axis_edited_latent(z_studio):
     assert np.array_equal(decode(reply["image"]), drawn(G, expected, "z"))
     # Probabilities follow the same face.
     scores = client.post("/api/probabilities", json={"seed": 3, "amounts": amounts, "locks": ["Male"]}).json()
-    assert scores["probabilities"] == render(client, seed=3, amounts=amounts, locks=["Male"],
-                                             scores=True)["probabilities"]
+    assert (
+        scores["probabilities"]
+        == render(client, seed=3, amounts=amounts, locks=["Male"], scores=True)["probabilities"]
+    )
 
 
 def test_alpha_zero_is_no_edit(z_studio):
@@ -89,11 +104,14 @@ def test_alpha_zero_is_no_edit(z_studio):
     assert torch.equal(delta_edit(latent, yaw, 0.0), latent)
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"seed": 1, "amounts": {"yaww": 1.0}}, "did you mean 'yaw'"),
-    ({"seed": 1, "locks": ["yaw"]}, "cannot be locked"),
-    ({"seed": 1, "amounts": {"yaw": 11.0}}, "outside the allowed range"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"seed": 1, "amounts": {"yaww": 1.0}}, "did you mean 'yaw'"),
+        ({"seed": 1, "locks": ["yaw"]}, "cannot be locked"),
+        ({"seed": 1, "amounts": {"yaw": 11.0}}, "outside the allowed range"),
+    ],
+)
 def test_bad_learned_moves_get_a_422(z_studio, body, message):
     client = z_studio[-1]
     response = client.post("/api/render", json=body)
@@ -104,8 +122,17 @@ def test_learned_edits_work_on_an_uploaded_photo_in_wp_tuned_or_not(tmp_path):
     G = tiny_stylegan2()
     axes = w_axes(G)
     model = trained(tmp_path, G, "wp", "yaw")
-    client = TestClient(create_app(G, small_classifier(NAMES), axes, space="wp", invert_steps=15, tune_steps=10,
-                                   learned={"yaw": model}))
+    client = TestClient(
+        create_app(
+            G,
+            small_classifier(NAMES),
+            axes,
+            space="wp",
+            invert_steps=15,
+            tune_steps=10,
+            learned={"yaw": model},
+        )
+    )
     with torch.inference_mode():
         photo = encode_png(G.synthesize(G.sample_latents_at([21], seed=0, space="wp"), "wp")[0])
     reply = client.post("/api/invert", files={"file": ("me.png", photo, "image/png")}, data={"tune": "true"})
@@ -158,10 +185,24 @@ def test_serve_refuses_a_learned_edit_of_another_space_before_fitting_axes(tmp_p
 
     G = load_generator("toyfaces-render")
     # An edit that says it works in w (toyfaces-render has only z), on latents of the right size.
-    train_delta([bent_sequences(G, "z")], tmp_path / "yaw-w-0", factor="yaw", space="w", generator=G.name, **TRAIN)
+    train_delta(
+        [bent_sequences(G, "z")], tmp_path / "yaw-w-0", factor="yaw", space="w", generator=G.name, **TRAIN
+    )
     monkeypatch.setattr(tlgan.pipeline, "default_axes", lambda *a, **k: pytest.fail("fitted axes first"))
-    result = CliRunner().invoke(cli, ["serve", "--generator", "toyfaces-render", "--classifier",
-                                      "toyfaces-classifier", "--port", "0", "--delta", str(tmp_path / "yaw-w-0")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "serve",
+            "--generator",
+            "toyfaces-render",
+            "--classifier",
+            "toyfaces-classifier",
+            "--port",
+            "0",
+            "--delta",
+            str(tmp_path / "yaw-w-0"),
+        ],
+    )
     assert result.exit_code != 0
     text = result.output + str(result.exception or "")
     assert "works in space 'w' but the studio edits 'z'" in text, text

@@ -4,6 +4,7 @@ A wp studio takes latents of shape (num_ws, w_dim), flat or nested, moves them a
 fitted in w (the same move in every layer), and inverts uploads in W+; what it draws must be
 exactly ``generator.synthesize(latent, "wp")``.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,7 +33,9 @@ NAMES = ["Smiling", "Male", "Beard"]
 def w_axes(generator, seed: int = 3) -> FeatureAxes:
     g = torch.Generator().manual_seed(seed)
     vectors = torch.randn(len(NAMES), generator.w_dim, generator=g)
-    return FeatureAxes(vectors / vectors.norm(dim=1, keepdim=True), NAMES, space="w", generator=generator.name)
+    return FeatureAxes(
+        vectors / vectors.norm(dim=1, keepdim=True), NAMES, space="w", generator=generator.name
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,17 +113,21 @@ def test_an_uploaded_photo_inverts_in_wp_and_renders_exactly(wp_client, models):
     nested = render(wp_client, latent=latent.tolist())
     assert np.array_equal(decode(flat["image"]), expected) and nested["image"] == flat["image"]
     moved = render(wp_client, latent=result["latent"], amounts={"Smiling": 2.0})
-    assert np.array_equal(decode(moved["image"]),
-                          drawn(G, edit_latents(latent, axes, {"Smiling": 2.0}, space="wp")))
+    assert np.array_equal(
+        decode(moved["image"]), drawn(G, edit_latents(latent, axes, {"Smiling": 2.0}, space="wp"))
+    )
 
 
-@pytest.mark.parametrize("latent, message", [
-    ([0.1] * 127, "8 x 16 numbers"),
-    ([[0.1] * 15] * 8, "shape [8, 15]"),
-    ([[0.1] * 16] * 7, "shape [7, 16]"),
-    ([[0.1] * 16] * 7 + [[0.1] * 15], "not a regular list"),
-    ([[[0.1] * 16] * 8], "latent"),
-])
+@pytest.mark.parametrize(
+    "latent, message",
+    [
+        ([0.1] * 127, "8 x 16 numbers"),
+        ([[0.1] * 15] * 8, "shape [8, 15]"),
+        ([[0.1] * 16] * 7, "shape [7, 16]"),
+        ([[0.1] * 16] * 7 + [[0.1] * 15], "not a regular list"),
+        ([[[0.1] * 16] * 8], "latent"),
+    ],
+)
 def test_wp_latents_of_the_wrong_shape_get_a_422_naming_the_shape(wp_client, latent, message):
     response = wp_client.post("/api/render", json={"latent": latent})
     assert response.status_code == 422, response.text
@@ -171,7 +178,9 @@ def test_app_from_specs_serves_wp_with_w_axes_and_refuses_z_axes(models, tmp_pat
     assert info["space"] == "wp" and info["latent_shape"] == [G.num_ws, G.w_dim]
     loaded = app.state.studio.generator
     reply = render(client, seed=2, amounts={"Male": 1.0})
-    expected = edit_latents(loaded.sample_latents_at([2], seed=0, space="wp")[0], axes, {"Male": 1.0}, space="wp")
+    expected = edit_latents(
+        loaded.sample_latents_at([2], seed=0, space="wp")[0], axes, {"Male": 1.0}, space="wp"
+    )
     assert np.array_equal(decode(reply["image"]), drawn(loaded, expected))
     FeatureAxes(torch.eye(3, G.z_dim), NAMES, space="z", generator=G.name).save(tmp_path / "z.safetensors")
     with pytest.raises(TlganError, match="cannot edit 'wp' faces; fit axes in 'w'"):

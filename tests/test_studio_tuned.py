@@ -4,6 +4,7 @@ The photo is drawn by a *different* tiny StyleGAN2, so no latent of the studio's
 reproduces it exactly and tuning has something to gain. A tuned photo's id must draw with its
 own generator; requests without the id must stay bit for bit the shared generator's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10.0 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+    return 10.0 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def photo_of(seed: int):
@@ -44,13 +45,16 @@ def photo_of(seed: int):
 @pytest.fixture(scope="module")
 def setup():
     G = tiny_stylegan2()
-    app = create_app(G, small_classifier(NAMES), w_axes(G), space="wp", invert_steps=30, tune_steps=40, max_tuned=2)
+    app = create_app(
+        G, small_classifier(NAMES), w_axes(G), space="wp", invert_steps=30, tune_steps=40, max_tuned=2
+    )
     return G, TestClient(app)
 
 
 def upload(client, data: bytes, tune: bool):
-    response = client.post("/api/invert", files={"file": ("me.png", data, "image/png")},
-                           data={"tune": "true"} if tune else {})
+    response = client.post(
+        "/api/invert", files={"file": ("me.png", data, "image/png")}, data={"tune": "true"} if tune else {}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -80,7 +84,9 @@ def test_a_tuned_photo_is_drawn_closer_and_other_requests_are_untouched(setup):
     # Edits of the tuned face are the tuned generator's drawing of the edited latent, and
     # never go through the shared generator's batches.
     drawn_before = studio.draw_batcher.items_
-    moved = render(client, latent=result["latent"], tuned_id=tuned_id, amounts={"Smiling": 2.0}, locks=["Male"])
+    moved = render(
+        client, latent=result["latent"], tuned_id=tuned_id, amounts={"Smiling": 2.0}, locks=["Male"]
+    )
     expected = edit_latents(latent, studio.axes, {"Smiling": 2.0}, ["Male"], space="wp")
     assert np.array_equal(decode(moved["image"]), drawn(tuned_G, expected))
     scores = client.post("/api/probabilities", json={"latent": result["latent"], "tuned_id": tuned_id})
@@ -90,7 +96,9 @@ def test_a_tuned_photo_is_drawn_closer_and_other_requests_are_untouched(setup):
     # Without the id: bit for bit the shared generator, as before the tuning.
     after = render(client, seed=11, amounts={"Smiling": 1.0})
     assert after == before
-    assert np.array_equal(decode(after["image"]), drawn(G, torch.tensor(after["latent"]).reshape(G.num_ws, G.w_dim)))
+    assert np.array_equal(
+        decode(after["image"]), drawn(G, torch.tensor(after["latent"]).reshape(G.num_ws, G.w_dim))
+    )
 
 
 def test_an_upload_without_tune_has_no_tuned_id(setup):
@@ -127,10 +135,12 @@ def test_tuning_turned_off_is_refused_before_any_work(monkeypatch):
 
     G = tiny_stylegan2()
     client = TestClient(create_app(G, small_classifier(NAMES), w_axes(G), space="wp", max_tuned=0))
-    monkeypatch.setattr(tlgan.inversion, "invert_image", lambda *a, **k: pytest.fail("inverted anyway"),
-                        raising=False)
-    response = client.post("/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")},
-                           data={"tune": "true"})
+    monkeypatch.setattr(
+        tlgan.inversion, "invert_image", lambda *a, **k: pytest.fail("inverted anyway"), raising=False
+    )
+    response = client.post(
+        "/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")}, data={"tune": "true"}
+    )
     assert response.status_code == 422 and "--max-tuned" in response.json()["detail"]
     assert client.get("/api/attributes").json()["max_tuned"] == 0
 
@@ -155,10 +165,12 @@ def test_a_generator_without_weights_cannot_be_tuned(monkeypatch):
 
     G = load_generator("toyfaces-render")
     client = TestClient(create_app(G, classifier(G.true_axes().attributes), G.true_axes()))
-    monkeypatch.setattr(tlgan.inversion, "invert_image", lambda *a, **k: pytest.fail("inverted anyway"),
-                        raising=False)
-    response = client.post("/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")},
-                           data={"tune": "true"})
+    monkeypatch.setattr(
+        tlgan.inversion, "invert_image", lambda *a, **k: pytest.fail("inverted anyway"), raising=False
+    )
+    response = client.post(
+        "/api/invert", files={"file": ("me.png", photo_of(1)[0], "image/png")}, data={"tune": "true"}
+    )
     assert response.status_code == 422 and "no weights to tune" in response.json()["detail"]
     assert client.get("/api/attributes").json()["max_tuned"] == 0  # the page hides its checkbox
 
@@ -172,8 +184,10 @@ def test_concurrent_tuned_and_shared_requests_each_get_their_own_generator(setup
     tuned_id, latent = result["tuned_id"], result["latent"]
     tuned_G = studio.tuned.get(tuned_id).generator
     shape = (G.num_ws, G.w_dim)
-    bodies = [{"latent": latent, "amounts": {"Smiling": 0.25 * k}, **({"tuned_id": tuned_id} if k % 2 else {})}
-              for k in range(16)]
+    bodies = [
+        {"latent": latent, "amounts": {"Smiling": 0.25 * k}, **({"tuned_id": tuned_id} if k % 2 else {})}
+        for k in range(16)
+    ]
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda body: render(client, **body), bodies))
     for body, reply in zip(bodies, replies, strict=True):

@@ -1,4 +1,5 @@
 """StyleGAN2: the network, its checkpoint formats (read without running code), and the z / w / wp spaces."""
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ def _z(n=4, seed=3, dim=16):
 
 # ---------------------------------------------------------------------------------------- network
 
+
 def test_vocabulary_and_shapes(G):
     assert (G.z_dim, G.w_dim, G.num_ws, G.img_resolution) == (16, 16, 8, 32)
     assert G.synthesis.channels == {4: 16, 8: 16, 16: 8, 32: 4}
@@ -66,8 +68,10 @@ def test_z_to_w_to_image_equals_z_to_image_and_const_noise_is_deterministic(G):
     a = G.synthesize(z)
     assert torch.equal(a, G.synthesize(w, "w")) and torch.equal(a, G.synthesize(wp, "wp"))
     assert torch.equal(a, G.synthesize(z))
-    assert torch.equal(G.sample_latents_at([5], seed=2, space="w")[0],
-                       G.map_latents(G.sample_latents_at([5], seed=2), "z", "w")[0])
+    assert torch.equal(
+        G.sample_latents_at([5], seed=2, space="w")[0],
+        G.map_latents(G.sample_latents_at([5], seed=2), "z", "w")[0],
+    )
     with pytest.raises(TlganError, match="back to 'z'"):
         G.map_latents(w, "w", "z")
     noisy = tiny_stylegan2(0).configure(noise_mode="random")
@@ -86,8 +90,9 @@ def test_truncation(G):
     wp = C.map_latents(z, "z", "wp")
     w = G.map_latents(z, "z", "w")
     assert torch.allclose(wp[:, 3:], w[:, None].expand(-1, 5, -1))
-    assert torch.allclose(wp[:, :3], (G.mapping.w_avg + 0.5 * (w - G.mapping.w_avg))[:, None].expand(-1, 3, -1),
-                          atol=1e-6)
+    assert torch.allclose(
+        wp[:, :3], (G.mapping.w_avg + 0.5 * (w - G.mapping.w_avg))[:, None].expand(-1, 3, -1), atol=1e-6
+    )
     with pytest.raises(TlganError, match="truncation_cutoff must be 1..8"):
         C.configure(truncation_cutoff=9)
     with pytest.raises(TlganError, match="takes no options"):
@@ -95,6 +100,7 @@ def test_truncation(G):
 
 
 # ---------------------------------------------------------------------------------------- formats
+
 
 def test_both_formats_load_to_the_same_network(G, files):
     z = _z()
@@ -245,6 +251,7 @@ def test_hub_spec_reads_the_filled_cache_offline(G, files, tmp_path, monkeypatch
 
 # ---------------------------------------------------------------------------------------- spaces
 
+
 def test_wp_edit_on_layers_moves_only_those_layers(G):
     from tlgan.axes import FeatureAxes
 
@@ -275,20 +282,28 @@ def test_interfacegan_names_carry_space_and_conditions(tmp_path):
     assert (name.attribute, name.space, name.prefix) == ("smile", "w", "stylegan_ffhq")
     cond = parse_boundary_name("pggan_celebahq_age_c_gender_eyeglasses_boundary.npy")
     assert (cond.attribute, cond.space, cond.conditions, cond.axis_name) == (
-        "age", "z", ("gender", "eyeglasses"), "age_c_gender_eyeglasses")
+        "age",
+        "z",
+        ("gender", "eyeglasses"),
+        "age_c_gender_eyeglasses",
+    )
     assert parse_boundary_name("Mouth_Slightly_Open_boundary.npy").attribute == "Mouth_Slightly_Open"
     np.save(tmp_path / "stylegan_ffhq_smile_w_boundary.npy", np.ones((1, 4), np.float32))
     np.save(tmp_path / "stylegan_ffhq_age_w_boundary.npy", np.arange(4, dtype=np.float32)[None])
     axes = import_boundaries(tmp_path)
     assert axes.space == "w" and axes.attributes == ["age", "smile"]
     written = export_boundaries(axes, tmp_path / "out", prefix="stylegan_ffhq")
-    assert sorted(p.name for p in written) == ["stylegan_ffhq_age_w_boundary.npy", "stylegan_ffhq_smile_w_boundary.npy"]
+    assert sorted(p.name for p in written) == [
+        "stylegan_ffhq_age_w_boundary.npy",
+        "stylegan_ffhq_smile_w_boundary.npy",
+    ]
     np.save(tmp_path / "stylegan_ffhq_pose_boundary.npy", np.ones((1, 4), np.float32))
     with pytest.raises(TlganError, match="several spaces"):
         import_boundaries(tmp_path)
 
 
 # ------------------------------------------------------------------- a planted direction in w
+
 
 class _WorldOfW(Generator):
     """z -> w through a real (nonlinear) StyleGAN2 mapping network; the image is a fixed linear
@@ -305,7 +320,7 @@ class _WorldOfW(Generator):
         self.img_resolution = 8
         self.mapping = MappingNetwork(dim, dim, num_layers=4, lr_multiplier=1.0)
         g = torch.Generator().manual_seed(5)
-        self.register_buffer("mix", torch.randn(3 * 64, dim, generator=g) / (4 * dim ** 0.5))
+        self.register_buffer("mix", torch.randn(3 * 64, dim, generator=g) / (4 * dim**0.5))
 
     def _map_latents(self, x, space, to):
         if space == "z":
@@ -315,7 +330,11 @@ class _WorldOfW(Generator):
         return x[:, None].repeat(1, self.num_ws, 1)
 
     def _synthesize(self, latents, space):
-        w = latents if space == "w" else (self._map_latents(latents, space, "w") if space == "z" else latents.mean(1))
+        w = (
+            latents
+            if space == "w"
+            else (self._map_latents(latents, space, "w") if space == "z" else latents.mean(1))
+        )
         return torch.tanh(w @ self.mix.T).reshape(-1, 3, 8, 8)
 
 
@@ -336,7 +355,9 @@ def test_a_planted_direction_in_w_is_recovered_in_w_better_than_in_z(tmp_path):
 
     world = _WorldOfW().eval()
     w = world.sample_latents(4000, seed=1, space="w")
-    direction = torch.nn.functional.normalize(torch.randn(1, 12, generator=torch.Generator().manual_seed(8)), dim=1)
+    direction = torch.nn.functional.normalize(
+        torch.randn(1, 12, generator=torch.Generator().manual_seed(8)), dim=1
+    )
     bias = float((w @ direction[0]).median())
     clf = ModuleClassifier(_ReadW(world, direction, bias), ["Planted"], input_resolution=8).eval()
     cos = {}
@@ -359,14 +380,32 @@ def test_cli_samples_fits_and_edits_in_w_with_truncation(G, files, tmp_path):
 
     gen = str(files / "g.pt")
     clf = tmp_path / "clf.py"
-    clf.write_text("import torch\nfrom tlgan.models import ModuleClassifier\n"
-                   "class M(torch.nn.Module):\n    def forward(self, x):\n"
-                   "        return torch.stack([x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))], 1) * 10\n"
-                   "def classifier():\n    return ModuleClassifier(M(), ['Red', 'Blue'], input_resolution=32)\n")
+    clf.write_text(
+        "import torch\nfrom tlgan.models import ModuleClassifier\n"
+        "class M(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.stack([x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))], 1) * 10\n"
+        "def classifier():\n    return ModuleClassifier(M(), ['Red', 'Blue'], input_resolution=32)\n"
+    )
     runner = CliRunner()
     run = tmp_path / "run"
-    result = runner.invoke(cli, ["sample", "--generator", gen, "--classifier", f"{clf}:classifier", "-n", "300",
-                                 "--out", str(run), "--truncation", "0.7", "--shard-size", "128"])
+    result = runner.invoke(
+        cli,
+        [
+            "sample",
+            "--generator",
+            gen,
+            "--classifier",
+            f"{clf}:classifier",
+            "-n",
+            "300",
+            "--out",
+            str(run),
+            "--truncation",
+            "0.7",
+            "--shard-size",
+            "128",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["space"] == "w" and manifest["generator_options"] == {"truncation_psi": 0.7}
@@ -374,26 +413,75 @@ def test_cli_samples_fits_and_edits_in_w_with_truncation(G, files, tmp_path):
     from tlgan.sampling import Run
 
     assert torch.allclose(Run.open(run).latents()[:5], H.sample_latents(5, space="w"))
-    result = runner.invoke(cli, ["fit", str(run), "--method", "glm", "--out", str(tmp_path / "axes.safetensors")])
+    result = runner.invoke(
+        cli, ["fit", str(run), "--method", "glm", "--out", str(tmp_path / "axes.safetensors")]
+    )
     assert result.exit_code == 0, result.output
     from tlgan.axes import FeatureAxes
 
     axes = FeatureAxes.load(tmp_path / "axes.safetensors")
     assert axes.space == "w" and axes.info["generator_options"] == {"truncation_psi": 0.7}
-    result = runner.invoke(cli, ["edit", "--generator", gen, "--axes", str(tmp_path / "axes.safetensors"),
-                                 "--seed", "3", "--attr", "Red=2", "--layers", "0-3", "--out", str(tmp_path / "e.png"),
-                                 "--save-latent", str(tmp_path / "e.safetensors"), "--truncation", "0.7"])
+    result = runner.invoke(
+        cli,
+        [
+            "edit",
+            "--generator",
+            gen,
+            "--axes",
+            str(tmp_path / "axes.safetensors"),
+            "--seed",
+            "3",
+            "--attr",
+            "Red=2",
+            "--layers",
+            "0-3",
+            "--out",
+            str(tmp_path / "e.png"),
+            "--save-latent",
+            str(tmp_path / "e.safetensors"),
+            "--truncation",
+            "0.7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     edited, meta = load_latent(tmp_path / "e.safetensors")
     base = H.sample_latents_at([3], seed=0, space="wp")[0]
     assert meta["space"] == "wp" and edited.shape == (8, 16)
     assert torch.equal(edited[4:], base[4:]) and not torch.allclose(edited[:4], base[:4])
-    result = runner.invoke(cli, ["grid", "--generator", gen, "--axes", str(tmp_path / "axes.safetensors"),
-                                 "--latent", str(tmp_path / "e.safetensors"), "--steps", "-1,0,1",
-                                 "--layers", "6-7", "--out", str(tmp_path / "g.png")])
+    result = runner.invoke(
+        cli,
+        [
+            "grid",
+            "--generator",
+            gen,
+            "--axes",
+            str(tmp_path / "axes.safetensors"),
+            "--latent",
+            str(tmp_path / "e.safetensors"),
+            "--steps",
+            "-1,0,1",
+            "--layers",
+            "6-7",
+            "--out",
+            str(tmp_path / "g.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["sample", "--generator", gen, "--classifier", f"{clf}:classifier", "-n", "300",
-                                 "--out", str(run), "--resume"])
+    result = runner.invoke(
+        cli,
+        [
+            "sample",
+            "--generator",
+            gen,
+            "--classifier",
+            f"{clf}:classifier",
+            "-n",
+            "300",
+            "--out",
+            str(run),
+            "--resume",
+        ],
+    )
     assert result.exit_code != 0 and "generator_options" in str(result.exception or result.output)
 
 
@@ -403,8 +491,12 @@ def test_the_studio_serves_a_stylegan2_in_w(G, files, tmp_path):
     from tlgan.axes import FeatureAxes
     from tlgan.studio.app import create_app
 
-    axes = FeatureAxes(torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)),
-                                                     dim=1), ["Red", "Blue"], space="w", generator="unknown")
+    axes = FeatureAxes(
+        torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)), dim=1),
+        ["Red", "Blue"],
+        space="w",
+        generator="unknown",
+    )
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     F = ModuleClassifier(net, ["Red", "Blue"], input_resolution=32).eval()
     H = load_generator(str(files / "network.pkl"), truncation_psi=0.7)

@@ -1,5 +1,6 @@
 """StyleGAN2 training on tiny settings: the discriminator, R1, style mixing, w_avg tracking, both
 `--arch stylegan2` routes resuming bit for bit, and the e4e-style wp encoder."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,18 @@ from tlgan.train.stylegan2 import path_length_penalty, training_wp
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_ARCH = dict(channel_base=64, channel_max=8, w_dim=8, mapping_layers=2)
-TINY_ADV = dict(z_dim=8, resolution=16, batch_size=4, arch="stylegan2", arch_kwargs=TINY_ARCH, r1_every=2,
-                pl_weight=2.0, pl_every=2, sample_every=100, progress=False)
+TINY_ADV = dict(
+    z_dim=8,
+    resolution=16,
+    batch_size=4,
+    arch="stylegan2",
+    arch_kwargs=TINY_ARCH,
+    r1_every=2,
+    pl_weight=2.0,
+    pl_every=2,
+    sample_every=100,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +58,7 @@ def _assert_identical(a: dict, b: dict) -> None:
 # ------------------------------------------------------------------------------------------
 # The discriminator and the regularisers
 # ------------------------------------------------------------------------------------------
+
 
 def test_discriminator_shapes_and_errors():
     torch.manual_seed(0)
@@ -114,8 +126,9 @@ def test_r1_penalty_closed_form_and_gradient_flow():
     r1.backward()
     grads = {name: p.grad for name, p in D.named_parameters() if name.endswith("weight")}
     # The last layer's weights enter R1 too (the gradient is linear in them).
-    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), \
-        [n for n, g in grads.items() if g is None or g.abs().sum() == 0]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values()), [
+        n for n, g in grads.items() if g is None or g.abs().sum() == 0
+    ]
 
 
 def test_w_avg_tracking_closed_form():
@@ -123,7 +136,7 @@ def test_w_avg_tracking_closed_form():
     w = torch.randn(16, 8)
     for _ in range(3):
         G.mapping.track_w_avg(w, beta=0.9)
-    assert torch.allclose(G.mapping.w_avg, (1 - 0.9 ** 3) * w.mean(0), atol=1e-6)
+    assert torch.allclose(G.mapping.w_avg, (1 - 0.9**3) * w.mean(0), atol=1e-6)
 
 
 def test_style_mixing_takes_a_second_w_from_one_layer_on():
@@ -170,6 +183,7 @@ def test_mixed_precision_is_for_cuda_only():
 # The two training routes: resumed runs equal straight ones, bit for bit
 # ------------------------------------------------------------------------------------------
 
+
 def test_adversarial_stylegan2_resumes_bit_for_bit(data_dir, tmp_path):
     straight = train_generator(data_dir, tmp_path / "straight", steps=4, **TINY_ADV)
     train_generator(data_dir, tmp_path / "two", steps=2, **TINY_ADV)
@@ -181,8 +195,9 @@ def test_adversarial_stylegan2_resumes_bit_for_bit(data_dir, tmp_path):
     for name in ("straight", "two"):
         G, G_ema = _tiny_generator(), _tiny_generator()
         D = StyleGAN2Discriminator(img_resolution=16, channel_base=64, channel_max=8)
-        manifest = load_checkpoint(tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={},
-                                   restore_rng=False)
+        manifest = load_checkpoint(
+            tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={}, restore_rng=False
+        )
         nets[name] = (G.state_dict(), D.state_dict(), manifest["info"]["pl_mean"])
     _assert_identical(nets["straight"][0], nets["two"][0])
     _assert_identical(nets["straight"][1], nets["two"][1])
@@ -194,15 +209,23 @@ def test_adversarial_stylegan2_resumes_bit_for_bit(data_dir, tmp_path):
     assert Path(straight["samples"][-1]).is_file()
     config = json.loads((tmp_path / "straight" / "model.json").read_text())
     assert config["training"]["method"] == "adversarial" and config["training"]["precision"] == "float32"
-    assert config["training"]["r1_gamma"] == pytest.approx(0.0002 * 16 ** 2 / 4)
+    assert config["training"]["r1_gamma"] == pytest.approx(0.0002 * 16**2 / 4)
     with pytest.raises(TlganError, match="other settings"):
         train_generator(data_dir, tmp_path / "two", steps=6, resume=True, **{**TINY_ADV, "mixing_prob": 0.5})
 
 
 def test_stylegan2_distillation_resumes_bit_for_bit_and_tracks_w_avg(tmp_path):
     teacher = ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
-    kwargs = dict(batch_size=4, lr=3e-3, ema_decay=0.5, progress=False, sample_every=1000, arch="stylegan2",
-                  arch_kwargs=TINY_ARCH, edge_weight=0.5)
+    kwargs = dict(
+        batch_size=4,
+        lr=3e-3,
+        ema_decay=0.5,
+        progress=False,
+        sample_every=1000,
+        arch="stylegan2",
+        arch_kwargs=TINY_ARCH,
+        edge_weight=0.5,
+    )
     distill_interrupted_at(3, teacher, tmp_path / "c", steps=5, checkpoint_every=2, **kwargs)
     result = distill_generator(teacher, tmp_path / "c", steps=5, checkpoint_every=2, resume=True, **kwargs)
     distill_generator(teacher, tmp_path / "d", steps=5, checkpoint_every=2, **kwargs)
@@ -221,6 +244,7 @@ def test_stylegan2_distillation_resumes_bit_for_bit_and_tracks_w_avg(tmp_path):
 # ------------------------------------------------------------------------------------------
 # The wp encoder
 # ------------------------------------------------------------------------------------------
+
 
 def test_wp_encoder_shapes_offsets_and_files(tmp_path):
     from tlgan.inversion.encoder import WPEncoder, load_encoder_dir, train_encoder
@@ -249,7 +273,9 @@ def test_wp_encoder_shapes_offsets_and_files(tmp_path):
     assert torch.allclose(encoder(images), encoder.compose(w, offsets))
     assert tight["eval"]["psnr_db_mean"] > 0
     # A generator without wp, or with other layers, is refused by name.
-    other = StyleGAN2Generator(z_dim=8, img_resolution=32, channel_base=64, channel_max=8, w_dim=8, mapping_layers=2)
+    other = StyleGAN2Generator(
+        z_dim=8, img_resolution=32, channel_base=64, channel_max=8, w_dim=8, mapping_layers=2
+    )
     with pytest.raises(TlganError, match="makes wp latents of shape 6 x 8"):
         load_encoder_dir(tmp_path / "tight", generator=other)
     flat = ModuleGenerator(SmoothTeacher(), z_dim=8, name="flat")
@@ -263,32 +289,97 @@ def test_wp_encoder_shapes_offsets_and_files(tmp_path):
 # CLI
 # ------------------------------------------------------------------------------------------
 
+
 def test_cli_stylegan2_routes(data_dir, tmp_path):
     from tlgan.cli import cli
 
     runner = CliRunner()
     sizes = ["--channel-base", "64", "--channel-max", "8", "--w-dim", "8", "--mapping-layers", "2"]
-    res = runner.invoke(cli, ["train", "generator", "--arch", "stylegan2", *sizes, "--data", str(data_dir),
-                              "--out", str(tmp_path / "g"), "--steps", "2", "--batch-size", "4", "--z-dim", "8",
-                              "--resolution", "16", "--r1-every", "1", "--sample-every", "1", "--json"])
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "generator",
+            "--arch",
+            "stylegan2",
+            *sizes,
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "g"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--z-dim",
+            "8",
+            "--resolution",
+            "16",
+            "--r1-every",
+            "1",
+            "--sample-every",
+            "1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     g = load_pretrained(tmp_path / "g")
     assert isinstance(g, StyleGAN2Generator) and g.name == "stylegan2" and g.w_dim == 8
     assert (tmp_path / "g" / "samples" / "step-000002.png").is_file()
 
-    res = runner.invoke(cli, ["train", "encoder", "--generator", str(tmp_path / "g"), "--out", str(tmp_path / "e"),
-                              "--space", "wp", "--steps", "2", "--batch-size", "4", "--width", "4", "--json"])
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "encoder",
+            "--generator",
+            str(tmp_path / "g"),
+            "--out",
+            str(tmp_path / "e"),
+            "--space",
+            "wp",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--width",
+            "4",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "encoder.json").read_text())["space"] == "wp"
 
     teacher = tmp_path / "teacher.py"
-    teacher.write_text("import torch\nfrom tlgan.models import ModuleGenerator\n\n\ndef make():\n"
-                       "    net = torch.nn.Sequential(torch.nn.Linear(8, 3 * 16 * 16), torch.nn.Tanh(),\n"
-                       "                              torch.nn.Unflatten(1, (3, 16, 16)))\n"
-                       "    return ModuleGenerator(net, z_dim=8, name='teacher')\n")
-    res = runner.invoke(cli, ["train", "distill", "--arch", "stylegan2", *sizes, "--teacher", f"{teacher}:make",
-                              "--out", str(tmp_path / "d"), "--steps", "2", "--batch-size", "4", "--edge-weight", "0.5",
-                              "--name", "cli-distilled", "--json"])
+    teacher.write_text(
+        "import torch\nfrom tlgan.models import ModuleGenerator\n\n\ndef make():\n"
+        "    net = torch.nn.Sequential(torch.nn.Linear(8, 3 * 16 * 16), torch.nn.Tanh(),\n"
+        "                              torch.nn.Unflatten(1, (3, 16, 16)))\n"
+        "    return ModuleGenerator(net, z_dim=8, name='teacher')\n"
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "distill",
+            "--arch",
+            "stylegan2",
+            *sizes,
+            "--teacher",
+            f"{teacher}:make",
+            "--out",
+            str(tmp_path / "d"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--edge-weight",
+            "0.5",
+            "--name",
+            "cli-distilled",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     d = load_pretrained(tmp_path / "d")
     assert isinstance(d, StyleGAN2Generator) and d.name == "cli-distilled"
@@ -296,9 +387,24 @@ def test_cli_stylegan2_routes(data_dir, tmp_path):
     assert training["arch_kwargs"] == {"channel_base": 64, "channel_max": 8, "w_dim": 8, "mapping_layers": 2}
     assert training["edge_weight"] == 0.5
 
-    res = runner.invoke(cli, ["train", "generator", "--channel-base", "64", "--data", str(data_dir),
-                              "--out", str(tmp_path / "x"), "--steps", "1"])
-    assert isinstance(res.exception, TlganError) and "--channel-base apply to --arch stylegan2" in str(res.exception)
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "generator",
+            "--channel-base",
+            "64",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "x"),
+            "--steps",
+            "1",
+        ],
+    )
+    assert isinstance(res.exception, TlganError) and "--channel-base apply to --arch stylegan2" in str(
+        res.exception
+    )
 
 
 @pytest.mark.slow
@@ -309,10 +415,22 @@ def test_gpu_training_script_runs_end_to_end_on_cpu(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "SMOKE": "1",
-           "ROUTE": "both", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    subprocess.run(["bash", str(root / "benchmarks" / "train_toyfaces_stylegan.sh")], env=env, check=True,
-                   capture_output=True, timeout=3000)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "work"),
+        "SMOKE": "1",
+        "ROUTE": "both",
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        ["bash", str(root / "benchmarks" / "train_toyfaces_stylegan.sh")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=3000,
+    )
     out = tmp_path / "out"
     for route in ("distill", "adversarial"):
         label = f"toyfaces-stylegan-{route}"
@@ -327,17 +445,29 @@ def test_gpu_training_script_runs_end_to_end_on_cpu(tmp_path):
 @pytest.mark.gpu
 def test_stylegan2_routes_on_cuda_with_mixed_precision(data_dir, tmp_path):
     for precision in ("auto", "fp16", "fp32"):
-        result = train_generator(data_dir, tmp_path / precision, steps=3, device="cuda", precision=precision,
-                                 **TINY_ADV)
+        result = train_generator(
+            data_dir, tmp_path / precision, steps=3, device="cuda", precision=precision, **TINY_ADV
+        )
         assert result["d_loss"] == result["d_loss"] and result["g_loss"] == result["g_loss"]  # not NaN
         config = json.loads((tmp_path / precision / "model.json").read_text())
-        expected = {"auto": "bfloat16" if torch.cuda.is_bf16_supported() else "float32", "fp16": "float16",
-                    "fp32": "float32"}[precision]
+        expected = {
+            "auto": "bfloat16" if torch.cuda.is_bf16_supported() else "float32",
+            "fp16": "float16",
+            "fp32": "float32",
+        }[precision]
         assert config["training"]["precision"] == expected
         with torch.no_grad():
             images = load_pretrained(tmp_path / precision).synthesize(torch.randn(4, 8))
         assert torch.isfinite(images).all()
     teacher = ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
-    distill_generator(teacher, tmp_path / "d", steps=3, batch_size=4, device="cuda", progress=False,
-                      arch="stylegan2", arch_kwargs=TINY_ARCH)
+    distill_generator(
+        teacher,
+        tmp_path / "d",
+        steps=3,
+        batch_size=4,
+        device="cuda",
+        progress=False,
+        arch="stylegan2",
+        arch_kwargs=TINY_ARCH,
+    )
     assert isinstance(load_pretrained(tmp_path / "d"), StyleGAN2Generator)

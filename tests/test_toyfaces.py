@@ -1,4 +1,5 @@
 """The toyfaces world: ground truth, renderer, analytic generator, CelebA-layout export, CLI."""
+
 from __future__ import annotations
 
 import math
@@ -37,10 +38,27 @@ def many():
 # The world: directions, scores, labels, correlations
 # ----------------------------------------------------------------------------------------
 
+
 def test_attribute_list_is_the_contract():
-    assert A == ["Male", "Young", "Smiling", "Eyeglasses", "Mustache", "Beard", "Bald", "Bangs", "Black_Hair",
-                 "Blond_Hair", "Brown_Hair", "Gray_Hair", "Wearing_Lipstick", "Wearing_Hat", "Mouth_Slightly_Open",
-                 "Pale_Skin", "Big_Nose"]
+    assert A == [
+        "Male",
+        "Young",
+        "Smiling",
+        "Eyeglasses",
+        "Mustache",
+        "Beard",
+        "Bald",
+        "Bangs",
+        "Black_Hair",
+        "Blond_Hair",
+        "Brown_Hair",
+        "Gray_Hair",
+        "Wearing_Lipstick",
+        "Wearing_Hat",
+        "Mouth_Slightly_Open",
+        "Pale_Skin",
+        "Big_Nose",
+    ]
     assert set(world.FACTOR_OF) == set(A) and len(set(world.FACTOR_NAMES)) == len(A) + len(world.NUISANCES)
 
 
@@ -89,7 +107,9 @@ def test_label_frequencies_follow_the_design(many):
         p = freq[name]
         assert abs(L[:, j].float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / len(L)) + 1e-3, name
     assert 0.40 <= freq["Male"] <= 0.44 and 0.73 <= freq["Young"] <= 0.77
-    others = [a for a in A if a not in ("Male", "Young", "Smiling", "Mouth_Slightly_Open", "Wearing_Lipstick")]
+    others = [
+        a for a in A if a not in ("Male", "Young", "Smiling", "Mouth_Slightly_Open", "Wearing_Lipstick")
+    ]
     assert all(0.08 <= freq[a] <= 0.25 for a in others)
 
 
@@ -141,6 +161,7 @@ def test_factors_are_monotone_in_their_scores_and_nuisances_ignore_attributes():
 # ----------------------------------------------------------------------------------------
 # The renderer and the generator
 # ----------------------------------------------------------------------------------------
+
 
 def test_faces_are_deterministic_across_calls_and_batch_sizes(G):
     z = G.sample_latents(12, seed=3)
@@ -234,7 +255,7 @@ def test_renderer_is_differentiable_in_the_latent(G):
         assert not render(f, chunk_size=2).requires_grad
     # Only attribute and nuisance directions matter: the gradient lives in their span.
     E = world.base_directions()
-    unused = grad @ E[world.FIRST_UNUSED_BASE:].T
+    unused = grad @ E[world.FIRST_UNUSED_BASE :].T
     assert unused.abs().max() < 1e-5 * max(1.0, float(grad.abs().max()))
 
 
@@ -273,6 +294,7 @@ def test_generator_is_registered_and_knows_its_true_axes():
 # ----------------------------------------------------------------------------------------
 # Export in CelebA's layout
 # ----------------------------------------------------------------------------------------
+
 
 def _parse_celeba(root: Path):
     """A deliberately tiny, independent parser of CelebA's two list files."""
@@ -330,6 +352,7 @@ def test_export_round_trip(tmp_path, G):
 # Images and the CLI
 # ----------------------------------------------------------------------------------------
 
+
 def test_to_uint8_and_grids(tmp_path):
     x = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 3.0]).view(1, 1, 1, 6).expand(2, 3, 1, 6)
     u = to_uint8(x)
@@ -358,7 +381,9 @@ def test_cli_export_and_grid(tmp_path):
     assert len(list((tmp_path / "data" / "img_align_celeba").glob("*.png"))) == 6
     names, files, values, _ = _parse_celeba(tmp_path / "data")
     assert np.array_equal(values == 1, world.labels(ToyfacesRenderer().sample_latents(6, seed=3)).numpy())
-    res = runner.invoke(toyfaces, ["grid", "--seeds", "0-3,7", "--out", str(tmp_path / "faces.png"), "--nrow", "3"])
+    res = runner.invoke(
+        toyfaces, ["grid", "--seeds", "0-3,7", "--out", str(tmp_path / "faces.png"), "--nrow", "3"]
+    )
     assert res.exit_code == 0, res.output
     grid = np.asarray(Image.open(tmp_path / "faces.png"))
     assert grid.shape == (128, 192, 3)

@@ -1,4 +1,5 @@
 """Networks, saving/loading, checkpoints and the two training loops, on tiny settings."""
+
 from __future__ import annotations
 
 import json
@@ -58,6 +59,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
 # ------------------------------------------------------------------------------------------
 # Networks
 # ------------------------------------------------------------------------------------------
+
 
 def test_count_macs_matches_closed_form_and_budget():
     # z 16 -> 4x4x4 (16*64 MACs), then a transposed conv 4 -> 3 channels, kernel 4x4, that
@@ -162,6 +164,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
 # Checkpoints
 # ------------------------------------------------------------------------------------------
 
+
 def _adam_steps(model, opt, n, seed):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
@@ -217,7 +220,9 @@ def test_classifier_learns_planted_attributes(data_dir, tmp_path):
     assert model.attributes == ("Square", "Bright")
     config = json.loads((tmp_path / "cls" / "model.json").read_text())
     assert config["training"]["command"] == "test" and config["training"]["steps"] == 150
-    assert config["metrics"]["test"]["Square"]["balanced_accuracy"] == result["test_balanced_accuracy"]["Square"]
+    assert (
+        config["metrics"]["test"]["Square"]["balanced_accuracy"] == result["test_balanced_accuracy"]["Square"]
+    )
     test = CelebAFolder(data_dir, "test", resolution=16, progress=False)
     again = evaluate_classifier(model, test.images, test.labels)
     assert again == result["test_metrics"]
@@ -255,7 +260,9 @@ def _crash_at(n):
 def test_classifier_resume_after_crash_equals_uninterrupted_run(data_dir, tmp_path):
     train_classifier(data_dir, tmp_path / "straight", steps=12, **CLS)
     with pytest.raises(Crash):
-        train_classifier(data_dir, tmp_path / "crashed", steps=12, checkpoint_every=5, on_step=_crash_at(8), **CLS)
+        train_classifier(
+            data_dir, tmp_path / "crashed", steps=12, checkpoint_every=5, on_step=_crash_at(8), **CLS
+        )
     assert json.loads((tmp_path / "crashed" / "checkpoint" / "manifest.json").read_text())["step"] == 5
     with pytest.raises(TlganError, match="pass --resume"):
         train_classifier(data_dir, tmp_path / "crashed", steps=12, **CLS)
@@ -264,17 +271,29 @@ def test_classifier_resume_after_crash_equals_uninterrupted_run(data_dir, tmp_pa
     resumed = train_classifier(data_dir, tmp_path / "crashed", steps=12, resume=True, **CLS)
     a, b = load_pretrained(tmp_path / "straight"), load_pretrained(tmp_path / "crashed")
     _assert_same_state(_state(a), _state(b))
-    assert resumed["test_balanced_accuracy"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())[
-        "test_balanced_accuracy"]
+    assert (
+        resumed["test_balanced_accuracy"]
+        == json.loads((tmp_path / "straight" / "metrics.json").read_text())["test_balanced_accuracy"]
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Generator training
 # ------------------------------------------------------------------------------------------
 
+
 def test_generator_tiny_run_writes_samples_and_loadable_model(data_dir, tmp_path):
-    result = train_generator(data_dir, tmp_path / "gan", steps=4, sample_every=2, name="tiny", progress=False,
-                             r1_gamma=1.0, r1_every=2, **TINY_G)
+    result = train_generator(
+        data_dir,
+        tmp_path / "gan",
+        steps=4,
+        sample_every=2,
+        name="tiny",
+        progress=False,
+        r1_gamma=1.0,
+        r1_every=2,
+        **TINY_G,
+    )
     samples = [tmp_path / "gan" / "samples" / f"step-{k:06d}.png" for k in (2, 4)]
     assert result["samples"] == [str(p) for p in samples]
     for p in samples:
@@ -307,7 +326,9 @@ def test_generator_resume_to_more_steps_equals_straight_run(data_dir, tmp_path):
         G = DCGANGenerator(z_dim=16, resolution=16, width=8)
         D = DCGANDiscriminator(resolution=16, width=8)
         G_ema = DCGANGenerator(z_dim=16, resolution=16, width=8)
-        load_checkpoint(tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={}, restore_rng=False)
+        load_checkpoint(
+            tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={}, restore_rng=False
+        )
         nets[name] = (_state(G), _state(D))
     _assert_same_state(nets["straight"][0], nets["two"][0])
     _assert_same_state(nets["straight"][1], nets["two"][1])
@@ -334,25 +355,66 @@ def test_classifier_trains_on_cuda(data_dir, tmp_path):
 # CLI
 # ------------------------------------------------------------------------------------------
 
+
 def test_cli_train_commands(data_dir, tmp_path):
     from tlgan.cli.train import train
 
     runner = CliRunner()
-    res = runner.invoke(train, ["classifier", "--data", str(data_dir), "--out", str(tmp_path / "c"), "--steps", "3",
-                                "--batch-size", "16", "--width", "4", "--resolution", "16", "--json"])
+    res = runner.invoke(
+        train,
+        [
+            "classifier",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "c"),
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--width",
+            "4",
+            "--resolution",
+            "16",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["steps"] == 3 and set(out["test_balanced_accuracy"]) == {"Square", "Bright"}
     assert (tmp_path / "c" / "model.safetensors").is_file()
 
-    res = runner.invoke(train, ["generator", "--data", str(data_dir), "--out", str(tmp_path / "g"), "--steps", "2",
-                                "--batch-size", "8", "--width", "4", "--z-dim", "8", "--resolution", "16",
-                                "--sample-every", "1", "--name", "cli-gan"])
+    res = runner.invoke(
+        train,
+        [
+            "generator",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "g"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--width",
+            "4",
+            "--z-dim",
+            "8",
+            "--resolution",
+            "16",
+            "--sample-every",
+            "1",
+            "--name",
+            "cli-gan",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "saved to" in res.output and (tmp_path / "g" / "samples" / "step-000002.png").is_file()
     assert load_pretrained(tmp_path / "g").name == "cli-gan"
 
-    res = runner.invoke(train, ["classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+    res = runner.invoke(
+        train, ["classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
+    )
     assert isinstance(res.exception, TlganError) and "data folder not found" in str(res.exception)
 
 
@@ -401,7 +463,9 @@ def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):
     straight = distill_generator(teacher, tmp_path / "a", steps=300, **kwargs)
     student = load_pretrained(tmp_path / "a")
     with torch.no_grad():
-        before = torch.nn.functional.l1_loss(load_pretrained(tmp_path / "u").synthesize(z), teacher.synthesize(z))
+        before = torch.nn.functional.l1_loss(
+            load_pretrained(tmp_path / "u").synthesize(z), teacher.synthesize(z)
+        )
         after = torch.nn.functional.l1_loss(student.synthesize(z), teacher.synthesize(z))
     assert after < 0.8 * before, (float(after), float(before))
     assert untrained["steps"] == 1
@@ -419,8 +483,14 @@ def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):
         del manifest["info"]["settings"][key]
     save_tensors(state, tensors, manifest)
     with pytest.raises(TlganError, match="edge_weight: checkpoint 0.0, now 0.5"):
-        distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, resume=True,
-                          **{**kwargs, "edge_weight": 0.5})
+        distill_generator(
+            teacher,
+            tmp_path / "c",
+            steps=60,
+            checkpoint_every=30,
+            resume=True,
+            **{**kwargs, "edge_weight": 0.5},
+        )
     distill_generator(teacher, tmp_path / "c", steps=60, checkpoint_every=30, resume=True, **kwargs)
     distill_generator(teacher, tmp_path / "d", steps=60, **kwargs)
     a = load_pretrained(tmp_path / "d").state_dict()

@@ -1,4 +1,5 @@
 """Unsupervised finders (pca, sefa) against planted answers, and the generators' latent-weight hook."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,14 +32,17 @@ def test_pca_recovers_planted_low_rank_covariance():
     assert finder.attributes_ == ["pc0", "pc1", "pc2", "pc3", "pc4"]
     for i in range(3):
         assert abs_cos(finder.axes_[i], planted[i]) >= 0.99
-    expected = scales ** 2 + 0.25
+    expected = scales**2 + 0.25
     assert torch.allclose(finder.values_[:3], expected, rtol=0.05)
     above = [finder.metrics_[f"pc{i}"]["above_noise"] for i in range(5)]
     assert above == [True, True, True, False, False]
     assert finder.summary_["isotropic"] is False and finder.summary_["n_above_noise"] == 3
     # decision_function gives centred coordinates: mean ~0, variance = the component's variance
     coords = finder.decision_function(w)
-    assert coords[:, 0].mean().abs() < 0.05 and abs(float(coords[:, 0].var()) / float(finder.values_[0]) - 1) < 1e-3
+    assert (
+        coords[:, 0].mean().abs() < 0.05
+        and abs(float(coords[:, 0].var()) / float(finder.values_[0]) - 1) < 1e-3
+    )
     axes = finder.to_feature_axes(space="w", generator="planted")
     assert axes.method == "pca" and axes.attributes[0] == "pc0" and axes.info["source"] == "latent"
     assert axes.metrics["pc0"]["variance"] == pytest.approx(float(finder.values_[0]), rel=1e-6)
@@ -58,7 +62,9 @@ def test_pca_activations_regressed_back_to_z():
     u = torch.linalg.qr(torch.randn(f, 2, generator=g))[0]
     first = nn.Linear(d, f, bias=False)
     with torch.no_grad():  # the first layer stretches latent direction v[0] most, then v[1], the rest little
-        first.weight.copy_(0.8 * u[:, :1] @ v[:1] + 0.4 * u[:, 1:] @ v[1:] + 0.005 * torch.randn(f, d, generator=g))
+        first.weight.copy_(
+            0.8 * u[:, :1] @ v[:1] + 0.4 * u[:, 1:] @ v[1:] + 0.005 * torch.randn(f, d, generator=g)
+        )
     net = nn.Sequential(first, nn.Tanh(), nn.Linear(f, 3 * 8 * 8), nn.Tanh(), nn.Unflatten(1, (3, 8, 8)))
     generator = ModuleGenerator(net, z_dim=d)
     z = torch.randn(3000, d, generator=torch.Generator().manual_seed(5))
@@ -88,7 +94,9 @@ def test_sefa_returns_the_planted_dominant_direction():
     g = torch.Generator().manual_seed(7)
     f = generator.project.out_features
     with torch.no_grad():
-        generator.project.weight.copy_(5 * torch.randn(f, 1, generator=g) @ v[:1] + 0.3 * torch.randn(f, 24, generator=g))
+        generator.project.weight.copy_(
+            5 * torch.randn(f, 1, generator=g) @ v[:1] + 0.3 * torch.randn(f, 24, generator=g)
+        )
     for normalize in (False, True):
         finder = SeFaFinder(n_components=4, normalize=normalize).fit(generator=generator)
         assert abs_cos(finder.axes_[0], v[0]) >= 0.99
@@ -116,8 +124,9 @@ def test_sefa_explains_when_there_is_no_weight():
 
     with pytest.raises(TlganError, match="analytic renderer with no weights"):
         SeFaFinder().fit(generator=load_generator("toyfaces-render"))
-    odd = ModuleGenerator(nn.Sequential(nn.Unflatten(1, (4, 2, 2)), nn.Upsample(scale_factor=4), nn.Conv2d(4, 3, 1)),
-                          z_dim=16)
+    odd = ModuleGenerator(
+        nn.Sequential(nn.Unflatten(1, (4, 2, 2)), nn.Upsample(scale_factor=4), nn.Conv2d(4, 3, 1)), z_dim=16
+    )
     with pytest.raises(TlganError, match="override latent_weight"):
         SeFaFinder().fit(generator=odd)
     with pytest.raises(TlganError, match="pass generator"):
@@ -154,12 +163,19 @@ def test_the_studio_edits_unnamed_components():
 
     classifier = ModuleClassifier(net, ["Smiling", "Male"], name="tiny").eval()
     components = orthonormal(512, 2, seed=9)
-    axes = FeatureAxes(torch.cat([components, truth.vectors[:1]]), ["pc0", "pc1", "Smiling"], method="pca",
-                       generator="toyfaces-render")
+    axes = FeatureAxes(
+        torch.cat([components, truth.vectors[:1]]),
+        ["pc0", "pc1", "Smiling"],
+        method="pca",
+        generator="toyfaces-render",
+    )
     client = TestClient(create_app(generator, classifier, axes, generator_name="toyfaces-render"))
     info = client.get("/api/attributes").json()
-    assert [(a["name"], a["scored"]) for a in info["attributes"]] == [("pc0", False), ("pc1", False),
-                                                                       ("Smiling", True)]
+    assert [(a["name"], a["scored"]) for a in info["attributes"]] == [
+        ("pc0", False),
+        ("pc1", False),
+        ("Smiling", True),
+    ]
     assert info["scored_attributes"] == ["Smiling", "Male"]
     body = {"seed": 3, "amounts": {"pc0": 2.0, "pc1": -1.0}, "locks": ["Smiling"]}
     reply = client.post("/api/render", json=body)
@@ -182,7 +198,9 @@ def test_sefa_on_stylegan2_factorises_the_chosen_style_layers():
     top = torch.linalg.svd(weight, full_matrices=False).Vh[0]
     assert abs_cos(some.axes_[0], top) > 0.999
     assert some.summary_["weight_shape"] == list(weight.shape) and some.summary_["layers"] == [0, 1]
-    every = SeFaFinder(n_components=4).fit(generator.sample_latents(8, space="wp"), generator=generator, space="wp")
+    every = SeFaFinder(n_components=4).fit(
+        generator.sample_latents(8, space="wp"), generator=generator, space="wp"
+    )
     assert every.summary_["weight_shape"][0] > weight.shape[0]
     with pytest.raises(TlganError, match="take w"):
         SeFaFinder(n_components=4).fit(generator=generator, space="z")

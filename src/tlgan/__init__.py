@@ -6,4 +6,5 @@ cached in run folders), ``axes`` (fitting and disentangling feature axes), ``edi
 ``inversion`` (photos -> latents), ``evaluation`` (metrics and reports), ``studio`` (web app),
 ``cli``.
 """
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """The one exception type users see. Messages say what was wrong and what to do."""
+
 import math
 
 

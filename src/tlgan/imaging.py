@@ -1,4 +1,5 @@
 """Images in and out: tensors in [-1, 1] <-> uint8 arrays, PNG grids. Pillow and NumPy only."""
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,7 @@ def make_grid(images, nrow: int | None = None, padding: int = 0, pad_value: int 
     for i in range(n):
         r, col = divmod(i, nrow)
         y, x = r * (h + padding), col * (w + padding)
-        grid[y:y + h, x:x + w] = arr[i]
+        grid[y : y + h, x : x + w] = arr[i]
     return grid
 
 
@@ -70,7 +71,9 @@ def _write_png(array: np.ndarray, path: str | os.PathLike, upscale: int = 1) -> 
     return path
 
 
-def save_grid(images, path: str | os.PathLike, nrow: int | None = None, upscale: int = 1, padding: int = 0) -> Path:
+def save_grid(
+    images, path: str | os.PathLike, nrow: int | None = None, upscale: int = 1, padding: int = 0
+) -> Path:
     """Write (N, 3, H, W) images in [-1, 1] as one grid image (PNG by extension), atomically."""
     return _write_png(make_grid(images, nrow=nrow, padding=padding), path, upscale=upscale)
 
@@ -89,7 +92,9 @@ def save_gif(frames, path: str | os.PathLike, upscale: int = 1, duration_ms: int
     """Write (T, 3, H, W) frames in [-1, 1] as an animated GIF (``loop=0`` repeats forever), atomically."""
     arrays = to_uint8(frames)
     if arrays.ndim != 4 or len(arrays) == 0:
-        raise TlganError(f"save_gif needs (T, 3, H, W) frames with T >= 1; got shape {tuple(np.shape(frames))}")
+        raise TlganError(
+            f"save_gif needs (T, 3, H, W) frames with T >= 1; got shape {tuple(np.shape(frames))}"
+        )
     if int(upscale) < 1:
         raise TlganError(f"upscale must be >= 1; got {upscale}")
     images = []
@@ -100,8 +105,14 @@ def save_gif(frames, path: str | os.PathLike, upscale: int = 1, duration_ms: int
         images.append(image)
     path = Path(path)
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(duration_ms),
-                       loop=int(loop))
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(duration_ms),
+            loop=int(loop),
+        )
     return path
 
 
@@ -141,8 +152,10 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[object, str]:
         if not data:
             raise TlganError(f"{label}: the file is empty; upload an image file (PNG, JPEG, ...)")
         if len(data) > MAX_IMAGE_BYTES:
-            raise TlganError(f"{label}: the file is {len(data) / 2**20:.0f} MiB, more than the "
-                             f"{MAX_IMAGE_BYTES // 2**20} MiB allowed; use a smaller image")
+            raise TlganError(
+                f"{label}: the file is {len(data) / 2**20:.0f} MiB, more than the "
+                f"{MAX_IMAGE_BYTES // 2**20} MiB allowed; use a smaller image"
+            )
         return _io.BytesIO(data), label
     path = _Path(source)
     label = name or str(path)
@@ -154,8 +167,10 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[object, str]:
     if size == 0:
         raise TlganError(f"{label}: the file is empty; give an image file (PNG, JPEG, ...)")
     if size > MAX_IMAGE_BYTES:
-        raise TlganError(f"{label}: the file is {size / 2**20:.0f} MiB, more than the "
-                         f"{MAX_IMAGE_BYTES // 2**20} MiB allowed; use a smaller image")
+        raise TlganError(
+            f"{label}: the file is {size / 2**20:.0f} MiB, more than the "
+            f"{MAX_IMAGE_BYTES // 2**20} MiB allowed; use a smaller image"
+        )
     return path, label
 
 
@@ -166,7 +181,11 @@ def _to_rgb(img: _Image.Image) -> _Image.Image:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # convert("RGB") would clip these to 0..255; rescale to the 8-bit range instead.
         arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if img.mode == "F" and arr.max(initial=0.0) <= 1.0 else (65535.0 if arr.max(initial=0.0) > 255 else 255.0)
+        top = (
+            1.0
+            if img.mode == "F" and arr.max(initial=0.0) <= 1.0
+            else (65535.0 if arr.max(initial=0.0) > 255 else 255.0)
+        )
         grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
         return _Image.fromarray(grey, mode="L").convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
@@ -189,14 +208,22 @@ def parse_crop(text: str | None) -> CropBox | None:
     except ValueError:
         box = ()
     if len(box) != 4 or box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1:
-        raise TlganError(f"cannot read crop box {text!r}: write it as x,y,w,h in pixels (x, y the top-left corner, "
-                         f"w, h positive), e.g. 40,10,200,200")
+        raise TlganError(
+            f"cannot read crop box {text!r}: write it as x,y,w,h in pixels (x, y the top-left corner, "
+            f"w, h positive), e.g. 40,10,200,200"
+        )
     return box  # type: ignore[return-value]
 
 
-def read_image(source: ImageSource, resolution: int, *, name: str | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
-               crop: CropBox | None = None) -> tuple[_torch.Tensor, list[str]]:
+def read_image(
+    source: ImageSource,
+    resolution: int,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    min_side: int = MIN_IMAGE_SIDE,
+    crop: CropBox | None = None,
+) -> tuple[_torch.Tensor, list[str]]:
     """Decode an image file (path or bytes) into (3, R, R) float in [-1, 1], and notes on what was changed.
 
     Any size and mode: converted to RGB (EXIF rotation applied, transparency over white,
@@ -220,11 +247,15 @@ def read_image(source: ImageSource, resolution: int, *, name: str | None = None,
             with _Image.open(fp) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise TlganError(f"{label}: {w}x{h} is {w * h / 1e6:.0f} million pixels, more than the "
-                                     f"{max_pixels / 1e6:.0f} million allowed; shrink the image first")
+                    raise TlganError(
+                        f"{label}: {w}x{h} is {w * h / 1e6:.0f} million pixels, more than the "
+                        f"{max_pixels / 1e6:.0f} million allowed; shrink the image first"
+                    )
                 if min(w, h) < min_side:
-                    raise TlganError(f"{label}: {w}x{h} pixels is too small; the shorter side needs at least "
-                                     f"{min_side} pixels")
+                    raise TlganError(
+                        f"{label}: {w}x{h} pixels is too small; the shorter side needs at least "
+                        f"{min_side} pixels"
+                    )
                 frames = getattr(img, "n_frames", 1)
                 if frames > 1:
                     img.seek(0)
@@ -235,23 +266,34 @@ def read_image(source: ImageSource, resolution: int, *, name: str | None = None,
     except TlganError:
         raise
     except _Image.DecompressionBombError as exc:
-        raise TlganError(f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first") from None
+        raise TlganError(
+            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
+        ) from None
     except _Image.DecompressionBombWarning as exc:
-        raise TlganError(f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first") from None
+        raise TlganError(
+            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
+        ) from None
     except UnidentifiedImageError:
-        raise TlganError(f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)") from None
+        raise TlganError(
+            f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"
+        ) from None
     except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, ... for damaged data
-        raise TlganError(f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
-                         f"re-export or re-download the image") from None
+        raise TlganError(
+            f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
+            f"re-export or re-download the image"
+        ) from None
     if crop is not None:
         x0, y0, cw, ch = (int(v) for v in crop)
         W, H = img.size
         if x0 < 0 or y0 < 0 or cw < 1 or ch < 1 or x0 + cw > W or y0 + ch > H:
-            raise TlganError(f"{label}: crop box x={x0}, y={y0}, w={cw}, h={ch} does not fit in the {W}x{H} image; "
-                             f"choose a box inside it")
+            raise TlganError(
+                f"{label}: crop box x={x0}, y={y0}, w={cw}, h={ch} does not fit in the {W}x{H} image; "
+                f"choose a box inside it"
+            )
         if min(cw, ch) < min_side:
-            raise TlganError(f"{label}: crop box {cw}x{ch} is too small; the shorter side needs at least "
-                             f"{min_side} pixels")
+            raise TlganError(
+                f"{label}: crop box {cw}x{ch} is too small; the shorter side needs at least {min_side} pixels"
+            )
         img = img.crop((x0, y0, x0 + cw, y0 + ch))
         notes.append(f"cropped to the box x={x0}, y={y0}, {cw}x{ch}")
     w, h = img.size
@@ -261,22 +303,34 @@ def read_image(source: ImageSource, resolution: int, *, name: str | None = None,
         img = img.crop((left, top, left + side, top + side))
         notes.append(f"cropped {w}x{h} to the centre {side}x{side} square")
     if side != resolution:
-        img = img.resize((resolution, resolution), _Image.LANCZOS, reducing_gap=3.0 if side > 4 * resolution else None)
+        img = img.resize(
+            (resolution, resolution), _Image.LANCZOS, reducing_gap=3.0 if side > 4 * resolution else None
+        )
         notes.append(f"resized {side}x{side} to {resolution}x{resolution}")
     arr = np.asarray(img, dtype=np.uint8)
     image = _torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float() / 127.5 - 1.0
     return image, notes
 
 
-def load_image(source: ImageSource, resolution: int = 64, *, name: str | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE,
-               crop: CropBox | None = None) -> _torch.Tensor:
+def load_image(
+    source: ImageSource,
+    resolution: int = 64,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    min_side: int = MIN_IMAGE_SIDE,
+    crop: CropBox | None = None,
+) -> _torch.Tensor:
     """An image file (path or bytes) as (3, R, R) float in [-1, 1]; see :func:`read_image`.
 
     Logs a warning when the image had to be cropped to a square or resized.
     """
-    image, notes = read_image(source, resolution, name=name, max_pixels=max_pixels, min_side=min_side, crop=crop)
+    image, notes = read_image(
+        source, resolution, name=name, max_pixels=max_pixels, min_side=min_side, crop=crop
+    )
     if notes:
-        label = name or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "uploaded image")
+        label = name or (
+            str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "uploaded image"
+        )
         _log.warning("%s: %s", label, "; ".join(notes))
     return image

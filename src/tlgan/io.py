@@ -3,6 +3,7 @@
 Every file tlgan writes goes to a temporary name first and is renamed into place, so an
 interrupted job never leaves a half-written file under the final name.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,14 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise TlganError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt or not a tlgan file") from None
+        raise TlganError(
+            f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file is corrupt or not a tlgan file"
+        ) from None
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
+) -> None:
     """Write tensors (made contiguous, on CPU) and a JSON-able metadata dict to a safetensors file."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {METADATA_KEY: json.dumps(metadata or {})}
@@ -88,7 +93,9 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
-def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: dict[str, Any], name: str = "model") -> None:
+def save_module(
+    directory: str | os.PathLike, module: torch.nn.Module, config: dict[str, Any], name: str = "model"
+) -> None:
     """Save ``module``'s state dict as ``NAME.safetensors`` beside its constructor config ``NAME.json``."""
     directory = Path(directory)
     save_tensors(directory / f"{name}.safetensors", module.state_dict(), {"config": config})
@@ -98,12 +105,14 @@ def save_module(directory: str | os.PathLike, module: torch.nn.Module, config: d
 def load_state(module: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load a safetensors state dict into ``module`` strictly, naming missing or unexpected keys."""
     tensors, _ = load_tensors(path)
-    return load_state_dict(module, tensors, f"{path}: weights",
-                           hint="; check that the JSON config belongs to these weights")
+    return load_state_dict(
+        module, tensors, f"{path}: weights", hint="; check that the JSON config belongs to these weights"
+    )
 
 
-def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
-                    hint: str = "") -> torch.nn.Module:
+def load_state_dict(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str, hint: str = ""
+) -> torch.nn.Module:
     """``module.load_state_dict(tensors, strict=True)`` after checking every key and shape.
 
     A TlganError starting with ``source`` names the first missing and unexpected keys or the
@@ -120,7 +129,9 @@ def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
         )
     for key, value in tensors.items():
         if own[key].shape != value.shape:
-            raise TlganError(f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
-                             f"{tuple(own[key].shape)}")
+            raise TlganError(
+                f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
+                f"{tuple(own[key].shape)}"
+            )
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
     return module

@@ -2,6 +2,7 @@
 
 The CLI and the web studio call these; each takes its models and options as arguments.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,6 @@ from tlgan.sampling import Run, sample
 log = logging.getLogger(__name__)
 
 
-
 def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> dict[str, float]:
     """Cosine of each fitted axis to the generator's true axis, for generators that know them."""
     truth = generator.true_axes(space=axes.space)
@@ -37,8 +37,9 @@ def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> dict[str, float]
     return out
 
 
-def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Generator | None = None,
-             **finder_kwargs) -> FeatureAxes:
+def fit_axes(
+    run: Run, method: str = DEFAULT_METHOD, generator: Generator | None = None, **finder_kwargs
+) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
     Finders that read the generator (sefa; pca on activations) get ``generator`` and the run's
@@ -62,62 +63,127 @@ def fit_axes(run: Run, method: str = DEFAULT_METHOD, generator: Generator | None
     return axes
 
 
-def name_run_directions(axes: FeatureAxes, run: Run, generator: Generator | None = None, classifier=None, *,
-                        faces: int = 256, steps: Sequence[float] = (-2.0, 2.0), min_change: float | None = None,
-                        rename: bool = True, device: str = "cpu", progress: bool = True) -> FeatureAxes:
+def name_run_directions(
+    axes: FeatureAxes,
+    run: Run,
+    generator: Generator | None = None,
+    classifier=None,
+    *,
+    faces: int = 256,
+    steps: Sequence[float] = (-2.0, 2.0),
+    min_change: float | None = None,
+    rename: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+) -> FeatureAxes:
     """:func:`tlgan.evaluation.naming.name_directions` on the first ``faces`` samples of ``run``,
     with the run's own generator and classifier unless given."""
     from tlgan.evaluation.naming import DEFAULT_MIN_CHANGE, name_directions
 
     if axes.space != run.space:
-        raise TlganError(f"the axes live in latent space {axes.space!r} but the run was sampled in {run.space!r}")
+        raise TlganError(
+            f"the axes live in latent space {axes.space!r} but the run was sampled in {run.space!r}"
+        )
     if faces < 1:
         raise TlganError(f"faces must be >= 1 (got {faces})")
-    generator = generator if generator is not None else load_generator(run.generator, device, **run.generator_options)
+    generator = (
+        generator if generator is not None else load_generator(run.generator, device, **run.generator_options)
+    )
     classifier = classifier if classifier is not None else load_classifier(run.classifier, device)
     check_axes_for(axes, generator, run.generator)
     latents = run.latents()[:faces]
-    return name_directions(axes, generator, classifier, latents, steps=steps,
-                           min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change, rename=rename,
-                           device=device, progress=progress)
+    return name_directions(
+        axes,
+        generator,
+        classifier,
+        latents,
+        steps=steps,
+        min_change=DEFAULT_MIN_CHANGE if min_change is None else min_change,
+        rename=rename,
+        device=device,
+        progress=progress,
+    )
 
 
-def default_axes_path(generator_spec: str, classifier_spec: str, *, method: str, n: int, seed: int,
-                      space: str = "z", generator_options: dict | None = None) -> Path:
+def default_axes_path(
+    generator_spec: str,
+    classifier_spec: str,
+    *,
+    method: str,
+    n: int,
+    seed: int,
+    space: str = "z",
+    generator_options: dict | None = None,
+) -> Path:
     """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings."""
     tag = "" if space == "z" else f"-{space}"
     tag += "".join(f"-{k}={v}" for k, v in sorted((generator_options or {}).items()))
     safe = lambda text: str(text).replace("/", "_").replace("\\", "_")  # noqa: E731 - specs may be paths
-    return cache_dir() / "axes" / f"{safe(generator_spec)}--{safe(classifier_spec)}--{method}-{n}-{seed}{tag}.safetensors"
+    return (
+        cache_dir()
+        / "axes"
+        / f"{safe(generator_spec)}--{safe(classifier_spec)}--{method}-{n}-{seed}{tag}.safetensors"
+    )
 
 
-def default_axes(generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier", *,
-                 n: int = 20_000, seed: int = 0, method: str = DEFAULT_METHOD, device: str = "cpu",
-                 space: str = "z", generator_options: dict | None = None, progress: bool = True) -> FeatureAxes:
+def default_axes(
+    generator_spec: str = "toyfaces-gan",
+    classifier_spec: str = "toyfaces-classifier",
+    *,
+    n: int = 20_000,
+    seed: int = 0,
+    method: str = DEFAULT_METHOD,
+    device: str = "cpu",
+    space: str = "z",
+    generator_options: dict | None = None,
+    progress: bool = True,
+) -> FeatureAxes:
     """Axes for a generator/classifier pair in ``space``, fitted once and cached under ``$TLGAN_CACHE``.
 
     ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`.
     """
     options = {k: v for k, v in (generator_options or {}).items() if v is not None}
-    path = default_axes_path(generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space,
-                             generator_options=options)
+    path = default_axes_path(
+        generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space, generator_options=options
+    )
     if path.is_file():
         return FeatureAxes.load(path)
     log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
     generator = load_generator(generator_spec, device, **options)
     classifier = load_classifier(classifier_spec, device)
     run_dir = path.with_suffix(".run")
-    run = sample(generator, classifier, n, run_dir, seed=seed, space=space, device=device, resume=run_dir.exists(),
-                 progress=progress, generator_spec=generator_spec, classifier_spec=classifier_spec)
+    run = sample(
+        generator,
+        classifier,
+        n,
+        run_dir,
+        seed=seed,
+        space=space,
+        device=device,
+        resume=run_dir.exists(),
+        progress=progress,
+        generator_spec=generator_spec,
+        classifier_spec=classifier_spec,
+    )
     axes = fit_axes(run, method, generator)
     axes.save(path)
     return axes
 
 
-def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: str = DEFAULT_METHOD,
-             generator_spec: str = "toyfaces-gan", classifier_spec: str = "toyfaces-classifier",
-             device: str = "cpu", face_seed: int = 7, report: bool = True, progress: bool = True,
-             space: str = "z") -> dict:
+def run_demo(
+    out: str | os.PathLike,
+    *,
+    n: int = 20_000,
+    seed: int = 0,
+    method: str = DEFAULT_METHOD,
+    generator_spec: str = "toyfaces-gan",
+    classifier_spec: str = "toyfaces-classifier",
+    device: str = "cpu",
+    face_seed: int = 7,
+    report: bool = True,
+    progress: bool = True,
+    space: str = "z",
+) -> dict:
     """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary.
 
     ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
@@ -130,9 +196,19 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
     out.mkdir(parents=True, exist_ok=True)
     generator = load_generator(generator_spec, device)
     classifier = load_classifier(classifier_spec, device)
-    run = sample(generator, classifier, n, out / "run", seed=seed, space=space, device=device,
-                 resume=(out / "run").exists(), progress=progress, generator_spec=generator_spec,
-                 classifier_spec=classifier_spec)
+    run = sample(
+        generator,
+        classifier,
+        n,
+        out / "run",
+        seed=seed,
+        space=space,
+        device=device,
+        resume=(out / "run").exists(),
+        progress=progress,
+        generator_spec=generator_spec,
+        classifier_spec=classifier_spec,
+    )
     axes = fit_axes(run, method, generator)
     axes.save(out / "axes.safetensors")
     # The studio and `tlgan edit` reuse these axes instead of fitting their own on first use.
@@ -152,13 +228,17 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         # Start from a bearded male face so that "Beard -" has something to remove.
         z_male = _pick_face(run, axes.attributes, want={"Beard": True, "Male": True})
         free = torch.stack([edit_latents(z_male, axes, {"Beard": -s}) for s in (0, 1, 2, 3)])
-        locked = torch.stack([edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)])
+        locked = torch.stack(
+            [edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)]
+        )
         images = render(generator, torch.cat([free, locked]), space)
         save_grid(images, out / "beard_minus_lock_male.png", nrow=4, upscale=2)
         with torch.inference_mode():
             male = classifier.probabilities(images)[:, axes.index("Male")]
-        lock_demo = {"male_probability_unlocked": [round(float(v), 3) for v in male[:4]],
-                     "male_probability_locked": [round(float(v), 3) for v in male[4:]]}
+        lock_demo = {
+            "male_probability_unlocked": [round(float(v), 3) for v in male[:4]],
+            "male_probability_locked": [round(float(v), 3) for v in male[4:]],
+        }
 
     summary = {
         "seconds": None,
@@ -167,8 +247,12 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         "space": space,
         "generator": generator_spec,
         "classifier": classifier_spec,
-        "axes": {a: {k: v if isinstance(v, int) else round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()}
-                 for a in axes.attributes},
+        "axes": {
+            a: {
+                k: v if isinstance(v, int) else round(float(v), 4) for k, v in axes.metrics.get(a, {}).items()
+            }
+            for a in axes.attributes
+        },
         "beard_minus_with_male_locked": lock_demo,
         "outputs": {"axes": "axes.safetensors", "grids": "grids/", "lock_demo": "beard_minus_lock_male.png"},
     }
@@ -178,8 +262,15 @@ def run_demo(out: str | os.PathLike, *, n: int = 20_000, seed: int = 0, method: 
         except ImportError:
             log.warning("the evaluation report is not available in this build; skipping it")
         else:
-            write_report(run, axes, out / "report", locks=["Male"], generator=generator, classifier=classifier,
-                         progress=progress)
+            write_report(
+                run,
+                axes,
+                out / "report",
+                locks=["Male"],
+                generator=generator,
+                classifier=classifier,
+                progress=progress,
+            )
             summary["outputs"]["report"] = "report/report.html"
     summary["seconds"] = round(time.perf_counter() - start, 2)
     from tlgan.io import write_json

@@ -1,4 +1,5 @@
 """Small name -> factory registries (one per kind of thing), with close-match suggestions."""
+
 from __future__ import annotations
 
 import difflib

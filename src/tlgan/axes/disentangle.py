@@ -8,6 +8,7 @@ InterFaceGAN's conditional boundary ``(u - (u.v) v) / |u - (u.v) v|``; for sever
 TL-GAN's Gram-Schmidt over the locked set (the result depends on the span only, not on the
 order or on whether the locked axes are orthogonal to each other).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,7 +60,11 @@ def project_out(direction, locked, rtol: float = 1e-6, eps: float = 1e-6) -> tor
     inside the locked span, i.e. when less than ``eps`` of its length remains: such an attribute
     cannot move while the locked ones stay fixed.
     """
-    out_dtype = direction.dtype if isinstance(direction, torch.Tensor) and direction.is_floating_point() else torch.float32
+    out_dtype = (
+        direction.dtype
+        if isinstance(direction, torch.Tensor) and direction.is_floating_point()
+        else torch.float32
+    )
     vec = _as_float64(direction, "direction")
     if vec.ndim != 1:
         raise TlganError(f"direction must be a vector (D,); got shape {tuple(vec.shape)}")
@@ -74,9 +79,11 @@ def project_out(direction, locked, rtol: float = 1e-6, eps: float = 1e-6) -> tor
     residual = residual - basis.T @ (basis @ residual)
     remaining = float(residual.norm())
     if remaining <= eps * norm:
-        raise TlganError("the direction lies inside the span of the locked axes (only "
-                         f"{remaining / norm:.1e} of it is left after projecting them out), so it cannot move while "
-                         "they stay fixed; unlock one of them")
+        raise TlganError(
+            "the direction lies inside the span of the locked axes (only "
+            f"{remaining / norm:.1e} of it is left after projecting them out), so it cannot move while "
+            "they stay fixed; unlock one of them"
+        )
     return (residual / remaining).to(out_dtype)
 
 
@@ -100,12 +107,21 @@ def disentangle(axes: FeatureAxes, locks: Sequence[str]) -> FeatureAxes:
         try:
             vectors[i] = project_out(axes.vectors[i], axes.vectors[others])
         except TlganError as exc:
-            raise TlganError(f"cannot disentangle {name!r} from {', '.join(repr(lock) for lock in locks if lock != name)}: "
-                             f"{exc}") from None
+            raise TlganError(
+                f"cannot disentangle {name!r} from {', '.join(repr(lock) for lock in locks if lock != name)}: "
+                f"{exc}"
+            ) from None
     info = dict(axes.info)
     info["locks"] = locks
-    return FeatureAxes(vectors, list(axes.attributes), space=axes.space, generator=axes.generator, method=axes.method,
-                       metrics={k: dict(v) for k, v in axes.metrics.items()}, info=info)
+    return FeatureAxes(
+        vectors,
+        list(axes.attributes),
+        space=axes.space,
+        generator=axes.generator,
+        method=axes.method,
+        metrics={k: dict(v) for k, v in axes.metrics.items()},
+        info=info,
+    )
 
 
 def cosine_matrix(vectors) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """FeatureAxes: a set of unit attribute directions with their provenance and metrics."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,9 @@ class FeatureAxes:
         self.vectors = torch.as_tensor(self.vectors, dtype=torch.float32)
         self.attributes = list(self.attributes)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.attributes):
-            raise TlganError(f"axes need shape (A, D) with A={len(self.attributes)} names; got {tuple(self.vectors.shape)}")
+            raise TlganError(
+                f"axes need shape (A, D) with A={len(self.attributes)} names; got {tuple(self.vectors.shape)}"
+            )
         if not torch.isfinite(self.vectors).all():
             raise TlganError("axes contain NaN or infinite values")
 
@@ -53,19 +56,44 @@ class FeatureAxes:
 
     def subset(self, attributes: Sequence[str]) -> FeatureAxes:
         idx = [self.index(a) for a in attributes]
-        return FeatureAxes(self.vectors[idx], list(attributes), self.space, self.generator, self.method,
-                           {a: self.metrics[a] for a in attributes if a in self.metrics}, dict(self.info))
+        return FeatureAxes(
+            self.vectors[idx],
+            list(attributes),
+            self.space,
+            self.generator,
+            self.method,
+            {a: self.metrics[a] for a in attributes if a in self.metrics},
+            dict(self.info),
+        )
 
     def save(self, path: str | os.PathLike) -> None:
-        save_tensors(path, {"vectors": self.vectors}, {
-            "format": FORMAT, "attributes": self.attributes, "space": self.space, "generator": self.generator,
-            "method": self.method, "metrics": self.metrics, "info": self.info,
-        })
+        save_tensors(
+            path,
+            {"vectors": self.vectors},
+            {
+                "format": FORMAT,
+                "attributes": self.attributes,
+                "space": self.space,
+                "generator": self.generator,
+                "method": self.method,
+                "metrics": self.metrics,
+                "info": self.info,
+            },
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureAxes:
         tensors, meta = load_tensors(path)
         if meta.get("format") != FORMAT or "vectors" not in tensors:
-            raise TlganError(f"{path}: not a tlgan axes file (expected format {FORMAT!r}); make one with `tlgan fit`")
-        return cls(tensors["vectors"], meta["attributes"], meta.get("space", "z"), meta.get("generator", "unknown"),
-                   meta.get("method", "unknown"), meta.get("metrics", {}), meta.get("info", {}))
+            raise TlganError(
+                f"{path}: not a tlgan axes file (expected format {FORMAT!r}); make one with `tlgan fit`"
+            )
+        return cls(
+            tensors["vectors"],
+            meta["attributes"],
+            meta.get("space", "z"),
+            meta.get("generator", "unknown"),
+            meta.get("method", "unknown"),
+            meta.get("metrics", {}),
+            meta.get("info", {}),
+        )

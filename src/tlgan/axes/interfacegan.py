@@ -11,6 +11,7 @@ File names (:func:`parse_boundary_name`) follow InterFaceGAN's published ones:
 (the ``smile`` axis in ``w``), ``pggan_celebahq_age_c_gender_boundary.npy`` (``age`` with
 ``gender`` projected out, in ``z``). A ``w`` boundary also edits ``wp`` latents, per layer.
 """
+
 from __future__ import annotations
 
 import os
@@ -96,7 +97,9 @@ def export_boundaries(axes: FeatureAxes, directory: PathLike, prefix: str = "") 
         raise TlganError(f"{directory}: exists and is not a folder; choose a folder for the boundary files")
     bad = [a for a in axes.attributes if not _SAFE_NAME.match(a)]
     if bad:
-        raise TlganError(f"attribute name(s) {bad} cannot be file names; use letters, digits, '_', '-', '.', '+'")
+        raise TlganError(
+            f"attribute name(s) {bad} cannot be file names; use letters, digits, '_', '-', '.', '+'"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in axes.attributes:
@@ -117,18 +120,26 @@ def _read_boundary(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise TlganError(f"{path}: not a plain NumPy array file ({exc}); boundary files hold a (1, D) float array") from None
+        raise TlganError(
+            f"{path}: not a plain NumPy array file ({exc}); boundary files hold a (1, D) float array"
+        ) from None
     except (OSError, EOFError) as exc:
-        raise TlganError(f"{path}: cannot read it as a .npy file ({exc}); it may be truncated or not a boundary") from None
+        raise TlganError(
+            f"{path}: cannot read it as a .npy file ({exc}); it may be truncated or not a boundary"
+        ) from None
     if not isinstance(array, np.ndarray):  # an .npz archive
         array.close()
-        raise TlganError(f"{path}: holds several arrays (an .npz archive); a boundary file holds one (1, D) array")
+        raise TlganError(
+            f"{path}: holds several arrays (an .npz archive); a boundary file holds one (1, D) array"
+        )
     if array.dtype.kind not in "fiu":
         raise TlganError(f"{path}: holds {array.dtype} values; a boundary must be a float array")
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 1 or array.size == 0:
-        raise TlganError(f"{path}: has shape {array.shape}; an InterFaceGAN boundary has shape (1, D) or (D,)")
+        raise TlganError(
+            f"{path}: has shape {array.shape}; an InterFaceGAN boundary has shape (1, D) or (D,)"
+        )
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise TlganError(f"{path}: holds NaN or infinite values")
@@ -138,8 +149,12 @@ def _read_boundary(path: Path) -> np.ndarray:
     return array / norm
 
 
-def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence[str] | None = None,
-                      space: str | None = None, generator: str = "unknown") -> FeatureAxes:
+def import_boundaries(
+    paths: PathLike | Sequence[PathLike],
+    attributes: Sequence[str] | None = None,
+    space: str | None = None,
+    generator: str = "unknown",
+) -> FeatureAxes:
     """Read InterFaceGAN boundaries into FeatureAxes (method "interfacegan").
 
     ``paths`` is either a folder or a list of ``.npy`` files. Names come from the file names
@@ -157,8 +172,11 @@ def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence
     """
     if isinstance(paths, (str, os.PathLike)) and Path(paths).is_dir():
         directory = Path(paths)
-        available = {parse_boundary_name(p.name).axis_name: p
-                     for p in sorted(directory.glob(f"*{SUFFIX}")) if p.is_file()}
+        available = {
+            parse_boundary_name(p.name).axis_name: p
+            for p in sorted(directory.glob(f"*{SUFFIX}"))
+            if p.is_file()
+        }
         if attributes is None:
             if not available:
                 raise TlganError(f"{directory}: no *{SUFFIX} files in this folder")
@@ -167,8 +185,10 @@ def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence
             names = [str(a) for a in attributes]
             for name in names:
                 if name not in available:
-                    raise TlganError(f"{directory}: no boundary for {name!r}; "
-                                     + unknown_name_message("boundary", name, list(available)))
+                    raise TlganError(
+                        f"{directory}: no boundary for {name!r}; "
+                        + unknown_name_message("boundary", name, list(available))
+                    )
             files = [available[name] for name in names]
     else:
         if isinstance(paths, (str, os.PathLike)):
@@ -181,23 +201,31 @@ def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence
         else:
             names = [str(a) for a in attributes]
             if len(names) != len(files):
-                raise TlganError(f"got {len(names)} attribute names for {len(files)} boundary files; give one per file")
+                raise TlganError(
+                    f"got {len(names)} attribute names for {len(files)} boundary files; give one per file"
+                )
     parsed = [parse_boundary_name(p.name) for p in files]
     spaces = sorted({b.space for b in parsed})
     if space is None:
         if len(spaces) > 1:
-            raise TlganError(f"the boundary files are of several spaces ({', '.join(spaces)}, from their names); "
-                             f"import one space at a time")
+            raise TlganError(
+                f"the boundary files are of several spaces ({', '.join(spaces)}, from their names); "
+                f"import one space at a time"
+            )
         space = spaces[0]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise TlganError(f"two boundary files give the same attribute name {dupes}; pass distinct names in attributes")
+        raise TlganError(
+            f"two boundary files give the same attribute name {dupes}; pass distinct names in attributes"
+        )
     vectors = []
     for path in files:
         vector = _read_boundary(path)
         if vectors and len(vector) != len(vectors[0]):
-            raise TlganError(f"{path}: has size {len(vector)} but {files[0]} has size {len(vectors[0])}; "
-                             f"all boundaries must belong to the same latent space")
+            raise TlganError(
+                f"{path}: has size {len(vector)} but {files[0]} has size {len(vectors[0])}; "
+                f"all boundaries must belong to the same latent space"
+            )
         vectors.append(vector)
     stacked = torch.from_numpy(np.stack(vectors)).float()
     conditions = {n: list(b.conditions) for n, b in zip(names, parsed, strict=True) if b.conditions}
@@ -207,5 +235,11 @@ def import_boundaries(paths: PathLike | Sequence[PathLike], attributes: Sequence
     return FeatureAxes(stacked, names, space=space, generator=generator, method="interfacegan", info=info)
 
 
-__all__ = ["BoundaryName", "parse_boundary_name", "boundary_filename", "boundary_path", "export_boundaries",
-           "import_boundaries"]
+__all__ = [
+    "BoundaryName",
+    "parse_boundary_name",
+    "boundary_filename",
+    "boundary_path",
+    "export_boundaries",
+    "import_boundaries",
+]

@@ -16,6 +16,7 @@ Each side is timed ``repeats`` times, interleaved, and the best time kept, so a 
 from elsewhere on a shared machine does not hurt one side alone. scikit-learn is imported lazily
 (it is only needed here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -91,8 +92,9 @@ def gram_alone(x: np.ndarray, chunk_size: int = 16384) -> np.ndarray:
     return accumulate_gram(len(x), dim, chunk_size, fill)[0]
 
 
-def interfacegan_procedure(x: np.ndarray, score: np.ndarray, ratio: float = 0.02, split_ratio: float = 0.7,
-                           seed: int = 0) -> dict[str, object]:
+def interfacegan_procedure(
+    x: np.ndarray, score: np.ndarray, ratio: float = 0.02, split_ratio: float = 0.7, seed: int = 0
+) -> dict[str, object]:
     """InterFaceGAN's ``train_boundary`` for one attribute, rebuilt from NumPy and scikit-learn calls.
 
     Sort the samples by score; the top and bottom ``ratio`` become the positive and negative
@@ -106,7 +108,7 @@ def interfacegan_procedure(x: np.ndarray, score: np.ndarray, ratio: float = 0.02
     rng = np.random.default_rng(seed)
     order = np.argsort(score)[::-1]
     k = int(len(x) * ratio)
-    top, bottom = order[:k], order[len(x) - k:]
+    top, bottom = order[:k], order[len(x) - k :]
     top, bottom = top[rng.permutation(k)], bottom[rng.permutation(k)]
     n_train = int(k * split_ratio)
     train = np.concatenate([x[top[:n_train]], x[bottom[:n_train]]])
@@ -115,17 +117,31 @@ def interfacegan_procedure(x: np.ndarray, score: np.ndarray, ratio: float = 0.02
     val_label = np.concatenate([np.ones(k - n_train), np.zeros(k - n_train)])
     clf = SVC(kernel="linear").fit(train, train_label)
     val_accuracy = float((clf.predict(val) == val_label).mean())
-    rest = order[k:len(x) - k]
+    rest = order[k : len(x) - k]
     remaining_accuracy = float((clf.predict(x[rest]) == (score[rest] > 0)).mean())
     normal = clf.coef_.reshape(-1)
-    return {"boundary": normal / np.linalg.norm(normal), "val_accuracy": val_accuracy,
-            "remaining_accuracy": remaining_accuracy}
+    return {
+        "boundary": normal / np.linalg.norm(normal),
+        "val_accuracy": val_accuracy,
+        "remaining_accuracy": remaining_accuracy,
+    }
 
 
-def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n: int = 3, quick: bool = False,
-              ratio: float = 0.02, scale: float = 3.0, noise: float = 1.0, repeats: int = 2,
-              threads: int | None = None, svm_proc_n: int = 20_000, svm_proc_attributes: int = 4
-              ) -> dict[str, float]:
+def bench_fit(
+    n: int = 200_000,
+    d: int = 512,
+    a: int = 40,
+    seed: int = 0,
+    svm_n: int = 3,
+    quick: bool = False,
+    ratio: float = 0.02,
+    scale: float = 3.0,
+    noise: float = 1.0,
+    repeats: int = 2,
+    threads: int | None = None,
+    svm_proc_n: int = 20_000,
+    svm_proc_attributes: int = 4,
+) -> dict[str, float]:
     """Time the GLM and SVM finders against scikit-learn; returns a flat dict of figures.
 
     Args:
@@ -157,8 +173,10 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
         from sklearn.linear_model import LinearRegression
         from sklearn.svm import SVC
     except ImportError:
-        raise TlganError("the fitting benchmark compares against scikit-learn; install it with "
-                         "`pip install scikit-learn` (or the project's [bench] extra)") from None
+        raise TlganError(
+            "the fitting benchmark compares against scikit-learn; install it with "
+            "`pip install scikit-learn` (or the project's [bench] extra)"
+        ) from None
     if quick:
         n, d, a, svm_n, repeats, svm_proc_n, svm_proc_attributes = 4000, 32, 4, 2, 1, 4000, 2
     svm_n = max(1, min(int(svm_n), int(a)))
@@ -166,7 +184,12 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
         latents, logits, truth = planted_data(n, d, a, seed, scale, noise)
         x_np = latents.numpy()
         clipped = logits.clamp(-DEFAULT_CLIP, DEFAULT_CLIP).numpy()
-        result: dict[str, float] = {"fit_n": n, "fit_d": d, "fit_attributes": a, "fit_threads": torch.get_num_threads()}
+        result: dict[str, float] = {
+            "fit_n": n,
+            "fit_d": d,
+            "fit_attributes": a,
+            "fit_threads": torch.get_num_threads(),
+        }
 
         # --- GLM: all attributes at once vs LinearRegression on the same clipped logits.
         fits: dict[str, object] = {}
@@ -184,20 +207,24 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
         glm_s, gram_s, sk_glm_s = _best_of(repeats, ours_glm, gram, sklearn_glm)
         ours_coef = fits["glm"].coef_.numpy()
         sk_coef = np.asarray(fits["sk_glm"].coef_).reshape(a, d)
-        result.update({
-            "fit_glm_seconds": round(glm_s, 4),
-            "fit_glm_sklearn_seconds": round(sk_glm_s, 4),
-            "fit_glm_speedup_vs_sklearn": round(sk_glm_s / glm_s, 2),
-            "fit_glm_gram_seconds": round(gram_s, 4),
-            "fit_glm_over_gram": round(glm_s / gram_s, 3),
-            "glm_cosine_vs_sklearn": float(_cosines(ours_coef, sk_coef).mean()),
-            "glm_cosine_to_truth": float(_cosines(ours_coef, truth.numpy()).mean()),
-        })
+        result.update(
+            {
+                "fit_glm_seconds": round(glm_s, 4),
+                "fit_glm_sklearn_seconds": round(sk_glm_s, 4),
+                "fit_glm_speedup_vs_sklearn": round(sk_glm_s / glm_s, 2),
+                "fit_glm_gram_seconds": round(gram_s, 4),
+                "fit_glm_over_gram": round(glm_s / gram_s, 3),
+                "glm_cosine_vs_sklearn": float(_cosines(ours_coef, sk_coef).mean()),
+                "glm_cosine_to_truth": float(_cosines(ours_coef, truth.numpy()).mean()),
+            }
+        )
 
         # --- SVM: InterFaceGAN's top/bottom training sets for the first svm_n attributes.
         finder = SVMFinder(ratio=ratio)
-        splits = [top_bottom_split(logits[:, j], ratio, finder.val_fraction, finder.seed, column=j)
-                  for j in range(svm_n)]
+        splits = [
+            top_bottom_split(logits[:, j], ratio, finder.val_fraction, finder.seed, column=j)
+            for j in range(svm_n)
+        ]
         train_sets = [(x_np[s.train_index.numpy()].astype(np.float64), s.train_label.numpy()) for s in splits]
 
         def ours_svm():
@@ -207,23 +234,27 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
             fits["solver"] = [fit_linear_svm(x, y, C=finder.C, tol=finder.tol).weight for x, y in train_sets]
 
         def sklearn_svm():
-            fits["sk_svm"] = [SVC(kernel="linear", C=finder.C).fit(x, y).coef_.reshape(-1) for x, y in train_sets]
+            fits["sk_svm"] = [
+                SVC(kernel="linear", C=finder.C).fit(x, y).coef_.reshape(-1) for x, y in train_sets
+            ]
 
         log.info("bench fit: SVM on %d attributes, %d training samples each", svm_n, len(train_sets[0][1]))
         svm_s, solver_s, sk_svm_s = _best_of(repeats, ours_svm, ours_solver, sklearn_svm)
         sk_w = np.stack(fits["sk_svm"])
         ours_w = fits["svm"].coef_.numpy()
-        result.update({
-            "fit_svm_attributes": svm_n,
-            "fit_svm_n_train": int(len(train_sets[0][1])),
-            "fit_svm_seconds": round(svm_s, 4),
-            "fit_svm_solver_seconds": round(solver_s, 4),
-            "fit_svm_sklearn_seconds": round(sk_svm_s, 4),
-            "fit_svm_speedup_vs_sklearn": round(sk_svm_s / svm_s, 2),
-            "fit_svm_solver_speedup_vs_sklearn": round(sk_svm_s / solver_s, 2),
-            "svm_cosine_vs_sklearn": float(_cosines(ours_w, sk_w).min()),
-            "svm_cosine_to_truth": float(_cosines(ours_w, truth[:svm_n].numpy()).mean()),
-        })
+        result.update(
+            {
+                "fit_svm_attributes": svm_n,
+                "fit_svm_n_train": int(len(train_sets[0][1])),
+                "fit_svm_seconds": round(svm_s, 4),
+                "fit_svm_solver_seconds": round(solver_s, 4),
+                "fit_svm_sklearn_seconds": round(sk_svm_s, 4),
+                "fit_svm_speedup_vs_sklearn": round(sk_svm_s / svm_s, 2),
+                "fit_svm_solver_speedup_vs_sklearn": round(sk_svm_s / solver_s, 2),
+                "svm_cosine_vs_sklearn": float(_cosines(ours_w, sk_w).min()),
+                "svm_cosine_to_truth": float(_cosines(ours_w, truth[:svm_n].numpy()).mean()),
+            }
+        )
 
         # --- SVM with its metrics against InterFaceGAN's whole procedure, per attribute.
         m = max(1, min(int(svm_proc_attributes), int(a)))
@@ -235,17 +266,21 @@ def bench_fit(n: int = 200_000, d: int = 512, a: int = 40, seed: int = 0, svm_n:
         def interfacegan():
             fits["ifg"] = [interfacegan_procedure(proc_x, proc_scores[:, j].numpy(), ratio) for j in range(m)]
 
-        log.info("bench fit: SVM finder vs InterFaceGAN's procedure, %d attributes on %d samples", m, len(proc_x))
+        log.info(
+            "bench fit: SVM finder vs InterFaceGAN's procedure, %d attributes on %d samples", m, len(proc_x)
+        )
         whole_s, ifg_s = _best_of(repeats, ours_whole, interfacegan)
         ifg_w = np.stack([r["boundary"] for r in fits["ifg"]])
-        result.update({
-            "svm_proc_n": int(len(proc_x)),
-            "svm_proc_attributes": m,
-            "fit_svm_per_attribute_seconds": round(whole_s / m, 4),
-            "interfacegan_per_attribute_seconds": round(ifg_s / m, 4),
-            "fit_svm_speedup_vs_interfacegan": round(ifg_s / whole_s, 2),
-            "svm_cosine_vs_interfacegan": float(_cosines(fits["svm_whole"].coef_.numpy(), ifg_w).min()),
-        })
+        result.update(
+            {
+                "svm_proc_n": int(len(proc_x)),
+                "svm_proc_attributes": m,
+                "fit_svm_per_attribute_seconds": round(whole_s / m, 4),
+                "interfacegan_per_attribute_seconds": round(ifg_s / m, 4),
+                "fit_svm_speedup_vs_interfacegan": round(ifg_s / whole_s, 2),
+                "svm_cosine_vs_interfacegan": float(_cosines(fits["svm_whole"].coef_.numpy(), ifg_w).min()),
+            }
+        )
     return result
 
 

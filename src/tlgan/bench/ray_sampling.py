@@ -1,4 +1,5 @@
 """Sampling on Ray: the overhead the Ray engine adds over the local engine on the same cores."""
+
 from __future__ import annotations
 
 import tempfile
@@ -14,12 +15,20 @@ from tlgan.sampling import sample
 def _same_shards(a: Path, b: Path) -> bool:
     names = sorted(p.name for p in a.glob("shard-*.safetensors"))
     return names == sorted(p.name for p in b.glob("shard-*.safetensors")) and all(
-        (a / name).read_bytes() == (b / name).read_bytes() for name in names)
+        (a / name).read_bytes() == (b / name).read_bytes() for name in names
+    )
 
 
-def bench_ray(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier", n: int = 4096,
-              shard_size: int = 256, batch_size: int = 128, workers: int = 2, device: str = "cpu",
-              repeats: int = 2) -> dict:
+def bench_ray(
+    generator: str = "toyfaces-gan",
+    classifier: str = "toyfaces-classifier",
+    n: int = 4096,
+    shard_size: int = 256,
+    batch_size: int = 128,
+    workers: int = 2,
+    device: str = "cpu",
+    repeats: int = 2,
+) -> dict:
     """Images per second of ``sample(engine="ray", workers=W)`` against the local engine.
 
     On CPU each Ray worker reserves one CPU and runs torch on one thread, so W workers use W
@@ -47,12 +56,22 @@ def bench_ray(generator: str = "toyfaces-gan", classifier: str = "toyfaces-class
     ray = import_ray()
     cuda = device.startswith("cuda")
     t0 = time.perf_counter()
-    started = connect(num_cpus=workers, _system_config={"worker_niceness": 0},
-                      **({"num_gpus": torch.cuda.device_count()} if cuda else {}))
+    started = connect(
+        num_cpus=workers,
+        _system_config={"worker_niceness": 0},
+        **({"num_gpus": torch.cuda.device_count()} if cuda else {}),
+    )
     init_seconds = time.perf_counter() - t0
     G, F = load_generator(generator, device), load_classifier(classifier, device)
-    settings = dict(seed=0, batch_size=batch_size, shard_size=shard_size, device=device, progress=False,
-                    generator_spec=generator, classifier_spec=classifier)
+    settings = dict(
+        seed=0,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        device=device,
+        progress=False,
+        generator_spec=generator,
+        classifier_spec=classifier,
+    )
     gpus_per_worker = min(1.0, torch.cuda.device_count() / workers) if cuda else 0.0
 
     def local(tmp: Path, threads: int) -> float:
@@ -65,7 +84,9 @@ def bench_ray(generator: str = "toyfaces-gan", classifier: str = "toyfaces-class
 
     def on_ray(tmp: Path) -> tuple:
         t = time.perf_counter()
-        run = sample(G, F, n, tmp / "ray", engine="ray", workers=workers, gpus_per_worker=gpus_per_worker, **settings)
+        run = sample(
+            G, F, n, tmp / "ray", engine="ray", workers=workers, gpus_per_worker=gpus_per_worker, **settings
+        )
         seconds = run.manifest["seconds"]
         return seconds, time.perf_counter() - t - seconds
 

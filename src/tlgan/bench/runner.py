@@ -1,4 +1,5 @@
 """`tlgan bench`: every benchmark section, each reporting ratios against a baseline from the same run."""
+
 from __future__ import annotations
 
 import logging
@@ -10,12 +11,27 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("sampling", "fit", "unsupervised", "toyfaces", "studio", "studio-load", "stylegan2", "ray", "inversion")
+SECTIONS = (
+    "sampling",
+    "fit",
+    "unsupervised",
+    "toyfaces",
+    "studio",
+    "studio-load",
+    "stylegan2",
+    "ray",
+    "inversion",
+)
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -79,8 +95,14 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | No
             log.warning("ray benchmark skipped: Ray is not installed (pip install 'tlgan[ray]')")
         else:
             log.info("bench: sampling on Ray")
-            result.update(bench_ray(n=512 if quick else 4096, shard_size=128 if quick else 256, device=device,
-                                    repeats=1 if quick else 2))
+            result.update(
+                bench_ray(
+                    n=512 if quick else 4096,
+                    shard_size=128 if quick else 256,
+                    device=device,
+                    repeats=1 if quick else 2,
+                )
+            )
     if "inversion" in sections:
         from tlgan.bench.inversion import bench_inversion
 

@@ -1,4 +1,5 @@
 """Sampling throughput: the whole `sample` path against a bare G-then-F loop on the same batches."""
+
 from __future__ import annotations
 
 import tempfile
@@ -10,8 +11,15 @@ from tlgan.models import load_classifier, load_generator
 from tlgan.sampling import sample
 
 
-def bench_sampling(generator="toyfaces-gan", classifier="toyfaces-classifier", n: int = 4096,
-                   batch_size: int = 256, device: str = "cpu", repeats: int = 3, space: str = "z") -> dict:
+def bench_sampling(
+    generator="toyfaces-gan",
+    classifier="toyfaces-classifier",
+    n: int = 4096,
+    batch_size: int = 256,
+    device: str = "cpu",
+    repeats: int = 3,
+    space: str = "z",
+) -> dict:
     """Images per second of ``sample`` and of a bare loop; their ratio (1.0 = no overhead).
 
     ``generator`` / ``classifier`` are specs or models. The bare loop runs G on z then F, batch
@@ -28,7 +36,7 @@ def bench_sampling(generator="toyfaces-gan", classifier="toyfaces-classifier", n
         t0 = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, n, batch_size):
-                F.logits(G.synthesize(latents[i:i + batch_size].to(device))).cpu()
+                F.logits(G.synthesize(latents[i : i + batch_size].to(device))).cpu()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -36,8 +44,17 @@ def bench_sampling(generator="toyfaces-gan", classifier="toyfaces-classifier", n
     def full() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            sample(G, F, n, f"{tmp}/run", batch_size=batch_size, shard_size=n, space=space, device=device,
-                   progress=False)
+            sample(
+                G,
+                F,
+                n,
+                f"{tmp}/run",
+                batch_size=batch_size,
+                shard_size=n,
+                space=space,
+                device=device,
+                progress=False,
+            )
             return time.perf_counter() - t0
 
     bare()  # warm-up: first calls pay for allocations and kernel selection

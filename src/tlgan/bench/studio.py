@@ -10,6 +10,7 @@ for the scores, which the page asks for alongside the image).
 The studio-load section (:func:`bench_studio_load`) runs `tlgan serve` itself, twice, with
 batching off and on, and drives both from this process with one client and then a crowd.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,8 +45,13 @@ def _bench_axes(generator: Generator, classifier: Classifier, seed: int = 0) -> 
     return FeatureAxes(vectors, list(classifier.attributes), "z", generator.name, "random")
 
 
-def _request_body(i: int, attributes: list[str], edits_per_face: int = 10, direction: float = 1.0,
-                  path: str = "/api/probabilities") -> bytes:
+def _request_body(
+    i: int,
+    attributes: list[str],
+    edits_per_face: int = 10,
+    direction: float = 1.0,
+    path: str = "/api/probabilities",
+) -> bytes:
     """Request i of a page session: face i // edits_per_face, three moves that change every click, one lock.
 
     A user edits one face for a while (every click re-sends the whole state), so consecutive
@@ -55,8 +61,11 @@ def _request_body(i: int, attributes: list[str], edits_per_face: int = 10, direc
     """
     a = attributes
     face, click = divmod(i, edits_per_face)
-    amounts = {a[face % len(a)]: direction * 0.5 * (click + 1), a[(face + 3) % len(a)]: -1.0,
-               a[(face + 5) % len(a)]: 0.5}
+    amounts = {
+        a[face % len(a)]: direction * 0.5 * (click + 1),
+        a[(face + 3) % len(a)]: -1.0,
+        a[(face + 5) % len(a)]: 0.5,
+    }
     lock = a[(face + 1) % len(a)]
     amounts.pop(lock, None)
     body = {"seed": face, "amounts": amounts, "locks": [lock]}
@@ -80,11 +89,17 @@ class _Client:
         self.conn.close()
 
 
-def bench_studio(quick: bool = False, device: str = "cpu", *,
-                 generator: str | Generator = "toyfaces-gan",
-                 classifier: str | Classifier = "toyfaces-classifier",
-                 axes: FeatureAxes | None = None, requests: int | None = None, clients: int = 20,
-                 seconds: float | None = None) -> dict[str, float]:
+def bench_studio(
+    quick: bool = False,
+    device: str = "cpu",
+    *,
+    generator: str | Generator = "toyfaces-gan",
+    classifier: str | Classifier = "toyfaces-classifier",
+    axes: FeatureAxes | None = None,
+    requests: int | None = None,
+    clients: int = 20,
+    seconds: float | None = None,
+) -> dict[str, float]:
     """Latency of /api/render against a bare forward + PNG encode, and correctness under concurrent load.
 
     ``requests`` single-client rounds (default 300; quick: 30) follow a page session: ten
@@ -148,9 +163,13 @@ def bench_studio(quick: bool = False, device: str = "cpu", *,
         client, second = _Client(server.port), _Client(server.port)
 
         def update(i: int) -> None:
-            scores = helper.submit(second.post, "/api/probabilities", _request_body(i, attributes, direction=-1.0))
-            check(*client.post("/api/render", _request_body(i, attributes, direction=-1.0, path="/api/render")),
-                  "/api/render")
+            scores = helper.submit(
+                second.post, "/api/probabilities", _request_body(i, attributes, direction=-1.0)
+            )
+            check(
+                *client.post("/api/render", _request_body(i, attributes, direction=-1.0, path="/api/render")),
+                "/api/render",
+            )
             check(*scores.result(), "/api/probabilities")
 
         try:
@@ -207,8 +226,17 @@ def _bad_body(k: int, attributes: list[str], latent_dim: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def _concurrent_load(port: int, attributes: list[str], clients: int, duration: float, first: int, *,
-                     bad_every: int = 0, latent_dim: int = 512, max_requests: int = 1_000_000) -> dict:
+def _concurrent_load(
+    port: int,
+    attributes: list[str],
+    clients: int,
+    duration: float,
+    first: int,
+    *,
+    bad_every: int = 0,
+    latent_dim: int = 512,
+    max_requests: int = 1_000_000,
+) -> dict:
     """``clients`` connections posting for ``duration`` seconds; request k is edit ``first + k``.
 
     Only 127.0.0.1 is contacted, and the load stops by itself after ``duration`` seconds or
@@ -243,7 +271,9 @@ def _concurrent_load(port: int, attributes: list[str], clients: int, duration: f
                 path = PATHS[j % 2]
                 j += 1
                 bad = bool(bad_every) and (j + c) % bad_every == bad_every - 1  # every client sends its share
-                body = _bad_body(k, attributes, latent_dim) if bad else _request_body(k, attributes, path=path)
+                body = (
+                    _bad_body(k, attributes, latent_dim) if bad else _request_body(k, attributes, path=path)
+                )
                 t0 = time.perf_counter()
                 try:
                     status, payload = client.post(path, body)
@@ -284,7 +314,11 @@ def _concurrent_load(port: int, attributes: list[str], clients: int, duration: f
     if errors:
         log.warning("studio load: %d errors, e.g. %s", len(errors), errors[0])
     ordered = sorted(latencies)
-    pick = (lambda q: 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else (lambda q: float("nan"))
+    pick = (
+        (lambda q: 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+        if ordered
+        else (lambda q: float("nan"))
+    )
     return {
         "studio_concurrent_clients": clients,
         "studio_concurrent_seconds": round(elapsed, 2),
@@ -301,8 +335,9 @@ def _concurrent_load(port: int, attributes: list[str], clients: int, duration: f
     }
 
 
-def _check_replies(studio, G: Generator, F: Classifier, attributes: list[str], replies: list[tuple],
-                   exact: bool = True) -> int:
+def _check_replies(
+    studio, G: Generator, F: Classifier, attributes: list[str], replies: list[tuple], exact: bool = True
+) -> int:
     """How many replies differ from what their own request should give, computed here one by one.
 
     The latent comes from the studio's edit of the request (a pure function of it); the
@@ -331,11 +366,17 @@ def _check_replies(studio, G: Generator, F: Classifier, attributes: list[str], r
             reply = json.loads(payload)
             with torch.inference_mode():
                 probs = F.probabilities(image.to(f_device)).float().cpu()[0]
-            ok = all(abs(reply["probabilities"][name] - float(p)) < 1e-5 for name, p in zip(F.attributes, probs, strict=True))
+            ok = all(
+                abs(reply["probabilities"][name] - float(p)) < 1e-5
+                for name, p in zip(F.attributes, probs, strict=True)
+            )
         if not ok:
             if not wrong:
-                log.warning("studio load: the reply of %s to edit %d differs from the same request computed alone",
-                            path, k)
+                log.warning(
+                    "studio load: the reply of %s to edit %d differs from the same request computed alone",
+                    path,
+                    k,
+                )
             wrong += 1
     return wrong
 
@@ -361,15 +402,41 @@ def _nearly_same_png(a: bytes, b: bytes) -> bool:
 # studio-load: `tlgan serve` under a crowd, batching off and on.
 
 
-def _start_server(generator: str, classifier: str, axes_path: str, device: str, max_batch: int,
-                  batch_wait_ms: float, log_path: str):
+def _start_server(
+    generator: str,
+    classifier: str,
+    axes_path: str,
+    device: str,
+    max_batch: int,
+    batch_wait_ms: float,
+    log_path: str,
+):
     """`tlgan serve` in a child process on 127.0.0.1 and a free port; :func:`_wait_for_server` gives its port."""
     import subprocess
     import sys
 
-    command = [sys.executable, "-c", "from tlgan.cli import main; main()", "serve", "--generator", generator,
-               "--classifier", classifier, "--axes", axes_path, "--host", "127.0.0.1", "--port", "0",
-               "--max-batch", str(max_batch), "--batch-wait-ms", str(batch_wait_ms), "--device", device]
+    command = [
+        sys.executable,
+        "-c",
+        "from tlgan.cli import main; main()",
+        "serve",
+        "--generator",
+        generator,
+        "--classifier",
+        classifier,
+        "--axes",
+        axes_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--max-batch",
+        str(max_batch),
+        "--batch-wait-ms",
+        str(batch_wait_ms),
+        "--device",
+        device,
+    ]
     with open(log_path, "wb") as errors:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
 
@@ -430,12 +497,15 @@ def _stop_server(process, log_path: str) -> bool:
     with open(log_path, "rb") as f:
         text = f.read()
     if b"Traceback" in text:
-        log.warning("studio load: the server's log holds a traceback: %s", text[-2000:].decode(errors="replace"))
+        log.warning(
+            "studio load: the server's log holds a traceback: %s", text[-2000:].decode(errors="replace")
+        )
     return status in (0, 130) and b"Traceback" not in text
 
 
-def _model_ms_per_image(G: Generator, F: Classifier, space: str, sizes=(1, 2, 4, 8, 16, 32),
-                        repeats: int = 5) -> dict[str, float]:
+def _model_ms_per_image(
+    G: Generator, F: Classifier, space: str, sizes=(1, 2, 4, 8, 16, 32), repeats: int = 5
+) -> dict[str, float]:
     """Generator + classifier time per image at each batch size (best of ``repeats``): what batching can gain."""
     g_device = next(iter(G.parameters()), torch.empty(0)).device
     f_device = next(iter(F.parameters()), torch.empty(0)).device
@@ -482,8 +552,9 @@ def _cpu_use(server_pid: int, load: Callable[[], dict]) -> tuple[dict, float | N
     return result, server, after[1] - before[1]
 
 
-def _cpu_ceiling(result: dict[str, float], mode: str, requests: int, server_s: float | None, client_s: float,
-                 cores: int) -> None:
+def _cpu_ceiling(
+    result: dict[str, float], mode: str, requests: int, server_s: float | None, client_s: float, cores: int
+) -> None:
     """Add what each request cost in CPU time, and the requests per second the machine's cores could serve at most.
 
     ``studio_load_{mode}_server_cpu_ms_per_request`` and ``..._client_cpu_ms_per_request`` divide
@@ -501,7 +572,9 @@ def _cpu_ceiling(result: dict[str, float], mode: str, requests: int, server_s: f
     result[f"studio_load_{mode}_server_cpu_ms_per_request"] = round(server_ms, 3)
     result[f"studio_load_{mode}_client_cpu_ms_per_request"] = round(client_ms, 3)
     result[f"studio_load_{mode}_cpu_ceiling_requests_per_second"] = round(ceiling, 1)
-    result[f"studio_load_{mode}_cpu_floor_mean_latency_ms"] = round(1000 * result["studio_load_clients"] / ceiling, 1)
+    result[f"studio_load_{mode}_cpu_floor_mean_latency_ms"] = round(
+        1000 * result["studio_load_clients"] / ceiling, 1
+    )
 
 
 def _merge_loads(loads: list[dict]) -> dict:
@@ -511,21 +584,44 @@ def _merge_loads(loads: list[dict]) -> dict:
     seconds = sum(load["studio_concurrent_seconds"] for load in loads)
 
     def pick(q: float) -> float:
-        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else float("nan")
+        return (
+            round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
+            if latencies
+            else float("nan")
+        )
 
-    total = {key: sum(load[f"studio_concurrent_{key}"] for load in loads)
-             for key in ("requests", "errors", "bad_requests", "bad_requests_4xx")}
-    return {"clients": loads[0]["studio_concurrent_clients"], "seconds": round(seconds, 2), **total,
-            "requests_per_second": round(len(replies) / seconds, 1), "p50_ms": pick(0.50), "p95_ms": pick(0.95),
-            "p99_ms": pick(0.99), "replies": replies}
+    total = {
+        key: sum(load[f"studio_concurrent_{key}"] for load in loads)
+        for key in ("requests", "errors", "bad_requests", "bad_requests_4xx")
+    }
+    return {
+        "clients": loads[0]["studio_concurrent_clients"],
+        "seconds": round(seconds, 2),
+        **total,
+        "requests_per_second": round(len(replies) / seconds, 1),
+        "p50_ms": pick(0.50),
+        "p95_ms": pick(0.95),
+        "p99_ms": pick(0.99),
+        "replies": replies,
+    }
 
 
-def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: str = "toyfaces-gan",
-                      classifier: str = "toyfaces-classifier", clients: int = 100, seconds: float | None = None,
-                      single_requests: int | None = None, max_batch: int | None = None,
-                      batch_wait_ms: float | None = None, bad_every: int = 10,
-                      check: int | None = None, model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
-                      slices: int = 3) -> dict[str, float]:
+def bench_studio_load(
+    quick: bool = False,
+    device: str = "cpu",
+    *,
+    generator: str = "toyfaces-gan",
+    classifier: str = "toyfaces-classifier",
+    clients: int = 100,
+    seconds: float | None = None,
+    single_requests: int | None = None,
+    max_batch: int | None = None,
+    batch_wait_ms: float | None = None,
+    bad_every: int = 10,
+    check: int | None = None,
+    model_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    slices: int = 3,
+) -> dict[str, float]:
     """`tlgan serve` under a crowd, batching off (``--max-batch 1``, the unbatched path) and on, in one run.
 
     Two servers are started as child processes on 127.0.0.1 (the same models and axes;
@@ -564,13 +660,18 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
     rounds = single_requests if single_requests is not None else (30 if quick else 300)
     duration = seconds if seconds is not None else (3.0 if quick else 30.0)
     n_check = check if check is not None else (50 if quick else 600)
-    settings = {"off": (1, 0.0), "on": (max_batch or DEFAULT_MAX_BATCH,
-                                         DEFAULT_WAIT_MS if batch_wait_ms is None else batch_wait_ms)}
+    settings = {
+        "off": (1, 0.0),
+        "on": (max_batch or DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS if batch_wait_ms is None else batch_wait_ms),
+    }
     studio = Studio(G, F, axes, max_batch=1)
     attributes = list(axes.attributes)
-    result: dict[str, float] = {"studio_load_max_batch": settings["on"][0],
-                                "studio_load_batch_wait_ms": settings["on"][1], "studio_load_clients": clients,
-                                "studio_load_bad_every": bad_every}
+    result: dict[str, float] = {
+        "studio_load_max_batch": settings["on"][0],
+        "studio_load_batch_wait_ms": settings["on"][1],
+        "studio_load_clients": clients,
+        "studio_load_bad_every": bad_every,
+    }
     result.update(_model_ms_per_image(G, F, axes.space, sizes=tuple(model_sizes), repeats=2 if quick else 5))
 
     with tempfile.TemporaryDirectory(prefix="tlgan-bench-") as tmp:
@@ -579,23 +680,31 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
         servers = {}
         try:
             for mode, (mb, wait) in settings.items():  # both start at once
-                servers[mode] = _start_server(generator, classifier, axes_path, device, mb, wait,
-                                              f"{tmp}/{mode}.log")
-            ports = {mode: _wait_for_server(process, f"{tmp}/{mode}.log") for mode, process in servers.items()}
+                servers[mode] = _start_server(
+                    generator, classifier, axes_path, device, mb, wait, f"{tmp}/{mode}.log"
+                )
+            ports = {
+                mode: _wait_for_server(process, f"{tmp}/{mode}.log") for mode, process in servers.items()
+            }
             single = {mode: _Client(port) for mode, port in ports.items()}
             times: dict[str, list[float]] = {"off": [], "on": []}
             try:
                 for i in range(-10, rounds):  # ten warm-up rounds
                     path = PATHS[i % 2]
                     bad = bool(bad_every) and i % bad_every == bad_every - 1
-                    body = (_bad_body(i + 10**5, attributes, studio.latent_dim) if bad
-                            else _request_body(i + 10**5, attributes, path=path))
-                    for mode in (("off", "on") if i % 4 < 2 else ("on", "off")):  # neither always goes first
+                    body = (
+                        _bad_body(i + 10**5, attributes, studio.latent_dim)
+                        if bad
+                        else _request_body(i + 10**5, attributes, path=path)
+                    )
+                    for mode in ("off", "on") if i % 4 < 2 else ("on", "off"):  # neither always goes first
                         t0 = time.perf_counter()
                         status, payload = single[mode].post(path, body)
                         elapsed = time.perf_counter() - t0
                         if (400 <= status < 500) != bad or (not bad and status != 200):
-                            raise RuntimeError(f"single client: {mode} server answered {status}: {payload[:200]!r}")
+                            raise RuntimeError(
+                                f"single client: {mode} server answered {status}: {payload[:200]!r}"
+                            )
                         if i >= 0 and not bad:
                             times[mode].append(elapsed)
             finally:
@@ -604,26 +713,48 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             for mode in ("off", "on"):
                 result[f"studio_load_{mode}_single_p50_ms"] = round(1000 * statistics.median(times[mode]), 3)
             result["studio_load_single_on_vs_off_ratio"] = round(
-                result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], 3)
+                result["studio_load_on_single_p50_ms"] / result["studio_load_off_single_p50_ms"], 3
+            )
 
             # The crowd alternates between the servers in slices, so a change in the machine's
             # load from elsewhere falls on both.
             loads: dict[str, list[dict]] = {"off": [], "on": []}
-            cpu: dict[str, list[tuple]] = {"off": [], "on": []}  # per slice: (server, load generator) CPU seconds
+            cpu: dict[str, list[tuple]] = {
+                "off": [],
+                "on": [],
+            }  # per slice: (server, load generator) CPU seconds
             for piece in range(slices):
-                for mode in (("off", "on") if piece % 2 == 0 else ("on", "off")):
-                    load, server_s, client_s = _cpu_use(servers[mode].pid, functools.partial(
-                        _concurrent_load, ports[mode], attributes, clients, duration / slices, bad_every=bad_every,
-                        first=10**6 * (2 + 2 * piece + (mode == "on")), latent_dim=studio.latent_dim))
+                for mode in ("off", "on") if piece % 2 == 0 else ("on", "off"):
+                    load, server_s, client_s = _cpu_use(
+                        servers[mode].pid,
+                        functools.partial(
+                            _concurrent_load,
+                            ports[mode],
+                            attributes,
+                            clients,
+                            duration / slices,
+                            bad_every=bad_every,
+                            first=10**6 * (2 + 2 * piece + (mode == "on")),
+                            latent_dim=studio.latent_dim,
+                        ),
+                    )
                     loads[mode].append(load)
                     cpu[mode].append((server_s, client_s))
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            cores = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
             result["studio_load_cores"] = cores
             for mode in ("off", "on"):
                 merged = _merge_loads(loads[mode])
                 server_s, client_s = zip(*cpu[mode], strict=True)
-                _cpu_ceiling(result, mode, merged["requests"], None if None in server_s else sum(server_s),
-                             sum(client_s), cores)
+                _cpu_ceiling(
+                    result,
+                    mode,
+                    merged["requests"],
+                    None if None in server_s else sum(server_s),
+                    sum(client_s),
+                    cores,
+                )
                 replies = merged.pop("replies")
                 step = max(1, len(replies) // max(1, n_check))
                 checked = replies[::step][:n_check]
@@ -635,5 +766,8 @@ def bench_studio_load(quick: bool = False, device: str = "cpu", *, generator: st
             for mode, process in servers.items():
                 result[f"studio_load_{mode}_clean_shutdown"] = _stop_server(process, f"{tmp}/{mode}.log")
     result["studio_load_throughput_on_vs_off_ratio"] = round(
-        result["studio_load_on_requests_per_second"] / max(1e-9, result["studio_load_off_requests_per_second"]), 3)
+        result["studio_load_on_requests_per_second"]
+        / max(1e-9, result["studio_load_off_requests_per_second"]),
+        3,
+    )
     return result

@@ -9,6 +9,7 @@
   against one ``numpy.linalg.svd`` of the same matrix (the closed form's textbook route); ``quick``
   times the small random stack only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,14 +47,23 @@ def planted_w(n: int, d: int, rank: int = 16, seed: int = 0) -> torch.Tensor:
     return (torch.randn(n, rank, generator=g) * scales) @ basis + 0.3 * torch.randn(n, d, generator=g) + 1.0
 
 
-def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, style_rows: int = 9_088,
-                       repeats: int = 2, quick: bool = False, threads: int | None = None) -> dict[str, float]:
+def bench_unsupervised(
+    n: int = 100_000,
+    d: int = 512,
+    n_components: int = 64,
+    style_rows: int = 9_088,
+    repeats: int = 2,
+    quick: bool = False,
+    threads: int | None = None,
+) -> dict[str, float]:
     """Time pca and sefa; returns a flat dict of figures (seconds, ratios, agreement)."""
     try:
         from sklearn.decomposition import PCA
     except ImportError:
-        raise TlganError("the unsupervised benchmark compares against scikit-learn; install it with "
-                         "`pip install scikit-learn` (or the project's [bench] extra)") from None
+        raise TlganError(
+            "the unsupervised benchmark compares against scikit-learn; install it with "
+            "`pip install scikit-learn` (or the project's [bench] extra)"
+        ) from None
     if quick:
         n, d, n_components, style_rows, repeats = 5000, 64, 8, 512, 1
     with _threads(threads):
@@ -72,9 +82,14 @@ def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, s
         top = min(8, n_components)
         agree = np.abs(_cosines(fits["pca"].axes_[:top].numpy(), fits["sk"].components_[:top]))
         result: dict[str, float] = {
-            "pca_n": n, "pca_d": d, "pca_components": n_components, "pca_threads": torch.get_num_threads(),
-            "pca_seconds": round(pca_s, 4), "pca_sklearn_seconds": round(sk_s, 4),
-            "pca_speedup_vs_sklearn": round(sk_s / pca_s, 2), "pca_cosine_vs_sklearn_top8_min": float(agree.min()),
+            "pca_n": n,
+            "pca_d": d,
+            "pca_components": n_components,
+            "pca_threads": torch.get_num_threads(),
+            "pca_seconds": round(pca_s, 4),
+            "pca_sklearn_seconds": round(sk_s, 4),
+            "pca_speedup_vs_sklearn": round(sk_s / pca_s, 2),
+            "pca_cosine_vs_sklearn_top8_min": float(agree.min()),
         }
 
         from tlgan.models import load_generator
@@ -94,12 +109,14 @@ def bench_unsupervised(n: int = 100_000, d: int = 512, n_components: int = 64, s
             log.info("bench unsupervised: sefa on a %s weight", tuple(weight.shape))
             sefa_s, svd_s = _best_of(max(repeats, 3), ours_sefa, svd)
             agree = np.abs(_cosines(fits["sefa"].axes_[:8].numpy(), fits["svd"][:8]))
-            result.update({
-                f"sefa_{label}_shape": list(weight.shape),
-                f"sefa_{label}_seconds": round(sefa_s, 4),
-                f"sefa_{label}_svd_seconds": round(svd_s, 4),
-                f"sefa_{label}_cosine_vs_svd_top8_min": float(agree.min()),
-            })
+            result.update(
+                {
+                    f"sefa_{label}_shape": list(weight.shape),
+                    f"sefa_{label}_seconds": round(sefa_s, 4),
+                    f"sefa_{label}_svd_seconds": round(svd_s, 4),
+                    f"sefa_{label}_cosine_vs_svd_top8_min": float(agree.min()),
+                }
+            )
     return result
 
 

@@ -3,6 +3,7 @@
 Each sub-module defines its commands and a ``register(group)`` function; option names
 match the API's keyword names.
 """
+
 from __future__ import annotations
 
 import importlib

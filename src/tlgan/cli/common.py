@@ -1,4 +1,5 @@
 """Shared CLI pieces: error handling, option types, JSON output."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,11 @@ def parse_int_list(text: str) -> list[int]:
             continue
         try:
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                lo, hi = (
+                    part.split("-", 1)
+                    if not part.startswith("-")
+                    else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                )
                 out.extend(range(int(lo), int(hi) + 1))
             else:
                 out.append(int(part))
@@ -50,31 +55,67 @@ def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
-device_option = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
-generator_option = click.option("--generator", "generator", default="toyfaces-gan", show_default=True,
-                                help="Registered name, TorchScript file, or path/to/file.py:factory.")
-classifier_option = click.option("--classifier", "classifier", default="toyfaces-classifier", show_default=True,
-                                 help="Registered name, TorchScript file, or path/to/file.py:factory.")
+device_option = click.option(
+    "--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."
+)
+generator_option = click.option(
+    "--generator",
+    "generator",
+    default="toyfaces-gan",
+    show_default=True,
+    help="Registered name, TorchScript file, or path/to/file.py:factory.",
+)
+classifier_option = click.option(
+    "--classifier",
+    "classifier",
+    default="toyfaces-classifier",
+    show_default=True,
+    help="Registered name, TorchScript file, or path/to/file.py:factory.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-axes_option = click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None,
-                           help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).")
-latent_option = click.option("--latent", "latent_file", type=click.Path(dir_okay=False), default=None,
-                             help="Start from a saved latent (from `tlgan invert`).")
+axes_option = click.option(
+    "--axes",
+    "axes_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Axes file from `tlgan fit` (default: fitted once for the bundled models and cached).",
+)
+latent_option = click.option(
+    "--latent",
+    "latent_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Start from a saved latent (from `tlgan invert`).",
+)
 
 
 def truncation_options(func):
     """``--truncation PSI`` and ``--truncation-cutoff N``: StyleGAN truncation toward w_avg at load time."""
-    func = click.option("--truncation-cutoff", "truncation_cutoff", type=int, default=None,
-                        help="Truncate only the first N layers of wp (StyleGAN; default: every layer).")(func)
-    return click.option("--truncation", "truncation_psi", type=float, default=None,
-                        help="StyleGAN truncation psi toward w_avg (1 = none, 0.7 is common); recorded in run "
-                             "manifests and axes files.")(func)
+    func = click.option(
+        "--truncation-cutoff",
+        "truncation_cutoff",
+        type=int,
+        default=None,
+        help="Truncate only the first N layers of wp (StyleGAN; default: every layer).",
+    )(func)
+    return click.option(
+        "--truncation",
+        "truncation_psi",
+        type=float,
+        default=None,
+        help="StyleGAN truncation psi toward w_avg (1 = none, 0.7 is common); recorded in run "
+        "manifests and axes files.",
+    )(func)
 
 
 def layers_option(func):
-    return click.option("--layers", "layers", default=None,
-                        help="Edit only these wp layers, e.g. 0-5 (coarse) or 6-17 (fine); needs axes in w "
-                             "(default: every layer).")(func)
+    return click.option(
+        "--layers",
+        "layers",
+        default=None,
+        help="Edit only these wp layers, e.g. 0-5 (coarse) or 6-17 (fine); needs axes in w "
+        "(default: every layer).",
+    )(func)
 
 
 def parse_layers(text):
@@ -90,10 +131,20 @@ def arch_options(func):
     from tlgan.train.stylegan2 import SMALL_ARCH
 
     for key in reversed(ARCH_OPTIONS):
-        func = click.option(f"--{key.replace('_', '-')}", key, type=int, default=None,
-                            help=f"StyleGAN2 only [default: {SMALL_ARCH[key]}].")(func)
-    return click.option("--arch", type=click.Choice(["dcgan", "stylegan2"]), default="dcgan", show_default=True,
-                        help="Generator architecture.")(func)
+        func = click.option(
+            f"--{key.replace('_', '-')}",
+            key,
+            type=int,
+            default=None,
+            help=f"StyleGAN2 only [default: {SMALL_ARCH[key]}].",
+        )(func)
+    return click.option(
+        "--arch",
+        type=click.Choice(["dcgan", "stylegan2"]),
+        default="dcgan",
+        show_default=True,
+        help="Generator architecture.",
+    )(func)
 
 
 def arch_kwargs(arch: str, **sizes: int | None) -> dict[str, int] | None:

@@ -1,4 +1,5 @@
 """`tlgan invert`, `tlgan train encoder` and `tlgan toyfaces eval-inversion`: images back to latents."""
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,15 @@ def _optional_classifier(spec: str | None, device: str):
 
 
 encoder_option = click.option(
-    "--encoder", "encoder_spec", default="auto", show_default=True,
-    help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.")
-steps_option = click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most.")
+    "--encoder",
+    "encoder_spec",
+    default="auto",
+    show_default=True,
+    help="'auto' (the generator's own encoder), 'none', or a folder with encoder.json.",
+)
+steps_option = click.option(
+    "--steps", default=DEFAULT_STEPS, show_default=True, help="Optimisation steps at most."
+)
 
 
 def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str):
@@ -40,13 +47,18 @@ def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str)
     if encoder_spec == "auto":
         encoder = load_encoder(generator_spec, generator=generator, device=device)
         if encoder is None:
-            log.warning("generator %r has no encoder; starting from the best of random latents in z, or from w_avg in "
-                        "w and wp (slower, worse); "
-                        "train one with `tlgan train encoder`", generator_spec)
+            log.warning(
+                "generator %r has no encoder; starting from the best of random latents in z, or from w_avg in "
+                "w and wp (slower, worse); "
+                "train one with `tlgan train encoder`",
+                generator_spec,
+            )
         return encoder
     if not Path(encoder_spec).is_dir():
-        raise TlganError(f"--encoder {encoder_spec!r}: not a folder; give the folder holding encoder.json, "
-                         f"'auto' or 'none'")
+        raise TlganError(
+            f"--encoder {encoder_spec!r}: not a folder; give the folder holding encoder.json, "
+            f"'auto' or 'none'"
+        )
     return load_encoder_dir(encoder_spec, generator=generator, device=device)
 
 
@@ -75,8 +87,11 @@ def _feature_classifier(spec: str, generator_spec: str, device: str):
         if base in TOYFACES_GENERATORS:
             spec = "toyfaces-classifier"
         else:
-            log.info("no --classifier named for generator %r: the loss is pixels + image gradients "
-                     "(name one with --classifier to add its features)", generator_spec)
+            log.info(
+                "no --classifier named for generator %r: the loss is pixels + image gradients "
+                "(name one with --classifier to add its features)",
+                generator_spec,
+            )
             return None
     return _optional_classifier(spec, device)
 
@@ -89,17 +104,35 @@ def _space_for(space: str, generator) -> str:
 
 
 space_option = click.option(
-    "--space", default="auto", show_default=True, type=click.Choice(["auto", "z", "w", "wp"]),
-    help="Latent space to search: wp (W+, one w per layer) for StyleGAN2, z otherwise ('auto').")
+    "--space",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "z", "w", "wp"]),
+    help="Latent space to search: wp (W+, one w per layer) for StyleGAN2, z otherwise ('auto').",
+)
 tune_options = [
-    click.option("--tune", is_flag=True, help="Pivotal tuning: fine-tune a copy of the generator around the latent "
-                                              "found, saved as OUT/NAME-generator/ (use it with --generator)."),
+    click.option(
+        "--tune",
+        is_flag=True,
+        help="Pivotal tuning: fine-tune a copy of the generator around the latent "
+        "found, saved as OUT/NAME-generator/ (use it with --generator).",
+    ),
     click.option("--tune-steps", default=100, show_default=True, help="Tuning steps at most (with --tune)."),
-    click.option("--tune-lr", default=1e-3, show_default=True, help="Adam learning rate of the tuning (with --tune)."),
-    click.option("--locality-weight", default=1.0, show_default=True,
-                 help="Weight of the term keeping faces near the latent as the original generator draws them."),
-    click.option("--locality-radius", default=3.0, show_default=True,
-                 help="How far from the latent (in edit units) the locality term reaches."),
+    click.option(
+        "--tune-lr", default=1e-3, show_default=True, help="Adam learning rate of the tuning (with --tune)."
+    ),
+    click.option(
+        "--locality-weight",
+        default=1.0,
+        show_default=True,
+        help="Weight of the term keeping faces near the latent as the original generator draws them.",
+    ),
+    click.option(
+        "--locality-radius",
+        default=3.0,
+        show_default=True,
+        help="How far from the latent (in edit units) the locality term reaches.",
+    ),
 ]
 
 
@@ -108,32 +141,75 @@ def _with(options):
         for option in reversed(options):
             func = option(func)
         return func
+
     return wrap
 
 
 @click.command("invert")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for NAME.safetensors (latent) and NAME.png (reconstruction) per image.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for NAME.safetensors (latent) and NAME.png (reconstruction) per image.",
+)
 @generator_option
-@click.option("--classifier", "classifier", default="auto", show_default=True,
-              help="Classifier whose features enter the loss: 'auto' (the bundled one for the bundled generators, "
-                   "else none), 'none', or a spec.")
+@click.option(
+    "--classifier",
+    "classifier",
+    default="auto",
+    show_default=True,
+    help="Classifier whose features enter the loss: 'auto' (the bundled one for the bundled generators, "
+    "else none), 'none', or a spec.",
+)
 @encoder_option
 @steps_option
 @space_option
-@click.option("--crop", "crop", default=None, help="Crop box x,y,w,h in pixels before the centre square "
-                                                    "(default: the centre square of the whole image).")
-@click.option("--optimize-noise", "optimize_noise", is_flag=True,
-              help="Also optimise StyleGAN2's noise maps per image (needs --tune, which stores them).")
+@click.option(
+    "--crop",
+    "crop",
+    default=None,
+    help="Crop box x,y,w,h in pixels before the centre square "
+    "(default: the centre square of the whole image).",
+)
+@click.option(
+    "--optimize-noise",
+    "optimize_noise",
+    is_flag=True,
+    help="Also optimise StyleGAN2's noise maps per image (needs --tune, which stores them).",
+)
 @_with(tune_options)
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
-@click.option("--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples.")
+@click.option(
+    "--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs."
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples."
+)
 @device_option
 @json_option
-def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, space, crop, optimize_noise, tune,
-               tune_steps, tune_lr, locality_weight, locality_radius, no_optimize, upscale, seed, device, as_json):
+def invert_cmd(
+    images,
+    out_dir,
+    generator,
+    classifier,
+    encoder_spec,
+    steps,
+    space,
+    crop,
+    optimize_noise,
+    tune,
+    tune_steps,
+    tune_lr,
+    locality_weight,
+    locality_radius,
+    no_optimize,
+    upscale,
+    seed,
+    device,
+    as_json,
+):
     """Find latents whose generated faces reproduce IMAGE... (any size and mode; centre-cropped and resized).
 
     With --tune each photo also gets its own tuned copy of the generator (OUT/NAME-generator/),
@@ -151,8 +227,9 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
     space = _space_for(space, G)
     box = parse_crop(crop)
     if optimize_noise and not tune:
-        raise TlganError("--optimize-noise needs --tune: a latent file holds no noise maps, the tuned generator "
-                         "keeps them")
+        raise TlganError(
+            "--optimize-noise needs --tune: a latent file holds no noise maps, the tuned generator keeps them"
+        )
     if steps < 0 or tune_steps < 0:
         raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
     if tune:
@@ -160,9 +237,11 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
 
         if type(G).__name__ not in ARCHITECTURES:
             # Refuse before any work: the tuned copy could not be saved.
-            raise TlganError(f"--tune cannot save a tuned {type(G).__name__}: it is saved as a tlgan model folder, "
-                             f"which needs one of the architectures {', '.join(ARCHITECTURES)}; have your factory "
-                             f"return one (e.g. tlgan.models.networks.DCGANGenerator with your weights loaded)")
+            raise TlganError(
+                f"--tune cannot save a tuned {type(G).__name__}: it is saved as a tlgan model folder, "
+                f"which needs one of the architectures {', '.join(ARCHITECTURES)}; have your factory "
+                f"return one (e.g. tlgan.models.networks.DCGANGenerator with your weights loaded)"
+            )
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
     names = _unique_stems(list(images))
@@ -182,11 +261,23 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
     timing = None
     if loaded:
         batch = torch.stack([image for _, _, image, _ in loaded])
-        result = invert(G, batch, encoder=encoder, classifier=F, optimize=not no_optimize, steps=steps, space=space,
-                        optimize_noise=optimize_noise, seed=seed, progress=not as_json)
-        timing = {"seconds_per_image": round(result.seconds_per_image, 3),
-                  "encoder_seconds_per_image": round(result.info["encoder_seconds_per_image"], 3),
-                  "optimize_seconds_per_image": round(result.info["optimize_seconds_per_image"], 3)}
+        result = invert(
+            G,
+            batch,
+            encoder=encoder,
+            classifier=F,
+            optimize=not no_optimize,
+            steps=steps,
+            space=space,
+            optimize_noise=optimize_noise,
+            seed=seed,
+            progress=not as_json,
+        )
+        timing = {
+            "seconds_per_image": round(result.seconds_per_image, 3),
+            "encoder_seconds_per_image": round(result.info["encoder_seconds_per_image"], 3),
+            "optimize_seconds_per_image": round(result.info["optimize_seconds_per_image"], 3),
+        }
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tune_seconds = []
@@ -195,15 +286,32 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
             psnr = round(float(result.psnr_db[k]), 3)
             enc_psnr = None if result.encoder_psnr_db is None else round(float(result.encoder_psnr_db[k]), 3)
             recon = result.reconstructions[k]
-            row = {"file": path, "latent": str(latent_path), "reconstruction": str(png_path), "space": space,
-                   "psnr_db": psnr, "encoder_psnr_db": enc_psnr, "notes": notes}
+            row = {
+                "file": path,
+                "latent": str(latent_path),
+                "reconstruction": str(png_path),
+                "space": space,
+                "psnr_db": psnr,
+                "encoder_psnr_db": enc_psnr,
+                "notes": notes,
+            }
             extra = {}
             if tune:
                 noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
                 # Pixels and edges only: the latent search settled the attributes, and it is faster.
-                tuned = tune_generator(G, image, result.latents[k], space=space, steps=tune_steps,
-                                       lr=tune_lr, locality_weight=locality_weight, locality_radius=locality_radius,
-                                       noise=noise, seed=seed, progress=not as_json)
+                tuned = tune_generator(
+                    G,
+                    image,
+                    result.latents[k],
+                    space=space,
+                    steps=tune_steps,
+                    lr=tune_lr,
+                    locality_weight=locality_weight,
+                    locality_radius=locality_radius,
+                    noise=noise,
+                    seed=seed,
+                    progress=not as_json,
+                )
                 tuned_dir = out / f"{name}-generator"
                 save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
                 tune_seconds.append(tuned.seconds)
@@ -211,23 +319,49 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
                 extra = {"tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
                 row.update(extra)
                 del tuned  # one tuned copy of the weights at a time
-            save_latent(latent_path, result.latents[k], space=space, generator=generator, source=str(path),
-                        psnr_db=psnr, encoder_psnr_db=enc_psnr, steps=result.info.get("steps", 0), **extra)
+            save_latent(
+                latent_path,
+                result.latents[k],
+                space=space,
+                generator=generator,
+                source=str(path),
+                psnr_db=psnr,
+                encoder_psnr_db=enc_psnr,
+                steps=result.info.get("steps", 0),
+                **extra,
+            )
             save_image(recon, png_path, upscale=upscale)
             results.append(row)
         if tune_seconds:
             timing["tune_seconds_per_image"] = round(sum(tune_seconds) / len(tune_seconds), 3)
     if as_json:
-        print_json({"out": out_dir, "generator": generator, "space": space, "images": results, "failed": failed,
-                    "classifier": None if F is None else F.name, **(timing or {"seconds_per_image": None})})
+        print_json(
+            {
+                "out": out_dir,
+                "generator": generator,
+                "space": space,
+                "images": results,
+                "failed": failed,
+                "classifier": None if F is None else F.name,
+                **(timing or {"seconds_per_image": None}),
+            }
+        )
     else:
         for r in results:
-            tuned_text = (f", tuned {r['tuned_psnr_db']:.2f} dB -> {r['tuned_generator']}"
-                          if "tuned_generator" in r else "")
-            click.echo(f"{r['file']}: PSNR {r['psnr_db']:.2f} dB{tuned_text} -> {r['latent']}, {r['reconstruction']}")
+            tuned_text = (
+                f", tuned {r['tuned_psnr_db']:.2f} dB -> {r['tuned_generator']}"
+                if "tuned_generator" in r
+                else ""
+            )
+            click.echo(
+                f"{r['file']}: PSNR {r['psnr_db']:.2f} dB{tuned_text} -> {r['latent']}, {r['reconstruction']}"
+            )
         if results:
-            click.echo(f"{len(results)} inverted ({timing['seconds_per_image']:.2f} s per image"
-                       + (f", tuning {timing['tune_seconds_per_image']:.2f} s per image" if tune else "") + ")")
+            click.echo(
+                f"{len(results)} inverted ({timing['seconds_per_image']:.2f} s per image"
+                + (f", tuning {timing['tune_seconds_per_image']:.2f} s per image" if tune else "")
+                + ")"
+            )
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) could not be inverted", err=True)
         sys.exit(1)
@@ -235,30 +369,72 @@ def invert_cmd(images, out_dir, generator, classifier, encoder_spec, steps, spac
 
 @click.command("encoder")
 @generator_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for encoder.json + encoder.safetensors (e.g. the generator's own folder).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for encoder.json + encoder.safetensors (e.g. the generator's own folder).",
+)
 @click.option("--steps", default=3000, show_default=True, help="Optimisation steps (batches).")
 @click.option("--batch-size", default=32, show_default=True, help="Generated faces per step.")
 @click.option("--lr", default=1e-3, show_default=True, help="Peak Adam learning rate (cosine schedule).")
 @click.option("--width", default=32, show_default=True, help="Channels of the encoder's first block.")
-@click.option("--classifier", "classifier", default="none", show_default=True,
-              help="Add a feature loss through this classifier's hidden layers (slower).")
-@click.option("--real-data", default=None, type=click.Path(file_okay=False),
-              help="Folder of real images, trained through reconstruction only.")
+@click.option(
+    "--classifier",
+    "classifier",
+    default="none",
+    show_default=True,
+    help="Add a feature loss through this classifier's hidden layers (slower).",
+)
+@click.option(
+    "--real-data",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of real images, trained through reconstruction only.",
+)
 @click.option("--latent-weight", default=1.0, show_default=True)
-@click.option("--pixel-weight", default=1.0, show_default=True, help="Reconstruction through G (0 = latent loss only).")
+@click.option(
+    "--pixel-weight", default=1.0, show_default=True, help="Reconstruction through G (0 = latent loss only)."
+)
 @click.option("--feature-weight", default=0.1, show_default=True, help="With --classifier.")
-@click.option("--space", type=click.Choice(["z", "wp"]), default="z", show_default=True,
-              help="Latent space the encoder predicts (wp: StyleGAN generators, e4e-style one w plus offsets).")
-@click.option("--offset-weight", default=1.0, show_default=True, help="With --space wp: L2 weight on the offsets.")
+@click.option(
+    "--space",
+    type=click.Choice(["z", "wp"]),
+    default="z",
+    show_default=True,
+    help="Latent space the encoder predicts (wp: StyleGAN generators, e4e-style one w plus offsets).",
+)
+@click.option(
+    "--offset-weight", default=1.0, show_default=True, help="With --space wp: L2 weight on the offsets."
+)
 @click.option("--checkpoint-every", default=250, show_default=True, help="Steps between checkpoints.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the training latents and initial weights.")
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the training latents and initial weights."
+)
 @click.option("--resume", is_flag=True, help="Continue from OUT/encoder-checkpoint/ (same settings).")
 @device_option
 @json_option
-def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifier, real_data, latent_weight,
-                      pixel_weight, feature_weight, space, offset_weight, checkpoint_every, seed, resume, device,
-                      as_json):
+def train_encoder_cmd(
+    generator,
+    out_dir,
+    steps,
+    batch_size,
+    lr,
+    width,
+    classifier,
+    real_data,
+    latent_weight,
+    pixel_weight,
+    feature_weight,
+    space,
+    offset_weight,
+    checkpoint_every,
+    seed,
+    resume,
+    device,
+    as_json,
+):
     """Train an encoder (image -> latent) for a generator on faces it makes itself."""
     from tlgan.inversion.encoder import train_encoder
     from tlgan.models import load_generator
@@ -267,16 +443,34 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
     device = str(resolve_device(device))
     G = load_generator(generator, device)
     F = _optional_classifier(classifier, device)
-    summary = train_encoder(G, out_dir, steps=steps, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                            classifier=F, real_data=real_data, resume=resume, width=width,
-                            latent_weight=latent_weight, pixel_weight=pixel_weight, feature_weight=feature_weight,
-                            checkpoint_every=checkpoint_every, generator_spec=generator, progress=not as_json,
-                            space=space, offset_weight=offset_weight)
+    summary = train_encoder(
+        G,
+        out_dir,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+        classifier=F,
+        real_data=real_data,
+        resume=resume,
+        width=width,
+        latent_weight=latent_weight,
+        pixel_weight=pixel_weight,
+        feature_weight=feature_weight,
+        checkpoint_every=checkpoint_every,
+        generator_spec=generator,
+        progress=not as_json,
+        space=space,
+        offset_weight=offset_weight,
+    )
     if as_json:
         print_json({"out": out_dir, **summary})
     else:
-        click.echo(f"encoder saved to {out_dir}: PSNR {summary['eval']['psnr_db_mean']:.2f} dB on fresh faces "
-                   f"({summary['steps']} steps, {summary['seconds']:.0f} s)")
+        click.echo(
+            f"encoder saved to {out_dir}: PSNR {summary['eval']['psnr_db_mean']:.2f} dB on fresh faces "
+            f"({summary['steps']} steps, {summary['seconds']:.0f} s)"
+        )
 
 
 @click.command("eval-inversion")
@@ -287,18 +481,45 @@ def train_encoder_cmd(generator, out_dir, steps, batch_size, lr, width, classifi
 @steps_option
 @space_option
 @_with(tune_options)
-@click.option("--edit", "edit", default=None,
-              help="NAME=AMOUNT: apply this edit to each rendered photo's latent and report how the classifier's "
-                   "probabilities move (e.g. Smiling=2); axes from --axes or fitted once for the generator.")
-@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), default=None, help="Axes file for --edit.")
-@click.option("--rendered-only", is_flag=True, help="Skip the generated faces (only photos not made by the generator).")
+@click.option(
+    "--edit",
+    "edit",
+    default=None,
+    help="NAME=AMOUNT: apply this edit to each rendered photo's latent and report how the classifier's "
+    "probabilities move (e.g. Smiling=2); axes from --axes or fitted once for the generator.",
+)
+@click.option(
+    "--axes", "axes_path", type=click.Path(dir_okay=False), default=None, help="Axes file for --edit."
+)
+@click.option(
+    "--rendered-only", is_flag=True, help="Skip the generated faces (only photos not made by the generator)."
+)
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples.")
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the random starts and the tuning samples."
+)
 @device_option
 @json_option
-def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, space, tune, tune_steps, tune_lr,
-                       locality_weight, locality_radius, edit, axes_path, rendered_only, no_optimize, seed, device,
-                       as_json):
+def eval_inversion_cmd(
+    n,
+    generator,
+    classifier,
+    encoder_spec,
+    steps,
+    space,
+    tune,
+    tune_steps,
+    tune_lr,
+    locality_weight,
+    locality_radius,
+    edit,
+    axes_path,
+    rendered_only,
+    no_optimize,
+    seed,
+    device,
+    as_json,
+):
     """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time (and tuning, edits)."""
     from tlgan.inversion.evaluate import evaluate_inversion
     from tlgan.models import load_classifier, load_generator
@@ -318,11 +539,29 @@ def eval_inversion_cmd(n, generator, classifier, encoder_spec, steps, space, tun
             raise TlganError(f"--edit takes one NAME=AMOUNT, not {edit!r}")
         move = next(iter(moves.items()))
         axes = _axes_for(axes_path, G, generator, classifier, device)
-    tune_kwargs = {"steps": tune_steps, "lr": tune_lr, "locality_weight": locality_weight,
-                   "locality_radius": locality_radius, "seed": seed}
-    result = evaluate_inversion(G, F, encoder=encoder, n=n, steps=steps, optimize=not no_optimize, space=space,
-                                seed=seed, tune=tune, tune_kwargs=tune_kwargs, axes=axes, edit=move,
-                                skip_generated=rendered_only, progress=not as_json)
+    tune_kwargs = {
+        "steps": tune_steps,
+        "lr": tune_lr,
+        "locality_weight": locality_weight,
+        "locality_radius": locality_radius,
+        "seed": seed,
+    }
+    result = evaluate_inversion(
+        G,
+        F,
+        encoder=encoder,
+        n=n,
+        steps=steps,
+        optimize=not no_optimize,
+        space=space,
+        seed=seed,
+        tune=tune,
+        tune_kwargs=tune_kwargs,
+        axes=axes,
+        edit=move,
+        skip_generated=rendered_only,
+        progress=not as_json,
+    )
     if as_json:
         print_json(result)
         return

@@ -1,4 +1,5 @@
 """`tlgan models | sample | fit | edit | grid | demo | bench`: the TL-GAN chain on the command line."""
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,10 @@ def _start_latent(generator, seed: int, latent_file: str | None, axes, layers):
         latent, space = generator.sample_latents_at([seed], seed=0, space=axes.space)[0], axes.space
     target = "wp" if (layers is not None or space == "wp") else axes.space
     if target == "wp" and axes.space != "w":
-        raise TlganError(f"editing wp layers needs axes fitted in w; these axes are in {axes.space!r}"
-                         + (f" and {latent_file} holds a wp latent" if space == "wp" else ""))
+        raise TlganError(
+            f"editing wp layers needs axes fitted in w; these axes are in {axes.space!r}"
+            + (f" and {latent_file} holds a wp latent" if space == "wp" else "")
+        )
     with torch.inference_mode():
         latent = generator.map_latents(latent, space, target)[0].float().cpu().clone()
     return latent, target
@@ -77,8 +80,13 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
 
     # A generator tuned for one photo (`tlgan invert --tune`) edits with its original's axes.
     generator_spec = tuned_base(generator_spec) or generator_spec
-    return default_axes(generator_spec, classifier_spec, device=device, space=generator.default_space,
-                        generator_options=generator.options)
+    return default_axes(
+        generator_spec,
+        classifier_spec,
+        device=device,
+        space=generator.default_space,
+        generator_options=generator.options,
+    )
 
 
 @click.command("models")
@@ -111,22 +119,61 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, help="Latent i depends only on (seed, i).")
 @click.option("--batch-size", type=int, default=256)
 @click.option("--shard-size", type=int, default=4096, help="Samples per shard file.")
-@click.option("--space", type=click.Choice(["z", "w"]), default=None,
-              help="Latent space to store and fit in (default: w for StyleGAN generators, else z).")
+@click.option(
+    "--space",
+    type=click.Choice(["z", "w"]),
+    default=None,
+    help="Latent space to store and fit in (default: w for StyleGAN generators, else z).",
+)
 @truncation_options
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", help="bf16 = autocast.")
 @click.option("--thumbnails", type=int, default=0, help="Also store each image at this size (0 = none).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: compute the shards on Ray workers (pip install 'tlgan[ray]'); --out must be shared.")
-@click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one).")
-@click.option("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G).")
-@click.option("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda).")
-@click.option("--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run in --out (whichever engine started it)."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: compute the shards on Ray workers (pip install 'tlgan[ray]'); --out must be shared.",
+)
+@click.option(
+    "--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a local one)."
+)
+@click.option(
+    "--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs / G)."
+)
+@click.option(
+    "--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (with --device cuda)."
+)
+@click.option(
+    "--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard."
+)
 @device_option
 @json_option
-def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, space, truncation_psi, truncation_cutoff,
-               dtype, thumbnails, resume, engine, address, workers, gpus_per_worker, max_retries, device, as_json):
+def sample_cmd(
+    generator,
+    classifier,
+    n,
+    out,
+    seed,
+    batch_size,
+    shard_size,
+    space,
+    truncation_psi,
+    truncation_cutoff,
+    dtype,
+    thumbnails,
+    resume,
+    engine,
+    address,
+    workers,
+    gpus_per_worker,
+    max_retries,
+    device,
+    as_json,
+):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.sampling import sample
@@ -136,12 +183,34 @@ def sample_cmd(generator, classifier, n, out, seed, batch_size, shard_size, spac
     G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or G.default_space
     F = load_classifier(classifier, here)
-    run = sample(G, F, n, out, seed=seed, batch_size=batch_size, shard_size=shard_size, space=space, device=device,
-                 dtype=dtype, thumbnails=thumbnails, resume=resume, generator_spec=generator,
-                 classifier_spec=classifier, engine=engine, address=address, workers=workers,
-                 gpus_per_worker=gpus_per_worker, max_retries=max_retries)
-    info = {"out": str(run.path), "n": run.n, "space": run.space, "attributes": run.attributes,
-            "seconds": run.manifest.get("seconds")}
+    run = sample(
+        G,
+        F,
+        n,
+        out,
+        seed=seed,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        space=space,
+        device=device,
+        dtype=dtype,
+        thumbnails=thumbnails,
+        resume=resume,
+        generator_spec=generator,
+        classifier_spec=classifier,
+        engine=engine,
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        max_retries=max_retries,
+    )
+    info = {
+        "out": str(run.path),
+        "n": run.n,
+        "space": run.space,
+        "attributes": run.attributes,
+        "seconds": run.manifest.get("seconds"),
+    }
     print_json(info) if as_json else click.echo(f"wrote {run.n} samples to {run.path}")
 
 
@@ -167,23 +236,57 @@ def _echo_naming(axes) -> None:
 
 @click.command("fit")
 @click.argument("run_dir", type=click.Path())
-@click.option("--method", default=DEFAULT_METHOD, show_default=True,
-              help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors).")
+@click.option(
+    "--method",
+    default=DEFAULT_METHOD,
+    show_default=True,
+    help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`).",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors)."
+)
 @click.option("--ratio", type=float, default=None, help="svm: top/bottom fraction of samples per attribute.")
-@click.option("--target", type=click.Choice(["logit", "probability"]), default=None,
-              help="glm: regress the clipped logit, or the probability rescaled to [-1, 1] (TL-GAN's own).")
+@click.option(
+    "--target",
+    type=click.Choice(["logit", "probability"]),
+    default=None,
+    help="glm: regress the clipped logit, or the probability rescaled to [-1, 1] (TL-GAN's own).",
+)
 @click.option("--n-components", type=int, default=None, help="pca, sefa: number of components (default 64).")
-@click.option("--layers", default=None, help="sefa: style layers to factorise, e.g. 0-3 (style-based generators).")
-@click.option("--name-directions", "name_directions", is_flag=True,
-              help="pca, sefa: name each component after the attribute it moves (see `tlgan name-directions`).")
-@click.option("--faces", type=int, default=256, show_default=True, help="Faces edited to name the components.")
-@click.option("--export-boundaries", type=click.Path(file_okay=False), default=None,
-              help="Also write InterFaceGAN boundary .npy files into this folder.")
+@click.option(
+    "--layers", default=None, help="sefa: style layers to factorise, e.g. 0-3 (style-based generators)."
+)
+@click.option(
+    "--name-directions",
+    "name_directions",
+    is_flag=True,
+    help="pca, sefa: name each component after the attribute it moves (see `tlgan name-directions`).",
+)
+@click.option(
+    "--faces", type=int, default=256, show_default=True, help="Faces edited to name the components."
+)
+@click.option(
+    "--export-boundaries",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write InterFaceGAN boundary .npy files into this folder.",
+)
 @device_option
 @json_option
-def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_directions, faces, export_boundaries,
-            device, as_json):
+def fit_cmd(
+    run_dir,
+    method,
+    out,
+    ratio,
+    target,
+    n_components,
+    layers,
+    name_directions,
+    faces,
+    export_boundaries,
+    device,
+    as_json,
+):
     """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
     from tlgan.axes.finders import FINDERS, make_finder
     from tlgan.cli.common import parse_int_list
@@ -193,17 +296,30 @@ def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_dire
 
     FINDERS.check(method)
     run = Run.open(run_dir)
-    kwargs = {k: v for k, v in {"ratio": ratio, "target": target, "n_components": n_components,
-                                "layers": parse_int_list(layers) if layers else None}.items() if v is not None}
+    kwargs = {
+        k: v
+        for k, v in {
+            "ratio": ratio,
+            "target": target,
+            "n_components": n_components,
+            "layers": parse_int_list(layers) if layers else None,
+        }.items()
+        if v is not None
+    }
     uses_generator = make_finder(method, **kwargs).uses_generator
     if name_directions and not uses_generator:
-        raise TlganError(f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
-                         f"already named after their attributes")
+        raise TlganError(
+            f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
+            f"already named after their attributes"
+        )
     _ensure_registered()
     # Ground truth is reported for registered generators that know it (toyfaces-render); finders
     # that read the generator (sefa, pca) load whatever the run was sampled with.
-    generator = (load_generator(run.generator, device, **run.generator_options)
-                 if uses_generator or run.generator in GENERATORS else None)
+    generator = (
+        load_generator(run.generator, device, **run.generator_options)
+        if uses_generator or run.generator in GENERATORS
+        else None
+    )
     axes = fit_axes(run, method, generator, **kwargs)
     if name_directions:
         axes = name_run_directions(axes, run, generator, faces=faces, device=device, progress=not as_json)
@@ -213,14 +329,25 @@ def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_dire
 
         export(axes, export_boundaries)
     if as_json:
-        print_json({"out": out, "method": method, "n": run.n, "space": axes.space, "generator": axes.generator,
-                    "axes": axes.metrics, "info": {k: v for k, v in axes.info.items() if k != "naming"},
-                    "naming": axes.info.get("naming")})
+        print_json(
+            {
+                "out": out,
+                "method": method,
+                "n": run.n,
+                "space": axes.space,
+                "generator": axes.generator,
+                "axes": axes.metrics,
+                "info": {k: v for k, v in axes.info.items() if k != "naming"},
+                "naming": axes.info.get("naming"),
+            }
+        )
     else:
         click.echo(f"wrote {len(axes.attributes)} axes ({method}) to {out}")
         if axes.info.get("isotropic"):
-            click.echo(f"  no structure: every variance of this {axes.space} latent lies within isotropic noise, so "
-                       f"its principal components are arbitrary directions")
+            click.echo(
+                f"  no structure: every variance of this {axes.space} latent lies within isotropic noise, so "
+                f"its principal components are arbitrary directions"
+            )
         for name in axes.attributes:
             click.echo(f"  {name:22s} {_format_metrics(axes.metrics.get(name, {}))}")
         if name_directions:
@@ -229,15 +356,28 @@ def fit_cmd(run_dir, method, out, ratio, target, n_components, layers, name_dire
 
 @click.command("name-directions")
 @click.argument("axes_path", type=click.Path(dir_okay=False, exists=True))
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True,
-              help="Run folder whose generator, classifier and first faces are used.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Named axes file to write (default: AXES with .named before the suffix).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run folder whose generator, classifier and first faces are used.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Named axes file to write (default: AXES with .named before the suffix).",
+)
 @click.option("--faces", type=int, default=256, show_default=True, help="Faces edited along each component.")
 @click.option("--steps", default="-2,2", show_default=True, help="Comma-separated edit amounts.")
-@click.option("--min-change", type=float, default=None,
-              help="Least mean probability change that counts as moving an attribute "
-                   "(default: tlgan.evaluation.naming.DEFAULT_MIN_CHANGE, 0.1).")
+@click.option(
+    "--min-change",
+    type=float,
+    default=None,
+    help="Least mean probability change that counts as moving an attribute "
+    "(default: tlgan.evaluation.naming.DEFAULT_MIN_CHANGE, 0.1).",
+)
 @click.option("--no-rename", is_flag=True, help="Keep the pc names; only record labels and profiles.")
 @device_option
 @json_option
@@ -248,9 +388,21 @@ def name_directions_cmd(axes_path, run_dir, out, faces, steps, min_change, no_re
     from tlgan.sampling import Run
 
     axes = FeatureAxes.load(axes_path)
-    named = name_run_directions(axes, Run.open(run_dir), faces=faces, steps=parse_floats(steps),
-                                min_change=min_change, rename=not no_rename, device=device, progress=not as_json)
-    path = Path(out) if out else Path(axes_path).with_name(Path(axes_path).stem + ".named" + Path(axes_path).suffix)
+    named = name_run_directions(
+        axes,
+        Run.open(run_dir),
+        faces=faces,
+        steps=parse_floats(steps),
+        min_change=min_change,
+        rename=not no_rename,
+        device=device,
+        progress=not as_json,
+    )
+    path = (
+        Path(out)
+        if out
+        else Path(axes_path).with_name(Path(axes_path).stem + ".named" + Path(axes_path).suffix)
+    )
     named.save(path)
     if as_json:
         print_json({"out": str(path), "attributes": named.attributes, "naming": named.info["naming"]})
@@ -266,16 +418,35 @@ def name_directions_cmd(axes_path, run_dir, out, faces, steps, min_change, no_re
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
 @latent_option
-@click.option("--attr", "moves", multiple=True, help="NAME=AMOUNT, repeatable: --attr Smiling=+2 --attr Beard=-1.5")
+@click.option(
+    "--attr", "moves", multiple=True, help="NAME=AMOUNT, repeatable: --attr Smiling=+2 --attr Beard=-1.5"
+)
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
 @layers_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @click.option("--upscale", type=int, default=4, help="Nearest-neighbour upscaling of the saved image.")
-@click.option("--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent.")
+@click.option(
+    "--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent."
+)
 @device_option
 @json_option
-def edit_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier, seed, latent_file, moves, locks,
-             layers, out, upscale, save_latent, device, as_json):
+def edit_cmd(
+    generator,
+    truncation_psi,
+    truncation_cutoff,
+    axes_path,
+    classifier,
+    seed,
+    latent_file,
+    moves,
+    locks,
+    layers,
+    out,
+    upscale,
+    save_latent,
+    device,
+    as_json,
+):
     """Apply several attribute moves at once to one face and write the image."""
     from tlgan.editing.edit import check_axes_for, edit_latents, render
     from tlgan.editing.latent_file import save_latent as write_latent
@@ -294,8 +465,15 @@ def edit_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier
     image = render(G, edited[None], space)[0]
     save_image(image, out, upscale=upscale)
     if save_latent:
-        write_latent(save_latent, edited, space=space, generator=generator, edits=amounts, locks=list(locks),
-                     layers=layers)
+        write_latent(
+            save_latent,
+            edited,
+            space=space,
+            generator=generator,
+            edits=amounts,
+            locks=list(locks),
+            layers=layers,
+        )
     if as_json:
         print_json({"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers})
     else:
@@ -314,12 +492,32 @@ def edit_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier
 @click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed, repeatable.")
 @layers_option
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
-@click.option("--gif", "gif", type=click.Path(dir_okay=False), default=None,
-              help="Also write an animated GIF along the first attribute.")
+@click.option(
+    "--gif",
+    "gif",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write an animated GIF along the first attribute.",
+)
 @click.option("--upscale", type=int, default=2)
 @device_option
-def grid_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier, seed, latent_file, attrs, steps,
-             locks, layers, out, gif, upscale, device):
+def grid_cmd(
+    generator,
+    truncation_psi,
+    truncation_cutoff,
+    axes_path,
+    classifier,
+    seed,
+    latent_file,
+    attrs,
+    steps,
+    locks,
+    layers,
+    out,
+    gif,
+    upscale,
+    device,
+):
     """A PNG grid: rows of attributes x columns of steps (and optionally a GIF along one axis)."""
     from tlgan.editing.edit import check_axes_for, edit_latents_grid, render
     from tlgan.imaging import save_gif, save_grid
@@ -340,15 +538,21 @@ def grid_cmd(generator, truncation_psi, truncation_cutoff, axes_path, classifier
     if gif:
         lo, hi = min(step_values), max(step_values)
         path = [lo + (hi - lo) * i / 23 for i in range(24)]
-        frames = edit_latents_grid(latent, axes, rows[:1], path + path[::-1], list(locks), space=space, layers=layers)
+        frames = edit_latents_grid(
+            latent, axes, rows[:1], path + path[::-1], list(locks), space=space, layers=layers
+        )
         save_gif(render(G, frames, space), gif, upscale=upscale * 2)
         click.echo(f"wrote {gif}")
 
 
 @click.command("convert")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Folder to write model.json + model.safetensors into.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Folder to write model.json + model.safetensors into.",
+)
 @json_option
 def convert_cmd(checkpoint, out, as_json):
     """Convert a checkpoint (NVlabs .pkl, rosinality .pt, ...) into a tlgan folder; nothing in it is run."""
@@ -363,10 +567,18 @@ def convert_cmd(checkpoint, out, as_json):
 
 @click.command("import-boundaries")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors).")
-@click.option("--generator", "generator", default="unknown", help="The generator spec the boundaries belong to.")
-@click.option("--space", type=click.Choice(["z", "w"]), default=None,
-              help="Latent space (default: from the file names, e.g. *_w_boundary.npy is w).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors)."
+)
+@click.option(
+    "--generator", "generator", default="unknown", help="The generator spec the boundaries belong to."
+)
+@click.option(
+    "--space",
+    type=click.Choice(["z", "w"]),
+    default=None,
+    help="Latent space (default: from the file names, e.g. *_w_boundary.npy is w).",
+)
 @json_option
 def import_boundaries_cmd(paths, out, generator, space, as_json):
     """Read InterFaceGAN boundary .npy files (a folder or files) into an axes file."""
@@ -377,14 +589,18 @@ def import_boundaries_cmd(paths, out, generator, space, as_json):
     if as_json:
         print_json({"out": out, "space": axes.space, "attributes": axes.attributes, "info": axes.info})
     else:
-        click.echo(f"wrote {len(axes.attributes)} axes in {axes.space!r} to {out}: {', '.join(axes.attributes)}")
+        click.echo(
+            f"wrote {len(axes.attributes)} axes in {axes.space!r} to {out}: {', '.join(axes.attributes)}"
+        )
 
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="out/demo")
 @click.option("-n", "n", type=int, default=20_000, help="Faces to sample.")
 @click.option("--seed", type=int, default=0)
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Axis finder: glm, logistic or svm.")
+@click.option(
+    "--method", default=DEFAULT_METHOD, show_default=True, help="Axis finder: glm, logistic or svm."
+)
 @click.option("--no-report", is_flag=True, help="Skip the evaluation report.")
 @device_option
 @json_option
@@ -392,7 +608,9 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
     """The main job on the bundled models: sample, fit, disentangle, edit, report."""
     from tlgan.pipeline import run_demo
 
-    summary = run_demo(out, n=n, seed=seed, method=method, device=device, report=not no_report, progress=not as_json)
+    summary = run_demo(
+        out, n=n, seed=seed, method=method, device=device, report=not no_report, progress=not as_json
+    )
     if as_json:
         print_json(summary)
     else:
@@ -403,8 +621,11 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke test, not figures to report.")
-@click.option("--only", default=None,
-              help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray, inversion).")
+@click.option(
+    "--only",
+    default=None,
+    help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray, inversion).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @device_option
 @json_option
@@ -425,7 +646,9 @@ def bench_cmd(quick, only, out, device, as_json):
 
 
 @click.command("eval")
-@click.option("-n", "--n", "n", type=int, default=2000, help="Faces rendered and generated for each comparison.")
+@click.option(
+    "-n", "--n", "n", type=int, default=2000, help="Faces rendered and generated for each comparison."
+)
 @generator_option
 @classifier_option
 @device_option
@@ -439,13 +662,17 @@ def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
         print_json(result)
         return
     clf, gen = result["classifier"], result["generator"]
-    click.echo(f"classifier {clf['name']}: mean balanced accuracy {clf['mean_balanced_accuracy']:.4f} "
-               f"(min {clf['min_balanced_accuracy']:.4f}) on {n} fresh renders")
+    click.echo(
+        f"classifier {clf['name']}: mean balanced accuracy {clf['mean_balanced_accuracy']:.4f} "
+        f"(min {clf['min_balanced_accuracy']:.4f}) on {n} fresh renders"
+    )
     for name, acc in clf["balanced_accuracy"].items():
         click.echo(f"  {name:22s} {acc:.4f}")
-    click.echo(f"generator {gen['name']}: max |frequency difference| {gen['frequency_abs_diff_max']:.4f}, "
-               f"mean |correlation difference| {gen['correlation_abs_diff_mean']:.4f}, "
-               f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f})")
+    click.echo(
+        f"generator {gen['name']}: max |frequency difference| {gen['frequency_abs_diff_max']:.4f}, "
+        f"mean |correlation difference| {gen['correlation_abs_diff_mean']:.4f}, "
+        f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f})"
+    )
     click.echo(f"renderer: {result['render_faces_per_second']:.0f} faces/s")
 
 
@@ -457,40 +684,103 @@ def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
 @click.option("--lr", type=float, default=2e-3, help="Peak Adam learning rate (cosine schedule).")
 @arch_options
 @click.option("--width", type=int, default=32, help="DCGAN generator width.")
-@click.option("--classifier", default=None, help="Classifier whose hidden layers give the feature loss (none: pixels only).")
+@click.option(
+    "--classifier",
+    default=None,
+    help="Classifier whose hidden layers give the feature loss (none: pixels only).",
+)
 @click.option("--feature-weight", type=float, default=0.1)
-@click.option("--edge-weight", type=float, default=0.0, show_default=True,
-              help="Weight of the L1 between image gradients (pays for sharp edges in the right place).")
+@click.option(
+    "--edge-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of the L1 between image gradients (pays for sharp edges in the right place).",
+)
 @click.option("--ema-decay", type=float, default=0.995, show_default=True)
 @click.option("--seed", type=int, default=0)
 @click.option("--name", default="distilled", help="Model name stored in model.json.")
 @click.option("--checkpoint-every", type=int, default=250)
-@click.option("--sample-every", type=int, default=500, show_default=True,
-              help="Steps between teacher/student grids in OUT/samples/.")
+@click.option(
+    "--sample-every",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Steps between teacher/student grids in OUT/samples/.",
+)
 @click.option("--resume", is_flag=True)
 @device_option
 @json_option
-def distill_cmd(teacher, out, steps, batch_size, lr, arch, channel_base, channel_max, w_dim, mapping_layers, width,
-                classifier, feature_weight, edge_weight, ema_decay, seed, name, checkpoint_every, sample_every, resume,
-                device, as_json):
+def distill_cmd(
+    teacher,
+    out,
+    steps,
+    batch_size,
+    lr,
+    arch,
+    channel_base,
+    channel_max,
+    w_dim,
+    mapping_layers,
+    width,
+    classifier,
+    feature_weight,
+    edge_weight,
+    ema_decay,
+    seed,
+    name,
+    checkpoint_every,
+    sample_every,
+    resume,
+    device,
+    as_json,
+):
     """Fit a generator (DCGAN or StyleGAN2) to a teacher generator's images (no adversary)."""
     from tlgan.models import load_classifier, load_generator
     from tlgan.train.distill import distill_generator
 
-    sizes = arch_kwargs(arch, channel_base=channel_base, channel_max=channel_max, w_dim=w_dim,
-                        mapping_layers=mapping_layers)
-    result = distill_generator(load_generator(teacher, device), out, steps=steps, batch_size=batch_size, lr=lr,
-                               width=width, classifier=load_classifier(classifier, device) if classifier else None,
-                               feature_weight=feature_weight, ema_decay=ema_decay, seed=seed, device=device,
-                               name=name, checkpoint_every=checkpoint_every, sample_every=sample_every, resume=resume,
-                               teacher_spec=teacher, classifier_spec=classifier, arch=arch, arch_kwargs=sizes,
-                               edge_weight=edge_weight, progress=not as_json)
+    sizes = arch_kwargs(
+        arch, channel_base=channel_base, channel_max=channel_max, w_dim=w_dim, mapping_layers=mapping_layers
+    )
+    result = distill_generator(
+        load_generator(teacher, device),
+        out,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        width=width,
+        classifier=load_classifier(classifier, device) if classifier else None,
+        feature_weight=feature_weight,
+        ema_decay=ema_decay,
+        seed=seed,
+        device=device,
+        name=name,
+        checkpoint_every=checkpoint_every,
+        sample_every=sample_every,
+        resume=resume,
+        teacher_spec=teacher,
+        classifier_spec=classifier,
+        arch=arch,
+        arch_kwargs=sizes,
+        edge_weight=edge_weight,
+        progress=not as_json,
+    )
     print_json(result) if as_json else click.echo(f"saved {out}/model.json (loss {result['loss']:.4f})")
 
 
 def register(group: click.Group) -> None:
-    for command in (models_cmd, sample_cmd, fit_cmd, name_directions_cmd, edit_cmd, grid_cmd, convert_cmd,
-                    import_boundaries_cmd, demo_cmd, bench_cmd):
+    for command in (
+        models_cmd,
+        sample_cmd,
+        fit_cmd,
+        name_directions_cmd,
+        edit_cmd,
+        grid_cmd,
+        convert_cmd,
+        import_boundaries_cmd,
+        demo_cmd,
+        bench_cmd,
+    ):
         group.add_command(command)
     from tlgan.cli.toyfaces import toyfaces
 

@@ -1,4 +1,5 @@
 """`tlgan report`: measure a run and its axes and write the HTML + JSON evaluation report."""
+
 from __future__ import annotations
 
 import click
@@ -19,24 +20,59 @@ def _parse_steps(text: str):
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path())
-@click.option("--axes", "axes_path", type=click.Path(dir_okay=False), required=True,
-              help="Axes file from `tlgan fit`, for the run's generator.")
-@click.option("--lock", "locks", multiple=True, help="Attribute to hold fixed in the locked edits, repeatable.")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="Labelled CelebA-layout folder whose attribute correlations are compared with the samples'.")
+@click.option(
+    "--axes",
+    "axes_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Axes file from `tlgan fit`, for the run's generator.",
+)
+@click.option(
+    "--lock", "locks", multiple=True, help="Attribute to hold fixed in the locked edits, repeatable."
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Labelled CelebA-layout folder whose attribute correlations are compared with the samples'.",
+)
 @click.option("--methods", default="glm,logistic,svm", help="Comma-separated axis finders to compare.")
-@click.option("--unsupervised", default="pca,sefa", show_default=True,
-              help="Comma-separated unsupervised finders whose named components are compared ('' = none).")
-@click.option("--n-components", type=int, default=64, show_default=True, help="Components of each unsupervised finder.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the report into.")
+@click.option(
+    "--unsupervised",
+    default="pca,sefa",
+    show_default=True,
+    help="Comma-separated unsupervised finders whose named components are compared ('' = none).",
+)
+@click.option(
+    "--n-components", type=int, default=64, show_default=True, help="Components of each unsupervised finder."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Folder to write the report into."
+)
 @click.option("--edit-faces", type=int, default=64, help="Faces the edit effect averages over (0 = skip it).")
 @click.option("--steps", default="-2,2", help="Comma-separated edit amounts for the edit effect.")
 @click.option("--generator", default=None, help="Generator spec (default: the one the run was sampled with).")
-@click.option("--classifier", default=None, help="Classifier spec (default: the one the run was scored with).")
+@click.option(
+    "--classifier", default=None, help="Classifier spec (default: the one the run was scored with)."
+)
 @device_option
 @json_option
-def report_cmd(run_dir, axes_path, locks, data, methods, unsupervised, n_components, out, edit_faces, steps, generator,
-               classifier, device, as_json):
+def report_cmd(
+    run_dir,
+    axes_path,
+    locks,
+    data,
+    methods,
+    unsupervised,
+    n_components,
+    out,
+    edit_faces,
+    steps,
+    generator,
+    classifier,
+    device,
+    as_json,
+):
     """Evaluate RUN_DIR and its axes: separability, geometry, correlations, edit effects, ground truth."""
     from tlgan.axes import FeatureAxes
     from tlgan.evaluation.report import write_report
@@ -50,11 +86,22 @@ def report_cmd(run_dir, axes_path, locks, data, methods, unsupervised, n_compone
     G = load_generator(generator_spec, device)
     check_axes_for(axes, G, run.generator)
     F = load_classifier(classifier or run.classifier, device)
-    summary = write_report(run, axes, out, locks=list(locks), generator=G, classifier=F, data=data,
-                           methods=[m.strip() for m in methods.split(",") if m.strip()],
-                           unsupervised=[m.strip() for m in unsupervised.split(",") if m.strip()],
-                           n_components=n_components, edit_faces=edit_faces,
-                           steps=_parse_steps(steps), device=device, progress=not as_json)
+    summary = write_report(
+        run,
+        axes,
+        out,
+        locks=list(locks),
+        generator=G,
+        classifier=F,
+        data=data,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        unsupervised=[m.strip() for m in unsupervised.split(",") if m.strip()],
+        n_components=n_components,
+        edit_faces=edit_faces,
+        steps=_parse_steps(steps),
+        device=device,
+        progress=not as_json,
+    )
     if as_json:
         print_json(summary)
         return
@@ -71,8 +118,10 @@ def report_cmd(run_dir, axes_path, locks, data, methods, unsupervised, n_compone
         click.echo(line)
     beard = summary.get("male_change_beard_minus")
     if beard:
-        click.echo(f"  Beard {beard['step']:+g}: change of P(Male) {beard['unlocked']:+.3f} free, "
-                   f"{beard['locked']:+.3f} with Male locked")
+        click.echo(
+            f"  Beard {beard['step']:+g}: change of P(Male) {beard['unlocked']:+.3f} free, "
+            f"{beard['locked']:+.3f} with Male locked"
+        )
 
 
 def register(group: click.Group) -> None:

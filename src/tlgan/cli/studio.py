@@ -1,4 +1,5 @@
 """`tlgan serve`: the web studio on a local port."""
+
 from __future__ import annotations
 
 import click
@@ -11,41 +12,108 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
 @click.command("serve")
 @generator_option
 @truncation_options
-@click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
-              help="Space the faces are edited in (default: w for StyleGAN generators, else z; with --axes: theirs). "
-                   "wp: W+ latents (one w per layer; uploads invert best there), moved along w axes.")
+@click.option(
+    "--space",
+    type=click.Choice(["z", "w", "wp"]),
+    default=None,
+    help="Space the faces are edited in (default: w for StyleGAN generators, else z; with --axes: theirs). "
+    "wp: W+ latents (one w per layer; uploads invert best there), moved along w axes.",
+)
 @classifier_option
-@click.option("--axes", "axes", type=click.Path(dir_okay=False), default=None,
-              help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).")
-@click.option("--delta", "delta", multiple=True, type=click.Path(exists=True),
-              help="Folder of a learned edit from `tlgan delta train`, shown as a row named after its factor; "
-                   "repeat for several (they apply after the axis moves, in this order). Must be in --space.")
+@click.option(
+    "--axes",
+    "axes",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).",
+)
+@click.option(
+    "--delta",
+    "delta",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Folder of a learned edit from `tlgan delta train`, shown as a row named after its factor; "
+    "repeat for several (they apply after the axis moves, in this order). Must be in --space.",
+)
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 = every interface).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0 = any free port).")
-@click.option("--max-batch", "max_batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
-              help="Most concurrent requests that share one forward pass (1 = no batching).")
-@click.option("--batch-wait-ms", "batch_wait_ms", type=click.FloatRange(min=0), default=DEFAULT_WAIT_MS,
-              show_default=True, help="Longest time a batch keeps gathering requests; a lone request never waits.")
-@click.option("--invert-steps", "invert_steps", type=click.IntRange(min=0), default=None,
-              help="Latent search steps per uploaded photo (default: tlgan invert's).")
-@click.option("--tune-steps", "tune_steps", type=click.IntRange(min=0), default=None,
-              help="Pivotal tuning steps per photo uploaded with 'tune the generator' (default: tlgan invert --tune's).")
-@click.option("--max-tuned", "max_tuned", type=click.IntRange(min=0), default=DEFAULT_MAX_TUNED, show_default=True,
-              help="Tuned generators kept, least recently used forgotten first; each is a copy of the generator's "
-                   "weights in memory (0 = no tuning).")
+@click.option(
+    "--max-batch",
+    "max_batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BATCH,
+    show_default=True,
+    help="Most concurrent requests that share one forward pass (1 = no batching).",
+)
+@click.option(
+    "--batch-wait-ms",
+    "batch_wait_ms",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_WAIT_MS,
+    show_default=True,
+    help="Longest time a batch keeps gathering requests; a lone request never waits.",
+)
+@click.option(
+    "--invert-steps",
+    "invert_steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Latent search steps per uploaded photo (default: tlgan invert's).",
+)
+@click.option(
+    "--tune-steps",
+    "tune_steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pivotal tuning steps per photo uploaded with 'tune the generator' (default: tlgan invert --tune's).",
+)
+@click.option(
+    "--max-tuned",
+    "max_tuned",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_TUNED,
+    show_default=True,
+    help="Tuned generators kept, least recently used forgotten first; each is a copy of the generator's "
+    "weights in memory (0 = no tuning).",
+)
 @device_option
-def serve_cmd(generator, truncation_psi, truncation_cutoff, space, classifier, axes, delta, host, port, max_batch,
-              batch_wait_ms, invert_steps, tune_steps, max_tuned, device):
+def serve_cmd(
+    generator,
+    truncation_psi,
+    truncation_cutoff,
+    space,
+    classifier,
+    axes,
+    delta,
+    host,
+    port,
+    max_batch,
+    batch_wait_ms,
+    invert_steps,
+    tune_steps,
+    max_tuned,
+    device,
+):
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
 
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
-    app = app_from_specs(generator, classifier, axes, device=device, space=space, delta=delta,
-                         generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
-                         max_batch=max_batch, batch_wait_ms=batch_wait_ms, invert_steps=invert_steps,
-                         tune_steps=tune_steps, max_tuned=max_tuned)
+    app = app_from_specs(
+        generator,
+        classifier,
+        axes,
+        device=device,
+        space=space,
+        delta=delta,
+        generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        invert_steps=invert_steps,
+        tune_steps=tune_steps,
+        max_tuned=max_tuned,
+    )
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

@@ -1,4 +1,5 @@
 """`tlgan toyfaces ...`: the toyfaces world from the command line (export, grid)."""
+
 from __future__ import annotations
 
 import click
@@ -25,29 +26,48 @@ def toyfaces() -> None:
 @toyfaces.command("export")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("-n", "n", type=int, required=True, help="Number of faces.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Latent seed; face i is latent i of this seed.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Latent seed; face i is latent i of this seed."
+)
 @click.option("--partition", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions.")
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True)
-@click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Keep images already in the folder instead of drawing them again.")
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Keep images already in the folder instead of drawing them again.",
+)
 def export_cmd(out_dir, n, seed, partition, batch_size, resume):
     """Write N faces in CelebA's layout (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt)."""
     from tlgan.toyfaces.export import export_celeba
 
-    result = export_celeba(out_dir, n, seed=seed, partition=_parse_partition(partition), batch_size=batch_size,
-                           resume=resume)
+    result = export_celeba(
+        out_dir, n, seed=seed, partition=_parse_partition(partition), batch_size=batch_size, resume=resume
+    )
     click.echo(f"wrote {result.n} faces to {result.out_dir} ({result.rendered} drawn, {result.reused} kept)")
 
 
 @toyfaces.command("grid")
-@click.option("--seeds", default="0-15", show_default=True, help="One face per seed (latent 0 of each), e.g. 0-7,12.")
-@click.option("--out", type=click.Path(dir_okay=False), default="faces.png", show_default=True, help="PNG to write.")
-@click.option("--nrow", type=int, default=None, help="Faces per row (default: about the square root of the count).")
+@click.option(
+    "--seeds", default="0-15", show_default=True, help="One face per seed (latent 0 of each), e.g. 0-7,12."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="faces.png", show_default=True, help="PNG to write."
+)
+@click.option(
+    "--nrow", type=int, default=None, help="Faces per row (default: about the square root of the count)."
+)
 @click.option("--upscale", type=int, default=1, show_default=True, help="Nearest-neighbour enlargement.")
-@click.option("--generator", default="toyfaces-render", show_default=True,
-              help="Registered name, model folder, TorchScript file, or path/to/file.py:factory.")
+@click.option(
+    "--generator",
+    default="toyfaces-render",
+    show_default=True,
+    help="Registered name, model folder, TorchScript file, or path/to/file.py:factory.",
+)
 @device_option
-@click.option("--labels", "show_labels", is_flag=True, help="Print each face's true attributes (toyfaces-render only).")
+@click.option(
+    "--labels", "show_labels", is_flag=True, help="Print each face's true attributes (toyfaces-render only)."
+)
 def grid_cmd(seeds, out, nrow, upscale, generator, device, show_labels):
     """Render a PNG grid of faces, one per seed."""
     import torch
@@ -67,28 +87,65 @@ def grid_cmd(seeds, out, nrow, upscale, generator, device, show_labels):
     click.echo(f"wrote {out} ({len(seed_list)} faces)")
     if show_labels:
         if G.name != "toyfaces-render":
-            raise TlganError(f"--labels knows the truth only for toyfaces-render, not {generator!r}; drop --labels")
+            raise TlganError(
+                f"--labels knows the truth only for toyfaces-render, not {generator!r}; drop --labels"
+            )
         lab = world.labels(z)
-        print_json({str(s): [a for a, v in zip(world.ATTRIBUTES, row, strict=True) if v] for s, row in zip(seed_list, lab.tolist(), strict=True)})
+        print_json(
+            {
+                str(s): [a for a, v in zip(world.ATTRIBUTES, row, strict=True) if v]
+                for s, row in zip(seed_list, lab.tolist(), strict=True)
+            }
+        )
 
 
 @toyfaces.command("sequences")
-@click.option("--factor", required=True, help="Factor that changes: yaw, light, smile, age, ... (any world factor).")
-@click.option("--identities", type=int, default=10, show_default=True, help="Sequences to draw, one per identity.")
+@click.option(
+    "--factor", required=True, help="Factor that changes: yaw, light, smile, age, ... (any world factor)."
+)
+@click.option(
+    "--identities", type=int, default=10, show_default=True, help="Sequences to draw, one per identity."
+)
 @click.option("--steps", type=int, default=7, show_default=True, help="Images per sequence.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Sequence folder to write.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Sequence folder to write."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Identity k is latent k of this seed.")
 @click.option("--start", type=int, default=0, show_default=True, help="Index of the first identity.")
-@click.option("--values", default=None, help="Factor value per step, comma-separated (default: its usual range).")
-@click.option("--invert/--no-invert", default=True, show_default=True,
-              help="Also invert every image into --generator's latent space (latents.safetensors).")
+@click.option(
+    "--values", default=None, help="Factor value per step, comma-separated (default: its usual range)."
+)
+@click.option(
+    "--invert/--no-invert",
+    default=True,
+    show_default=True,
+    help="Also invert every image into --generator's latent space (latents.safetensors).",
+)
 @click.option("--generator", default="toyfaces-gan", show_default=True, help="Generator to invert into.")
-@click.option("--inversion-steps", "inversion_steps", type=int, default=100, show_default=True,
-              help="Optimisation steps per image after the encoder's guess.")
+@click.option(
+    "--inversion-steps",
+    "inversion_steps",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Optimisation steps per image after the encoder's guess.",
+)
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def sequences_cmd(factor, identities, steps, out_dir, seed, start, values, invert, generator, inversion_steps, device,
-                  as_json):
+def sequences_cmd(
+    factor,
+    identities,
+    steps,
+    out_dir,
+    seed,
+    start,
+    values,
+    invert,
+    generator,
+    inversion_steps,
+    device,
+    as_json,
+):
     """Draw sequences in which only FACTOR changes (a head turning, a light moving, ...), as a sequence folder."""
     from tlgan.delta.sequences import write_sequences
     from tlgan.io import save_tensors
@@ -103,15 +160,36 @@ def sequences_cmd(factor, identities, steps, out_dir, seed, start, values, inver
         steps = len(value_list)
     seqs = factor_sequences(factor, identities, steps, seed=seed, start=start, values=value_list)
     names = [f"id{int(i):04d}" for i in seqs.indices]
-    per_identity = {name: {key: round(float(v[k, 0]), 6) for key, v in seqs.factors.items() if key != seqs.factor}
-                    for k, name in enumerate(names)}
-    result = write_sequences(out_dir, seqs.images, values=seqs.values.tolist(), factor=seqs.factor, names=names,
-                             extra={"source": "toyfaces-render", "seed": seed,
-                                    "identities": [int(i) for i in seqs.indices], "identity_factors": per_identity})
-    save_tensors(result.root / "identities.safetensors", {"z": seqs.latents},
-                 {"format": "tlgan.toyfaces-identities/1", "seed": seed, "names": names})
-    summary = {"out": str(result.root), "factor": seqs.factor, "values": seqs.values.tolist(),
-               "sequences": len(names), "steps": len(seqs.values), "inverted": False}
+    per_identity = {
+        name: {key: round(float(v[k, 0]), 6) for key, v in seqs.factors.items() if key != seqs.factor}
+        for k, name in enumerate(names)
+    }
+    result = write_sequences(
+        out_dir,
+        seqs.images,
+        values=seqs.values.tolist(),
+        factor=seqs.factor,
+        names=names,
+        extra={
+            "source": "toyfaces-render",
+            "seed": seed,
+            "identities": [int(i) for i in seqs.indices],
+            "identity_factors": per_identity,
+        },
+    )
+    save_tensors(
+        result.root / "identities.safetensors",
+        {"z": seqs.latents},
+        {"format": "tlgan.toyfaces-identities/1", "seed": seed, "names": names},
+    )
+    summary = {
+        "out": str(result.root),
+        "factor": seqs.factor,
+        "values": seqs.values.tolist(),
+        "sequences": len(names),
+        "steps": len(seqs.values),
+        "inverted": False,
+    }
     if invert:
         from tlgan.delta.sequences import LATENTS_FILE, sequence_latents
         from tlgan.io import load_tensors
@@ -125,7 +203,9 @@ def sequences_cmd(factor, identities, steps, out_dir, seed, start, values, inver
         print_json(summary)
     else:
         extra = f", inverted into {generator} (PSNR {summary['inversion_psnr_db']:.2f} dB)" if invert else ""
-        click.echo(f"wrote {len(names)} sequences of {len(seqs.values)} steps of {seqs.factor} to {out_dir}{extra}")
+        click.echo(
+            f"wrote {len(names)} sequences of {len(seqs.values)} steps of {seqs.factor} to {out_dir}{extra}"
+        )
 
 
 def register(group: click.Group) -> None:

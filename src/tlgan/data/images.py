@@ -5,6 +5,7 @@ a square, resize to ``resolution`` with LANCZOS. The decoded stack (N, 3, R, R) 
 cached as a ``.npy`` file under ``<root>/.tlgan-cache/`` with a small JSON sidecar that
 records which files it holds, so the second load of a data set costs one ``np.load``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,9 +57,14 @@ def _digest(names: Sequence[str], resolution: int) -> str:
     return h.hexdigest()
 
 
-def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Path | None = None,
-                     names: Sequence[str] | None = None, newer_than: float = 0.0,
-                     progress: bool = True) -> torch.Tensor:
+def load_image_stack(
+    paths: Sequence[Path],
+    resolution: int,
+    cache_file: Path | None = None,
+    names: Sequence[str] | None = None,
+    newer_than: float = 0.0,
+    progress: bool = True,
+) -> torch.Tensor:
     """Decode ``paths`` into a uint8 tensor (N, 3, R, R), through an optional ``.npy`` cache.
 
     The cache is reused only if its sidecar lists the same ``names`` (default: the paths)
@@ -75,8 +81,13 @@ def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Path | 
         if cached is not None:
             return cached
     stack = np.empty((len(paths), 3, resolution, resolution), dtype=np.uint8)
-    bar = tqdm(paths, desc=f"decoding images at {resolution}px", unit="img", disable=None if progress else True,
-               leave=False)
+    bar = tqdm(
+        paths,
+        desc=f"decoding images at {resolution}px",
+        unit="img",
+        disable=None if progress else True,
+        leave=False,
+    )
     for i, path in enumerate(bar):
         stack[i] = decode_image(path, resolution)
     if cache_file is not None:
@@ -84,7 +95,9 @@ def load_image_stack(paths: Sequence[Path], resolution: int, cache_file: Path | 
     return torch.from_numpy(stack)
 
 
-def _read_cache(cache_file: Path, digest: str, n: int, resolution: int, newer_than: float) -> torch.Tensor | None:
+def _read_cache(
+    cache_file: Path, digest: str, n: int, resolution: int, newer_than: float
+) -> torch.Tensor | None:
     sidecar = cache_file.with_suffix(".json")
     if not cache_file.is_file() or not sidecar.is_file():
         return None
@@ -112,10 +125,14 @@ def _write_cache(cache_file: Path, stack: np.ndarray, digest: str) -> None:
         with atomic_path(cache_file) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, stack, allow_pickle=False)
-        write_json(cache_file.with_suffix(".json"), {"format": CACHE_FORMAT, "digest": digest,
-                                                     "shape": list(stack.shape)})
+        write_json(
+            cache_file.with_suffix(".json"),
+            {"format": CACHE_FORMAT, "digest": digest, "shape": list(stack.shape)},
+        )
     except OSError as exc:
-        log.warning("could not write the image cache %s (%s); images will be decoded again next time", cache_file, exc)
+        log.warning(
+            "could not write the image cache %s (%s); images will be decoded again next time", cache_file, exc
+        )
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -137,21 +154,27 @@ class ImageFolder:
     in ``<root>/.tlgan-cache/`` and rebuilt when a file is added, removed or modified.
     """
 
-    def __init__(self, root: str | os.PathLike, resolution: int = 64, cache: bool = True, progress: bool = True):
+    def __init__(
+        self, root: str | os.PathLike, resolution: int = 64, cache: bool = True, progress: bool = True
+    ):
         self.root = Path(root)
         self.resolution = int(resolution)
         if not self.root.is_dir():
-            raise TlganError(f"{self.root}: image folder not found; pass a folder of png/jpg images "
-                             f"(searched recursively)")
+            raise TlganError(
+                f"{self.root}: image folder not found; pass a folder of png/jpg images (searched recursively)"
+            )
         folder = self.root / "img_align_celeba" if (self.root / "img_align_celeba").is_dir() else self.root
         self.paths = find_images(folder)
         if not self.paths:
-            raise TlganError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, recursively)")
+            raise TlganError(
+                f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, recursively)"
+            )
         names = [p.relative_to(folder).as_posix() for p in self.paths]
         newest = max(p.stat().st_mtime for p in self.paths)
         cache_file = self.root / CACHE_DIR / f"images-all-{self.resolution}px.npy" if cache else None
-        self.images = load_image_stack(self.paths, self.resolution, cache_file, names=names, newer_than=newest,
-                                       progress=progress)
+        self.images = load_image_stack(
+            self.paths, self.resolution, cache_file, names=names, newer_than=newest, progress=progress
+        )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -183,10 +206,19 @@ class BatchSampler:
     position, so also reproducible). Leave it off when labels depend on left and right.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 64,
-                 seed: int = 0, flip: bool = False, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+        flip: bool = False,
+        device: str | torch.device = "cpu",
+    ):
         if images.ndim != 4 or images.dtype != torch.uint8:
-            raise TlganError(f"BatchSampler needs uint8 images (N, 3, R, R); got {images.dtype} {tuple(images.shape)}")
+            raise TlganError(
+                f"BatchSampler needs uint8 images (N, 3, R, R); got {images.dtype} {tuple(images.shape)}"
+            )
         if len(images) == 0:
             raise TlganError("BatchSampler got no images")
         if labels is not None and len(labels) != len(images):
@@ -222,8 +254,8 @@ class BatchSampler:
             epoch, offset = divmod(pos, n)
             order, flip = self._epoch_plan(epoch)
             take = min(b - len(idx), n - offset)
-            idx.extend(order[offset:offset + take].tolist())
-            flips.extend(flip[offset:offset + take].tolist())
+            idx.extend(order[offset : offset + take].tolist())
+            flips.extend(flip[offset : offset + take].tolist())
             pos += take
         return torch.tensor(idx, dtype=torch.long), torch.tensor(flips, dtype=torch.bool)
 
@@ -238,8 +270,9 @@ class BatchSampler:
         labels = None if self.labels is None else self.labels[idx]
         return images, labels
 
-    def iterate(self, start_step: int = 0,
-                steps: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def iterate(
+        self, start_step: int = 0, steps: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Batches ``start_step``, ``start_step + 1``, ... (``steps`` of them, or endless)."""
         step = start_step
         while steps is None or step < start_step + steps:

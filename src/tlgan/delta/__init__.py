@@ -11,10 +11,22 @@
 - :mod:`~tlgan.delta.warp`: a known curved warp of the latent, the benchmark's synthetic check
   of a path that is not straight.
 """
+
 from tlgan.delta.edit import delta_edit, delta_walk
 from tlgan.delta.model import DeltaModel, load_delta, save_delta
 from tlgan.delta.sequences import SequenceSet, read_sequences, sequence_latents, write_sequences
 from tlgan.delta.train import linear_direction, train_delta
 
-__all__ = ["DeltaModel", "load_delta", "save_delta", "SequenceSet", "read_sequences", "sequence_latents",
-           "write_sequences", "train_delta", "linear_direction", "delta_edit", "delta_walk"]
+__all__ = [
+    "DeltaModel",
+    "load_delta",
+    "save_delta",
+    "SequenceSet",
+    "read_sequences",
+    "sequence_latents",
+    "write_sequences",
+    "train_delta",
+    "linear_direction",
+    "delta_edit",
+    "delta_walk",
+]

@@ -5,6 +5,7 @@ and :func:`tlgan.editing.edit.interpolate` for a :class:`~tlgan.delta.model.Delt
 8.3 degrees of yaw): ``alpha = 1.5`` is one and a half steps; negative values reverse the
 change. Each result is one jump ``latent + D(latent, alpha * Δ)``, not a chain of steps.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,7 +16,9 @@ from tlgan.delta.model import DeltaModel
 from tlgan.errors import TlganError, finite_number
 
 
-def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: torch.Tensor | None = None) -> torch.Tensor:
+def delta_edit(
+    latents, model: DeltaModel, alpha: float = 1.0, delta: torch.Tensor | None = None
+) -> torch.Tensor:
     """Edit ``latents`` (N, *latent shape) or (*latent shape,) by ``alpha`` times the change ``delta``
     (default: the model's one-step reference change); returns the same shape and dtype."""
     latents = torch.as_tensor(latents)
@@ -23,7 +26,9 @@ def delta_edit(latents, model: DeltaModel, alpha: float = 1.0, delta: torch.Tens
     return out.to(latents.dtype if latents.is_floating_point() else torch.float32)
 
 
-def delta_walk(latent, model: DeltaModel, alphas: Sequence[float], delta: torch.Tensor | None = None) -> torch.Tensor:
+def delta_walk(
+    latent, model: DeltaModel, alphas: Sequence[float], delta: torch.Tensor | None = None
+) -> torch.Tensor:
     """The edits of one latent (*latent shape,) for each alpha: (S, *latent shape), for grids and GIFs."""
     latent = torch.as_tensor(latent)
     flat, lead = model.flatten(latent, "latent")

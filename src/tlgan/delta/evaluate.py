@@ -31,6 +31,7 @@ out of reach whatever the edit; on ``toyfaces-gan`` in z most factors move along
 lines of the latent by construction, so the line is close to the truth there. ``warp``
 (see :mod:`tlgan.delta.warp`) measures the same through a known curved warp instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,18 @@ TARGET_GAIN_DB = 1.0
 CODES = ("mean", "fit")
 
 
-def _sequence_latents(factor: str, identities: int, steps: int, seed: int, generator, folder: Path,
-                      inversion_steps: int, progress: bool, encoder="auto", patience: int | None = None):
+def _sequence_latents(
+    factor: str,
+    identities: int,
+    steps: int,
+    seed: int,
+    generator,
+    folder: Path,
+    inversion_steps: int,
+    progress: bool,
+    encoder="auto",
+    patience: int | None = None,
+):
     """Render (or reuse) and invert a sequence folder; returns (true images, latents, values)."""
     seqs = factor_sequences(factor, identities, steps, seed=seed)
     names = [f"id{int(i):04d}" for i in seqs.indices]
@@ -76,10 +87,17 @@ def _sequence_latents(factor: str, identities: int, steps: int, seed: int, gener
         except TlganError:
             existing = None
     if existing is None or existing.names != names or existing.values != seqs.values.tolist():
-        existing = write_sequences(folder, seqs.images, values=seqs.values.tolist(), factor=seqs.factor,
-                                   names=names, extra={"source": "toyfaces-render", "seed": seed})
-    latents = sequence_latents(existing, generator, steps=inversion_steps, patience=patience, encoder=encoder,
-                               progress=progress)
+        existing = write_sequences(
+            folder,
+            seqs.images,
+            values=seqs.values.tolist(),
+            factor=seqs.factor,
+            names=names,
+            extra={"source": "toyfaces-render", "seed": seed},
+        )
+    latents = sequence_latents(
+        existing, generator, steps=inversion_steps, patience=patience, encoder=encoder, progress=progress
+    )
     return seqs, latents
 
 
@@ -87,7 +105,12 @@ def _psnr(generator, latents: torch.Tensor, targets: torch.Tensor, batch_size: i
     out = []
     with torch.no_grad():
         for s in range(0, len(latents), batch_size):
-            out.append(psnr_db(generator.synthesize(latents[s:s + batch_size]).float().cpu(), targets[s:s + batch_size]))
+            out.append(
+                psnr_db(
+                    generator.synthesize(latents[s : s + batch_size]).float().cpu(),
+                    targets[s : s + batch_size],
+                )
+            )
     return torch.cat(out)
 
 
@@ -95,7 +118,9 @@ def _probabilities(generator, classifier, latents: torch.Tensor, batch_size: int
     out = []
     with torch.no_grad():
         for s in range(0, len(latents), batch_size):
-            out.append(classifier.probabilities(generator.synthesize(latents[s:s + batch_size])).float().cpu())
+            out.append(
+                classifier.probabilities(generator.synthesize(latents[s : s + batch_size])).float().cpu()
+            )
     return torch.cat(out)
 
 
@@ -110,7 +135,10 @@ def _factor_error(factor: str, got: torch.Tensor, want: torch.Tensor) -> torch.T
 
 def _shares_world_latents(generator) -> bool:
     # Generators distilled from the renderer (toyfaces-gan) draw the face the world assigns to z.
-    return getattr(generator, "z_dim", None) == world.Z_DIM and generator.name in ("toyfaces-gan", "toyfaces-render")
+    return getattr(generator, "z_dim", None) == world.Z_DIM and generator.name in (
+        "toyfaces-gan",
+        "toyfaces-render",
+    )
 
 
 def _world_latents(generator, latents: torch.Tensor) -> torch.Tensor | None:
@@ -126,9 +154,12 @@ def ceiling_summary(entry: dict[str, Any], target_db: float = TARGET_GAIN_DB) ->
     of ``target_db`` over the line is more than the ceiling allows) and ``headroom_used``
     (gain / headroom, None without headroom) of one evaluated entry."""
     headroom = round(entry["inversion"]["psnr_db"] - entry["linear"]["psnr_db"], 3)
-    return {"headroom_db": headroom, "target_gain_db": float(target_db),
-            "target_above_ceiling": bool(headroom < target_db),
-            "headroom_used": round(entry["gain_db"] / headroom, 3) if headroom > 0 else None}
+    return {
+        "headroom_db": headroom,
+        "target_gain_db": float(target_db),
+        "target_above_ceiling": bool(headroom < target_db),
+        "headroom_used": round(entry["gain_db"] / headroom, 3) if headroom > 0 else None,
+    }
 
 
 def _axis_direction(axes, attribute: str) -> torch.Tensor | None:
@@ -139,10 +170,19 @@ def _axis_direction(axes, attribute: str) -> torch.Tensor | None:
     return v / v.norm()
 
 
-def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: torch.Tensor,
-                          values: np.ndarray, test_latents: torch.Tensor, test_images: torch.Tensor,
-                          model: DeltaModel,
-                          axis: torch.Tensor | None = None, codes: str = "fit") -> dict[str, Any]:
+def evaluate_edit_methods(
+    generator,
+    classifier,
+    *,
+    factor: str,
+    train_latents: torch.Tensor,
+    values: np.ndarray,
+    test_latents: torch.Tensor,
+    test_images: torch.Tensor,
+    model: DeltaModel,
+    axis: torch.Tensor | None = None,
+    codes: str = "fit",
+) -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
     ``train_latents`` (K, n, D) and ``test_latents`` (T, n, D) are inverted sequences with
@@ -162,19 +202,25 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
     with torch.no_grad():
         k = train_latents.shape[0]
         pair_codes = model.encode(train_latents[:, ii].reshape(-1, d), train_latents[:, jj].reshape(-1, d))
-        pair_codes = pair_codes.reshape(k, len(pairs), -1).mean(0)       # Δ_ij, (P, delta_dim)
-        start = test_latents[:, ii].reshape(-1, d)                        # (T*P, D)
+        pair_codes = pair_codes.reshape(k, len(pairs), -1).mean(0)  # Δ_ij, (P, delta_dim)
+        start = test_latents[:, ii].reshape(-1, d)  # (T*P, D)
         target_images = test_images[:, jj].flatten(0, 1)
-        steps = (vals[jj] - vals[ii]).repeat(t)[:, None]                  # (T*P, 1)
+        steps = (vals[jj] - vals[ii]).repeat(t)[:, None]  # (T*P, 1)
         direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
     if codes == "fit":
-        pair_codes = fit_codes(model, train_latents[:, ii].transpose(0, 1).reshape(len(pairs), k, d),
-                               train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d), pair_codes)
+        pair_codes = fit_codes(
+            model,
+            train_latents[:, ii].transpose(0, 1).reshape(len(pairs), k, d),
+            train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d),
+            pair_codes,
+        )
     with torch.no_grad():
-        edits = {"learned": model.move(start, pair_codes.repeat(t, 1)),
-                 "linear": start + steps * direction[None]}
+        edits = {
+            "learned": model.move(start, pair_codes.repeat(t, 1)),
+            "linear": start + steps * direction[None],
+        }
         if axis is not None:
-            proj = train_latents @ axis                                    # (K, n)
+            proj = train_latents @ axis  # (K, n)
             slope = linear_direction([proj[..., None]], [torch.as_tensor(values, dtype=torch.float64)])
             edits["axis"] = start + steps * float(slope) * axis[None]
         edits["no_edit"] = start
@@ -206,11 +252,25 @@ def evaluate_edit_methods(generator, classifier, *, factor: str, train_latents: 
     return out
 
 
-def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAULT_FACTORS,
-                   train_identities: Sequence[int] = (1, 2, 5, 10), test_identities: int = 5, steps: int = 7,
-                   seed: int = 0, inversion_steps: int = 100, inversion_patience: int | None = None, axes=None,
-                   work_dir=None, train_kwargs: dict | None = None, grid_dir=None, warp: str | None = None,
-                   codes: str = "fit", progress: bool = True) -> dict[str, Any]:
+def evaluate_delta(
+    generator,
+    classifier=None,
+    *,
+    factors: Sequence[str] = DEFAULT_FACTORS,
+    train_identities: Sequence[int] = (1, 2, 5, 10),
+    test_identities: int = 5,
+    steps: int = 7,
+    seed: int = 0,
+    inversion_steps: int = 100,
+    inversion_patience: int | None = None,
+    axes=None,
+    work_dir=None,
+    train_kwargs: dict | None = None,
+    grid_dir=None,
+    warp: str | None = None,
+    codes: str = "fit",
+    progress: bool = True,
+) -> dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
@@ -244,40 +304,102 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
         work_dir = tmp.name
     work = Path(work_dir)
     if generator.name != name:
-        work = work / generator.name.replace(":", "-").replace("+", "_")  # its own inversions, beside the plain ones
-    results: dict[str, Any] = {"generator": generator.name, "space": "z", "steps": int(steps), "seed": int(seed),
-                               "warp": warp or None, "train_identities": sizes, "test_identities": int(test_identities),
-                               "inversion_steps": int(inversion_steps), "inversion_patience": inversion_patience,
-                               "target_gain_db": TARGET_GAIN_DB, "codes": codes, "train": dict(train_kwargs or {}),
-                               "factors": {}}
+        work = work / generator.name.replace(":", "-").replace(
+            "+", "_"
+        )  # its own inversions, beside the plain ones
+    results: dict[str, Any] = {
+        "generator": generator.name,
+        "space": "z",
+        "steps": int(steps),
+        "seed": int(seed),
+        "warp": warp or None,
+        "train_identities": sizes,
+        "test_identities": int(test_identities),
+        "inversion_steps": int(inversion_steps),
+        "inversion_patience": inversion_patience,
+        "target_gain_db": TARGET_GAIN_DB,
+        "codes": codes,
+        "train": dict(train_kwargs or {}),
+        "factors": {},
+    }
     try:
         for factor in factors:
-            train_seqs, train_lat = _sequence_latents(factor, sizes[-1], steps, seed, generator,
-                                                      work / factor / "train", inversion_steps, progress,
-                                                      encoder=encoder, patience=inversion_patience)
-            test_seqs, test_lat = _sequence_latents(factor, test_identities, steps, seed + 1, generator,
-                                                    work / factor / "test", inversion_steps, progress,
-                                                    encoder=encoder, patience=inversion_patience)
+            train_seqs, train_lat = _sequence_latents(
+                factor,
+                sizes[-1],
+                steps,
+                seed,
+                generator,
+                work / factor / "train",
+                inversion_steps,
+                progress,
+                encoder=encoder,
+                patience=inversion_patience,
+            )
+            test_seqs, test_lat = _sequence_latents(
+                factor,
+                test_identities,
+                steps,
+                seed + 1,
+                generator,
+                work / factor / "test",
+                inversion_steps,
+                progress,
+                encoder=encoder,
+                patience=inversion_patience,
+            )
             attribute = ATTRIBUTE_OF.get(factor)
             axis = _axis_direction(axes, attribute) if attribute is not None else None
             curve = {}
             model = None
             for k in sizes:
-                model = train_delta([train_lat[:k]], work / factor / f"model-{k}", values=[train_seqs.values.tolist()],
-                                    factor=factor, generator=generator.name, seed=seed, resume=True,
-                                    progress=progress, **(train_kwargs or {}))
+                model = train_delta(
+                    [train_lat[:k]],
+                    work / factor / f"model-{k}",
+                    values=[train_seqs.values.tolist()],
+                    factor=factor,
+                    generator=generator.name,
+                    seed=seed,
+                    resume=True,
+                    progress=progress,
+                    **(train_kwargs or {}),
+                )
                 curve[str(k)] = evaluate_edit_methods(
-                    generator, classifier, factor=factor, train_latents=train_lat[:k], values=train_seqs.values,
-                    test_latents=test_lat, test_images=test_seqs.images,
-                    model=model, axis=axis, codes=codes)
-                log.info("%s, %d identities: learned %.2f dB, linear %.2f dB, headroom %.2f dB", factor, k,
-                         curve[str(k)]["learned"]["psnr_db"], curve[str(k)]["linear"]["psnr_db"],
-                         curve[str(k)]["headroom_db"])
-            results["factors"][factor] = {"values": train_seqs.values.tolist(), "by_identities": curve,
-                                          "best": curve[str(sizes[-1])]}
+                    generator,
+                    classifier,
+                    factor=factor,
+                    train_latents=train_lat[:k],
+                    values=train_seqs.values,
+                    test_latents=test_lat,
+                    test_images=test_seqs.images,
+                    model=model,
+                    axis=axis,
+                    codes=codes,
+                )
+                log.info(
+                    "%s, %d identities: learned %.2f dB, linear %.2f dB, headroom %.2f dB",
+                    factor,
+                    k,
+                    curve[str(k)]["learned"]["psnr_db"],
+                    curve[str(k)]["linear"]["psnr_db"],
+                    curve[str(k)]["headroom_db"],
+                )
+            results["factors"][factor] = {
+                "values": train_seqs.values.tolist(),
+                "by_identities": curve,
+                "best": curve[str(sizes[-1])],
+            }
             if grid_dir is not None:
                 path = Path(grid_dir) / f"grid-{factor}.png"
-                edit_grid(generator, model, train_lat[:sizes[-1]], train_seqs.values, test_lat, test_seqs.images, path)
+                edit_grid(
+                    generator,
+                    model,
+                    train_lat[: sizes[-1]],
+                    train_seqs.values,
+                    test_lat,
+                    test_seqs.images,
+                    path,
+                )
                 results["factors"][factor]["grid"] = path.name
     finally:
         if tmp is not None:
@@ -285,8 +407,16 @@ def evaluate_delta(generator, classifier=None, *, factors: Sequence[str] = DEFAU
     return results
 
 
-def edit_grid(generator, model: DeltaModel, train_latents: torch.Tensor, values: np.ndarray,
-              test_latents: torch.Tensor, test_images: torch.Tensor, path, identities: int = 3) -> Path:
+def edit_grid(
+    generator,
+    model: DeltaModel,
+    train_latents: torch.Tensor,
+    values: np.ndarray,
+    test_latents: torch.Tensor,
+    test_images: torch.Tensor,
+    path,
+    identities: int = 3,
+) -> Path:
     """PNG grid: per held-out identity three rows over the steps, all edited from the middle step:
     the true renders, the learned edits, the linear edits."""
     from tlgan.imaging import save_grid
@@ -300,13 +430,25 @@ def edit_grid(generator, model: DeltaModel, train_latents: torch.Tensor, values:
     with torch.no_grad():
         for t in range(min(identities, len(test_latents))):
             start = test_latents[t, mid][None].expand(n, d)
-            codes = model.encode(train_latents[:, mid][:, None].expand(-1, n, d).reshape(-1, d),
-                                 train_latents.reshape(-1, d)).reshape(len(train_latents), n, -1).mean(0)
+            codes = (
+                model.encode(
+                    train_latents[:, mid][:, None].expand(-1, n, d).reshape(-1, d),
+                    train_latents.reshape(-1, d),
+                )
+                .reshape(len(train_latents), n, -1)
+                .mean(0)
+            )
             learned = generator.synthesize(model.move(start, codes)).float().cpu()
             linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
             rows += [test_images[t], learned, linear]
     return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 
 
-__all__ = ["evaluate_delta", "evaluate_edit_methods", "ceiling_summary", "edit_grid", "DEFAULT_FACTORS",
-           "TARGET_GAIN_DB"]
+__all__ = [
+    "evaluate_delta",
+    "evaluate_edit_methods",
+    "ceiling_summary",
+    "edit_grid",
+    "DEFAULT_FACTORS",
+    "TARGET_GAIN_DB",
+]

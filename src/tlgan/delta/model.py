@@ -31,6 +31,7 @@ step from every training position (fitted after training, starting from the mean
 ``linear_direction``: the least-squares latent change per unit of factor over the same
 data, the best straight line, kept for comparison.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,8 +89,14 @@ class DeltaModel(nn.Module):
     how it was trained.
     """
 
-    def __init__(self, latent_shape: Sequence[int] = (512,), delta_dim: int = 8, hidden: int = 256,
-                 subspace: int = 0, info: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        latent_shape: Sequence[int] = (512,),
+        delta_dim: int = 8,
+        hidden: int = 256,
+        subspace: int = 0,
+        info: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.latent_shape = tuple(int(s) for s in latent_shape)
         if not self.latent_shape or any(s < 1 for s in self.latent_shape):
@@ -114,8 +121,12 @@ class DeltaModel(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"latent_shape": list(self.latent_shape), "delta_dim": self.delta_dim, "hidden": self.hidden,
-                "subspace": self.subspace}
+        return {
+            "latent_shape": list(self.latent_shape),
+            "delta_dim": self.delta_dim,
+            "hidden": self.hidden,
+            "subspace": self.subspace,
+        }
 
     @property
     def space(self) -> str:
@@ -133,9 +144,11 @@ class DeltaModel(nn.Module):
             latents = latents.float()
         k = len(self.latent_shape)
         if tuple(latents.shape[-k:]) != self.latent_shape or latents.ndim > k + 1:
-            raise TlganError(f"{name} of shape {tuple(latents.shape)} do not fit this edit, which takes latents of "
-                             f"shape {self.latent_shape} (space {self.space!r}, generator "
-                             f"{self.info.get('generator', 'unknown')!r}); use latents of that generator and space")
+            raise TlganError(
+                f"{name} of shape {tuple(latents.shape)} do not fit this edit, which takes latents of "
+                f"shape {self.latent_shape} (space {self.space!r}, generator "
+                f"{self.info.get('generator', 'unknown')!r}); use latents of that generator and space"
+            )
         lead = tuple(latents.shape[:-k])
         flat = latents.reshape(-1, self.dim)
         if not torch.isfinite(flat).all():
@@ -164,12 +177,16 @@ class DeltaModel(nn.Module):
             delta = delta.expand(len(b), -1)
         return b + self._residual(self.decoder(self._norm(b), delta))
 
-    def forward(self, a_i: torch.Tensor, a_j: torch.Tensor, b_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, a_i: torch.Tensor, a_j: torch.Tensor, b_i: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: (â_j, b̂_j), both (N, D)."""
         delta = self.encode(a_i, a_j)
         return self.move(a_i, delta), self.move(b_i, delta)
 
-    def edit(self, latents: torch.Tensor, alpha: float = 1.0, delta: torch.Tensor | None = None) -> torch.Tensor:
+    def edit(
+        self, latents: torch.Tensor, alpha: float = 1.0, delta: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``D(latent, alpha * Δ) + latent`` for each latent; same shape as ``latents``.
 
         ``delta`` defaults to :attr:`reference_delta` (one training step's change).
@@ -179,15 +196,21 @@ class DeltaModel(nn.Module):
         if code.reshape(-1).shape[0] != self.delta_dim:
             raise TlganError(f"delta has {code.numel()} values; this model's codes have {self.delta_dim}")
         with torch.no_grad():
-            out = self.move(flat.to(self.center.device), float(alpha) * code.reshape(-1).to(self.center.device))
+            out = self.move(
+                flat.to(self.center.device), float(alpha) * code.reshape(-1).to(self.center.device)
+            )
         return out.to(device=flat.device).reshape(*lead, *self.latent_shape)
 
 
 def save_delta(model: DeltaModel, directory: str | os.PathLike) -> Path:
     """Write ``DIR/model.safetensors`` (weights and buffers) and ``DIR/model.json`` (config + info)."""
     directory = Path(directory)
-    save_module(directory, model, {"format": FORMAT, "architecture": "DeltaModel", "kwargs": model.config,
-                                   "info": model.info}, name=MODEL_FILE)
+    save_module(
+        directory,
+        model,
+        {"format": FORMAT, "architecture": "DeltaModel", "kwargs": model.config, "info": model.info},
+        name=MODEL_FILE,
+    )
     return directory
 
 
@@ -198,11 +221,15 @@ def load_delta(directory: str | os.PathLike, device: str = "cpu") -> DeltaModel:
         path = path.parent
     config_path = path / f"{MODEL_FILE}.json"
     if not config_path.is_file():
-        raise TlganError(f"{path}: not a learned edit (no {MODEL_FILE}.json); train one with `tlgan delta train`")
+        raise TlganError(
+            f"{path}: not a learned edit (no {MODEL_FILE}.json); train one with `tlgan delta train`"
+        )
     config = read_json(config_path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise TlganError(f"{config_path}: not a learned edit (format {config.get('format') if isinstance(config, dict) else None!r}, "
-                         f"expected {FORMAT!r})")
+        raise TlganError(
+            f"{config_path}: not a learned edit (format {config.get('format') if isinstance(config, dict) else None!r}, "
+            f"expected {FORMAT!r})"
+        )
     try:
         model = DeltaModel(**config["kwargs"], info=config.get("info", {}))
     except (KeyError, TypeError) as exc:

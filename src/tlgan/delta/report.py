@@ -1,4 +1,5 @@
 """The learned-edit report: ``index.html`` (tables + edit grids) and ``delta-eval.json``."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,13 @@ from typing import Any
 
 from tlgan.io import atomic_path, write_json
 
-METHODS = (("learned", "learned edit E/D"), ("linear", "linear (LS line)"), ("axis", "classifier axis"),
-           ("no_edit", "no edit"), ("inversion", "inverted target (ceiling)"))
+METHODS = (
+    ("learned", "learned edit E/D"),
+    ("linear", "linear (LS line)"),
+    ("axis", "classifier axis"),
+    ("no_edit", "no edit"),
+    ("inversion", "inverted target (ceiling)"),
+)
 
 
 def _fmt(value, digits: int = 2, signed: bool = False) -> str:
@@ -32,31 +38,64 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
         if key not in best:
             continue
         m = best[key]
-        rows.append([html.escape(label), _fmt(m["psnr_db"]), _fmt(m.get("off_target_classifier"), 4),
-                     _fmt(m.get("off_target_identity"), 4), _fmt(m.get("factor_error"), 3)])
+        rows.append(
+            [
+                html.escape(label),
+                _fmt(m["psnr_db"]),
+                _fmt(m.get("off_target_classifier"), 4),
+                _fmt(m.get("off_target_identity"), 4),
+                _fmt(m.get("factor_error"), 3),
+            ]
+        )
     ceiling = best.get("headroom_db")
     note = ""
     if ceiling is not None:
-        note = (f" Headroom (inverted target minus linear): <b>{_fmt(ceiling, 2, True)} dB</b>, the most any edit of "
-                f"these latents could gain over the line.")
+        note = (
+            f" Headroom (inverted target minus linear): <b>{_fmt(ceiling, 2, True)} dB</b>, the most any edit of "
+            f"these latents could gain over the line."
+        )
         if best.get("target_above_ceiling"):
-            note += (f" A gain of +{best['target_gain_db']:g} dB is above that ceiling here: no edit of these "
-                     f"latents can reach it.")
-    parts = [f"<h2>{html.escape(factor)}</h2>",
-             f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
-             f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{note}</p>",
-             _table(["method", "PSNR vs true target (dB)", "off-target: classifier |Δp|",
-                     "off-target: identity factors", "error in the edited factor"], rows)]
-    curve = [[k, _fmt(v["learned"]["psnr_db"]), _fmt(v["linear"]["psnr_db"]), _fmt(v["gain_db"], 2, True),
-              _fmt(v.get("headroom_db"), 2, True)] for k, v in entry["by_identities"].items()]
-    parts += ["<h3>Learning curve</h3>", _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)",
-                                                 "headroom (dB)"], curve)]
+            note += (
+                f" A gain of +{best['target_gain_db']:g} dB is above that ceiling here: no edit of these "
+                f"latents can reach it."
+            )
+    parts = [
+        f"<h2>{html.escape(factor)}</h2>",
+        f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
+        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{note}</p>",
+        _table(
+            [
+                "method",
+                "PSNR vs true target (dB)",
+                "off-target: classifier |Δp|",
+                "off-target: identity factors",
+                "error in the edited factor",
+            ],
+            rows,
+        ),
+    ]
+    curve = [
+        [
+            k,
+            _fmt(v["learned"]["psnr_db"]),
+            _fmt(v["linear"]["psnr_db"]),
+            _fmt(v["gain_db"], 2, True),
+            _fmt(v.get("headroom_db"), 2, True),
+        ]
+        for k, v in entry["by_identities"].items()
+    ]
+    parts += [
+        "<h3>Learning curve</h3>",
+        _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)", "headroom (dB)"], curve),
+    ]
     grid = entry.get("grid")
     if grid and (out_dir / grid).is_file():
         data = base64.b64encode((out_dir / grid).read_bytes()).decode()
-        parts.append(f"<h3>Edits from the middle step</h3><p>Per held-out identity: the renderer's true images, "
-                     f"the learned edits, the linear edits.</p><img alt='edit grid {html.escape(factor)}' "
-                     f"src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h3>Edits from the middle step</h3><p>Per held-out identity: the renderer's true images, "
+            f"the learned edits, the linear edits.</p><img alt='edit grid {html.escape(factor)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
     return "".join(parts)
 
 
@@ -64,21 +103,29 @@ def write_delta_report(result: dict[str, Any], out_dir: str | os.PathLike) -> Pa
     """Write ``out_dir/delta-eval.json`` and ``out_dir/index.html`` from :func:`~tlgan.delta.evaluate.evaluate_delta`'s result."""
     out = Path(out_dir)
     write_json(out / "delta-eval.json", result)
-    intro = (f"<p>Generator {html.escape(str(result['generator']))}; {result['test_identities']} held-out identities, "
-             f"{result['steps']} steps per sequence, every ordered pair of steps as a requested change; training "
-             f"identities {', '.join(str(k) for k in result['train_identities'])}. Each edit is compared with the "
-             f"renderer's true image of the same identity with the requested change.</p>")
+    intro = (
+        f"<p>Generator {html.escape(str(result['generator']))}; {result['test_identities']} held-out identities, "
+        f"{result['steps']} steps per sequence, every ordered pair of steps as a requested change; training "
+        f"identities {', '.join(str(k) for k in result['train_identities'])}. Each edit is compared with the "
+        f"renderer's true image of the same identity with the requested change.</p>"
+    )
     if result.get("warp"):
-        intro += (f"<p><b>Synthetic check:</b> the generator sees its latent through the known curved warp "
-                  f"{html.escape(str(result['warp']))}, so the factors' paths bend; these figures describe that "
-                  f"warped toy, not the generator itself.</p>")
+        intro += (
+            f"<p><b>Synthetic check:</b> the generator sees its latent through the known curved warp "
+            f"{html.escape(str(result['warp']))}, so the factors' paths bend; these figures describe that "
+            f"warped toy, not the generator itself.</p>"
+        )
     sections = "".join(_factor_section(f, e, out) for f, e in result["factors"].items())
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}")
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>tlgan learned edits</title>"
-            f"<style>{style}</style></head><body><h1>Learned edits against the truth</h1>{intro}{sections}"
-            f"</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
+        "margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}"
+    )
+    page = (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>tlgan learned edits</title>"
+        f"<style>{style}</style></head><body><h1>Learned edits against the truth</h1>{intro}{sections}"
+        f"</body></html>\n"
+    )
     path = out / "index.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page)

@@ -15,6 +15,7 @@ Each step's draws come from a generator seeded by (seed, step) and the initial w
 from ``seed`` alone, so a run resumed from a checkpoint ends exactly where an
 uninterrupted run ends. Checkpoints (``OUT/checkpoint/``) are safetensors + JSON.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,18 @@ STREAM_NOISE = 22
 #: directions of what it leaves) or "pca" (the principal directions of the change alone).
 BASES = ("line", "pca")
 
-DEFAULTS = {"delta_dim": 8, "hidden": 256, "subspace": 8, "steps": 2000, "batch_size": 64, "lr": 1e-3, "noise": 0.05,
-            "lambda_a": 1.0, "lambda_b": 1.0, "basis": "line"}
+DEFAULTS = {
+    "delta_dim": 8,
+    "hidden": 256,
+    "subspace": 8,
+    "steps": 2000,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "noise": 0.05,
+    "lambda_a": 1.0,
+    "lambda_b": 1.0,
+    "basis": "line",
+}
 
 
 def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[Sequence[float]] | None):
@@ -54,16 +65,24 @@ def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[Sequen
     for k, latents in enumerate(latent_sets):
         latents = torch.as_tensor(latents).float()
         if latents.ndim < 3 or latents.shape[1] < 2:
-            raise TlganError(f"sequence set {k}: latents must be (K sequences, n >= 2 steps, *latent shape); got "
-                             f"shape {tuple(latents.shape)}")
+            raise TlganError(
+                f"sequence set {k}: latents must be (K sequences, n >= 2 steps, *latent shape); got "
+                f"shape {tuple(latents.shape)}"
+            )
         if shape is None:
             shape = tuple(latents.shape[2:])
         elif tuple(latents.shape[2:]) != shape:
-            raise TlganError(f"sequence set {k} has latents of shape {tuple(latents.shape[2:])}, the first set "
-                             f"{shape}; all sets must come from the same generator and space")
+            raise TlganError(
+                f"sequence set {k} has latents of shape {tuple(latents.shape[2:])}, the first set "
+                f"{shape}; all sets must come from the same generator and space"
+            )
         if not torch.isfinite(latents).all():
             raise TlganError(f"sequence set {k}: latents hold NaN or infinite values")
-        v = list(range(latents.shape[1])) if value_sets is None or value_sets[k] is None else list(value_sets[k])
+        v = (
+            list(range(latents.shape[1]))
+            if value_sets is None or value_sets[k] is None
+            else list(value_sets[k])
+        )
         if len(v) != latents.shape[1]:
             raise TlganError(f"sequence set {k}: {len(v)} factor values for {latents.shape[1]} steps")
         sets.append(latents.reshape(latents.shape[0], latents.shape[1], -1))
@@ -95,8 +114,9 @@ def _rank(sets: list[torch.Tensor]) -> int:
     return sum(int(x.shape[0]) * (int(x.shape[1]) - 1) for x in sets)
 
 
-def change_basis(sets: Sequence[torch.Tensor], r: int,
-                 values: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+def change_basis(
+    sets: Sequence[torch.Tensor], r: int, values: Sequence[torch.Tensor] | None = None
+) -> torch.Tensor:
     """The r leading principal directions (r, D) of the latents' variation within sequences.
 
     Each sequence is centred on its own mean, so only what changes along the sequences
@@ -106,7 +126,9 @@ def change_basis(sets: Sequence[torch.Tensor], r: int,
     between steps in directions the image barely depends on, and on a few sequences that
     wander can outweigh the factor's own direction in a plain principal analysis.
     """
-    centred = torch.cat([(x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]) for x in sets]).to(torch.float64)
+    centred = torch.cat([(x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]) for x in sets]).to(
+        torch.float64
+    )
     if values is None:
         _, _, vh = torch.linalg.svd(centred, full_matrices=False)
         basis = vh[:r]
@@ -115,7 +137,7 @@ def change_basis(sets: Sequence[torch.Tensor], r: int,
         line = line / line.norm().clamp_min(1e-12)
         rest = centred - (centred @ line)[:, None] * line[None]
         _, _, vh = torch.linalg.svd(rest, full_matrices=False)
-        basis = torch.cat([line[None], vh[:r - 1]])
+        basis = torch.cat([line[None], vh[: r - 1]])
         basis, _ = torch.linalg.qr(basis.T)  # re-orthonormalise against rounding
         basis = basis.T
     # Fix each direction's sign (the largest entry positive) so the basis depends on the data only.
@@ -157,8 +179,9 @@ def _draw(sets: list[torch.Tensor], batch_size: int, g: torch.Generator):
     return [torch.cat(t)[perm] for t in (a_i, a_j, b_i, b_j)]
 
 
-def fit_codes(model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init: torch.Tensor,
-              iterations: int = 200) -> torch.Tensor:
+def fit_codes(
+    model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init: torch.Tensor, iterations: int = 200
+) -> torch.Tensor:
     """Codes that best make the given changes with the networks fixed: (C, delta_dim).
 
     ``starts`` and ``ends`` (C, K, D) are K examples of each of C changes and ``init``
@@ -187,7 +210,9 @@ def fit_codes(model: DeltaModel, starts: torch.Tensor, ends: torch.Tensor, init:
     return code.detach()
 
 
-def _reference(model: DeltaModel, sets: list[torch.Tensor], values: list[torch.Tensor], iterations: int = 200):
+def _reference(
+    model: DeltaModel, sets: list[torch.Tensor], values: list[torch.Tensor], iterations: int = 200
+):
     """The one code that best makes one step from every training position, and its factor change.
 
     :func:`fit_codes` over every consecutive step, from the mean code of those steps.
@@ -201,15 +226,31 @@ def _reference(model: DeltaModel, sets: list[torch.Tensor], values: list[torch.T
     return code, float(steps.mean())
 
 
-def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequence[Sequence[float]] | None = None,
-                factor: str | None = None, space: str = "z", generator: str | None = None,
-                steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
-                delta_dim: int = DEFAULTS["delta_dim"], hidden: int = DEFAULTS["hidden"],
-                subspace: int = DEFAULTS["subspace"],
-                noise: float = DEFAULTS["noise"], lambda_a: float = DEFAULTS["lambda_a"],
-                lambda_b: float = DEFAULTS["lambda_b"], basis: str = DEFAULTS["basis"], seed: int = 0, checkpoint_every: int = 500,
-                resume: bool = False, progress: bool = True, info: dict[str, Any] | None = None,
-                on_step: Callable[[int], None] | None = None) -> DeltaModel:
+def train_delta(
+    latent_sets: Sequence[torch.Tensor],
+    out_dir,
+    *,
+    values: Sequence[Sequence[float]] | None = None,
+    factor: str | None = None,
+    space: str = "z",
+    generator: str | None = None,
+    steps: int = DEFAULTS["steps"],
+    batch_size: int = DEFAULTS["batch_size"],
+    lr: float = DEFAULTS["lr"],
+    delta_dim: int = DEFAULTS["delta_dim"],
+    hidden: int = DEFAULTS["hidden"],
+    subspace: int = DEFAULTS["subspace"],
+    noise: float = DEFAULTS["noise"],
+    lambda_a: float = DEFAULTS["lambda_a"],
+    lambda_b: float = DEFAULTS["lambda_b"],
+    basis: str = DEFAULTS["basis"],
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+    info: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> DeltaModel:
     """Train E and D on ``latent_sets`` (each (K, n, *latent shape): K sequences of n steps)
     and save the model to ``out_dir`` (model.json + model.safetensors, training.json).
 
@@ -228,13 +269,28 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequenc
         raise TlganError(f"basis must be one of {', '.join(BASES)}, not {basis!r}")
     sets, value_sets, shape = _check_sets(latent_sets, values)
     out_dir = Path(out_dir)
-    settings = {"steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "delta_dim": int(delta_dim),
-                "hidden": int(hidden), "subspace": int(subspace), "noise": float(noise), "lambda_a": float(lambda_a),
-                "lambda_b": float(lambda_b), "basis": str(basis), "seed": int(seed),
-                "data": _fingerprint(sets, value_sets)}
+    settings = {
+        "steps": int(steps),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "delta_dim": int(delta_dim),
+        "hidden": int(hidden),
+        "subspace": int(subspace),
+        "noise": float(noise),
+        "lambda_a": float(lambda_a),
+        "lambda_b": float(lambda_b),
+        "basis": str(basis),
+        "seed": int(seed),
+        "data": _fingerprint(sets, value_sets),
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # initial weights depend on the seed only
-        model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())))
+        model = DeltaModel(
+            shape,
+            delta_dim=delta_dim,
+            hidden=hidden,
+            subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())),
+        )
     everything = torch.cat([x.reshape(-1, x.shape[-1]) for x in sets])
     model.center.copy_(everything.mean(0))
     model.scale.copy_((everything - everything.mean(0)).pow(2).mean().sqrt().clamp_min(1e-8))
@@ -244,14 +300,20 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequenc
     start, history = 0, []
     if has_checkpoint(out_dir):
         if not resume:
-            raise TlganError(f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
-                             f"use a new --out folder")
-        manifest = load_checkpoint(out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False)
+            raise TlganError(
+                f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
+                f"use a new --out folder"
+            )
+        manifest = load_checkpoint(
+            out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
+        )
         # Checkpoints from before the basis was a setting used the plain principal directions.
         diff = settings_mismatch(manifest["info"].get("settings", {}), settings, introduced={"basis": "pca"})
         if diff:
-            raise TlganError(f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
-                             f"pass the same ones, or train into a new --out folder")
+            raise TlganError(
+                f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
+                f"pass the same ones, or train into a new --out folder"
+            )
         start, history = int(manifest["step"]), list(manifest["info"].get("history", []))
         log.info("resuming learned-edit training at step %d of %d", start, steps)
     elif resume:
@@ -260,8 +322,14 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequenc
     scale2 = float(model.scale) ** 2
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(range(start, steps), desc="training learned edit", unit="step", initial=start, total=steps,
-               disable=None if progress else True)
+    bar = tqdm(
+        range(start, steps),
+        desc="training learned edit",
+        unit="step",
+        initial=start,
+        total=steps,
+        disable=None if progress else True,
+    )
     log_every = max(1, steps // 100)
     for step in bar:
         set_lr(opt, cosine_lr(step, steps, lr, warmup=warmup))
@@ -288,8 +356,13 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequenc
             history.append(record)
             bar.set_postfix(loss_a=f"{record['loss_a']:.4f}", loss_b=f"{record['loss_b']:.4f}")
         if (step + 1) % max(1, checkpoint_every) == 0 and step + 1 < steps:
-            save_checkpoint(out_dir, step=step + 1, modules={"delta": model}, optimizers={"adam": opt},
-                            info={"settings": settings, "history": history})
+            save_checkpoint(
+                out_dir,
+                step=step + 1,
+                modules={"delta": model},
+                optimizers={"adam": opt},
+                info={"settings": settings, "history": history},
+            )
         if on_step is not None:
             on_step(step + 1)
     bar.close()
@@ -297,14 +370,29 @@ def train_delta(latent_sets: Sequence[torch.Tensor], out_dir, *, values: Sequenc
     reference, unit = _reference(model, sets, value_sets)
     model.reference_delta.copy_(reference)
     model.linear_direction.copy_(linear_direction(sets, value_sets))
-    summary = {"resumed_from": start, "seconds": round(time.perf_counter() - t0, 2),
-               "final": history[-1] if history else {}}
-    model.info = {"factor": factor, "unit": unit, "values": [v.tolist() for v in value_sets], "space": space,
-                  "generator": generator, "sequences": [int(x.shape[0]) for x in sets],
-                  "training": {**settings, **summary}, **(info or {})}
+    summary = {
+        "resumed_from": start,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "final": history[-1] if history else {},
+    }
+    model.info = {
+        "factor": factor,
+        "unit": unit,
+        "values": [v.tolist() for v in value_sets],
+        "space": space,
+        "generator": generator,
+        "sequences": [int(x.shape[0]) for x in sets],
+        "training": {**settings, **summary},
+        **(info or {}),
+    }
     save_delta(model, out_dir)
-    save_checkpoint(out_dir, step=steps, modules={"delta": model}, optimizers={"adam": opt},
-                    info={"settings": settings, "history": history})
+    save_checkpoint(
+        out_dir,
+        step=steps,
+        modules={"delta": model},
+        optimizers={"adam": opt},
+        info={"settings": settings, "history": history},
+    )
     write_json(out_dir / "training.json", {"settings": settings, "summary": summary, "history": history})
     log.info("learned edit saved to %s (%s, %d steps)", out_dir, factor or "unnamed factor", steps)
     return model

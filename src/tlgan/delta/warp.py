@@ -12,6 +12,7 @@ path of a factor is the straight world path pulled back through the warp, which 
 This is an evaluation device (``tlgan delta eval --warp bend:0.3``), not a generator to edit
 with: numbers measured through it describe the warped toy, not the bundled generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,14 +63,16 @@ class BendWarp(nn.Module):
         if not torch.allclose(gram, torch.eye(len(axes), dtype=torch.float64), atol=1e-5):
             raise TlganError("the bent axes must be orthonormal")
         if abs(float(into.norm()) - 1) > 1e-5 or float((axes @ into).abs().max()) > 1e-5:
-            raise TlganError("the direction bent into must be a unit vector orthogonal to the bent axes; otherwise "
-                             "the warp is not invertible")
+            raise TlganError(
+                "the direction bent into must be a unit vector orthogonal to the bent axes; otherwise "
+                "the warp is not invertible"
+            )
         self.strength = float(strength)
         self.register_buffer("axes", axes.float())
         self.register_buffer("into", into.float())
 
     def _bend(self, x: torch.Tensor) -> torch.Tensor:
-        coords = x.to(torch.float64) @ self.axes.to(torch.float64).T        # (N, M)
+        coords = x.to(torch.float64) @ self.axes.to(torch.float64).T  # (N, M)
         return (self.strength * coords.pow(2).sum(1, keepdim=True) * self.into.to(torch.float64)).to(x.dtype)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -94,19 +97,24 @@ def parse_warp(spec: str, factors: Sequence[str] = DEFAULT_BENT) -> BendWarp | N
     except ValueError:
         strength = None
     if strength is None or not math.isfinite(strength):
-        raise TlganError(f"cannot read warp {spec!r}; write bend:STRENGTH or bend:STRENGTH:ATTRIBUTE, e.g. bend:0.3 "
-                         f"(or none)")
+        raise TlganError(
+            f"cannot read warp {spec!r}; write bend:STRENGTH or bend:STRENGTH:ATTRIBUTE, e.g. bend:0.3 "
+            f"(or none)"
+        )
     into_name = m.group(2) or DEFAULT_INTO
     if into_name not in world.ATTRIBUTES:
-        raise TlganError(f"warp {spec!r}: {into_name!r} is not a toyfaces attribute; one of "
-                         f"{', '.join(world.ATTRIBUTES)}")
+        raise TlganError(
+            f"warp {spec!r}: {into_name!r} is not a toyfaces attribute; one of {', '.join(world.ATTRIBUTES)}"
+        )
     axes = torch.stack([factor_axis(f) for f in factors]).double()
     into = world.true_directions()[world.ATTRIBUTES.index(into_name)].double()
     # q must be orthogonal to every bent axis: keep its part outside their span.
     into = into - axes.T @ (axes @ into)
     if float(into.norm()) < 1e-3:
-        raise TlganError(f"warp {spec!r}: {into_name} lies in the span of the bent factors' axes; bend into another "
-                         f"attribute")
+        raise TlganError(
+            f"warp {spec!r}: {into_name} lies in the span of the bent factors' axes; bend into another "
+            f"attribute"
+        )
     return BendWarp(axes, into / into.norm(), strength)
 
 
@@ -122,8 +130,10 @@ class WarpedGenerator(Generator):
     def __init__(self, inner: Generator, warp: BendWarp, spec: str = "warp"):
         super().__init__()
         if warp.into.numel() != inner.z_dim:
-            raise TlganError(f"the warp acts on {warp.into.numel()}-d latents, generator {inner.name!r} takes "
-                             f"{inner.z_dim}-d z")
+            raise TlganError(
+                f"the warp acts on {warp.into.numel()}-d latents, generator {inner.name!r} takes "
+                f"{inner.z_dim}-d z"
+            )
         self.inner = inner
         self.warp = warp
         self.name = f"{inner.name}+{spec}"
@@ -166,8 +176,10 @@ def warped(generator: Generator, spec: str, factors: Sequence[str] = DEFAULT_BEN
     if warp is None:
         return generator, "auto"
     if getattr(generator, "z_dim", None) != world.Z_DIM:
-        raise TlganError(f"--warp bends the toyfaces world's latent; generator {generator.name!r} has "
-                         f"z_dim {getattr(generator, 'z_dim', None)}, not {world.Z_DIM}")
+        raise TlganError(
+            f"--warp bends the toyfaces world's latent; generator {generator.name!r} has "
+            f"z_dim {getattr(generator, 'z_dim', None)}, not {world.Z_DIM}"
+        )
     from tlgan.inversion.optimize import encoder_for
 
     wrapped = WarpedGenerator(generator, warp.to(generator.device), spec=str(spec).strip())
@@ -175,4 +187,12 @@ def warped(generator: Generator, spec: str, factors: Sequence[str] = DEFAULT_BEN
     return wrapped, (None if inner_encoder is None else WarpedEncoder(inner_encoder, wrapped.warp))
 
 
-__all__ = ["BendWarp", "WarpedGenerator", "WarpedEncoder", "parse_warp", "warped", "factor_axis", "DEFAULT_BENT"]
+__all__ = [
+    "BendWarp",
+    "WarpedGenerator",
+    "WarpedEncoder",
+    "parse_warp",
+    "warped",
+    "factor_axis",
+    "DEFAULT_BENT",
+]

@@ -5,6 +5,7 @@ attributes fixed; ``interpolate`` lays out the points of a straight walk for gri
 Amounts and steps are distances in latent units along unit directions (a standard-normal z has
 unit variance along any unit direction, so an amount of 2 is two standard deviations).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -26,8 +27,15 @@ def _latent_tensor(latent, name: str = "latent") -> torch.Tensor:
     return latent
 
 
-def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = (), *,
-                 space: str | None = None, layers: Sequence[int] | None = None) -> torch.Tensor:
+def edit_latents(
+    latents,
+    axes: FeatureAxes,
+    amounts: Mapping[str, float],
+    locks: Sequence[str] = (),
+    *,
+    space: str | None = None,
+    layers: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Move ``latents`` along attribute axes; returns the same shape and dtype.
 
     ``z' = z + sum_a amounts[a] * u_a`` where ``u_a`` is axis ``a`` made orthogonal to every
@@ -51,16 +59,22 @@ def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks
         if layers is not None:
             raise TlganError(f"layers apply to wp latents edited with w axes; these latents are in {space!r}")
         if latents.ndim not in (1, 2) or latents.shape[-1] != axes.dim:
-            raise TlganError(f"latents of shape {tuple(latents.shape)} do not fit these axes: the axes have size "
-                             f"{axes.dim} (space {axes.space!r}), the latents size "
-                             f"{latents.shape[-1] if latents.ndim else 0}; use axes fitted for this generator and space")
+            raise TlganError(
+                f"latents of shape {tuple(latents.shape)} do not fit these axes: the axes have size "
+                f"{axes.dim} (space {axes.space!r}), the latents size "
+                f"{latents.shape[-1] if latents.ndim else 0}; use axes fitted for this generator and space"
+            )
     elif space == "wp" and axes.space == "w":
         if latents.ndim not in (2, 3) or latents.shape[-1] != axes.dim:
-            raise TlganError(f"wp latents must be (num_ws, {axes.dim}) or (N, num_ws, {axes.dim}) for these w axes; "
-                             f"got shape {tuple(latents.shape)}")
+            raise TlganError(
+                f"wp latents must be (num_ws, {axes.dim}) or (N, num_ws, {axes.dim}) for these w axes; "
+                f"got shape {tuple(latents.shape)}"
+            )
     else:
-        raise TlganError(f"axes fitted in {axes.space!r} cannot move latents of space {space!r}; fit axes in "
-                         f"{space if space != 'wp' else 'w'!r} (`tlgan sample --space ...` then `tlgan fit`)")
+        raise TlganError(
+            f"axes fitted in {axes.space!r} cannot move latents of space {space!r}; fit axes in "
+            f"{space if space != 'wp' else 'w'!r} (`tlgan sample --space ...` then `tlgan fit`)"
+        )
     delta = edit_direction(axes, amounts, locks).to(device=latents.device, dtype=latents.dtype)
     if space != "wp" or axes.space != "w":
         return latents + delta
@@ -74,7 +88,9 @@ def edit_latents(latents, axes: FeatureAxes, amounts: Mapping[str, float], locks
     return latents + mask * delta
 
 
-def edit_direction(axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = ()) -> torch.Tensor:
+def edit_direction(
+    axes: FeatureAxes, amounts: Mapping[str, float], locks: Sequence[str] = ()
+) -> torch.Tensor:
     """The move ``sum_a amounts[a] * u_a`` of :func:`edit_latents`, (D,) float64."""
     if isinstance(locks, str):
         locks = [locks]
@@ -94,17 +110,26 @@ def edit_direction(axes: FeatureAxes, amounts: Mapping[str, float], locks: Seque
             try:
                 direction = project_out(direction, axes.vectors[others])
             except TlganError as exc:
-                raise TlganError(f"cannot move {name!r} with {', '.join(repr(l) for l in locks if l != name)} locked: "
-                                 f"{exc}") from None
+                raise TlganError(
+                    f"cannot move {name!r} with {', '.join(repr(l) for l in locks if l != name)} locked: "
+                    f"{exc}"
+                ) from None
         else:
             direction = direction / direction.norm()
         delta += amount * direction
     return delta
 
 
-def edit_latents_grid(latent: torch.Tensor, axes: FeatureAxes, attributes: Sequence[str], steps: Sequence[float],
-                      locks: Sequence[str] = (), *, space: str | None = None,
-                      layers: Sequence[int] | None = None) -> torch.Tensor:
+def edit_latents_grid(
+    latent: torch.Tensor,
+    axes: FeatureAxes,
+    attributes: Sequence[str],
+    steps: Sequence[float],
+    locks: Sequence[str] = (),
+    *,
+    space: str | None = None,
+    layers: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Latents for a grid: one row per attribute, one column per step. Returns (R*C, *latent.shape)."""
     rows = []
     for name in attributes:
@@ -117,19 +142,27 @@ def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: str 
     """Axes must come from the same generator (by name) and have its latent size."""
     names = {generator.name, generator_spec} - {None}
     if axes.generator not in names and axes.generator != "unknown":
-        raise TlganError(f"these axes were fitted for generator {axes.generator!r}, not {generator_spec or generator.name!r}; "
-                         f"fit axes for this generator with `tlgan sample` + `tlgan fit`")
+        raise TlganError(
+            f"these axes were fitted for generator {axes.generator!r}, not {generator_spec or generator.name!r}; "
+            f"fit axes for this generator with `tlgan sample` + `tlgan fit`"
+        )
     dim = generator.latent_dim(axes.space)
     if axes.dim != dim:
-        raise TlganError(f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}")
+        raise TlganError(
+            f"axes have size {axes.dim} but generator {generator.name!r} space {axes.space!r} has size {dim}"
+        )
 
 
 @torch.inference_mode()
-def render(generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64) -> torch.Tensor:
+def render(
+    generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64
+) -> torch.Tensor:
     """Images (N, 3, R, R) in [-1, 1] for latents (N, *latent_shape(space)), in batches, on the CPU."""
     device = generator.device
-    parts = [generator.synthesize(latents[i:i + batch_size].to(device), space).float().cpu()
-             for i in range(0, len(latents), batch_size)]
+    parts = [
+        generator.synthesize(latents[i : i + batch_size].to(device), space).float().cpu()
+        for i in range(0, len(latents), batch_size)
+    ]
     return torch.cat(parts)
 
 
@@ -144,8 +177,10 @@ def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
     if latent.ndim == 2 and latent.shape[0] == 1:
         latent = latent[0]
     if latent.ndim != 1 or direction.reshape(-1).shape != latent.shape:
-        raise TlganError(f"interpolate needs a latent (D,) and a direction of the same size; got shapes "
-                         f"{tuple(latent.shape)} and {tuple(direction.shape)}")
+        raise TlganError(
+            f"interpolate needs a latent (D,) and a direction of the same size; got shapes "
+            f"{tuple(latent.shape)} and {tuple(direction.shape)}"
+        )
     direction = direction.reshape(-1)
     steps_t = torch.as_tensor([float(s) for s in steps], dtype=torch.float64)
     if steps_t.numel() == 0:

@@ -19,6 +19,7 @@ The measures:
 - :func:`learning_curve`: cosine of fitted axes to the true ones against the sample count.
 - :func:`compare_methods`: several finders' axes side by side.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,9 +59,16 @@ def _as_tensor(values, name: str, ndim: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- fitting helpers
-def fit_methods(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], methods: Sequence[str], *,
-                space: str = "z", generator: str = "unknown",
-                finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, FeatureAxes]:
+def fit_methods(
+    latents: torch.Tensor,
+    scores: torch.Tensor,
+    attributes: Sequence[str],
+    methods: Sequence[str],
+    *,
+    space: str = "z",
+    generator: str = "unknown",
+    finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, FeatureAxes]:
     """Fit one set of axes per finder name in ``methods`` on the same samples.
 
     ``finder_kwargs`` maps a method name to its constructor arguments (e.g. ``{"svm": {"ratio": 0.05}}``).
@@ -83,13 +91,23 @@ def separability_from_svm(svm_axes: FeatureAxes) -> dict[str, dict[str, float | 
     out = {}
     for name in svm_axes.attributes:
         metrics = svm_axes.metrics.get(name, {})
-        out[name] = {key: (_finite(metrics[key]) if key in metrics else None)
-                     for key in ("val_accuracy", "remaining_accuracy", "n_train")}
+        out[name] = {
+            key: (_finite(metrics[key]) if key in metrics else None)
+            for key in ("val_accuracy", "remaining_accuracy", "n_train")
+        }
     return out
 
 
-def separability(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], *, ratio: float = 0.02,
-                 val_fraction: float = 0.3, C: float = 1.0, seed: int = 0) -> dict[str, dict[str, float | None]]:
+def separability(
+    latents: torch.Tensor,
+    scores: torch.Tensor,
+    attributes: Sequence[str],
+    *,
+    ratio: float = 0.02,
+    val_fraction: float = 0.3,
+    C: float = 1.0,
+    seed: int = 0,
+) -> dict[str, dict[str, float | None]]:
     """InterFaceGAN's separability table: per attribute, the SVM finder's accuracies.
 
     ``val_accuracy`` is measured on the held-out part of the top/bottom ``ratio`` of samples by
@@ -139,7 +157,10 @@ def axis_geometry(axes: FeatureAxes, locks: Sequence[str] = ()) -> dict[str, Any
         others = [j for j in lock_idx if j != i]
         if not others:
             continue
-        to_locks[name] = {"before": float(before[i, others].abs().max()), "after": float(after[i, others].abs().max())}
+        to_locks[name] = {
+            "before": float(before[i, others].abs().max()),
+            "after": float(after[i, others].abs().max()),
+        }
     return {
         "attributes": list(axes.attributes),
         "locks": locks,
@@ -174,9 +195,12 @@ def _matrix_list(matrix: torch.Tensor) -> list[list[float | None]]:
     return [[_finite(v) for v in row] for row in matrix.tolist()]
 
 
-def compare_correlations(generated_labels: torch.Tensor, generated_attributes: Sequence[str],
-                         data_labels: torch.Tensor | None = None,
-                         data_attributes: Sequence[str] | None = None) -> dict[str, Any]:
+def compare_correlations(
+    generated_labels: torch.Tensor,
+    generated_attributes: Sequence[str],
+    data_labels: torch.Tensor | None = None,
+    data_attributes: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Attribute correlations of generated samples, and of a labelled data set when given.
 
     ``generated_labels`` (N, A) and ``data_labels`` (M, B) are binary. The data set is compared
@@ -187,14 +211,18 @@ def compare_correlations(generated_labels: torch.Tensor, generated_attributes: S
     generated_labels = _as_tensor(generated_labels, "generated labels", 2)
     generated_attributes = list(generated_attributes)
     if generated_labels.shape[1] != len(generated_attributes):
-        raise TlganError(f"generated labels have {generated_labels.shape[1]} columns but {len(generated_attributes)} "
-                         f"attribute names were given")
+        raise TlganError(
+            f"generated labels have {generated_labels.shape[1]} columns but {len(generated_attributes)} "
+            f"attribute names were given"
+        )
     gen_corr = label_correlation(generated_labels)
     out: dict[str, Any] = {
         "attributes": generated_attributes,
         "generated": _matrix_list(gen_corr),
-        "generated_frequency": {a: float(f) for a, f in zip(generated_attributes,
-                                                             generated_labels.float().mean(0).tolist(), strict=True)},
+        "generated_frequency": {
+            a: float(f)
+            for a, f in zip(generated_attributes, generated_labels.float().mean(0).tolist(), strict=True)
+        },
         "n_generated": int(len(generated_labels)),
     }
     if data_labels is None:
@@ -202,41 +230,57 @@ def compare_correlations(generated_labels: torch.Tensor, generated_attributes: S
     data_labels = _as_tensor(data_labels, "data labels", 2)
     data_attributes = list(data_attributes or [])
     if data_labels.shape[1] != len(data_attributes):
-        raise TlganError(f"data labels have {data_labels.shape[1]} columns but {len(data_attributes)} attribute names "
-                         f"were given")
+        raise TlganError(
+            f"data labels have {data_labels.shape[1]} columns but {len(data_attributes)} attribute names "
+            f"were given"
+        )
     common = [a for a in generated_attributes if a in data_attributes]
     if len(common) < 2:
-        raise TlganError(f"the labelled data shares {len(common)} attribute(s) with the generated samples "
-                         f"({', '.join(common) or 'none'}); it needs at least 2 to compare correlations: "
-                         f"give a data folder labelled with the classifier's attributes "
-                         f"({', '.join(generated_attributes[:5])}, ...)")
+        raise TlganError(
+            f"the labelled data shares {len(common)} attribute(s) with the generated samples "
+            f"({', '.join(common) or 'none'}); it needs at least 2 to compare correlations: "
+            f"give a data folder labelled with the classifier's attributes "
+            f"({', '.join(generated_attributes[:5])}, ...)"
+        )
     gen_idx = [generated_attributes.index(a) for a in common]
     data_idx = [data_attributes.index(a) for a in common]
     gen_common = gen_corr[gen_idx][:, gen_idx].to(torch.float64)
     data_corr = label_correlation(data_labels[:, data_idx]).to(torch.float64)
     diff = gen_common - data_corr
     off = ~torch.eye(len(common), dtype=torch.bool) & torch.isfinite(diff)
-    out.update({
-        "common_attributes": common,
-        "generated_common": _matrix_list(gen_common),
-        "data": _matrix_list(data_corr),
-        "difference": _matrix_list(diff),
-        "data_frequency": {a: float(f) for a, f in zip(common, data_labels[:, data_idx].float().mean(0).tolist(), strict=True)},
-        "n_data": int(len(data_labels)),
-        "mean_abs_difference": float(diff[off].abs().mean()) if off.any() else None,
-        "max_abs_difference": float(diff[off].abs().max()) if off.any() else None,
-    })
+    out.update(
+        {
+            "common_attributes": common,
+            "generated_common": _matrix_list(gen_common),
+            "data": _matrix_list(data_corr),
+            "difference": _matrix_list(diff),
+            "data_frequency": {
+                a: float(f)
+                for a, f in zip(common, data_labels[:, data_idx].float().mean(0).tolist(), strict=True)
+            },
+            "n_data": int(len(data_labels)),
+            "mean_abs_difference": float(diff[off].abs().mean()) if off.any() else None,
+            "max_abs_difference": float(diff[off].abs().max()) if off.any() else None,
+        }
+    )
     return out
 
 
 # --------------------------------------------------------------------------- edit effect
 @torch.inference_mode()
-def classifier_probabilities(generator: Generator, classifier: Classifier, latents: torch.Tensor, *,
-                             space: str = "z", batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+def classifier_probabilities(
+    generator: Generator,
+    classifier: Classifier,
+    latents: torch.Tensor,
+    *,
+    space: str = "z",
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> torch.Tensor:
     """sigmoid(classifier(generator(latents))): (N, C) float64 on CPU, in batches of ``batch_size``."""
     parts = []
     for start in range(0, len(latents), batch_size):
-        images = generator.synthesize(latents[start:start + batch_size].to(device), space)
+        images = generator.synthesize(latents[start : start + batch_size].to(device), space)
         parts.append(classifier.probabilities(images).double().cpu())
     return torch.cat(parts)
 
@@ -245,14 +289,27 @@ def _summarise_axis(change: torch.Tensor, target: int | None, names: Sequence[st
     """change (S, C) mean probability changes for one axis -> the per-axis entry of edit_effect."""
     entry: dict[str, Any] = {"change": [[float(v) for v in row] for row in change.tolist()]}
     if target is None:
-        entry.update({"target_change": None, "largest_off_target": None, "largest_off_target_attribute": None,
-                      "mean_off_target": None, "ratio": None})
+        entry.update(
+            {
+                "target_change": None,
+                "largest_off_target": None,
+                "largest_off_target_attribute": None,
+                "mean_off_target": None,
+                "ratio": None,
+            }
+        )
         return entry
     off = [c for c in range(change.shape[1]) if c != target]
     entry["target_change"] = [float(v) for v in change[:, target]]
     if not off:
-        entry.update({"largest_off_target": None, "largest_off_target_attribute": None, "mean_off_target": None,
-                      "ratio": None})
+        entry.update(
+            {
+                "largest_off_target": None,
+                "largest_off_target_attribute": None,
+                "mean_off_target": None,
+                "ratio": None,
+            }
+        )
         return entry
     off_change = change[:, off]
     worst = off_change.abs().argmax(dim=1)
@@ -267,24 +324,50 @@ def _summarise_axis(change: torch.Tensor, target: int | None, names: Sequence[st
     return entry
 
 
-def _axis_changes(generator, classifier, axes, base_latents, base_probs, names, steps, locks, space, batch_size,
-                  device, progress, desc) -> dict[str, dict[str, Any]]:
+def _axis_changes(
+    generator,
+    classifier,
+    axes,
+    base_latents,
+    base_probs,
+    names,
+    steps,
+    locks,
+    space,
+    batch_size,
+    device,
+    progress,
+    desc,
+) -> dict[str, dict[str, Any]]:
     from tlgan.editing.edit import edit_latents
 
     out = {}
     for name in tqdm(names, desc=desc, disable=not progress, leave=False):
-        moved = torch.cat([edit_latents(base_latents, axes, {name: float(step)}, list(locks)) for step in steps])
-        probs = classifier_probabilities(generator, classifier, moved, space=space, batch_size=batch_size,
-                                         device=device)
+        moved = torch.cat(
+            [edit_latents(base_latents, axes, {name: float(step)}, list(locks)) for step in steps]
+        )
+        probs = classifier_probabilities(
+            generator, classifier, moved, space=space, batch_size=batch_size, device=device
+        )
         change = (probs.view(len(steps), len(base_latents), -1) - base_probs[None]).mean(dim=1)
         target = classifier.attributes.index(name) if name in classifier.attributes else None
         out[name] = _summarise_axis(change, target, list(classifier.attributes))
     return out
 
 
-def edit_effect(generator: Generator, classifier: Classifier, axes: FeatureAxes, latents: torch.Tensor,
-                steps: Sequence[float] = (-2.0, 2.0), locks: Sequence[str] = (), *, batch_size: int = 64,
-                device: str = "cpu", progress: bool = False, beard_male: bool = True) -> dict[str, Any]:
+def edit_effect(
+    generator: Generator,
+    classifier: Classifier,
+    axes: FeatureAxes,
+    latents: torch.Tensor,
+    steps: Sequence[float] = (-2.0, 2.0),
+    locks: Sequence[str] = (),
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+    beard_male: bool = True,
+) -> dict[str, Any]:
     """What moving along each axis does to every attribute the classifier reads.
 
     For each axis a and each step s, every one of the M faces ``latents`` (M, D) is moved to
@@ -317,41 +400,70 @@ def edit_effect(generator: Generator, classifier: Classifier, axes: FeatureAxes,
         axes.index(name)  # unknown lock -> TlganError with close matches
     space = axes.space
     names = list(axes.attributes)
-    base = classifier_probabilities(generator, classifier, latents, space=space, batch_size=batch_size, device=device)
-    common = dict(base_latents=latents, base_probs=base, steps=steps, space=space, batch_size=batch_size,
-                  device=device, progress=progress)
+    base = classifier_probabilities(
+        generator, classifier, latents, space=space, batch_size=batch_size, device=device
+    )
+    common = dict(
+        base_latents=latents,
+        base_probs=base,
+        steps=steps,
+        space=space,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
     unlocked = _axis_changes(generator, classifier, axes, names=names, locks=(), desc="edit effect", **common)
     if locks:
         free_names = [n for n in names if n not in locks]
-        locked = _axis_changes(generator, classifier, axes, names=free_names, locks=locks,
-                               desc="edit effect (locked)", **common)
+        locked = _axis_changes(
+            generator, classifier, axes, names=free_names, locks=locks, desc="edit effect (locked)", **common
+        )
     else:
         locked = unlocked
     entanglement = {}
     for name in names:
-        entanglement[name] = {"ratio": unlocked[name]["ratio"],
-                              "ratio_locked": locked[name]["ratio"] if name in locked else None}
+        entanglement[name] = {
+            "ratio": unlocked[name]["ratio"],
+            "ratio_locked": locked[name]["ratio"] if name in locked else None,
+        }
     result: dict[str, Any] = {
         "attributes": list(classifier.attributes),
         "axes": names,
         "steps": steps,
         "faces": int(len(latents)),
         "locks": locks,
-        "baseline_probability": {a: float(p) for a, p in zip(classifier.attributes, base.mean(0).tolist(), strict=True)},
+        "baseline_probability": {
+            a: float(p) for a, p in zip(classifier.attributes, base.mean(0).tolist(), strict=True)
+        },
         "unlocked": unlocked,
         "locked": locked if locks else {},
         "entanglement": entanglement,
     }
     if beard_male and {"Beard", "Male"} <= set(names) and "Male" in classifier.attributes:
         result["male_change_beard_minus"] = beard_minus_male_change(
-            generator, classifier, axes, latents, step=-max(abs(s) for s in steps), base_probs=base,
-            batch_size=batch_size, device=device)
+            generator,
+            classifier,
+            axes,
+            latents,
+            step=-max(abs(s) for s in steps),
+            base_probs=base,
+            batch_size=batch_size,
+            device=device,
+        )
     return result
 
 
-def beard_minus_male_change(generator: Generator, classifier: Classifier, axes: FeatureAxes, latents: torch.Tensor,
-                            step: float = -2.0, *, base_probs: torch.Tensor | None = None, batch_size: int = 64,
-                            device: str = "cpu") -> dict[str, Any]:
+def beard_minus_male_change(
+    generator: Generator,
+    classifier: Classifier,
+    axes: FeatureAxes,
+    latents: torch.Tensor,
+    step: float = -2.0,
+    *,
+    base_probs: torch.Tensor | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Mean change of P(Male) over the faces when moving "Beard" by ``step``, unlocked vs Male locked.
 
     Beard leans on Male in face data, so removing a beard along the raw axis also makes faces
@@ -362,17 +474,27 @@ def beard_minus_male_change(generator: Generator, classifier: Classifier, axes: 
 
     male = classifier.attribute_index("Male")
     if base_probs is None:
-        base_probs = classifier_probabilities(generator, classifier, latents, space=axes.space,
-                                              batch_size=batch_size, device=device)
-    moved = torch.cat([edit_latents(latents, axes, {"Beard": float(step)}),
-                       edit_latents(latents, axes, {"Beard": float(step)}, ["Male"])])
-    probs = classifier_probabilities(generator, classifier, moved, space=axes.space, batch_size=batch_size,
-                                     device=device)
+        base_probs = classifier_probabilities(
+            generator, classifier, latents, space=axes.space, batch_size=batch_size, device=device
+        )
+    moved = torch.cat(
+        [
+            edit_latents(latents, axes, {"Beard": float(step)}),
+            edit_latents(latents, axes, {"Beard": float(step)}, ["Male"]),
+        ]
+    )
+    probs = classifier_probabilities(
+        generator, classifier, moved, space=axes.space, batch_size=batch_size, device=device
+    )
     change = (probs.view(2, len(latents), -1)[:, :, male] - base_probs[None, :, male]).mean(dim=1)
     unlocked, locked = float(change[0]), float(change[1])
-    out = {"step": float(step), "unlocked": unlocked, "locked": locked,
-           "reduction": (1.0 - abs(locked) / abs(unlocked)) if abs(unlocked) > 1e-12 else None,
-           "at_least_halved": bool(abs(locked) <= 0.5 * abs(unlocked))}
+    out = {
+        "step": float(step),
+        "unlocked": unlocked,
+        "locked": locked,
+        "reduction": (1.0 - abs(locked) / abs(unlocked)) if abs(unlocked) > 1e-12 else None,
+        "at_least_halved": bool(abs(locked) <= 0.5 * abs(unlocked)),
+    }
     if "Beard" in classifier.attributes:
         beard = classifier.attribute_index("Beard")
         beard_change = (probs.view(2, len(latents), -1)[:, :, beard] - base_probs[None, :, beard]).mean(dim=1)
@@ -397,10 +519,18 @@ def curve_sizes(n: int, sizes: Sequence[int] = DEFAULT_CURVE_SIZES) -> list[int]
     return sorted({min(int(s), int(n)) for s in sizes if int(s) > 0})
 
 
-def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequence[str], truth: FeatureAxes,
-                   methods: Sequence[str] = ("glm", "logistic", "svm"), sizes: Sequence[int] = DEFAULT_CURVE_SIZES, *,
-                   finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-                   fitted: Mapping[str, FeatureAxes] | None = None, progress: bool = False) -> dict[str, Any]:
+def learning_curve(
+    latents: torch.Tensor,
+    scores: torch.Tensor,
+    attributes: Sequence[str],
+    truth: FeatureAxes,
+    methods: Sequence[str] = ("glm", "logistic", "svm"),
+    sizes: Sequence[int] = DEFAULT_CURVE_SIZES,
+    *,
+    finder_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    fitted: Mapping[str, FeatureAxes] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Cosine of fitted axes to the true axes, per method, against the number of samples.
 
     The sub-sample of size k is the first k samples of the run (samples are independent draws,
@@ -419,8 +549,10 @@ def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequ
     attributes = list(attributes)
     names = [a for a in attributes if a in truth.attributes]
     if not names:
-        raise TlganError(f"none of the attributes ({', '.join(attributes)}) has a true axis "
-                         f"(the truth has {', '.join(truth.attributes)})")
+        raise TlganError(
+            f"none of the attributes ({', '.join(attributes)}) has a true axis "
+            f"(the truth has {', '.join(truth.attributes)})"
+        )
     ks = curve_sizes(len(latents), sizes)
     finder_kwargs = finder_kwargs or {}
     fitted = fitted or {}
@@ -453,9 +585,11 @@ def learning_curve(latents: torch.Tensor, scores: torch.Tensor, attributes: Sequ
 
 
 # --------------------------------------------------------------------------- method comparison
-def compare_methods(axes_by_method: Mapping[str, FeatureAxes],
-                    entanglement_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
-                    truth: FeatureAxes | None = None) -> dict[str, Any]:
+def compare_methods(
+    axes_by_method: Mapping[str, FeatureAxes],
+    entanglement_by_method: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    truth: FeatureAxes | None = None,
+) -> dict[str, Any]:
     """Finders side by side on the same samples.
 
     ``axes_by_method``: {method: FeatureAxes} over the same attributes. Returns ``methods``,
@@ -468,25 +602,44 @@ def compare_methods(axes_by_method: Mapping[str, FeatureAxes],
     methods = list(axes_by_method)
     if not methods:
         raise TlganError("compare_methods needs at least one set of axes")
-    attributes = [a for a in axes_by_method[methods[0]].attributes
-                  if all(a in axes_by_method[m].attributes for m in methods)]
+    attributes = [
+        a
+        for a in axes_by_method[methods[0]].attributes
+        if all(a in axes_by_method[m].attributes for m in methods)
+    ]
     out: dict[str, Any] = {
         "methods": methods,
         "attributes": attributes,
-        "metrics": {m: {a: {k: _finite(v) for k, v in axes_by_method[m].metrics.get(a, {}).items()
-                            if isinstance(v, (int, float))} for a in attributes} for m in methods},
+        "metrics": {
+            m: {
+                a: {
+                    k: _finite(v)
+                    for k, v in axes_by_method[m].metrics.get(a, {}).items()
+                    if isinstance(v, (int, float))
+                }
+                for a in attributes
+            }
+            for m in methods
+        },
         "cosine": {},
         "mean_cosine": {},
     }
     for m1, m2 in combinations(methods, 2):
         key = f"{m1}~{m2}"
-        cos = {a: float(torch.dot(axes_by_method[m1][a].double(), axes_by_method[m2][a].double()))
-               for a in attributes}
+        cos = {
+            a: float(torch.dot(axes_by_method[m1][a].double(), axes_by_method[m2][a].double()))
+            for a in attributes
+        }
         out["cosine"][key] = cos
         out["mean_cosine"][key] = float(np.mean(list(cos.values()))) if cos else None
     if entanglement_by_method:
-        out["entanglement"] = {m: {a: entanglement_by_method[m].get(a, {}).get("ratio") for a in attributes}
-                               for m in methods if m in entanglement_by_method}
+        out["entanglement"] = {
+            m: {a: entanglement_by_method[m].get(a, {}).get("ratio") for a in attributes}
+            for m in methods
+            if m in entanglement_by_method
+        }
     if truth is not None:
-        out["cosine_to_truth"] = {m: cosine_to_truth(axes_by_method[m].subset(attributes), truth) for m in methods}
+        out["cosine_to_truth"] = {
+            m: cosine_to_truth(axes_by_method[m].subset(attributes), truth) for m in methods
+        }
     return out

@@ -5,6 +5,7 @@ can supply one: move many faces along each component (the report's edit effect,
 :func:`tlgan.evaluation.metrics.edit_effect`), see which attribute's probability moves most, and
 how cleanly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,10 +55,19 @@ def profile_of(change: torch.Tensor, steps: Sequence[float], attributes: Sequenc
     }
 
 
-def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classifier, latents: torch.Tensor, *,
-                    steps: Sequence[float] = (-2.0, 2.0), min_change: float = DEFAULT_MIN_CHANGE,
-                    rename: bool = True, batch_size: int = 64, device: str = "cpu",
-                    progress: bool = False) -> FeatureAxes:
+def name_directions(
+    axes: FeatureAxes,
+    generator: Generator,
+    classifier: Classifier,
+    latents: torch.Tensor,
+    *,
+    steps: Sequence[float] = (-2.0, 2.0),
+    min_change: float = DEFAULT_MIN_CHANGE,
+    rename: bool = True,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> FeatureAxes:
     """Name each direction of ``axes`` after the classifier attribute it moves most.
 
     Every face of ``latents`` (M, D) is moved by each step along each direction (see
@@ -79,8 +89,18 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
     if len(latents) == 0:
         raise TlganError("naming needs faces to edit: give at least one latent")
     steps = [float(s) for s in steps]
-    effect = edit_effect(generator, classifier, axes, latents, steps, (), batch_size=batch_size, device=device,
-                         progress=progress, beard_male=False)
+    effect = edit_effect(
+        generator,
+        classifier,
+        axes,
+        latents,
+        steps,
+        (),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        beard_male=False,
+    )
     attributes = list(classifier.attributes)
     entries: dict[str, dict[str, Any]] = {}
     for name in axes.attributes:
@@ -112,13 +132,26 @@ def name_directions(axes: FeatureAxes, generator: Generator, classifier: Classif
     metrics = {}
     for old, new in zip(axes.attributes, names, strict=True):
         metrics[new] = dict(axes.metrics.get(old, {}))
-        metrics[new].update({"purity": entries[old]["purity"], "target_change": entries[old]["target_change"]})
+        metrics[new].update(
+            {"purity": entries[old]["purity"], "target_change": entries[old]["target_change"]}
+        )
     info = dict(axes.info)
-    info["naming"] = {"classifier": getattr(classifier, "name", "unknown"), "faces": int(len(latents)),
-                      "steps": steps, "min_change": float(min_change), "rename": bool(rename), "components": entries}
+    info["naming"] = {
+        "classifier": getattr(classifier, "name", "unknown"),
+        "faces": int(len(latents)),
+        "steps": steps,
+        "min_change": float(min_change),
+        "rename": bool(rename),
+        "components": entries,
+    }
     named = sum(e["attribute"] is not None for e in entries.values())
-    log.info("named %d of %d directions (%d move no attribute by %.2f or more)", named, len(entries),
-             len(entries) - named, min_change)
+    log.info(
+        "named %d of %d directions (%d move no attribute by %.2f or more)",
+        named,
+        len(entries),
+        len(entries) - named,
+        min_change,
+    )
     return FeatureAxes(vectors, names, axes.space, axes.generator, axes.method, metrics, info)
 
 

@@ -5,8 +5,17 @@
 ``invert_image`` is the studio's one-upload entry point); ``evaluate`` measures both on
 the toyfaces world.
 """
+
 from tlgan.inversion.encoder import LatentEncoder, load_encoder, save_encoder, train_encoder
 from tlgan.inversion.optimize import InversionResult, invert, invert_image, optimize_latents
 
-__all__ = ["LatentEncoder", "load_encoder", "save_encoder", "train_encoder", "InversionResult", "invert",
-           "invert_image", "optimize_latents"]
+__all__ = [
+    "LatentEncoder",
+    "load_encoder",
+    "save_encoder",
+    "train_encoder",
+    "InversionResult",
+    "invert",
+    "invert_image",
+    "optimize_latents",
+]

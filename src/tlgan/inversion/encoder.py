@@ -13,6 +13,7 @@ unknown). For StyleGAN generators a :class:`WPEncoder` predicts wp instead (``sp
 one w plus per-layer offsets kept small by an L2 penalty, as in e4e. Files: ``encoder.json`` (architecture, constructor arguments, the generator it
 belongs to and a fingerprint of that generator's weights) beside ``encoder.safetensors``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,7 @@ CHECKPOINT_DIR = "encoder-checkpoint"
 # The network
 # ----------------------------------------------------------------------------------------
 
+
 class EncoderBlock(nn.Module):
     """(N, C_in, S, S) -> (N, C_out, S/2, S/2): conv 3x3, GroupNorm, LeakyReLU, then a stride-2 conv 4x4.
 
@@ -73,7 +75,7 @@ def encoder_trunk(resolution: int, width: int) -> tuple[nn.Sequential, int]:
     channels (at most 8 x width). Returns (blocks, channels at 4 x 4)."""
     blocks, in_ch = [], 3
     for i in range(int(math.log2(resolution)) - 2):
-        out_ch = width * min(8, 2 ** i)
+        out_ch = width * min(8, 2**i)
         blocks.append(EncoderBlock(in_ch, out_ch))
         in_ch = out_ch
     return nn.Sequential(*blocks), in_ch
@@ -83,7 +85,9 @@ def _encoder_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 3:
         raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
     if images.shape[-2:] != (resolution, resolution):
-        images = F.interpolate(images, size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        images = F.interpolate(
+            images, size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True
+        )
     return images
 
 
@@ -136,7 +140,12 @@ class WPEncoder(nn.Module):
 
     def __init__(self, w_dim: int = 512, num_ws: int = 12, resolution: int = 64, width: int = 32):
         super().__init__()
-        w_dim, num_ws, resolution, width = int(w_dim), int(num_ws), check_resolution(resolution), check_width(width)
+        w_dim, num_ws, resolution, width = (
+            int(w_dim),
+            int(num_ws),
+            check_resolution(resolution),
+            check_width(width),
+        )
         if w_dim < 1 or num_ws < 1:
             raise TlganError(f"w_dim and num_ws must be positive, not {w_dim} and {num_ws}")
         self.config_kwargs = {"w_dim": w_dim, "num_ws": num_ws, "resolution": resolution, "width": width}
@@ -176,12 +185,15 @@ def make_encoder(generator: Generator, space: str = "z", width: int = 32) -> nn.
         return LatentEncoder(generator.z_dim, generator.img_resolution, width)
     if space == "wp":
         return WPEncoder(generator.w_dim, generator.num_ws, generator.img_resolution, width)
-    raise TlganError(f"encoders predict z or wp latents, not {space!r}; use --space wp for a StyleGAN generator")
+    raise TlganError(
+        f"encoders predict z or wp latents, not {space!r}; use --space wp for a StyleGAN generator"
+    )
 
 
 # ----------------------------------------------------------------------------------------
 # Saving, loading, finding
 # ----------------------------------------------------------------------------------------
+
 
 def generator_fingerprint(generator: torch.nn.Module) -> str:
     """SHA-256 (first 16 hex digits) over the generator's parameters and buffers, in key order.
@@ -195,8 +207,14 @@ def generator_fingerprint(generator: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, generator: Generator | None = None,
-                 generator_spec: str | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_encoder(
+    encoder: LatentEncoder,
+    directory: str | os.PathLike,
+    *,
+    generator: Generator | None = None,
+    generator_spec: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``encoder.safetensors`` + ``encoder.json`` into ``directory``."""
     config: dict[str, Any] = {
         "format": ENCODER_FORMAT,
@@ -211,8 +229,9 @@ def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, *, genera
     return Path(directory)
 
 
-def load_encoder_dir(directory: str | os.PathLike, generator: Generator | None = None,
-                     device: str | torch.device = "cpu") -> LatentEncoder:
+def load_encoder_dir(
+    directory: str | os.PathLike, generator: Generator | None = None, device: str | torch.device = "cpu"
+) -> LatentEncoder:
     """Load ``directory/encoder.json`` + ``encoder.safetensors`` (eval mode): a :class:`LatentEncoder`
     (space "z") or a :class:`WPEncoder` (space "wp"), as the file says; ``encoder.space`` tells which.
 
@@ -223,29 +242,45 @@ def load_encoder_dir(directory: str | os.PathLike, generator: Generator | None =
     config_path = directory / f"{ENCODER_FILE}.json"
     config = read_json(config_path)
     known = " or ".join(f'"{name}"' for name in ENCODER_ARCHITECTURES)
-    if not isinstance(config, dict) or config.get("architecture") not in ENCODER_ARCHITECTURES or not isinstance(
-            config.get("kwargs"), dict):
-        raise TlganError(f"{config_path}: not a tlgan encoder config (needs \"architecture\": {known} and "
-                         f"\"kwargs\"); train one with `tlgan train encoder`")
+    if (
+        not isinstance(config, dict)
+        or config.get("architecture") not in ENCODER_ARCHITECTURES
+        or not isinstance(config.get("kwargs"), dict)
+    ):
+        raise TlganError(
+            f'{config_path}: not a tlgan encoder config (needs "architecture": {known} and '
+            f'"kwargs"); train one with `tlgan train encoder`'
+        )
     cls = ENCODER_ARCHITECTURES[config["architecture"]]
     try:
         encoder = cls(**config["kwargs"])
     except TypeError as exc:
-        raise TlganError(f"{config_path}: \"kwargs\" do not fit {cls.__name__} ({exc})") from None
+        raise TlganError(f'{config_path}: "kwargs" do not fit {cls.__name__} ({exc})') from None
     load_state(encoder, directory / f"{ENCODER_FILE}.safetensors")
     encoder.info = config  # type: ignore[attr-defined]
     if generator is not None:
         space = encoder.space
-        if space not in generator.spaces or tuple(generator.latent_shape(space)) != tuple(encoder.latent_shape):
-            has = (f"takes {_shape_text(generator.latent_shape(space), False)}" if space in generator.spaces
-                   else f"has no {space!r} space")
-            raise TlganError(f"{config_path}: this encoder makes {'' if space == 'z' else space + ' '}latents of "
-                             f"{_shape_text(encoder.latent_shape)} but generator {generator.name!r} {has}; "
-                             f"train an encoder for it with `tlgan train encoder`")
+        if space not in generator.spaces or tuple(generator.latent_shape(space)) != tuple(
+            encoder.latent_shape
+        ):
+            has = (
+                f"takes {_shape_text(generator.latent_shape(space), False)}"
+                if space in generator.spaces
+                else f"has no {space!r} space"
+            )
+            raise TlganError(
+                f"{config_path}: this encoder makes {'' if space == 'z' else space + ' '}latents of "
+                f"{_shape_text(encoder.latent_shape)} but generator {generator.name!r} {has}; "
+                f"train an encoder for it with `tlgan train encoder`"
+            )
         expected = config.get("generator_fingerprint")
         if expected and expected != generator_fingerprint(generator):
-            log.warning("%s was trained for other generator weights (%s); its guesses may be poor (optimisation "
-                        "still refines them)", config_path, config.get("generator"))
+            log.warning(
+                "%s was trained for other generator weights (%s); its guesses may be poor (optimisation "
+                "still refines them)",
+                config_path,
+                config.get("generator"),
+            )
     return encoder.to(device).eval()
 
 
@@ -284,12 +319,18 @@ def bundled_encoder_dirs() -> list[tuple[Path, str | None]]:
         except TlganError as exc:
             log.warning("skipping %s (%s)", config_path, exc)
             continue
-        found.append((config_path.parent, config.get("generator_fingerprint") if isinstance(config, dict) else None))
+        found.append(
+            (config_path.parent, config.get("generator_fingerprint") if isinstance(config, dict) else None)
+        )
     return found
 
 
-def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Generator | None = None,
-                 device: str | torch.device = "cpu", allow_path: bool = True) -> LatentEncoder | None:
+def load_encoder(
+    generator_spec_or_dir: str | os.PathLike,
+    generator: Generator | None = None,
+    device: str | torch.device = "cpu",
+    allow_path: bool = True,
+) -> LatentEncoder | None:
     """The encoder shipped with a generator, or None when it has none.
 
     ``generator_spec_or_dir`` is a registered generator name (its bundled weights folder
@@ -307,6 +348,7 @@ def load_encoder(generator_spec_or_dir: str | os.PathLike, generator: Generator 
 # ----------------------------------------------------------------------------------------
 # Helpers shared with the optimiser (the losses live in tlgan.inversion.losses)
 # ----------------------------------------------------------------------------------------
+
 
 @contextmanager
 def frozen(*modules: nn.Module | None) -> Iterator[None]:
@@ -344,6 +386,7 @@ def psnr_db(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # Training
 # ----------------------------------------------------------------------------------------
 
+
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Flatten an optimizer state dict into named tensors plus a JSON-able remainder."""
     state = opt.state_dict()
@@ -358,7 +401,9 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def _restore_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
@@ -369,35 +414,56 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _save_checkpoint(directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer, step: int,
-                     settings: dict[str, Any], history: list[dict[str, float]]) -> None:
+def _save_checkpoint(
+    directory: Path,
+    encoder: LatentEncoder,
+    opt: torch.optim.Optimizer,
+    step: int,
+    settings: dict[str, Any],
+    history: list[dict[str, float]],
+) -> None:
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors.update(opt_tensors)
     save_tensors(directory / "state.safetensors", tensors, {"format": CHECKPOINT_FORMAT, "step": step})
     # The JSON is written last: it names the step, so a checkpoint counts only once both files exist.
-    write_json(directory / "state.json", {"format": CHECKPOINT_FORMAT, "step": step, "settings": settings,
-                                          "optimizer": opt_meta, "history": history})
+    write_json(
+        directory / "state.json",
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "settings": settings,
+            "optimizer": opt_meta,
+            "history": history,
+        },
+    )
 
 
-def _load_checkpoint(directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer,
-                     settings: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
+def _load_checkpoint(
+    directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer, settings: dict[str, Any]
+) -> tuple[int, list[dict[str, float]]]:
     meta = read_json(directory / "state.json")
     tensors, tmeta = load_tensors(directory / "state.safetensors")
     if meta.get("format") != CHECKPOINT_FORMAT or tmeta.get("step") != meta.get("step"):
-        raise TlganError(f"{directory}: the checkpoint files do not belong together (interrupted write?); "
-                         f"delete the folder to start again")
+        raise TlganError(
+            f"{directory}: the checkpoint files do not belong together (interrupted write?); "
+            f"delete the folder to start again"
+        )
     saved = meta.get("settings", {})
     differ = {k: (saved.get(k), v) for k, v in settings.items() if k not in ("steps",) and saved.get(k) != v}
     if differ:
-        raise TlganError(f"{directory}: cannot resume with different settings "
-                         + ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items())
-                         + "; use the same options or start in a new --out folder")
+        raise TlganError(
+            f"{directory}: cannot resume with different settings "
+            + ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items())
+            + "; use the same options or start in a new --out folder"
+        )
     prefix = "encoder."
-    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     missing = set(encoder.state_dict()) - set(own)
     if missing:
-        raise TlganError(f"{directory}: checkpoint lacks encoder tensors {sorted(missing)[:3]}; delete it to start again")
+        raise TlganError(
+            f"{directory}: checkpoint lacks encoder tensors {sorted(missing)[:3]}; delete it to start again"
+        )
     encoder.load_state_dict(own, strict=True)
     _restore_optimizer(opt, tensors, meta["optimizer"])
     return int(meta["step"]), list(meta.get("history", []))
@@ -423,18 +489,41 @@ def _real_sampler(real_data, resolution: int, batch_size: int, seed: int, device
         if images.dtype != torch.uint8:
             images = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     else:
-        raise TlganError(f"real_data must be a folder of images or an image tensor, not {type(real_data).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != resolution or images.shape[-2] != resolution:
+        raise TlganError(
+            f"real_data must be a folder of images or an image tensor, not {type(real_data).__name__}"
+        )
+    if (
+        images.ndim != 4
+        or images.shape[1] != 3
+        or images.shape[-1] != resolution
+        or images.shape[-2] != resolution
+    ):
         raise TlganError(f"real images must be (N, 3, {resolution}, {resolution}); got {tuple(images.shape)}")
     return BatchSampler(images, batch_size=batch_size, seed=seed + 1, flip=True, device=device)
 
 
-def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: int = 3000, batch_size: int = 32,
-                  lr: float = 1e-3, device: str | torch.device = "cpu", seed: int = 0,
-                  classifier: Classifier | None = None, real_data=None, resume: bool = False,
-                  width: int = 32, latent_weight: float = 1.0, pixel_weight: float = 1.0,
-                  feature_weight: float = 0.1, checkpoint_every: int = 250, generator_spec: str | None = None,
-                  progress: bool = True, space: str = "z", offset_weight: float = 1.0) -> dict[str, Any]:
+def train_encoder(
+    generator: Generator,
+    out_dir: str | os.PathLike,
+    *,
+    steps: int = 3000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    classifier: Classifier | None = None,
+    real_data=None,
+    resume: bool = False,
+    width: int = 32,
+    latent_weight: float = 1.0,
+    pixel_weight: float = 1.0,
+    feature_weight: float = 0.1,
+    checkpoint_every: int = 250,
+    generator_spec: str | None = None,
+    progress: bool = True,
+    space: str = "z",
+    offset_weight: float = 1.0,
+) -> dict[str, Any]:
     """Train an encoder for ``generator`` and save it into ``out_dir``.
 
     ``space="z"``: a :class:`LatentEncoder`, latent loss |E(x) - z|^2 / D. ``space="wp"`` (StyleGAN
@@ -472,10 +561,19 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
             encoder.head_offsets.weight.zero_()  # start from one w per image (e4e)
     encoder.to(torch_device).train()
     opt = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
-    settings = {"generator": generator_spec or generator.name, "generator_fingerprint": generator_fingerprint(generator),
-                "batch_size": batch_size, "lr": lr, "seed": seed, "width": width, "latent_weight": latent_weight,
-                "pixel_weight": pixel_weight, "feature_weight": feature_weight, "real_data": real_data is not None,
-                "steps": steps}
+    settings = {
+        "generator": generator_spec or generator.name,
+        "generator_fingerprint": generator_fingerprint(generator),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "width": width,
+        "latent_weight": latent_weight,
+        "pixel_weight": pixel_weight,
+        "feature_weight": feature_weight,
+        "real_data": real_data is not None,
+        "steps": steps,
+    }
     if space != "z":  # only then, so that z checkpoints written before spaces existed still resume
         settings.update({"space": space, "offset_weight": offset_weight})
     start_step, history = 0, []
@@ -485,15 +583,23 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
     elif resume:
         log.info("no checkpoint in %s; starting from step 0", ckpt_dir)
     elif (ckpt_dir / "state.json").is_file():
-        raise TlganError(f"{ckpt_dir} holds a checkpoint; pass resume=True (--resume) to continue it, or use a new "
-                         f"output folder")
+        raise TlganError(
+            f"{ckpt_dir} holds a checkpoint; pass resume=True (--resume) to continue it, or use a new "
+            f"output folder"
+        )
     real = None
     if real_data is not None:
         real = _real_sampler(real_data, generator.img_resolution, batch_size, seed, torch_device)
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start_step, steps), desc="training encoder", unit="step", disable=None if progress else True,
-               initial=start_step, total=steps)
+    bar = tqdm(
+        range(start_step, steps),
+        desc="training encoder",
+        unit="step",
+        disable=None if progress else True,
+        initial=start_step,
+        total=steps,
+    )
     d = float(generator.z_dim)
     log_every = max(1, steps // 200)
     with frozen(generator, classifier):
@@ -528,7 +634,9 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
                     loss = loss + feature_weight * loss_feature
                     record["feature"] = loss_feature.item()
             if not math.isfinite(loss.item()):
-                raise TlganError(f"encoder training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+                raise TlganError(
+                    f"encoder training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -541,11 +649,23 @@ def train_encoder(generator: Generator, out_dir: str | os.PathLike, *, steps: in
     encoder.eval()
     seconds = time.perf_counter() - t0
     evaluation = evaluate_encoder(encoder, generator, n=64, seed=seed + 1000)
-    summary = {"steps": steps, "resumed_from": start_step, "seconds": round(seconds, 2),
-               "final": history[-1] if history else {}, "eval": evaluation}
-    save_encoder(encoder, out_dir, generator=generator, generator_spec=generator_spec,
-                 extra={"training": {**settings, "summary": summary}})
-    write_json(out_dir / "encoder-training.json", {"settings": settings, "summary": summary, "history": history})
+    summary = {
+        "steps": steps,
+        "resumed_from": start_step,
+        "seconds": round(seconds, 2),
+        "final": history[-1] if history else {},
+        "eval": evaluation,
+    }
+    save_encoder(
+        encoder,
+        out_dir,
+        generator=generator,
+        generator_spec=generator_spec,
+        extra={"training": {**settings, "summary": summary}},
+    )
+    write_json(
+        out_dir / "encoder-training.json", {"settings": settings, "summary": summary, "history": history}
+    )
     log.info("encoder saved to %s (fresh-face PSNR %.2f dB)", out_dir, evaluation["psnr_db_mean"])
     return summary
 
@@ -556,8 +676,11 @@ def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> tuple[torch
     samples of seed ``seed + 2000``) and the mean square of w - centre over those samples."""
     w = generator.sample_latents(n, seed=seed + 2000, space="w")
     tracked = getattr(generator, "w_avg", None)
-    centre = tracked.detach().float().cpu() if isinstance(tracked, torch.Tensor) and tracked.abs().sum() > 0 \
+    centre = (
+        tracked.detach().float().cpu()
+        if isinstance(tracked, torch.Tensor) and tracked.abs().sum() > 0
         else w.mean(dim=0)
+    )
     return centre, max(float((w - centre).pow(2).mean()), 1e-8)
 
 
@@ -572,12 +695,14 @@ def _reset(seed: int):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
                 if m.bias is not None:
                     m.bias.zero_()
+
     return init
 
 
 @torch.no_grad()
-def evaluate_encoder(encoder: LatentEncoder, generator: Generator, n: int = 64, seed: int = 1000,
-                     batch_size: int = 64) -> dict[str, float]:
+def evaluate_encoder(
+    encoder: LatentEncoder, generator: Generator, n: int = 64, seed: int = 1000, batch_size: int = 64
+) -> dict[str, float]:
     """Encoder-only reconstruction of ``n`` generated faces of ``seed``: mean PSNR (dB) and the
     relative latent error |pred - true|^2 / |true|^2 in the encoder's space (for wp, true = w
     repeated, measured from ``w_avg``)."""
@@ -594,5 +719,7 @@ def evaluate_encoder(encoder: LatentEncoder, generator: Generator, n: int = 64, 
             if space == "wp":
                 pred, true = pred - encoder.w_avg, true - encoder.w_avg
             errs.append(((pred - true).pow(2).flatten(1).sum(1) / true.pow(2).flatten(1).sum(1)).cpu())
-    return {"psnr_db_mean": round(float(torch.cat(psnrs).mean()), 3),
-            "latent_relative_error": round(float(torch.cat(errs).mean()), 4)}
+    return {
+        "psnr_db_mean": round(float(torch.cat(psnrs).mean()), 3),
+        "latent_relative_error": round(float(torch.cat(errs).mean()), 4),
+    }

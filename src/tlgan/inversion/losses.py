@@ -12,6 +12,7 @@ classifier's ``features(images)`` hook (for a plain module wrapped in ``ModuleCl
 the penultimate activations unless ``feature_layers`` names others). Without a classifier
 the image-gradient term stands in for it: edges are what a pure pixel loss blurs first.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,29 +39,39 @@ def image_gradient_distance(images: torch.Tensor, targets: torch.Tensor) -> torc
     """Per-image L1 distance of horizontal and vertical neighbour differences (edges), (N,)."""
     dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
     dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
-    return 0.5 * ((dx(images) - dx(targets)).abs().flatten(1).mean(1)
-                  + (dy(images) - dy(targets)).abs().flatten(1).mean(1))
+    return 0.5 * (
+        (dx(images) - dx(targets)).abs().flatten(1).mean(1)
+        + (dy(images) - dy(targets)).abs().flatten(1).mean(1)
+    )
 
 
 def classifier_features(classifier: Classifier, images: torch.Tensor) -> list[torch.Tensor]:
     """``classifier.features(images)`` as a non-empty list of (N, ...) tensors, with a clear error otherwise."""
     hook = getattr(classifier, "features", None)
     if not callable(hook):
-        raise TlganError(f"{type(classifier).__name__} has no features(images) method, so it cannot give a "
-                         f"feature loss; wrap it as a tlgan Classifier (tlgan.models.ModuleClassifier) or set "
-                         f"feature_weight=0")
+        raise TlganError(
+            f"{type(classifier).__name__} has no features(images) method, so it cannot give a "
+            f"feature loss; wrap it as a tlgan Classifier (tlgan.models.ModuleClassifier) or set "
+            f"feature_weight=0"
+        )
     feats = hook(images)
     if isinstance(feats, torch.Tensor):
         feats = [feats]
     feats = list(feats)
     if not feats or not all(isinstance(f, torch.Tensor) and f.shape[:1] == images.shape[:1] for f in feats):
-        raise TlganError(f"classifier {getattr(classifier, 'name', '?')!r}: features(images) must return a list "
-                         f"of tensors with one row per image")
+        raise TlganError(
+            f"classifier {getattr(classifier, 'name', '?')!r}: features(images) must return a list "
+            f"of tensors with one row per image"
+        )
     return feats
 
 
-def feature_distance(classifier: Classifier, images: torch.Tensor, targets: torch.Tensor | None = None,
-                     target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+def feature_distance(
+    classifier: Classifier,
+    images: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    target_features: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Per-image perceptual distance (N,) through the classifier's ``features`` hook.
 
     For each feature tensor, the mean squared difference of the activations divided by the
@@ -102,7 +113,9 @@ class ReconstructionLoss:
         loss = self.pixel_weight * pixel_distance(images, targets, self.pixel_loss)
         if self.classifier is not None:
             feats = self.target_features if rows is None else [f[rows] for f in self.target_features]
-            loss = loss + self.feature_weight * feature_distance(self.classifier, images, target_features=feats)
+            loss = loss + self.feature_weight * feature_distance(
+                self.classifier, images, target_features=feats
+            )
         elif self.gradient_weight > 0:
             loss = loss + self.gradient_weight * image_gradient_distance(images, targets)
         return loss
@@ -110,14 +123,24 @@ class ReconstructionLoss:
     @property
     def terms(self) -> str:
         """A short description of the terms in use, for logs and reports."""
-        extra = (f"features of {getattr(self.classifier, 'name', 'the classifier')!r}" if self.classifier is not None
-                 else ("image gradients" if self.gradient_weight > 0 else None))
+        extra = (
+            f"features of {getattr(self.classifier, 'name', 'the classifier')!r}"
+            if self.classifier is not None
+            else ("image gradients" if self.gradient_weight > 0 else None)
+        )
         return f"{self.pixel_loss} pixels" + (f" + {extra}" if extra else "")
 
 
-def reconstruction_loss(targets: torch.Tensor, *, classifier: Classifier | None = None, pixel_weight: float = 1.0,
-                        feature_weight: float = 0.05, gradient_weight: float = 0.5, pixel_loss: str = "mse",
-                        announce: Callable[[str], None] | None = None) -> ReconstructionLoss:
+def reconstruction_loss(
+    targets: torch.Tensor,
+    *,
+    classifier: Classifier | None = None,
+    pixel_weight: float = 1.0,
+    feature_weight: float = 0.05,
+    gradient_weight: float = 0.5,
+    pixel_loss: str = "mse",
+    announce: Callable[[str], None] | None = None,
+) -> ReconstructionLoss:
     """The loss of :class:`ReconstructionLoss` for ``targets``; the classifier's target features computed once.
 
     With ``classifier`` None (or ``feature_weight`` 0) the feature term is replaced by the
@@ -130,8 +153,15 @@ def reconstruction_loss(targets: torch.Tensor, *, classifier: Classifier | None 
     else:
         with torch.no_grad():
             feats = [f.detach() for f in classifier_features(classifier, targets)]
-    loss = ReconstructionLoss(targets, classifier, feats, float(pixel_weight), float(feature_weight),
-                              float(gradient_weight), pixel_loss)
+    loss = ReconstructionLoss(
+        targets,
+        classifier,
+        feats,
+        float(pixel_weight),
+        float(feature_weight),
+        float(gradient_weight),
+        pixel_loss,
+    )
     if announce is not None:
         announce(f"reconstruction loss: {loss.terms}")
     return loss

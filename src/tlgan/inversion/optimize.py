@@ -21,6 +21,7 @@ Each image has its own learning rate, halved when its loss has not improved for
 halvings stops (and drops out of the batch), and the latent with the lowest loss seen is
 returned.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,6 +55,7 @@ def _prior(z: torch.Tensor) -> torch.Tensor:
 # Raw synthesis and StyleGAN2 noise
 # ----------------------------------------------------------------------------------------
 
+
 def _is_stylegan2(generator: Generator) -> bool:
     from tlgan.models.stylegan2 import StyleGAN2Generator
 
@@ -70,8 +72,12 @@ def noise_buffers(generator: Generator) -> dict[str, torch.Tensor]:
     return {name: buf for name, buf in generator.synthesis.named_buffers() if name.endswith("noise_const")}
 
 
-def synthesize_raw(generator: Generator, latents: torch.Tensor, space: str = "z",
-                   noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def synthesize_raw(
+    generator: Generator,
+    latents: torch.Tensor,
+    space: str = "z",
+    noise: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Images (N, 3, R, R) for losses: like ``synthesize`` but without StyleGAN2's final clamp; gradients flow.
 
     ``noise`` (StyleGAN2 only) replaces noise maps by name (see :func:`noise_buffers`) with
@@ -79,8 +85,10 @@ def synthesize_raw(generator: Generator, latents: torch.Tensor, space: str = "z"
     """
     if not _is_stylegan2(generator):
         if noise:
-            raise TlganError(f"generator {generator.name!r} has no noise maps to optimise; optimize_noise is for "
-                             f"StyleGAN2 generators")
+            raise TlganError(
+                f"generator {generator.name!r} has no noise maps to optimise; optimize_noise is for "
+                f"StyleGAN2 generators"
+            )
         return generator.synthesize(latents, space)
     wp = generator.map_latents(latents, space, "wp")
     if noise:
@@ -117,8 +125,11 @@ def _normalise_noise(noise: torch.Tensor) -> torch.Tensor:
 # Starting points
 # ----------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def mean_latent(generator: Generator, space: str, n: int = 1, samples: int = 512, seed: int = 0) -> torch.Tensor:
+def mean_latent(
+    generator: Generator, space: str, n: int = 1, samples: int = 512, seed: int = 0
+) -> torch.Tensor:
     """``n`` copies of the generator's average latent in ``space`` (w or wp): (n, *latent_shape(space)), CPU.
 
     StyleGAN2's tracked ``mapping.w_avg`` when it holds one (non-zero), else the mean of
@@ -152,8 +163,14 @@ class _RowAdam:
         self.rate = torch.full((n,), float(lr), device=device)
         self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
 
-    def step(self, tensors: list[torch.Tensor], values: list[torch.Tensor], grads: list[torch.Tensor],
-             rows: torch.Tensor, scales: list[float]) -> None:
+    def step(
+        self,
+        tensors: list[torch.Tensor],
+        values: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        rows: torch.Tensor,
+        scales: list[float],
+    ) -> None:
         """Write the updated ``values`` (the rows ``rows`` of each tensor) back into ``tensors``.
 
         ``scales`` multiplies the learning rate per tensor (Adam ignores the gradients' scale).
@@ -164,8 +181,8 @@ class _RowAdam:
             m[rows] = self.beta1 * m[rows] + (1 - self.beta1) * g
             v[rows] = self.beta2 * v[rows] + (1 - self.beta2) * g.pow(2)
             t = self.t[rows].view(shape)
-            m_hat = m[rows] / (1 - self.beta1 ** t)
-            v_hat = v[rows] / (1 - self.beta2 ** t)
+            m_hat = m[rows] / (1 - self.beta1**t)
+            v_hat = v[rows] / (1 - self.beta2**t)
             x[rows] = val - scale * self.rate[rows].view(shape) * m_hat / (v_hat.sqrt() + self.eps)
 
     def restart(self, rows: torch.Tensor) -> None:
@@ -175,12 +192,28 @@ class _RowAdam:
         self.t[rows] = 0
 
 
-def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Tensor, *,
-                     classifier: Classifier | None = None, steps: int = DEFAULT_STEPS, lr: float = 0.05,
-                     pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
-                     prior_weight: float = 0.01, pixel_loss: str = "mse", patience: int = 8, max_decays: int = 2,
-                     tol: float = 1e-3, space: str = "z", optimize_noise: bool = False, noise_weight: float = 1.0,
-                     noise_lr: float | None = None, progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+def optimize_latents(
+    generator: Generator,
+    targets: torch.Tensor,
+    init: torch.Tensor,
+    *,
+    classifier: Classifier | None = None,
+    steps: int = DEFAULT_STEPS,
+    lr: float = 0.05,
+    pixel_weight: float = 1.0,
+    feature_weight: float = 0.05,
+    gradient_weight: float = 0.5,
+    prior_weight: float = 0.01,
+    pixel_loss: str = "mse",
+    patience: int = 8,
+    max_decays: int = 2,
+    tol: float = 1e-3,
+    space: str = "z",
+    optimize_noise: bool = False,
+    noise_weight: float = 1.0,
+    noise_lr: float | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Refine latents ``init`` (N, *latent_shape(space)) so that ``generator`` reproduces ``targets`` (N, 3, R, R).
 
     Runs at most ``steps`` Adam steps (learning rate ``lr`` per image, halved on a plateau
@@ -210,16 +243,25 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
     if optimize_noise:
         buffers = noise_buffers(generator)
         if not buffers:
-            raise TlganError(f"generator {generator.name!r} has no noise maps; optimize_noise is for StyleGAN2 "
-                             f"generators")
+            raise TlganError(
+                f"generator {generator.name!r} has no noise maps; optimize_noise is for StyleGAN2 generators"
+            )
         names = sorted(buffers)
-        tensors += [buffers[k].detach().float()[None, None].repeat(len(latents), 1, 1, 1).clone() for k in names]
+        tensors += [
+            buffers[k].detach().float()[None, None].repeat(len(latents), 1, 1, 1).clone() for k in names
+        ]
     n = len(latents)
     t0 = time.perf_counter()
     with frozen(generator, classifier):
-        recon = reconstruction_loss(targets, classifier=classifier, pixel_weight=pixel_weight,
-                                    feature_weight=feature_weight, gradient_weight=gradient_weight,
-                                    pixel_loss=pixel_loss, announce=log.debug)
+        recon = reconstruction_loss(
+            targets,
+            classifier=classifier,
+            pixel_weight=pixel_weight,
+            feature_weight=feature_weight,
+            gradient_weight=gradient_weight,
+            pixel_loss=pixel_loss,
+            announce=log.debug,
+        )
 
         def losses(values: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
             noise = dict(zip(names, values[1:], strict=True)) if names else None
@@ -236,13 +278,18 @@ def optimize_latents(generator: Generator, targets: torch.Tensor, init: torch.Te
         init_loss = best_loss.clone()
         adam = _RowAdam(tensors, lr)
         noise_scale = (float(noise_lr) / float(lr)) if noise_lr is not None else 10.0
-        since = torch.zeros(n, dtype=torch.long, device=device)   # steps since the last improvement
+        since = torch.zeros(n, dtype=torch.long, device=device)  # steps since the last improvement
         decays = torch.zeros(n, dtype=torch.long, device=device)
         active = torch.arange(n, device=device)
         history: list[float] = []
         image_steps, steps_run = 0, 0
-        bar = tqdm(total=steps, desc=f"inverting {n} image{'s' if n != 1 else ''}", unit="step",
-                   disable=None if progress else True, leave=False)
+        bar = tqdm(
+            total=steps,
+            desc=f"inverting {n} image{'s' if n != 1 else ''}",
+            unit="step",
+            disable=None if progress else True,
+            leave=False,
+        )
         for step in range(1, steps + 1):
             if len(active) == 0:
                 break
@@ -308,8 +355,10 @@ def _check_targets(generator: Generator, images: torch.Tensor) -> torch.Tensor:
         raise TlganError("images contain NaN or infinite values")
     lo, hi = float(images.min()), float(images.max())
     if lo < -1.01 or hi > 1.01:
-        raise TlganError(f"image values span [{lo:.3g}, {hi:.3g}] but must lie in [-1, 1]; "
-                         f"for 0..255 pixels use x / 127.5 - 1 (tlgan.imaging.load_image does this)")
+        raise TlganError(
+            f"image values span [{lo:.3g}, {hi:.3g}] but must lie in [-1, 1]; "
+            f"for 0..255 pixels use x / 127.5 - 1 (tlgan.imaging.load_image does this)"
+        )
     res = generator.img_resolution
     if images.shape[-2:] != (res, res):
         images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
@@ -317,8 +366,15 @@ def _check_targets(generator: Generator, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def random_search_init(generator: Generator, targets: torch.Tensor, *, candidates: int = 64, seed: int = 0,
-                       space: str = "z", batch_size: int = 64) -> torch.Tensor:
+def random_search_init(
+    generator: Generator,
+    targets: torch.Tensor,
+    *,
+    candidates: int = 64,
+    seed: int = 0,
+    space: str = "z",
+    batch_size: int = 64,
+) -> torch.Tensor:
     """For each target, the one of ``candidates`` latents (samples 0.. of ``seed``) whose image is closest (MSE).
 
     The start used when there is no encoder. Returns (N, D) on CPU.
@@ -329,7 +385,7 @@ def random_search_init(generator: Generator, targets: torch.Tensor, *, candidate
     dists = []
     with frozen(generator):
         for start in range(0, candidates, batch_size):
-            images = generator.synthesize(pool[start:start + batch_size].to(device), space)
+            images = generator.synthesize(pool[start : start + batch_size].to(device), space)
             dists.append(torch.cdist(targets.flatten(1), images.flatten(1)).cpu())
     return pool[torch.cat(dists, 1).argmin(1)]
 
@@ -356,8 +412,15 @@ class InversionResult:
     noise: dict[str, torch.Tensor] | None = None
 
 
-def start_latents(generator: Generator, targets: torch.Tensor, space: str = "z", *,
-                  encoder: LatentEncoder | None = None, candidates: int = 64, seed: int = 0) -> torch.Tensor:
+def start_latents(
+    generator: Generator,
+    targets: torch.Tensor,
+    space: str = "z",
+    *,
+    encoder: LatentEncoder | None = None,
+    candidates: int = 64,
+    seed: int = 0,
+) -> torch.Tensor:
     """Where the latent search of ``targets`` (N, 3, R, R) starts, (N, *latent_shape(space)) on CPU.
 
     The encoder's guess when there is one (made in the encoder's space, z or wp, and mapped
@@ -378,21 +441,41 @@ def check_encoder_for(encoder: LatentEncoder, generator: Generator, space: str) 
     """The encoder's latents must fit the generator, and ``space`` must be reachable from the encoder's space."""
     generator.check_space(encoder.space)
     if tuple(encoder.latent_shape) != tuple(generator.latent_shape(encoder.space)):
-        raise TlganError(f"the encoder makes {encoder.space} latents of shape {tuple(encoder.latent_shape)}, generator "
-                         f"{generator.name!r} takes {tuple(generator.latent_shape(encoder.space))}; use the "
-                         f"generator's own encoder")
+        raise TlganError(
+            f"the encoder makes {encoder.space} latents of shape {tuple(encoder.latent_shape)}, generator "
+            f"{generator.name!r} takes {tuple(generator.latent_shape(encoder.space))}; use the "
+            f"generator's own encoder"
+        )
     order = ("z", "w", "wp")
     if order.index(space) < order.index(encoder.space):
-        raise TlganError(f"a {encoder.space} encoder cannot start a search in {space!r}; invert with --space "
-                         f"{encoder.space}, or without the encoder (--encoder none)")
+        raise TlganError(
+            f"a {encoder.space} encoder cannot start a search in {space!r}; invert with --space "
+            f"{encoder.space}, or without the encoder (--encoder none)"
+        )
 
 
-def invert(generator: Generator, images: torch.Tensor, *, encoder: LatentEncoder | None = None,
-           classifier: Classifier | None = None, optimize: bool = True, steps: int = DEFAULT_STEPS,
-           space: str = "z", lr: float | None = None, pixel_weight: float = 1.0, feature_weight: float = 0.05,
-           gradient_weight: float = 0.5, prior_weight: float = 0.01, patience: int = 8, batch_size: int = 32,
-           candidates: int = 64, seed: int = 0, optimize_noise: bool = False, noise_weight: float = 1.0,
-           progress: bool = False) -> InversionResult:
+def invert(
+    generator: Generator,
+    images: torch.Tensor,
+    *,
+    encoder: LatentEncoder | None = None,
+    classifier: Classifier | None = None,
+    optimize: bool = True,
+    steps: int = DEFAULT_STEPS,
+    space: str = "z",
+    lr: float | None = None,
+    pixel_weight: float = 1.0,
+    feature_weight: float = 0.05,
+    gradient_weight: float = 0.5,
+    prior_weight: float = 0.01,
+    patience: int = 8,
+    batch_size: int = 32,
+    candidates: int = 64,
+    seed: int = 0,
+    optimize_noise: bool = False,
+    noise_weight: float = 1.0,
+    progress: bool = False,
+) -> InversionResult:
     """Latents in ``space`` whose generated images reproduce ``images`` (N, 3, R, R) in [-1, 1] (resized to fit).
 
     The start is :func:`start_latents` (the encoder's guess, or random search in z, or
@@ -412,16 +495,29 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: LatentEncoder
     if lr is None:
         lr = 0.05 if space == "z" else 0.01
     if optimize and steps > 0:
-        log.info("inverting %d image(s) in %s: %s", len(targets), space,
-                 reconstruction_loss(targets[:1], classifier=classifier, feature_weight=feature_weight,
-                                     gradient_weight=gradient_weight).terms
-                 + ("" if classifier is not None else " (no classifier given: no feature loss)"))
+        log.info(
+            "inverting %d image(s) in %s: %s",
+            len(targets),
+            space,
+            reconstruction_loss(
+                targets[:1],
+                classifier=classifier,
+                feature_weight=feature_weight,
+                gradient_weight=gradient_weight,
+            ).terms
+            + ("" if classifier is not None else " (no classifier given: no feature loss)"),
+        )
     latents, recons, psnrs, enc_psnrs = [], [], [], []
     noises: dict[str, list[torch.Tensor]] = {}
-    info: dict[str, Any] = {"steps": 0, "image_steps": 0, "optimized": bool(optimize and steps > 0),
-                            "encoder_seconds": 0.0, "optimize_seconds": 0.0}
+    info: dict[str, Any] = {
+        "steps": 0,
+        "image_steps": 0,
+        "optimized": bool(optimize and steps > 0),
+        "encoder_seconds": 0.0,
+        "optimize_seconds": 0.0,
+    }
     for start in range(0, len(targets), batch_size):
-        chunk = targets[start:start + batch_size].to(device)
+        chunk = targets[start : start + batch_size].to(device)
         t_start = time.perf_counter()
         init = start_latents(generator, chunk, space, encoder=encoder, candidates=candidates, seed=seed)
         if encoder is not None:
@@ -431,11 +527,23 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: LatentEncoder
         noise = None
         if optimize and steps > 0:
             t_opt = time.perf_counter()
-            found, opt_info = optimize_latents(generator, chunk, init, classifier=classifier, steps=steps, lr=lr,
-                                               pixel_weight=pixel_weight, feature_weight=feature_weight,
-                                               gradient_weight=gradient_weight, prior_weight=prior_weight,
-                                               patience=patience, space=space, optimize_noise=optimize_noise,
-                                               noise_weight=noise_weight, progress=progress)
+            found, opt_info = optimize_latents(
+                generator,
+                chunk,
+                init,
+                classifier=classifier,
+                steps=steps,
+                lr=lr,
+                pixel_weight=pixel_weight,
+                feature_weight=feature_weight,
+                gradient_weight=gradient_weight,
+                prior_weight=prior_weight,
+                patience=patience,
+                space=space,
+                optimize_noise=optimize_noise,
+                noise_weight=noise_weight,
+                progress=progress,
+            )
             info["optimize_seconds"] += time.perf_counter() - t_opt
             info["steps"] = max(info["steps"], opt_info["steps"])
             info["image_steps"] += opt_info["image_steps"]
@@ -456,9 +564,15 @@ def invert(generator: Generator, images: torch.Tensor, *, encoder: LatentEncoder
     info["encoder_seconds_per_image"] = info["encoder_seconds"] / n
     info["optimize_seconds_per_image"] = info["optimize_seconds"] / n
     return InversionResult(
-        latents=torch.cat(latents), reconstructions=torch.cat(recons), psnr_db=torch.cat(psnrs),
-        seconds_per_image=seconds / n, encoder_psnr_db=torch.cat(enc_psnrs) if enc_psnrs else None,
-        space=space, info=info, noise={k: torch.cat(v) for k, v in noises.items()} if noises else None)
+        latents=torch.cat(latents),
+        reconstructions=torch.cat(recons),
+        psnr_db=torch.cat(psnrs),
+        seconds_per_image=seconds / n,
+        encoder_psnr_db=torch.cat(enc_psnrs) if enc_psnrs else None,
+        space=space,
+        info=info,
+        noise={k: torch.cat(v) for k, v in noises.items()} if noises else None,
+    )
 
 
 # The studio inverts one upload at a time; remember each generator's encoder (or its absence).
@@ -493,16 +607,26 @@ def encoder_for(generator: Generator) -> LatentEncoder | None:
                         encoder = load_encoder_dir(directory, generator=generator, device=device)
                         break
         except TlganError as exc:
-            log.warning("no usable encoder for %r (%s); starting from random latents instead", generator.name, exc)
+            log.warning(
+                "no usable encoder for %r (%s); starting from random latents instead", generator.name, exc
+            )
             encoder = None
         _ENCODERS[generator] = encoder
     return _ENCODERS[generator]
 
 
-def invert_image(generator: Generator, classifier: Classifier | None, image_bytes: bytes, *,
-                 encoder: Any = "auto", steps: int = DEFAULT_STEPS, optimize: bool = True,
-                 name: str = "uploaded image", space: str = "z",
-                 crop: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def invert_image(
+    generator: Generator,
+    classifier: Classifier | None,
+    image_bytes: bytes,
+    *,
+    encoder: Any = "auto",
+    steps: int = DEFAULT_STEPS,
+    optimize: bool = True,
+    name: str = "uploaded image",
+    space: str = "z",
+    crop: tuple[int, int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Invert one encoded image file (PNG, JPEG, ...): returns (latent, reconstruction (3, R, R), info).
 
     The latent has ``generator.latent_shape(space)``.
@@ -520,11 +644,20 @@ def invert_image(generator: Generator, classifier: Classifier | None, image_byte
     image, notes = read_image(image_bytes, generator.img_resolution, name=name, crop=crop)
     if isinstance(encoder, str) and encoder == "auto":
         encoder = encoder_for(generator)
-    result = invert(generator, image[None], encoder=encoder, classifier=classifier, optimize=optimize, steps=steps,
-                    space=space)
+    result = invert(
+        generator,
+        image[None],
+        encoder=encoder,
+        classifier=classifier,
+        optimize=optimize,
+        steps=steps,
+        space=space,
+    )
     info = {
         "psnr_db": round(float(result.psnr_db[0]), 3),
-        "encoder_psnr_db": None if result.encoder_psnr_db is None else round(float(result.encoder_psnr_db[0]), 3),
+        "encoder_psnr_db": None
+        if result.encoder_psnr_db is None
+        else round(float(result.encoder_psnr_db[0]), 3),
         "seconds": round(result.seconds_per_image, 3),
         "steps": result.info.get("steps", 0),
         "notes": notes,

@@ -18,6 +18,7 @@ Only the generator's parameters change (BatchNorm running statistics and other b
 stay), and exactly one copy of the weights is made per photo (plus Adam's two moment
 buffers while it runs); nothing is copied per step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,15 @@ def _spread(generator: Generator, space: str, samples: int = 256, seed: int = 0)
     return float((latents - latents.mean(0, keepdim=True)).pow(2).mean().sqrt())
 
 
-def locality_latents(generator: Generator, pivot: torch.Tensor, space: str, n: int, radius: float,
-                     rng: torch.Generator, spread: float = 1.0) -> torch.Tensor:
+def locality_latents(
+    generator: Generator,
+    pivot: torch.Tensor,
+    space: str,
+    n: int,
+    radius: float,
+    rng: torch.Generator,
+    spread: float = 1.0,
+) -> torch.Tensor:
     """``n`` latents (n, *latent_shape(space)) on rays from ``pivot`` (one latent) toward fresh samples.
 
     Each is ``pivot + r * u`` with u the unit vector toward a fresh latent of the space (drawn
@@ -89,12 +97,27 @@ def locality_latents(generator: Generator, pivot: torch.Tensor, space: str, n: i
     return pivot[None] + distance * direction
 
 
-def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tensor, *, space: str = "z",
-                   classifier: Classifier | None = None, steps: int = DEFAULT_TUNE_STEPS, lr: float = 1e-3,
-                   pixel_weight: float = 1.0, feature_weight: float = 0.05, gradient_weight: float = 0.5,
-                   locality_weight: float = 1.0, locality_radius: float = 3.0, locality_samples: int = 4,
-                   noise: dict[str, torch.Tensor] | None = None, patience: int = 20, tol: float = 1e-3,
-                   seed: int = 0, progress: bool = False) -> TuningResult:
+def tune_generator(
+    generator: Generator,
+    target: torch.Tensor,
+    pivot: torch.Tensor,
+    *,
+    space: str = "z",
+    classifier: Classifier | None = None,
+    steps: int = DEFAULT_TUNE_STEPS,
+    lr: float = 1e-3,
+    pixel_weight: float = 1.0,
+    feature_weight: float = 0.05,
+    gradient_weight: float = 0.5,
+    locality_weight: float = 1.0,
+    locality_radius: float = 3.0,
+    locality_samples: int = 4,
+    noise: dict[str, torch.Tensor] | None = None,
+    patience: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> TuningResult:
     """Fine-tune a copy of ``generator`` so that ``pivot`` reproduces ``target`` (3, R, R) in [-1, 1].
 
     ``pivot`` is one latent of ``space`` (``latent_shape(space)``), e.g. from
@@ -131,8 +154,14 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
         with torch.no_grad():
             for name, value in noise.items():
                 buffers[name].copy_(value.reshape(buffers[name].shape))
-    reference_noise = None if not noise else {
-        name: value.detach().float().to(device).reshape(1, 1, *value.shape[-2:]) for name, value in noise.items()}
+    reference_noise = (
+        None
+        if not noise
+        else {
+            name: value.detach().float().to(device).reshape(1, 1, *value.shape[-2:])
+            for name, value in noise.items()
+        }
+    )
     params = [p for p in tuned.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -141,20 +170,31 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
     spread = _spread(generator, space) if locality_weight > 0 and locality_samples > 0 else 1.0
     history = []
     with frozen(generator, classifier):
-        recon_loss = reconstruction_loss(target, classifier=classifier, pixel_weight=pixel_weight,
-                                         feature_weight=feature_weight, gradient_weight=gradient_weight,
-                                         pixel_loss="mse")
+        recon_loss = reconstruction_loss(
+            target,
+            classifier=classifier,
+            pixel_weight=pixel_weight,
+            feature_weight=feature_weight,
+            gradient_weight=gradient_weight,
+            pixel_loss="mse",
+        )
         with torch.no_grad():
             start = synthesize_raw(tuned, pivot, space).clamp(-1, 1)
             start_psnr = float(psnr_db(start, target)[0])
         best_loss, since, steps_run = float("inf"), 0, 0
         last_locality = 0.0
-        bar = tqdm(total=steps, desc="tuning the generator", unit="step", disable=None if progress else True,
-                   leave=False)
+        bar = tqdm(
+            total=steps,
+            desc="tuning the generator",
+            unit="step",
+            disable=None if progress else True,
+            leave=False,
+        )
         for step in range(1, steps + 1):
             if locality_weight > 0 and locality_samples > 0:
-                near = locality_latents(generator, pivot[0].cpu(), space, locality_samples, locality_radius, rng,
-                                        spread).to(device)
+                near = locality_latents(
+                    generator, pivot[0].cpu(), space, locality_samples, locality_radius, rng, spread
+                ).to(device)
                 with torch.no_grad():
                     # The original with this photo's noise maps (if any): the copy starts equal to it.
                     reference = synthesize_raw(generator, near, space, reference_noise)
@@ -193,11 +233,25 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
         recon = synthesize_raw(tuned, pivot, space).clamp(-1, 1)
         psnr = float(psnr_db(recon, target)[0])
     seconds = time.perf_counter() - t0
-    info = {"steps": steps_run, "lr": lr, "locality_weight": locality_weight, "locality_radius": locality_radius,
-            "locality_samples": locality_samples, "last_locality_mse": last_locality, "history": history,
-            "loss_terms": recon_loss.terms, "seed": int(seed)}
-    log.info("tuned %r for one photo: PSNR %.2f -> %.2f dB in %d steps (%.1f s)", generator.name, start_psnr,
-             psnr, steps_run, seconds)
+    info = {
+        "steps": steps_run,
+        "lr": lr,
+        "locality_weight": locality_weight,
+        "locality_radius": locality_radius,
+        "locality_samples": locality_samples,
+        "last_locality_mse": last_locality,
+        "history": history,
+        "loss_terms": recon_loss.terms,
+        "seed": int(seed),
+    }
+    log.info(
+        "tuned %r for one photo: PSNR %.2f -> %.2f dB in %d steps (%.1f s)",
+        generator.name,
+        start_psnr,
+        psnr,
+        steps_run,
+        seconds,
+    )
     return TuningResult(tuned, recon[0].float().cpu(), psnr, start_psnr, seconds, info)
 
 
@@ -205,8 +259,10 @@ def tune_generator(generator: Generator, target: torch.Tensor, pivot: torch.Tens
 # Saving and loading the tuned generator
 # ----------------------------------------------------------------------------------------
 
-def save_tuned(result: TuningResult, directory: str | Path, *, base_spec: str, space: str,
-               source: str | None = None) -> Path:
+
+def save_tuned(
+    result: TuningResult, directory: str | Path, *, base_spec: str, space: str, source: str | None = None
+) -> Path:
     """Write the tuned generator as a tlgan model folder (model.json + model.safetensors).
 
     model.json records ``"tuned": {"format", "base", "space", "source", "psnr_db", ...}`` so that
@@ -219,15 +275,25 @@ def save_tuned(result: TuningResult, directory: str | Path, *, base_spec: str, s
 
     arch = type(result.generator).__name__
     if arch not in ARCHITECTURES:
-        raise TlganError(f"cannot save a tuned {arch}: a tuned generator is saved as a tlgan model folder, which "
-                         f"needs an architecture tlgan can rebuild without running code ({', '.join(ARCHITECTURES)}); "
-                         f"have your factory return one of these (e.g. tlgan.models.networks.DCGANGenerator with "
-                         f"your weights loaded), or call tlgan.inversion.tune.tune_generator from Python and "
-                         f"keep the tuned module yourself")
-    meta = {"format": TUNED_FORMAT, "base": str(base_spec), "space": space, "source": source,
-            "psnr_db": round(result.psnr_db, 3), "start_psnr_db": round(result.start_psnr_db, 3),
-            "steps": result.info.get("steps"), "locality_weight": result.info.get("locality_weight"),
-            "locality_radius": result.info.get("locality_radius"), "seed": result.info.get("seed")}
+        raise TlganError(
+            f"cannot save a tuned {arch}: a tuned generator is saved as a tlgan model folder, which "
+            f"needs an architecture tlgan can rebuild without running code ({', '.join(ARCHITECTURES)}); "
+            f"have your factory return one of these (e.g. tlgan.models.networks.DCGANGenerator with "
+            f"your weights loaded), or call tlgan.inversion.tune.tune_generator from Python and "
+            f"keep the tuned module yourself"
+        )
+    meta = {
+        "format": TUNED_FORMAT,
+        "base": str(base_spec),
+        "space": space,
+        "source": source,
+        "psnr_db": round(result.psnr_db, 3),
+        "start_psnr_db": round(result.start_psnr_db, 3),
+        "steps": result.info.get("steps"),
+        "locality_weight": result.info.get("locality_weight"),
+        "locality_radius": result.info.get("locality_radius"),
+        "seed": result.info.get("seed"),
+    }
     return save_pretrained(result.generator, directory, extra={"tuned": meta})
 
 

@@ -15,6 +15,7 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 - ``path/to/file.py:factory``: a Python file of your own and a function in it that returns
   a :class:`Generator` / :class:`Classifier` (or a module plus keyword arguments; see docs).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,17 +53,30 @@ def _from_torchscript(path: Path, kind: str):
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises several types for bad archives
-        raise TlganError(f"{path}: not a loadable TorchScript file ({type(exc).__name__}); export it with torch.jit.save") from None
+        raise TlganError(
+            f"{path}: not a loadable TorchScript file ({type(exc).__name__}); export it with torch.jit.save"
+        ) from None
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if kind == "generator":
-        return ModuleGenerator(module, z_dim=int(meta.get("z_dim", 512)),
-                               output_range=tuple(meta.get("output_range", (-1, 1))), name=path.stem)
+        return ModuleGenerator(
+            module,
+            z_dim=int(meta.get("z_dim", 512)),
+            output_range=tuple(meta.get("output_range", (-1, 1))),
+            name=path.stem,
+        )
     if "attributes" not in meta:
-        raise TlganError(f"{path}: a TorchScript classifier needs {meta_path.name} beside it listing its \"attributes\"")
-    return ModuleClassifier(module, meta["attributes"], input_resolution=int(meta.get("input_resolution", 64)),
-                            input_range=tuple(meta.get("input_range", (-1, 1))), output=meta.get("output", "logits"),
-                            name=path.stem)
+        raise TlganError(
+            f'{path}: a TorchScript classifier needs {meta_path.name} beside it listing its "attributes"'
+        )
+    return ModuleClassifier(
+        module,
+        meta["attributes"],
+        input_resolution=int(meta.get("input_resolution", 64)),
+        input_range=tuple(meta.get("input_range", (-1, 1))),
+        output=meta.get("output", "logits"),
+        name=path.stem,
+    )
 
 
 def _fetch_folder(spec: str) -> Path:
@@ -107,14 +121,18 @@ def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
     elif path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file():
         model = _from_torchscript(path, kind)
     elif path.exists():
-        raise TlganError(f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
-                         f"a checkpoint (NVlabs .pkl, rosinality .pt, InterFaceGAN .pth), a TorchScript file "
-                         f"({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory")
+        raise TlganError(
+            f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
+            f"a checkpoint (NVlabs .pkl, rosinality .pt, InterFaceGAN .pth), a TorchScript file "
+            f"({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory"
+        )
     else:
         registry.check(spec)  # raises with close matches
     if not isinstance(model, base):
-        raise TlganError(f"{spec!r} gave a {type(model).__name__}, not a tlgan {base.__name__}; wrap a plain module with "
-                         f"tlgan.models.Module{base.__name__}")
+        raise TlganError(
+            f"{spec!r} gave a {type(model).__name__}, not a tlgan {base.__name__}; wrap a plain module with "
+            f"tlgan.models.Module{base.__name__}"
+        )
     return model.to(device).eval()
 
 
@@ -159,5 +177,14 @@ def list_models() -> dict:
     }
 
 
-__all__ = ["Generator", "Classifier", "ModuleGenerator", "ModuleClassifier", "GENERATORS", "CLASSIFIERS",
-           "load_generator", "load_classifier", "list_models"]
+__all__ = [
+    "Generator",
+    "Classifier",
+    "ModuleGenerator",
+    "ModuleClassifier",
+    "GENERATORS",
+    "CLASSIFIERS",
+    "load_generator",
+    "load_classifier",
+    "list_models",
+]

@@ -5,6 +5,7 @@ images to one logit per attribute. Images crossing these boundaries are always f
 tensors of shape (N, 3, H, W) with values in [-1, 1]. Wrappers adapt user modules that
 use other ranges or sizes, so nothing downstream has to know.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -89,8 +90,10 @@ class Generator(torch.nn.Module):
     def check_space(self, space: str) -> None:
         if space not in self.spaces:
             known = f"; tlgan's spaces are {', '.join(SPACES)}" if space not in SPACES else ""
-            raise TlganError(f"generator {self.name!r} has no latent space {space!r}; it has {', '.join(self.spaces)}"
-                             + known)
+            raise TlganError(
+                f"generator {self.name!r} has no latent space {space!r}; it has {', '.join(self.spaces)}"
+                + known
+            )
 
     def sample_latents(self, n: int, seed: int = 0, start: int = 0, space: str = "z") -> torch.Tensor:
         """Latents for samples start..start+n-1 of ``seed`` (float32, CPU)."""
@@ -140,8 +143,10 @@ class Generator(torch.nn.Module):
         latents = self.check_latents(latents, space)
         self.check_space(to)
         if order[to] < order[space]:
-            raise TlganError(f"cannot map latents from {space!r} back to {to!r}: the mapping only goes z -> w -> wp; "
-                             f"invert images instead (`tlgan invert --space {to}`)")
+            raise TlganError(
+                f"cannot map latents from {space!r} back to {to!r}: the mapping only goes z -> w -> wp; "
+                f"invert images instead (`tlgan invert --space {to}`)"
+            )
         if space == to:
             return latents
         return self._map_latents(latents.to(self.device), space, to)
@@ -174,8 +179,10 @@ class Generator(torch.nn.Module):
         The base class has none: any option is refused with a message naming it.
         """
         if options:
-            raise TlganError(f"generator {self.name!r} takes no options ({', '.join(sorted(options))}); "
-                             f"truncation and noise settings apply to StyleGAN generators only")
+            raise TlganError(
+                f"generator {self.name!r} takes no options ({', '.join(sorted(options))}); "
+                f"truncation and noise settings apply to StyleGAN generators only"
+            )
         return self
 
     def true_axes(self, attributes: Sequence[str] | None = None, space: str = "z"):
@@ -194,8 +201,10 @@ class Generator(torch.nn.Module):
         """
         self.check_space(space)
         if layers is not None:
-            raise TlganError(f"generator {self.name!r} has a single layer that takes the latent; `layers` chooses "
-                             f"style layers of style-based generators: leave it unset")
+            raise TlganError(
+                f"generator {self.name!r} has a single layer that takes the latent; `layers` chooses "
+                f"style layers of style-based generators: leave it unset"
+            )
         dim = self.latent_dim(space)
         if space == self.spaces[0]:
             for module in self.modules():
@@ -203,10 +212,12 @@ class Generator(torch.nn.Module):
                     return module.weight.detach()
                 if isinstance(module, torch.nn.ConvTranspose2d) and module.in_channels == dim:
                     return module.weight.detach().reshape(dim, -1).T
-        raise TlganError(f"sefa cannot find the weight of the first layer that takes a {space!r} latent of size {dim} "
-                         f"in generator {self.name!r} (no nn.Linear with in_features={dim} or nn.ConvTranspose2d with "
-                         f"in_channels={dim}); override latent_weight(space, layers) to return it as an (F, {dim}) "
-                         f"tensor, or use the pca finder")
+        raise TlganError(
+            f"sefa cannot find the weight of the first layer that takes a {space!r} latent of size {dim} "
+            f"in generator {self.name!r} (no nn.Linear with in_features={dim} or nn.ConvTranspose2d with "
+            f"in_channels={dim}); override latent_weight(space, layers) to return it as an (F, {dim}) "
+            f"tensor, or use the pca finder"
+        )
 
     #: Name (as in ``named_modules()``) of the early layer whose activations the pca finder
     #: reads for z latents, GANSpace's choice for generators without a style space; None = none.
@@ -224,9 +235,13 @@ class Generator(torch.nn.Module):
 
             known = [n for n in modules if n]
             if not layer:
-                raise TlganError(f"generator {self.name!r} names no feature layer for activation PCA; choose one of "
-                                 f"its modules with layer=... ({', '.join(known[:12]) or 'it has none'})")
-            raise TlganError(unknown_name_message("layer", layer, known) + f" (modules of generator {self.name!r})")
+                raise TlganError(
+                    f"generator {self.name!r} names no feature layer for activation PCA; choose one of "
+                    f"its modules with layer=... ({', '.join(known[:12]) or 'it has none'})"
+                )
+            raise TlganError(
+                unknown_name_message("layer", layer, known) + f" (modules of generator {self.name!r})"
+            )
         captured = []
 
         def stop(module, args, output):
@@ -263,7 +278,13 @@ class Classifier(torch.nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
         if images.shape[-1] != self.input_resolution or images.shape[-2] != self.input_resolution:
-            images = F.interpolate(images, size=(self.input_resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
+            images = F.interpolate(
+                images,
+                size=(self.input_resolution,) * 2,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         return self._logits(images)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -280,8 +301,10 @@ class Classifier(torch.nn.Module):
         """
         layer = _last_weighted_layer(self)
         if layer is None:
-            raise TlganError(f"classifier {self.name!r} has no layer with weights to take features from; "
-                             f"override features(images), or invert without a classifier")
+            raise TlganError(
+                f"classifier {self.name!r} has no layer with weights to take features from; "
+                f"override features(images), or invert without a classifier"
+            )
         captured: list[torch.Tensor] = []
         handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
@@ -289,9 +312,11 @@ class Classifier(torch.nn.Module):
         finally:
             handle.remove()
         if not captured or not isinstance(captured[-1], torch.Tensor):
-            raise TlganError(f"classifier {self.name!r}: its last layer with weights was not seen running (a "
-                             f"TorchScript module runs its layers out of reach of hooks); override features(images), "
-                             f"or invert with --classifier none")
+            raise TlganError(
+                f"classifier {self.name!r}: its last layer with weights was not seen running (a "
+                f"TorchScript module runs its layers out of reach of hooks); override features(images), "
+                f"or invert with --classifier none"
+            )
         return [captured[-1]]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -324,8 +349,14 @@ class ModuleGenerator(Generator):
     >>> G = ModuleGenerator(my_net, z_dim=128, output_range=(0, 1), name="mine")
     """
 
-    def __init__(self, module: torch.nn.Module, z_dim: int, output_range: tuple[float, float] = (-1.0, 1.0),
-                 name: str = "custom", img_resolution: int | None = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        z_dim: int,
+        output_range: tuple[float, float] = (-1.0, 1.0),
+        name: str = "custom",
+        img_resolution: int | None = None,
+    ):
         super().__init__()
         self.module = module
         self.z_dim = int(z_dim)
@@ -353,9 +384,16 @@ class ModuleClassifier(Classifier):
     the input of the last layer with weights (the penultimate activations).
     """
 
-    def __init__(self, module: torch.nn.Module, attributes: Sequence[str], input_resolution: int = 64,
-                 input_range: tuple[float, float] = (-1.0, 1.0), output: str = "logits", name: str = "custom",
-                 feature_layers: Sequence[str] | None = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        attributes: Sequence[str],
+        input_resolution: int = 64,
+        input_range: tuple[float, float] = (-1.0, 1.0),
+        output: str = "logits",
+        name: str = "custom",
+        feature_layers: Sequence[str] | None = None,
+    ):
         super().__init__()
         if output not in ("logits", "probabilities"):
             raise TlganError(f"output must be 'logits' or 'probabilities', not {output!r}")
@@ -363,8 +401,10 @@ class ModuleClassifier(Classifier):
         self.feature_layers = None if feature_layers is None else [str(n) for n in feature_layers]
         missing = [n for n in (self.feature_layers or []) if n not in named or n == ""]
         if missing:
-            raise TlganError(f"feature_layers {missing} are not submodules of the classifier; "
-                             f"it has {', '.join(n for n in named if n)[:300]}")
+            raise TlganError(
+                f"feature_layers {missing} are not submodules of the classifier; "
+                f"it has {', '.join(n for n in named if n)[:300]}"
+            )
         self.module = module
         self.attributes = tuple(attributes)
         self.input_resolution = int(input_resolution)
@@ -378,8 +418,10 @@ class ModuleClassifier(Classifier):
             return super().features(images)
         named = dict(self.module.named_modules())
         captured: dict[str, torch.Tensor] = {}
-        handles = [named[n].register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out))
-                   for n in self.feature_layers]
+        handles = [
+            named[n].register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out))
+            for n in self.feature_layers
+        ]
         try:
             self.logits(images)
         finally:
@@ -391,7 +433,9 @@ class ModuleClassifier(Classifier):
         lo, hi = self.input_range
         out = self.module((images + 1.0) / 2.0 * (hi - lo) + lo)
         if out.shape[-1] != len(self.attributes):
-            raise TlganError(f"classifier returned {out.shape[-1]} scores but {len(self.attributes)} attribute names were given")
+            raise TlganError(
+                f"classifier returned {out.shape[-1]} scores but {len(self.attributes)} attribute names were given"
+            )
         if self.output == "probabilities":
             out = torch.logit(out.clamp(1e-6, 1 - 1e-6))
         return out

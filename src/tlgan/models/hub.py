@@ -4,6 +4,7 @@ Works with ``https://`` and ``file://`` URLs (and plain paths). A download goes 
 temporary file and is renamed into the cache only after its hash matched, so an
 interrupted or tampered download never lands under the final name.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,20 +65,28 @@ def fetch(info: WeightsInfo, cache: Path | None = None, progress: bool = True, t
             elif parsed.scheme in ("http", "https"):
                 with urllib.request.urlopen(info.url, timeout=timeout) as response, open(tmp, "wb") as out:
                     total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=info.name, disable=not progress) as bar:
+                    with tqdm(
+                        total=total, unit="B", unit_scale=True, desc=info.name, disable=not progress
+                    ) as bar:
                         for chunk in iter(lambda: response.read(1 << 20), b""):
                             out.write(chunk)
                             bar.update(len(chunk))
             else:
-                raise TlganError(f"cannot fetch {info.url!r}: only https://, http:// and file:// URLs are supported")
+                raise TlganError(
+                    f"cannot fetch {info.url!r}: only https://, http:// and file:// URLs are supported"
+                )
         except OSError as exc:
-            raise TlganError(f"could not download {info.url}: {exc}; check the address and your connection, "
-                             f"or download it yourself and pass the local path") from None
+            raise TlganError(
+                f"could not download {info.url}: {exc}; check the address and your connection, "
+                f"or download it yourself and pass the local path"
+            ) from None
         if info.sha256 is not None:
             got = sha256_of(tmp)
             if got != info.sha256:
-                raise TlganError(f"{info.url}: SHA-256 mismatch (expected {info.sha256}, got {got}); "
-                                 f"the download is corrupt or the file has changed; nothing was saved")
+                raise TlganError(
+                    f"{info.url}: SHA-256 mismatch (expected {info.sha256}, got {got}); "
+                    f"the download is corrupt or the file has changed; nothing was saved"
+                )
     log.info("fetched %s into %s", info.url, target)
     return target
 
@@ -87,12 +96,14 @@ HF_PREFIX = "hf://"
 
 def parse_hf_spec(spec: str) -> tuple:
     """``hf://OWNER/REPO/PATH[@REVISION]`` -> (repo_id, filename, revision or None)."""
-    body = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+    body = spec[len(HF_PREFIX) :] if spec.startswith(HF_PREFIX) else spec
     body, _, revision = body.partition("@")
     parts = [p for p in body.split("/") if p]
     if len(parts) < 3:
-        raise TlganError(f"cannot read {spec!r} as a Hub file; write it as hf://OWNER/REPO/PATH[@REVISION], "
-                         f"e.g. hf://me/my-gan/network.pkl")
+        raise TlganError(
+            f"cannot read {spec!r} as a Hub file; write it as hf://OWNER/REPO/PATH[@REVISION], "
+            f"e.g. hf://me/my-gan/network.pkl"
+        )
     return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
 
 
@@ -111,8 +122,12 @@ def hf_file(spec: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
     except LocalEntryNotFoundError:
-        raise TlganError(f"{spec}: not in the Hub cache and it cannot be downloaded now (offline, or no network); "
-                         f"run once with network access, or unset HF_HUB_OFFLINE") from None
+        raise TlganError(
+            f"{spec}: not in the Hub cache and it cannot be downloaded now (offline, or no network); "
+            f"run once with network access, or unset HF_HUB_OFFLINE"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise TlganError(f"{spec}: could not fetch {filename} from {repo_id} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]}); check the owner, repository, path and revision") from None
+        raise TlganError(
+            f"{spec}: could not fetch {filename} from {repo_id} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); check the owner, repository, path and revision"
+        ) from None

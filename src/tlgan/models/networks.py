@@ -6,6 +6,7 @@ Every class keeps its constructor arguments in ``config_kwargs`` so that
 can rebuild the module before loading its weights. Resolutions are powers of two from 8 up; feature maps always
 start (generator) or end (discriminator, classifier) at 4 x 4.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ from tlgan.models.formats.folder import load_pretrained, save_pretrained  # noqa
 def check_resolution(resolution: int) -> int:
     resolution = int(resolution)
     if resolution < 8 or resolution & (resolution - 1):
-        raise TlganError(f"resolution must be a power of two from 8 up (8, 16, 32, 64, 128, ...), not {resolution}")
+        raise TlganError(
+            f"resolution must be a power of two from 8 up (8, 16, 32, 64, 128, ...), not {resolution}"
+        )
     return resolution
 
 
@@ -50,12 +53,15 @@ def _channels(width: int, resolution: int, size: int) -> int:
 # Generator
 # ----------------------------------------------------------------------------------------
 
+
 class UpBlock(nn.Module):
     """(N, C_in, S, S) -> (N, C_out, 2S, 2S): transposed conv 4x4 stride 2, BatchNorm, ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False)
+        self.conv = nn.ConvTranspose2d(
+            in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False
+        )
         self.norm = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +96,9 @@ class DCGANGenerator(Generator):
             blocks.append(UpBlock(_channels(width, resolution, size), _channels(width, resolution, 2 * size)))
             size *= 2
         self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = nn.ConvTranspose2d(_channels(width, resolution, size), 3, kernel_size=4, stride=2, padding=1)
+        self.to_rgb = nn.ConvTranspose2d(
+            _channels(width, resolution, size), 3, kernel_size=4, stride=2, padding=1
+        )
         # GANSpace reads an early layer after a non-linearity: the first block's output.
         self.feature_layer = "blocks.0" if blocks else None
 
@@ -104,6 +112,7 @@ class DCGANGenerator(Generator):
 # ----------------------------------------------------------------------------------------
 # Discriminator
 # ----------------------------------------------------------------------------------------
+
 
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: images (N, 3, R, R) in [-1, 1] -> one real/fake logit each, (N,).
@@ -137,6 +146,7 @@ class DCGANDiscriminator(nn.Module):
 # ----------------------------------------------------------------------------------------
 # Attribute classifier
 # ----------------------------------------------------------------------------------------
+
 
 class DownBlock(nn.Module):
     """(N, C_in, S, S) -> (N, C_out, S/2, S/2): conv 3x3, BN, ReLU, then a stride-2 conv 3x3, BN, ReLU."""
@@ -174,7 +184,7 @@ class AttributeClassifierNet(Classifier):
         self.input_resolution = resolution
         blocks, in_ch = [], 3
         for i in range(int(math.log2(resolution)) - 2):
-            out_ch = width * min(8, 2 ** i)
+            out_ch = width * min(8, 2**i)
             blocks.append(DownBlock(in_ch, out_ch))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
@@ -185,8 +195,13 @@ class AttributeClassifierNet(Classifier):
         if images.ndim != 4 or images.shape[1] != 3:
             raise TlganError(f"images must be (N, 3, H, W); got shape {tuple(images.shape)}")
         if images.shape[-2:] != (self.input_resolution, self.input_resolution):
-            images = F.interpolate(images, size=(self.input_resolution,) * 2, mode="bilinear", align_corners=False,
-                                   antialias=True)
+            images = F.interpolate(
+                images,
+                size=(self.input_resolution,) * 2,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         return images
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -215,15 +230,24 @@ def count_macs(module: nn.Module, inputs: torch.Tensor) -> int:
     def hook(layer, args, output):
         x = args[0]
         if isinstance(layer, nn.ConvTranspose2d):
-            total[0] += x[0].numel() * layer.out_channels * layer.kernel_size[0] * layer.kernel_size[1] // layer.groups
+            total[0] += (
+                x[0].numel()
+                * layer.out_channels
+                * layer.kernel_size[0]
+                * layer.kernel_size[1]
+                // layer.groups
+            )
         elif isinstance(layer, nn.Conv2d):
             k = layer.kernel_size[0] * layer.kernel_size[1] * layer.in_channels // layer.groups
             total[0] += output[0].numel() * k
         elif isinstance(layer, nn.Linear):
             total[0] += layer.in_features * layer.out_features
 
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    ]
     was_training = module.training
     module.eval()  # so BatchNorm statistics are not touched
     try:

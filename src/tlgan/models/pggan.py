@@ -32,6 +32,7 @@ sphere of radius sqrt(z_dim). ``sample_latents`` draws them there, and ``synthes
 any z to that norm first (the pixel norm of z makes the image independent of its scale, so an
 edited z off the sphere renders as its projection, as in InterFaceGAN).
 """
+
 from __future__ import annotations
 
 import math
@@ -73,7 +74,9 @@ def fused_upsample_kernel(weight: torch.Tensor) -> torch.Tensor:
     return w.permute(2, 3, 0, 1)
 
 
-def grown_images(x: torch.Tensor, blocks: Sequence[Callable], to_rgbs: Sequence[Callable], lod: float) -> torch.Tensor:
+def grown_images(
+    x: torch.Tensor, blocks: Sequence[Callable], to_rgbs: Sequence[Callable], lod: float
+) -> torch.Tensor:
     """Run the levels of a progressively grown generator and make its image at level of detail ``lod``.
 
     ``blocks[k]`` maps level k-1's features to level k's (k = 0 is 4x4), ``to_rgbs[k]`` level k's
@@ -96,7 +99,7 @@ def grown_images(x: torch.Tensor, blocks: Sequence[Callable], to_rgbs: Sequence[
 
 def nf(stage: int, fmap_base: int, fmap_max: int) -> int:
     """Feature maps at side 2^(stage + 1): min(fmap_base // 2^stage, fmap_max)."""
-    return min(int(fmap_base // 2 ** stage), int(fmap_max))
+    return min(int(fmap_base // 2**stage), int(fmap_max))
 
 
 def check_progressive_resolution(resolution: int, fmap_base: int, fmap_max: int, what: str) -> int:
@@ -104,8 +107,10 @@ def check_progressive_resolution(resolution: int, fmap_base: int, fmap_max: int,
     if resolution < 4 or resolution & (resolution - 1):
         raise TlganError(f"a {what} resolution must be 4 * 2^k (4, 8, ..., 1024), not {resolution}")
     if int(fmap_max) < 1 or nf(int(math.log2(resolution)) - 1, fmap_base, fmap_max) < 1:
-        raise TlganError(f"fmap_base {fmap_base} / fmap_max {fmap_max} give no feature maps at {resolution} px; "
-                         f"fmap_base must be at least half the resolution")
+        raise TlganError(
+            f"fmap_base {fmap_base} / fmap_max {fmap_max} give no feature maps at {resolution} px; "
+            f"fmap_base must be at least half the resolution"
+        )
     return resolution
 
 
@@ -128,8 +133,16 @@ class PGGANLayer(nn.Module):
     padding - kernel + 1 otherwise (the 4x4 dense layer: S = 1, kernel 4, padding 3).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
-                 upsample: str = "none", gain: float = math.sqrt(2.0), linear: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        upsample: str = "none",
+        gain: float = math.sqrt(2.0),
+        linear: bool = False,
+    ):
         super().__init__()
         self.upsample = upsample
         self.linear = linear
@@ -167,15 +180,26 @@ class PGGANGenerator(Generator):
 
     spaces = ("z",)
 
-    def __init__(self, z_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3, fmap_base: int = 8192,
-                 fmap_max: int = 512, fused_scale: bool = False):
+    def __init__(
+        self,
+        z_dim: int = 512,
+        img_resolution: int = 1024,
+        img_channels: int = 3,
+        fmap_base: int = 8192,
+        fmap_max: int = 512,
+        fused_scale: bool = False,
+    ):
         super().__init__()
         img_resolution = check_progressive_resolution(img_resolution, fmap_base, fmap_max, "PGGAN")
         if int(z_dim) < 1:
             raise TlganError(f"z_dim must be a positive integer, not {z_dim}")
         self.config_kwargs: dict[str, Any] = {
-            "z_dim": int(z_dim), "img_resolution": img_resolution, "img_channels": int(img_channels),
-            "fmap_base": int(fmap_base), "fmap_max": int(fmap_max), "fused_scale": bool(fused_scale),
+            "z_dim": int(z_dim),
+            "img_resolution": img_resolution,
+            "img_channels": int(img_channels),
+            "fmap_base": int(fmap_base),
+            "fmap_max": int(fmap_max),
+            "fused_scale": bool(fused_scale),
         }
         self.name = "pggan"
         self.z_dim, self.img_resolution, self.img_channels = int(z_dim), img_resolution, int(img_channels)
@@ -186,11 +210,16 @@ class PGGANGenerator(Generator):
                 # The dense layer from z; sqrt(2)/4 on fan-in z_dim is sqrt(2) on fan-in 16 z_dim.
                 first = PGGANLayer(self.z_dim, channels, kernel_size=4, padding=3)
             else:
-                first = PGGANLayer(self.channels[level - 1], channels, upsample="fused" if fused_scale else "nearest")
+                first = PGGANLayer(
+                    self.channels[level - 1], channels, upsample="fused" if fused_scale else "nearest"
+                )
             setattr(self, f"layer{2 * level}", first)
             setattr(self, f"layer{2 * level + 1}", PGGANLayer(channels, channels))
-            setattr(self, f"output{level}", PGGANLayer(channels, self.img_channels, kernel_size=1, padding=0,
-                                                        gain=1.0, linear=True))
+            setattr(
+                self,
+                f"output{level}",
+                PGGANLayer(channels, self.img_channels, kernel_size=1, padding=0, gain=1.0, linear=True),
+            )
         self.register_buffer("lod", torch.zeros(()))
 
     def _block(self, level: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -225,7 +254,9 @@ class PGGANGenerator(Generator):
         """
         self.check_space(space)
         if layers is not None and [int(k) for k in layers] != [0]:
-            raise TlganError(f"PGGAN feeds z to its first layer only; layers must be [0] (or none), not {list(layers)}")
+            raise TlganError(
+                f"PGGAN feeds z to its first layer only; layers must be [0] (or none), not {list(layers)}"
+            )
         # Convolving a 1x1 z padded by 3 flips the kernel: output pixel (i, j) uses tap (3 - i, 3 - j).
         weight = self.layer0.effective_weight().detach().flip(2, 3)  # (C, z_dim, 4, 4)
         return weight.permute(0, 2, 3, 1).reshape(-1, self.z_dim)

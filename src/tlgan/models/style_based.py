@@ -10,6 +10,7 @@ Truncation with ``truncation_psi`` = psi replaces w by ``w_avg + psi (w - w_avg)
 any path: in z -> w when it applies to every layer (a truncated w is still one vector), in
 w -> wp when only the first layers are truncated.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,21 +53,32 @@ class StyleBasedGenerator(Generator):
             out["noise_mode"] = self.noise_mode
         return out
 
-    def configure(self, truncation_psi: float | None = None, truncation_cutoff: int | None = None,
-                  noise_mode: str | None = None, **unknown: Any) -> StyleBasedGenerator:
+    def configure(
+        self,
+        truncation_psi: float | None = None,
+        truncation_cutoff: int | None = None,
+        noise_mode: str | None = None,
+        **unknown: Any,
+    ) -> StyleBasedGenerator:
         """Set truncation (psi toward ``w_avg``, optionally only the first ``truncation_cutoff`` layers) and noise."""
         if unknown:
-            raise TlganError(f"unknown {self.family} option(s) {', '.join(sorted(unknown))}; "
-                             f"known: truncation_psi, truncation_cutoff, noise_mode")
+            raise TlganError(
+                f"unknown {self.family} option(s) {', '.join(sorted(unknown))}; "
+                f"known: truncation_psi, truncation_cutoff, noise_mode"
+            )
         if truncation_psi is not None:
             psi = float(truncation_psi)
             if not math.isfinite(psi):
-                raise TlganError(f"truncation_psi must be a finite number (1 = none, 0.7 is common), not {psi}")
+                raise TlganError(
+                    f"truncation_psi must be a finite number (1 = none, 0.7 is common), not {psi}"
+                )
             self.truncation_psi = psi
         if truncation_cutoff is not None:
             cutoff = int(truncation_cutoff)
             if not 1 <= cutoff <= self.num_ws:
-                raise TlganError(f"truncation_cutoff must be 1..{self.num_ws} (layers of this generator), not {cutoff}")
+                raise TlganError(
+                    f"truncation_cutoff must be 1..{self.num_ws} (layers of this generator), not {cutoff}"
+                )
             self.truncation_cutoff = cutoff
         if noise_mode is not None:
             if noise_mode not in NOISE_MODES:

@@ -31,6 +31,7 @@ files are read with psi 0.7 on the first 8 layers (``G_style``'s defaults, Inter
 settings). So InterFaceGAN's ``w`` (the mapping's output, untruncated) and ``wp`` (truncated)
 are tlgan's ``w`` and ``wp``; ``configure(truncation_psi=1)`` turns truncation off.
 """
+
 from __future__ import annotations
 
 import math
@@ -135,7 +136,9 @@ class NoiseInput(nn.Module):
         if noise_mode == "none":
             return x
         if noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+            noise = torch.randn(
+                x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype
+            )
         else:
             noise = self.noise.to(x.dtype)
         return x + noise * self.weight.view(1, -1, 1, 1)
@@ -188,8 +191,15 @@ class ConvLayer(nn.Module):
     upsampling keeps its kernel as ``weight`` (3, 3, C_in, C_out); the others as ``conv.weight``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool = False,
-                 fused: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        upsample: bool = False,
+        fused: bool = False,
+    ):
         super().__init__()
         self.upsample, self.fused = bool(upsample), bool(upsample and fused)
         if self.fused:
@@ -198,8 +208,9 @@ class ConvLayer(nn.Module):
             self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.scale = math.sqrt(2.0) / math.sqrt(in_channels * 9)
         if self.upsample:
-            self.register_buffer("blur_kernel", blur_kernel()[None, None].repeat(out_channels, 1, 1, 1),
-                                 persistent=False)
+            self.register_buffer(
+                "blur_kernel", blur_kernel()[None, None].repeat(out_channels, 1, 1, 1), persistent=False
+            )
         self.epilogue = Epilogue(out_channels, w_dim, resolution)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
@@ -228,19 +239,32 @@ class ToRGB(nn.Module):
 class SynthesisNetwork(nn.Module):
     """wp (N, num_ws, w_dim) -> unclamped images (N, img_channels, R, R)."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, fmap_base: int = 8192,
-                 fmap_max: int = 512, fused_scale: bool | str = "auto"):
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int = 3,
+        fmap_base: int = 8192,
+        fmap_max: int = 512,
+        fused_scale: bool | str = "auto",
+    ):
         super().__init__()
         self.num_levels = int(math.log2(img_resolution)) - 1
         self.num_ws = 2 * self.num_levels
         channels = [nf(level + 1, fmap_base, fmap_max) for level in range(self.num_levels)]
         for level, ch in enumerate(channels):
-            res = 4 * 2 ** level
+            res = 4 * 2**level
             if level == 0:
                 first: nn.Module = ConstLayer(ch, w_dim)
             else:
-                first = ConvLayer(channels[level - 1], ch, w_dim, res, upsample=True,
-                                  fused=uses_fused_scale(fused_scale, res))
+                first = ConvLayer(
+                    channels[level - 1],
+                    ch,
+                    w_dim,
+                    res,
+                    upsample=True,
+                    fused=uses_fused_scale(fused_scale, res),
+                )
             setattr(self, f"layer{2 * level}", first)
             setattr(self, f"layer{2 * level + 1}", ConvLayer(ch, ch, w_dim, res))
             setattr(self, f"output{level}", ToRGB(ch, img_channels))
@@ -271,34 +295,57 @@ class StyleGANGenerator(StyleBasedGenerator):
 
     family = "StyleGAN"
 
-    def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
-                 fmap_base: int = 8192, fmap_max: int = 512, mapping_layers: int = 8, mapping_fmaps: int = 512,
-                 mapping_lrmul: float = 0.01, fused_scale: bool | str = "auto", truncation_psi: float = 1.0,
-                 truncation_cutoff: int | None = None):
+    def __init__(
+        self,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        img_resolution: int = 1024,
+        img_channels: int = 3,
+        fmap_base: int = 8192,
+        fmap_max: int = 512,
+        mapping_layers: int = 8,
+        mapping_fmaps: int = 512,
+        mapping_lrmul: float = 0.01,
+        fused_scale: bool | str = "auto",
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+    ):
         super().__init__()
         img_resolution = check_progressive_resolution(img_resolution, fmap_base, fmap_max, "StyleGAN")
-        for key, value in (("z_dim", z_dim), ("w_dim", w_dim), ("mapping_layers", mapping_layers),
-                           ("mapping_fmaps", mapping_fmaps)):
+        for key, value in (
+            ("z_dim", z_dim),
+            ("w_dim", w_dim),
+            ("mapping_layers", mapping_layers),
+            ("mapping_fmaps", mapping_fmaps),
+        ):
             if int(value) < 1:
                 raise TlganError(f"{key} must be a positive integer, not {value}")
         if fused_scale not in (True, False, "auto"):
-            raise TlganError(f"fused_scale must be true, false or \"auto\", not {fused_scale!r}")
+            raise TlganError(f'fused_scale must be true, false or "auto", not {fused_scale!r}')
         self.config_kwargs: dict[str, Any] = {
-            "z_dim": int(z_dim), "w_dim": int(w_dim), "img_resolution": img_resolution,
-            "img_channels": int(img_channels), "fmap_base": int(fmap_base), "fmap_max": int(fmap_max),
-            "mapping_layers": int(mapping_layers), "mapping_fmaps": int(mapping_fmaps),
-            "mapping_lrmul": float(mapping_lrmul), "fused_scale": fused_scale,
+            "z_dim": int(z_dim),
+            "w_dim": int(w_dim),
+            "img_resolution": img_resolution,
+            "img_channels": int(img_channels),
+            "fmap_base": int(fmap_base),
+            "fmap_max": int(fmap_max),
+            "mapping_layers": int(mapping_layers),
+            "mapping_fmaps": int(mapping_fmaps),
+            "mapping_lrmul": float(mapping_lrmul),
+            "fused_scale": fused_scale,
             "truncation_psi": float(truncation_psi),
             "truncation_cutoff": None if truncation_cutoff is None else int(truncation_cutoff),
         }
         self.name = "stylegan"
         self.z_dim, self.w_dim = int(z_dim), int(w_dim)
         self.img_resolution, self.img_channels = img_resolution, int(img_channels)
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(mapping_layers), int(mapping_fmaps),
-                                      float(mapping_lrmul))
+        self.mapping = MappingNetwork(
+            self.z_dim, self.w_dim, int(mapping_layers), int(mapping_fmaps), float(mapping_lrmul)
+        )
         self.truncation = Truncation(self.w_dim)
-        self.synthesis = SynthesisNetwork(self.w_dim, img_resolution, self.img_channels, int(fmap_base),
-                                          int(fmap_max), fused_scale)
+        self.synthesis = SynthesisNetwork(
+            self.w_dim, img_resolution, self.img_channels, int(fmap_base), int(fmap_max), fused_scale
+        )
         self.num_ws = self.synthesis.num_ws
         self._init_style_options(truncation_psi, truncation_cutoff)
 
@@ -321,4 +368,6 @@ class StyleGANGenerator(StyleBasedGenerator):
         if bad:
             raise TlganError(f"layer(s) {bad} do not exist; this generator's are 0-{self.num_ws - 1}")
         synthesis_layers = self.synthesis.layers()
-        return torch.cat([synthesis_layers[k].epilogue.style_mod.dense.effective_weight().detach() for k in chosen])
+        return torch.cat(
+            [synthesis_layers[k].epilogue.style_mod.dense.effective_weight().detach() for k in chosen]
+        )

@@ -22,6 +22,7 @@ without renaming; other formats map onto these names (``tlgan.models.formats``).
 
 Truncation and noise follow :mod:`tlgan.models.style_based` (shared with StyleGAN v1).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,9 @@ def lowpass_filter(taps: Sequence[float] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor
     return f / f.sum()
 
 
-def filter2d(x: torch.Tensor, kernel: torch.Tensor, pad: Sequence[int], up: int = 1, gain: float = 1.0) -> torch.Tensor:
+def filter2d(
+    x: torch.Tensor, kernel: torch.Tensor, pad: Sequence[int], up: int = 1, gain: float = 1.0
+) -> torch.Tensor:
     """Upsample by zero insertion, pad (left, right, top, bottom) and convolve each channel with ``kernel``.
 
     (N, C, H, W) -> (N, C, H*up + pad_t + pad_b - K + 1, W*up + pad_l + pad_r - K + 1). ``gain``
@@ -73,8 +76,14 @@ class FullyConnected(nn.Module):
     """y = act(x W^T g + b l) with equalised learning rate: W is stored as N(0, 1) / l and scaled
     by g = l / sqrt(in_features) at run time (l = ``lr_multiplier``). (N, in) -> (N, out)."""
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear", lr_multiplier: float = 1.0,
-                 bias_init: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ):
         super().__init__()
         if activation not in ("linear", "lrelu"):
             raise TlganError(f"activation must be 'linear' or 'lrelu', not {activation!r}")
@@ -97,8 +106,14 @@ class FullyConnected(nn.Module):
 class MappingNetwork(nn.Module):
     """z (N, z_dim) -> w (N, w_dim): normalise z, then ``num_layers`` leaky-ReLU fully connected layers."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, lr_multiplier: float = 0.01,
-                 layer_features: int | None = None):
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_layers: int = 8,
+        lr_multiplier: float = 0.01,
+        layer_features: int | None = None,
+    ):
         super().__init__()
         self.num_layers = int(num_layers)
         hidden = int(layer_features or w_dim)
@@ -125,8 +140,16 @@ class SynthesisLayer(nn.Module):
     (N, C_in, S, S) and w (N, w_dim) -> (N, C_out, S', S') with S' = 2S when ``up`` else S.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
-                 conv_clamp: float | None = None, kernel_size: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: bool = False,
+        conv_clamp: float | None = None,
+        kernel_size: int = 3,
+    ):
         super().__init__()
         self.up = bool(up)
         self.resolution = int(resolution)
@@ -140,7 +163,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", lowpass_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        styles = self.affine(w)                                                   # (N, C_in)
+        styles = self.affine(w)  # (N, C_in)
         # Demodulation: 1 / ||W_o * s|| over each output channel's modulated weights, formed as
         # sum_i s_i^2 sum_k W_oik^2 so the (N, C_out, C_in, 3, 3) modulated weights never exist.
         dcoefs = (styles.square() @ self.weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # (N, C_out)
@@ -156,8 +179,11 @@ class SynthesisLayer(nn.Module):
         if noise_mode == "const":
             x = x + self.noise_const.to(x.dtype) * self.noise_strength
         elif noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device,
-                                dtype=x.dtype) * self.noise_strength
+            x = (
+                x
+                + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+                * self.noise_strength
+            )
         x = F.leaky_relu(x + self.bias[None, :, None, None].to(x.dtype), LRELU_SLOPE) * LRELU_GAIN
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -187,23 +213,33 @@ class ToRGB(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: [const | conv0 (up 2x)], conv1, toRGB; adds its RGB to the upsampled image so far."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.in_channels = int(in_channels)
         self.resolution = int(resolution)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp)
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp
+            )
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", lowpass_filter(), persistent=False)
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str = "const"):
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+    ):
         """``ws`` (N, num_conv + 1, w_dim): this block's convolutions' w, then its toRGB's."""
         if self.in_channels == 0:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1)
@@ -222,10 +258,17 @@ class SynthesisNetwork(nn.Module):
     Channels at side S: min(channel_base // S, channel_max).
     """
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int = 3,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
-        self.resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+        self.resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
         self.channels = {res: min(channel_base // res, channel_max) for res in self.resolutions}
         self.num_ws = 0
         for res in self.resolutions:
@@ -242,7 +285,7 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         start = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, start:start + block.num_conv + 1], noise_mode)
+            x, img = block(x, img, ws[:, start : start + block.num_conv + 1], noise_mode)
             start += block.num_conv
         return img
 
@@ -265,32 +308,57 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     family = "StyleGAN2"
 
-    def __init__(self, z_dim: int = 512, w_dim: int = 512, img_resolution: int = 1024, img_channels: int = 3,
-                 channel_base: int = 32768, channel_max: int = 512, mapping_layers: int = 8,
-                 mapping_lr: float = 0.01, mapping_features: int | None = None, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        img_resolution: int = 1024,
+        img_channels: int = 3,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mapping_layers: int = 8,
+        mapping_lr: float = 0.01,
+        mapping_features: int | None = None,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         img_resolution = check_stylegan2_resolution(img_resolution)
-        for key, value in (("z_dim", z_dim), ("w_dim", w_dim), ("channel_base", channel_base),
-                           ("channel_max", channel_max), ("mapping_layers", mapping_layers)):
+        for key, value in (
+            ("z_dim", z_dim),
+            ("w_dim", w_dim),
+            ("channel_base", channel_base),
+            ("channel_max", channel_max),
+            ("mapping_layers", mapping_layers),
+        ):
             if int(value) < 1:
                 raise TlganError(f"{key} must be a positive integer, not {value}")
         if channel_base // img_resolution < 1:
-            raise TlganError(f"channel_base {channel_base} gives no channels at {img_resolution} px; "
-                             f"it must be at least the resolution")
+            raise TlganError(
+                f"channel_base {channel_base} gives no channels at {img_resolution} px; "
+                f"it must be at least the resolution"
+            )
         self.config_kwargs: dict[str, Any] = {
-            "z_dim": int(z_dim), "w_dim": int(w_dim), "img_resolution": img_resolution,
-            "img_channels": int(img_channels), "channel_base": int(channel_base), "channel_max": int(channel_max),
-            "mapping_layers": int(mapping_layers), "mapping_lr": float(mapping_lr),
+            "z_dim": int(z_dim),
+            "w_dim": int(w_dim),
+            "img_resolution": img_resolution,
+            "img_channels": int(img_channels),
+            "channel_base": int(channel_base),
+            "channel_max": int(channel_max),
+            "mapping_layers": int(mapping_layers),
+            "mapping_lr": float(mapping_lr),
             "mapping_features": None if mapping_features is None else int(mapping_features),
             "conv_clamp": None if conv_clamp is None else float(conv_clamp),
         }
         self.name = "stylegan2"
         self.z_dim, self.w_dim = int(z_dim), int(w_dim)
         self.img_resolution, self.img_channels = img_resolution, int(img_channels)
-        self.synthesis = SynthesisNetwork(self.w_dim, img_resolution, self.img_channels, int(channel_base),
-                                          int(channel_max), conv_clamp)
+        self.synthesis = SynthesisNetwork(
+            self.w_dim, img_resolution, self.img_channels, int(channel_base), int(channel_max), conv_clamp
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(mapping_layers), float(mapping_lr), mapping_features)
+        self.mapping = MappingNetwork(
+            self.z_dim, self.w_dim, int(mapping_layers), float(mapping_lr), mapping_features
+        )
         self._init_style_options()
 
     @property
@@ -328,6 +396,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
 # The discriminator (used in training only; never registered as a model)
 # ----------------------------------------------------------------------------------------
 
+
 class Conv2dLayer(nn.Module):
     """Equalised-learning-rate convolution, optionally halving the side first (low-pass, then stride 2).
 
@@ -335,8 +404,15 @@ class Conv2dLayer(nn.Module):
     stored as N(0, 1) and scaled by 1 / sqrt(fan_in) at run time, as in the generator.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: str = "lrelu",
-                 down: bool = False, bias: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        activation: str = "lrelu",
+        down: bool = False,
+        bias: bool = True,
+    ):
         super().__init__()
         self.activation = activation
         self.down = bool(down)
@@ -371,8 +447,14 @@ class DiscriminatorBlock(nn.Module):
     The top block first maps the image to features with ``fromrgb`` (1x1).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, resolution: int, img_channels: int = 3,
-                 from_rgb: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        resolution: int,
+        img_channels: int = 3,
+        from_rgb: bool = False,
+    ):
         super().__init__()
         self.resolution = int(resolution)
         self.from_rgb = bool(from_rgb)
@@ -402,8 +484,8 @@ def minibatch_std(x: torch.Tensor, group_size: int = 4, num_channels: int = 1) -
     f = num_channels
     y = x.reshape(g, -1, f, c // f, h, w).float()
     y = (y - y.mean(dim=0)).square().mean(dim=0)
-    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))                    # (N / G, F)
-    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w).to(x.dtype)    # (N, F, H, W)
+    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (N / G, F)
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w).to(x.dtype)  # (N, F, H, W)
     return torch.cat([x, y], dim=1)
 
 
@@ -432,30 +514,50 @@ class StyleGAN2Discriminator(nn.Module):
     the minibatch standard deviation off.
     """
 
-    def __init__(self, img_resolution: int = 64, img_channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, mbstd_group: int = 4, mbstd_channels: int = 1):
+    def __init__(
+        self,
+        img_resolution: int = 64,
+        img_channels: int = 3,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mbstd_group: int = 4,
+        mbstd_channels: int = 1,
+    ):
         super().__init__()
         img_resolution = check_stylegan2_resolution(img_resolution)
         if channel_base // img_resolution < 1:
-            raise TlganError(f"channel_base {channel_base} gives no channels at {img_resolution} px; "
-                             f"it must be at least the resolution")
-        self.config_kwargs = {"img_resolution": img_resolution, "img_channels": int(img_channels),
-                              "channel_base": int(channel_base), "channel_max": int(channel_max),
-                              "mbstd_group": int(mbstd_group), "mbstd_channels": int(mbstd_channels)}
+            raise TlganError(
+                f"channel_base {channel_base} gives no channels at {img_resolution} px; "
+                f"it must be at least the resolution"
+            )
+        self.config_kwargs = {
+            "img_resolution": img_resolution,
+            "img_channels": int(img_channels),
+            "channel_base": int(channel_base),
+            "channel_max": int(channel_max),
+            "mbstd_group": int(mbstd_group),
+            "mbstd_channels": int(mbstd_channels),
+        }
         self.img_resolution, self.img_channels = img_resolution, int(img_channels)
-        self.resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 2, -1)]
+        self.resolutions = [2**i for i in range(int(math.log2(img_resolution)), 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.resolutions + [4]}
         for res in self.resolutions:
-            block = DiscriminatorBlock(channels[res], channels[res // 2], res, self.img_channels,
-                                       from_rgb=res == img_resolution)
+            block = DiscriminatorBlock(
+                channels[res], channels[res // 2], res, self.img_channels, from_rgb=res == img_resolution
+            )
             setattr(self, f"b{res}", block)
         self.b4 = DiscriminatorEpilogue(channels[4], mbstd_group, mbstd_channels if mbstd_group > 0 else 0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or tuple(images.shape[1:]) != (self.img_channels, self.img_resolution,
-                                                           self.img_resolution):
-            raise TlganError(f"the discriminator takes images (N, {self.img_channels}, {self.img_resolution}, "
-                             f"{self.img_resolution}); got {tuple(images.shape)}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != (
+            self.img_channels,
+            self.img_resolution,
+            self.img_resolution,
+        ):
+            raise TlganError(
+                f"the discriminator takes images (N, {self.img_channels}, {self.img_resolution}, "
+                f"{self.img_resolution}); got {tuple(images.shape)}"
+            )
         x = images
         for res in self.resolutions:
             x = getattr(self, f"b{res}")(x)

@@ -1,6 +1,7 @@
 """The built-in models: the toyfaces renderer, and the bundled networks trained by tlgan's own
 commands on the toyfaces world, shipped as safetensors + JSON under ``tlgan/models/weights/``
 and loaded without any download."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ WEIGHTS = Path(__file__).parent / "weights"
 def bundled_path(name: str) -> Path:
     path = WEIGHTS / name
     if not (path / "model.json").is_file():
-        raise TlganError(f"bundled weights for {name!r} are missing from {path}; reinstall tlgan, "
-                         f"or retrain them with the commands in README.md")
+        raise TlganError(
+            f"bundled weights for {name!r} are missing from {path}; reinstall tlgan, "
+            f"or retrain them with the commands in README.md"
+        )
     return path
 
 
@@ -26,7 +29,9 @@ def toyfaces_render():
     return ToyfacesRenderer()
 
 
-@GENERATORS.register("toyfaces-gan", "DCGAN-style generator trained on toyfaces renders (bundled, 64 px, z 512)")
+@GENERATORS.register(
+    "toyfaces-gan", "DCGAN-style generator trained on toyfaces renders (bundled, 64 px, z 512)"
+)
 def toyfaces_gan():
     from tlgan.models.formats.folder import load_pretrained
 

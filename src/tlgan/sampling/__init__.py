@@ -1,4 +1,5 @@
 """Sampling: latents -> images -> classifier scores, stored as resumable run folders."""
+
 from tlgan.sampling.run import Run
 from tlgan.sampling.sample import generate_and_score, sample
 

@@ -19,6 +19,7 @@ the one any other worker would write.
 
 Ray is an optional dependency (``pip install 'tlgan[ray]'``), imported only here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise TlganError(f"--engine ray needs the Ray package, which is not installed; {INSTALL_HINT}") from None
+        raise TlganError(
+            f"--engine ray needs the Ray package, which is not installed; {INSTALL_HINT}"
+        ) from None
     return ray
 
 
@@ -69,8 +72,10 @@ def connect(address: str | None = None, **local_options: Any) -> bool:
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as exc:
-        raise TlganError(f"cannot connect to a Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
-                         f"or pass --address HOST:PORT / ray://HOST:10001") from None
+        raise TlganError(
+            f"cannot connect to a Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
+            f"or pass --address HOST:PORT / ray://HOST:10001"
+        ) from None
     return True
 
 
@@ -85,23 +90,35 @@ def session(address: str | None = None) -> Iterator[None]:
             import_ray().shutdown()
 
 
-def check_ray_request(generator_spec: str | None, classifier_spec: str | None, device: str,
-                      workers: int | None, gpus_per_worker: float, max_retries: int) -> None:
+def check_ray_request(
+    generator_spec: str | None,
+    classifier_spec: str | None,
+    device: str,
+    workers: int | None,
+    gpus_per_worker: float,
+    max_retries: int,
+) -> None:
     """Refuse a Ray run that cannot work, before anything is written."""
     import_ray()
     if not generator_spec or not classifier_spec:
-        raise TlganError("the Ray engine loads the models on each worker from their spec strings; "
-                         "pass generator_spec= and classifier_spec= (the CLI passes --generator / --classifier)")
+        raise TlganError(
+            "the Ray engine loads the models on each worker from their spec strings; "
+            "pass generator_spec= and classifier_spec= (the CLI passes --generator / --classifier)"
+        )
     if workers is not None and workers < 1:
         raise TlganError(f"--workers must be at least 1 (got {workers})")
     if gpus_per_worker < 0:
         raise TlganError(f"--gpus-per-worker must not be negative (got {gpus_per_worker})")
     if gpus_per_worker > 0 and not device.startswith("cuda"):
-        raise TlganError("--gpus-per-worker reserves GPUs for each worker, but --device is "
-                         f"{device!r}; pass --device cuda as well")
+        raise TlganError(
+            "--gpus-per-worker reserves GPUs for each worker, but --device is "
+            f"{device!r}; pass --device cuda as well"
+        )
     if device.startswith("cuda") and gpus_per_worker == 0:
-        raise TlganError("--device cuda on Ray workers needs --gpus-per-worker (e.g. 1), so that Ray gives "
-                         "each worker a GPU of its own")
+        raise TlganError(
+            "--device cuda on Ray workers needs --gpus-per-worker (e.g. 1), so that Ray gives "
+            "each worker a GPU of its own"
+        )
     if max_retries < 0:
         raise TlganError(f"max_retries must not be negative (got {max_retries})")
 
@@ -128,8 +145,14 @@ class ShardWorker:
     go to the constructor: Ray re-runs it when it restarts a dead worker.
     """
 
-    def __init__(self, generator_spec: str, classifier_spec: str, generator_options: dict[str, Any], device: str,
-                 threads: int = CPUS_PER_WORKER):
+    def __init__(
+        self,
+        generator_spec: str,
+        classifier_spec: str,
+        generator_options: dict[str, Any],
+        device: str,
+        threads: int = CPUS_PER_WORKER,
+    ):
         # One intra-op thread per reserved CPU: more would fight the other workers on the node.
         torch.set_num_threads(threads)
         from tlgan.models import load_classifier, load_generator
@@ -141,8 +164,10 @@ class ShardWorker:
         """The worker's host name, once it can see the run folder ``out``."""
         host = socket.gethostname()
         if not (Path(out) / MANIFEST).is_file():
-            raise TlganError(f"a worker on {host} cannot see {Path(out) / MANIFEST}; put --out on a folder every "
-                             f"node mounts at the same path (NFS, a mounted bucket)")
+            raise TlganError(
+                f"a worker on {host} cannot see {Path(out) / MANIFEST}; put --out on a folder every "
+                f"node mounts at the same path (NFS, a mounted bucket)"
+            )
         return host
 
     def sample(self, out: str, k: int, settings: ShardSettings, progress: Any = None) -> int:
@@ -185,22 +210,35 @@ def _default_workers(ray, gpus_per_worker: float) -> int:
     return max(1, int(resources.get("CPU", 1) // CPUS_PER_WORKER))
 
 
-def _start_workers(ray, run: Run, settings: ShardSettings, n_workers: int, gpus_per_worker: float,
-                   max_retries: int) -> list[Any]:
+def _start_workers(
+    ray, run: Run, settings: ShardSettings, n_workers: int, gpus_per_worker: float, max_retries: int
+) -> list[Any]:
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     if n_workers * CPUS_PER_WORKER > cpus or n_workers * gpus_per_worker > gpus:
-        log.warning("%d workers need %d CPUs and %g GPUs, the cluster has %g and %g now: some will wait for the "
-                    "autoscaler or never start", n_workers, n_workers * CPUS_PER_WORKER, n_workers * gpus_per_worker,
-                    cpus, gpus)
-    worker_class = ray.remote(ShardWorker).options(num_cpus=CPUS_PER_WORKER, num_gpus=gpus_per_worker,
-                                                   max_restarts=max_retries, max_task_retries=max_retries)
+        log.warning(
+            "%d workers need %d CPUs and %g GPUs, the cluster has %g and %g now: some will wait for the "
+            "autoscaler or never start",
+            n_workers,
+            n_workers * CPUS_PER_WORKER,
+            n_workers * gpus_per_worker,
+            cpus,
+            gpus,
+        )
+    worker_class = ray.remote(ShardWorker).options(
+        num_cpus=CPUS_PER_WORKER,
+        num_gpus=gpus_per_worker,
+        max_restarts=max_retries,
+        max_task_retries=max_retries,
+    )
     manifest = run.manifest
     generator_spec = portable_spec(manifest["generator"], "generator")
     classifier_spec = portable_spec(manifest["classifier"], "classifier")
     options = manifest.get("generator_options") or {}
-    return [worker_class.remote(generator_spec, classifier_spec, options, settings.device, CPUS_PER_WORKER)
-            for _ in range(n_workers)]
+    return [
+        worker_class.remote(generator_spec, classifier_spec, options, settings.device, CPUS_PER_WORKER)
+        for _ in range(n_workers)
+    ]
 
 
 def _wait_ready(ray, actors: list[Any], out: str) -> None:
@@ -210,8 +248,12 @@ def _wait_ready(ray, actors: list[Any], out: str) -> None:
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=30)
         if not pending:
             break
-        log.warning("%d of %d Ray workers ready after %.0f s; waiting for the others (cluster resources, loading the models)",
-                    len(refs) - len(pending), len(refs), time.perf_counter() - start)
+        log.warning(
+            "%d of %d Ray workers ready after %.0f s; waiting for the others (cluster resources, loading the models)",
+            len(refs) - len(pending),
+            len(refs),
+            time.perf_counter() - start,
+        )
     try:
         hosts = ray.get(refs)
     except ray.exceptions.RayError as exc:
@@ -222,8 +264,16 @@ def _wait_ready(ray, actors: list[Any], out: str) -> None:
     log.info("%d Ray workers ready on %s", len(hosts), ", ".join(sorted(set(hosts))))
 
 
-def sample_shards_on_ray(run: Run, todo: list[int], settings: ShardSettings, bar: Any, *,
-                         workers: int | None = None, gpus_per_worker: float = 0.0, max_retries: int = 3) -> float:
+def sample_shards_on_ray(
+    run: Run,
+    todo: list[int],
+    settings: ShardSettings,
+    bar: Any,
+    *,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    max_retries: int = 3,
+) -> float:
     """Compute the shards ``todo`` of ``run`` on Ray workers, updating the tqdm ``bar``
     (called inside :func:`session`).
 
@@ -266,9 +316,11 @@ def sample_shards_on_ray(run: Run, todo: list[int], settings: ShardSettings, bar
                     if isinstance(cause, TlganError):
                         raise cause from None
                     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    raise TlganError(f"shard {k} failed on Ray after {max_retries} retries ({type(exc).__name__}: "
-                                     f"{first_line}); the shards already written are kept: finish the run with "
-                                     f"--resume") from None
+                    raise TlganError(
+                        f"shard {k} failed on Ray after {max_retries} retries ({type(exc).__name__}: "
+                        f"{first_line}); the shards already written are kept: finish the run with "
+                        f"--resume"
+                    ) from None
                 if queue:
                     submit(actor)
             partial = ray.get(board.snapshot.remote())

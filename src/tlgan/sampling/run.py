@@ -10,6 +10,7 @@ Layout of a run folder::
 Shard k holds samples k*shard_size .. (k+1)*shard_size-1. Each shard is written to a
 temporary file and renamed, so an interrupted run loses at most the shard in progress.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,14 +46,20 @@ class Run:
         if not path.is_dir():
             raise TlganError(f"{path}: run folder not found; create one with `tlgan sample --out {path}`")
         if not (path / MANIFEST).is_file():
-            raise TlganError(f"{path}: not a run folder (no {MANIFEST}); create one with `tlgan sample --out {path}`")
+            raise TlganError(
+                f"{path}: not a run folder (no {MANIFEST}); create one with `tlgan sample --out {path}`"
+            )
         manifest = read_json(path / MANIFEST)
         if manifest.get("format") != FORMAT:
-            raise TlganError(f"{path / MANIFEST}: not a tlgan run manifest (format {manifest.get('format')!r})")
+            raise TlganError(
+                f"{path / MANIFEST}: not a tlgan run manifest (format {manifest.get('format')!r})"
+            )
         run = cls(path, manifest)
         if require_complete and not manifest.get("complete", False):
-            raise TlganError(f"{path}: the run was interrupted ({run.count_done()} of {manifest['n']} samples); "
-                             f"finish it with `tlgan sample --out {path} --resume`")
+            raise TlganError(
+                f"{path}: the run was interrupted ({run.count_done()} of {manifest['n']} samples); "
+                f"finish it with `tlgan sample --out {path} --resume`"
+            )
         if require_complete and manifest["n"] == 0:
             raise TlganError(f"{path}: the run holds no samples; sample with -n > 0")
         return run
@@ -126,8 +133,10 @@ class Run:
 
     def check_generator(self, generator_name: str) -> None:
         if generator_name != self.generator:
-            raise TlganError(f"{self.path} was sampled from generator {self.generator!r}, not {generator_name!r}; "
-                             f"use a run of the same generator or pass --generator {self.generator}")
+            raise TlganError(
+                f"{self.path} was sampled from generator {self.generator!r}, not {generator_name!r}; "
+                f"use a run of the same generator or pass --generator {self.generator}"
+            )
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ manifest, :func:`sample_shard` computes one shard and saves it atomically, :func
 marks the run complete. The local engine calls :func:`sample_shard` in a loop; the Ray engine
 (:mod:`tlgan.sampling.ray_engine`) calls the same function inside each worker.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,20 @@ DTYPES = ("fp32", "bf16")
 ENGINES = ("local", "ray")
 # Manifest fields that define a run's content: resuming with any of them changed is refused.
 # The engine is not one of them: both engines write the same bytes.
-IDENTITY = ("format", "generator", "generator_options", "classifier", "attributes", "space", "latent_dim", "seed", "n",
-            "shard_size", "thumbnails", "dtype")
+IDENTITY = (
+    "format",
+    "generator",
+    "generator_options",
+    "classifier",
+    "attributes",
+    "space",
+    "latent_dim",
+    "seed",
+    "n",
+    "shard_size",
+    "thumbnails",
+    "dtype",
+)
 # What atomic_path leaves behind when the process writing a shard is killed mid-write.
 STALE_SHARD_TMP = re.compile(r"^\.shard-\d{5}\.safetensors\..*\.tmp$")
 
@@ -51,8 +64,15 @@ def autocast_for(device: str, dtype: str):
 
 
 @torch.inference_mode()
-def generate_and_score(generator: Generator, classifier: Classifier, latents: torch.Tensor, space: str = "z",
-                       device: str = "cpu", dtype: str = "fp32", thumbnail: int = 0):
+def generate_and_score(
+    generator: Generator,
+    classifier: Classifier,
+    latents: torch.Tensor,
+    space: str = "z",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    thumbnail: int = 0,
+):
     """G then F on one batch. Returns (scores (N, A) float32 on CPU, thumbnails uint8 or None)."""
     with autocast_for(device, dtype):
         images = generator.synthesize(latents.to(device), space)
@@ -82,9 +102,16 @@ class ShardSettings:
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], batch_size: int, device: str) -> ShardSettings:
-        return cls(n=int(manifest["n"]), shard_size=int(manifest["shard_size"]), seed=int(manifest["seed"]),
-                   space=manifest.get("space", "z"), dtype=manifest["dtype"], thumbnails=int(manifest["thumbnails"]),
-                   batch_size=int(batch_size), device=device)
+        return cls(
+            n=int(manifest["n"]),
+            shard_size=int(manifest["shard_size"]),
+            seed=int(manifest["seed"]),
+            space=manifest.get("space", "z"),
+            dtype=manifest["dtype"],
+            thumbnails=int(manifest["thumbnails"]),
+            batch_size=int(batch_size),
+            device=device,
+        )
 
     def bounds(self, k: int) -> tuple:
         """Sample indices [lo, hi) of shard k."""
@@ -95,8 +122,14 @@ class ShardSettings:
         return hi - lo
 
 
-def sample_shard(generator: Generator, classifier: Classifier, out: str | os.PathLike, k: int,
-                 settings: ShardSettings, on_batch: Callable[[int], Any] | None = None) -> int:
+def sample_shard(
+    generator: Generator,
+    classifier: Classifier,
+    out: str | os.PathLike,
+    k: int,
+    settings: ShardSettings,
+    on_batch: Callable[[int], Any] | None = None,
+) -> int:
     """Compute shard ``k`` of the run in ``out`` and save it atomically; returns its sample count.
 
     Writes ``latents`` (S, D) float32, ``scores`` (S, A) float32, ``indices`` (S,) int64 and,
@@ -108,11 +141,20 @@ def sample_shard(generator: Generator, classifier: Classifier, out: str | os.Pat
     latents = generator.sample_latents_at(indices, seed=settings.seed, space=settings.space)
     scores, thumbs = [], []
     for b in range(0, len(indices), settings.batch_size):
-        s, t = generate_and_score(generator, classifier, latents[b:b + settings.batch_size], settings.space,
-                                  settings.device, settings.dtype, settings.thumbnails)
+        s, t = generate_and_score(
+            generator,
+            classifier,
+            latents[b : b + settings.batch_size],
+            settings.space,
+            settings.device,
+            settings.dtype,
+            settings.thumbnails,
+        )
         if not torch.isfinite(s).all():
-            raise TlganError(f"the classifier returned NaN or infinite scores for samples {lo + b}.."
-                             f"{lo + b + len(s) - 1}; check the classifier and the generator's output range")
+            raise TlganError(
+                f"the classifier returned NaN or infinite scores for samples {lo + b}.."
+                f"{lo + b + len(s) - 1}; check the classifier and the generator's output range"
+            )
         scores.append(s)
         if t is not None:
             thumbs.append(t)
@@ -125,9 +167,20 @@ def sample_shard(generator: Generator, classifier: Classifier, out: str | os.Pat
     return hi - lo
 
 
-def run_manifest(generator: Generator, classifier: Classifier, n: int, *, seed: int, shard_size: int, space: str,
-                 dtype: str, thumbnails: int, generator_spec: str | None = None,
-                 classifier_spec: str | None = None, engine: str = "local") -> dict[str, Any]:
+def run_manifest(
+    generator: Generator,
+    classifier: Classifier,
+    n: int,
+    *,
+    seed: int,
+    shard_size: int,
+    space: str,
+    dtype: str,
+    thumbnails: int,
+    generator_spec: str | None = None,
+    classifier_spec: str | None = None,
+    engine: str = "local",
+) -> dict[str, Any]:
     """The manifest of a new run (``complete`` False); ``engine`` is the one writing it now."""
     return {
         "format": FORMAT,
@@ -142,7 +195,11 @@ def run_manifest(generator: Generator, classifier: Classifier, n: int, *, seed: 
         "shard_size": int(shard_size),
         "thumbnails": int(thumbnails),
         "dtype": dtype,
-        "versions": {"tlgan": tlgan.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "tlgan": tlgan.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "engine": engine,
         "complete": False,
     }
@@ -158,8 +215,12 @@ def open_run(out: str | os.PathLike, manifest: dict[str, Any], resume: bool = Fa
     if (out / MANIFEST).exists():
         existing = Run.open(out, require_complete=False).manifest
         if not resume:
-            raise TlganError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        changed = [k for k in IDENTITY if existing.get(k, {} if k == "generator_options" else None) != manifest[k]]
+            raise TlganError(
+                f"{out} already holds a run; pass --resume to continue it, or choose another --out"
+            )
+        changed = [
+            k for k in IDENTITY if existing.get(k, {} if k == "generator_options" else None) != manifest[k]
+        ]
         if changed:
             detail = "; ".join(f"{k}: run has {existing.get(k)!r}, asked {manifest[k]!r}" for k in changed)
             raise TlganError(f"cannot resume {out}: it was made with other settings ({detail})")
@@ -189,12 +250,29 @@ def finish_run(run: Run, seconds: float) -> Run:
     return Run(run.path, manifest)
 
 
-def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.PathLike, *, seed: int = 0,
-           batch_size: int = 256, shard_size: int = 4096, space: str = "z", device: str = "cpu",
-           dtype: str = "fp32", thumbnails: int = 0, resume: bool = False, progress: bool = True,
-           generator_spec: str | None = None, classifier_spec: str | None = None, engine: str = "local",
-           address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0,
-           max_retries: int = 3) -> Run:
+def sample(
+    generator: Generator,
+    classifier: Classifier,
+    n: int,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+    shard_size: int = 4096,
+    space: str = "z",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    thumbnails: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    generator_spec: str | None = None,
+    classifier_spec: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    max_retries: int = 3,
+) -> Run:
     """Sample ``n`` faces into the run folder ``out`` and return it opened.
 
     Latent i is ``generator.sample_latents_at([i], seed, space)``, so the result depends only on
@@ -220,24 +298,44 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
         raise TlganError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     generator.check_space(space)
     if space == "wp":
-        raise TlganError("runs store z or w latents, not wp (wp is w repeated per layer); sample with --space w, "
-                         "then edit chosen layers with --layers")
+        raise TlganError(
+            "runs store z or w latents, not wp (wp is w repeated per layer); sample with --space w, "
+            "then edit chosen layers with --layers"
+        )
     connected = nullcontext()
     if engine == "ray":
         from tlgan.sampling.ray_engine import check_ray_request, session
 
         check_ray_request(generator_spec, classifier_spec, device, workers, gpus_per_worker, max_retries)
-        connected = session(address)  # before the folder is touched: a cluster that is not there writes nothing
-    manifest = run_manifest(generator, classifier, n, seed=seed, shard_size=shard_size, space=space, dtype=dtype,
-                            thumbnails=thumbnails, generator_spec=generator_spec, classifier_spec=classifier_spec,
-                            engine=engine)
+        connected = session(
+            address
+        )  # before the folder is touched: a cluster that is not there writes nothing
+    manifest = run_manifest(
+        generator,
+        classifier,
+        n,
+        seed=seed,
+        shard_size=shard_size,
+        space=space,
+        dtype=dtype,
+        thumbnails=thumbnails,
+        generator_spec=generator_spec,
+        classifier_spec=classifier_spec,
+        engine=engine,
+    )
     with connected:
         run = open_run(out, manifest, resume)
         settings = ShardSettings.from_manifest(run.manifest, batch_size, device)
         todo = pending_shards(run)
         remaining = sum(settings.count(k) for k in todo)
-        with tqdm(total=n, initial=n - remaining, unit="img", desc="sampling", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=n,
+            initial=n - remaining,
+            unit="img",
+            desc="sampling",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
             if engine == "local":
                 start = time.perf_counter()
                 for k in todo:
@@ -246,8 +344,15 @@ def sample(generator: Generator, classifier: Classifier, n: int, out: str | os.P
             else:
                 from tlgan.sampling.ray_engine import sample_shards_on_ray
 
-                seconds = sample_shards_on_ray(run, todo, settings, bar, workers=workers,
-                                               gpus_per_worker=gpus_per_worker, max_retries=max_retries)
+                seconds = sample_shards_on_ray(
+                    run,
+                    todo,
+                    settings,
+                    bar,
+                    workers=workers,
+                    gpus_per_worker=gpus_per_worker,
+                    max_retries=max_retries,
+                )
     run = finish_run(run, seconds)
     log.info("sampled %d faces into %s", n, out)
     return run

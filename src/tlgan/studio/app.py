@@ -33,6 +33,7 @@ too, moved through the same ``amounts`` and applied after the axes. A request ca
 ``tuned_id`` is drawn by that photo's tuned generator, outside the shared generator's
 batches; every other request is untouched by tuning.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -96,8 +97,19 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone, Tune
 log = logging.getLogger(__name__)
 
 # Serving helpers live in tlgan.studio.serving; they are importable from here too.
-__all__ = ["Studio", "create_app", "app_from_specs", "encode_png", "data_url", "json_response", "ServerThread",
-           "bind_socket", "url_of", "AMOUNT_LIMIT", "MAX_BODY_BYTES"]
+__all__ = [
+    "Studio",
+    "create_app",
+    "app_from_specs",
+    "encode_png",
+    "data_url",
+    "json_response",
+    "ServerThread",
+    "bind_socket",
+    "url_of",
+    "AMOUNT_LIMIT",
+    "MAX_BODY_BYTES",
+]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -114,8 +126,10 @@ INLINE_PNG_PIXELS = 128 * 128
 
 # The page is served with this policy: everything comes from the package itself, nothing
 # from a CDN; images arrive as data: URLs (renders) or blob: URLs (downloads, uploads).
-PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,21 +236,34 @@ class Studio:
     every request then runs its own model call through :meth:`call`.
     """
 
-    def __init__(self, generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
-                 generator_name: str | None = None, classifier_name: str | None = None,
-                 amount_limit: float = AMOUNT_LIMIT, image_memo_bytes: int = IMAGE_MEMO_BYTES,
-                 max_batch: int = DEFAULT_MAX_BATCH, batch_wait_ms: float = DEFAULT_WAIT_MS,
-                 space: str | None = None, invert_steps: int | None = None,
-                 max_tuned: int = DEFAULT_MAX_TUNED, tune_steps: int | None = None,
-                 learned: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        generator: Generator,
+        classifier: Classifier,
+        axes: FeatureAxes,
+        *,
+        generator_name: str | None = None,
+        classifier_name: str | None = None,
+        amount_limit: float = AMOUNT_LIMIT,
+        image_memo_bytes: int = IMAGE_MEMO_BYTES,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_wait_ms: float = DEFAULT_WAIT_MS,
+        space: str | None = None,
+        invert_steps: int | None = None,
+        max_tuned: int = DEFAULT_MAX_TUNED,
+        tune_steps: int | None = None,
+        learned: dict[str, Any] | None = None,
+    ):
         from tlgan.pipeline import check_axes_for
 
         check_axes_for(axes, generator, generator_name)
         space = axes.space if space is None else str(space)
         generator.check_space(space)
         if space != axes.space and not (space == "wp" and axes.space == "w"):
-            raise TlganError(f"axes fitted in {axes.space!r} cannot edit faces in {space!r}; fit axes in "
-                             f"{'w' if space == 'wp' else space!r} or serve the studio in {axes.space!r}")
+            raise TlganError(
+                f"axes fitted in {axes.space!r} cannot edit faces in {space!r}; fit axes in "
+                f"{'w' if space == 'wp' else space!r} or serve the studio in {axes.space!r}"
+            )
         self.generator = generator.eval()
         self.classifier = classifier.eval()
         self.axes = axes
@@ -249,8 +276,12 @@ class Studio:
         self.tuned = TunedStore(max_tuned)
         self.latent_shape = tuple(int(s) for s in generator.latent_shape(space))
         self.latent_dim = int(np.prod(self.latent_shape))  # numbers in one latent
-        self.learned = {name: model.eval() for name, model in (learned or {}).items()}  # in the order they apply
-        check_learned_edits(self.learned, generator, space, self.latent_shape, axes.attributes, generator_name)
+        self.learned = {
+            name: model.eval() for name, model in (learned or {}).items()
+        }  # in the order they apply
+        check_learned_edits(
+            self.learned, generator, space, self.latent_shape, axes.attributes, generator_name
+        )
         self.device = next(iter(generator.parameters()), torch.empty(0)).device
         self.classifier_device = next(iter(classifier.parameters()), torch.empty(0)).device
         self._lock = threading.RLock()
@@ -269,11 +300,22 @@ class Studio:
         self.overlap_batches = True  # batches of several compute in the model thread (see run_batch)
         self._model_thread: ThreadPoolExecutor | None = None
         self._model_thread_lock = threading.Lock()
-        self.draw_batcher = Batcher(lambda rows: list(self.synthesize(torch.stack(rows))), max_batch=max_batch,
-                                    wait_ms=batch_wait_ms, check=self._check_row, run=self.run_batch, name="generator")
-        self.score_batcher = Batcher(lambda images: list(self.score(torch.stack(images))), max_batch=max_batch,
-                                     wait_ms=batch_wait_ms, check=self._check_image, run=self.run_batch,
-                                     name="classifier")
+        self.draw_batcher = Batcher(
+            lambda rows: list(self.synthesize(torch.stack(rows))),
+            max_batch=max_batch,
+            wait_ms=batch_wait_ms,
+            check=self._check_row,
+            run=self.run_batch,
+            name="generator",
+        )
+        self.score_batcher = Batcher(
+            lambda images: list(self.score(torch.stack(images))),
+            max_batch=max_batch,
+            wait_ms=batch_wait_ms,
+            check=self._check_image,
+            run=self.run_batch,
+            name="classifier",
+        )
 
     def _draw_seed_latent(self, seed: int) -> torch.Tensor:
         return self.generator.sample_latents_at([seed], seed=0, space=self.space)[0]
@@ -285,8 +327,10 @@ class Studio:
         if len(self.latent_shape) == 1:
             return f"{self.latent_dim} numbers"
         rows, width = self.latent_shape
-        return (f"{rows} x {width} numbers (num_ws x w_dim: {rows} lists of {width}, or one flat list of "
-                f"{self.latent_dim})")
+        return (
+            f"{rows} x {width} numbers (num_ws x w_dim: {rows} lists of {width}, or one flat list of "
+            f"{self.latent_dim})"
+        )
 
     def base_latent(self, seed: int | None = None, latent: Sequence[Any] | None = None) -> torch.Tensor:
         """The face's unedited latent (``latent_shape``), from exactly one of ``seed`` or ``latent``.
@@ -294,8 +338,10 @@ class Studio:
         ``latent`` may be flat (``latent_dim`` numbers) or nested in the latent's shape.
         """
         if (seed is None) == (latent is None):
-            raise TlganError("give exactly one of `seed` (a face number, e.g. 7) or `latent` (a list of "
-                             f"{self.shape_text()})" + ("; you gave both" if seed is not None else ""))
+            raise TlganError(
+                "give exactly one of `seed` (a face number, e.g. 7) or `latent` (a list of "
+                f"{self.shape_text()})" + ("; you gave both" if seed is not None else "")
+            )
         if seed is not None:
             if not 0 <= int(seed) <= MAX_SEED:
                 raise TlganError(f"seed {seed} is out of range; use 0..{MAX_SEED}")
@@ -303,25 +349,36 @@ class Studio:
         try:
             array = np.asarray(latent, dtype=np.float32)
         except (TypeError, ValueError):
-            raise TlganError(f"latent is not a regular list of numbers (rows of different lengths?); generator "
-                             f"{self.generator_name!r} needs {self.shape_text()} (space {self.space!r})") from None
+            raise TlganError(
+                f"latent is not a regular list of numbers (rows of different lengths?); generator "
+                f"{self.generator_name!r} needs {self.shape_text()} (space {self.space!r})"
+            ) from None
         if not (array.shape == self.latent_shape or (array.ndim == 1 and array.size == self.latent_dim)):
             got = f"{array.size} numbers" if array.ndim == 1 else f"shape {list(array.shape)}"
-            need = (f"{self.latent_dim} (space {self.space!r})" if len(self.latent_shape) == 1 else
-                    f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)})")
-            raise TlganError(f"latent has {got} but generator {self.generator_name!r} needs {need}; send the "
-                             f"`latent` a previous response gave")
+            need = (
+                f"{self.latent_dim} (space {self.space!r})"
+                if len(self.latent_shape) == 1
+                else f"{self.shape_text()} (space {self.space!r}, shape {list(self.latent_shape)})"
+            )
+            raise TlganError(
+                f"latent has {got} but generator {self.generator_name!r} needs {need}; send the "
+                f"`latent` a previous response gave"
+            )
         values = torch.from_numpy(np.ascontiguousarray(array).reshape(-1))
         bad = ~torch.isfinite(values)
         if bad.any():
             where = torch.nonzero(bad).flatten()[:5].tolist()
-            raise TlganError(f"latent holds {int(bad.sum())} NaN or infinite value(s) (first at index {where}); "
-                             f"every entry must be a finite number")
+            raise TlganError(
+                f"latent holds {int(bad.sum())} NaN or infinite value(s) (first at index {where}); "
+                f"every entry must be a finite number"
+            )
         big = values.abs() > LATENT_LIMIT
         if big.any():
             i = int(torch.nonzero(big).flatten()[0])
-            raise TlganError(f"latent entry {i} is {float(values[i]):g}; latents are standard normal, so entries "
-                             f"beyond +-{LATENT_LIMIT:g} are not plausible faces")
+            raise TlganError(
+                f"latent entry {i} is {float(values[i]):g}; latents are standard normal, so entries "
+                f"beyond +-{LATENT_LIMIT:g} are not plausible faces"
+            )
         return values.reshape(self.latent_shape)
 
     @property
@@ -329,7 +386,9 @@ class Studio:
         """Every name ``amounts`` takes: the axes' attributes, then the learned edits."""
         return list(self.axes.attributes) + list(self.learned)
 
-    def check_moves(self, amounts: dict[str, float], locks: Sequence[str]) -> tuple[dict[str, float], list[str]]:
+    def check_moves(
+        self, amounts: dict[str, float], locks: Sequence[str]
+    ) -> tuple[dict[str, float], list[str]]:
         """Known row names (axes and learned edits) and finite amounts within the limit; returns cleaned copies."""
         clean: dict[str, float] = {}
         for name, amount in amounts.items():
@@ -339,14 +398,18 @@ class Studio:
             if not math.isfinite(amount):
                 raise TlganError(f"amount for {name!r} is {amount}; amounts must be finite numbers")
             if abs(amount) > self.amount_limit:
-                raise TlganError(f"amount for {name!r} is {amount:g}, outside the allowed range "
-                                 f"[{-self.amount_limit:g}, {self.amount_limit:g}]; use a smaller move")
+                raise TlganError(
+                    f"amount for {name!r} is {amount:g}, outside the allowed range "
+                    f"[{-self.amount_limit:g}, {self.amount_limit:g}]; use a smaller move"
+                )
             if amount != 0.0:
                 clean[name] = amount
         for name in locks:
             if name in self.learned:
-                raise TlganError(f"in locks: {name!r} is a learned edit, which cannot be locked (its move depends on "
-                                 f"the face, so there is no fixed direction to hold); lock attribute axes only")
+                raise TlganError(
+                    f"in locks: {name!r} is a learned edit, which cannot be locked (its move depends on "
+                    f"the face, so there is no fixed direction to hold); lock attribute axes only"
+                )
             try:
                 self.axes.index(name)
             except TlganError as exc:
@@ -443,8 +506,10 @@ class Studio:
         """TlganError unless uploads can be tuned: the store is on and the generator has weights."""
         self.tuned.check_enabled()
         if not any(True for _ in self.generator.parameters()):
-            raise TlganError(f"generator {self.generator_name!r} has no weights to tune (it is computed, not "
-                             f"learned); upload without tuning")
+            raise TlganError(
+                f"generator {self.generator_name!r} has no weights to tune (it is computed, not "
+                f"learned); upload without tuning"
+            )
 
     def tune(self, image_bytes: bytes, pivot: torch.Tensor, name: str = "uploaded image") -> TunedFace:
         """Tune a copy of the generator so that ``pivot`` (``latent_shape``) draws the photo; keep it in :attr:`tuned`.
@@ -461,8 +526,12 @@ class Studio:
         options = {} if self.tune_steps is None else {"steps": int(self.tune_steps)}
         with self._lock:
             result = tune_generator(self.generator, target, pivot, space=self.space, **options)
-        info = {"psnr_db": round(result.psnr_db, 3), "start_psnr_db": round(result.start_psnr_db, 3),
-                "steps": result.info.get("steps"), "seconds": round(result.seconds, 3)}
+        info = {
+            "psnr_db": round(result.psnr_db, 3),
+            "start_psnr_db": round(result.start_psnr_db, 3),
+            "steps": result.info.get("steps"),
+            "seconds": round(result.seconds, 3),
+        }
         return self.tuned.add(result.generator.eval(), info)
 
     def inversion_options(self) -> dict[str, Any]:
@@ -519,8 +588,10 @@ class Studio:
         """One latent (``latent_shape``) for the generator's batch; a malformed one fails its own request only."""
         if not isinstance(row, torch.Tensor) or tuple(row.shape) != self.latent_shape:
             shape = tuple(row.shape) if isinstance(row, torch.Tensor) else type(row).__name__
-            raise TlganError(f"a latent for generator {self.generator_name!r} must have shape {self.latent_shape} "
-                             f"(space {self.space!r}), not {shape}")
+            raise TlganError(
+                f"a latent for generator {self.generator_name!r} must have shape {self.latent_shape} "
+                f"(space {self.space!r}), not {shape}"
+            )
         if not bool(torch.isfinite(row).all()):
             raise TlganError("latent holds NaN or infinite values; every entry must be a finite number")
         return row
@@ -583,16 +654,31 @@ class Studio:
             self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
 
     def probabilities_dict(self, probs: torch.Tensor) -> dict[str, float]:
-        return {name: round(float(p), 6) for name, p in zip(self.classifier.attributes, probs.tolist(), strict=True)}
+        return {
+            name: round(float(p), 6)
+            for name, p in zip(self.classifier.attributes, probs.tolist(), strict=True)
+        }
 
 
-def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, *,
-               generator_name: str | None = None, classifier_name: str | None = None,
-               amount_limit: float = AMOUNT_LIMIT, step: float = 0.5, slider_max: float = 5.0,
-               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               batch_wait_ms: float = DEFAULT_WAIT_MS, space: str | None = None,
-               invert_steps: int | None = None, max_tuned: int = DEFAULT_MAX_TUNED,
-               tune_steps: int | None = None, learned: dict[str, Any] | None = None) -> FastAPI:
+def create_app(
+    generator: Generator,
+    classifier: Classifier,
+    axes: FeatureAxes,
+    *,
+    generator_name: str | None = None,
+    classifier_name: str | None = None,
+    amount_limit: float = AMOUNT_LIMIT,
+    step: float = 0.5,
+    slider_max: float = 5.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_wait_ms: float = DEFAULT_WAIT_MS,
+    space: str | None = None,
+    invert_steps: int | None = None,
+    max_tuned: int = DEFAULT_MAX_TUNED,
+    tune_steps: int | None = None,
+    learned: dict[str, Any] | None = None,
+) -> FastAPI:
     """The studio app for these models and axes, editing the generator's latents of ``space``
     (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
 
@@ -609,10 +695,21 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
     """
     if not 0 < step <= amount_limit:
         raise TlganError(f"step must be in (0, amount_limit={amount_limit:g}], not {step!r}")
-    studio = Studio(generator, classifier, axes, generator_name=generator_name, classifier_name=classifier_name,
-                    amount_limit=amount_limit, max_batch=max_batch, batch_wait_ms=batch_wait_ms, space=space,
-                    invert_steps=invert_steps, max_tuned=max_tuned, tune_steps=tune_steps,
-                    learned=learned)
+    studio = Studio(
+        generator,
+        classifier,
+        axes,
+        generator_name=generator_name,
+        classifier_name=classifier_name,
+        amount_limit=amount_limit,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        space=space,
+        invert_steps=invert_steps,
+        max_tuned=max_tuned,
+        tune_steps=tune_steps,
+        learned=learned,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -623,7 +720,7 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
         title="tlgan studio",
         version=tlgan.__version__,
         description="Edit generated or uploaded faces along attribute axes. Requests are stateless: each names "
-                    "the face (seed or latent), the amounts (totals from the original) and the locks.",
+        "the face (seed or latent), the amounts (totals from the original) and the locks.",
         lifespan=lifespan,
     )
     app.state.studio = studio
@@ -632,27 +729,51 @@ def create_app(generator: Generator, classifier: Classifier, axes: FeatureAxes, 
 
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            media_type="text/html",
+            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names")
+    @app.get(
+        "/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names"
+    )
     def attributes() -> AttributesResponse:
         scored = set(classifier.attributes)
-        learned = [AttributeInfo(name=name, kind="learned", scored=name in scored,
-                                 metrics=_jsonable({k: model.info[k] for k in ("unit", "factor", "space")
-                                                    if k in model.info}))
-                   for name, model in studio.learned.items()]
+        learned = [
+            AttributeInfo(
+                name=name,
+                kind="learned",
+                scored=name in scored,
+                metrics=_jsonable({k: model.info[k] for k in ("unit", "factor", "space") if k in model.info}),
+            )
+            for name, model in studio.learned.items()
+        ]
         return AttributesResponse(
-            attributes=[AttributeInfo(name=a, scored=a in scored, metrics=_jsonable(axes.metrics.get(a, {})))
-                        for a in axes.attributes] + learned,
-            scored_attributes=list(classifier.attributes), amount_min=-studio.amount_limit,
-            amount_max=studio.amount_limit, step=step, slider_max=min(slider_max, studio.amount_limit),
-            generator=studio.generator_name, classifier=studio.classifier_name, axes_method=axes.method,
-            space=studio.space, axes_space=axes.space, latent_shape=list(studio.latent_shape),
-            latent_dim=studio.latent_dim, resolution=int(generator.img_resolution),
-            max_upload_bytes=max_body_bytes, max_tuned=studio.tuning_capacity, version=app.version)
+            attributes=[
+                AttributeInfo(name=a, scored=a in scored, metrics=_jsonable(axes.metrics.get(a, {})))
+                for a in axes.attributes
+            ]
+            + learned,
+            scored_attributes=list(classifier.attributes),
+            amount_min=-studio.amount_limit,
+            amount_max=studio.amount_limit,
+            step=step,
+            slider_max=min(slider_max, studio.amount_limit),
+            generator=studio.generator_name,
+            classifier=studio.classifier_name,
+            axes_method=axes.method,
+            space=studio.space,
+            axes_space=axes.space,
+            latent_shape=list(studio.latent_shape),
+            latent_dim=studio.latent_dim,
+            resolution=int(generator.img_resolution),
+            max_upload_bytes=max_body_bytes,
+            max_tuned=studio.tuning_capacity,
+            version=app.version,
+        )
 
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)
@@ -686,8 +807,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("studio: %s %s failed", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
-                            status_code=500)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+            status_code=500,
+        )
 
 
 async def png(image: torch.Tensor, upscale: int = 1) -> bytes:
@@ -709,9 +832,15 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         edited = studio.edit(base, amounts, locks)
         return edited, (torch.stack([edited, base]) if with_original else edited[None]), tuned
 
-    @app.post("/api/render", response_model=RenderResponse, summary="Render an edited face",
-              responses={**FACE_ERRORS, 200: {"content": {"image/png": {}},
-                                         "description": "JSON (default) or PNG bytes with format=png"}})
+    @app.post(
+        "/api/render",
+        response_model=RenderResponse,
+        summary="Render an edited face",
+        responses={
+            **FACE_ERRORS,
+            200: {"content": {"image/png": {}}, "description": "JSON (default) or PNG bytes with format=png"},
+        },
+    )
     async def render(req: RenderRequest):
         """Move the face by ``amounts`` along the attribute axes, keeping ``locks`` fixed, and draw it.
 
@@ -721,8 +850,11 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         edited, latents, tuned = face(req, with_original=req.include_original and req.format == "json")
         images = await studio.images(latents, tuned)
         if req.format == "png":
-            return Response(await png(images[0], req.upscale), media_type="image/png",
-                            headers={"Cache-Control": "no-store"})
+            return Response(
+                await png(images[0], req.upscale),
+                media_type="image/png",
+                headers={"Cache-Control": "no-store"},
+            )
         probs = await studio.probabilities(images) if req.scores else None
         body: dict[str, Any] = {"image": data_url(await png(images[0], req.upscale)), "space": studio.space}
         if len(images) > 1:
@@ -733,8 +865,12 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
                 body["original_probabilities"] = studio.probabilities_dict(probs[1])
         return json_response(body, latent=edited)
 
-    @app.post("/api/probabilities", response_model=ProbabilitiesResponse, responses=FACE_ERRORS,
-              summary="Classifier probabilities of an edited face")
+    @app.post(
+        "/api/probabilities",
+        response_model=ProbabilitiesResponse,
+        responses=FACE_ERRORS,
+        summary="Classifier probabilities of an edited face",
+    )
     async def probabilities(req: FaceRequest):
         """What the classifier sees in the face /api/render draws for the same request.
 
@@ -753,24 +889,46 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
     """/api/score and /api/invert: uploads, rare and (inversion) slow, so they run alone in worker threads."""
     generator, classifier = studio.generator, studio.classifier
 
-    @app.post("/api/score", response_model=ScoreResponse, responses=ERRORS,
-              summary="Classifier probabilities of an uploaded image")
-    def score(file: UploadFile = File(..., description="An image file (PNG, JPEG, WebP, ...); it is centre-"
-                                                       "cropped to a square and resized.")):
-        image, _notes = read_image(file.file.read(), classifier.input_resolution,
-                                   name=file.filename or "uploaded image")
+    @app.post(
+        "/api/score",
+        response_model=ScoreResponse,
+        responses=ERRORS,
+        summary="Classifier probabilities of an uploaded image",
+    )
+    def score(
+        file: UploadFile = File(
+            ...,
+            description="An image file (PNG, JPEG, WebP, ...); it is centre-cropped to a square and resized.",
+        ),
+    ):
+        image, _notes = read_image(
+            file.file.read(), classifier.input_resolution, name=file.filename or "uploaded image"
+        )
         probs = studio.score(image[None])[0]
-        return ScoreResponse(probabilities=studio.probabilities_dict(probs), resolution=classifier.input_resolution)
+        return ScoreResponse(
+            probabilities=studio.probabilities_dict(probs), resolution=classifier.input_resolution
+        )
 
-    @app.post("/api/invert", response_model=InvertResponse,
-              responses={**ERRORS, 501: {"model": ErrorResponse, "description": "Inversion is not available"}},
-              summary="Find the latent of an uploaded photo")
-    def invert(file: UploadFile = File(..., description="A photo (PNG, JPEG, WebP, ...) of a face, roughly "
-                                                       "centred; it is cropped to a square."),
-               tune: bool = Form(False, description="Also tune a copy of the generator to this photo (pivotal "
-                                                    "tuning around the latent found): a closer likeness whose "
-                                                    "edits still work. The response's `tuned_id` names it; only "
-                                                    "requests that carry that id use it.")):
+    @app.post(
+        "/api/invert",
+        response_model=InvertResponse,
+        responses={**ERRORS, 501: {"model": ErrorResponse, "description": "Inversion is not available"}},
+        summary="Find the latent of an uploaded photo",
+    )
+    def invert(
+        file: UploadFile = File(
+            ...,
+            description="A photo (PNG, JPEG, WebP, ...) of a face, roughly "
+            "centred; it is cropped to a square.",
+        ),
+        tune: bool = Form(
+            False,
+            description="Also tune a copy of the generator to this photo (pivotal "
+            "tuning around the latent found): a closer likeness whose "
+            "edits still work. The response's `tuned_id` names it; only "
+            "requests that carry that id use it.",
+        ),
+    ):
         """Invert the generator on the photo; edit the returned latent with /api/render.
 
         Takes a few seconds on a CPU (tuning as long again); other requests wait meanwhile
@@ -788,17 +946,24 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
             with studio.locked():
                 # Searched in the studio's own space (W / W+ for a w / wp studio), so the latent
                 # is one /api/render takes.
-                latent, _reconstruction, info = invert_image(generator, classifier, data, space=studio.space,
-                                                             **studio.inversion_options())
+                latent, _reconstruction, info = invert_image(
+                    generator, classifier, data, space=studio.space, **studio.inversion_options()
+                )
         except ImportError as exc:
             # Missing inversion code (or a module it needs) is a feature this build lacks, not a bad request.
             log.warning("photo inversion unavailable: %s", exc)
-            return JSONResponse({"detail": f"photo upload is not available in this build: tlgan.inversion."
-                                           f"invert_image cannot be used ({exc}); edit generated faces instead"},
-                                status_code=501)
+            return JSONResponse(
+                {
+                    "detail": f"photo upload is not available in this build: tlgan.inversion."
+                    f"invert_image cannot be used ({exc}); edit generated faces instead"
+                },
+                status_code=501,
+            )
         # Validated like any latent a client sends, then rendered exactly as /api/render will
         # render it, so the page's "original" and its later edits come from the same path.
-        latent = studio.base_latent(latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist())
+        latent = studio.base_latent(
+            latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist()
+        )
         body: dict[str, Any] = {"space": studio.space, "info": _jsonable(info or {})}
         tuned = None
         if tune:
@@ -811,10 +976,16 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         return json_response(body, latent=latent)
 
 
-def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
-                   axes: str | None = None, device: str = "cpu", space: str | None = None,
-                   generator_options: dict[str, Any] | None = None, delta: Sequence[str] = (),
-                   **app_kwargs) -> FastAPI:
+def app_from_specs(
+    generator: str = "toyfaces-gan",
+    classifier: str = "toyfaces-classifier",
+    axes: str | None = None,
+    device: str = "cpu",
+    space: str | None = None,
+    generator_options: dict[str, Any] | None = None,
+    delta: Sequence[str] = (),
+    **app_kwargs,
+) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
 
     Faces are edited in ``space`` (default: w for StyleGAN generators, else z; with ``axes``:
@@ -836,14 +1007,33 @@ def app_from_specs(generator: str = "toyfaces-gan", classifier: str = "toyfaces-
     F = load_classifier(classifier, device)
     if axes:
         feature_axes = FeatureAxes.load(axes)
-        if space is not None and feature_axes.space != space and not (space == "wp" and feature_axes.space == "w"):
-            raise TlganError(f"{axes} holds axes in {feature_axes.space!r}, which cannot edit {space!r} faces; fit "
-                             f"axes in {'w' if space == 'wp' else space!r} or leave out --space")
+        if (
+            space is not None
+            and feature_axes.space != space
+            and not (space == "wp" and feature_axes.space == "w")
+        ):
+            raise TlganError(
+                f"{axes} holds axes in {feature_axes.space!r}, which cannot edit {space!r} faces; fit "
+                f"axes in {'w' if space == 'wp' else space!r} or leave out --space"
+            )
     else:
         space = space or G.default_space
         # A learned edit of another space fails now, not after minutes of fitting axes.
         check_learned_edits(learned, G, space, tuple(G.latent_shape(space)), (), generator)
-        feature_axes = default_axes(generator, classifier, device=device, space="w" if space == "wp" else space,
-                                    generator_options=G.options)
-    return create_app(G, F, feature_axes, generator_name=generator, classifier_name=classifier, space=space,
-                      learned=learned, **app_kwargs)
+        feature_axes = default_axes(
+            generator,
+            classifier,
+            device=device,
+            space="w" if space == "wp" else space,
+            generator_options=G.options,
+        )
+    return create_app(
+        G,
+        F,
+        feature_axes,
+        generator_name=generator,
+        classifier_name=classifier,
+        space=space,
+        learned=learned,
+        **app_kwargs,
+    )

@@ -31,6 +31,7 @@ and its slot: never on what the other requests in the batch asked for.
 A batcher keeps one queue per event loop (uvicorn has one; a test client may start one per
 request), so it can be shared by code running on different loops.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,16 +58,20 @@ class BatchFailed(RuntimeError):
     def __init__(self, size: int, cause: BaseException):
         self.size = size
         self.cause = cause
-        super().__init__(f"the model failed on a batch of {size} request(s) ({type(cause).__name__}: "
-                         f"{str(cause)[:200]}); other requests are not affected, so retrying usually works; "
-                         f"the server log has the details")
+        super().__init__(
+            f"the model failed on a batch of {size} request(s) ({type(cause).__name__}: "
+            f"{str(cause)[:200]}); other requests are not affected, so retrying usually works; "
+            f"the server log has the details"
+        )
 
 
 class BatcherClosed(RuntimeError):
     """The batcher was closed (the server is shutting down) before the request was computed."""
 
     def __init__(self):
-        super().__init__("the studio is shutting down and did not compute this request; retry once it is back")
+        super().__init__(
+            "the studio is shutting down and did not compute this request; retry once it is back"
+        )
 
 
 @dataclass
@@ -96,9 +101,16 @@ class Batcher:
     Counters ``batches_`` and ``items_`` say how many batches and items have been computed.
     """
 
-    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = DEFAULT_MAX_BATCH,
-                 wait_ms: float = DEFAULT_WAIT_MS, check: Callable[[Any], Any] | None = None,
-                 run: Callable[..., Awaitable[Sequence[Any]]] | None = None, name: str = "batch"):
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Sequence[Any]],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        wait_ms: float = DEFAULT_WAIT_MS,
+        check: Callable[[Any], Any] | None = None,
+        run: Callable[..., Awaitable[Sequence[Any]]] | None = None,
+        name: str = "batch",
+    ):
         from tlgan.errors import TlganError
 
         if int(max_batch) < 1:
@@ -114,7 +126,9 @@ class Batcher:
         self.closed = False
         self.batches_ = 0
         self.items_ = 0
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = weakref.WeakKeyDictionary()
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def submit(self, item: Any) -> Any:
         """The result of ``fn`` for ``item``, computed in a batch with whatever else is queued."""

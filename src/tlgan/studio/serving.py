@@ -1,5 +1,6 @@
 """HTTP plumbing of the studio (a body-size limit, readable validation errors) and serving it
 on a socket (the CLI, tests, benchmarks, notebooks)."""
+
 from __future__ import annotations
 
 import errno
@@ -71,16 +72,26 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (f"request body of {'more than ' if at_least else ''}{size:,} bytes is larger than the "
-                f"{self.max_bytes:,}-byte limit; send a smaller image (a few hundred kB is plenty: faces are "
-                f"scaled to a few dozen pixels)")
+        return (
+            f"request body of {'more than ' if at_least else ''}{size:,} bytes is larger than the "
+            f"{self.max_bytes:,}-byte limit; send a smaller image (a few hundred kB is plenty: faces are "
+            f"scaled to a few dozen pixels)"
+        )
 
 
 async def _send_error(send, status: int, detail: str) -> None:
     body = JSONResponse({"detail": detail}, status_code=status).body
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -97,8 +108,10 @@ def describe_validation_errors(errors: Sequence[dict]) -> str:
         kind = err.get("type", "")
         if kind == "json_invalid":
             reason = (err.get("ctx") or {}).get("error", "malformed")
-            parts.append(f"the request body is not valid JSON ({reason}); send a JSON object such as "
-                         f'{{"seed": 7, "amounts": {{"Smiling": 1.5}}, "locks": ["Male"]}}')
+            parts.append(
+                f"the request body is not valid JSON ({reason}); send a JSON object such as "
+                f'{{"seed": 7, "amounts": {{"Smiling": 1.5}}, "locks": ["Male"]}}'
+            )
             continue
         where = ".".join(loc) or "request body"
         got = "" if kind == "missing" or "input" not in err else f" (got {_short(err['input'])})"
@@ -113,7 +126,9 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise TlganError(f"cannot resolve host {host!r} ({exc.strerror}); use an address such as 127.0.0.1") from None
+        raise TlganError(
+            f"cannot resolve host {host!r} ({exc.strerror}); use an address such as 127.0.0.1"
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,9 +137,13 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise TlganError(f"port {port} on {host} is already in use; pick another with --port "
-                             f"(or --port 0 for any free one)") from None
-        raise TlganError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from None
+            raise TlganError(
+                f"port {port} on {host} is already in use; pick another with --port "
+                f"(or --port 0 for any free one)"
+            ) from None
+        raise TlganError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port"
+        ) from None
     sock.listen(128)
     return sock
 
@@ -152,10 +171,12 @@ class ServerThread:
         self.sock = bind_socket(host, port)
         self.url = url_of(self.sock)
         self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="tlgan-studio", daemon=True)
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="tlgan-studio", daemon=True
+        )
         self.start_timeout = start_timeout
 
     def __enter__(self) -> ServerThread:

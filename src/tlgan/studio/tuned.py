@@ -10,6 +10,7 @@ StyleGAN2 in float32, a few MB for the bundled generator), so the bound is the m
 A forgotten (or never issued) id raises :class:`TunedFaceGone`, which the studio answers with
 410 and a request to upload the photo again. Thread-safe.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -60,8 +61,10 @@ class TunedStore:
     def check_enabled(self) -> None:
         """TlganError when the store holds nothing (``max_items`` 0): tuning is turned off."""
         if self.max_items == 0:
-            raise TlganError("tuning the generator to a photo is turned off on this server (max_tuned is 0); "
-                             "upload without tuning, or restart the studio with --max-tuned 1 or more")
+            raise TlganError(
+                "tuning the generator to a photo is turned off on this server (max_tuned is 0); "
+                "upload without tuning, or restart the studio with --max-tuned 1 or more"
+            )
 
     def add(self, generator: Generator, info: dict[str, Any] | None = None) -> TunedFace:
         """Keep ``generator`` under a new random id (forgetting the oldest beyond the bound); returns its entry."""
@@ -81,9 +84,11 @@ class TunedStore:
             if entry is not None:
                 self._items.move_to_end(tuned_id)
                 return entry
-        raise TunedFaceGone(f"the tuned generator {tuned_id[:12]}... is not on the server (it keeps the "
-                            f"{self.max_items} most recently used tuned photos, and forgets them when it restarts); "
-                            f"upload the photo again to tune a new one")
+        raise TunedFaceGone(
+            f"the tuned generator {tuned_id[:12]}... is not on the server (it keeps the "
+            f"{self.max_items} most recently used tuned photos, and forgets them when it restarts); "
+            f"upload the photo again to tune a new one"
+        )
 
     def __contains__(self, tuned_id: str) -> bool:
         with self._lock:

@@ -6,17 +6,27 @@ functions of the latent, so every axis-finding method can be scored against the 
 - :mod:`~tlgan.toyfaces.generator`: the ``toyfaces-render`` generator;
 - :mod:`~tlgan.toyfaces.export`: a data set in CelebA's file layout.
 """
+
 from tlgan.toyfaces.render import render_speed
 from tlgan.toyfaces.world import (
-                                  ATTRIBUTES,
-                                  FACTOR_NAMES,
-                                  FACTOR_OF,
-                                  NUISANCES,
-                                  factors,
-                                  labels,
-                                  latent_scores,
-                                  true_directions,
+    ATTRIBUTES,
+    FACTOR_NAMES,
+    FACTOR_OF,
+    NUISANCES,
+    factors,
+    labels,
+    latent_scores,
+    true_directions,
 )
 
-__all__ = ["ATTRIBUTES", "FACTOR_NAMES", "FACTOR_OF", "NUISANCES", "factors", "labels", "latent_scores",
-           "true_directions", "render_speed"]
+__all__ = [
+    "ATTRIBUTES",
+    "FACTOR_NAMES",
+    "FACTOR_OF",
+    "NUISANCES",
+    "factors",
+    "labels",
+    "latent_scores",
+    "true_directions",
+    "render_speed",
+]

@@ -6,6 +6,7 @@
   faces against the same on rendered faces, and a Frechet distance in the classifier's feature
   space, beside the distance between two independent render sets (the floor).
 """
+
 from __future__ import annotations
 
 import time
@@ -44,14 +45,18 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def _classify(classifier, images: torch.Tensor, batch_size: int = 250):
     logits, feats = [], []
     for i in range(0, len(images), batch_size):
-        batch = images[i:i + batch_size]
+        batch = images[i : i + batch_size]
         logits.append(classifier.logits(batch))
         feats.append(classifier.embedding(batch))
     return torch.cat(logits), torch.cat(feats).double().numpy()
 
 
-def evaluate_bundled(n: int = 2000, generator: str = "toyfaces-gan", classifier: str = "toyfaces-classifier",
-                     device: str = "cpu") -> dict:
+def evaluate_bundled(
+    n: int = 2000,
+    generator: str = "toyfaces-gan",
+    classifier: str = "toyfaces-classifier",
+    device: str = "cpu",
+) -> dict:
     from tlgan.toyfaces.render import render_speed
 
     renderer = load_generator("toyfaces-render", device)
@@ -62,8 +67,10 @@ def evaluate_bundled(n: int = 2000, generator: str = "toyfaces-gan", classifier:
     z = renderer.sample_latents(n, seed=EVAL_SEED)
     truth = renderer.labels(z)
     render_logits, render_feats = _classify(F, _generate(renderer, z))
-    order = [list(renderer.attributes).index(a) if hasattr(renderer, "attributes") else i
-             for i, a in enumerate(names)]
+    order = [
+        list(renderer.attributes).index(a) if hasattr(renderer, "attributes") else i
+        for i, a in enumerate(names)
+    ]
     accuracy = balanced_accuracy(render_logits > 0, truth[:, order])
 
     gen_logits, gen_feats = _classify(F, _generate(G, G.sample_latents(n, seed=EVAL_SEED)))

@@ -10,6 +10,7 @@ Face ``i`` (0-based; file ``i + 1``) is the face of latent index ``i`` of ``seed
 :meth:`tlgan.models.base.Generator.sample_latents`, so any export can be reproduced and
 resumed: images already on disk are not rendered again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,15 @@ def _write_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG", compress_level=1)  # lossless; fast to write
 
 
-def export_celeba(out_dir: str | os.PathLike, n: int, seed: int = 0, partition: Sequence[float] = (0.8, 0.1, 0.1),
-                  batch_size: int = 256, resume: bool = True, progress: bool = True) -> ExportResult:
+def export_celeba(
+    out_dir: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    partition: Sequence[float] = (0.8, 0.1, 0.1),
+    batch_size: int = 256,
+    resume: bool = True,
+    progress: bool = True,
+) -> ExportResult:
     """Render ``n`` toyfaces of ``seed`` into ``out_dir`` in CelebA's layout (see module docs).
 
     Args:
@@ -113,15 +121,22 @@ def export_celeba(out_dir: str | os.PathLike, n: int, seed: int = 0, partition: 
     if meta_path.is_file() and resume:
         old = read_json(meta_path)
         if old.get("seed") != int(seed):
-            raise TlganError(f"{out} holds a toyfaces export of seed {old.get('seed')}, not {seed}; "
-                             "use another folder, the same seed, or resume=False (--no-resume) to redraw it")
+            raise TlganError(
+                f"{out} holds a toyfaces export of seed {old.get('seed')}, not {seed}; "
+                "use another folder, the same seed, or resume=False (--no-resume) to redraw it"
+            )
     image_dir.mkdir(parents=True, exist_ok=True)
     meta = {
-        "format": FORMAT, "seed": int(seed), "n": n, "generator": ToyfacesRenderer.name,
-        "resolution": 64, "attributes": list(world.ATTRIBUTES),
+        "format": FORMAT,
+        "seed": int(seed),
+        "n": n,
+        "generator": ToyfacesRenderer.name,
+        "resolution": 64,
+        "attributes": list(world.ATTRIBUTES),
         "factors": {"attributes": dict(world.FACTOR_OF), "nuisances": list(world.NUISANCES)},
         "partition": {"fractions": [float(p) for p in partition], "counts": list(counts)},
-        "basis_seed": world.BASIS_SEED, "complete": False,
+        "basis_seed": world.BASIS_SEED,
+        "complete": False,
     }
     write_json(meta_path, meta)  # marks the folder's seed before any image exists
 
@@ -149,7 +164,9 @@ def export_celeba(out_dir: str | os.PathLike, n: int, seed: int = 0, partition: 
     split = np.repeat([0, 1, 2], counts)
     _write_lines(out / PARTITION_FILE, [f"{name} {p}" for name, p in zip(names, split, strict=True)])
     meta["complete"] = True
-    meta["label_frequencies"] = {a: float(f) for a, f in zip(world.ATTRIBUTES, labels.mean(axis=0), strict=True)}
+    meta["label_frequencies"] = {
+        a: float(f) for a, f in zip(world.ATTRIBUTES, labels.mean(axis=0), strict=True)
+    }
     write_json(meta_path, meta)
     log.info("exported %d toyfaces to %s (%d drawn, %d kept from before)", n, out, rendered, reused)
     return ExportResult(out, n, rendered, reused)

@@ -1,4 +1,5 @@
 """``toyfaces-render``: the analytic generator of the toyfaces world, with its true axes."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,9 +36,11 @@ class ToyfacesRenderer(Generator):
         return render(world.factors(latents), resolution=self.img_resolution, supersample=self.supersample)
 
     def latent_weight(self, space: str = "z", layers=None) -> torch.Tensor:
-        raise TlganError("toyfaces-render is an analytic renderer with no weights, so it has no first-layer weight "
-                         "for sefa to factorise; use the pca finder, or sefa on a trained generator such as "
-                         "toyfaces-gan")
+        raise TlganError(
+            "toyfaces-render is an analytic renderer with no weights, so it has no first-layer weight "
+            "for sefa to factorise; use the pca finder, or sefa on a trained generator such as "
+            "toyfaces-gan"
+        )
 
     def labels(self, z: torch.Tensor) -> torch.Tensor:
         """Ground-truth labels (N, 17) bool, columns in :data:`tlgan.toyfaces.world.ATTRIBUTES` order."""
@@ -64,6 +67,14 @@ class ToyfacesRenderer(Generator):
                 raise TlganError(unknown_name_message("toyfaces attribute", name, list(world.ATTRIBUTES)))
         rows = [world.ATTRIBUTES.index(a) for a in names]
         bias = world.biases()
-        return FeatureAxes(world.true_directions()[rows], names, space=space, generator=self.name, method="truth",
-                           info={"bias": {a: float(bias[i]) for a, i in zip(names, rows, strict=True)},
-                                 "basis_seed": world.BASIS_SEED})
+        return FeatureAxes(
+            world.true_directions()[rows],
+            names,
+            space=space,
+            generator=self.name,
+            method="truth",
+            info={
+                "bias": {a: float(bias[i]) for a, i in zip(names, rows, strict=True)},
+                "basis_seed": world.BASIS_SEED,
+            },
+        )

@@ -18,6 +18,7 @@ per thread, with torch's own per-operation threading switched off meanwhile.
 
 Factor names and units are those of :func:`tlgan.toyfaces.world.factors`.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,14 +38,14 @@ from tlgan.toyfaces import world
 # Colours, RGB in [0, 1].
 SKIN = (0.87, 0.66, 0.52)
 SKIN_PALE = (0.99, 0.92, 0.88)
-HAIR_AUBURN = (0.66, 0.22, 0.08)   # shown when no hair-colour attribute is active
+HAIR_AUBURN = (0.66, 0.22, 0.08)  # shown when no hair-colour attribute is active
 HAIR_BLACK = (0.09, 0.08, 0.08)
 HAIR_BLOND = (0.95, 0.82, 0.42)
 HAIR_BROWN = (0.53, 0.34, 0.17)
 HAIR_SILVER = (0.82, 0.82, 0.84)
-GRAY_MIX = 0.9                       # how far Gray_Hair pulls its strands to silver
-STRAND_PERIOD = 0.17                 # canonical units (about 5.4 px at 64 px)
-GRAY_PERIOD = 0.125                  # about 4 px
+GRAY_MIX = 0.9  # how far Gray_Hair pulls its strands to silver
+STRAND_PERIOD = 0.17  # canonical units (about 5.4 px at 64 px)
+GRAY_PERIOD = 0.125  # about 4 px
 SHIRT = (0.26, 0.30, 0.40)
 EYE_WHITE = (0.97, 0.97, 0.97)
 IRIS = (0.28, 0.20, 0.14)
@@ -59,7 +60,7 @@ LENS = (0.75, 0.88, 1.0)
 HAT = (0.05, 0.58, 0.48)
 HAT_BRIM = (0.02, 0.30, 0.25)
 BACKGROUND_SATURATION = 0.35
-LIGHT_STRENGTH = 0.12               # brightness changes by +-12% across the image
+LIGHT_STRENGTH = 0.12  # brightness changes by +-12% across the image
 
 # Canonical layout (units of half an image width).
 HEAD_CY, HEAD_RY = 0.03, 0.62
@@ -71,11 +72,11 @@ MOUTH_Y = 0.405
 HAIRLINE_Y = -0.34
 CAP_BOTTOM_Y = -0.5
 SIDE_HAIR_X = 0.385
-YAW_SHIFT = 0.13                    # sideways shift of a feature of depth 1 at full yaw
-YAW_WARP = 0.22                     # x -> x + warp * x^2 at full yaw
+YAW_SHIFT = 0.13  # sideways shift of a feature of depth 1 at full yaw
+YAW_WARP = 0.22  # x -> x + warp * x^2 at full yaw
 # Nuisance ranges (those world.factors produces); the renderer clamps to them.
 SCALE_RANGE = (0.92, 1.08)
-SHIFT_RANGE_PX = 3.0                # pixels at 64 px
+SHIFT_RANGE_PX = 3.0  # pixels at 64 px
 YAW_RANGE_DEG = 30.0
 
 _ATTRIBUTE_FACTORS = tuple(world.FACTOR_OF[a] for a in world.ATTRIBUTES)
@@ -129,7 +130,9 @@ class _Painter:
         self.sigma = 1.1 / res  # edge softness: about half a pixel of the drawing grid
         dtype, device = like.dtype, like.device
         self.scale = f["scale"].clamp(*SCALE_RANGE)
-        self.sx = f["shift_x"].clamp(-SHIFT_RANGE_PX, SHIFT_RANGE_PX) / 32.0  # pixels at 64 px -> canonical units
+        self.sx = (
+            f["shift_x"].clamp(-SHIFT_RANGE_PX, SHIFT_RANGE_PX) / 32.0
+        )  # pixels at 64 px -> canonical units
         self.sy = f["shift_y"].clamp(-SHIFT_RANGE_PX, SHIFT_RANGE_PX) / 32.0
         self.warp = YAW_WARP * self.yaw_n(f)
         u = (torch.arange(res, dtype=dtype, device=device) + 0.5) * (2.0 / res) - 1.0
@@ -178,22 +181,30 @@ class _Painter:
 
     def ellipse(self, x, y, cx, cy, rx, ry) -> torch.Tensor:
         """Soft mask of the ellipse centre (cx, cy), radii (rx, ry); any may be (N,1,1,1) tensors."""
-        r = torch.sqrt(rx * ry) if isinstance(rx, torch.Tensor) or isinstance(ry, torch.Tensor) else math.sqrt(rx * ry)
+        r = (
+            torch.sqrt(rx * ry)
+            if isinstance(rx, torch.Tensor) or isinstance(ry, torch.Tensor)
+            else math.sqrt(rx * ry)
+        )
         gain = r / (2.0 * self.sigma)
         # gain * (1 - q) approximates signed distance / softness near the outline. Split into an
         # x part and a y part so that (for radii that vary at most with y) only one product, one
         # subtraction and the sigmoid touch every pixel of the window.
-        px = (x - cx) ** 2 * (gain / rx ** 2)
-        py = gain - (y - cy) ** 2 * (gain / ry ** 2)
+        px = (x - cx) ** 2 * (gain / rx**2)
+        py = gain - (y - cy) ** 2 * (gain / ry**2)
         return torch.sigmoid(py - px)
 
 
 def _check_factors(factors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     if not isinstance(factors, dict):
-        raise TlganError(f"render() takes a dict of factors (see tlgan.toyfaces.world.factors); got {type(factors).__name__}")
+        raise TlganError(
+            f"render() takes a dict of factors (see tlgan.toyfaces.world.factors); got {type(factors).__name__}"
+        )
     missing = [k for k in world.FACTOR_NAMES if k not in factors]
     if missing:
-        raise TlganError(f"factors are missing {', '.join(missing)}; build them with tlgan.toyfaces.world.factors(z)")
+        raise TlganError(
+            f"factors are missing {', '.join(missing)}; build them with tlgan.toyfaces.world.factors(z)"
+        )
     out = {}
     n = None
     like = None
@@ -205,8 +216,10 @@ def _check_factors(factors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
         if n is None:
             n, like = value.shape[0], value
         if value.shape[0] != n:
-            raise TlganError(f"factor {key!r} has {value.shape[0]} values but {world.FACTOR_NAMES[0]!r} has {n}; "
-                             "all factors need one value per face")
+            raise TlganError(
+                f"factor {key!r} has {value.shape[0]} values but {world.FACTOR_NAMES[0]!r} has {n}; "
+                "all factors need one value per face"
+            )
         out[key] = value.to(like.dtype)
     if n == 0:
         raise TlganError("factors hold no faces (N = 0)")
@@ -235,11 +248,14 @@ def hair_strands(f: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     w = torch.stack([f["black_hair"], f["blond_hair"], f["brown_hair"]], dim=1).reshape(-1, 3, 1, 1)
     phases = torch.tensor([0.0, 2.0, 4.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * (math.pi / 3.0)
     strands = 1.0 + 0.9 * torch.cos(x * (2.0 * math.pi / STRAND_PERIOD) + phases)  # (N, 3, 1, W)
-    v = w * strands                                                                # weight of each colour
-    v0 = (1.0 - w.sum(dim=1, keepdim=True)).clamp_min(0.0)                         # auburn's weight
-    palette = torch.tensor([HAIR_BLACK, HAIR_BLOND, HAIR_BROWN], dtype=x.dtype, device=x.device)  # (3 colours, RGB)
+    v = w * strands  # weight of each colour
+    v0 = (1.0 - w.sum(dim=1, keepdim=True)).clamp_min(0.0)  # auburn's weight
+    palette = torch.tensor(
+        [HAIR_BLACK, HAIR_BLOND, HAIR_BROWN], dtype=x.dtype, device=x.device
+    )  # (3 colours, RGB)
     mixed = (v0 * _color(HAIR_AUBURN, x) + torch.einsum("nkhw,kc->nchw", v, palette)) / (
-        v0 + v.sum(dim=1, keepdim=True) + 1e-6)
+        v0 + v.sum(dim=1, keepdim=True) + 1e-6
+    )
     grey = 0.25 + 0.75 * (0.5 + 0.5 * torch.cos(x * (2.0 * math.pi / GRAY_PERIOD) + math.pi / 2))
     return torch.lerp(mixed, _color(HAIR_SILVER, x), GRAY_MIX * _col(f["grayness"]) * grey)
 
@@ -251,8 +267,9 @@ def skin_color(f: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.lerp(skin, torch.tensor(SKIN_PALE, dtype=p.dtype, device=p.device)[None], p)
 
 
-def render(factors: dict[str, torch.Tensor], resolution: int = 64, supersample: int = 2,
-           chunk_size: int = 16) -> torch.Tensor:
+def render(
+    factors: dict[str, torch.Tensor], resolution: int = 64, supersample: int = 2, chunk_size: int = 16
+) -> torch.Tensor:
     """Draw faces from factors.
 
     Args:
@@ -272,7 +289,7 @@ def render(factors: dict[str, torch.Tensor], resolution: int = 64, supersample: 
         raise TlganError(f"chunk_size must be >= 1; got {chunk_size}")
     f, like = _check_factors(factors)
     n, step = like.shape[0], int(chunk_size)
-    chunks = [{k: v[i:i + step] for k, v in f.items()} for i in range(0, n, step)]
+    chunks = [{k: v[i : i + step] for k, v in f.items()} for i in range(0, n, step)]
     draw = partial(_render_chunk, resolution=int(resolution), supersample=int(supersample))
     if like.device.type != "cpu":
         return torch.cat([draw(c) for c in chunks])
@@ -402,12 +419,12 @@ def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int)
     u = (x - d_eye).abs() - EYE_DX
     bags = P.step(0.015 - (y - (0.066 + 0.25 * u * u)).abs()) * P.step(0.085 - u.abs())
     # Crow's feet: two short lines fanning out from the outer eye corner, beside any glasses.
-    crow = (P.step(0.011 - (y - 0.1 * (u - 0.13)).abs()) + P.step(0.011 - (y - 0.03 - 0.5 * (u - 0.13)).abs()))
+    crow = P.step(0.011 - (y - 0.1 * (u - 0.13)).abs()) + P.step(0.011 - (y - 0.03 - 0.5 * (u - 0.13)).abs())
     bags = bags + crow * P.step(u - 0.14) * P.step(0.18 - u)
     P.paint(win, bags * ageing, skin_line)
     win = P.window(-0.4, 0.4, -0.3, -0.18)
     x, y = P.coords(win)
-    lines = (P.step(0.01 - (y + 0.205 - 0.1 * x * x).abs()) + P.step(0.01 - (y + 0.245 - 0.1 * x * x).abs()))
+    lines = P.step(0.01 - (y + 0.205 - 0.1 * x * x).abs()) + P.step(0.01 - (y + 0.245 - 0.1 * x * x).abs())
     lines = lines * P.step(0.22 - (x - d_eye).abs())
     P.paint(win, lines * ageing, skin_line)
 
@@ -458,9 +475,9 @@ def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int)
     xn = x - d_nose
     bridge = P.step(0.012 - (xn - 0.03).abs()) * P.step(y - 0.06) * P.step(NOSE_Y - y)
     P.paint(win, bridge, skin_shadow)
-    k = nose ** 1.6  # the Big_Nose factor 1.0 .. 1.8 gives a tip 1.0 .. 2.6 times as wide
+    k = nose**1.6  # the Big_Nose factor 1.0 .. 1.8 gives a tip 1.0 .. 2.6 times as wide
     # A big nose grows sideways more than down, and upwards, so a mustache never hides it.
-    ky = k ** 0.8
+    ky = k**0.8
     cy = NOSE_Y - 0.025 * (k - 1.0)
     tip_out = P.ellipse(xn, y, 0.0, cy, 0.05 * k + 0.012, 0.04 * ky + 0.012)
     P.paint(win, tip_out, (skin_rgb * 0.6)[:, :, None, None])
@@ -494,7 +511,9 @@ def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int)
     dy = y - ly
     gap = 0.052 * opening
     lips = P.ellipse(r, dy, 0.0, 0.0, 1.0, 0.034 + gap)
-    lip_rgb = torch.lerp(torch.lerp(skin, _color(LIPS, like), 0.8), _color(LIPSTICK, like), _col(f["lipstick"]))
+    lip_rgb = torch.lerp(
+        torch.lerp(skin, _color(LIPS, like), 0.8), _color(LIPSTICK, like), _col(f["lipstick"])
+    )
     P.paint(win, lips, lip_rgb)
     inside = P.ellipse(r, dy, 0.0, 0.0, 0.86, gap + 0.004) * opening.clamp(0.0, 1.0)
     P.paint(win, inside, _color(MOUTH_INSIDE, like))
@@ -505,7 +524,9 @@ def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int)
     win = P.window(-0.42, 0.42, 0.22, 0.46)
     x, y = P.coords(win)
     ly, r = lip_line(x)
-    stache = P.ellipse((x - d_mouth) / (half_width + 0.05), y - ly, 0.0, -0.075 - 0.5 * 0.052 * opening, 1.0, 0.042)
+    stache = P.ellipse(
+        (x - d_mouth) / (half_width + 0.05), y - ly, 0.0, -0.075 - 0.5 * 0.052 * opening, 1.0, 0.042
+    )
     P.paint(win, stache * _col(f["mustache"]), stache_color)
 
     # Eyeglasses: rings around the eyes, a bridge, arms to the ears, faintly tinted lenses.
@@ -537,12 +558,15 @@ def _render_chunk(f: dict[str, torch.Tensor], resolution: int, supersample: int)
     out_res = image.shape[-1]
     v = (torch.arange(out_res, dtype=like.dtype, device=like.device) + 0.5) * (2.0 / out_res) - 1.0
     ang = torch.deg2rad(f["light_angle"])
-    gain = 1.0 + LIGHT_STRENGTH * (_col(torch.cos(ang)) * v.view(1, 1, 1, -1) + _col(torch.sin(ang)) * v.view(1, 1, -1, 1))
+    gain = 1.0 + LIGHT_STRENGTH * (
+        _col(torch.cos(ang)) * v.view(1, 1, 1, -1) + _col(torch.sin(ang)) * v.view(1, 1, -1, 1)
+    )
     return (image * gain).clamp(0.0, 1.0) * 2.0 - 1.0
 
 
-def render_speed(n: int = 2000, batch_size: int = 256, resolution: int = 64, supersample: int = 2,
-                 seed: int = 0) -> float:
+def render_speed(
+    n: int = 2000, batch_size: int = 256, resolution: int = 64, supersample: int = 2, seed: int = 0
+) -> float:
     """Faces per second of ``render(factors(z))`` for ``n`` faces in batches of ``batch_size``.
 
     Runs on CPU with as many drawing threads as torch's current thread count (see

@@ -5,6 +5,7 @@ come from :func:`tlgan.toyfaces.world.factors`, then one factor is overwritten w
 values for every identity and the faces are rendered. So the renderer also knows the true
 result of any such change for any face: the image of that identity with the factor set.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,9 +25,15 @@ ALIASES: dict[str, str] = {"light": "light_angle", "nose": "nose_size", "mouth":
 
 #: (first, last) value of a sequence by default, inside the range the world produces.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "yaw": (-25.0, 25.0), "light_angle": (-120.0, 120.0), "age": (20.0, 60.0), "nose_size": (1.05, 1.75),
-    "background_hue": (0.0, 0.8), "background_brightness": (0.4, 0.8), "scale": (0.93, 1.07),
-    "shift_x": (-2.5, 2.5), "shift_y": (-2.5, 2.5),
+    "yaw": (-25.0, 25.0),
+    "light_angle": (-120.0, 120.0),
+    "age": (20.0, 60.0),
+    "nose_size": (1.05, 1.75),
+    "background_hue": (0.0, 0.8),
+    "background_brightness": (0.4, 0.8),
+    "scale": (0.93, 1.07),
+    "shift_x": (-2.5, 2.5),
+    "shift_y": (-2.5, 2.5),
 }
 UNIT_RANGE = (0.05, 0.95)  # attribute amounts (0..1)
 
@@ -35,7 +42,9 @@ def factor_name(name: str) -> str:
     """The world's name for ``name`` (``light`` -> ``light_angle``); TlganError with close matches if unknown."""
     key = ALIASES.get(str(name), str(name))
     if key not in world.FACTOR_NAMES:
-        raise TlganError(unknown_name_message("toyfaces factor", str(name), list(world.FACTOR_NAMES) + list(ALIASES)))
+        raise TlganError(
+            unknown_name_message("toyfaces factor", str(name), list(world.FACTOR_NAMES) + list(ALIASES))
+        )
     return key
 
 
@@ -69,15 +78,25 @@ def identity_latents(identities: int, seed: int = 0, start: int = 0) -> torch.Te
     return latent_rng_normal(int(seed), np.arange(int(start), int(start) + int(identities)), world.Z_DIM)
 
 
-def render_with(latents: torch.Tensor, factor: str, values: torch.Tensor, resolution: int = 64) -> torch.Tensor:
+def render_with(
+    latents: torch.Tensor, factor: str, values: torch.Tensor, resolution: int = 64
+) -> torch.Tensor:
     """Faces of ``latents`` (N, 512) with ``factor`` set to ``values`` (N,): (N, 3, R, R)."""
     f = world.factors(latents)
     f[factor_name(factor)] = torch.as_tensor(values, dtype=f["yaw"].dtype).reshape(-1)
     return render(f, resolution=resolution)
 
 
-def factor_sequences(factor: str, identities: int, steps: int, *, seed: int = 0, start: int = 0,
-                     values: Sequence[float] | None = None, resolution: int = 64) -> ToyfacesSequences:
+def factor_sequences(
+    factor: str,
+    identities: int,
+    steps: int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    values: Sequence[float] | None = None,
+    resolution: int = 64,
+) -> ToyfacesSequences:
     """Render K = ``identities`` sequences of n = ``steps`` faces in which only ``factor`` changes.
 
     ``values`` (n,) overrides the default evenly spaced range (:data:`DEFAULT_RANGES`).
@@ -95,10 +114,24 @@ def factor_sequences(factor: str, identities: int, steps: int, *, seed: int = 0,
     f[factor] = torch.as_tensor(vals, dtype=f[factor].dtype).repeat(k)
     with torch.no_grad():
         images = render(f, resolution=resolution)
-    return ToyfacesSequences(factor=factor, values=vals, images=images.reshape(k, n, *images.shape[1:]), latents=z,
-                             factors={key: v.reshape(k, n) for key, v in f.items()}, seed=int(seed),
-                             indices=np.arange(int(start), int(start) + k))
+    return ToyfacesSequences(
+        factor=factor,
+        values=vals,
+        images=images.reshape(k, n, *images.shape[1:]),
+        latents=z,
+        factors={key: v.reshape(k, n) for key, v in f.items()},
+        seed=int(seed),
+        indices=np.arange(int(start), int(start) + k),
+    )
 
 
-__all__ = ["ALIASES", "DEFAULT_RANGES", "factor_name", "default_values", "ToyfacesSequences", "identity_latents",
-           "render_with", "factor_sequences"]
+__all__ = [
+    "ALIASES",
+    "DEFAULT_RANGES",
+    "factor_name",
+    "default_values",
+    "ToyfacesSequences",
+    "identity_latents",
+    "render_with",
+    "factor_sequences",
+]

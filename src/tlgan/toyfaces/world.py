@@ -54,6 +54,7 @@ Nuisance factors use base directions e16 .. e24, which no attribute uses (see
 :data:`NUISANCES`); e25 .. e511 do nothing. Each attribute also drives one continuous
 *factor* (:data:`FACTOR_OF`), a monotone function of its score that the renderer draws.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,9 +70,23 @@ Z_DIM = 512
 BASIS_SEED = 20_170_512
 
 ATTRIBUTES: tuple[str, ...] = (
-    "Male", "Young", "Smiling", "Eyeglasses", "Mustache", "Beard", "Bald", "Bangs",
-    "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Wearing_Lipstick", "Wearing_Hat",
-    "Mouth_Slightly_Open", "Pale_Skin", "Big_Nose",
+    "Male",
+    "Young",
+    "Smiling",
+    "Eyeglasses",
+    "Mustache",
+    "Beard",
+    "Bald",
+    "Bangs",
+    "Black_Hair",
+    "Blond_Hair",
+    "Brown_Hair",
+    "Gray_Hair",
+    "Wearing_Lipstick",
+    "Wearing_Hat",
+    "Mouth_Slightly_Open",
+    "Pale_Skin",
+    "Big_Nose",
 )
 
 
@@ -103,42 +118,58 @@ _DESIGN: dict[str, tuple[dict[int, float], float]] = {
 
 #: Attribute -> the name of its continuous factor in :func:`factors`.
 FACTOR_OF: dict[str, str] = {
-    "Male": "masculinity",          # 0..1
-    "Young": "age",                 # years, decreasing in the Young score; 40 at the threshold
-    "Smiling": "smile",             # 0..1
-    "Eyeglasses": "glasses",        # frame opacity 0..1
-    "Mustache": "mustache",         # density 0..1
-    "Beard": "beard_density",       # 0..1
-    "Bald": "baldness",             # 0..1 (fraction of crown hair gone)
-    "Bangs": "bangs",               # fringe opacity 0..1
-    "Black_Hair": "black_hair",     # hair-colour weight 0..1
+    "Male": "masculinity",  # 0..1
+    "Young": "age",  # years, decreasing in the Young score; 40 at the threshold
+    "Smiling": "smile",  # 0..1
+    "Eyeglasses": "glasses",  # frame opacity 0..1
+    "Mustache": "mustache",  # density 0..1
+    "Beard": "beard_density",  # 0..1
+    "Bald": "baldness",  # 0..1 (fraction of crown hair gone)
+    "Bangs": "bangs",  # fringe opacity 0..1
+    "Black_Hair": "black_hair",  # hair-colour weight 0..1
     "Blond_Hair": "blond_hair",
     "Brown_Hair": "brown_hair",
-    "Gray_Hair": "grayness",        # 0..1
-    "Wearing_Lipstick": "lipstick", # 0..1
-    "Wearing_Hat": "hat",           # 0..1
+    "Gray_Hair": "grayness",  # 0..1
+    "Wearing_Lipstick": "lipstick",  # 0..1
+    "Wearing_Hat": "hat",  # 0..1
     "Mouth_Slightly_Open": "mouth_opening",  # 0..1
-    "Pale_Skin": "paleness",        # 0..1
-    "Big_Nose": "nose_size",        # relative nose size, 1.0 .. 1.8; 1.4 at the threshold
+    "Pale_Skin": "paleness",  # 0..1
+    "Big_Nose": "nose_size",  # relative nose size, 1.0 .. 1.8; 1.4 at the threshold
 }
 
 #: Steepness k of ``amount = sigmoid(k * s)`` per attribute: object-like cues are nearly
 #: binary; graded ones (age, smile, masculinity, mouth) follow the score more gently.
 STEEPNESS: dict[str, float] = {
-    "Male": 8.0, "Young": 8.0, "Smiling": 8.0, "Eyeglasses": 16.0, "Mustache": 16.0, "Beard": 16.0,
-    "Bald": 12.0, "Bangs": 16.0, "Black_Hair": 12.0, "Blond_Hair": 12.0, "Brown_Hair": 12.0,
-    "Gray_Hair": 12.0, "Wearing_Lipstick": 12.0, "Wearing_Hat": 16.0, "Mouth_Slightly_Open": 8.0,
-    "Pale_Skin": 12.0, "Big_Nose": 12.0,
+    "Male": 8.0,
+    "Young": 8.0,
+    "Smiling": 8.0,
+    "Eyeglasses": 16.0,
+    "Mustache": 16.0,
+    "Beard": 16.0,
+    "Bald": 12.0,
+    "Bangs": 16.0,
+    "Black_Hair": 12.0,
+    "Blond_Hair": 12.0,
+    "Brown_Hair": 12.0,
+    "Gray_Hair": 12.0,
+    "Wearing_Lipstick": 12.0,
+    "Wearing_Hat": 16.0,
+    "Mouth_Slightly_Open": 8.0,
+    "Pale_Skin": 12.0,
+    "Big_Nose": 12.0,
 }
 
 AGE_AT_THRESHOLD = 40.0  # years
-AGE_SPAN = 22.0          # age = 40 - 22 tanh(s / 1.5): about 18..62 years
+AGE_SPAN = 22.0  # age = 40 - 22 tanh(s / 1.5): about 18..62 years
 NOSE_MIN, NOSE_SPAN = 1.0, 0.8
 
 #: Nuisance factors: name -> (base indices, meaning).
 NUISANCE_BASES: dict[str, tuple[tuple[int, ...], str]] = {
     "yaw": ((16,), "head turn in degrees, about -30..30; positive turns the face to image right"),
-    "light_angle": ((17, 18), "direction the light comes from, degrees in the image plane (0 = from the right)"),
+    "light_angle": (
+        (17, 18),
+        "direction the light comes from, degrees in the image plane (0 = from the right)",
+    ),
     "background_hue": ((19, 20), "background hue in [0, 1)"),
     "background_brightness": ((21,), "background value (HSV) in about 0.35..0.85"),
     "scale": ((22,), "face size relative to the canonical face, 0.92..1.08"),

@@ -4,10 +4,18 @@ Both loops draw batch ``k`` and the noise of step ``k`` from (seed, k) alone and
 their whole state in a pickle-free checkpoint (``OUT/checkpoint/``), so ``resume=True``
 continues a run exactly where it stopped.
 """
+
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from tlgan.train.classifier import evaluate_classifier, train_classifier
 from tlgan.train.common import resolve_device
 from tlgan.train.generator import train_generator
 
-__all__ = ["train_classifier", "train_generator", "evaluate_classifier", "save_checkpoint", "load_checkpoint",
-           "has_checkpoint", "resolve_device"]
+__all__ = [
+    "train_classifier",
+    "train_generator",
+    "evaluate_classifier",
+    "save_checkpoint",
+    "load_checkpoint",
+    "has_checkpoint",
+    "resolve_device",
+]

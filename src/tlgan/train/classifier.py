@@ -6,6 +6,7 @@ common ones; AdamW with a warm-up and cosine learning-rate schedule. The result 
 by per-attribute balanced accuracy, the mean of the true-positive and true-negative rates,
 on the test split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,14 +53,22 @@ def positive_weights(labels: torch.Tensor, attributes=None) -> torch.Tensor:
     for a in range(labels.shape[1]):
         if pos[a] == 0 or neg[a] == 0:
             name = attributes[a] if attributes is not None else a
-            log.warning("attribute %s is %s in every training image; the classifier cannot learn it",
-                        name, "absent" if pos[a] == 0 else "present")
+            log.warning(
+                "attribute %s is %s in every training image; the classifier cannot learn it",
+                name,
+                "absent" if pos[a] == 0 else "present",
+            )
     return (neg / pos.clamp(min=1)).clamp(1.0 / MAX_POS_WEIGHT, MAX_POS_WEIGHT)
 
 
 @torch.no_grad()
-def evaluate_classifier(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
-                        device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+def evaluate_classifier(
+    model: Classifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, dict[str, float]]:
     """Per-attribute metrics of ``model`` on uint8 ``images`` (N, 3, R, R) with 0/1 ``labels`` (N, A).
 
     Returns {attribute: {"balanced_accuracy", "accuracy", "true_positive_rate",
@@ -71,7 +80,7 @@ def evaluate_classifier(model: Classifier, images: torch.Tensor, labels: torch.T
     model.eval()
     preds = []
     for start in range(0, len(images), batch_size):
-        batch = to_float_images(images[start:start + batch_size].to(device))
+        batch = to_float_images(images[start : start + batch_size].to(device))
         preds.append((model.logits(batch) > 0).cpu())
     model.train(was_training)
     pred = torch.cat(preds).bool()
@@ -93,12 +102,25 @@ def evaluate_classifier(model: Classifier, images: torch.Tensor, labels: torch.T
     return out
 
 
-def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 128,
-                     lr: float = 2e-3, weight_decay: float = 1e-2, width: int = 32, resolution: int = 64,
-                     device: str = "cpu", seed: int = 0, resume: bool = False, checkpoint_every: int = 500,
-                     name: str = "attribute-classifier", progress: bool = True,
-                     on_step: Callable[[int, dict[str, float]], None] | None = None,
-                     command: str | None = None) -> dict[str, Any]:
+def train_classifier(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-2,
+    width: int = 32,
+    resolution: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+    resume: bool = False,
+    checkpoint_every: int = 500,
+    name: str = "attribute-classifier",
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Train an :class:`AttributeClassifierNet` on ``data_dir`` (CelebA layout); save it to ``out_dir``.
 
     Trains for ``steps`` batches of ``batch_size`` images from the train split, saves a
@@ -120,8 +142,10 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if checkpoint_every < 1:
         raise TlganError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
     if not resume and has_checkpoint(out_dir):
-        raise TlganError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
-                         f"or choose another --out folder")
+        raise TlganError(
+            f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
+            f"or choose another --out folder"
+        )
     train = CelebAFolder(data_dir, "train", resolution, progress=progress)
     test = CelebAFolder(data_dir, "test", resolution, progress=progress)
     attributes = list(train.attributes)
@@ -136,11 +160,19 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     pos_weight = positive_weights(train.labels, attributes).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BatchNorm scales and biases
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     warmup = min(200, steps // 20)
-    settings = {"data_dir": str(Path(data_dir).resolve()), "batch_size": batch_size, "lr": lr,
-                "weight_decay": weight_decay, "width": width, "resolution": resolution, "seed": seed}
+    settings = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "width": width,
+        "resolution": resolution,
+        "seed": seed,
+    }
 
     start, loss_avg = 0, None
     if resume and has_checkpoint(out_dir):
@@ -148,20 +180,32 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         info = manifest["info"]
         diff = settings_mismatch(info.get("settings", {}), settings)
         if diff:
-            raise TlganError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones")
+            raise TlganError(
+                f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
+            )
         if info.get("steps") != steps:
-            log.warning("resuming a run planned for %s steps with steps=%d: the learning-rate schedule changes",
-                        info.get("steps"), steps)
+            log.warning(
+                "resuming a run planned for %s steps with steps=%d: the learning-rate schedule changes",
+                info.get("steps"),
+                steps,
+            )
         start, loss_avg = int(manifest["step"]), info.get("loss_avg")
         log.info("resumed from step %d", start)
     elif resume:
         log.warning("%s holds no checkpoint; starting from step 0", out_dir)
 
     def checkpoint(step):
-        save_checkpoint(out_dir, step=step, modules={"model": model}, optimizers={"model": optimizer},
-                        info={"settings": settings, "steps": steps, "loss_avg": loss_avg, "kind": "classifier"})
+        save_checkpoint(
+            out_dir,
+            step=step,
+            modules={"model": model},
+            optimizers={"model": optimizer},
+            info={"settings": settings, "steps": steps, "loss_avg": loss_avg, "kind": "classifier"},
+        )
 
-    sampler = BatchSampler(train.images, train.labels, batch_size=batch_size, seed=seed, flip=False, device=dev)
+    sampler = BatchSampler(
+        train.images, train.labels, batch_size=batch_size, seed=seed, flip=False, device=dev
+    )
     bar = tqdm(total=steps, initial=start, desc="classifier", unit="step", disable=None if progress else True)
     seconds, ran = 0.0, 0
     for step in range(start, steps):
@@ -203,11 +247,22 @@ def train_classifier(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         "test_balanced_accuracy": balanced,
         "test_metrics": metrics,
     }
-    training = {**settings, "steps": steps, "checkpoint_every": checkpoint_every, "device": str(dev),
-                "train_images": len(train), "command": command if command is not None else command_line()}
-    save_pretrained(model.cpu(), out_dir, extra={"training": training,
-                                                 "metrics": {"test_mean_balanced_accuracy": mean_balanced,
-                                                             "test": metrics}})
+    training = {
+        **settings,
+        "steps": steps,
+        "checkpoint_every": checkpoint_every,
+        "device": str(dev),
+        "train_images": len(train),
+        "command": command if command is not None else command_line(),
+    }
+    save_pretrained(
+        model.cpu(),
+        out_dir,
+        extra={
+            "training": training,
+            "metrics": {"test_mean_balanced_accuracy": mean_balanced, "test": metrics},
+        },
+    )
     write_json(out_dir / "metrics.json", result)
     log.info("test mean balanced accuracy %.4f; saved to %s", mean_balanced, out_dir)
     return result

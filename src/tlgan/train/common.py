@@ -1,4 +1,5 @@
 """Pieces shared by the training loops: device checks, per-step randomness, LR schedule."""
+
 from __future__ import annotations
 
 import math
@@ -33,11 +34,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise TlganError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TlganError(f"device {device!r} was asked for but CUDA is not available (torch {torch.__version__} "
-                             f"sees no GPU); use --device cpu, or install a CUDA build of torch")
+            raise TlganError(
+                f"device {device!r} was asked for but CUDA is not available (torch {torch.__version__} "
+                f"sees no GPU); use --device cpu, or install a CUDA build of torch"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise TlganError(f"device {device!r} does not exist: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
+            raise TlganError(
+                f"device {device!r} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise TlganError(f"device {device!r} is not available here; use --device cpu")
@@ -52,7 +57,9 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     Drawing each step's noise from its own generator makes a run resumed at step k draw
     exactly what an uninterrupted run draws, whatever happened before k.
     """
-    state = np.random.SeedSequence([int(seed) % (2**63), int(stream), int(step)]).generate_state(2, dtype=np.uint32)
+    state = np.random.SeedSequence([int(seed) % (2**63), int(stream), int(step)]).generate_state(
+        2, dtype=np.uint32
+    )
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -79,8 +86,9 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def settings_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any],
-                      introduced: Mapping[str, Any] | None = None) -> list[str]:
+def settings_mismatch(
+    saved: Mapping[str, Any], current: Mapping[str, Any], introduced: Mapping[str, Any] | None = None
+) -> list[str]:
     """Names and values of settings that differ between a checkpoint and the current call.
 
     ``introduced`` maps settings that newer versions record to the value a checkpoint without

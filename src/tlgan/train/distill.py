@@ -16,6 +16,7 @@ pixel loss alone trades for blur.
 This is not adversarial training: it needs a teacher, not an image folder. `tlgan train
 generator` is the GAN trainer for image folders.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,9 @@ ARCHS = ("dcgan", "stylegan2")
 INTRODUCED_SETTINGS = {"arch": "dcgan", "arch_kwargs": {}, "edge_weight": 0.0}
 
 
-def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
-                 arch_kwargs: dict[str, Any] | None = None) -> Generator:
+def make_student(
+    arch: str, z_dim: int, resolution: int, width: int = 32, arch_kwargs: dict[str, Any] | None = None
+) -> Generator:
     """An untrained student generator of ``arch`` for ``z_dim`` latents and ``resolution`` px images.
 
     ``width`` sets a DCGAN's channels; ``arch_kwargs`` are StyleGAN2Generator arguments
@@ -59,7 +61,9 @@ def make_student(arch: str, z_dim: int, resolution: int, width: int = 32,
     """
     if arch == "dcgan":
         if arch_kwargs:
-            raise TlganError(f"arch_kwargs {sorted(arch_kwargs)} apply to --arch stylegan2; a DCGAN takes --width")
+            raise TlganError(
+                f"arch_kwargs {sorted(arch_kwargs)} apply to --arch stylegan2; a DCGAN takes --width"
+            )
         return DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width)
     if arch == "stylegan2":
         from tlgan.models.stylegan2 import StyleGAN2Generator
@@ -75,8 +79,13 @@ def edge_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.l1_loss(dx(student), dx(teacher)) + F.l1_loss(dy(student), dy(teacher)))
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: Classifier | None,
-                      feature_weight: float, edge_weight: float = 0.0) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    classifier: Classifier | None,
+    feature_weight: float,
+    edge_weight: float = 0.0,
+) -> torch.Tensor:
     """L1 on pixels, plus ``edge_weight`` x :func:`edge_l1`, plus ``feature_weight`` x mean squared
     error of the classifier's block outputs."""
     loss = F.l1_loss(student, teacher)
@@ -90,13 +99,30 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, classifier: 
     return loss
 
 
-def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 64,
-                      lr: float = 2e-3, width: int = 32, classifier: Classifier | None = None,
-                      feature_weight: float = 0.1, ema_decay: float = 0.995, seed: int = 0, device: str = "cpu",
-                      checkpoint_every: int = 250, sample_every: int = 500, resume: bool = False,
-                      name: str = "distilled", progress: bool = True, teacher_spec: str | None = None,
-                      classifier_spec: str | None = None, arch: str = "dcgan",
-                      arch_kwargs: dict[str, Any] | None = None, edge_weight: float = 0.0) -> dict[str, Any]:
+def distill_generator(
+    teacher: Generator,
+    out_dir: str | os.PathLike,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    width: int = 32,
+    classifier: Classifier | None = None,
+    feature_weight: float = 0.1,
+    ema_decay: float = 0.995,
+    seed: int = 0,
+    device: str = "cpu",
+    checkpoint_every: int = 250,
+    sample_every: int = 500,
+    resume: bool = False,
+    name: str = "distilled",
+    progress: bool = True,
+    teacher_spec: str | None = None,
+    classifier_spec: str | None = None,
+    arch: str = "dcgan",
+    arch_kwargs: dict[str, Any] | None = None,
+    edge_weight: float = 0.0,
+) -> dict[str, Any]:
     """Fit a student of ``arch`` (see :func:`make_student`) to ``teacher`` and save it to ``out_dir``
     (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
 
@@ -105,13 +131,19 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
     """
     dev = resolve_device(device)
     out_dir = Path(out_dir)
-    for label, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
-                         ("sample_every", sample_every)):
+    for label, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("checkpoint_every", checkpoint_every),
+        ("sample_every", sample_every),
+    ):
         if value < 1:
             raise TlganError(f"{label} must be at least 1, not {value}")
     if not resume and has_checkpoint(out_dir):
-        raise TlganError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
-                         f"or choose another --out folder")
+        raise TlganError(
+            f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
+            f"or choose another --out folder"
+        )
     teacher = teacher.to(dev).eval().requires_grad_(False)
     if classifier is not None:
         classifier = classifier.to(dev).eval().requires_grad_(False)
@@ -122,16 +154,31 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
     G.to(dev).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
-    settings = {"teacher": teacher_spec or teacher.name, "classifier": classifier_spec, "batch_size": batch_size,
-                "lr": lr, "width": width, "feature_weight": feature_weight, "ema_decay": ema_decay, "seed": seed,
-                "steps": steps, "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "edge_weight": edge_weight}
+    settings = {
+        "teacher": teacher_spec or teacher.name,
+        "classifier": classifier_spec,
+        "batch_size": batch_size,
+        "lr": lr,
+        "width": width,
+        "feature_weight": feature_weight,
+        "ema_decay": ema_decay,
+        "seed": seed,
+        "steps": steps,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "edge_weight": edge_weight,
+    }
     modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
     start, avg = 0, None
     if resume and has_checkpoint(out_dir):
         manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
-        diff = settings_mismatch(manifest["info"].get("settings", {}), settings, introduced=INTRODUCED_SETTINGS)
+        diff = settings_mismatch(
+            manifest["info"].get("settings", {}), settings, introduced=INTRODUCED_SETTINGS
+        )
         if diff:
-            raise TlganError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones")
+            raise TlganError(
+                f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
+            )
         start, avg = int(manifest["step"]), manifest["info"].get("loss")
 
     grid_latents = teacher.sample_latents(32, seed=seed).to(dev)
@@ -145,14 +192,21 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
         samples.append(str(path))
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(out_dir, step=step, modules=modules, optimizers=optimizers,
-                        info={"settings": settings, "loss": avg, "kind": "distill"})
+        save_checkpoint(
+            out_dir,
+            step=step,
+            modules=modules,
+            optimizers=optimizers,
+            info={"settings": settings, "loss": avg, "kind": "distill"},
+        )
 
     bar = tqdm(total=steps, initial=start, desc="distill", unit="step", disable=None if progress else True)
     seconds, ran = 0.0, 0
     for step in range(start, steps):
         t0 = time.perf_counter()
-        z = torch.randn(batch_size, teacher.z_dim, generator=step_generator(seed, step, STREAM_DISTILL)).to(dev)
+        z = torch.randn(batch_size, teacher.z_dim, generator=step_generator(seed, step, STREAM_DISTILL)).to(
+            dev
+        )
         with torch.no_grad():
             target = teacher.synthesize(z)
         set_lr(opt, cosine_lr(step, steps, lr, warmup=min(200, steps // 10), final_fraction=0.05))
@@ -181,10 +235,28 @@ def distill_generator(teacher: Generator, out_dir: str | os.PathLike, *, steps: 
         write_samples(steps)
     chosen, errors = pick_closest(teacher, {"G": G, "G_ema": G_ema}, grid_latents)
     final = {"G": G, "G_ema": G_ema}[chosen].eval()
-    save_pretrained(final, out_dir, extra={"training": {**settings, "method": "distillation", "device": str(dev),
-                                                        "saved": chosen, "l1_to_teacher": errors}})
-    return {"out_dir": str(out_dir), "steps": steps, "loss": avg, "saved": chosen, "l1_to_teacher": errors,
-            "seconds_per_step": seconds / ran if ran else None, "samples": samples}
+    save_pretrained(
+        final,
+        out_dir,
+        extra={
+            "training": {
+                **settings,
+                "method": "distillation",
+                "device": str(dev),
+                "saved": chosen,
+                "l1_to_teacher": errors,
+            }
+        },
+    )
+    return {
+        "out_dir": str(out_dir),
+        "steps": steps,
+        "loss": avg,
+        "saved": chosen,
+        "l1_to_teacher": errors,
+        "seconds_per_step": seconds / ran if ran else None,
+        "samples": samples,
+    }
 
 
 @torch.no_grad()

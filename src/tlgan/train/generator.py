@@ -15,6 +15,7 @@ For StyleGAN2 the regularisers follow the paper: R1 and the optional path-length
 are lazy (their own optimiser steps every few steps), the generator's ``w_avg`` is tracked
 for truncation, and styles are mixed; see :func:`train_generator`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -90,7 +91,9 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: DCGANGenerator, seed: int, batches: int = 8, batch_size: int = 256) -> None:
+def recalibrate_batchnorm(
+    generator: DCGANGenerator, seed: int, batches: int = 8, batch_size: int = 256
+) -> None:
     """Re-measure ``generator``'s BatchNorm running statistics as exact averages over
     ``batches`` x ``batch_size`` latents drawn from ``seed``; leaves it in eval mode."""
     norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -108,16 +111,40 @@ def recalibrate_batchnorm(generator: DCGANGenerator, seed: int, batches: int = 8
     generator.eval()
 
 
-def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int, batch_size: int = 64,
-                    lr: float | None = None, width: int = 32, z_dim: int = 512, resolution: int = 64,
-                    device: str = "cpu", seed: int = 0, ema_decay: float = 0.999, sample_every: int = 500,
-                    checkpoint_every: int = 500, resume: bool = False, name: str | None = None,
-                    loss: str = "nonsaturating", r1_gamma: float | None = None, r1_every: int = 16,
-                    spectral_norm: bool = True, flip: bool = False, d_width: int | None = None,
-                    progress: bool = True, on_step: Callable[[int, dict[str, float]], None] | None = None,
-                    command: str | None = None, arch: str = "dcgan", arch_kwargs: dict[str, Any] | None = None,
-                    mixing_prob: float = 0.9, pl_weight: float = 0.0, pl_every: int = 4, noise_mode: str = "random",
-                    precision: str = "auto") -> dict[str, Any]:
+def train_generator(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    lr: float | None = None,
+    width: int = 32,
+    z_dim: int = 512,
+    resolution: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+    ema_decay: float = 0.999,
+    sample_every: int = 500,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    name: str | None = None,
+    loss: str = "nonsaturating",
+    r1_gamma: float | None = None,
+    r1_every: int = 16,
+    spectral_norm: bool = True,
+    flip: bool = False,
+    d_width: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    command: str | None = None,
+    arch: str = "dcgan",
+    arch_kwargs: dict[str, Any] | None = None,
+    mixing_prob: float = 0.9,
+    pl_weight: float = 0.0,
+    pl_every: int = 4,
+    noise_mode: str = "random",
+    precision: str = "auto",
+) -> dict[str, Any]:
     """Train a generator of ``arch`` on every image under ``data_dir``; save it to ``out_dir``.
 
     Every ``sample_every`` steps (and at the end) the EMA generator draws a grid of 64
@@ -157,8 +184,14 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         raise TlganError(f"unknown GAN loss {loss!r}; use {' or '.join(LOSSES)}")
     if arch not in ARCHS:
         raise TlganError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    for label, value in (("steps", steps), ("sample_every", sample_every), ("checkpoint_every", checkpoint_every),
-                         ("r1_every", r1_every), ("batch_size", batch_size), ("pl_every", pl_every)):
+    for label, value in (
+        ("steps", steps),
+        ("sample_every", sample_every),
+        ("checkpoint_every", checkpoint_every),
+        ("r1_every", r1_every),
+        ("batch_size", batch_size),
+        ("pl_every", pl_every),
+    ):
         if value < 1:
             raise TlganError(f"{label} must be at least 1, not {value}")
     if not 0.0 <= ema_decay < 1.0:
@@ -169,8 +202,10 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         raise TlganError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, not {noise_mode!r}")
     amp_dtype = autocast_dtype(precision, dev)
     if not resume and has_checkpoint(out_dir):
-        raise TlganError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
-                         f"or choose another --out folder")
+        raise TlganError(
+            f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
+            f"or choose another --out folder"
+        )
     data = ImageFolder(data_dir, resolution, progress=progress)
     log.info("training on %d images at %d px", len(data), resolution)
 
@@ -178,7 +213,7 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     name = name or arch
     lr = (2.5e-3 if stylegan else 2e-4) if lr is None else float(lr)
     if r1_gamma is None:
-        r1_gamma = 0.0002 * resolution ** 2 / batch_size if stylegan else 0.0
+        r1_gamma = 0.0002 * resolution**2 / batch_size if stylegan else 0.0
     d_width = width if d_width is None else d_width
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -201,18 +236,38 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         # so lr and betas are scaled to keep the statistics of a plain run (as NVlabs' code does).
         ratio_d = r1_every / (r1_every + 1) if r1_gamma > 0 else 1.0
         ratio_g = pl_every / (pl_every + 1) if pl_weight > 0 else 1.0
-        opt_g = torch.optim.Adam(G.parameters(), lr=lr * ratio_g, betas=(0.0, 0.99 ** ratio_g), eps=1e-8)
-        opt_d = torch.optim.Adam(D.parameters(), lr=lr * ratio_d, betas=(0.0, 0.99 ** ratio_d), eps=1e-8)
+        opt_g = torch.optim.Adam(G.parameters(), lr=lr * ratio_g, betas=(0.0, 0.99**ratio_g), eps=1e-8)
+        opt_d = torch.optim.Adam(D.parameters(), lr=lr * ratio_d, betas=(0.0, 0.99**ratio_d), eps=1e-8)
     else:
         opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    settings = {"data_dir": str(Path(data_dir).resolve()), "batch_size": batch_size, "lr": lr, "width": width,
-                "d_width": d_width, "z_dim": z_dim, "resolution": resolution, "seed": seed, "ema_decay": ema_decay,
-                "loss": loss, "r1_gamma": r1_gamma, "r1_every": r1_every, "spectral_norm": spectral_norm,
-                "flip": flip}
+    settings = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "batch_size": batch_size,
+        "lr": lr,
+        "width": width,
+        "d_width": d_width,
+        "z_dim": z_dim,
+        "resolution": resolution,
+        "seed": seed,
+        "ema_decay": ema_decay,
+        "loss": loss,
+        "r1_gamma": r1_gamma,
+        "r1_every": r1_every,
+        "spectral_norm": spectral_norm,
+        "flip": flip,
+    }
     if stylegan:
-        settings.update({"arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "mixing_prob": mixing_prob,
-                         "pl_weight": pl_weight, "pl_every": pl_every, "noise_mode": noise_mode})
+        settings.update(
+            {
+                "arch": arch,
+                "arch_kwargs": dict(arch_kwargs or {}),
+                "mixing_prob": mixing_prob,
+                "pl_weight": pl_weight,
+                "pl_every": pl_every,
+                "noise_mode": noise_mode,
+            }
+        )
     modules = {"G": G, "D": D, "G_ema": G_ema}
     optimizers = {"G": opt_g, "D": opt_d}
 
@@ -222,7 +277,9 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
         diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
         if diff:
-            raise TlganError(f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones")
+            raise TlganError(
+                f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
+            )
         start = int(manifest["step"])
         avg.update(manifest["info"].get("averages", {}))
         pl_mean.fill_(float(manifest["info"].get("pl_mean", 0.0)))
@@ -277,8 +334,12 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             t0 = time.perf_counter()
             real, _ = sampler.batch(step)
             real = real.contiguous(memory_format=memory_format)
-            z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(dev)
-            z_g = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_G)).to(dev)
+            z_d = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_D)).to(
+                dev
+            )
+            z_g = torch.randn(batch_size, z_dim, generator=step_generator(seed, step, STREAM_LATENTS_G)).to(
+                dev
+            )
             values: dict[str, float] = {}
 
             # Discriminator step.
@@ -306,8 +367,13 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
             if stylegan and pl_weight > 0 and step % pl_every == 0:
                 n_pl = max(1, batch_size // 2)
                 pl_rng = step_generator(seed, step, STREAM_PATH_LENGTH)
-                wp = training_wp(G, torch.randn(n_pl, z_dim, generator=pl_rng).to(dev), track=False,
-                                 mixing_prob=mixing_prob, rng=pl_rng)
+                wp = training_wp(
+                    G,
+                    torch.randn(n_pl, z_dim, generator=pl_rng).to(dev),
+                    track=False,
+                    mixing_prob=mixing_prob,
+                    rng=pl_rng,
+                )
                 noise = torch.randn(n_pl, G.img_channels, resolution, resolution, generator=pl_rng).to(dev)
                 pl, _ = path_length_penalty(G, wp, pl_mean, noise)
                 values["pl"] = float(pl.detach())
@@ -318,8 +384,9 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
 
             values.update({"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())})
             if any(v != v for v in values.values()):
-                raise TlganError(f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) "
-                                 f"or raise --r1-gamma")
+                raise TlganError(
+                    f"the GAN loss became NaN at step {step + 1}; lower --lr (now {lr}) or raise --r1-gamma"
+                )
             for k in ("d_loss", "g_loss"):
                 avg[k] = values[k] if avg[k] is None else 0.98 * avg[k] + 0.02 * values[k]
             seconds += time.perf_counter() - t0
@@ -348,11 +415,20 @@ def train_generator(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
         "train_images": len(data),
         "samples": samples,
     }
-    training = {**settings, "steps": steps, "device": str(dev), "train_images": len(data), "method": "adversarial",
-                "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
-                "command": command if command is not None else command_line()}
-    save_pretrained(G_ema.cpu(), out_dir, extra={"training": training,
-                                                 "metrics": {"d_loss": avg["d_loss"], "g_loss": avg["g_loss"]}})
+    training = {
+        **settings,
+        "steps": steps,
+        "device": str(dev),
+        "train_images": len(data),
+        "method": "adversarial",
+        "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+        "command": command if command is not None else command_line(),
+    }
+    save_pretrained(
+        G_ema.cpu(),
+        out_dir,
+        extra={"training": training, "metrics": {"d_loss": avg["d_loss"], "g_loss": avg["g_loss"]}},
+    )
     write_json(out_dir / "metrics.json", result)
     log.info("saved the EMA generator %r to %s", name, out_dir)
     return result

@@ -6,6 +6,7 @@
   2019), which keeps neighbouring layers' styles from depending on each other.
 - :func:`path_length_penalty`: the path-length regulariser of StyleGAN2 (Sec. 3.2), lazy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,15 @@ def is_stylegan2(G: Generator) -> bool:
     return isinstance(G, StyleGAN2Generator)
 
 
-def training_wp(G: StyleGAN2Generator, z: torch.Tensor, *, track: bool = True, mixing_prob: float = 0.0,
-                rng: torch.Generator | None = None, w_avg_beta: float = W_AVG_BETA) -> torch.Tensor:
+def training_wp(
+    G: StyleGAN2Generator,
+    z: torch.Tensor,
+    *,
+    track: bool = True,
+    mixing_prob: float = 0.0,
+    rng: torch.Generator | None = None,
+    w_avg_beta: float = W_AVG_BETA,
+) -> torch.Tensor:
     """z (N, z_dim) -> wp (N, num_ws, w_dim) for a training step, without truncation.
 
     ``track`` moves ``G.mapping.w_avg`` toward the batch mean of w. With ``mixing_prob`` > 0,
@@ -40,7 +48,9 @@ def training_wp(G: StyleGAN2Generator, z: torch.Tensor, *, track: bool = True, m
     wp = w[:, None, :].repeat(1, G.num_ws, 1)
     if mixing_prob > 0:
         if rng is None:
-            raise ValueError("style mixing needs rng, a torch.Generator, so that a step's draw is reproducible")
+            raise ValueError(
+                "style mixing needs rng, a torch.Generator, so that a step's draw is reproducible"
+            )
         n = z.shape[0]
         z2 = torch.randn(n, G.z_dim, generator=rng).to(z.device, z.dtype)
         mix = torch.rand(n, generator=rng) < mixing_prob
@@ -52,18 +62,22 @@ def training_wp(G: StyleGAN2Generator, z: torch.Tensor, *, track: bool = True, m
     return wp
 
 
-def training_images(G: Generator, z: torch.Tensor, *, mixing_prob: float = 0.0,
-                    rng: torch.Generator | None = None) -> torch.Tensor:
+def training_images(
+    G: Generator, z: torch.Tensor, *, mixing_prob: float = 0.0, rng: torch.Generator | None = None
+) -> torch.Tensor:
     """The generator's images (N, 3, R, R) for a loss. A StyleGAN2's come before the final clamp,
     whose zero gradient would leave pixels stuck outside [-1, 1], and update its ``w_avg`` when
     it is in training mode (see :func:`training_wp` for ``mixing_prob`` and ``rng``)."""
     if is_stylegan2(G):
-        return G.synthesis(training_wp(G, z, track=G.training, mixing_prob=mixing_prob, rng=rng), G.noise_mode)
+        return G.synthesis(
+            training_wp(G, z, track=G.training, mixing_prob=mixing_prob, rng=rng), G.noise_mode
+        )
     return G.synthesize(z)
 
 
-def path_length_penalty(G: StyleGAN2Generator, wp: torch.Tensor, pl_mean: torch.Tensor, noise: torch.Tensor,
-                        decay: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def path_length_penalty(
+    G: StyleGAN2Generator, wp: torch.Tensor, pl_mean: torch.Tensor, noise: torch.Tensor, decay: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
     """StyleGAN2's path-length penalty on wp (N, num_ws, w_dim) (requires grad).
 
     The Jacobian-vector product J^T y with y = ``noise`` (N, 3, R, R) / R (a random image
@@ -73,7 +87,7 @@ def path_length_penalty(G: StyleGAN2Generator, wp: torch.Tensor, pl_mean: torch.
     """
     images = G.synthesis(wp, G.noise_mode)
     r = images.shape[-1] * images.shape[-2]
-    (grad,) = torch.autograd.grad((images * noise / r ** 0.5).sum(), wp, create_graph=True)
+    (grad,) = torch.autograd.grad((images * noise / r**0.5).sum(), wp, create_graph=True)
     lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
     with torch.no_grad():
         pl_mean.copy_(pl_mean.lerp(lengths.mean().to(pl_mean.dtype), decay))

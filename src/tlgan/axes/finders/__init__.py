@@ -29,6 +29,7 @@ their variance or eigenvalue (``values_``); :func:`tlgan.evaluation.naming.name_
               regressed back to the latent.
 ``sefa``      SeFa: the top eigenvectors of A^T A for the generator's first latent-to-feature weight A.
 """
+
 from tlgan.axes.finders.common import (
     DEFAULT_METHOD,
     FINDERS,
@@ -44,7 +45,20 @@ from tlgan.axes.finders.sefa import SeFaFinder
 from tlgan.axes.finders.svm import SVMFinder, SVMSolution, TopBottomSplit, fit_linear_svm, top_bottom_split
 
 __all__ = [
-    "DEFAULT_METHOD", "FINDERS", "AxisFinder", "GLMFinder", "LogisticFinder", "SVMFinder", "PCAFinder", "SeFaFinder", "NotFittedError",
-    "SVMSolution", "TopBottomSplit", "DEFAULT_CLIP", "check_fit_inputs", "fit_linear_svm", "make_finder",
+    "DEFAULT_METHOD",
+    "FINDERS",
+    "AxisFinder",
+    "GLMFinder",
+    "LogisticFinder",
+    "SVMFinder",
+    "PCAFinder",
+    "SeFaFinder",
+    "NotFittedError",
+    "SVMSolution",
+    "TopBottomSplit",
+    "DEFAULT_CLIP",
+    "check_fit_inputs",
+    "fit_linear_svm",
+    "make_finder",
     "top_bottom_split",
 ]

@@ -1,4 +1,5 @@
 """What every axis finder shares: the registry, input checks, the base estimator, thread helpers."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -69,8 +70,9 @@ def check_finite_values(latents: torch.Tensor, scores: torch.Tensor) -> None:
     _count_bad_rows(scores, "scores")
 
 
-def check_fit_inputs(latents: Any, scores: Any, attributes: Sequence[str] | None = None, *,
-                     values: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def check_fit_inputs(
+    latents: Any, scores: Any, attributes: Sequence[str] | None = None, *, values: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Validate the arguments of ``fit``; returns (latents (N, D), scores (N, A), names (A,)).
 
     Raises TlganError for wrong dimensions, a sample-count mismatch, NaN/inf rows (naming the
@@ -83,14 +85,20 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Sequence[str] | None
     latents = _as_matrix(latents, "latents")
     scores = _as_matrix(scores, "scores")
     if latents.ndim != 2:
-        raise TlganError(f"latents must be a 2-D (N, D) array of N latent vectors; got shape {tuple(latents.shape)}")
+        raise TlganError(
+            f"latents must be a 2-D (N, D) array of N latent vectors; got shape {tuple(latents.shape)}"
+        )
     if scores.ndim != 2:
         hint = " (for a single attribute pass scores[:, None])" if scores.ndim == 1 else ""
-        raise TlganError(f"scores must be a 2-D (N, A) array of logits, one column per attribute; "
-                         f"got shape {tuple(scores.shape)}{hint}")
+        raise TlganError(
+            f"scores must be a 2-D (N, A) array of logits, one column per attribute; "
+            f"got shape {tuple(scores.shape)}{hint}"
+        )
     if len(latents) != len(scores):
-        raise TlganError(f"latents have {len(latents)} rows but scores have {len(scores)}; "
-                         f"they must describe the same samples, row for row")
+        raise TlganError(
+            f"latents have {len(latents)} rows but scores have {len(scores)}; "
+            f"they must describe the same samples, row for row"
+        )
     if len(latents) == 0 or latents.shape[1] == 0 or scores.shape[1] == 0:
         raise TlganError(f"nothing to fit: latents {tuple(latents.shape)}, scores {tuple(scores.shape)}")
     if values:
@@ -102,8 +110,10 @@ def check_fit_inputs(latents: Any, scores: Any, attributes: Sequence[str] | None
     else:
         names = [str(a) for a in attributes]
         if len(names) != n_attr:
-            raise TlganError(f"got {len(names)} attribute names for {n_attr} score columns; "
-                             f"give exactly one name per column of scores")
+            raise TlganError(
+                f"got {len(names)} attribute names for {n_attr} score columns; "
+                f"give exactly one name per column of scores"
+            )
         dupes = sorted({a for a in names if names.count(a) > 1})
         if dupes:
             raise TlganError(f"attribute names must be unique; repeated: {', '.join(dupes)}")
@@ -117,8 +127,10 @@ def check_varying_scores(scores: torch.Tensor, names: Sequence[str]) -> None:
     span = scores.amax(dim=0) - scores.amin(dim=0)
     constant = [names[i] for i in torch.nonzero(span == 0).flatten().tolist()]
     if constant:
-        raise TlganError(f"cannot fit an axis for {', '.join(repr(c) for c in constant)}: its score is the same for "
-                         f"every sample; drop that attribute or check the classifier output")
+        raise TlganError(
+            f"cannot fit an axis for {', '.join(repr(c) for c in constant)}: its score is the same for "
+            f"every sample; drop that attribute or check the classifier output"
+        )
 
 
 # --------------------------------------------------------------------------- parallel linear algebra
@@ -179,8 +191,15 @@ def _gram(rows: np.ndarray) -> np.ndarray:
     return rows.T @ rows
 
 
-def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, int, np.ndarray], Any],
-                    progress: bool = False, desc: str = "gram", dtype=np.float64) -> tuple[np.ndarray, list[Any]]:
+def accumulate_gram(
+    n: int,
+    width: int,
+    chunk_size: int,
+    fill: Callable[[int, int, np.ndarray], Any],
+    progress: bool = False,
+    desc: str = "gram",
+    dtype=np.float64,
+) -> tuple[np.ndarray, list[Any]]:
     """Sum over chunks of rows of ``rows^T rows``: a (width, width) float64 Gram matrix of n rows.
 
     ``fill(start, stop, rows)`` writes the rows ``start:stop`` into ``rows`` ((stop - start, width)
@@ -197,7 +216,7 @@ def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, in
         buffer = getattr(local, "buffer", None)
         if buffer is None or len(buffer) < stop - start:
             buffer = local.buffer = np.empty((min(step, n), width), dtype=dtype)
-        rows = buffer[:stop - start]
+        rows = buffer[: stop - start]
         extra = fill(start, stop, rows)
         return _gram(rows), extra
 
@@ -205,8 +224,14 @@ def accumulate_gram(n: int, width: int, chunk_size: int, fill: Callable[[int, in
     total = np.zeros((width, width), dtype=np.float64)
     extras: list[Any] = []
     with _blas_threads(1):
-        for gram, extra in tqdm(_ordered_map(chunk, starts, _thread_count()), total=len(starts), desc=desc,
-                                unit="chunk", leave=False, disable=None if progress else True):
+        for gram, extra in tqdm(
+            _ordered_map(chunk, starts, _thread_count()),
+            total=len(starts),
+            desc=desc,
+            unit="chunk",
+            leave=False,
+            disable=None if progress else True,
+        ):
             total += gram
             extras.append(extra)
     return total, extras
@@ -226,8 +251,13 @@ def _solve_spd(matrix: np.ndarray, rhs: np.ndarray, what: str) -> np.ndarray:
         pass
     evals, evecs = eigh(matrix, check_finite=False)
     keep = evals > evals.max() * 1e-12
-    log.warning("%s: the latent covariance is singular (%d of %d directions carry no variance); "
-                "using the minimum-norm solution", what, int((~keep).sum()), len(evals))
+    log.warning(
+        "%s: the latent covariance is singular (%d of %d directions carry no variance); "
+        "using the minimum-norm solution",
+        what,
+        int((~keep).sum()),
+        len(evals),
+    )
     inv = np.where(keep, 1.0 / np.where(keep, evals, 1.0), 0.0)
     return evecs @ (inv.reshape(-1, *([1] * (rhs.ndim - 1))) * (evecs.T @ rhs))
 
@@ -248,8 +278,10 @@ class AxisFinder:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
 
     def _not_fitted_message(self, item: str) -> str:
-        return (f"this {type(self).__name__} is not fitted yet, so it has no {item}; "
-                f"call fit(latents, scores, attributes) first")
+        return (
+            f"this {type(self).__name__} is not fitted yet, so it has no {item}; "
+            f"call fit(latents, scores, attributes) first"
+        )
 
     def get_params(self) -> dict[str, Any]:
         """The constructor arguments (the whole configuration), as given."""
@@ -263,15 +295,23 @@ class AxisFinder:
     def fit(self, latents, scores, attributes: Sequence[str] | None = None) -> AxisFinder:
         raise NotImplementedError
 
-    def _set_fitted(self, coef: torch.Tensor, bias: torch.Tensor, names: list[str],
-                    metrics: dict[str, dict[str, float]], n_samples: int) -> None:
+    def _set_fitted(
+        self,
+        coef: torch.Tensor,
+        bias: torch.Tensor,
+        names: list[str],
+        metrics: dict[str, dict[str, float]],
+        n_samples: int,
+    ) -> None:
         coef = coef.detach().to("cpu", torch.float64)
         bias = bias.detach().to("cpu", torch.float64).reshape(-1)
         norms = coef.norm(dim=1)
         flat = [names[i] for i in torch.nonzero(~(norms > 0)).flatten().tolist()]
         if flat:
-            raise TlganError(f"the fitted direction of {', '.join(map(repr, flat))} is zero: the scores do not vary "
-                             f"with the latents; check the classifier or drop the attribute")
+            raise TlganError(
+                f"the fitted direction of {', '.join(map(repr, flat))} is zero: the scores do not vary "
+                f"with the latents; check the classifier or drop the attribute"
+            )
         self.coef_ = coef.float()
         self.bias_ = bias.float()
         self.axes_ = (coef / norms[:, None]).float()
@@ -285,12 +325,15 @@ class AxisFinder:
         latents = _as_matrix(latents, "latents")
         coef = self.coef_
         if latents.ndim != 2 or latents.shape[1] != coef.shape[1]:
-            raise TlganError(f"latents of shape {tuple(latents.shape)} do not match this finder, "
-                             f"which was fitted on vectors of size {coef.shape[1]}")
+            raise TlganError(
+                f"latents of shape {tuple(latents.shape)} do not match this finder, "
+                f"which was fitted on vectors of size {coef.shape[1]}"
+            )
         return latents.float() @ coef.T.to(latents.device) + self.bias_.to(latents.device)
 
-    def to_feature_axes(self, attributes: Sequence[str] | None = None, space: str = "z",
-                        generator: str = "unknown") -> FeatureAxes:
+    def to_feature_axes(
+        self, attributes: Sequence[str] | None = None, space: str = "z", generator: str = "unknown"
+    ) -> FeatureAxes:
         """The fitted axes as a FeatureAxes (method = this finder's name, info = its parameters).
 
         ``attributes`` names the A rows (default: the names given to ``fit``); it must have one
@@ -299,12 +342,23 @@ class AxisFinder:
         axes = self.axes_
         names = self.attributes_ if attributes is None else [str(a) for a in attributes]
         if len(names) != len(axes):
-            raise TlganError(f"got {len(names)} attribute names for {len(axes)} fitted axes; give one name per axis "
-                             f"(fitted: {', '.join(self.attributes_)})")
-        metrics = {new: dict(self.metrics_.get(old, {})) for new, old in zip(names, self.attributes_, strict=True)}
+            raise TlganError(
+                f"got {len(names)} attribute names for {len(axes)} fitted axes; give one name per axis "
+                f"(fitted: {', '.join(self.attributes_)})"
+            )
+        metrics = {
+            new: dict(self.metrics_.get(old, {})) for new, old in zip(names, self.attributes_, strict=True)
+        }
         info = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in self.get_params().items()}
-        return FeatureAxes(axes.clone(), names, space=space, generator=generator, method=self.name,
-                           metrics=metrics, info=info)
+        return FeatureAxes(
+            axes.clone(),
+            names,
+            space=space,
+            generator=generator,
+            method=self.name,
+            metrics=metrics,
+            info=info,
+        )
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -322,7 +376,8 @@ def make_finder(name: str, **kwargs) -> AxisFinder:
         params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
-            raise TlganError(f"axis finder {name!r} has no option {', '.join(map(repr, unknown))}; "
-                             f"its options are: {', '.join(params)}")
+            raise TlganError(
+                f"axis finder {name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options are: {', '.join(params)}"
+            )
     return FINDERS.create(name, **kwargs)
-

@@ -1,4 +1,5 @@
 """``glm``: TL-GAN's feature axes, least squares of each attribute's score on [z, 1]."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ DEFAULT_CLIP = 9.21
 TARGETS = ("logit", "probability")
 
 
-@FINDERS.register("glm", "least squares of the clipped logit (or rescaled probability) on z (TL-GAN); "
-                         "streamed normal equations")
+@FINDERS.register(
+    "glm",
+    "least squares of the clipped logit (or rescaled probability) on z (TL-GAN); streamed normal equations",
+)
 class GLMFinder(AxisFinder):
     """Ordinary least squares of each attribute's logit on [z, 1] (TL-GAN's feature axes).
 
@@ -68,7 +71,9 @@ class GLMFinder(AxisFinder):
 
     def _not_fitted_message(self, item: str) -> str:
         if self.__dict__.get("_state") is not None:
-            return f"GLMFinder has accumulated {self._state['n']} samples but has no {item} yet: call finalize()"
+            return (
+                f"GLMFinder has accumulated {self._state['n']} samples but has no {item} yet: call finalize()"
+            )
         return super()._not_fitted_message(item)
 
     def _check_clip(self) -> None:
@@ -98,20 +103,27 @@ class GLMFinder(AxisFinder):
         latents = _as_matrix(latents, "latents")
         scores = _as_matrix(scores, "scores")
         if latents.ndim != 2 or scores.ndim != 2 or len(latents) != len(scores):
-            raise TlganError(f"partial_fit needs latents (n, D) and scores (n, A) with the same n; "
-                             f"got {tuple(latents.shape)} and {tuple(scores.shape)}")
+            raise TlganError(
+                f"partial_fit needs latents (n, D) and scores (n, A) with the same n; "
+                f"got {tuple(latents.shape)} and {tuple(scores.shape)}"
+            )
         _count_bad_rows(latents, "latents")
         _count_bad_rows(scores, "scores")
         state = self.__dict__.get("_state")
         if state is not None:
             if latents.shape[1] != state["dim"] or scores.shape[1] != len(state["names"]):
-                raise TlganError(f"chunk has {latents.shape[1]} latent dims and {scores.shape[1]} attributes, earlier "
-                                 f"chunks had {state['dim']} and {len(state['names'])}; call reset() to start over")
+                raise TlganError(
+                    f"chunk has {latents.shape[1]} latent dims and {scores.shape[1]} attributes, earlier "
+                    f"chunks had {state['dim']} and {len(state['names'])}; call reset() to start over"
+                )
             if attributes is not None and [str(a) for a in attributes] != state["names"]:
                 raise TlganError("attribute names differ from the earlier chunks; call reset() to start over")
         else:
-            names = ([f"attribute_{i}" for i in range(scores.shape[1])] if attributes is None
-                     else [str(a) for a in attributes])
+            names = (
+                [f"attribute_{i}" for i in range(scores.shape[1])]
+                if attributes is None
+                else [str(a) for a in attributes]
+            )
             if len(names) != scores.shape[1]:
                 raise TlganError(f"got {len(names)} attribute names for {scores.shape[1]} score columns")
         for item in self._fitted_attributes:  # fitted state is stale once new data arrives
@@ -130,11 +142,14 @@ class GLMFinder(AxisFinder):
         # Shift by the first chunk's means: the centred statistics are then differences of
         # small numbers, which keeps float64 accurate even for latents far from the origin.
         self._state = {
-            "dim": dim, "names": list(names), "n": 0,
+            "dim": dim,
+            "names": list(names),
+            "n": 0,
             "shift_x": x[head].mean(0, dtype=np.float64),
             "shift_y": self._target(y[head]).mean(0),
             "gram": np.zeros((dim + 1 + n_attr, dim + 1 + n_attr), dtype=np.float64),
-            "lo": np.full(n_attr, np.inf), "hi": np.full(n_attr, -np.inf),
+            "lo": np.full(n_attr, np.inf),
+            "hi": np.full(n_attr, -np.inf),
         }
 
     def _accumulate(self, x: np.ndarray, y: np.ndarray, progress: bool = False) -> None:
@@ -146,10 +161,12 @@ class GLMFinder(AxisFinder):
             target = self._target(y[start:stop])
             np.subtract(x[start:stop], state["shift_x"], out=rows[:, :dim])
             rows[:, dim] = 1.0
-            np.subtract(target, state["shift_y"], out=rows[:, dim + 1:])
+            np.subtract(target, state["shift_y"], out=rows[:, dim + 1 :])
             return target.min(0), target.max(0)
 
-        gram, extremes = accumulate_gram(len(x), state["gram"].shape[0], self.chunk_size, fill, progress, desc="glm")
+        gram, extremes = accumulate_gram(
+            len(x), state["gram"].shape[0], self.chunk_size, fill, progress, desc="glm"
+        )
         state["gram"] += gram
         for lo, hi in extremes:
             np.minimum(state["lo"], lo, out=state["lo"])
@@ -163,17 +180,21 @@ class GLMFinder(AxisFinder):
             raise NotFittedError("GLMFinder has no data: call partial_fit(latents, scores) before finalize()")
         dim, names, n = state["dim"], state["names"], state["n"]
         if n <= dim + 1:
-            raise TlganError(f"the GLM needs more samples than latent dimensions + 1 (got N={n} for D={dim}); "
-                             f"sample more latents")
+            raise TlganError(
+                f"the GLM needs more samples than latent dimensions + 1 (got N={n} for D={dim}); "
+                f"sample more latents"
+            )
         constant = [names[i] for i in np.flatnonzero(state["hi"] <= state["lo"])]
         if constant:
-            raise TlganError(f"cannot fit an axis for {', '.join(map(repr, constant))}: its regression target "
-                             f"({self.target}) is the same for every sample (clip={self.clip}); drop that attribute "
-                             f"or check the classifier output")
+            raise TlganError(
+                f"cannot fit an axis for {', '.join(map(repr, constant))}: its regression target "
+                f"({self.target}) is the same for every sample (clip={self.clip}); drop that attribute "
+                f"or check the classifier output"
+            )
         gram = state["gram"]
         sxx, sx, count = gram[:dim, :dim], gram[:dim, dim], gram[dim, dim]
-        sxy, sy = gram[:dim, dim + 1:], gram[dim, dim + 1:]
-        syy = np.diagonal(gram[dim + 1:, dim + 1:])
+        sxy, sy = gram[:dim, dim + 1 :], gram[dim, dim + 1 :]
+        syy = np.diagonal(gram[dim + 1 :, dim + 1 :])
         mx, my = sx / count, sy / count
         cxx = sxx - count * np.outer(mx, mx)
         cxy = sxy - count * np.outer(mx, my)
@@ -217,8 +238,8 @@ class GLMFinder(AxisFinder):
         step = max(1, int(self.chunk_size))
 
         def chunk_agree(start: int) -> np.ndarray:
-            pred = x[start:start + step] @ coef
-            return ((pred > -bias) == (y[start:start + step] > 0)).sum(0)
+            pred = x[start : start + step] @ coef
+            return ((pred > -bias) == (y[start : start + step] > 0)).sum(0)
 
         with _blas_threads(1):
             agree = np.sum(list(_ordered_map(chunk_agree, range(0, len(x), step), _thread_count())), axis=0)
@@ -231,18 +252,22 @@ class GLMFinder(AxisFinder):
         step = max(1, int(self.chunk_size))
 
         def chunk_scores(start: int):
-            pred = x[start:start + step].astype(np.float64) @ coef + bias
-            raw = y[start:start + step]
+            pred = x[start : start + step].astype(np.float64) @ coef + bias
+            raw = y[start : start + step]
             target = self._target(raw)
-            return (((pred > 0) == (raw > 0)).sum(0), ((target - pred) ** 2).sum(0), target.sum(0),
-                    (target ** 2).sum(0))
+            return (
+                ((pred > 0) == (raw > 0)).sum(0),
+                ((target - pred) ** 2).sum(0),
+                target.sum(0),
+                (target**2).sum(0),
+            )
 
         with _blas_threads(1):
             parts = list(_ordered_map(chunk_scores, range(0, len(x), step), _thread_count()))
         agree, sse, total, squares = (np.sum([p[k] for p in parts], axis=0) for k in range(4))
         n = len(x)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = 1.0 - sse / (squares - total ** 2 / n)
+            r2 = 1.0 - sse / (squares - total**2 / n)
         return agree / n, r2
 
     def evaluate(self, latents, scores) -> dict[str, dict[str, float]]:
@@ -252,12 +277,22 @@ class GLMFinder(AxisFinder):
         """
         coef = self.coef_
         latents, scores = _as_matrix(latents, "latents"), _as_matrix(scores, "scores")
-        if (latents.ndim != 2 or scores.ndim != 2 or len(latents) != len(scores) or len(latents) == 0
-                or latents.shape[1] != coef.shape[1] or scores.shape[1] != coef.shape[0]):
-            raise TlganError(f"evaluate needs latents (N, {coef.shape[1]}) and scores (N, {coef.shape[0]}) with the "
-                             f"same N > 0; got {tuple(latents.shape)} and {tuple(scores.shape)}")
+        if (
+            latents.ndim != 2
+            or scores.ndim != 2
+            or len(latents) != len(scores)
+            or len(latents) == 0
+            or latents.shape[1] != coef.shape[1]
+            or scores.shape[1] != coef.shape[0]
+        ):
+            raise TlganError(
+                f"evaluate needs latents (N, {coef.shape[1]}) and scores (N, {coef.shape[0]}) with the "
+                f"same N > 0; got {tuple(latents.shape)} and {tuple(scores.shape)}"
+            )
         _count_bad_rows(latents, "latents")
         _count_bad_rows(scores, "scores")
         accuracy, r2 = self._score_chunks(_numpy(latents), _numpy(scores))
-        return {a: {"r2": float(r2[i]), "sign_accuracy": float(accuracy[i])} for i, a in enumerate(self.attributes_)}
-
+        return {
+            a: {"r2": float(r2[i]), "sign_accuracy": float(accuracy[i])}
+            for i, a in enumerate(self.attributes_)
+        }

@@ -1,4 +1,5 @@
 """``logistic``: logistic regression of each attribute's label on [z, 1], all attributes in one L-BFGS run."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,15 @@ class LogisticFinder(AxisFinder):
 
     name = "logistic"
 
-    def __init__(self, l2: float = 1e-3, val_fraction: float = 0.2, max_iter: int = 200, tol: float = 1e-5,
-                 seed: int = 0, device: str = "cpu"):
+    def __init__(
+        self,
+        l2: float = 1e-3,
+        val_fraction: float = 0.2,
+        max_iter: int = 200,
+        tol: float = 1e-5,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
         self.l2 = l2
         self.val_fraction = val_fraction
         self.max_iter = max_iter
@@ -56,21 +64,27 @@ class LogisticFinder(AxisFinder):
         one_class = [(names[i], int(positives[i])) for i in range(len(names)) if positives[i] in (0, n)]
         if one_class:
             desc = ", ".join(f"{a!r} ({'all' if p == n else 'no'} samples positive)" for a, p in one_class)
-            raise TlganError(f"logistic regression needs both classes (logit > 0 and <= 0) for every attribute: {desc}; "
-                             f"sample more latents, or use the glm finder")
+            raise TlganError(
+                f"logistic regression needs both classes (logit > 0 and <= 0) for every attribute: {desc}; "
+                f"sample more latents, or use the glm finder"
+            )
         device = torch.device(self.device)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(self.seed)))
         n_val = int(round(n * float(self.val_fraction)))
         val_idx, train_idx = order[:n_val], order[n_val:]
         if len(train_idx) < 2:
-            raise TlganError(f"too few samples to fit: {n} samples leave {len(train_idx)} for training "
-                             f"with val_fraction={self.val_fraction}")
+            raise TlganError(
+                f"too few samples to fit: {n} samples leave {len(train_idx)} for training "
+                f"with val_fraction={self.val_fraction}"
+            )
         x = latents[train_idx].to(device, torch.float32)
         y = labels[train_idx].to(device, torch.float32)
         single = [names[i] for i in range(len(names)) if y[:, i].min() == y[:, i].max()]
         if single:
-            raise TlganError(f"the training split holds only one class for {', '.join(map(repr, single))}; "
-                             f"sample more latents or lower val_fraction")
+            raise TlganError(
+                f"the training split holds only one class for {', '.join(map(repr, single))}; "
+                f"sample more latents or lower val_fraction"
+            )
         mean = x.mean(0)
         std = x.std(0).clamp_min(1e-12)
         weight, bias = self._optimise(x, y, mean, std)
@@ -82,8 +96,8 @@ class LogisticFinder(AxisFinder):
         def accuracy(xs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
             correct = torch.zeros(len(names), dtype=torch.float64, device=device)
             for start in range(0, len(xs), 65536):  # chunks bound the memory of the (rows, A) products
-                pred = xs[start:start + 65536].to(device, torch.float32) @ coef32.T + intercept32
-                correct += ((pred > 0) == truth[start:start + 65536].to(device)).sum(0)
+                pred = xs[start : start + 65536].to(device, torch.float32) @ coef32.T + intercept32
+                correct += ((pred > 0) == truth[start : start + 65536].to(device)).sum(0)
             return (correct / len(xs)).cpu()
 
         train_acc = accuracy(x, y > 0.5)
@@ -96,8 +110,9 @@ class LogisticFinder(AxisFinder):
         self._set_fitted(coef, intercept, names, metrics, n)
         return self
 
-    def _optimise(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _optimise(
+        self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Minimise mean log-loss + l2/2 |W|^2 over W (D, A) in standardised units and bias (A,)."""
         dim, n_attr = x.shape[1], y.shape[1]
         prior = y.mean(0).clamp(1e-6, 1 - 1e-6)
@@ -106,8 +121,15 @@ class LogisticFinder(AxisFinder):
         scale = (1.0 / std)[:, None]
         shift = mean / std
         l2 = float(self.l2)
-        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=int(self.max_iter), tolerance_grad=float(self.tol),
-                                      tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(
+            [weight, bias],
+            lr=1.0,
+            max_iter=int(self.max_iter),
+            tolerance_grad=float(self.tol),
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure():
             optimizer.zero_grad()
@@ -121,7 +143,10 @@ class LogisticFinder(AxisFinder):
         optimizer.step(closure)
         iterations = optimizer.state[weight].get("n_iter", 0)
         if iterations >= int(self.max_iter):
-            log.warning("logistic: L-BFGS stopped after max_iter=%d iterations before reaching tol=%g; "
-                        "the axes may be slightly off (raise max_iter or l2)", self.max_iter, self.tol)
+            log.warning(
+                "logistic: L-BFGS stopped after max_iter=%d iterations before reaching tol=%g; "
+                "the axes may be slightly off (raise max_iter or l2)",
+                self.max_iter,
+                self.tol,
+            )
         return weight.detach(), bias.detach()
-

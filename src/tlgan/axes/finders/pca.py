@@ -7,6 +7,7 @@ activations instead and regresses them back to z: for centred activations Y (m, 
 right singular vectors V (F, K), the coordinates X = Y V (m, K) are regressed on the centred
 latents, Z ~ X B, and row k of B (unit length) is component k's latent direction.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,10 @@ def marchenko_pastur_median(gamma: float) -> float:
     return float(x[np.searchsorted(cdf, cdf[-1] / 2)])
 
 
-@FINDERS.register("pca", "GANSpace: principal components of the latents, or of an early layer's activations "
-                         "regressed back to z")
+@FINDERS.register(
+    "pca",
+    "GANSpace: principal components of the latents, or of an early layer's activations regressed back to z",
+)
 class PCAFinder(ComponentFinder):
     """GANSpace: the top ``n_components`` principal directions, named ``pc0``, ``pc1``, ...
 
@@ -73,8 +76,16 @@ class PCAFinder(ComponentFinder):
     name = "pca"
     value_name = "variance"
 
-    def __init__(self, n_components: int = 64, source: str = "auto", layer: str | None = None,
-                 max_samples: int = 4096, batch_size: int = 256, chunk_size: int = 16384, seed: int = 0):
+    def __init__(
+        self,
+        n_components: int = 64,
+        source: str = "auto",
+        layer: str | None = None,
+        max_samples: int = 4096,
+        batch_size: int = 256,
+        chunk_size: int = 16384,
+        seed: int = 0,
+    ):
         self.n_components = n_components
         self.source = source
         self.layer = layer
@@ -92,20 +103,35 @@ class PCAFinder(ComponentFinder):
         has_layer = generator is not None and (self.layer or getattr(generator, "feature_layer", None))
         return "activations" if plain_z and has_layer else "latent"
 
-    def fit(self, latents, scores=None, attributes: Sequence[str] | None = None, *, generator=None,
-            space: str = "z") -> PCAFinder:
+    def fit(
+        self,
+        latents,
+        scores=None,
+        attributes: Sequence[str] | None = None,
+        *,
+        generator=None,
+        space: str = "z",
+    ) -> PCAFinder:
         """PCA of ``latents`` (N, D) of ``space`` (scores and attribute names are not used)."""
         latents = _as_matrix(latents, "latents")
         if latents.ndim != 2 or len(latents) < 2:
-            hint = "; wp latents hold one w per layer: fit pca on a run sampled in w" if latents.ndim == 3 else ""
-            raise TlganError(f"pca needs latents of shape (N, D) with N >= 2; got {tuple(latents.shape)}{hint}")
+            hint = (
+                "; wp latents hold one w per layer: fit pca on a run sampled in w"
+                if latents.ndim == 3
+                else ""
+            )
+            raise TlganError(
+                f"pca needs latents of shape (N, D) with N >= 2; got {tuple(latents.shape)}{hint}"
+            )
         _count_bad_rows(latents, "latents")
         k = check_n_components(self.n_components, latents.shape[1])
         source = self._resolve_source(generator, space)
         if source == "activations":
             if generator is None:
-                raise TlganError("pca with source='activations' reads the generator's activations: pass generator=... "
-                                 "(`tlgan fit` loads the run's generator), or use source='latent'")
+                raise TlganError(
+                    "pca with source='activations' reads the generator's activations: pass generator=... "
+                    "(`tlgan fit` loads the run's generator), or use source='latent'"
+                )
             self._fit_activations(latents, k, generator, space)
         else:
             self._fit_latent(_numpy(latents), k)
@@ -115,7 +141,7 @@ class PCAFinder(ComponentFinder):
         from scipy.linalg import eigh
 
         n, dim = x.shape
-        shift = x[:min(n, max(1, int(self.chunk_size)))].mean(0, dtype=np.float64)
+        shift = x[: min(n, max(1, int(self.chunk_size)))].mean(0, dtype=np.float64)
 
         def fill(start: int, stop: int, rows: np.ndarray) -> None:
             np.subtract(x[start:stop], shift, out=rows[:, :dim])
@@ -123,7 +149,9 @@ class PCAFinder(ComponentFinder):
 
         # float32 chunk products (summed in float64) are ample for the leading components of a
         # covariance and take half the time of float64 ones; the shift keeps the entries small.
-        gram, _ = accumulate_gram(n, dim + 1, self.chunk_size, fill, progress=True, desc="pca", dtype=np.float32)
+        gram, _ = accumulate_gram(
+            n, dim + 1, self.chunk_size, fill, progress=True, desc="pca", dtype=np.float32
+        )
         mean = gram[:dim, dim] / n
         cov = (gram[:dim, :dim] - n * np.outer(mean, mean)) / (n - 1)
         with _blas_threads(1):  # multi-threaded LAPACK is many times slower on a shared machine
@@ -138,10 +166,16 @@ class PCAFinder(ComponentFinder):
             above = values[:k] > edge
             for i in range(k):
                 metrics[i]["above_noise"] = bool(above[i])
-            summary.update({"noise_edge": edge, "n_above_noise": int(above.sum()), "isotropic": not bool(above.any())})
+            summary.update(
+                {"noise_edge": edge, "n_above_noise": int(above.sum()), "isotropic": not bool(above.any())}
+            )
             if not above.any():
-                log.info("pca: the %d latent variances all lie within the spread of isotropic noise (edge %.4g): "
-                         "this space has no preferred directions", dim, edge)
+                log.info(
+                    "pca: the %d latent variances all lie within the spread of isotropic noise (edge %.4g): "
+                    "this space has no preferred directions",
+                    dim,
+                    edge,
+                )
         self.summary_ = summary
         self._set_components(vectors[:, :k].T, values[:k], mean + shift, metrics, n)
 
@@ -151,12 +185,14 @@ class PCAFinder(ComponentFinder):
         parts = []
         with torch.inference_mode():
             for start in range(0, m, max(1, int(self.batch_size))):
-                chunk = z[start:start + int(self.batch_size)]
+                chunk = z[start : start + int(self.batch_size)]
                 parts.append(generator.activations(chunk, space, self.layer).float().cpu())
         y = torch.cat(parts)
         if k > min(y.shape):
-            raise TlganError(f"n_components={k} is more than the {min(y.shape)} the activations allow "
-                             f"({m} samples x {y.shape[1]} features); lower n_components or raise max_samples")
+            raise TlganError(
+                f"n_components={k} is more than the {min(y.shape)} the activations allow "
+                f"({m} samples x {y.shape[1]} features); lower n_components or raise max_samples"
+            )
         y -= y.mean(0)
         values, basis = _top_right_singular(y, k, self.seed)
         coords = y @ basis  # (m, K)
@@ -164,10 +200,19 @@ class PCAFinder(ComponentFinder):
         directions = torch.linalg.lstsq(coords.double(), zc).solution  # (K, D)
         variances = values.double() ** 2 / (m - 1)
         total = float((y.double() ** 2).sum()) / (m - 1)
-        self.summary_ = {"source": "activations", "layer": self.layer or generator.feature_layer,
-                         "activation_samples": int(m), "activation_features": int(y.shape[1])}
-        self._set_components(directions.numpy(), variances.numpy(), _numpy(latents).mean(0, dtype=np.float64),
-                             self._value_metrics(variances.numpy(), total), len(latents))
+        self.summary_ = {
+            "source": "activations",
+            "layer": self.layer or generator.feature_layer,
+            "activation_samples": int(m),
+            "activation_features": int(y.shape[1]),
+        }
+        self._set_components(
+            directions.numpy(),
+            variances.numpy(),
+            _numpy(latents).mean(0, dtype=np.float64),
+            self._value_metrics(variances.numpy(), total),
+            len(latents),
+        )
 
 
 def _top_right_singular(y: torch.Tensor, k: int, seed: int, oversample: int = 10, power: int = 3):

@@ -5,6 +5,7 @@ those features most are the top eigenvectors of A^T A; no samples are needed. Fo
 the concatenation of the chosen layers' style affine weights (the generator provides it through
 :meth:`tlgan.models.base.Generator.latent_weight`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,9 @@ from tlgan.errors import TlganError
 log = logging.getLogger(__name__)
 
 
-@FINDERS.register("sefa", "SeFa: top eigenvectors of A^T A for the generator's first latent-to-feature weight A")
+@FINDERS.register(
+    "sefa", "SeFa: top eigenvectors of A^T A for the generator's first latent-to-feature weight A"
+)
 class SeFaFinder(ComponentFinder):
     """SeFa: the top ``n_components`` eigenvectors of A^T A, named ``pc0``, ``pc1``, ...
 
@@ -44,20 +47,31 @@ class SeFaFinder(ComponentFinder):
         self.layers = layers
         self.normalize = normalize
 
-    def fit(self, latents=None, scores=None, attributes: Sequence[str] | None = None, *, generator=None,
-            space: str = "z") -> SeFaFinder:
+    def fit(
+        self,
+        latents=None,
+        scores=None,
+        attributes: Sequence[str] | None = None,
+        *,
+        generator=None,
+        space: str = "z",
+    ) -> SeFaFinder:
         from scipy.linalg import eigh
 
         if generator is None:
-            raise TlganError("sefa factorises the generator's weights, not samples: pass generator=... "
-                             "(`tlgan fit RUN --method sefa` loads the run's generator)")
+            raise TlganError(
+                "sefa factorises the generator's weights, not samples: pass generator=... "
+                "(`tlgan fit RUN --method sefa` loads the run's generator)"
+            )
         layers = None if self.layers is None else [int(i) for i in self.layers]
         weight = generator.latent_weight(space, layers)
         dim = generator.latent_dim(space)
         if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.shape[1] != dim:
             shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-            raise TlganError(f"generator {generator.name!r}: latent_weight({space!r}) must return an (F, {dim}) "
-                             f"tensor; got {shape}")
+            raise TlganError(
+                f"generator {generator.name!r}: latent_weight({space!r}) must return an (F, {dim}) "
+                f"tensor; got {shape}"
+            )
         k = check_n_components(self.n_components, dim)
         # Weights are float32; so is their product (A^T A is D x D whatever F is), the
         # eigendecomposition is float64.
@@ -80,7 +94,9 @@ class SeFaFinder(ComponentFinder):
             if latents.ndim == 3 and latents.shape[2] == dim:  # wp: (N, num_ws, w_dim), one w per layer
                 latents = latents.reshape(-1, dim)
             if latents.ndim != 2 or latents.shape[1] != dim:
-                raise TlganError(f"latents of shape {tuple(latents.shape)} do not fit space {space!r} of size {dim}")
+                raise TlganError(
+                    f"latents of shape {tuple(latents.shape)} do not fit space {space!r} of size {dim}"
+                )
             _count_bad_rows(latents, "latents")
             mean, n = _numpy(latents).mean(0, dtype=np.float64), len(latents)
         self.summary_ = {"weight_shape": [int(s) for s in weight.shape], "layers": layers}

@@ -1,4 +1,5 @@
 """``svm``: InterFaceGAN's boundaries, a linear SVM per attribute on the top and bottom samples by score."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,14 @@ class TopBottomSplit:
     rest_index: torch.Tensor
 
 
-def top_bottom_split(scores: torch.Tensor, ratio: float = 0.02, val_fraction: float = 0.3, seed: int = 0,
-                     column: int = 0, name: str = "attribute") -> TopBottomSplit:
+def top_bottom_split(
+    scores: torch.Tensor,
+    ratio: float = 0.02,
+    val_fraction: float = 0.3,
+    seed: int = 0,
+    column: int = 0,
+    name: str = "attribute",
+) -> TopBottomSplit:
     """Split one attribute's samples as InterFaceGAN does.
 
     Takes the ``k = int(N * ratio)`` highest and ``k`` lowest ``scores`` (N,) (ties broken by
@@ -54,7 +61,9 @@ def top_bottom_split(scores: torch.Tensor, ratio: float = 0.02, val_fraction: fl
     n = len(scores)
     ratio, val_fraction = float(ratio), float(val_fraction)
     if not 0.0 < ratio <= 0.5:
-        raise TlganError(f"ratio must be in (0, 0.5] (the top and the bottom fraction of samples); got {ratio}")
+        raise TlganError(
+            f"ratio must be in (0, 0.5] (the top and the bottom fraction of samples); got {ratio}"
+        )
     if not 0.0 <= val_fraction < 1.0:
         raise TlganError(f"val_fraction must be in [0, 1); got {val_fraction}")
     k = int(n * ratio)
@@ -62,8 +71,10 @@ def top_bottom_split(scores: torch.Tensor, ratio: float = 0.02, val_fraction: fl
     n_train = k - n_val
     if k < 2 or n_train < 1:
         need = math.ceil(max(2, 1 + n_val) / ratio)
-        raise TlganError(f"too few samples for {name!r}: N={n} with ratio={ratio} gives {k} top and {k} bottom "
-                         f"samples ({n_train} per class to train on); use at least N={need} samples or a larger ratio")
+        raise TlganError(
+            f"too few samples for {name!r}: N={n} with ratio={ratio} gives {k} top and {k} bottom "
+            f"samples ({n_train} per class to train on); use at least N={need} samples or a larger ratio"
+        )
     top, bottom, rest = _ends_in_stable_order(scores, k)
     rng = np.random.default_rng([int(seed), int(column)])
     top = top[torch.from_numpy(rng.permutation(k))]
@@ -91,18 +102,18 @@ def _ends_in_stable_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, t
     values = scores.detach().cpu().numpy()
     if not np.isfinite(values).all():
         order = torch.argsort(scores, descending=True, stable=True)
-        return order[:k], order[n - k:], order[k:n - k]
+        return order[:k], order[n - k :], order[k : n - k]
 
     def in_order(index: np.ndarray) -> np.ndarray:  # by descending score, ties by ascending index
         return index[np.lexsort((index, -values[index]))]
 
     high = np.partition(values, n - k)[n - k]  # the k-th highest score
     above = np.flatnonzero(values > high)
-    top = in_order(np.concatenate([above, np.flatnonzero(values == high)[:k - len(above)]]))
+    top = in_order(np.concatenate([above, np.flatnonzero(values == high)[: k - len(above)]]))
     low = np.partition(values, k - 1)[k - 1]  # the k-th lowest score
     below = np.flatnonzero(values < low)
     ties = np.flatnonzero(values == low)
-    bottom = in_order(np.concatenate([ties[len(ties) - (k - len(below)):], below]))
+    bottom = in_order(np.concatenate([ties[len(ties) - (k - len(below)) :], below]))
     rest = np.ones(n, dtype=bool)
     rest[top] = False
     rest[bottom] = False
@@ -148,8 +159,9 @@ class _Scratch:
         return flat[:size].reshape(shape)
 
 
-def _duality_gap(z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: float
-                 ) -> tuple[float, bool, np.ndarray, float]:
+def _duality_gap(
+    z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: float
+) -> tuple[float, bool, np.ndarray, float]:
     """(relative duality gap, whether y^T alpha = 0 holds, margins y_i x_i . w, y^T alpha) of a dual point.
 
     ``z`` (n, D) holds y_i x_i; w = z^T alpha. The gap is (primal - dual) / max(1, |primal|), the
@@ -167,12 +179,19 @@ def _duality_gap(z: np.ndarray, y: np.ndarray, alpha: np.ndarray, b: float, C: f
 
 def _sample_space_is_cheaper(n: int, width: int) -> bool:
     """Whether :func:`_svm_ipm`'s Newton step is cheaper as an n x n system than as a width x width one."""
-    return n ** 3 / 3 < n * width ** 2 + width ** 3 / 3
+    return n**3 / 3 < n * width**2 + width**3 / 3
 
 
-def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: bool | None = None,
-             scratch: _Scratch | None = None, kernel: np.ndarray | None = None, crossover: bool = True
-             ) -> tuple[np.ndarray, float, int, float]:
+def _svm_ipm(
+    rows: np.ndarray,
+    C: float,
+    tol: float,
+    max_iter: int,
+    sample_space: bool | None = None,
+    scratch: _Scratch | None = None,
+    kernel: np.ndarray | None = None,
+    crossover: bool = True,
+) -> tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
 
     ``rows`` (n, D+1) float64 holds y_i * [x_i, 1]. Solves
@@ -210,7 +229,9 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
     n_neg = n - n_pos
     alpha = np.where(y > 0, level * min(1.0, n_neg / n_pos), level * min(1.0, n_pos / n_neg))
     grad = z @ (z.T @ alpha) - 1.0
-    mu0 = float((alpha @ (np.maximum(-grad, 0.0) + 1.0) + (C - alpha) @ (np.maximum(grad, 0.0) + 1.0)) / (2 * n))
+    mu0 = float(
+        (alpha @ (np.maximum(-grad, 0.0) + 1.0) + (C - alpha) @ (np.maximum(grad, 0.0) + 1.0)) / (2 * n)
+    )
     s = mu0 / alpha
     r = mu0 / (C - alpha)
     b = 0.0
@@ -227,7 +248,7 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         if kernel is None:
             kernel = np.matmul(z, z.T, out=scratch.array("kernel", (n, n)))  # Q = Z Z^T, once (BLAS syrk)
         system = scratch.array("system", (n, n))
-        diagonal = system.reshape(-1)[::n + 1]  # a view of system's diagonal
+        diagonal = system.reshape(-1)[:: n + 1]  # a view of system's diagonal
     else:
         scaled = scratch.array("scaled", (n, width))
         system = scratch.array("system", (width, width))
@@ -247,7 +268,9 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         if crossover and sample_space and gap <= CROSSOVER_GAP and not tried:
             tried = True
             # At this gap the margins already tell the support apart (alpha_i > s_i would not yet).
-            guess = _solve_on_support(kernel, y, margin + y * b < 1.0 + MARGIN_GUESS, C - alpha <= r, C, scratch)
+            guess = _solve_on_support(
+                kernel, y, margin + y * b < 1.0 + MARGIN_GUESS, C - alpha <= r, C, scratch
+            )
             if guess is not None:
                 guess_gap, guess_feasible = _duality_gap(z, y, guess[0], guess[1], C)[:2]
                 if guess_feasible and guess_gap <= tol:
@@ -265,7 +288,11 @@ def _svm_ipm(rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space
         # LAPACK factorises in place, without copies (clean=0: the other triangle is not zeroed).
         factor, info = potrf(system.T, lower=0, clean=0, overwrite_a=1)
         if info != 0:
-            log.debug("svm: Newton system lost definiteness at iteration %d (gap %.2e); keeping the best point", it, gap)
+            log.debug(
+                "svm: Newton system lost definiteness at iteration %d (gap %.2e); keeping the best point",
+                it,
+                gap,
+            )
             break
 
         def solve(rhs: np.ndarray) -> np.ndarray:
@@ -320,8 +347,15 @@ MARGIN_GUESS = 3e-3
 """The guessed support: samples whose margin y_i (x_i . w + b) is below 1 + MARGIN_GUESS."""
 
 
-def _solve_on_support(kernel: np.ndarray, y: np.ndarray, support: np.ndarray, at_bound: np.ndarray, C: float,
-                      scratch: _Scratch, rounds: int = 4) -> tuple[np.ndarray, float] | None:
+def _solve_on_support(
+    kernel: np.ndarray,
+    y: np.ndarray,
+    support: np.ndarray,
+    at_bound: np.ndarray,
+    C: float,
+    scratch: _Scratch,
+    rounds: int = 4,
+) -> tuple[np.ndarray, float] | None:
     """The exact dual optimum from a guess of its support, corrected for up to ``rounds`` rounds; None if not found.
 
     ``support`` marks the samples guessed to have alpha > 0 and ``at_bound`` those among them
@@ -375,8 +409,15 @@ def _solve_on_support(kernel: np.ndarray, y: np.ndarray, support: np.ndarray, at
     return None
 
 
-def fit_linear_svm(x, y, C: float = 1.0, tol: float = 1e-7, max_iter: int = 100, working_set: bool = True,
-                   kkt_tol: float = 1e-3) -> SVMSolution:
+def fit_linear_svm(
+    x,
+    y,
+    C: float = 1.0,
+    tol: float = 1e-7,
+    max_iter: int = 100,
+    working_set: bool = True,
+    kkt_tol: float = 1e-3,
+) -> SVMSolution:
     """Linear soft-margin SVM with an unregularised intercept (scikit-learn's SVC(kernel="linear")).
 
     Minimises ``1/2 |w|^2 + C * sum_i max(0, 1 - y_i (w . x_i + b))`` for ``x`` (n, D) and labels
@@ -411,8 +452,16 @@ def _check_svm_inputs(x, y, C: float) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter: int, working_set: bool,
-                    kkt_tol: float, scratch: _Scratch | None = None) -> SVMSolution:
+def _fit_linear_svm(
+    x: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    tol: float,
+    max_iter: int,
+    working_set: bool,
+    kkt_tol: float,
+    scratch: _Scratch | None = None,
+) -> SVMSolution:
     """:func:`fit_linear_svm` on checked inputs (``x`` float32 or float64), in ``scratch``'s arrays."""
     n, dim = x.shape
     scratch = scratch if scratch is not None else _Scratch()
@@ -434,8 +483,11 @@ def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter
     rounds = 0
     while True:
         rounds += 1
-        sub = rows if len(members) == n else np.take(rows, members, axis=0,
-                                                     out=scratch.array("members", (len(members), dim + 1)))
+        sub = (
+            rows
+            if len(members) == n
+            else np.take(rows, members, axis=0, out=scratch.array("members", (len(members), dim + 1)))
+        )
         if not ((sub[:, dim] > 0).any() and (sub[:, dim] < 0).any()):
             members, sub, tight = everyone, rows, True
         # The first, loose solve only has to find the neighbourhood of the margin.
@@ -454,9 +506,19 @@ def _fit_linear_svm(x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter
         if rounds >= 8 or len(members) > 0.8 * n:  # not settling, or no longer worth it: solve on everything
             members = everyone
     if gap > 100 * max(tol, 1e-6):
-        log.warning("svm: stopped at relative duality gap %.1e (asked for %.0e); the axis may be slightly off", gap, tol)
-    return SVMSolution(weight=w, bias=float(b), n_support=_n_support(alpha), iterations=int(iterations),
-                       rounds=rounds, gap=float(gap))
+        log.warning(
+            "svm: stopped at relative duality gap %.1e (asked for %.0e); the axis may be slightly off",
+            gap,
+            tol,
+        )
+    return SVMSolution(
+        weight=w,
+        bias=float(b),
+        n_support=_n_support(alpha),
+        iterations=int(iterations),
+        rounds=rounds,
+        gap=float(gap),
+    )
 
 
 def _n_support(alpha: np.ndarray) -> int:
@@ -482,8 +544,9 @@ SMALL_WORKING_SET = 0.5
 """Share of a small training set (solved in the sample space) in :func:`_fit_small_svm`'s first solve."""
 
 
-def _fit_small_svm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol: float, max_iter: int,
-                   scratch: _Scratch) -> SVMSolution | None:
+def _fit_small_svm(
+    x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol: float, max_iter: int, scratch: _Scratch
+) -> SVMSolution | None:
     """The SVM of a training set small enough for the sample space, from half of it; None if that does not settle.
 
     The half with the smallest margins under a diagonal linear discriminant is solved loosely
@@ -495,16 +558,28 @@ def _fit_small_svm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol
     all of them.
     """
     n, dim = x.shape
-    members = np.sort(_lda_order(x, y)[:max(2, int(SMALL_WORKING_SET * n))])
+    members = np.sort(_lda_order(x, y)[: max(2, int(SMALL_WORKING_SET * n))])
     if not ((y[members] > 0).any() and (y[members] < 0).any()):
         return None
     z = rows[:, :dim]
     kernel = np.matmul(z, z.T, out=scratch.array("full_kernel", (n, n)))  # Q for all samples (BLAS syrk)
-    sub_kernel = np.take(np.take(kernel, members, axis=0, out=scratch.array("member_rows", (len(members), n))),
-                         members, axis=1, out=scratch.array("member_kernel", (len(members), len(members))))
+    sub_kernel = np.take(
+        np.take(kernel, members, axis=0, out=scratch.array("member_rows", (len(members), n))),
+        members,
+        axis=1,
+        out=scratch.array("member_kernel", (len(members), len(members))),
+    )
     sub = np.take(rows, members, axis=0, out=scratch.array("members", (len(members), dim + 1)))
-    alpha, b, iterations, _ = _svm_ipm(sub, C, CROSSOVER_GAP, max_iter, sample_space=True, scratch=scratch,
-                                       kernel=sub_kernel, crossover=False)
+    alpha, b, iterations, _ = _svm_ipm(
+        sub,
+        C,
+        CROSSOVER_GAP,
+        max_iter,
+        sample_space=True,
+        scratch=scratch,
+        kernel=sub_kernel,
+        crossover=False,
+    )
     margin = z @ (sub[:, :dim].T @ alpha) + y * b
     # Guessed at C: the misclassified samples (the corrections of _solve_on_support move the rest).
     guess = _solve_on_support(kernel, y, margin < 1.0 + MARGIN_GUESS, margin < 0.0, C, scratch, rounds=8)
@@ -514,8 +589,14 @@ def _fit_small_svm(x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol
     gap, feasible = _duality_gap(z, y, alpha, b, C)[:2]
     if not (feasible and gap <= tol):
         return None
-    return SVMSolution(weight=z.T @ alpha, bias=float(b), n_support=_n_support(alpha), iterations=int(iterations),
-                       rounds=1, gap=float(gap))
+    return SVMSolution(
+        weight=z.T @ alpha,
+        bias=float(b),
+        n_support=_n_support(alpha),
+        iterations=int(iterations),
+        rounds=1,
+        gap=float(gap),
+    )
 
 
 @FINDERS.register("svm", "linear SVM on the top/bottom samples by score (InterFaceGAN)")
@@ -544,8 +625,9 @@ class SVMFinder(AxisFinder):
 
     name = "svm"
 
-    def __init__(self, ratio: float = 0.02, val_fraction: float = 0.3, C: float = 1.0, seed: int = 0,
-                 tol: float = 1e-6):
+    def __init__(
+        self, ratio: float = 0.02, val_fraction: float = 0.3, C: float = 1.0, seed: int = 0, tol: float = 1e-6
+    ):
         self.ratio = ratio
         self.val_fraction = val_fraction
         self.C = C
@@ -559,8 +641,10 @@ class SVMFinder(AxisFinder):
         check_varying_scores(scores, names)
         if not float(self.C) > 0:
             raise TlganError(f"C must be > 0 (got {self.C})")
-        splits = [top_bottom_split(scores[:, i], self.ratio, self.val_fraction, self.seed, column=i, name=a)
-                  for i, a in enumerate(names)]
+        splits = [
+            top_bottom_split(scores[:, i], self.ratio, self.val_fraction, self.seed, column=i, name=a)
+            for i, a in enumerate(names)
+        ]
         x_all, s_all = _numpy(latents), _numpy(scores)
         local = threading.local()
 
@@ -569,11 +653,21 @@ class SVMFinder(AxisFinder):
             if scratch is None:
                 scratch = local.scratch = _Scratch()
             index = _numpy(split.train_index)
-            x = np.take(x_all, index, axis=0, out=scratch.array("x", (len(index), x_all.shape[1]), x_all.dtype))
+            x = np.take(
+                x_all, index, axis=0, out=scratch.array("x", (len(index), x_all.shape[1]), x_all.dtype)
+            )
             if not np.isfinite(x).all():
                 check_finite_values(latents, scores)  # raises, naming the rows
-            return _fit_linear_svm(x, _numpy(split.train_label).astype(np.float64), float(self.C), float(self.tol),
-                                   100, True, 1e-3, scratch=scratch)
+            return _fit_linear_svm(
+                x,
+                _numpy(split.train_label).astype(np.float64),
+                float(self.C),
+                float(self.tol),
+                100,
+                True,
+                1e-3,
+                scratch=scratch,
+            )
 
         # A small training set (InterFaceGAN's 560 samples of 20,000) is solved in the sample space
         # by many small NumPy and LAPACK calls that hold the GIL: threads would only take turns
@@ -581,8 +675,16 @@ class SVMFinder(AxisFinder):
         # other threads.
         small = _sample_space_is_cheaper(len(splits[0].train_index), latents.shape[1] + 1)
         with _blas_threads(1):
-            solutions = list(tqdm(_ordered_map(solve, splits, 1 if small else _thread_count()), total=len(splits),
-                                  desc="svm", unit="attr", leave=False, disable=None))
+            solutions = list(
+                tqdm(
+                    _ordered_map(solve, splits, 1 if small else _thread_count()),
+                    total=len(splits),
+                    desc="svm",
+                    unit="attr",
+                    leave=False,
+                    disable=None,
+                )
+            )
         coef = np.stack([solution.weight for solution in solutions])
         bias = np.array([solution.bias for solution in solutions])
         # Decision values of every sample for every attribute in one product (float32 is ample for a sign).
@@ -597,8 +699,15 @@ class SVMFinder(AxisFinder):
                 metrics[a]["val_accuracy"] = float(((pred > 0) == (_numpy(split.val_label) > 0)).mean())
             if len(split.rest_index):
                 rest = _numpy(split.rest_index)
-                metrics[a]["remaining_accuracy"] = float(((decision[rest, i] > 0) == (s_all[rest, i] > 0)).mean())
-            log.debug("svm %s: %d support vectors, %d rounds, gap %.1e", a, solution.n_support, solution.rounds,
-                      solution.gap)
+                metrics[a]["remaining_accuracy"] = float(
+                    ((decision[rest, i] > 0) == (s_all[rest, i] > 0)).mean()
+                )
+            log.debug(
+                "svm %s: %d support vectors, %d rounds, gap %.1e",
+                a,
+                solution.n_support,
+                solution.rounds,
+                solution.gap,
+            )
         self._set_fitted(torch.from_numpy(coef), torch.from_numpy(bias), names, metrics, len(latents))
         return self

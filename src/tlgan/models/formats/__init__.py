@@ -12,6 +12,7 @@ Formats, tried in this order (each module has ``matches(probe)`` and ``read(prob
 - :mod:`~tlgan.models.formats.genforce`: InterFaceGAN's PGGAN and StyleGAN ``.pth`` state dicts;
 - :mod:`~tlgan.models.formats.tf_pickle`: NVlabs' TensorFlow PGGAN and StyleGAN ``.pkl``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -91,8 +92,10 @@ class Probe:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for bad or unsafe archives
-            raise TlganError(f"{self.path}: not a loadable torch checkpoint ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]})") from None
+            raise TlganError(
+                f"{self.path}: not a loadable torch checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]})"
+            ) from None
 
 
 def format_modules():

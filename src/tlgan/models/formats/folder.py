@@ -4,6 +4,7 @@ beside ``model.safetensors`` (the state dict). Every other format converts into 
 The architectures are a table of import paths, resolved when a folder is loaded, so this
 module imports no network and every network module may import it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,15 +42,17 @@ def architecture_class(name: str) -> type:
 def build(architecture: str, kwargs: dict[str, Any], where: str = "config") -> nn.Module:
     """An untrained ``architecture`` built from its constructor ``kwargs``; ``where`` names the source in errors."""
     if not isinstance(kwargs, dict):
-        raise TlganError(f"{where}: \"kwargs\" must be an object of constructor arguments")
+        raise TlganError(f'{where}: "kwargs" must be an object of constructor arguments')
     cls = architecture_class(architecture)
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise TlganError(f"{where}: \"kwargs\" do not fit {architecture} ({exc})") from None
+        raise TlganError(f'{where}: "kwargs" do not fit {architecture} ({exc})') from None
 
 
-def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(
+    module: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``model.safetensors`` and ``model.json`` for ``module`` into ``directory``.
 
     The JSON holds {"architecture": class name, "kwargs": constructor arguments, "name":
@@ -74,10 +77,14 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     config_path = directory / "model.json"
     config = read_json(config_path)
     if not isinstance(config, dict) or any(k not in config for k in _RESERVED):
-        raise TlganError(f"{config_path}: needs the keys {', '.join(_RESERVED)}; this is not a tlgan model config")
+        raise TlganError(
+            f"{config_path}: needs the keys {', '.join(_RESERVED)}; this is not a tlgan model config"
+        )
     arch = config["architecture"]
     if arch not in ARCHITECTURES:
-        raise TlganError(f"{config_path}: " + unknown_name_message("architecture", str(arch), list(ARCHITECTURES)))
+        raise TlganError(
+            f"{config_path}: " + unknown_name_message("architecture", str(arch), list(ARCHITECTURES))
+        )
     module = build(arch, config["kwargs"], str(config_path))
     module.name = str(config["name"])
     load_state(module, directory / "model.safetensors")

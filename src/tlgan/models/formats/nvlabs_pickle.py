@@ -11,6 +11,7 @@ the class name and state as data; ``G_ema``'s ``_init_kwargs`` give the construc
 arguments of tlgan's own :class:`~tlgan.models.stylegan2.StyleGAN2Generator`, and its
 parameter and buffer tree gives the state dict (same key names).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -34,8 +35,10 @@ class PersistedModule:
 
     def __init__(self, meta: dict[str, Any]):
         if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
-            raise TlganError("a persistent object in the pickle has no class state; this is not a network pickle "
-                             "tlgan knows")
+            raise TlganError(
+                "a persistent object in the pickle has no class state; this is not a network pickle "
+                "tlgan knows"
+            )
         self.class_name = str(meta.get("class_name"))
         self.module_src = str(meta.get("module_src", ""))
         self.state = _plain(meta["state"])
@@ -72,7 +75,9 @@ def _module_tensors(state: dict[str, Any], prefix: str) -> Iterator[tuple[str, t
         elif isinstance(child, PickledObject) and isinstance(child.state, dict):
             yield from _module_tensors(child.state, f"{prefix}{name}.")
         elif child is not None:
-            raise TlganError(f"module {prefix}{name} in the pickle is a {type(child).__name__}, not a network module")
+            raise TlganError(
+                f"module {prefix}{name} in the pickle is a {type(child).__name__}, not a network module"
+            )
 
 
 def matches(probe: Probe) -> bool:
@@ -82,20 +87,38 @@ def matches(probe: Probe) -> bool:
 def load_networks(path) -> dict[str, Any]:
     """The pickle's top-level dict, networks as :class:`PersistedModule` (nothing from the file is run)."""
     with open(path, "rb") as f:
-        data = restricted_load(f, functions={RECONSTRUCT: PersistedModule, EASYDICT: dict}, data_classes=DATA_CLASSES,
-                               source=str(path))
+        data = restricted_load(
+            f,
+            functions={RECONSTRUCT: PersistedModule, EASYDICT: dict},
+            data_classes=DATA_CLASSES,
+            source=str(path),
+        )
     if not isinstance(data, dict):
-        raise TlganError(f"{path}: the pickle holds a {type(data).__name__}, not the dict of networks "
-                         f"(G, D, G_ema) NVlabs pickles hold")
+        raise TlganError(
+            f"{path}: the pickle holds a {type(data).__name__}, not the dict of networks "
+            f"(G, D, G_ema) NVlabs pickles hold"
+        )
     return data
 
 
 # NVlabs' constructor arguments that tlgan's network computes the same way whatever their value
 # (speed and training settings), and those it supports only at their default.
-_IGNORED = {"num_fp16_res", "fp16_channels_last", "channels_last", "w_avg_beta", "fused_modconv_default",
-            "use_noise"}
-_DEFAULTS = {"architecture": "skip", "resample_filter": [1, 3, 3, 1], "activation": "lrelu", "c_dim": 0,
-             "kernel_size": 3, "embed_features": None}
+_IGNORED = {
+    "num_fp16_res",
+    "fp16_channels_last",
+    "channels_last",
+    "w_avg_beta",
+    "fused_modconv_default",
+    "use_noise",
+}
+_DEFAULTS = {
+    "architecture": "skip",
+    "resample_filter": [1, 3, 3, 1],
+    "activation": "lrelu",
+    "c_dim": 0,
+    "kernel_size": 3,
+    "embed_features": None,
+}
 
 
 def generator_kwargs(kwargs: dict[str, Any], source: str) -> dict[str, Any]:
@@ -104,25 +127,36 @@ def generator_kwargs(kwargs: dict[str, Any], source: str) -> dict[str, Any]:
     synthesis = dict(kwargs.get("synthesis_kwargs") or {})
     for key in ("z_dim", "w_dim", "img_resolution"):
         if key not in kwargs:
-            raise TlganError(f"{source}: G_ema has no {key!r} among its constructor arguments; "
-                             f"this is not a StyleGAN2 generator")
+            raise TlganError(
+                f"{source}: G_ema has no {key!r} among its constructor arguments; "
+                f"this is not a StyleGAN2 generator"
+            )
     if int(kwargs.get("c_dim", 0)) != 0:
-        raise TlganError(f"{source}: a conditional generator (c_dim={kwargs['c_dim']}); tlgan supports "
-                         f"unconditional StyleGAN2 (c_dim 0) only")
+        raise TlganError(
+            f"{source}: a conditional generator (c_dim={kwargs['c_dim']}); tlgan supports "
+            f"unconditional StyleGAN2 (c_dim 0) only"
+        )
     for key, value in {**mapping, **synthesis}.items():
         if key in _DEFAULTS and value != _DEFAULTS[key] and not (key == "embed_features" and value is None):
-            raise TlganError(f"{source}: {key}={value!r} is not supported; tlgan's StyleGAN2 has {key}="
-                             f"{_DEFAULTS[key]!r}")
+            raise TlganError(
+                f"{source}: {key}={value!r} is not supported; tlgan's StyleGAN2 has {key}={_DEFAULTS[key]!r}"
+            )
     known = {"num_layers", "lr_multiplier", "layer_features", "channel_base", "channel_max", "conv_clamp"}
     unknown = sorted((set(mapping) | set(synthesis)) - known - _IGNORED - set(_DEFAULTS))
     if unknown:
-        raise TlganError(f"{source}: unknown generator settings {unknown}; this is not a StyleGAN2 network tlgan "
-                         f"knows (a StyleGAN3 network cannot be read as StyleGAN2)")
+        raise TlganError(
+            f"{source}: unknown generator settings {unknown}; this is not a StyleGAN2 network tlgan "
+            f"knows (a StyleGAN3 network cannot be read as StyleGAN2)"
+        )
     return {
-        "z_dim": int(kwargs["z_dim"]), "w_dim": int(kwargs["w_dim"]), "img_resolution": int(kwargs["img_resolution"]),
+        "z_dim": int(kwargs["z_dim"]),
+        "w_dim": int(kwargs["w_dim"]),
+        "img_resolution": int(kwargs["img_resolution"]),
         "img_channels": int(kwargs.get("img_channels", 3)),
-        "channel_base": int(synthesis.get("channel_base", 32768)), "channel_max": int(synthesis.get("channel_max", 512)),
-        "mapping_layers": int(mapping.get("num_layers", 8)), "mapping_lr": float(mapping.get("lr_multiplier", 0.01)),
+        "channel_base": int(synthesis.get("channel_base", 32768)),
+        "channel_max": int(synthesis.get("channel_max", 512)),
+        "mapping_layers": int(mapping.get("num_layers", 8)),
+        "mapping_lr": float(mapping.get("lr_multiplier", 0.01)),
         "mapping_features": None if mapping.get("layer_features") is None else int(mapping["layer_features"]),
         "conv_clamp": None if synthesis.get("conv_clamp") is None else float(synthesis["conv_clamp"]),
     }
@@ -137,9 +171,11 @@ def read(probe: Probe) -> Checkpoint:
     if not isinstance(G, PersistedModule):
         raise TlganError(f"{source}: no G_ema network in the pickle (it holds {sorted(map(str, data))})")
     if G.class_name != "Generator" or "SynthesisInput" in G.module_src:
-        raise TlganError(f"{source}: G_ema is a {G.class_name} "
-                         f"{'(StyleGAN3) ' if 'SynthesisInput' in G.module_src else ''}network; tlgan reads "
-                         f"StyleGAN2 generators")
+        raise TlganError(
+            f"{source}: G_ema is a {G.class_name} "
+            f"{'(StyleGAN3) ' if 'SynthesisInput' in G.module_src else ''}network; tlgan reads "
+            f"StyleGAN2 generators"
+        )
     kwargs = generator_kwargs(G.init_kwargs, source)
     state: dict[str, torch.Tensor] = {}
     expected_filter = lowpass_filter()
@@ -152,5 +188,4 @@ def read(probe: Probe) -> Checkpoint:
                 raise TlganError(f"{source}: {key} is not the [1, 3, 3, 1] filter tlgan's StyleGAN2 uses")
             continue
         state[key] = tensor.detach().float().clone()
-    return Checkpoint("StyleGAN2Generator", kwargs, state, format="nvlabs-pickle",
-                      info={"network": "G_ema"})
+    return Checkpoint("StyleGAN2Generator", kwargs, state, format="nvlabs-pickle", info={"network": "G_ema"})

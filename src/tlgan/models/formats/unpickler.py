@@ -16,6 +16,7 @@ imports and runs. :func:`restricted_load` runs the stream with an allowlist inst
 This allowlist is security code: widen it only with globals that build data, never to make
 one more file load.
 """
+
 from __future__ import annotations
 
 import collections
@@ -73,7 +74,9 @@ def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: 
 def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
     # Protocol-2 pickles spell bytes as latin-1 text passed through codecs.encode.
     if encoding not in ("latin1", "latin-1"):
-        raise RefusedGlobal(f"refused _codecs.encode with encoding {encoding!r}; only latin1 byte strings are expected")
+        raise RefusedGlobal(
+            f"refused _codecs.encode with encoding {encoding!r}; only latin1 byte strings are expected"
+        )
     return text.encode("latin1")
 
 
@@ -111,8 +114,10 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("torch", "Size"): torch.Size,
-    **{("torch", name): getattr(torch, name) for name in ("float32", "float16", "bfloat16", "float64", "int64",
-                                                          "int32", "uint8", "bool")},
+    **{
+        ("torch", name): getattr(torch, name)
+        for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool")
+    },
     **_numpy_globals(),
 }
 """Globals any tlgan pickle reader may use: all of them only build data."""
@@ -127,8 +132,10 @@ class _Unpickler(pickle.Unpickler):
 
     def _is_data_class(self, module: str, name: str) -> bool:
         full = f"{module}.{name}"
-        return any(full == pattern or (pattern.endswith(".*") and full.startswith(pattern[:-1]))
-                   for pattern in self._data_classes)
+        return any(
+            full == pattern or (pattern.endswith(".*") and full.startswith(pattern[:-1]))
+            for pattern in self._data_classes
+        )
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
@@ -140,15 +147,24 @@ class _Unpickler(pickle.Unpickler):
             if key not in self._made:
                 self._made[key] = _data_class(module, name)
             return self._made[key]
-        raise RefusedGlobal(f"refused to load global '{module}.{name}': it is not on tlgan's list of safe names for "
-                            f"this format, so the file was stopped before anything in it ran")
+        raise RefusedGlobal(
+            f"refused to load global '{module}.{name}': it is not on tlgan's list of safe names for "
+            f"this format, so the file was stopped before anything in it ran"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise RefusedGlobal(f"refused a persistent id {pid!r}: this is a torch.save archive, not a plain pickle")
+        raise RefusedGlobal(
+            f"refused a persistent id {pid!r}: this is a torch.save archive, not a plain pickle"
+        )
 
 
-def restricted_load(data: bytes | io.BufferedIOBase, *, functions: Mapping[tuple[str, str], Callable] | None = None,
-                    data_classes: Iterable[str] = (), source: str = "pickle") -> Any:
+def restricted_load(
+    data: bytes | io.BufferedIOBase,
+    *,
+    functions: Mapping[tuple[str, str], Callable] | None = None,
+    data_classes: Iterable[str] = (),
+    source: str = "pickle",
+) -> Any:
     """Unpickle ``data`` (bytes or a binary file) with the allowlist described above.
 
     ``functions`` maps (module, name) to the callable to use for that global; ``data_classes``
@@ -163,10 +179,20 @@ def restricted_load(data: bytes | io.BufferedIOBase, *, functions: Mapping[tuple
         raise RefusedGlobal(f"{source}: {exc}") from None
     except TlganError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError) as exc:
-        raise TlganError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc}); the file may be truncated "
-                         f"or corrupt: download it again") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RuntimeError,
+    ) as exc:
+        raise TlganError(
+            f"{source}: not a readable pickle ({type(exc).__name__}: {exc}); the file may be truncated "
+            f"or corrupt: download it again"
+        ) from None
 
 
 def first_globals(path, limit: int = 8, max_bytes: int = 1 << 20) -> list:
