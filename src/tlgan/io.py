@@ -7,13 +7,15 @@ interrupted job never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -42,6 +44,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def json_safe(
+    obj: Any, *, digits: int | None = None, max_items: int | None = None, max_depth: int = 32
+) -> Any:
+    """A JSON-ready copy of ``obj``, the one sanitiser for everything tlgan writes or serves as JSON.
+
+    Mappings become dicts with string keys, tuples and lists become lists, tensors, numpy arrays
+    and numpy scalars become numbers or lists, NaN and infinities become None, and anything else
+    (paths, devices, dtypes) its ``str``. ``digits`` rounds floats; ``max_items`` keeps only the
+    first items of each mapping or sequence (and of each tensor, flattened), and nesting deeper
+    than ``max_depth`` is written as ``str`` (for info dicts of unknown size served to a browser).
+    """
+
+    def clean(value: Any, depth: int) -> Any:
+        if depth > max_depth:
+            return str(value)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            if value.numel() == 1 and max_items is not None:
+                return clean(float(value), depth)
+            flat = value.flatten() if max_items is not None else value
+            return clean(flat.tolist() if max_items is None else flat[:max_items].tolist(), depth)
+        if isinstance(value, np.ndarray):
+            return clean(value.tolist(), depth)
+        if isinstance(value, np.generic):
+            return clean(value.item(), depth)
+        if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            return round(value, digits) if digits is not None else value
+        if isinstance(value, Mapping):
+            items = list(value.items())
+            items = items if max_items is None else items[:max_items]
+            return {str(k): clean(v, depth + 1) for k, v in items}
+        if isinstance(value, (list, tuple)):
+            items = list(value) if max_items is None else list(value)[:max_items]
+            return [clean(v, depth + 1) for v in items]
+        if hasattr(value, "item") and callable(value.item):
+            try:
+                return clean(value.item(), depth)
+            except (TypeError, ValueError):
+                pass
+        return str(value)
+
+    return clean(obj, 0)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
