@@ -18,7 +18,7 @@ order) and lets many coroutines ``await batcher.submit(item)`` at once. The poli
   runs as usual. A caller that gives up (its task is cancelled) is skipped if its batch has
   not started yet.
 - **Where the work runs** is ``run(fn, items)``, an awaitable: the studio passes
-  :meth:`tlgan.studio.app.Studio.call`, which computes quick batches inline on the event loop
+  :meth:`tlgan.studio.server.Studio.call`, which computes quick batches inline on the event loop
   and slow ones (a large generator, a model held by an inversion) in a worker thread.
 
 Per-row results of a batched forward pass are not always bit-identical to a batch-1 pass:
