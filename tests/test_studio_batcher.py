@@ -537,35 +537,76 @@ def test_the_load_generator_sends_its_share_of_bad_requests_and_stops_by_itself(
     assert _check_replies(app.state.studio, G, F, list(axes.attributes), load["replies"], exact=False) == 0
 
 
+# The burner of the CPU-accounting test: it burns BEFORE seconds of CPU, says "ready" and
+# blocks; on "go" it burns DURING seconds, sleeps a second (wall time without CPU), writes the
+# CPU seconds it burnt after "go" as measured by itself, and blocks until killed.
+BURNER = """
+import sys, time
+
+def burn(seconds):
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+
+burn(float(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.process_time()
+burn(float(sys.argv[2]))
+burnt = time.process_time() - start
+time.sleep(1.0)
+print(burnt, flush=True)
+sys.stdin.readline()
+"""
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
 def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it():
+    """_cpu_use charges each process the CPU seconds it used during the load, and nothing else.
+
+    The other process reports the CPU seconds it burnt during the load itself, and the
+    measure must agree with that to a few clock ticks, however long a loaded machine makes
+    the burn take in wall time: the CPU it used before the load (0.3 s) must not count, its
+    second of sleep must not count, and this process (which only waits) must show almost
+    none. A measure of the wrong process, of wall time, or without the starting reading
+    misses by 0.3 s or more.
+    """
+    import select
     import subprocess
     import sys
 
     from tlgan.bench.studio import _cpu_ceiling, _cpu_use
 
     burner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)",
-        ]
+        [sys.executable, "-c", BURNER, "0.3", "0.4"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+
+    def line() -> str:
+        ready, _, _ = select.select([burner.stdout], [], [], 120)
+        assert ready, "the CPU burner did not answer within 120 s"
+        return burner.stdout.readline().strip()
+
     try:
+        assert line() == "ready"  # it has burnt 0.3 s and now waits
 
-        def wait_a_second():
-            time.sleep(2.0)
-            return {"answered": 1}
+        def burn_and_wait():
+            burner.stdin.write("go\n")
+            burner.stdin.flush()
+            return {"burnt": float(line())}
 
-        load, server_s, client_s = _cpu_use(burner.pid, wait_a_second)
+        start = time.monotonic()
+        load, server_s, client_s = _cpu_use(burner.pid, burn_and_wait)
+        wall = time.monotonic() - start
     finally:
         burner.kill()
         burner.wait()
-    assert load == {"answered": 1}
-    assert (
-        0.3 < server_s < 0.9
-    )  # the other process burnt about 0.6 s (part of it may fall before the first reading)
-    assert 0 <= client_s < 0.2  # this one slept
+    burnt = load["burnt"]
+    assert burnt >= 0.4 and wall >= burnt + 1.0  # the load held a second of sleep beyond the burn
+    assert server_s == pytest.approx(burnt, abs=0.05)  # /proc counts in clock ticks (0.01 s)
+    assert 0 <= client_s < 0.2  # this one waited
     result = {"studio_load_clients": 100}
     _cpu_ceiling(result, "on", requests=1000, server_s=4.0, client_s=1.0, cores=2)
     assert result["studio_load_on_server_cpu_ms_per_request"] == 4.0
