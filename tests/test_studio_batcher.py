@@ -492,7 +492,7 @@ def test_serve_has_the_batching_options():
 
 
 def test_a_lone_item_computes_inline_and_a_batch_in_the_model_thread(bundled):
-    from tlgan.studio.app import Studio
+    from tlgan.studio.server import Studio
 
     G, F, axes = bundled
     studio = Studio(G, F, axes)
