@@ -177,7 +177,7 @@ def test_edit_effect_locking_cuts_correlated_side_effect(beard_world):
     G, F, axes = beard_world
     z = G.sample_latents(64, seed=4)
     bias = F.bias.double()
-    out = M.edit_effect(G, F, axes, z, steps=(-2.0, 2.0), locks=["Male"])
+    out = M.edit_effect(G, F, axes, z, steps=(-2.0, 2.0), locks=["Male"], lock_demo=("Beard", "Male"))
     free, locked = out["unlocked"]["Beard"], out["locked"]["Beard"]
     # raw Beard axis: Male moves by the closed form of moving along the raw axis
     male_free = dict(zip(out["attributes"], free["change"][0], strict=True))["Male"]

@@ -132,7 +132,14 @@ def world(tmp_path_factory):
     axes.save(root / "axes.safetensors")
     data_labels = write_celeba_labels(root / "celeba")
     summary = write_report(
-        run, axes, root / "out", locks=["Male"], data=root / "celeba", edit_faces=32, progress=False
+        run,
+        axes,
+        root / "out",
+        locks=["Male"],
+        data=root / "celeba",
+        edit_faces=32,
+        progress=False,
+        lock_demo=("Beard", "Male"),
     )
     return {
         "root": root,
@@ -301,7 +308,7 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
 
 def test_axes_fitted_on_the_run_are_reused_not_refitted(world, monkeypatch):
     from tlgan.axes.finders import make_finder
-    from tlgan.evaluation.report import _fitted_on
+    from tlgan.evaluation.measure import fitted_on as _fitted_on
 
     axes, run = world["axes"], world["run"]
     assert _fitted_on(axes, run)  # fit_axes(run, "glm") with default options

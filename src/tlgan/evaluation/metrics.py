@@ -366,7 +366,7 @@ def edit_effect(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = False,
-    beard_male: bool = True,
+    lock_demo: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """What moving along each axis does to every attribute the classifier reads.
 
@@ -383,11 +383,13 @@ def edit_effect(
     This is done twice: ``unlocked`` with u_a the raw axis, and ``locked`` with u_a made
     orthogonal to the ``locks`` axes (an axis that is itself locked is skipped there; with no
     locks the locked variant is the unlocked one and is not recomputed). ``entanglement`` gathers
-    {ratio, ratio_locked} per axis. When both "Beard" and "Male" exist (and ``beard_male``),
-    ``male_change_beard_minus`` gives the mean change of P(Male) for the edit "Beard -max|s|" with
-    and without Male locked (see :func:`beard_minus_male_change`).
+    {ratio, ratio_locked} per axis. ``lock_demo`` = (attribute, lock), a pair of attribute names
+    chosen by the caller, adds the locking demonstration under :func:`lock_demo_key` (e.g.
+    ``male_change_beard_minus``) when both are axes and the classifier reads the lock: the mean
+    change of P(lock) for the edit "attribute -max|s|" with and without the lock held fixed (see
+    :func:`lock_demo_change`).
 
-    Cost: M * (1 + S * A + S * (A - locked)) generator and classifier passes (+ 2 M for Beard).
+    Cost: M * (1 + S * A + S * (A - locked)) generator and classifier passes (+ 2 M for the demo).
     """
     latents = generator.check_latents(latents, axes.space).float().cpu()
     steps = [float(s) for s in steps]
@@ -439,12 +441,13 @@ def edit_effect(
         "locked": locked if locks else {},
         "entanglement": entanglement,
     }
-    if beard_male and {"Beard", "Male"} <= set(names) and "Male" in classifier.attributes:
-        result["male_change_beard_minus"] = beard_minus_male_change(
+    if lock_demo is not None and set(lock_demo) <= set(names) and lock_demo[1] in classifier.attributes:
+        result[lock_demo_key(lock_demo)] = lock_demo_change(
             generator,
             classifier,
             axes,
             latents,
+            lock_demo,
             step=-max(abs(s) for s in steps),
             base_probs=base,
             batch_size=batch_size,
@@ -453,40 +456,54 @@ def edit_effect(
     return result
 
 
-def beard_minus_male_change(
+def lock_demo_key(pair: tuple[str, str]) -> str:
+    """The result key of the locking demonstration of ``pair`` = (attribute, lock).
+
+    ("Beard", "Male") -> ``male_change_beard_minus``: the change of the lock for "attribute -".
+    """
+    attribute, lock = pair
+    return f"{lock.lower()}_change_{attribute.lower()}_minus"
+
+
+def lock_demo_change(
     generator: Generator,
     classifier: Classifier,
     axes: FeatureAxes,
     latents: torch.Tensor,
+    pair: tuple[str, str],
     step: float = -2.0,
     *,
     base_probs: torch.Tensor | None = None,
     batch_size: int = 64,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Mean change of P(Male) over the faces when moving "Beard" by ``step``, unlocked vs Male locked.
+    """Mean change of P(lock) over the faces when moving ``attribute`` by ``step``, unlocked vs locked.
 
-    Beard leans on Male in face data, so removing a beard along the raw axis also makes faces
-    less male; locking Male removes that component. ``reduction`` = 1 - |locked| / |unlocked|
-    (1 = the side effect is gone), ``at_least_halved`` says whether |locked| <= |unlocked| / 2.
+    ``pair`` = (attribute, lock), two axis names; the classifier must read the lock. When the
+    attribute leans on the lock in the data (a beard on being male, say), moving along the raw
+    axis also moves the lock; locking it removes that component. ``latents`` (M, D) in
+    ``axes.space``. ``reduction`` = 1 - |locked| / |unlocked| (1 = the side effect is gone),
+    ``at_least_halved`` says whether |locked| <= |unlocked| / 2; when the classifier also reads
+    the attribute, ``<attribute>_change_unlocked`` / ``_locked`` give its own change.
     """
     from tlgan.editing.edit import edit_latents
 
-    male = classifier.attribute_index("Male")
+    attribute, lock = pair
+    lock_idx = classifier.attribute_index(lock)
     if base_probs is None:
         base_probs = classifier_probabilities(
             generator, classifier, latents, space=axes.space, batch_size=batch_size, device=device
         )
     moved = torch.cat(
         [
-            edit_latents(latents, axes, {"Beard": float(step)}),
-            edit_latents(latents, axes, {"Beard": float(step)}, ["Male"]),
+            edit_latents(latents, axes, {attribute: float(step)}),
+            edit_latents(latents, axes, {attribute: float(step)}, [lock]),
         ]
     )
     probs = classifier_probabilities(
         generator, classifier, moved, space=axes.space, batch_size=batch_size, device=device
     )
-    change = (probs.view(2, len(latents), -1)[:, :, male] - base_probs[None, :, male]).mean(dim=1)
+    change = (probs.view(2, len(latents), -1)[:, :, lock_idx] - base_probs[None, :, lock_idx]).mean(dim=1)
     unlocked, locked = float(change[0]), float(change[1])
     out = {
         "step": float(step),
@@ -495,11 +512,11 @@ def beard_minus_male_change(
         "reduction": (1.0 - abs(locked) / abs(unlocked)) if abs(unlocked) > 1e-12 else None,
         "at_least_halved": bool(abs(locked) <= 0.5 * abs(unlocked)),
     }
-    if "Beard" in classifier.attributes:
-        beard = classifier.attribute_index("Beard")
-        beard_change = (probs.view(2, len(latents), -1)[:, :, beard] - base_probs[None, :, beard]).mean(dim=1)
-        out["beard_change_unlocked"] = float(beard_change[0])
-        out["beard_change_locked"] = float(beard_change[1])
+    if attribute in classifier.attributes:
+        own = classifier.attribute_index(attribute)
+        own_change = (probs.view(2, len(latents), -1)[:, :, own] - base_probs[None, :, own]).mean(dim=1)
+        out[f"{attribute.lower()}_change_unlocked"] = float(own_change[0])
+        out[f"{attribute.lower()}_change_locked"] = float(own_change[1])
     return out
 
 
