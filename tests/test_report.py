@@ -381,6 +381,47 @@ def test_report_survives_a_finder_that_cannot_fit(world, tmp_path):
     assert "the SVM finder could not be fitted" in (tmp_path / "small_out" / "report.html").read_text()
 
 
+def test_report_escapes_names_that_hold_markup(world, tmp_path):
+    """Names reach the page as text: an attribute and a generator spec holding a script are escaped."""
+    from tlgan.evaluation.report import write_report
+    from tlgan.pipeline import fit_axes
+
+    hostile = "<script>alert(1)</script>"
+
+    class HostileReader(type(world["F"])):
+        attributes = ("Male", f"Beard{hostile}", "Smiling", "Young")
+
+    F = HostileReader()
+    run = sample(
+        world["G"],
+        F,
+        600,
+        tmp_path / "run",
+        seed=3,
+        progress=False,
+        generator_spec=f"gen{hostile}",
+        classifier_spec="reader",
+    )
+    write_report(
+        run,
+        fit_axes(run, "glm"),
+        tmp_path / "out",
+        locks=[f"Beard{hostile}"],
+        generator=world["G"],
+        classifier=F,
+        methods=("glm",),
+        unsupervised=(),
+        edit_faces=4,
+        progress=False,
+    )
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<code>gen{escaped}</code>" in page  # the generator row
+    assert f"<td>Beard{escaped}</td>" in page  # the separability table
+    assert f"<td>locked attributes</td><td>Beard{escaped}</td>" in page
+
+
 def test_cli_report_json_and_wrong_axes(world, tmp_path):
     from tlgan.axes import FeatureAxes
     from tlgan.cli.report import report_cmd
