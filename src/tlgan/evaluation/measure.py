@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +222,9 @@ def lock_demo_grid(
     )
     images = render(generator, moved, axes.space)
     with torch.inference_mode():
-        probs = classifier.probabilities(images.to(next(iter(classifier.parameters()), torch.empty(0)).device))
+        probs = classifier.probabilities(
+            images.to(next(iter(classifier.parameters()), torch.empty(0)).device)
+        )
     return images, probs[:, classifier.attribute_index(lock)].cpu()
 
 

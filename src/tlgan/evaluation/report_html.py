@@ -166,19 +166,23 @@ def report_page(
     has_truth = bool(uns) and any(
         "cosine_to_truth" in row for per in uns["attributes"].values() for row in per.values()
     )
-    return environment().get_template(TEMPLATE).render(
-        title=f"tlgan report: {short_spec(ctx.run['generator'])} / {short_spec(ctx.run['classifier'])}",
-        ctx=ctx,
-        result=result,
-        summary=summary,
-        timings=timings,
-        demo=_demo_view(result),
-        figures={name: base64.b64encode(png).decode("ascii") for name, png in figures.items()},
-        figure_dir=figure_dir,
-        toc=toc(result),
-        fitted_n=n_fit if isinstance(n_fit, int) else None,
-        split=round(100 * (1 - ctx.svm["val_fraction"])),
-        uns=uns,
-        uns_available=available,
-        uns_has_truth=has_truth,
+    return (
+        environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=f"tlgan report: {short_spec(ctx.run['generator'])} / {short_spec(ctx.run['classifier'])}",
+            ctx=ctx,
+            result=result,
+            summary=summary,
+            timings=timings,
+            demo=_demo_view(result),
+            figures={name: base64.b64encode(png).decode("ascii") for name, png in figures.items()},
+            figure_dir=figure_dir,
+            toc=toc(result),
+            fitted_n=n_fit if isinstance(n_fit, int) else None,
+            split=round(100 * (1 - ctx.svm["val_fraction"])),
+            uns=uns,
+            uns_available=available,
+            uns_has_truth=has_truth,
+        )
     )
