@@ -448,6 +448,8 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["entanglement"]["Beard"]["ratio_locked"] < summary["entanglement"]["Beard"]["ratio"]
+    # the CLI passes the toyfaces pair by default: Beard and Male are axes here, so the demo is in
+    assert summary["male_change_beard_minus"]["unlocked"] < -0.05
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "report.json").is_file()
 
     # axes of another generator are refused, naming both
@@ -471,6 +473,11 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
         ],
     )
     assert isinstance(result.exception, TlganError) and "--steps" in str(result.exception)
+    result = runner.invoke(
+        report_cmd,
+        [str(root / "run"), "--axes", str(root / "axes.safetensors"), "--lock-demo", "Beard", "--out", "x"],
+    )
+    assert isinstance(result.exception, TlganError) and "--lock-demo takes two" in str(result.exception)
 
 
 CHROMIUM = "/usr/bin/chromium"
