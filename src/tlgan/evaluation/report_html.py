@@ -93,14 +93,8 @@ FILTERS = {
     "sign_mark": lambda sign: "+" if sign > 0 else MINUS,
     "suffix": lambda text, tail: f"{text}{tail}",
     "format_target": lambda step: f"target change ({step})",
-    "at_size": lambda method, size: f"{method}, {size:,} samples",
     "pair_label": lambda pair: f"cos {pair.replace('~', ' vs ')}",
-    "pair_cosine": lambda pair, cosine, a: num(cosine[pair][a]),
-    "method_ratio": lambda m, ent, a: num(ent[m].get(a), 2),
-    "method_cosine": lambda m, truth, a: num(truth[m].get(a)),
-    "method_accuracy": lambda m, metrics, a: accuracy_of(metrics[m][a]),
-    "method_accuracy_of": lambda a, metrics, m: accuracy_of(metrics[m][a]),
-    "last_cosine": lambda m, curve, a: num(curve["methods"][m]["per_attribute"][a][-1]),
+    "accuracy": accuracy_of,
 }
 
 
