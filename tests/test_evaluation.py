@@ -177,7 +177,7 @@ def test_edit_effect_locking_cuts_correlated_side_effect(beard_world):
     G, F, axes = beard_world
     z = G.sample_latents(64, seed=4)
     bias = F.bias.double()
-    out = M.edit_effect(G, F, axes, z, steps=(-2.0, 2.0), locks=["Male"])
+    out = M.edit_effect(G, F, axes, z, steps=(-2.0, 2.0), locks=["Male"], lock_demo=("Beard", "Male"))
     free, locked = out["unlocked"]["Beard"], out["locked"]["Beard"]
     # raw Beard axis: Male moves by the closed form of moving along the raw axis
     male_free = dict(zip(out["attributes"], free["change"][0], strict=True))["Male"]
@@ -266,3 +266,29 @@ def test_compare_methods_pairs_and_truth():
     assert out["metrics"]["glm"]["A"] == {"accuracy": 0.9}
     assert out["entanglement"] == {"glm": {"A": 0.1, "B": 0.2}}
     assert out["cosine_to_truth"]["glm"] == {"A": pytest.approx(1.0), "B": pytest.approx(1.0)}
+
+
+def test_general_evaluation_code_names_no_toy_attribute():
+    """The toy world's attributes (e.g. the Beard/Male demonstration) are chosen by callers, never
+    written into the evaluation code: no string in it, docstrings aside, is a toyfaces attribute."""
+    import ast
+    from pathlib import Path
+
+    import tlgan.evaluation
+    from tlgan.toyfaces.world import ATTRIBUTES
+
+    found = []
+    for path in sorted(Path(tlgan.evaluation.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [f"{path.name}: {name}" for name in ATTRIBUTES if name in node.value]
+    assert found == []

@@ -132,7 +132,14 @@ def world(tmp_path_factory):
     axes.save(root / "axes.safetensors")
     data_labels = write_celeba_labels(root / "celeba")
     summary = write_report(
-        run, axes, root / "out", locks=["Male"], data=root / "celeba", edit_faces=32, progress=False
+        run,
+        axes,
+        root / "out",
+        locks=["Male"],
+        data=root / "celeba",
+        edit_faces=32,
+        progress=False,
+        lock_demo=("Beard", "Male"),
     )
     return {
         "root": root,
@@ -301,7 +308,7 @@ def test_report_without_truth_data_or_locks(world, tmp_path):
 
 def test_axes_fitted_on_the_run_are_reused_not_refitted(world, monkeypatch):
     from tlgan.axes.finders import make_finder
-    from tlgan.evaluation.report import _fitted_on
+    from tlgan.evaluation.measure import fitted_on as _fitted_on
 
     axes, run = world["axes"], world["run"]
     assert _fitted_on(axes, run)  # fit_axes(run, "glm") with default options
@@ -374,6 +381,47 @@ def test_report_survives_a_finder_that_cannot_fit(world, tmp_path):
     assert "the SVM finder could not be fitted" in (tmp_path / "small_out" / "report.html").read_text()
 
 
+def test_report_escapes_names_that_hold_markup(world, tmp_path):
+    """Names reach the page as text: an attribute and a generator spec holding a script are escaped."""
+    from tlgan.evaluation.report import write_report
+    from tlgan.pipeline import fit_axes
+
+    hostile = "<script>alert(1)</script>"
+
+    class HostileReader(type(world["F"])):
+        attributes = ("Male", f"Beard{hostile}", "Smiling", "Young")
+
+    F = HostileReader()
+    run = sample(
+        world["G"],
+        F,
+        600,
+        tmp_path / "run",
+        seed=3,
+        progress=False,
+        generator_spec=f"gen{hostile}",
+        classifier_spec="reader",
+    )
+    write_report(
+        run,
+        fit_axes(run, "glm"),
+        tmp_path / "out",
+        locks=[f"Beard{hostile}"],
+        generator=world["G"],
+        classifier=F,
+        methods=("glm",),
+        unsupervised=(),
+        edit_faces=4,
+        progress=False,
+    )
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<script" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<code>gen{escaped}</code>" in page  # the generator row
+    assert f"<td>Beard{escaped}</td>" in page  # the separability table
+    assert f"<td>locked attributes</td><td>Beard{escaped}</td>" in page
+
+
 def test_cli_report_json_and_wrong_axes(world, tmp_path):
     from tlgan.axes import FeatureAxes
     from tlgan.cli.report import report_cmd
@@ -400,6 +448,8 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["entanglement"]["Beard"]["ratio_locked"] < summary["entanglement"]["Beard"]["ratio"]
+    # the CLI passes the toyfaces pair by default: Beard and Male are axes here, so the demo is in
+    assert summary["male_change_beard_minus"]["unlocked"] < -0.05
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "report.json").is_file()
 
     # axes of another generator are refused, naming both
@@ -423,6 +473,11 @@ def test_cli_report_json_and_wrong_axes(world, tmp_path):
         ],
     )
     assert isinstance(result.exception, TlganError) and "--steps" in str(result.exception)
+    result = runner.invoke(
+        report_cmd,
+        [str(root / "run"), "--axes", str(root / "axes.safetensors"), "--lock-demo", "Beard", "--out", "x"],
+    )
+    assert isinstance(result.exception, TlganError) and "--lock-demo takes two" in str(result.exception)
 
 
 CHROMIUM = "/usr/bin/chromium"

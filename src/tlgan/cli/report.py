@@ -6,6 +6,7 @@ import click
 
 from tlgan.cli.common import device_option, json_option, print_json
 from tlgan.errors import TlganError
+from tlgan.toyfaces.lock_demo import LOCK_DEMO
 
 
 def _parse_steps(text: str):
@@ -16,6 +17,19 @@ def _parse_steps(text: str):
     if not steps:
         raise TlganError("--steps needs at least one number, e.g. -2,2")
     return steps
+
+
+def _parse_pair(text: str) -> tuple[str, str] | None:
+    """'Beard,Male' -> ('Beard', 'Male'); '' -> None (no demonstration)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        return None
+    if len(names) != 2:
+        raise TlganError(
+            f"--lock-demo takes two attribute names, the one removed and the one locked "
+            f"(e.g. {','.join(LOCK_DEMO)}); got {text!r}"
+        )
+    return names[0], names[1]
 
 
 @click.command("report")
@@ -51,6 +65,13 @@ def _parse_steps(text: str):
 )
 @click.option("--edit-faces", type=int, default=64, help="Faces the edit effect averages over (0 = skip it).")
 @click.option("--steps", default="-2,2", help="Comma-separated edit amounts for the edit effect.")
+@click.option(
+    "--lock-demo",
+    default=",".join(LOCK_DEMO),
+    show_default=True,
+    help="ATTRIBUTE,LOCK: show how locking LOCK changes the removal of ATTRIBUTE, when both are axes "
+    "('' = none).",
+)
 @click.option("--generator", default=None, help="Generator spec (default: the one the run was sampled with).")
 @click.option(
     "--classifier", default=None, help="Classifier spec (default: the one the run was scored with)."
@@ -68,6 +89,7 @@ def report_cmd(
     out,
     edit_faces,
     steps,
+    lock_demo,
     generator,
     classifier,
     device,
@@ -75,11 +97,13 @@ def report_cmd(
 ):
     """Evaluate RUN_DIR and its axes: separability, geometry, correlations, edit effects, ground truth."""
     from tlgan.axes import FeatureAxes
+    from tlgan.evaluation.metrics import lock_demo_key
     from tlgan.evaluation.report import write_report
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import check_axes_for
     from tlgan.sampling import Run
 
+    demo = _parse_pair(lock_demo)
     run = Run.open(run_dir)
     axes = FeatureAxes.load(axes_path)
     generator_spec = generator or run.generator
@@ -99,6 +123,7 @@ def report_cmd(
         n_components=n_components,
         edit_faces=edit_faces,
         steps=_parse_steps(steps),
+        lock_demo=demo,
         device=device,
         progress=not as_json,
     )
@@ -116,11 +141,12 @@ def report_cmd(
             if locks:
                 line += f" (locked {locked:.2f})" if locked is not None else " (locked -)"
         click.echo(line)
-    beard = summary.get("male_change_beard_minus")
-    if beard:
+    shown = summary.get(lock_demo_key(demo)) if demo else None
+    if shown:
+        attribute, lock = demo
         click.echo(
-            f"  Beard {beard['step']:+g}: change of P(Male) {beard['unlocked']:+.3f} free, "
-            f"{beard['locked']:+.3f} with Male locked"
+            f"  {attribute} {shown['step']:+g}: change of P({lock}) {shown['unlocked']:+.3f} free, "
+            f"{shown['locked']:+.3f} with {lock} locked"
         )
 
 

@@ -99,7 +99,6 @@ def name_directions(
         batch_size=batch_size,
         device=device,
         progress=progress,
-        beard_male=False,
     )
     attributes = list(classifier.attributes)
     entries: dict[str, dict[str, Any]] = {}
