@@ -1,0 +1,232 @@
+"""Face alignment: FFHQ's crop from 68 landmarks, dlib detection on a real photo, paste-back.
+
+The real photo is scikit-image's astronaut.png (a public-domain NASA portrait, 512x512), a
+test-only dependency; dlib and its landmark model come with the ``align`` extra.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlgan.alignment import FaceTransform, NoFaceFound, align_face, ffhq_quad, paste_back, paste_mask
+from tlgan.alignment.ffhq import canonical_quad, eyes_and_mouth
+from tlgan.errors import TlganError
+
+
+def synthetic_landmarks(angle_deg: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0)) -> np.ndarray:
+    """68 points whose eye centres are (-1, 0), (1, 0) and mouth corners (-0.8, 2.2), (0.8, 2.2), moved."""
+    lm = np.zeros((68, 2))
+    ring = 0.2 * np.stack([np.cos(np.arange(6) * np.pi / 3), np.sin(np.arange(6) * np.pi / 3)], 1)
+    lm[36:42] = np.array([-1.0, 0.0]) + ring
+    lm[42:48] = np.array([1.0, 0.0]) + ring
+    lm[48], lm[54] = (-0.8, 2.2), (0.8, 2.2)
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return lm @ rot.T * scale + np.asarray(shift)
+
+
+# ----------------------------------------------------------------------------------------
+# The geometry (no dlib)
+# ----------------------------------------------------------------------------------------
+
+
+def test_ffhq_quad_matches_the_closed_form():
+    # eye_to_eye (2, 0), eye_to_mouth (0, 2.2): x = (2, 0) - rot90(0, 2.2) = (4.2, 0), scaled to
+    # max(2 * 2, 1.8 * 2.2) = 4; y = (0, 4); c = eye_avg + 0.1 * eye_to_mouth = (0, 0.22).
+    quad = ffhq_quad(synthetic_landmarks())
+    expected = np.array([[-4, -3.78], [-4, 4.22], [4, 4.22], [4, -3.78]])
+    assert np.allclose(quad, expected, atol=1e-12)
+    # A longer face: the eye-to-mouth term wins the max (1.8 * 3 = 5.4 > 4).
+    lm = synthetic_landmarks()
+    lm[48], lm[54] = (-0.8, 3.0), (0.8, 3.0)
+    assert np.allclose(ffhq_quad(lm)[2], [5.4, 0.3 + 5.4], atol=1e-12)
+
+
+def test_ffhq_quad_moves_with_the_face():
+    # Rotating, scaling and shifting the landmarks does the same to the quad (a similarity).
+    base = ffhq_quad(synthetic_landmarks())
+    a = math.radians(20)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    moved = ffhq_quad(synthetic_landmarks(20, 37.0, (300, 200)))
+    assert np.allclose(moved, base @ rot.T * 37.0 + [300, 200], atol=1e-9)
+
+
+def test_transform_maps_the_crop_onto_the_quad_and_back(tmp_path):
+    quad = ffhq_quad(synthetic_landmarks(-12, 40.0, (250, 180)))
+    t = FaceTransform.from_quad(quad, 256, (500, 400))
+    assert np.allclose(t.to_photo(canonical_quad(256)), quad, atol=1e-9)
+    points = np.array([[10.0, 20.0], [128.0, 128.0], [255.0, 3.0]])
+    assert np.allclose(t.to_aligned(t.to_photo(points)), points, atol=1e-9)
+    # Resizing keeps the square: the corners of a 64 px crop land on the same quad.
+    assert np.allclose(t.resized(64).to_photo(canonical_quad(64)), quad, atol=1e-9)
+    again = FaceTransform.load(t.save(tmp_path / "t.json"))
+    assert np.array_equal(again.matrix, t.matrix) and again.size == 256 and again.photo_size == (500, 400)
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(TlganError, match="not an alignment transform"):
+        FaceTransform.load(tmp_path / "bad.json")
+
+
+def test_align_face_warps_a_planted_pattern_to_the_crop():
+    # A photo whose colour encodes the position: the aligned crop samples it where the transform says.
+    H, W = 300, 400
+    yy, xx = np.mgrid[0:H, 0:W]
+    photo = np.stack([xx * 255 // (W - 1), yy * 255 // (H - 1), np.full_like(xx, 128)], -1).astype(np.uint8)
+    lm = synthetic_landmarks(10, 12.0, (200, 140))
+    crop, t = align_face(photo, lm, 64)
+    u = np.array([[8.0, 8.0], [32.0, 40.0], [56.0, 20.0]])
+    p = t.to_photo(u)
+    for (cu, cv), (px, py) in zip(u.astype(int), p, strict=True):
+        assert abs(int(crop[cv, cu, 0]) - px * 255 / (W - 1)) <= 2
+        assert abs(int(crop[cv, cu, 1]) - py * 255 / (H - 1)) <= 2
+
+
+def test_bad_landmarks_are_refused():
+    with pytest.raises(TlganError, match="68"):
+        ffhq_quad(np.zeros((5, 2)))
+    with pytest.raises(TlganError, match="degenerate"):
+        ffhq_quad(np.zeros((68, 2)))
+
+
+def test_without_dlib_the_error_says_how_to_install(monkeypatch):
+    from tlgan.alignment import LandmarkDetector
+
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(TlganError, match=r"pip install 'tlgan\[align\]'"):
+        LandmarkDetector()
+
+
+# ----------------------------------------------------------------------------------------
+# A real photo (dlib + scikit-image)
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector():
+    pytest.importorskip("dlib", reason="face alignment needs the align extra")
+    from tlgan.alignment import LandmarkDetector
+
+    return LandmarkDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    data = pytest.importorskip("skimage.data", reason="the real photo comes with scikit-image")
+    return data.astronaut()
+
+
+KEY_POINTS = ("eye_left", "eye_right", "mouth_left", "mouth_right")
+
+
+def test_astronaut_aligns_to_ffhq_positions(detector, astronaut):
+    from tlgan.alignment import align_photo
+
+    (face,) = align_photo(astronaut, size=1024, detector=detector)
+    assert face.image.shape == (1024, 1024, 3) and face.transform.faces_found == 1
+    (again,) = detector(face.image)
+    # Found again in the crop, the eyes and mouth make FFHQ's square the crop itself...
+    assert np.abs(ffhq_quad(again.landmarks) - canonical_quad(1024)).max() < 0.02 * 1024
+    # ... and each of them lies where the transform puts the photo's own landmarks.
+    expected = eyes_and_mouth(face.transform.to_aligned(face.transform.landmarks))
+    found = eyes_and_mouth(again.landmarks)
+    for key in KEY_POINTS:
+        assert np.abs(found[key] - expected[key]).max() < 0.02 * 1024, key
+    # FFHQ's layout: eyes level, about 0.37 and 0.63 across; the mouth below the centre.
+    assert abs(found["eye_left"][1] - found["eye_right"][1]) < 0.02 * 1024
+    assert 0.3 < found["eye_left"][0] / 1024 < 0.42 and 0.58 < found["eye_right"][0] / 1024 < 0.7
+    assert 0.68 < (found["mouth_left"][1] + found["mouth_right"][1]) / 2048 < 0.8
+
+
+def _rotated_into_canvas(photo: np.ndarray) -> np.ndarray:
+    """``photo`` scaled by 0.6, rotated by 15 degrees and pasted at (110, 70) into a 640x600 grey canvas."""
+    side = round(photo.shape[1] * 0.6)
+    small = Image.fromarray(photo).resize((side, side), Image.LANCZOS)
+    turned = small.rotate(15, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    canvas = Image.new("RGB", (640, 600), (128, 128, 128))
+    canvas.paste(turned, (110, 70))
+    return np.asarray(canvas)
+
+
+def test_rotated_scaled_shifted_photo_aligns_to_the_same_crop(detector, astronaut):
+    from tlgan.alignment import align_photo
+
+    # Reflect the astronaut outward first, so both versions hold the same pixels around the face.
+    base = np.pad(astronaut, ((64, 64), (64, 64), (0, 0)), mode="reflect")
+    moved = _rotated_into_canvas(base)
+    (a,) = align_photo(base, size=256, face="largest", detector=detector)
+    (b,) = align_photo(moved, size=256, face="largest", detector=detector)
+    diff = np.abs(a.image.astype(np.float64) - b.image.astype(np.float64)) / 255.0
+    assert diff.mean() <= 0.04, diff.mean()
+    # The transforms differ by the planted similarity: scale 0.6 between the two squares.
+    assert b.transform.scale / a.transform.scale == pytest.approx(0.6, rel=0.03)
+
+
+def test_two_faces_side_by_side_give_two_crops_left_to_right(detector, astronaut):
+    from tlgan.alignment import align_photo
+
+    pair = np.concatenate([astronaut, astronaut], axis=1)
+    faces = align_photo(pair, size=256, detector=detector)
+    assert [f.transform.face for f in faces] == [1, 2]
+    shift = faces[1].transform.matrix[0, 2] - faces[0].transform.matrix[0, 2]
+    assert shift == pytest.approx(512, abs=3)
+    diff = np.abs(faces[0].image.astype(int) - faces[1].image.astype(int)).mean() / 255
+    assert diff < 0.02
+    (second,) = align_photo(pair, size=64, face=2, detector=detector)
+    assert np.allclose(second.transform.matrix, faces[1].transform.resized(64).matrix, atol=1e-6)
+    with pytest.raises(NoFaceFound, match="face 3 from the left"):
+        align_photo(pair, size=64, face=3, detector=detector, label="pair.png")
+
+
+def test_a_photo_without_a_face_is_a_clear_error(detector):
+    from tlgan.alignment import align_photo
+
+    yy, xx = np.mgrid[0:300, 0:400]
+    sky = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    with pytest.raises(NoFaceFound, match=r"sky\.png: no face found"):
+        align_photo(sky, detector=detector, label="sky.png")
+
+
+def test_large_photo_is_shrunk_for_detection(detector, astronaut):
+    # A 4x upscale (2048 px) is detected in a 640 px view; the landmarks match those of the original x4.
+    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.BICUBIC))
+    (small_face,) = detector(astronaut)
+    (big_face,) = detector(big)
+    expected = (small_face.landmarks + 0.5) * 4 - 0.5
+    key = [36, 39, 42, 45, 48, 54]
+    assert np.abs(big_face.landmarks[key] - expected[key]).max() < 0.02 * 4 * 240
+
+
+# ----------------------------------------------------------------------------------------
+# Paste-back
+# ----------------------------------------------------------------------------------------
+
+
+def test_paste_back_round_trip_and_edits_stay_inside_the_mask(detector, astronaut):
+    from tlgan.alignment import align_photo
+
+    (face,) = align_photo(astronaut, size=1024, detector=detector)
+    mask, (x0, y0) = paste_mask(face.transform)
+    inside = np.zeros(astronaut.shape[:2], bool)
+    inside[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask > 0
+    assert 0.05 < inside.mean() < 0.5
+    back = paste_back(astronaut, face.image, face.transform)
+    diff = np.abs(back.astype(int) - astronaut.astype(int))
+    assert np.array_equal(back[~inside], astronaut[~inside])
+    # Resampled twice (photo -> crop -> photo), the face comes back within 2/255 on average.
+    assert diff[inside].mean() <= 2.0, diff[inside].mean()
+    # Pasting only the change against the unedited crop gives the photo back exactly.
+    assert np.array_equal(paste_back(astronaut, face.image, face.transform, reference=face.image), astronaut)
+
+    # An edit (a generator's 64 px output, here the crop with its colours inverted) changes only masked pixels.
+    edit = 255 - np.asarray(Image.fromarray(face.image).resize((64, 64), Image.LANCZOS))
+    for reference in (None, np.asarray(Image.fromarray(face.image).resize((64, 64), Image.LANCZOS))):
+        pasted = paste_back(astronaut, edit, face.transform, reference=reference)
+        assert np.array_equal(pasted[~inside], astronaut[~inside])
+        changed = np.abs(pasted.astype(int) - astronaut.astype(int)).max(-1) > 0
+        assert changed[inside].mean() > 0.9
+    with pytest.raises(TlganError, match="paste into the photo it came from"):
+        paste_back(astronaut[:500], face.image, face.transform)
