@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +231,133 @@ def test_paste_back_round_trip_and_edits_stay_inside_the_mask(detector, astronau
         assert changed[inside].mean() > 0.9
     with pytest.raises(TlganError, match="paste into the photo it came from"):
         paste_back(astronaut[:500], face.image, face.transform)
+
+
+# ----------------------------------------------------------------------------------------
+# The commands
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def photo_folder(tmp_path, astronaut):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "astro.png")
+    Image.fromarray(np.concatenate([astronaut, astronaut], axis=1)).save(folder / "pair.png")
+    (folder / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(folder / "wall.png")
+    return folder
+
+
+def test_cli_align_a_folder_goes_on_past_bad_photos_and_resumes(detector, photo_folder, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+
+    out = tmp_path / "aligned"
+    args = ["align", str(photo_folder), "--out", str(out), "--size", "128", "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 1, first.output
+    report = json.loads(first.stdout)
+    assert sorted(f["file"].rsplit("/", 1)[1] for f in report["failed"]) == ["damaged.png", "wall.png"]
+    assert "no face found" in json.dumps(report["failed"])
+    faces = {Path(f["aligned"]).name: f for p in report["photos"] for f in p["faces"]}
+    assert sorted(faces) == ["astro.png", "pair-1.png", "pair-2.png"]
+    astro = np.asarray(Image.open(out / "astro.png"))
+    assert astro.shape == (128, 128, 3)
+    t = FaceTransform.load(out / "astro.align.json")
+    assert t.photo_size == (512, 512) and t.source == str((photo_folder / "astro.png").resolve())
+    # The pair's right face is the astronaut's, 512 px to the right.
+    right = FaceTransform.load(out / "pair-2.align.json")
+    assert right.matrix[0, 2] - t.matrix[0, 2] == pytest.approx(512, abs=3)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and json.loads(again.stdout)["skipped"] == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    # Another face choice is another job: the largest face only, written as NAME.png.
+    third = CliRunner().invoke(cli, [*args[:-1], "--face", "largest", "--json"])
+    assert json.loads(third.stdout)["skipped"] == 0
+
+
+GENERATOR_FACTORY = """
+import torch
+from tlgan.models import ModuleGenerator
+from tlgan.models.networks import DCGANGenerator
+
+
+def make():
+    torch.manual_seed(0)
+    net = DCGANGenerator(z_dim=16, resolution=16, width=4).eval()
+    return ModuleGenerator(net, z_dim=16, name="my-dcgan")
+"""
+
+
+def test_cli_invert_aligned_then_edit_pasted_back(detector, astronaut, tmp_path):
+    import json
+
+    import torch
+    from click.testing import CliRunner
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.cli import cli
+    from tlgan.models.formats.folder import save_pretrained
+    from tlgan.models.networks import DCGANGenerator
+
+    torch.manual_seed(0)
+    gen = save_pretrained(DCGANGenerator(z_dim=16, resolution=16, width=4).eval(), tmp_path / "gen")
+    photo = tmp_path / "me.png"
+    Image.fromarray(astronaut).save(photo)
+    out = tmp_path / "out"
+    args = ["invert", str(photo), "--out", str(out), "--generator", str(gen), "--encoder", "none"]
+    args += ["--steps", "5", "--align", "ffhq", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["images"][0]
+    assert np.asarray(Image.open(row["aligned"])).shape == (16, 16, 3)
+    assert row["alignment"] == str(out / "me.align.json") and row["photo"] == str(photo.resolve())
+    again = CliRunner().invoke(cli, args)
+    assert json.loads(again.stdout)["skipped"] == [
+        {"file": str(photo), "latent": str(out / "me.safetensors")}
+    ]
+
+    axes = tmp_path / "axes.safetensors"
+    FeatureAxes(torch.nn.functional.normalize(torch.randn(1, 16), dim=1), ["A"]).save(axes)
+    transform = FaceTransform.load(out / "me.align.json")
+    mask, (x0, y0) = paste_mask(transform)
+    inside = np.zeros((512, 512), bool)
+    inside[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask > 0
+
+    def edit(amount: str, *extra: str) -> np.ndarray:
+        args = ["edit", "--generator", str(gen), "--axes", str(axes), "--latent", str(out / "me.safetensors")]
+        args += ["--attr", f"A={amount}", "--out", str(tmp_path / "edited.png"), "--paste-back", *extra]
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+        return np.asarray(Image.open(tmp_path / "edited.png"))
+
+    # No change pastes nothing back; a change stays inside the face mask.
+    assert np.array_equal(edit("0"), astronaut)
+    for mode in ("change", "face"):
+        pasted = edit("3", "--paste-mode", mode)
+        assert pasted.shape == astronaut.shape
+        assert np.array_equal(pasted[~inside], astronaut[~inside])
+        assert (np.abs(pasted.astype(int) - astronaut.astype(int)).max(-1)[inside] > 0).mean() > 0.5
+    refused = CliRunner().invoke(
+        cli,
+        [
+            "edit",
+            "--generator",
+            str(gen),
+            "--axes",
+            str(axes),
+            "--attr",
+            "A=1",
+            "--out",
+            "x.png",
+            "--paste-back",
+        ],
+    )
+    assert isinstance(refused.exception, TlganError) and "--paste-back needs --latent" in str(
+        refused.exception
+    )

@@ -158,8 +158,9 @@ def select_faces(
     """
     if not faces:
         raise NoFaceFound(
-            f"{label}: no face found; the detector needs a frontal face of at least ~80 px in a "
-            f"{DETECT_SIDE} px view of the photo (crop closer to the face, or use a larger photo)"
+            f"{label}: no face found; the detector needs a frontal, upright face of at least ~40 px "
+            f"once the photo is shrunk to --detect-side ({DETECT_SIDE} px by default); crop closer to "
+            f"the face, or raise --detect-side"
         )
     which = parse_face(which)
     ranked = list(enumerate(faces, start=1))

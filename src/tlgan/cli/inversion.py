@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import torch
 
+from tlgan.cli.align import LICENCE_NOTE, align_for_inversion, face_option, save_aligned
 from tlgan.cli.common import classifier_option, device_option, generator_option, json_option, print_json
 from tlgan.errors import TlganError
 from tlgan.inversion.optimize import DEFAULT_STEPS
@@ -145,8 +146,8 @@ def _with(options):
     return wrap
 
 
-@click.command("invert")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.command("invert", epilog=LICENCE_NOTE)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
     "out_dir",
@@ -174,6 +175,17 @@ def _with(options):
     "(default: the centre square of the whole image).",
 )
 @click.option(
+    "--align",
+    "align",
+    type=click.Choice(["none", "ffhq"]),
+    default="none",
+    show_default=True,
+    help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
+    "'tlgan[align]'), at the generator's resolution; OUT/NAME.aligned.png and NAME.align.json "
+    "(for --paste-back) are saved beside the latent, and photos already inverted are skipped.",
+)
+@face_option
+@click.option(
     "--optimize-noise",
     "optimize_noise",
     is_flag=True,
@@ -198,6 +210,8 @@ def invert_cmd(
     steps,
     space,
     crop,
+    align,
+    face,
     optimize_noise,
     tune,
     tune_steps,
@@ -210,13 +224,15 @@ def invert_cmd(
     device,
     as_json,
 ):
-    """Find latents whose generated faces reproduce IMAGE... (any size and mode; centre-cropped and resized).
+    """Find latents whose generated faces reproduce IMAGE... (files or folders; any size and mode;
+    centre-cropped and resized, or aligned as FFHQ's faces with --align ffhq).
 
     With --tune each photo also gets its own tuned copy of the generator (OUT/NAME-generator/),
     which reproduces it far more faithfully; edit with `tlgan edit --generator OUT/NAME-generator
     --latent OUT/NAME.safetensors`. A file that cannot be read is reported and skipped; the
     others are still inverted, and the exit status is 1 if any file failed.
     """
+    from tlgan.alignment.files import expand_photos
     from tlgan.editing.latent_file import save_latent
     from tlgan.imaging import parse_crop, read_image, save_image
     from tlgan.inversion.optimize import invert
@@ -244,9 +260,18 @@ def invert_cmd(
             )
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
+    images = [str(p) for p in expand_photos(images)]
     names = _unique_stems(list(images))
-    loaded, failed = [], []
-    for path, name in zip(images, names, strict=True):
+    loaded, failed, aligned, skipped = [], [], {}, []
+    if align == "ffhq":
+        if box is not None:
+            raise TlganError("--crop and --align ffhq exclude each other: alignment finds the face itself")
+        loaded, failed, aligned, skipped = align_for_inversion(
+            images, names, G.img_resolution, face, Path(out_dir), tune=tune, progress=not as_json
+        )
+    elif face is not None:
+        raise TlganError("--face chooses among the faces found by --align ffhq; add --align ffhq")
+    for path, name in zip(images, names, strict=True) if align != "ffhq" else ():
         try:
             image, notes = read_image(path, G.img_resolution, crop=box)
         except TlganError as exc:
@@ -295,7 +320,8 @@ def invert_cmd(
                 "encoder_psnr_db": enc_psnr,
                 "notes": notes,
             }
-            extra = {}
+            extra = save_aligned(aligned[name], out, name) if name in aligned else {}
+            row.update(extra)
             if tune:
                 noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
                 # Pixels and edges only: the latent search settled the attributes, and it is faster.
@@ -316,7 +342,7 @@ def invert_cmd(
                 save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
                 tune_seconds.append(tuned.seconds)
                 recon = tuned.reconstruction
-                extra = {"tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
+                extra = {**extra, "tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
                 row.update(extra)
                 del tuned  # one tuned copy of the weights at a time
             save_latent(
@@ -342,6 +368,7 @@ def invert_cmd(
                 "space": space,
                 "images": results,
                 "failed": failed,
+                "skipped": skipped,
                 "classifier": None if F is None else F.name,
                 **(timing or {"seconds_per_image": None}),
             }
@@ -362,6 +389,8 @@ def invert_cmd(
                 + (f", tuning {timing['tune_seconds_per_image']:.2f} s per image" if tune else "")
                 + ")"
             )
+    if skipped and not as_json:
+        click.echo(f"{len(skipped)} face(s) already inverted in {out_dir}: skipped")
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) could not be inverted", err=True)
         sys.exit(1)
