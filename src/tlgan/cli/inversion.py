@@ -192,6 +192,14 @@ def _with(options):
     help="Also optimise StyleGAN2's noise maps per image (needs --tune, which stores them).",
 )
 @_with(tune_options)
+@click.option(
+    "--tune-storage",
+    type=click.Choice(["full", "float16-delta"]),
+    default="full",
+    show_default=True,
+    help="How each tuned generator is stored: every weight, or float16 differences from the base "
+    "(half the bytes; loading needs the base generator unchanged).",
+)
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
 @click.option(
     "--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs."
@@ -218,6 +226,7 @@ def invert_cmd(
     tune_lr,
     locality_weight,
     locality_radius,
+    tune_storage,
     no_optimize,
     upscale,
     seed,
@@ -233,8 +242,10 @@ def invert_cmd(
     others are still inverted, and the exit status is 1 if any file failed.
     """
     from tlgan.alignment.files import expand_photos
+    from tlgan.editing.edit import render
     from tlgan.editing.latent_file import save_latent
     from tlgan.imaging import parse_crop, read_image, save_image
+    from tlgan.inversion.encoder import psnr_db
     from tlgan.inversion.optimize import invert
     from tlgan.inversion.tune import save_tuned, tune_generator
     from tlgan.models import load_generator
@@ -248,16 +259,6 @@ def invert_cmd(
         )
     if steps < 0 or tune_steps < 0:
         raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
-    if tune:
-        from tlgan.models.formats.folder import ARCHITECTURES
-
-        if type(G).__name__ not in ARCHITECTURES:
-            # Refuse before any work: the tuned copy could not be saved.
-            raise TlganError(
-                f"--tune cannot save a tuned {type(G).__name__}: it is saved as a tlgan model folder, "
-                f"which needs one of the architectures {', '.join(ARCHITECTURES)}; have your factory "
-                f"return one (e.g. tlgan.models.networks.DCGANGenerator with your weights loaded)"
-            )
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
     images = [str(p) for p in expand_photos(images)]
@@ -339,9 +340,20 @@ def invert_cmd(
                     progress=not as_json,
                 )
                 tuned_dir = out / f"{name}-generator"
-                save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
+                save_tuned(
+                    tuned,
+                    tuned_dir,
+                    base_spec=generator,
+                    space=space,
+                    source=str(path),
+                    storage=tune_storage,
+                    base=G,
+                )
                 tune_seconds.append(tuned.seconds)
                 recon = tuned.reconstruction
+                if tune_storage != "full":  # drawn by the rounded weights the folder holds
+                    recon = render(tuned.generator, result.latents[k][None], space)[0].clamp(-1, 1)
+                    tuned.psnr_db = float(psnr_db(recon[None], image[None])[0])
                 extra = {**extra, "tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
                 row.update(extra)
                 del tuned  # one tuned copy of the weights at a time
