@@ -153,7 +153,7 @@ def select_faces(
 ) -> list[tuple[int, DetectedFace]]:
     """The faces ``which`` asks for, as (rank from the left, 1-based, face) pairs.
 
-    ``which``: "all", "largest" (by box area), or N (the N-th from the left, 1-based; "2" works
+    ``which``: "all", "largest" (by box area; the detector's score breaks near ties), or N (the N-th from the left, 1-based; "2" works
     too). NoFaceFound (a TlganError) naming ``label`` when there is no face or no N-th face.
     """
     if not faces:
@@ -167,7 +167,9 @@ def select_faces(
     if which == "all":
         return ranked
     if which == "largest":
-        return [max(ranked, key=lambda item: item[1].area)]
+        # dlib's boxes come in few sizes: among those within 10% of the largest, the most confident.
+        top = max(f.area for f in faces)
+        return [max((item for item in ranked if item[1].area >= 0.9 * top), key=lambda item: item[1].score)]
     if which > len(faces):
         raise NoFaceFound(f"{label}: face {which} from the left was asked for, but only {len(faces)} found")
     return [ranked[which - 1]]
