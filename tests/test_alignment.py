@@ -191,14 +191,23 @@ def test_a_photo_without_a_face_is_a_clear_error(detector):
         align_photo(sky, detector=detector, label="sky.png")
 
 
-def test_large_photo_is_shrunk_for_detection(detector, astronaut):
-    # A 4x upscale (2048 px) is detected in a 640 px view; the landmarks match those of the original x4.
-    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.BICUBIC))
-    (small_face,) = detector(astronaut)
-    (big_face,) = detector(big)
-    expected = (small_face.landmarks + 0.5) * 4 - 0.5
+def test_a_6000x4000_photo_is_shrunk_for_detection(detector, astronaut):
+    # The astronaut scaled 7.8x into a 24 MP frame: found in a 640 px view, landmarks placed at full size.
+    scale = 4000 / 512
+    big = np.asarray(Image.fromarray(astronaut).resize((4000, 4000), Image.BILINEAR))
+    big = np.pad(big, ((0, 0), (1000, 1000), (0, 0)), mode="edge")
+    (small_face,) = [f for f in detector(astronaut) if f.score > 1]
+    faces = detector(big)
+    face = max(faces, key=lambda f: f.score)
+    expected = (small_face.landmarks + 0.5) * scale - 0.5 + [1000, 0]
     key = [36, 39, 42, 45, 48, 54]
-    assert np.abs(big_face.landmarks[key] - expected[key]).max() < 0.02 * 4 * 240
+    # Within 2 % of the face square's side (240 px in the original).
+    assert np.abs(face.landmarks[key] - expected[key]).max() < 0.02 * 240 * scale
+    from tlgan.alignment import align_photo
+
+    (aligned,) = align_photo(big, size=256, face="largest", detector=detector)
+    (reference,) = align_photo(astronaut, size=256, detector=detector)
+    assert np.abs(aligned.image.astype(float) - reference.image.astype(float)).mean() / 255 < 0.04
 
 
 # ----------------------------------------------------------------------------------------

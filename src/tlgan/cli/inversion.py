@@ -241,7 +241,7 @@ def invert_cmd(
     --latent OUT/NAME.safetensors`. A file that cannot be read is reported and skipped; the
     others are still inverted, and the exit status is 1 if any file failed.
     """
-    from tlgan.alignment.files import expand_photos
+    from tlgan.alignment.files import expand_photos, unique_names
     from tlgan.editing.edit import render
     from tlgan.editing.latent_file import save_latent
     from tlgan.imaging import parse_crop, read_image, save_image
@@ -262,7 +262,8 @@ def invert_cmd(
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
     images = [str(p) for p in expand_photos(images)]
-    names = _unique_stems(list(images))
+    # Aligned faces add -1, -2, ... themselves: repeated stems then take -a2, -a3 (no clash).
+    names = unique_names([Path(p) for p in images]) if align == "ffhq" else _unique_stems(list(images))
     loaded, failed, aligned, skipped = [], [], {}, []
     if align == "ffhq":
         if box is not None:
