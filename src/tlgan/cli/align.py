@@ -106,8 +106,59 @@ def align_cmd(photos, out_dir, size, face, detect_side, as_json):
         sys.exit(1)
 
 
+invert_align_options = [
+    click.option(
+        "--align",
+        "align",
+        type=click.Choice(["none", "ffhq"]),
+        default="none",
+        show_default=True,
+        help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
+        "'tlgan[align]'), at the generator's resolution; OUT/NAME.aligned.png and NAME.align.json "
+        "(for --paste-back) are saved beside the latent, and photos already inverted are skipped.",
+    ),
+    face_option,
+    click.option(
+        "--tune-storage",
+        type=click.Choice(["full", "float16-delta"]),
+        default="full",
+        show_default=True,
+        help="How each tuned generator is stored: every weight, or float16 differences from the base "
+        "(half the bytes; loading needs the base generator unchanged).",
+    ),
+]
+
+
+def photos_for_inversion(images, stems, resolution: int, out: Path, *, align: str, face, box, tune: bool):
+    """`tlgan invert`'s inputs: (files, names, loaded, failed, aligned, skipped).
+
+    Folders are expanded to their photos. Without ``align`` only the names come from ``stems``
+    (the caller reads the files); with "ffhq" the photos are aligned here (see
+    :func:`align_for_inversion`), repeated stems named -a2, -a3 so they never clash with faces -1, -2.
+    """
+    from tlgan.alignment.files import expand_photos, unique_names
+
+    paths = expand_photos(images)
+    images = [str(p) for p in paths]
+    if align != "ffhq":
+        if face is not None:
+            raise TlganError("--face chooses among the faces found by --align ffhq; add --align ffhq")
+        return images, stems(images), [], [], {}, []
+    if box is not None:
+        raise TlganError("--crop and --align ffhq exclude each other: alignment finds the face itself")
+    names = unique_names(paths)
+    return (images, names, *align_for_inversion(images, names, resolution, face, out, tune=tune))
+
+
 def align_for_inversion(
-    images: list[str], names: list[str], resolution: int, face, out: Path, *, tune: bool, progress: bool
+    images: list[str],
+    names: list[str],
+    resolution: int,
+    face,
+    out: Path,
+    *,
+    tune: bool,
+    progress: bool = True,
 ):
     """`tlgan invert --align ffhq`: each photo's faces aligned at the generator's ``resolution``.
 

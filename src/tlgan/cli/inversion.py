@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from tlgan.cli.align import LICENCE_NOTE, align_for_inversion, face_option, save_aligned
+from tlgan.cli.align import LICENCE_NOTE, invert_align_options, photos_for_inversion, save_aligned
 from tlgan.cli.common import classifier_option, device_option, generator_option, json_option, print_json
 from tlgan.errors import TlganError
 from tlgan.inversion.optimize import DEFAULT_STEPS
@@ -174,17 +174,7 @@ def _with(options):
     help="Crop box x,y,w,h in pixels before the centre square "
     "(default: the centre square of the whole image).",
 )
-@click.option(
-    "--align",
-    "align",
-    type=click.Choice(["none", "ffhq"]),
-    default="none",
-    show_default=True,
-    help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
-    "'tlgan[align]'), at the generator's resolution; OUT/NAME.aligned.png and NAME.align.json "
-    "(for --paste-back) are saved beside the latent, and photos already inverted are skipped.",
-)
-@face_option
+@_with(invert_align_options)
 @click.option(
     "--optimize-noise",
     "optimize_noise",
@@ -192,14 +182,6 @@ def _with(options):
     help="Also optimise StyleGAN2's noise maps per image (needs --tune, which stores them).",
 )
 @_with(tune_options)
-@click.option(
-    "--tune-storage",
-    type=click.Choice(["full", "float16-delta"]),
-    default="full",
-    show_default=True,
-    help="How each tuned generator is stored: every weight, or float16 differences from the base "
-    "(half the bytes; loading needs the base generator unchanged).",
-)
 @click.option("--no-optimize", "no_optimize", is_flag=True, help="Encoder guess only (fast, less faithful).")
 @click.option(
     "--upscale", default=1, show_default=True, help="Nearest-neighbour upscaling of the saved PNGs."
@@ -241,11 +223,8 @@ def invert_cmd(
     --latent OUT/NAME.safetensors`. A file that cannot be read is reported and skipped; the
     others are still inverted, and the exit status is 1 if any file failed.
     """
-    from tlgan.alignment.files import expand_photos, unique_names
-    from tlgan.editing.edit import render
     from tlgan.editing.latent_file import save_latent
     from tlgan.imaging import parse_crop, read_image, save_image
-    from tlgan.inversion.encoder import psnr_db
     from tlgan.inversion.optimize import invert
     from tlgan.inversion.tune import save_tuned, tune_generator
     from tlgan.models import load_generator
@@ -261,18 +240,9 @@ def invert_cmd(
         raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
-    images = [str(p) for p in expand_photos(images)]
-    # Aligned faces add -1, -2, ... themselves: repeated stems then take -a2, -a3 (no clash).
-    names = unique_names([Path(p) for p in images]) if align == "ffhq" else _unique_stems(list(images))
-    loaded, failed, aligned, skipped = [], [], {}, []
-    if align == "ffhq":
-        if box is not None:
-            raise TlganError("--crop and --align ffhq exclude each other: alignment finds the face itself")
-        loaded, failed, aligned, skipped = align_for_inversion(
-            images, names, G.img_resolution, face, Path(out_dir), tune=tune, progress=not as_json
-        )
-    elif face is not None:
-        raise TlganError("--face chooses among the faces found by --align ffhq; add --align ffhq")
+    images, names, loaded, failed, aligned, skipped = photos_for_inversion(
+        images, _unique_stems, G.img_resolution, Path(out_dir), align=align, face=face, box=box, tune=tune
+    )
     for path, name in zip(images, names, strict=True) if align != "ffhq" else ():
         try:
             image, notes = read_image(path, G.img_resolution, crop=box)
@@ -325,6 +295,7 @@ def invert_cmd(
             extra = save_aligned(aligned[name], out, name) if name in aligned else {}
             row.update(extra)
             if tune:
+                stored = {"storage": tune_storage, "base": G, "pivot": result.latents[k], "target": image}
                 noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
                 # Pixels and edges only: the latent search settled the attributes, and it is faster.
                 tuned = tune_generator(
@@ -341,20 +312,9 @@ def invert_cmd(
                     progress=not as_json,
                 )
                 tuned_dir = out / f"{name}-generator"
-                save_tuned(
-                    tuned,
-                    tuned_dir,
-                    base_spec=generator,
-                    space=space,
-                    source=str(path),
-                    storage=tune_storage,
-                    base=G,
-                )
+                save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path), **stored)
                 tune_seconds.append(tuned.seconds)
                 recon = tuned.reconstruction
-                if tune_storage != "full":  # drawn by the rounded weights the folder holds
-                    recon = render(tuned.generator, result.latents[k][None], space)[0].clamp(-1, 1)
-                    tuned.psnr_db = float(psnr_db(recon[None], image[None])[0])
                 extra = {**extra, "tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
                 row.update(extra)
                 del tuned  # one tuned copy of the weights at a time

@@ -269,6 +269,8 @@ def save_tuned(
     source: str | None = None,
     storage: str = "full",
     base: Generator | None = None,
+    pivot: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
 ) -> Path:
     """Write the tuned generator into ``directory``; ``tlgan`` loads it back as a generator spec.
 
@@ -278,7 +280,8 @@ def save_tuned(
     tuned.safetensors: the base spec plus the tuned tensors (:mod:`tlgan.models.formats.tuned`;
     ``base`` is the original generator, loaded from ``base_spec`` if not given). With
     "float16-delta" ``result.generator`` is rounded in place to the stored weights, so it draws
-    what the folder loads (its ``reconstruction`` is from before the rounding).
+    what the folder loads; given the ``pivot`` latent and the ``target`` photo (3, R, R) it was
+    tuned for, ``result.reconstruction`` and ``result.psnr_db`` are redrawn through the rounded weights.
 
     Either way ``"tuned": {"format", "base", "space", "source", "psnr_db", ...}`` is recorded so
     that commands that need the original (default axes, the studio) can find it with
@@ -303,9 +306,16 @@ def save_tuned(
     }
     if storage == "full" and arch in ARCHITECTURES and architecture_class(arch) is type(result.generator):
         return save_pretrained(result.generator, directory, extra={"tuned": meta})
-    return save_tuned_state(
+    folder = save_tuned_state(
         result.generator, directory, base_spec=base_spec, base=base, storage=storage, meta=meta
     )
+    if storage != "full" and pivot is not None and target is not None:
+        with torch.no_grad():
+            pivot = result.generator.check_latents(pivot, space)[:1].to(result.generator.device)
+            recon = synthesize_raw(result.generator, pivot, space).clamp(-1, 1).float().cpu()
+        result.reconstruction = recon[0]
+        result.psnr_db = float(psnr_db(recon, target[None].cpu())[0])
+    return folder
 
 
 def tuned_base(spec: str) -> str | None:
