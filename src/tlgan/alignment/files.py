@@ -77,7 +77,8 @@ def done_faces(out_dir: Path, name: str, size: int, face: str | int, source: Pat
             p = out_dir / f"{name}-{k}{TRANSFORM_SUFFIX}"
             records.append(_record(out_dir / f"{name}-{k}.png", p, json.loads(p.read_text())))
             k += 1
-        return records
+        # Interrupted between two faces: not done.
+        return records if len(records) == meta.get("faces_found") or str(face) != "all" else None
     return None
 
 
