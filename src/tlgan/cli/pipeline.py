@@ -474,12 +474,11 @@ def edit_cmd(
     latent, space = _start_latent(G, seed, latent_file, axes, layers)
     edited = edit_latents(latent, axes, amounts, list(locks), space=space, layers=layers)
     image = render(G, edited[None], space)[0]
-    pasted = {}
     if paste_back:
         from tlgan.cli.align import paste_edit
 
         reference = render(G, latent[None], space)[0] if paste_mode == "change" else None
-        pasted = paste_edit(latent_file, image, reference, out)
+        paste_edit(latent_file, image, reference, out)
     else:
         save_image(image, out, upscale=upscale)
     if save_latent:
@@ -493,9 +492,7 @@ def edit_cmd(
             layers=layers,
         )
     if as_json:
-        print_json(
-            {"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers, **pasted}
-        )
+        print_json({"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers})
     else:
         click.echo(f"wrote {out}")
 
