@@ -370,3 +370,14 @@ def test_cli_invert_aligned_then_edit_pasted_back(detector, astronaut, tmp_path)
     assert isinstance(refused.exception, TlganError) and "--paste-back needs --latent" in str(
         refused.exception
     )
+
+    # `tlgan invert --edit ... --paste-back`: the same in one command, for a new output folder.
+    args[args.index(str(out))] = str(tmp_path / "out2")
+    r = CliRunner().invoke(cli, [*args, "--edit", "A=3", "--axes", str(axes), "--paste-back"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["images"][0]
+    assert np.asarray(Image.open(row["edited"])).shape == (16, 16, 3)
+    pasted = np.asarray(Image.open(row["edited_photo"]))
+    assert np.array_equal(pasted[~inside], astronaut[~inside]) and not np.array_equal(pasted, astronaut)
+    r = CliRunner().invoke(cli, [*args, "--paste-back"])
+    assert isinstance(r.exception, TlganError) and "add --edit" in str(r.exception)

@@ -282,5 +282,69 @@ def paste_edit(latent_file: str | None, image, reference, out: str) -> dict:
     return {"pasted_back": True, "photo": transform.source, "alignment": str(where)}
 
 
+invert_edit_options = [
+    click.option(
+        "--edit",
+        "edit_moves",
+        multiple=True,
+        help="NAME=AMOUNT, repeatable: also edit each inverted face (drawn by its tuned generator with "
+        "--tune) and write OUT/NAME.edited.png.",
+    ),
+    click.option(
+        "--axes",
+        "edit_axes",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Axes file for --edit (default: those of `tlgan edit` for the generator).",
+    ),
+    *paste_options,
+]
+
+
+invert_options = invert_align_options + invert_edit_options
+"""The options `tlgan invert` takes from here: --align, --face, --tune-storage, --edit, --axes, --paste-back/-mode."""
+
+
+def invert_editor(
+    generator, generator_spec: str, device: str, *, edit_moves, edit_axes, paste_back, paste_mode
+):
+    """`tlgan invert --edit NAME=AMOUNT [--paste-back]`: a function of one result row, or None without --edit.
+
+    It draws the saved latent moved by the edits through the saved (tuned, if any) generator,
+    writes ``OUT/NAME.edited.png`` and, with --paste-back, ``OUT/NAME.edited-photo.png`` (the
+    photo with the edited face warped back in; the photo must have been aligned), and returns
+    the paths for the row.
+    """
+    from tlgan.cli.pipeline import _axes_for, _start_latent, parse_moves
+    from tlgan.editing.edit import check_axes_for, edit_latents, render
+    from tlgan.imaging import save_image
+    from tlgan.models import load_generator
+
+    if not edit_moves:
+        if paste_back:
+            raise TlganError(
+                "--paste-back on `tlgan invert` pastes the --edit NAME=AMOUNT result; add --edit"
+            )
+        return None
+    amounts = parse_moves(edit_moves)
+    axes = _axes_for(edit_axes, generator, generator_spec, "toyfaces-classifier", device)
+    check_axes_for(axes, generator, generator_spec)
+
+    def apply(row: dict) -> dict:
+        G = load_generator(row["tuned_generator"], device) if "tuned_generator" in row else generator
+        latent, space = _start_latent(G, 0, row["latent"], axes, None)
+        edited = edit_latents(latent, axes, amounts, [], space=space)
+        image = render(G, edited[None], space)[0]
+        stem = Path(row["latent"]).with_suffix("")
+        out = {"edited": str(save_image(image, f"{stem}.edited.png"))}
+        if paste_back:
+            reference = render(G, latent[None], space)[0] if paste_mode == "change" else None
+            paste_edit(row["latent"], image, reference, f"{stem}.edited-photo.png")
+            out["edited_photo"] = f"{stem}.edited-photo.png"
+        return out
+
+    return apply
+
+
 def register(group: click.Group) -> None:
     group.add_command(align_cmd)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from tlgan.cli.align import LICENCE_NOTE, invert_align_options, photos_for_inversion, save_aligned
+from tlgan.cli.align import LICENCE_NOTE, invert_editor, invert_options, photos_for_inversion, save_aligned
 from tlgan.cli.common import classifier_option, device_option, generator_option, json_option, print_json
 from tlgan.errors import TlganError
 from tlgan.inversion.optimize import DEFAULT_STEPS
@@ -174,7 +174,7 @@ def _with(options):
     help="Crop box x,y,w,h in pixels before the centre square "
     "(default: the centre square of the whole image).",
 )
-@_with(invert_align_options)
+@_with(invert_options)
 @click.option(
     "--optimize-noise",
     "optimize_noise",
@@ -214,6 +214,7 @@ def invert_cmd(
     seed,
     device,
     as_json,
+    **edit_options,
 ):
     """Find latents whose generated faces reproduce IMAGE... (files or folders; any size and mode;
     centre-cropped and resized, or aligned as FFHQ's faces with --align ffhq).
@@ -240,6 +241,7 @@ def invert_cmd(
         raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
+    editor = invert_editor(G, generator, device, **edit_options)
     images, names, loaded, failed, aligned, skipped = photos_for_inversion(
         images, _unique_stems, G.img_resolution, Path(out_dir), align=align, face=face, box=box, tune=tune
     )
@@ -330,6 +332,7 @@ def invert_cmd(
                 **extra,
             )
             save_image(recon, png_path, upscale=upscale)
+            row.update(editor(row) if editor else {})
             results.append(row)
         if tune_seconds:
             timing["tune_seconds_per_image"] = round(sum(tune_seconds) / len(tune_seconds), 3)
