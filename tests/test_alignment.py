@@ -381,3 +381,18 @@ def test_cli_invert_aligned_then_edit_pasted_back(detector, astronaut, tmp_path)
     assert np.array_equal(pasted[~inside], astronaut[~inside]) and not np.array_equal(pasted, astronaut)
     r = CliRunner().invoke(cli, [*args, "--paste-back"])
     assert isinstance(r.exception, TlganError) and "add --edit" in str(r.exception)
+
+
+@pytest.mark.slow
+def test_bench_align_quick(detector):
+    pytest.importorskip("skimage.data")
+    from tlgan.bench.runner import run_bench
+
+    out = run_bench(quick=True, only=["align"])
+    for label in ("1mp", "12mp"):
+        assert out[f"align_cpu_ms_per_photo_{label}"] > 0
+        assert 0 < out[f"align_{label}_vs_full_detection_ratio"] < 1
+    # float16 differences: half the bytes of full float32 weights (plus the small JSON), the same face.
+    assert out["align_float16_delta_bytes_ratio"] == pytest.approx(0.5, abs=0.01)
+    assert out["align_float16_delta_psnr_loss_db"] < 0.1
+    assert out["align_tuned_psnr_db_full"] > out["align_untuned_psnr_db"]
