@@ -216,15 +216,33 @@ def test_locality_keeps_faces_away_from_the_pivot():
     assert kept_psnr > free_psnr - 3.0
 
 
-def test_tuning_refuses_what_it_cannot_save(tmp_path):
+def test_tuning_saves_a_plain_module_as_its_spec_plus_tensors(tmp_path):
     from tlgan.inversion.tune import TuningResult
-    from tlgan.models.base import ModuleGenerator
 
-    module = ModuleGenerator(nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Unflatten(1, (3, 8, 8))), z_dim=4)
-    result = TuningResult(module, torch.zeros(3, 8, 8), 0.0, 0.0, 0.0)
-    with pytest.raises(TlganError, match="DCGANGenerator"):
-        save_tuned(result, tmp_path / "t", base_spec="x.py:make", space="z")
-    assert not (tmp_path / "t").exists()
+    (tmp_path / "mine.py").write_text(PLAIN_GENERATOR_FACTORY)
+    spec = f"{tmp_path / 'mine.py'}:make"
+    G = load_generator(spec)
+    tuned = TuningResult(G, torch.zeros(3, 8, 8), 0.0, 0.0, 0.0)
+    with torch.no_grad():
+        G.module[0].weight.add_(0.01)  # as tuning would
+    folder = save_tuned(tuned, tmp_path / "t", base_spec=spec, space="z")
+    assert (folder / "tuned.json").is_file() and tuned_base(str(folder)) == spec
+    again = load_generator(str(folder))
+    z = torch.randn(3, 4)
+    with torch.no_grad():
+        assert torch.equal(again.synthesize(z), G.synthesize(z))
+
+
+PLAIN_GENERATOR_FACTORY = """
+import torch
+from torch import nn
+from tlgan.models import ModuleGenerator
+
+
+def make():
+    torch.manual_seed(0)
+    return ModuleGenerator(nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Unflatten(1, (3, 8, 8))), z_dim=4)
+"""
 
 
 # ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ SECTIONS = (
     "stylegan2",
     "ray",
     "inversion",
+    "align",
 )
 
 
@@ -108,4 +109,9 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | No
 
         log.info("bench: inversion (encoder, latent optimisation, pivotal tuning)")
         result.update(bench_inversion(quick=quick, device=device))
+    if "align" in sections:
+        from tlgan.bench.align import bench_align
+
+        log.info("bench: face alignment and tuned storage")
+        result.update(bench_align(quick=quick, device=device))
     return result

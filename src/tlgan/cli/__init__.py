@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tlgan.cli.pipeline",
     "tlgan.cli.train",
     "tlgan.cli.inversion",
+    "tlgan.cli.align",
     "tlgan.cli.report",
     "tlgan.cli.studio",
     "tlgan.cli.toyfaces",

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import torch
 
+from tlgan.cli.align import LICENCE_NOTE, invert_editor, invert_options, photos_for_inversion, save_aligned
 from tlgan.cli.common import classifier_option, device_option, generator_option, json_option, print_json
 from tlgan.errors import TlganError
 from tlgan.inversion.optimize import DEFAULT_STEPS
@@ -145,8 +146,8 @@ def _with(options):
     return wrap
 
 
-@click.command("invert")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.command("invert", epilog=LICENCE_NOTE)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--out",
     "out_dir",
@@ -173,6 +174,7 @@ def _with(options):
     help="Crop box x,y,w,h in pixels before the centre square "
     "(default: the centre square of the whole image).",
 )
+@_with(invert_options)
 @click.option(
     "--optimize-noise",
     "optimize_noise",
@@ -198,19 +200,24 @@ def invert_cmd(
     steps,
     space,
     crop,
+    align,
+    face,
     optimize_noise,
     tune,
     tune_steps,
     tune_lr,
     locality_weight,
     locality_radius,
+    tune_storage,
     no_optimize,
     upscale,
     seed,
     device,
     as_json,
+    **edit_options,
 ):
-    """Find latents whose generated faces reproduce IMAGE... (any size and mode; centre-cropped and resized).
+    """Find latents whose generated faces reproduce IMAGE... (files or folders; any size and mode;
+    centre-cropped and resized, or aligned as FFHQ's faces with --align ffhq).
 
     With --tune each photo also gets its own tuned copy of the generator (OUT/NAME-generator/),
     which reproduces it far more faithfully; edit with `tlgan edit --generator OUT/NAME-generator
@@ -232,21 +239,13 @@ def invert_cmd(
         )
     if steps < 0 or tune_steps < 0:
         raise TlganError(f"--steps and --tune-steps must be >= 0, not {steps}, {tune_steps}")
-    if tune:
-        from tlgan.models.formats.folder import ARCHITECTURES
-
-        if type(G).__name__ not in ARCHITECTURES:
-            # Refuse before any work: the tuned copy could not be saved.
-            raise TlganError(
-                f"--tune cannot save a tuned {type(G).__name__}: it is saved as a tlgan model folder, "
-                f"which needs one of the architectures {', '.join(ARCHITECTURES)}; have your factory "
-                f"return one (e.g. tlgan.models.networks.DCGANGenerator with your weights loaded)"
-            )
     F = _feature_classifier(classifier, generator, device)
     encoder = _encoder_for(encoder_spec, generator, G, device)
-    names = _unique_stems(list(images))
-    loaded, failed = [], []
-    for path, name in zip(images, names, strict=True):
+    editor = invert_editor(G, generator, device, **edit_options)
+    images, names, loaded, failed, aligned, skipped = photos_for_inversion(
+        images, _unique_stems, G.img_resolution, Path(out_dir), align=align, face=face, box=box, tune=tune
+    )
+    for path, name in zip(images, names, strict=True) if align != "ffhq" else ():
         try:
             image, notes = read_image(path, G.img_resolution, crop=box)
         except TlganError as exc:
@@ -295,8 +294,10 @@ def invert_cmd(
                 "encoder_psnr_db": enc_psnr,
                 "notes": notes,
             }
-            extra = {}
+            extra = save_aligned(aligned[name], out, name) if name in aligned else {}
+            row.update(extra)
             if tune:
+                stored = {"storage": tune_storage, "base": G, "pivot": result.latents[k], "target": image}
                 noise = None if result.noise is None else {n: v[k] for n, v in result.noise.items()}
                 # Pixels and edges only: the latent search settled the attributes, and it is faster.
                 tuned = tune_generator(
@@ -313,10 +314,10 @@ def invert_cmd(
                     progress=not as_json,
                 )
                 tuned_dir = out / f"{name}-generator"
-                save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path))
+                save_tuned(tuned, tuned_dir, base_spec=generator, space=space, source=str(path), **stored)
                 tune_seconds.append(tuned.seconds)
                 recon = tuned.reconstruction
-                extra = {"tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
+                extra = {**extra, "tuned_generator": str(tuned_dir), "tuned_psnr_db": round(tuned.psnr_db, 3)}
                 row.update(extra)
                 del tuned  # one tuned copy of the weights at a time
             save_latent(
@@ -331,6 +332,7 @@ def invert_cmd(
                 **extra,
             )
             save_image(recon, png_path, upscale=upscale)
+            row.update(editor(row) if editor else {})
             results.append(row)
         if tune_seconds:
             timing["tune_seconds_per_image"] = round(sum(tune_seconds) / len(tune_seconds), 3)
@@ -342,6 +344,7 @@ def invert_cmd(
                 "space": space,
                 "images": results,
                 "failed": failed,
+                "skipped": skipped,
                 "classifier": None if F is None else F.name,
                 **(timing or {"seconds_per_image": None}),
             }
@@ -362,6 +365,8 @@ def invert_cmd(
                 + (f", tuning {timing['tune_seconds_per_image']:.2f} s per image" if tune else "")
                 + ")"
             )
+    if skipped and not as_json:
+        click.echo(f"{len(skipped)} face(s) already inverted in {out_dir}: skipped")
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) could not be inverted", err=True)
         sys.exit(1)

@@ -411,6 +411,14 @@ def name_directions_cmd(axes_path, run_dir, out, faces, steps, min_change, no_re
         _echo_naming(named)
 
 
+def _with_paste_options(func):
+    from tlgan.cli.align import paste_options
+
+    for option in reversed(paste_options):
+        func = option(func)
+    return func
+
+
 @click.command("edit")
 @generator_option
 @truncation_options
@@ -428,6 +436,7 @@ def name_directions_cmd(axes_path, run_dir, out, faces, steps, min_change, no_re
 @click.option(
     "--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent."
 )
+@_with_paste_options
 @device_option
 @json_option
 def edit_cmd(
@@ -444,6 +453,8 @@ def edit_cmd(
     out,
     upscale,
     save_latent,
+    paste_back,
+    paste_mode,
     device,
     as_json,
 ):
@@ -463,7 +474,13 @@ def edit_cmd(
     latent, space = _start_latent(G, seed, latent_file, axes, layers)
     edited = edit_latents(latent, axes, amounts, list(locks), space=space, layers=layers)
     image = render(G, edited[None], space)[0]
-    save_image(image, out, upscale=upscale)
+    if paste_back:
+        from tlgan.cli.align import paste_edit
+
+        reference = render(G, latent[None], space)[0] if paste_mode == "change" else None
+        paste_edit(latent_file, image, reference, out)
+    else:
+        save_image(image, out, upscale=upscale)
     if save_latent:
         write_latent(
             save_latent,

@@ -261,27 +261,37 @@ def tune_generator(
 
 
 def save_tuned(
-    result: TuningResult, directory: str | Path, *, base_spec: str, space: str, source: str | None = None
+    result: TuningResult,
+    directory: str | Path,
+    *,
+    base_spec: str,
+    space: str,
+    source: str | None = None,
+    storage: str = "full",
+    base: Generator | None = None,
+    pivot: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
 ) -> Path:
-    """Write the tuned generator as a tlgan model folder (model.json + model.safetensors).
+    """Write the tuned generator into ``directory``; ``tlgan`` loads it back as a generator spec.
 
-    model.json records ``"tuned": {"format", "base", "space", "source", "psnr_db", ...}`` so that
-    commands that need the original (default axes, the studio) can find it with
-    :func:`tuned_base`. The generator keeps its original name, so axes fitted for the
-    original are accepted for it. Generators whose architecture tlgan cannot rebuild from a
-    config (a plain module from ``file.py:factory``) are refused with a message saying what to do.
+    ``storage`` "full" for an architecture tlgan rebuilds from a config writes a self-contained
+    model folder (model.json + model.safetensors); any other generator (a ``file.py:factory``
+    module, TorchScript), and ``storage`` "float16-delta" (half the bytes), write tuned.json +
+    tuned.safetensors: the base spec plus the tuned tensors (:mod:`tlgan.models.formats.tuned`;
+    ``base`` is the original generator, loaded from ``base_spec`` if not given). With
+    "float16-delta" ``result.generator`` is rounded in place to the stored weights, so it draws
+    what the folder loads; given the ``pivot`` latent and the ``target`` photo (3, R, R) it was
+    tuned for, ``result.reconstruction`` and ``result.psnr_db`` are redrawn through the rounded weights.
+
+    Either way ``"tuned": {"format", "base", "space", "source", "psnr_db", ...}`` is recorded so
+    that commands that need the original (default axes, the studio) can find it with
+    :func:`tuned_base`. The generator keeps its original name, so axes fitted for the original
+    are accepted for it.
     """
-    from tlgan.models.formats.folder import ARCHITECTURES, save_pretrained
+    from tlgan.models.formats.folder import ARCHITECTURES, architecture_class, save_pretrained
+    from tlgan.models.formats.tuned import save_tuned_state
 
     arch = type(result.generator).__name__
-    if arch not in ARCHITECTURES:
-        raise TlganError(
-            f"cannot save a tuned {arch}: a tuned generator is saved as a tlgan model folder, which "
-            f"needs an architecture tlgan can rebuild without running code ({', '.join(ARCHITECTURES)}); "
-            f"have your factory return one of these (e.g. tlgan.models.networks.DCGANGenerator with "
-            f"your weights loaded), or call tlgan.inversion.tune.tune_generator from Python and "
-            f"keep the tuned module yourself"
-        )
     meta = {
         "format": TUNED_FORMAT,
         "base": str(base_spec),
@@ -294,7 +304,18 @@ def save_tuned(
         "locality_radius": result.info.get("locality_radius"),
         "seed": result.info.get("seed"),
     }
-    return save_pretrained(result.generator, directory, extra={"tuned": meta})
+    if storage == "full" and arch in ARCHITECTURES and architecture_class(arch) is type(result.generator):
+        return save_pretrained(result.generator, directory, extra={"tuned": meta})
+    folder = save_tuned_state(
+        result.generator, directory, base_spec=base_spec, base=base, storage=storage, meta=meta
+    )
+    if storage != "full" and pivot is not None and target is not None:
+        with torch.no_grad():
+            pivot = result.generator.check_latents(pivot, space)[:1].to(result.generator.device)
+            recon = synthesize_raw(result.generator, pivot, space).clamp(-1, 1).float().cpu()
+        result.reconstruction = recon[0]
+        result.psnr_db = float(psnr_db(recon, target[None].cpu())[0])
+    return folder
 
 
 def tuned_base(spec: str) -> str | None:
@@ -303,6 +324,8 @@ def tuned_base(spec: str) -> str | None:
 
     path = Path(str(spec))
     config = path / "model.json"
+    if path.is_dir() and (path / "tuned.json").is_file():
+        config = path / "tuned.json"
     if not (path.is_dir() and config.is_file()):
         return None
     try:

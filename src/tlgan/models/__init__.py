@@ -3,7 +3,9 @@
 A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 
 - a registered name (``tlgan models`` lists them), e.g. ``toyfaces-gan``;
-- a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands;
+- a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands,
+  or ``tuned.json`` + ``tuned.safetensors`` written by ``tlgan invert --tune`` (the base spec it
+  names is loaded, then the tuned tensors);
 - a checkpoint file of a known format (:mod:`tlgan.models.formats`): NVlabs StyleGAN2 ``.pkl``,
   rosinality ``.pt``, InterFaceGAN's PGGAN/StyleGAN ``.pth``, NVlabs' TensorFlow PGGAN/StyleGAN
   ``.pkl``; read without running code from the file;
@@ -110,6 +112,10 @@ def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
         model = load_pretrained(_fetch_folder(spec))
     elif ".py:" in spec:
         model = _load_factory_file(spec)()
+    elif path.is_dir() and (path / "tuned.json").is_file():
+        from tlgan.models.formats.tuned import load_tuned_folder
+
+        model = load_tuned_folder(path)
     elif path.is_dir() and (path / "model.json").is_file():
         from tlgan.models.formats.folder import load_pretrained
 
