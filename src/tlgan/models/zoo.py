@@ -43,3 +43,13 @@ def toyfaces_classifier():
     from tlgan.models.formats.folder import load_pretrained
 
     return load_pretrained(bundled_path("toyfaces-classifier"))
+
+
+@GENERATORS.register(
+    "toyfaces-style",
+    "Style-based toyfaces: fixed seeded mapping z -> w (attributes linear in w), wp layer groups, renderer",
+)
+def toyfaces_style():
+    from tlgan.toyfaces.style import ToyfacesStyle
+
+    return ToyfacesStyle()
