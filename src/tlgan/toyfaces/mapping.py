@@ -87,7 +87,9 @@ def map64(z: np.ndarray) -> np.ndarray:
     return x
 
 
-CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "models" / "weights" / "toyfaces-style" / "mapping.safetensors"
+CALIBRATION_FILE = (
+    Path(__file__).resolve().parents[1] / "models" / "weights" / "toyfaces-style" / "mapping.safetensors"
+)
 
 
 def calibrate() -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,9 @@ GROUPS: dict[str, tuple[int, int]] = {"coarse": (0, 4), "middle": (4, 8), "fine"
 
 #: Factor (:data:`tlgan.toyfaces.world.FACTOR_NAMES`) -> the group whose w draws it.
 FACTOR_GROUP: dict[str, str] = {
-    **dict.fromkeys(("masculinity", "baldness", "bangs", "hat", "yaw", "scale", "shift_x", "shift_y"), "coarse"),
+    **dict.fromkeys(
+        ("masculinity", "baldness", "bangs", "hat", "yaw", "scale", "shift_x", "shift_y"), "coarse"
+    ),
     **dict.fromkeys(
         ("age", "smile", "glasses", "mustache", "beard_density", "mouth_opening", "nose_size"), "middle"
     ),
@@ -77,7 +79,9 @@ FACTOR_GROUP: dict[str, str] = {
 }
 
 #: Attribute -> its true layer range in wp, (first, one past the last).
-ATTRIBUTE_LAYERS: dict[str, tuple[int, int]] = {a: GROUPS[FACTOR_GROUP[world.FACTOR_OF[a]]] for a in world.ATTRIBUTES}
+ATTRIBUTE_LAYERS: dict[str, tuple[int, int]] = {
+    a: GROUPS[FACTOR_GROUP[world.FACTOR_OF[a]]] for a in world.ATTRIBUTES
+}
 
 #: Samples and seed of the least-squares fit behind ``true_axes(space="z")``.
 Z_TRUTH_SAMPLES = 16_384
@@ -101,7 +105,9 @@ class ToyfacesSynthesis(torch.nn.Module):
 
     def group_latents(self, wp: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each group's world latent ``u = mean of its layers' w - w_avg``, (N, 512)."""
-        assert wp.ndim == 3 and wp.shape[1] == self.num_ws, f"wp must be (N, {self.num_ws}, 512), got {tuple(wp.shape)}"
+        assert wp.ndim == 3 and wp.shape[1] == self.num_ws, (
+            f"wp must be (N, {self.num_ws}, 512), got {tuple(wp.shape)}"
+        )
         w_avg = self.w_avg.to(wp.dtype)
         return {g: wp[:, a:b].mean(dim=1) - w_avg for g, (a, b) in GROUPS.items()}
 
@@ -208,7 +214,10 @@ class ToyfacesStyle(StyleBasedGenerator):
         if space == "z":
             directions, r2 = _z_truth()
             info.update(
-                {"r2": {a: float(r2[i]) for a, i in zip(names, rows, strict=True)}, "samples": Z_TRUTH_SAMPLES}
+                {
+                    "r2": {a: float(r2[i]) for a, i in zip(names, rows, strict=True)},
+                    "samples": Z_TRUTH_SAMPLES,
+                }
             )
             return FeatureAxes(
                 torch.from_numpy(directions[rows].astype(np.float32)),

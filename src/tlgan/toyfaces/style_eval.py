@@ -1,0 +1,108 @@
+"""Measurements on ``toyfaces-style``: how linear z is, and which finder recovers the truth in z and w.
+
+Pure functions returning plain dicts; ``tlgan toyfaces compare-finders`` and the report call them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from tlgan.errors import TlganError
+from tlgan.models.base import latent_rng_normal
+
+
+def linear_z_quality(generator, n: int = 8192, seed: int = 1) -> dict:
+    """How well the best linear function of z predicts each attribute score of ``generator``.
+
+    On ``n`` samples of ``seed``: least squares of each ground-truth score on [z, 1]. Returns
+    ``{"n", "attributes": {name: {"r2", "label_accuracy"}}}`` where ``label_accuracy`` is the
+    fraction of samples whose label (score > 0) the fitted linear function's sign gets right.
+    In w the same numbers are 1 and 1 (the scores are affine in w). In-sample, so slightly
+    optimistic; n should be well above 512.
+    """
+    if n <= generator.z_dim:
+        raise TlganError(f"n must exceed z_dim ({generator.z_dim}) for a least-squares fit; got {n}")
+    z = generator.sample_latents(n, seed=seed, space="z")
+    with torch.inference_mode():
+        scores = generator.latent_scores(z, "z").double().numpy()
+    design = np.concatenate([z.double().numpy(), np.ones((n, 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design, scores, rcond=None)
+    fitted = design @ coef
+    r2 = 1.0 - (scores - fitted).var(axis=0) / scores.var(axis=0)
+    accuracy = ((fitted > 0) == (scores > 0)).mean(axis=0)
+    names = list(generator.attributes)
+    return {
+        "n": n,
+        "attributes": {
+            a: {"r2": float(r2[j]), "label_accuracy": float(accuracy[j])} for j, a in enumerate(names)
+        },
+    }
+
+
+def run_latents(run, generator, space: str) -> torch.Tensor:
+    """The run's latents in ``space`` (z or w): sample i's z is drawn again from (run seed, i).
+
+    A run stores one space; the other is recomputed, so fits in z and w see the same faces and
+    the same classifier scores. Raises TlganError for a space the run cannot give (w from a z run
+    is mapped forward; z from a w run is redrawn from the seed).
+    """
+    if space == run.space:
+        return run.latents()
+    if space == "z":
+        return latent_rng_normal(run.seed, np.arange(run.n), generator.z_dim)
+    if run.space == "z":
+        with torch.inference_mode():
+            return generator.map_latents(run.latents(), "z", space).float()
+    raise TlganError(f"cannot get {space!r} latents from a run sampled in {run.space!r}")
+
+
+def compare_finders(
+    latents: dict[str, torch.Tensor],
+    scores: torch.Tensor,
+    attributes: Sequence[str],
+    generator,
+    methods: Sequence[str] = ("glm", "logistic", "svm"),
+) -> dict:
+    """Fit every finder in ``methods`` in every space of ``latents`` and score it against the truth.
+
+    ``latents`` maps a space to (N, D) latents of the same N faces; ``scores`` (N, A) are their
+    classifier logits. Returns ``{space: {method: {"cosine_to_truth": {attr: cos}, "mean", "min",
+    "argmin", "fit_seconds", "fit_cpu_seconds"}}}`` plus ``"best"``: {space: the method with the
+    highest mean}. The truth is ``generator.true_axes(space=...)`` (in z, toyfaces-style gives the
+    best linear axis, not an exact one).
+    """
+    from tlgan.axes.finders import make_finder
+
+    attributes = list(attributes)
+    out: dict = {"n": int(len(scores)), "attributes": attributes, "best": {}}
+    for space, lat in latents.items():
+        if len(lat) != len(scores):
+            raise TlganError(f"{space!r} latents hold {len(lat)} rows for {len(scores)} scores")
+        truth = generator.true_axes(space=space)
+        per_method = {}
+        for method in methods:
+            finder = make_finder(method)
+            wall, cpu = time.perf_counter(), time.process_time()
+            finder.fit(lat, scores, attributes)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            axes = finder.to_feature_axes(space=space, generator=generator.name)
+            cos = {a: float(torch.dot(axes[a], truth[a])) for a in attributes if a in truth.attributes}
+            worst = min(cos, key=cos.get)
+            per_method[method] = {
+                "cosine_to_truth": cos,
+                "mean": float(np.mean(list(cos.values()))),
+                "min": cos[worst],
+                "argmin": worst,
+                "fit_seconds": wall,
+                "fit_cpu_seconds": cpu,
+            }
+        out[space] = per_method
+        out["best"][space] = max(per_method, key=lambda m: per_method[m]["mean"])
+    return out
+
+
+__all__ = ["compare_finders", "linear_z_quality", "run_latents"]
