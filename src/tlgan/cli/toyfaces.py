@@ -264,10 +264,20 @@ def compare_finders_cmd(run_dir, methods, spaces, out, as_json):
 @click.option("--step", type=float, default=1.5, show_default=True, help="Edit size along each unit axis.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--attributes", default=None, help="Comma-separated attributes (default: all the axes know).")
+@click.option(
+    "--lock-others",
+    is_flag=True,
+    help="Edit each attribute along its axis made orthogonal to the axes of the attributes drawn by "
+    "other layers (conditional editing).",
+)
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def layer_ranges_cmd(generator, classifier, axes_path, faces, step, seed, attributes, device, as_json):
+def layer_ranges_cmd(
+    generator, classifier, axes_path, faces, step, seed, attributes, lock_others, device, as_json
+):
     """Edit each attribute on its true wp layers, on all, and on the others; print the classifier's response."""
+    import torch
+
     from tlgan.axes import FeatureAxes
     from tlgan.evaluation.layer_ranges import layer_range_effects
     from tlgan.models import load_classifier, load_generator
@@ -284,7 +294,19 @@ def layer_ranges_cmd(generator, classifier, axes_path, faces, step, seed, attrib
         else [a for a in axes.attributes if a in C.attributes]
     )
     ranges = {a: range(*truth.info["layers"][a]) for a in names}
+    if lock_others:
+        from tlgan.axes.disentangle import project_out
+
+        layers_of = truth.info["layers"]
+        vectors = axes.vectors.clone()
+        for a in names:
+            others = [b for b in axes.attributes if b in layers_of and layers_of[b] != layers_of[a]]
+            vectors[axes.index(a)] = project_out(axes[a], torch.stack([axes[b] for b in others]))
+        axes = FeatureAxes(
+            vectors, axes.attributes, space=axes.space, generator=axes.generator, method=axes.method
+        )
     result = layer_range_effects(G, C, axes, ranges, faces=faces, seed=seed, step=step, device=device)
+    result["lock_others"] = lock_others
     if as_json:
         print_json(result)
         return
