@@ -273,3 +273,14 @@ def test_default_finder_per_space():
     assert all(default_method(s) in FINDERS for s in ("z", "w", "wp"))
     with pytest.raises(TlganError, match="no latent space 'x'"):
         default_method("x")
+
+
+def test_cli_layer_ranges_with_conditional_axes():
+    r = _invoke("toyfaces", "layer-ranges", "--faces", 8, "--attributes", "Male", "--lock-others", "--json")
+    assert r.exit_code == 0, r.output
+    male = json.loads(r.output)["attributes"]["Male"]
+    # Projected off every attribute drawn by the middle and fine layers, Male's axis changes nothing
+    # those layers draw: the other-layer edit leaves the image, and so the classifier, unchanged
+    # (up to float32 rounding).
+    assert male["layers"] == [0, 1, 2, 3] and male["effect_all"] > 0.5
+    assert male["other_ratio"] < 1e-4 and male["own_ratio"] == pytest.approx(1.0, abs=1e-4)
