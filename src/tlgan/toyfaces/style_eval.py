@@ -70,9 +70,10 @@ def compare_finders(
     """Fit every finder in ``methods`` in every space of ``latents`` and score it against the truth.
 
     ``latents`` maps a space to (N, D) latents of the same N faces; ``scores`` (N, A) are their
-    classifier logits. Returns ``{space: {method: {"cosine_to_truth": {attr: cos}, "mean", "min",
-    "argmin", "fit_seconds", "fit_cpu_seconds"}}}`` plus ``"best"``: {space: the method with the
-    highest mean}. The truth is ``generator.true_axes(space=...)`` (in z, toyfaces-style gives the
+    classifier logits. Returns ``{space: {method: {"cosine_to_truth": {attr: cos}, "separability":
+    {attr: fraction of the N faces whose label (logit > 0) the axis's side gets right, in sample},
+    "mean", "min", "argmin" (of the cosines), "fit_seconds", "fit_cpu_seconds"}}}`` plus ``"best"``:
+    {space: the method with the highest mean cosine}. The truth is ``generator.true_axes(space=...)`` (in z, toyfaces-style gives the
     best linear axis, not an exact one).
     """
     from tlgan.axes.finders import make_finder
@@ -92,8 +93,10 @@ def compare_finders(
             axes = finder.to_feature_axes(space=space, generator=generator.name)
             cos = {a: float(torch.dot(axes[a], truth[a])) for a in attributes if a in truth.attributes}
             worst = min(cos, key=cos.get)
+            agree = (finder.decision_function(lat) > 0) == (torch.as_tensor(scores) > 0)
             per_method[method] = {
                 "cosine_to_truth": cos,
+                "separability": {a: float(agree[:, j].float().mean()) for j, a in enumerate(attributes)},
                 "mean": float(np.mean(list(cos.values()))),
                 "min": cos[worst],
                 "argmin": worst,
