@@ -284,3 +284,41 @@ def test_cli_layer_ranges_with_conditional_axes():
     # (up to float32 rounding).
     assert male["layers"] == [0, 1, 2, 3] and male["effect_all"] > 0.5
     assert male["other_ratio"] < 1e-4 and male["own_ratio"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_studio_edits_and_inverts_in_wp(G):
+    pytest.importorskip("httpx")
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from tlgan.editing.edit import edit_latents
+    from tlgan.studio.app import create_app, encode_png
+
+    C = load_classifier("toyfaces-classifier")
+    axes = G.true_axes(space="w")
+    client = TestClient(create_app(G, C, axes, space="wp", invert_steps=25))
+    reply = client.post("/api/render", json={"seed": 5, "amounts": {"Smiling": 2.0}})
+    assert reply.status_code == 200, reply.text
+    latent = torch.tensor(reply.json()["latent"]).reshape(G.num_ws, G.w_dim)
+    base = G.sample_latents_at([5], seed=0, space="wp")[0]
+    assert torch.allclose(latent, edit_latents(base, axes, {"Smiling": 2.0}, space="wp"), atol=1e-5)
+    j = world.ATTRIBUTES.index("Smiling")
+    shift = G.latent_scores(latent[None], "wp")[0, j] - G.latent_scores(base[None], "wp")[0, j]
+    assert float(shift) == pytest.approx(2.0, abs=1e-3)
+    # A W+ upload of a render: the search moves toward it from the average face.
+    truth = G.sample_latents_at([77], seed=0, space="wp")
+    with torch.inference_mode():
+        target = G.synthesize(truth, "wp")
+    photo = encode_png(target[0])
+    reply = client.post("/api/invert", files={"file": ("me.png", photo, "image/png")})
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["space"] == "wp" and len(result["latent"]) == G.num_ws * G.w_dim
+    from tlgan.inversion.encoder import psnr_db
+
+    with torch.inference_mode():
+        start = float(psnr_db(G.synthesize(G.w_avg.expand(1, G.num_ws, G.w_dim), "wp"), target)[0])
+    assert result["info"]["psnr_db"] > start + 1.0
+    assert Image.open(io.BytesIO(photo)).size == (64, 64)
