@@ -25,8 +25,11 @@ Spaces, as in StyleGAN:
 
   Each group's factors are :func:`tlgan.toyfaces.world.factors` of the mean of its layers' w
   (minus ``w_avg``). So an attribute's true layer range is its group's (:data:`ATTRIBUTE_LAYERS`),
-  style mixing has an exact answer, and editing one layer of a group moves its factors by
-  1 / (layers in the group) of a whole-group edit.
+  style mixing has an exact answer, and editing one layer of a group moves its scores by
+  1 / (layers in the group) of a whole-group edit. The world's directions overlap (Male with
+  Beard, Mustache, Wearing_Lipstick and Bald), so Male's axis applied to the middle and fine
+  layers still grows beards and removes lipstick; an axis projected off the other groups'
+  attributes' axes stays in its own layers (BENCHMARKS.md, "Layer ranges in wp").
 
 Images come from the differentiable renderer (:func:`tlgan.toyfaces.render.render`), (N, 3, 64, 64)
 in [-1, 1]: sharp, and invertible by gradients. Truncation works as StyleGAN2's:
