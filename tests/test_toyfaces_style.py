@@ -322,3 +322,22 @@ def test_studio_edits_and_inverts_in_wp(G):
         start = float(psnr_db(G.synthesize(G.w_avg.expand(1, G.num_ws, G.w_dim), "wp"), target)[0])
     assert result["info"]["psnr_db"] > start + 1.0
     assert Image.open(io.BytesIO(photo)).size == (64, 64)
+
+
+def test_the_anisotropic_variant_draws_the_same_faces_with_known_normals(G):
+    A = load_generator("toyfaces-style-aniso")
+    z = G.sample_latents(6, seed=8)
+    assert A.name == "toyfaces-style-aniso"
+    assert torch.allclose(A.synthesize(z), G.synthesize(z), atol=1e-4)
+    w = A.map_latents(z, "z", "w")
+    spread = torch.linalg.eigvalsh(torch.cov(A.sample_latents(2048, seed=1, space="w").T.double()))
+    assert spread.max() / spread.min() > 100  # strongly anisotropic, unlike toyfaces-style's w
+    truth = A.true_axes(space="w")
+    # The true axis is the normal: a step along it moves its score equally on every face, and a
+    # step orthogonal to all normals moves no score.
+    moved = A.latent_scores(w + truth["Smiling"], "w") - A.latent_scores(w, "w")
+    j = world.ATTRIBUTES.index("Smiling")
+    assert torch.allclose(moved[:, j], moved[0, j].expand(6), atol=1e-4) and moved[0, j] > 1.0
+    q, _ = torch.linalg.qr(truth.vectors.double().T, mode="complete")
+    free = q[:, 17].float()
+    assert (A.latent_scores(w + 3.0 * free, "w") - A.latent_scores(w, "w")).abs().max() < 1e-3

@@ -217,24 +217,32 @@ def sequences_cmd(
 @click.option(
     "--spaces", default="z,w", show_default=True, help="Spaces to fit in (the run's faces in each)."
 )
+@click.option(
+    "--generator",
+    default=None,
+    help="Fit in this generator's spaces instead of the run's; it must draw the same face for the same "
+    "z (toyfaces-style-aniso for a toyfaces-style run: the same faces in an anisotropic w).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def compare_finders_cmd(run_dir, methods, spaces, out, as_json):
+def compare_finders_cmd(run_dir, methods, spaces, generator, out, as_json):
     """Fit every finder in z and in w on one run of a generator that knows its truth (toyfaces-style)."""
     from tlgan.models import load_generator
     from tlgan.sampling import Run
     from tlgan.toyfaces.style_eval import compare_finders, run_latents
 
     run = Run.open(run_dir)
-    generator = load_generator(run.generator, **run.generator_options)
+    spec = generator or run.generator
+    generator = load_generator(spec, **run.generator_options)
     if generator.true_axes(space=run.space) is None:
-        raise TlganError(f"generator {run.generator!r} does not know its true axes; use toyfaces-style")
+        raise TlganError(f"generator {spec!r} does not know its true axes; use toyfaces-style")
     space_list = [s.strip() for s in spaces.split(",") if s.strip()]
     latents = {space: run_latents(run, generator, space) for space in space_list}
     result = compare_finders(
         latents, run.scores(), run.attributes, generator, [m.strip() for m in methods.split(",") if m.strip()]
     )
     result["run"] = str(run_dir)
+    result["generator"] = spec
     if out:
         from tlgan.io import write_json
 

@@ -53,3 +53,13 @@ def toyfaces_style():
     from tlgan.toyfaces.style import ToyfacesStyle
 
     return ToyfacesStyle()
+
+
+@GENERATORS.register(
+    "toyfaces-style-aniso",
+    "toyfaces-style with an anisotropic w (no whitening output layer); same faces, true w axes known",
+)
+def toyfaces_style_aniso():
+    from tlgan.toyfaces.style import ToyfacesStyle
+
+    return ToyfacesStyle(whiten=False)

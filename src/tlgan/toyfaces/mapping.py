@@ -140,12 +140,14 @@ def stored_calibration() -> tuple[np.ndarray, np.ndarray]:
 class MappingNetwork(torch.nn.Module):
     """z (N, 512) -> w (N, 512): pixel norm, 8 fixed FC layers with leaky ReLU, the whitening output layer.
 
-    See the module docs. All weights are buffers (fixed, not trained) in float32; gradients
-    flow to the input.
+    See the module docs. With ``whiten=False`` the output layer is left out and w is the 8th
+    layer's anisotropic output h (``toyfaces-style-aniso``). All weights are fixed (float32,
+    ``requires_grad`` off); gradients flow to the input.
     """
 
-    def __init__(self):
+    def __init__(self, whiten: bool = True):
         super().__init__()
+        self.whiten = bool(whiten)
         self.z_dim, self.w_dim, self.num_layers = Z_DIM, W_DIM, MAPPING_LAYERS
         self.layers = torch.nn.ModuleList()
         for weight in mapping_weights64():
@@ -167,5 +169,7 @@ class MappingNetwork(torch.nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.hidden(z)
+        if not self.whiten:
+            return h
         w_avg = self.w_avg.to(h.dtype)
         return (h - w_avg) @ self.readout.to(h.dtype).T + w_avg

@@ -35,6 +35,12 @@ Images come from the differentiable renderer (:func:`tlgan.toyfaces.render.rende
 in [-1, 1]: sharp, and invertible by gradients. Truncation works as StyleGAN2's:
 ``configure(truncation_psi=0.7, truncation_cutoff=4)`` pulls w (or wp's first 4 layers)
 toward ``w_avg``. There is no noise: ``noise_maps()`` is empty.
+
+``toyfaces-style-aniso`` (``ToyfacesStyle(whiten=False)``) draws the same face for the same z but
+leaves the mapping's whitening output layer out: its w is the 8th layer's strongly anisotropic
+output h (covariance eigenvalues 0.004..2.6, like a trained StyleGAN's w), the synthesis reads
+``u = R (w - w_avg)``, and the true w axis of attribute a is the normal ``R^T w_a``, normalised.
+It measures how the finders cope with an anisotropic w.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from tlgan.toyfaces import mapping, world
 from tlgan.toyfaces.render import render
 
 NUM_WS = 10
+ANISO_NAME = "toyfaces-style-aniso"
 
 #: Layer groups, coarse to fine: name -> (first layer, one past the last).
 GROUPS: dict[str, tuple[int, int]] = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, 10)}
@@ -101,18 +108,29 @@ def attribute_layers(attribute: str) -> list[int]:
 class ToyfacesSynthesis(torch.nn.Module):
     """wp (N, 10, 512) -> images (N, 3, R, R) in [-1, 1], through the world's factors (see module docs)."""
 
-    def __init__(self, w_avg: torch.Tensor, img_resolution: int = 64, supersample: int = 2):
+    def __init__(
+        self,
+        w_avg: torch.Tensor,
+        img_resolution: int = 64,
+        supersample: int = 2,
+        readout: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.img_resolution, self.supersample, self.num_ws = int(img_resolution), int(supersample), NUM_WS
         self.register_buffer("w_avg", w_avg.clone(), persistent=False)
+        self.register_buffer("readout", None if readout is None else readout.clone(), persistent=False)
 
     def group_latents(self, wp: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each group's world latent ``u = mean of its layers' w - w_avg``, (N, 512)."""
+        """Each group's world latent ``u = mean of its layers' w - w_avg`` (times the read-out R of an
+        anisotropic w), (N, 512)."""
         assert wp.ndim == 3 and wp.shape[1] == self.num_ws, (
             f"wp must be (N, {self.num_ws}, 512), got {tuple(wp.shape)}"
         )
         w_avg = self.w_avg.to(wp.dtype)
-        return {g: wp[:, a:b].mean(dim=1) - w_avg for g, (a, b) in GROUPS.items()}
+        u = {g: wp[:, a:b].mean(dim=1) - w_avg for g, (a, b) in GROUPS.items()}
+        if self.readout is not None:
+            u = {g: x @ self.readout.to(x.dtype).T for g, x in u.items()}
+        return u
 
     def factors(self, wp: torch.Tensor) -> dict[str, torch.Tensor]:
         """The renderer's factors, each (N,), every one from its group's latent."""
@@ -144,11 +162,16 @@ class ToyfacesStyle(StyleBasedGenerator):
         supersample: int = 2,
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
+        whiten: bool = True,
     ):
         super().__init__()
         self.img_resolution = int(img_resolution)
-        self.mapping = mapping.MappingNetwork()
-        self.synthesis = ToyfacesSynthesis(self.mapping.w_avg, self.img_resolution, supersample)
+        self.whiten = bool(whiten)
+        if not self.whiten:
+            self.name = ANISO_NAME
+        self.mapping = mapping.MappingNetwork(whiten=self.whiten)
+        readout = None if self.whiten else self.mapping.readout
+        self.synthesis = ToyfacesSynthesis(self.mapping.w_avg, self.img_resolution, supersample, readout)
         self._init_style_options(truncation_psi, truncation_cutoff)
 
     @property
@@ -233,9 +256,13 @@ class ToyfacesStyle(StyleBasedGenerator):
         bias = world.biases()
         info["bias"] = {a: float(bias[i]) for a, i in zip(names, rows, strict=True)}
         info["layers"] = {a: list(ATTRIBUTE_LAYERS[a]) for a in names}
-        return FeatureAxes(
-            world.true_directions()[rows], names, space="w", generator=self.name, method="truth", info=info
-        )
+        directions = world.true_directions()[rows]
+        if not self.whiten:  # s_a = w_a . R (w - w_avg) + b_a: the normal is R^T w_a
+            normals = world._directions64()[0][rows] @ mapping.stored_calibration()[1].astype(np.float64)
+            directions = torch.from_numpy(
+                (normals / np.linalg.norm(normals, axis=1, keepdims=True)).astype(np.float32)
+            )
+        return FeatureAxes(directions, names, space="w", generator=self.name, method="truth", info=info)
 
 
 @lru_cache(maxsize=1)

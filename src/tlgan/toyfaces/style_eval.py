@@ -44,20 +44,23 @@ def linear_z_quality(generator, n: int = 8192, seed: int = 1) -> dict:
 
 
 def run_latents(run, generator, space: str) -> torch.Tensor:
-    """The run's latents in ``space`` (z or w): sample i's z is drawn again from (run seed, i).
+    """The run's latents in ``space`` (z or w) for ``generator``: sample i's z is (run seed, i).
 
-    A run stores one space; the other is recomputed, so fits in z and w see the same faces and
-    the same classifier scores. Raises TlganError for a space the run cannot give (w from a z run
-    is mapped forward; z from a w run is redrawn from the seed).
+    A run stores one space; the other is recomputed (z redrawn from the seed, w mapped from z),
+    so fits in z and w see the same faces and the same classifier scores. With a generator other
+    than the run's, its own w is mapped from the same z: meaningful only when it draws the same
+    face for the same z (``toyfaces-style-aniso`` for a ``toyfaces-style`` run).
     """
-    if space == run.space:
+    if space == run.space and generator.name == run.generator:
         return run.latents()
-    if space == "z":
-        return latent_rng_normal(run.seed, np.arange(run.n), generator.z_dim)
     if run.space == "z":
-        with torch.inference_mode():
-            return generator.map_latents(run.latents(), "z", space).float()
-    raise TlganError(f"cannot get {space!r} latents from a run sampled in {run.space!r}")
+        z = run.latents()
+    else:
+        z = latent_rng_normal(run.seed, np.arange(run.n), generator.z_dim)
+    if space == "z":
+        return z
+    with torch.inference_mode():
+        return generator.map_latents(z, "z", space).float()
 
 
 def compare_finders(

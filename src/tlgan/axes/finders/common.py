@@ -28,7 +28,8 @@ FINDERS: Registry = Registry("axis finder")
 # studio), chosen by measurement against known truth with the bundled classifier's labels, 20,000
 # samples (BENCHMARKS.md, "Finders in z and w"):
 # - w (toyfaces-style, attributes exactly linear in w): logistic, every attribute >= 0.990
-#   (mean 0.994), where glm reaches 0.974 and the SVM on the top/bottom 2 % 0.72;
+#   (mean 0.994), where glm reaches 0.974 and the SVM on the top/bottom 2 % 0.72; in an
+#   anisotropic w (toyfaces-style-aniso, condition number 700) logistic >= 0.982, glm 0.975;
 # - z (toyfaces-render, exactly linear in z): logistic >= 0.991, glm 0.979, svm 0.73. In the
 #   non-linear z of toyfaces-style, glm comes 0.016 closer than logistic to the least-squares
 #   linear axis (0.873 against 0.858), but that reference is itself a least-squares fit and so
