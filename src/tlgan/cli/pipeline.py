@@ -238,9 +238,9 @@ def _echo_naming(axes) -> None:
 @click.argument("run_dir", type=click.Path())
 @click.option(
     "--method",
-    default=DEFAULT_METHOD,
-    show_default=True,
-    help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`).",
+    default=None,
+    help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`); default: the run's "
+    "space's (tlgan.axes.finders.default_method; logistic in z and w).",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors)."
@@ -288,14 +288,15 @@ def fit_cmd(
     as_json,
 ):
     """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
-    from tlgan.axes.finders import FINDERS, make_finder
+    from tlgan.axes.finders import FINDERS, default_method, make_finder
     from tlgan.cli.common import parse_int_list
     from tlgan.models import GENERATORS, _ensure_registered, load_generator
     from tlgan.pipeline import fit_axes, name_run_directions
     from tlgan.sampling import Run
 
-    FINDERS.check(method)
     run = Run.open(run_dir)
+    method = method or default_method(run.space)
+    FINDERS.check(method)
     kwargs = {
         k: v
         for k, v in {
@@ -313,7 +314,7 @@ def fit_cmd(
             f"already named after their attributes"
         )
     _ensure_registered()
-    # Ground truth is reported for registered generators that know it (toyfaces-render); finders
+    # Ground truth is reported for registered generators that know it (toyfaces-render, -style); finders
     # that read the generator (sefa, pca) load whatever the run was sampled with.
     generator = (
         load_generator(run.generator, device, **run.generator_options)

@@ -1,4 +1,5 @@
-"""`tlgan toyfaces ...`: the toyfaces world from the command line (export, grid)."""
+"""`tlgan toyfaces ...`: the toyfaces world from the command line (export, grid, sequences, and the
+measurements of toyfaces-style: compare-finders, layer-ranges)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,124 @@ def sequences_cmd(
         extra = f", inverted into {generator} (PSNR {summary['inversion_psnr_db']:.2f} dB)" if invert else ""
         click.echo(
             f"wrote {len(names)} sequences of {len(seqs.values)} steps of {seqs.factor} to {out_dir}{extra}"
+        )
+
+
+@toyfaces.command("compare-finders")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--methods", default="glm,logistic,svm", show_default=True, help="Finders to fit, comma-separated."
+)
+@click.option(
+    "--spaces", default="z,w", show_default=True, help="Spaces to fit in (the run's faces in each)."
+)
+@click.option(
+    "--generator",
+    default=None,
+    help="Fit in this generator's spaces instead of the run's; it must draw the same face for the same "
+    "z (toyfaces-style-aniso for a toyfaces-style run: the same faces in an anisotropic w).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def compare_finders_cmd(run_dir, methods, spaces, generator, out, as_json):
+    """Fit every finder in z and in w on one run of a generator that knows its truth (toyfaces-style)."""
+    from tlgan.models import load_generator
+    from tlgan.sampling import Run
+    from tlgan.toyfaces.style_eval import compare_finders, run_latents
+
+    run = Run.open(run_dir)
+    spec = generator or run.generator
+    generator = load_generator(spec, **run.generator_options)
+    if generator.true_axes(space=run.space) is None:
+        raise TlganError(f"generator {spec!r} does not know its true axes; use toyfaces-style")
+    space_list = [s.strip() for s in spaces.split(",") if s.strip()]
+    latents = {space: run_latents(run, generator, space) for space in space_list}
+    result = compare_finders(
+        latents, run.scores(), run.attributes, generator, [m.strip() for m in methods.split(",") if m.strip()]
+    )
+    result["run"] = str(run_dir)
+    result["generator"] = spec
+    if out:
+        from tlgan.io import write_json
+
+        write_json(out, result)
+    if as_json:
+        print_json(result)
+        return
+    for space in space_list:
+        for method, row in result[space].items():
+            click.echo(
+                f"{space:2s} {method:9s} mean cosine {row['mean']:.4f}  min {row['min']:.4f} ({row['argmin']})"
+                f"  {row['fit_seconds']:.1f} s"
+            )
+
+
+@toyfaces.command("layer-ranges")
+@click.option("--generator", default="toyfaces-style", show_default=True, help="A style-based generator.")
+@click.option("--classifier", default="toyfaces-classifier", show_default=True)
+@click.option(
+    "--axes",
+    "axes_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Axes fitted in w (default: the generator's true axes).",
+)
+@click.option("--faces", type=int, default=64, show_default=True, help="Faces edited per attribute.")
+@click.option("--step", type=float, default=1.5, show_default=True, help="Edit size along each unit axis.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--attributes", default=None, help="Comma-separated attributes (default: all the axes know).")
+@click.option(
+    "--lock-others",
+    is_flag=True,
+    help="Edit each attribute along its axis made orthogonal to the axes of the attributes drawn by "
+    "other layers (conditional editing).",
+)
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def layer_ranges_cmd(
+    generator, classifier, axes_path, faces, step, seed, attributes, lock_others, device, as_json
+):
+    """Edit each attribute on its true wp layers, on all, and on the others; print the classifier's response."""
+    import torch
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.evaluation.layer_ranges import layer_range_effects
+    from tlgan.models import load_classifier, load_generator
+
+    G = load_generator(generator, device)
+    C = load_classifier(classifier, device)
+    truth = G.true_axes(space="w")
+    if truth is None or "layers" not in truth.info:
+        raise TlganError(f"generator {generator!r} does not know its attributes' layers; use toyfaces-style")
+    axes = FeatureAxes.load(axes_path) if axes_path else truth
+    names = (
+        [a.strip() for a in attributes.split(",")]
+        if attributes
+        else [a for a in axes.attributes if a in C.attributes]
+    )
+    ranges = {a: range(*truth.info["layers"][a]) for a in names}
+    if lock_others:
+        from tlgan.axes.disentangle import project_out
+
+        layers_of = truth.info["layers"]
+        vectors = axes.vectors.clone()
+        for a in names:
+            others = [b for b in axes.attributes if b in layers_of and layers_of[b] != layers_of[a]]
+            vectors[axes.index(a)] = project_out(axes[a], torch.stack([axes[b] for b in others]))
+        axes = FeatureAxes(
+            vectors, axes.attributes, space=axes.space, generator=axes.generator, method=axes.method
+        )
+    result = layer_range_effects(G, C, axes, ranges, faces=faces, seed=seed, step=step, device=device)
+    result["lock_others"] = lock_others
+    if as_json:
+        print_json(result)
+        return
+    for name, row in result["attributes"].items():
+        own = "-" if row["own_ratio"] is None else f"{row['own_ratio']:.3f}"
+        other = "-" if row["other_ratio"] is None else f"{row['other_ratio']:.3f}"
+        click.echo(
+            f"{name:20s} layers {row['layers'][0]}-{row['layers'][-1]}  all {row['effect_all']:+.3f}  "
+            f"own/all {own}  other/all {other}"
         )
 
 

@@ -43,3 +43,23 @@ def toyfaces_classifier():
     from tlgan.models.formats.folder import load_pretrained
 
     return load_pretrained(bundled_path("toyfaces-classifier"))
+
+
+@GENERATORS.register(
+    "toyfaces-style",
+    "Style-based toyfaces: fixed seeded mapping z -> w (attributes linear in w), wp layer groups, renderer",
+)
+def toyfaces_style():
+    from tlgan.toyfaces.style import ToyfacesStyle
+
+    return ToyfacesStyle()
+
+
+@GENERATORS.register(
+    "toyfaces-style-aniso",
+    "toyfaces-style with an anisotropic w (no whitening output layer); same faces, true w axes known",
+)
+def toyfaces_style_aniso():
+    from tlgan.toyfaces.style import ToyfacesStyle
+
+    return ToyfacesStyle(whiten=False)

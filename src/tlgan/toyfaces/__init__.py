@@ -4,6 +4,9 @@ functions of the latent, so every axis-finding method can be scored against the 
 - :mod:`~tlgan.toyfaces.world`: attributes, true directions, latent scores, factors;
 - :mod:`~tlgan.toyfaces.render`: factors -> images (``render.render``; torch, vectorised, differentiable);
 - :mod:`~tlgan.toyfaces.generator`: the ``toyfaces-render`` generator;
+- :mod:`~tlgan.toyfaces.style`: the ``toyfaces-style`` generator (z -> w -> wp, attributes linear in
+  w, layer groups in wp) over :mod:`~tlgan.toyfaces.mapping`'s seeded mapping network;
+- :mod:`~tlgan.toyfaces.style_eval`: how linear z is, and every finder against the truth in z and w;
 - :mod:`~tlgan.toyfaces.export`: a data set in CelebA's file layout.
 """
 

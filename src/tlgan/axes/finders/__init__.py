@@ -32,10 +32,12 @@ their variance or eigenvalue (``values_``); :func:`tlgan.evaluation.naming.name_
 
 from tlgan.axes.finders.common import (
     DEFAULT_METHOD,
+    DEFAULT_METHODS,
     FINDERS,
     AxisFinder,
     NotFittedError,
     check_fit_inputs,
+    default_method,
     make_finder,
 )
 from tlgan.axes.finders.glm import DEFAULT_CLIP, GLMFinder
@@ -46,6 +48,8 @@ from tlgan.axes.finders.svm import SVMFinder, SVMSolution, TopBottomSplit, fit_l
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DEFAULT_METHODS",
+    "default_method",
     "FINDERS",
     "AxisFinder",
     "GLMFinder",
