@@ -18,11 +18,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tlgan.errors import TlganError
-from tlgan.inversion import LatentEncoder, invert, invert_image, load_encoder, optimize_latents, train_encoder
-from tlgan.inversion.encoder import load_encoder_dir, psnr_db
+from tlgan.inversion import LatentEncoder, invert, invert_image, load_encoder, optimize_latents
+from tlgan.inversion.encoder import psnr_db
 from tlgan.inversion.optimize import _prior
 from tlgan.models.base import ModuleGenerator
 from tlgan.models.networks import AttributeClassifierNet, DCGANGenerator
+from tlgan.train.encoder import train_encoder
 
 TINY_FACTORY = """
 import torch
@@ -159,7 +160,7 @@ def test_encoder_training_lowers_the_loss_and_round_trips(G, tmp_path):
     encoder = load_encoder(tmp_path, generator=G)
     assert isinstance(encoder, LatentEncoder)
     _, x = planted(G, n=3)
-    encoder2 = load_encoder_dir(tmp_path)
+    encoder2 = load_encoder(tmp_path)
     with torch.no_grad():
         assert torch.equal(encoder(x), encoder2(x))
     # The encoder's guess is a better start than a random search, and optimisation improves on it.
@@ -185,8 +186,8 @@ def test_encoder_training_resumes_exactly(G, tmp_path):
         train_encoder(flaky, tmp_path / "split", **kw)
     assert not (tmp_path / "split" / "encoder.json").exists()
     train_encoder(G, tmp_path / "split", **kw, resume=True)
-    a = load_encoder_dir(tmp_path / "straight").state_dict()
-    b = load_encoder_dir(tmp_path / "split").state_dict()
+    a = load_encoder(tmp_path / "straight").state_dict()
+    b = load_encoder(tmp_path / "split").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(TlganError, match="resume"):
         train_encoder(G, tmp_path / "straight", **kw)  # would overwrite a checkpoint
