@@ -195,6 +195,23 @@ def test_encoder_training_resumes_exactly(G, tmp_path):
         train_encoder(G, tmp_path / "split", **{**kw, "lr": 1e-2}, resume=True)
 
 
+def test_encoder_checkpoint_sits_beside_a_generator_training_checkpoint(G, tmp_path):
+    from tlgan.train.checkpoint import has_checkpoint, save_checkpoint
+
+    # `tlgan train encoder --out my-gan` trains into the generator's own folder, which may still
+    # hold the generator's training checkpoint: the two must not be taken for each other.
+    save_checkpoint(tmp_path, step=5, modules={"G": torch.nn.Linear(2, 2)}, optimizers={})
+    train_encoder(G, tmp_path, steps=2, batch_size=4, width=4, checkpoint_every=1, progress=False)
+    assert has_checkpoint(tmp_path) and has_checkpoint(tmp_path / "encoder-checkpoint")
+    assert load_encoder(tmp_path, generator=G) is not None
+    # A checkpoint in the encoder's own earlier format is named, not silently restarted or misread.
+    old = tmp_path / "old" / "encoder-checkpoint"
+    old.mkdir(parents=True)
+    (old / "state.json").write_text("{}")
+    with pytest.raises(TlganError, match="earlier tlgan version"):
+        train_encoder(G, tmp_path / "old", steps=2, batch_size=4, width=4, resume=True, progress=False)
+
+
 def test_encoder_learns_from_real_images_through_reconstruction(G, tmp_path):
     _, real = planted(G, n=16, seed=7)
     (tmp_path / "real").mkdir()
