@@ -163,9 +163,10 @@ def write_tf_pickle(
             "fused_scale": G.config_kwargs["fused_scale"],
             **(gs_kwargs or {}),
         }
-        make = lambda cls, name: cls(
-            _net_state(name, "G_paper", _variables(rows, state), kwargs, marker, version)
-        )
+
+        def make(cls, name):
+            return cls(_net_state(name, "G_paper", _variables(rows, state), kwargs, marker, version))
+
     else:
         module, version = "dnnlib.tflib.network", 3
         fused = [False] + [

@@ -103,7 +103,7 @@ def test_zero_values_read_as_negative_and_jpg_names_match_png_files(tmp_path):
     _set_attr_lines(
         root,
         lambda lines: lines.__setitem__(
-            slice(2, None), [l.replace(".png", ".jpg").replace("-1", "0") for l in lines[2:]]
+            slice(2, None), [line.replace(".png", ".jpg").replace("-1", "0") for line in lines[2:]]
         ),
     )
     data = CelebAFolder(root, "all", resolution=16, progress=False)

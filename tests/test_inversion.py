@@ -18,11 +18,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tlgan.errors import TlganError
-from tlgan.inversion import LatentEncoder, invert, invert_image, load_encoder, optimize_latents, train_encoder
-from tlgan.inversion.encoder import load_encoder_dir, psnr_db
+from tlgan.inversion import LatentEncoder, invert, invert_image, load_encoder, optimize_latents
+from tlgan.inversion.encoder import psnr_db
 from tlgan.inversion.optimize import _prior
 from tlgan.models.base import ModuleGenerator
 from tlgan.models.networks import AttributeClassifierNet, DCGANGenerator
+from tlgan.train.encoder import train_encoder
 
 TINY_FACTORY = """
 import torch
@@ -159,7 +160,7 @@ def test_encoder_training_lowers_the_loss_and_round_trips(G, tmp_path):
     encoder = load_encoder(tmp_path, generator=G)
     assert isinstance(encoder, LatentEncoder)
     _, x = planted(G, n=3)
-    encoder2 = load_encoder_dir(tmp_path)
+    encoder2 = load_encoder(tmp_path)
     with torch.no_grad():
         assert torch.equal(encoder(x), encoder2(x))
     # The encoder's guess is a better start than a random search, and optimisation improves on it.
@@ -185,13 +186,30 @@ def test_encoder_training_resumes_exactly(G, tmp_path):
         train_encoder(flaky, tmp_path / "split", **kw)
     assert not (tmp_path / "split" / "encoder.json").exists()
     train_encoder(G, tmp_path / "split", **kw, resume=True)
-    a = load_encoder_dir(tmp_path / "straight").state_dict()
-    b = load_encoder_dir(tmp_path / "split").state_dict()
+    a = load_encoder(tmp_path / "straight").state_dict()
+    b = load_encoder(tmp_path / "split").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(TlganError, match="resume"):
         train_encoder(G, tmp_path / "straight", **kw)  # would overwrite a checkpoint
     with pytest.raises(TlganError, match="different settings"):
         train_encoder(G, tmp_path / "split", **{**kw, "lr": 1e-2}, resume=True)
+
+
+def test_encoder_checkpoint_sits_beside_a_generator_training_checkpoint(G, tmp_path):
+    from tlgan.train.checkpoint import has_checkpoint, save_checkpoint
+
+    # `tlgan train encoder --out my-gan` trains into the generator's own folder, which may still
+    # hold the generator's training checkpoint: the two must not be taken for each other.
+    save_checkpoint(tmp_path, step=5, modules={"G": torch.nn.Linear(2, 2)}, optimizers={})
+    train_encoder(G, tmp_path, steps=2, batch_size=4, width=4, checkpoint_every=1, progress=False)
+    assert has_checkpoint(tmp_path) and has_checkpoint(tmp_path / "encoder-checkpoint")
+    assert load_encoder(tmp_path, generator=G) is not None
+    # A checkpoint in the encoder's own earlier format is named, not silently restarted or misread.
+    old = tmp_path / "old" / "encoder-checkpoint"
+    old.mkdir(parents=True)
+    (old / "state.json").write_text("{}")
+    with pytest.raises(TlganError, match="earlier tlgan version"):
+        train_encoder(G, tmp_path / "old", steps=2, batch_size=4, width=4, resume=True, progress=False)
 
 
 def test_encoder_learns_from_real_images_through_reconstruction(G, tmp_path):

@@ -200,7 +200,7 @@ def test_converted_folders_are_bit_identical(name, tmp_path):
         convert(tmp_path / "g.pth", tmp_path / "from_pth"),
         convert(tmp_path / "g.pkl", tmp_path / "from_pkl"),
     )
-    (ta, ma), (tb, mb) = load_tensors(a / "model.safetensors"), load_tensors(b / "model.safetensors")
+    (ta, _), (tb, _) = load_tensors(a / "model.safetensors"), load_tensors(b / "model.safetensors")
     assert list(ta) == list(tb) and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
     ja, jb = read_json(a / "model.json"), read_json(b / "model.json")
     assert ja.pop("converted_from")["format"] == "interfacegan-pth"

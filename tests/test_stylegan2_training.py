@@ -247,7 +247,8 @@ def test_stylegan2_distillation_resumes_bit_for_bit_and_tracks_w_avg(tmp_path):
 
 
 def test_wp_encoder_shapes_offsets_and_files(tmp_path):
-    from tlgan.inversion.encoder import WPEncoder, load_encoder_dir, train_encoder
+    from tlgan.inversion.encoder import WPEncoder, load_encoder
+    from tlgan.train.encoder import train_encoder
 
     G = _tiny_generator().eval()
     G.mapping.w_avg.copy_(G.sample_latents(256, seed=5, space="w").mean(0))
@@ -264,7 +265,7 @@ def test_wp_encoder_shapes_offsets_and_files(tmp_path):
     loose = train_encoder(G, tmp_path / "loose", offset_weight=0.0, **common)
     tight = train_encoder(G, tmp_path / "tight", offset_weight=100.0, **common)
     assert tight["final"]["offsets"] < 0.2 * loose["final"]["offsets"], (tight["final"], loose["final"])
-    encoder = load_encoder_dir(tmp_path / "tight", generator=G)
+    encoder = load_encoder(tmp_path / "tight", generator=G)
     assert isinstance(encoder, WPEncoder) and encoder.space == "wp" and encoder.info["space"] == "wp"
     assert torch.allclose(encoder.w_avg, G.mapping.w_avg)
     with torch.no_grad():
@@ -277,10 +278,10 @@ def test_wp_encoder_shapes_offsets_and_files(tmp_path):
         z_dim=8, img_resolution=32, channel_base=64, channel_max=8, w_dim=8, mapping_layers=2
     )
     with pytest.raises(TlganError, match="makes wp latents of shape 6 x 8"):
-        load_encoder_dir(tmp_path / "tight", generator=other)
+        load_encoder(tmp_path / "tight", generator=other)
     flat = ModuleGenerator(SmoothTeacher(), z_dim=8, name="flat")
     with pytest.raises(TlganError, match="has no 'wp' space"):
-        load_encoder_dir(tmp_path / "tight", generator=flat)
+        load_encoder(tmp_path / "tight", generator=flat)
     with pytest.raises(TlganError, match="has no latent space 'wp'"):
         train_encoder(flat, tmp_path / "x", **common)
 

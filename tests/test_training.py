@@ -176,7 +176,10 @@ def _adam_steps(model, opt, n, seed):
 
 def test_checkpoint_round_trip_continues_identically(tmp_path):
     torch.manual_seed(0)
-    make = lambda: torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 1))
+
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 1))
+
     model = make()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.5, 0.9))
     _adam_steps(model, opt, 3, seed=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -146,6 +148,31 @@ def test_bench_unsupervised_quick_agrees_with_references():
     assert result["sefa_style_stack_cosine_vs_svd_top8_min"] > 0.999
     assert result["sefa_style_stack_shape"] == [512, 64]
     assert result["pca_seconds"] > 0 and result["sefa_style_stack_seconds"] > 0
+    assert set(result) == {
+        "pca_n",
+        "pca_d",
+        "pca_components",
+        "pca_threads",
+        "pca_seconds",
+        "pca_sklearn_seconds",
+        "pca_speedup_vs_sklearn",
+        "pca_cosine_vs_sklearn_top8_min",
+        "sefa_style_stack_shape",
+        "sefa_style_stack_seconds",
+        "sefa_style_stack_svd_seconds",
+        "sefa_style_stack_cosine_vs_svd_top8_min",
+    }
+    # The ratio is the quotient of the times it names (rounded to 4 decimals; it to 2), finite and plausible.
+    ratio, ours, theirs = (
+        result["pca_speedup_vs_sklearn"],
+        result["pca_seconds"],
+        result["pca_sklearn_seconds"],
+    )
+    assert math.isfinite(ratio) and 1e-3 < ratio < 1e3 and theirs > 0
+    assert abs(ratio - theirs / ours) <= 1.01 * (5e-3 + theirs / ours * (5e-5 / ours + 5e-5 / theirs))
+    assert (
+        math.isfinite(result["sefa_style_stack_svd_seconds"]) and result["sefa_style_stack_svd_seconds"] > 0
+    )
 
 
 def test_the_studio_edits_unnamed_components():

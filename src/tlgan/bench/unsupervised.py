@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import torch
@@ -100,14 +101,10 @@ def bench_unsupervised(
             k = min(n_components, weight.shape[1])
             stand_in = _WeightOnly(weight)
 
-            def ours_sefa():
-                fits["sefa"] = SeFaFinder(n_components=k, normalize=False).fit(generator=stand_in)
-
-            def svd():
-                fits["svd"] = np.linalg.svd(weight.double().numpy(), full_matrices=False)[2][:k]
-
             log.info("bench unsupervised: sefa on a %s weight", tuple(weight.shape))
-            sefa_s, svd_s = _best_of(max(repeats, 3), ours_sefa, svd)
+            sefa_s, svd_s = _best_of(
+                max(repeats, 3), partial(_sefa, fits, stand_in, k), partial(_svd, fits, weight, k)
+            )
             agree = np.abs(_cosines(fits["sefa"].axes_[:8].numpy(), fits["svd"][:8]))
             result.update(
                 {
@@ -118,6 +115,15 @@ def bench_unsupervised(
                 }
             )
     return result
+
+
+def _sefa(fits: dict[str, object], generator: Generator, k: int) -> None:
+    fits["sefa"] = SeFaFinder(n_components=k, normalize=False).fit(generator=generator)
+
+
+def _svd(fits: dict[str, object], weight: torch.Tensor, k: int) -> None:
+    """The reference: the top ``k`` right singular vectors of ``weight``, in float64."""
+    fits["svd"] = np.linalg.svd(weight.double().numpy(), full_matrices=False)[2][:k]
 
 
 __all__ = ["bench_unsupervised", "planted_w"]

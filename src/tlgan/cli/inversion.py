@@ -41,7 +41,7 @@ steps_option = click.option(
 
 def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str):
     """``--encoder``: "auto" (the generator's own, if any), "none", or a folder with encoder.json."""
-    from tlgan.inversion.encoder import load_encoder, load_encoder_dir
+    from tlgan.inversion.encoder import load_encoder
 
     if encoder_spec.lower() in NONE_WORDS:
         return None
@@ -60,7 +60,13 @@ def _encoder_for(encoder_spec: str, generator_spec: str, generator, device: str)
             f"--encoder {encoder_spec!r}: not a folder; give the folder holding encoder.json, "
             f"'auto' or 'none'"
         )
-    return load_encoder_dir(encoder_spec, generator=generator, device=device)
+    encoder = load_encoder(encoder_spec, generator=generator, device=device)
+    if encoder is None:
+        raise TlganError(
+            f"--encoder {encoder_spec!r}: the folder holds no encoder.json; give the folder an encoder "
+            f"was saved to (`tlgan train encoder --out`), 'auto' or 'none'"
+        )
+    return encoder
 
 
 def _unique_stems(paths: list[str]) -> list[str]:
@@ -441,9 +447,9 @@ def train_encoder_cmd(
     as_json,
 ):
     """Train an encoder (image -> latent) for a generator on faces it makes itself."""
-    from tlgan.inversion.encoder import train_encoder
     from tlgan.models import load_generator
     from tlgan.train.common import resolve_device
+    from tlgan.train.encoder import train_encoder
 
     device = str(resolve_device(device))
     G = load_generator(generator, device)

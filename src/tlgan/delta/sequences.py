@@ -234,7 +234,8 @@ def sequence_latents(
     result is written there.
     """
     from tlgan.inversion.encoder import generator_fingerprint
-    from tlgan.inversion.optimize import encoder_for, invert
+    from tlgan.inversion.optimize import invert
+    from tlgan.models.zoo import bundled_encoder
 
     if space != "z":
         # invert() optimises z; W / W+ inversion plugs in here once the inversion API takes a space.
@@ -262,7 +263,7 @@ def sequence_latents(
             return tensors["latents"].float()
         log.info("%s was written for other settings or images; inverting again", path)
     if isinstance(encoder, str):
-        encoder = encoder_for(generator)
+        encoder = bundled_encoder(generator)
     images = sequences.images(generator.img_resolution)
     k, n = images.shape[:2]
     result = invert(

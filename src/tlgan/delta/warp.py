@@ -180,10 +180,10 @@ def warped(generator: Generator, spec: str, factors: Sequence[str] = DEFAULT_BEN
             f"--warp bends the toyfaces world's latent; generator {generator.name!r} has "
             f"z_dim {getattr(generator, 'z_dim', None)}, not {world.Z_DIM}"
         )
-    from tlgan.inversion.optimize import encoder_for
+    from tlgan.models.zoo import bundled_encoder
 
     wrapped = WarpedGenerator(generator, warp.to(generator.device), spec=str(spec).strip())
-    inner_encoder = encoder_for(generator)
+    inner_encoder = bundled_encoder(generator)
     return wrapped, (None if inner_encoder is None else WarpedEncoder(inner_encoder, wrapped.warp))
 
 

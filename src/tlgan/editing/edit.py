@@ -111,7 +111,7 @@ def edit_direction(
                 direction = project_out(direction, axes.vectors[others])
             except TlganError as exc:
                 raise TlganError(
-                    f"cannot move {name!r} with {', '.join(repr(l) for l in locks if l != name)} locked: "
+                    f"cannot move {name!r} with {', '.join(repr(lock) for lock in locks if lock != name)} locked: "
                     f"{exc}"
                 ) from None
         else:

@@ -1,17 +1,12 @@
-"""CNNs that map images back to latents (z, or wp for StyleGAN), and how to train, save and find one.
+"""CNNs that map images back to latents (z, or wp for StyleGAN), and how to save and load one.
 
 The encoder gives a fast first guess of the latent of an image (one forward pass); the
-optimiser in :mod:`tlgan.inversion.optimize` then refines it. It is trained on pairs
-(z, G(z)) that the frozen generator makes itself, so no data set is needed:
-
-    loss = latent_weight * |E(G(z)) - z|^2 / D                      (latent regression)
-         + pixel_weight  * |G(E(G(z))) - G(z)|^2 / (3 R^2)          (reconstruction through G)
-         + feature_weight * classifier feature distance             (when a classifier is given)
-
-and, with ``real_data``, the reconstruction terms on real images too (their latent is
-unknown). For StyleGAN generators a :class:`WPEncoder` predicts wp instead (``space="wp"``):
-one w plus per-layer offsets kept small by an L2 penalty, as in e4e. Files: ``encoder.json`` (architecture, constructor arguments, the generator it
-belongs to and a fingerprint of that generator's weights) beside ``encoder.safetensors``.
+optimiser in :mod:`tlgan.inversion.optimize` then refines it. :mod:`tlgan.train.encoder`
+trains it on pairs (z, G(z)) that the frozen generator makes itself; for StyleGAN generators
+a :class:`WPEncoder` predicts wp instead (one w plus per-layer offsets kept small, as in e4e).
+Files: ``encoder.json`` (architecture, constructor arguments, the generator it belongs to and
+a fingerprint of that generator's weights) beside ``encoder.safetensors``. A generator's
+bundled encoder is found by :func:`tlgan.models.zoo.bundled_encoder`.
 """
 
 from __future__ import annotations
@@ -20,30 +15,24 @@ import hashlib
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
-from tlgan.inversion.losses import feature_distance
-from tlgan.io import load_state, load_tensors, read_json, save_module, save_tensors, write_json
-from tlgan.models.base import Classifier, Generator
+from tlgan.io import load_state, read_json, save_module
+from tlgan.models.base import Generator
 from tlgan.models.networks import check_resolution, check_width
 
 log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "tlgan.encoder/1"
-CHECKPOINT_FORMAT = "tlgan.encoder-checkpoint/1"
 ENCODER_FILE = "encoder"
-CHECKPOINT_DIR = "encoder-checkpoint"
 
 
 # ----------------------------------------------------------------------------------------
@@ -191,7 +180,7 @@ def make_encoder(generator: Generator, space: str = "z", width: int = 32) -> nn.
 
 
 # ----------------------------------------------------------------------------------------
-# Saving, loading, finding
+# Saving and loading
 # ----------------------------------------------------------------------------------------
 
 
@@ -229,16 +218,33 @@ def save_encoder(
     return Path(directory)
 
 
-def load_encoder_dir(
-    directory: str | os.PathLike, generator: Generator | None = None, device: str | torch.device = "cpu"
-) -> LatentEncoder:
-    """Load ``directory/encoder.json`` + ``encoder.safetensors`` (eval mode): a :class:`LatentEncoder`
-    (space "z") or a :class:`WPEncoder` (space "wp"), as the file says; ``encoder.space`` tells which.
+def load_encoder(
+    spec_or_dir: str | os.PathLike,
+    generator: Generator | None = None,
+    device: str | torch.device = "cpu",
+    allow_path: bool = True,
+) -> LatentEncoder | WPEncoder | None:
+    """The encoder of a generator, or None when it has none.
+
+    ``spec_or_dir`` is a folder holding ``encoder.json`` + ``encoder.safetensors`` (a generator
+    folder, or one with only the encoder; folders only with ``allow_path``), or a registered
+    generator name (its bundled weights folder is searched). The encoder comes back in eval mode:
+    a :class:`LatentEncoder` (space "z") or a :class:`WPEncoder` (space "wp"), as the file says;
+    ``encoder.space`` tells which. A folder whose ``encoder.json`` cannot be loaded raises
+    TlganError (a broken file should not silently disable the encoder).
 
     With ``generator``: the latent shape must match (else TlganError); a different weights
     fingerprint only logs a warning, since the encoder's guess is refined by optimisation.
     """
-    directory = Path(directory)
+    spec = str(spec_or_dir)
+    if allow_path and Path(spec).is_dir():
+        directory: Path | None = Path(spec)
+    else:
+        from tlgan.models.zoo import bundled_folder
+
+        directory = bundled_folder(spec)
+    if directory is None or not (directory / f"{ENCODER_FILE}.json").is_file():
+        return None
     config_path = directory / f"{ENCODER_FILE}.json"
     config = read_json(config_path)
     known = " or ".join(f'"{name}"' for name in ENCODER_ARCHITECTURES)
@@ -284,65 +290,27 @@ def load_encoder_dir(
     return encoder.to(device).eval()
 
 
+def check_encoder_for(encoder: LatentEncoder, generator: Generator, space: str) -> None:
+    """The encoder's latents must fit the generator, and ``space`` must be reachable from the encoder's space."""
+    generator.check_space(encoder.space)
+    if tuple(encoder.latent_shape) != tuple(generator.latent_shape(encoder.space)):
+        raise TlganError(
+            f"the encoder makes {encoder.space} latents of shape {tuple(encoder.latent_shape)}, generator "
+            f"{generator.name!r} takes {tuple(generator.latent_shape(encoder.space))}; use the "
+            f"generator's own encoder"
+        )
+    order = ("z", "w", "wp")
+    if order.index(space) < order.index(encoder.space):
+        raise TlganError(
+            f"a {encoder.space} encoder cannot start a search in {space!r}; invert with --space "
+            f"{encoder.space}, or without the encoder (--encoder none)"
+        )
+
+
 def _shape_text(shape, named: bool = True) -> str:
     """(16,) -> "size 16", (6, 8) -> "shape 6 x 8" (without the word when not ``named``)."""
     text = " x ".join(str(int(n)) for n in shape)
     return (("size " if len(shape) == 1 else "shape ") + text) if named else text
-
-
-def encoder_dir_for(generator_spec: str, allow_path: bool = True) -> Path | None:
-    """The folder that should hold the encoder of ``generator_spec``, or None.
-
-    A folder (when ``allow_path``) is itself the answer; a registered generator name maps
-    to its bundled weights folder.
-    """
-    spec = str(generator_spec)
-    if allow_path and Path(spec).is_dir():
-        return Path(spec)
-    from tlgan.models import GENERATORS, _ensure_registered
-    from tlgan.models.zoo import WEIGHTS
-
-    _ensure_registered()
-    if spec in GENERATORS and (WEIGHTS / spec).is_dir():
-        return WEIGHTS / spec
-    return None
-
-
-def bundled_encoder_dirs() -> list[tuple[Path, str | None]]:
-    """(folder, stored generator fingerprint) for every bundled weights folder holding an encoder."""
-    from tlgan.models.zoo import WEIGHTS
-
-    found = []
-    for config_path in sorted(WEIGHTS.glob(f"*/{ENCODER_FILE}.json")):
-        try:
-            config = read_json(config_path)
-        except TlganError as exc:
-            log.warning("skipping %s (%s)", config_path, exc)
-            continue
-        found.append(
-            (config_path.parent, config.get("generator_fingerprint") if isinstance(config, dict) else None)
-        )
-    return found
-
-
-def load_encoder(
-    generator_spec_or_dir: str | os.PathLike,
-    generator: Generator | None = None,
-    device: str | torch.device = "cpu",
-    allow_path: bool = True,
-) -> LatentEncoder | None:
-    """The encoder shipped with a generator, or None when it has none.
-
-    ``generator_spec_or_dir`` is a registered generator name (its bundled weights folder
-    is searched), a generator folder, or a folder holding only ``encoder.json`` +
-    ``encoder.safetensors`` (folders only with ``allow_path``). A folder that has an
-    ``encoder.json`` that cannot be loaded raises TlganError (a broken file should not
-    silently disable the encoder).
-    """
-    directory = encoder_dir_for(str(generator_spec_or_dir), allow_path=allow_path)
-    if directory is None or not (directory / f"{ENCODER_FILE}.json").is_file():
-        return None
-    return load_encoder_dir(directory, generator=generator, device=device)
 
 
 # ----------------------------------------------------------------------------------------
@@ -380,323 +348,6 @@ def psnr_db(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio per image (N,) in dB, for images in [-1, 1] (peak-to-peak 2)."""
     mse = (images.float().clamp(-1, 1) - targets.float()).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
-
-
-# ----------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Flatten an optimizer state dict into named tensors plus a JSON-able remainder."""
-    state = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _restore_optimizer(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    for idx, entries in meta.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(entries)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _save_checkpoint(
-    directory: Path,
-    encoder: LatentEncoder,
-    opt: torch.optim.Optimizer,
-    step: int,
-    settings: dict[str, Any],
-    history: list[dict[str, float]],
-) -> None:
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    tensors.update(opt_tensors)
-    save_tensors(directory / "state.safetensors", tensors, {"format": CHECKPOINT_FORMAT, "step": step})
-    # The JSON is written last: it names the step, so a checkpoint counts only once both files exist.
-    write_json(
-        directory / "state.json",
-        {
-            "format": CHECKPOINT_FORMAT,
-            "step": step,
-            "settings": settings,
-            "optimizer": opt_meta,
-            "history": history,
-        },
-    )
-
-
-def _load_checkpoint(
-    directory: Path, encoder: LatentEncoder, opt: torch.optim.Optimizer, settings: dict[str, Any]
-) -> tuple[int, list[dict[str, float]]]:
-    meta = read_json(directory / "state.json")
-    tensors, tmeta = load_tensors(directory / "state.safetensors")
-    if meta.get("format") != CHECKPOINT_FORMAT or tmeta.get("step") != meta.get("step"):
-        raise TlganError(
-            f"{directory}: the checkpoint files do not belong together (interrupted write?); "
-            f"delete the folder to start again"
-        )
-    saved = meta.get("settings", {})
-    differ = {k: (saved.get(k), v) for k, v in settings.items() if k not in ("steps",) and saved.get(k) != v}
-    if differ:
-        raise TlganError(
-            f"{directory}: cannot resume with different settings "
-            + ", ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items())
-            + "; use the same options or start in a new --out folder"
-        )
-    prefix = "encoder."
-    own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing = set(encoder.state_dict()) - set(own)
-    if missing:
-        raise TlganError(
-            f"{directory}: checkpoint lacks encoder tensors {sorted(missing)[:3]}; delete it to start again"
-        )
-    encoder.load_state_dict(own, strict=True)
-    _restore_optimizer(opt, tensors, meta["optimizer"])
-    return int(meta["step"]), list(meta.get("history", []))
-
-
-def _learning_rate(step: int, steps: int, lr: float) -> float:
-    """Linear warm-up over min(50, steps / 10) steps, then cosine decay to 5% of ``lr`` at ``steps``."""
-    warmup = min(50, steps // 10)
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
-def _real_sampler(real_data, resolution: int, batch_size: int, seed: int, device):
-    """``real_data`` (a folder path, uint8 or float images (N, 3, R, R)) -> a BatchSampler."""
-    from tlgan.data.images import BatchSampler, ImageFolder
-
-    if isinstance(real_data, (str, os.PathLike)):
-        images = ImageFolder(real_data, resolution=resolution).images
-    elif isinstance(real_data, torch.Tensor):
-        images = real_data
-        if images.dtype != torch.uint8:
-            images = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    else:
-        raise TlganError(
-            f"real_data must be a folder of images or an image tensor, not {type(real_data).__name__}"
-        )
-    if (
-        images.ndim != 4
-        or images.shape[1] != 3
-        or images.shape[-1] != resolution
-        or images.shape[-2] != resolution
-    ):
-        raise TlganError(f"real images must be (N, 3, {resolution}, {resolution}); got {tuple(images.shape)}")
-    return BatchSampler(images, batch_size=batch_size, seed=seed + 1, flip=True, device=device)
-
-
-def train_encoder(
-    generator: Generator,
-    out_dir: str | os.PathLike,
-    *,
-    steps: int = 3000,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    classifier: Classifier | None = None,
-    real_data=None,
-    resume: bool = False,
-    width: int = 32,
-    latent_weight: float = 1.0,
-    pixel_weight: float = 1.0,
-    feature_weight: float = 0.1,
-    checkpoint_every: int = 250,
-    generator_spec: str | None = None,
-    progress: bool = True,
-    space: str = "z",
-    offset_weight: float = 1.0,
-) -> dict[str, Any]:
-    """Train an encoder for ``generator`` and save it into ``out_dir``.
-
-    ``space="z"``: a :class:`LatentEncoder`, latent loss |E(x) - z|^2 / D. ``space="wp"`` (StyleGAN
-    generators): a :class:`WPEncoder` whose w is centred on the generator's ``w_avg``; its latent
-    loss is the mean squared error to the true wp (w repeated) divided by the mean square of
-    w - w_avg, and ``offset_weight`` x the mean square of its per-layer offsets (same scale)
-    keeps them small (an e4e-style encoder).
-
-    Each step draws latents ``z`` of samples ``step * batch_size ...`` of ``seed`` (so a
-    resumed run sees the same batches), makes ``x = G(z)`` without gradients and minimises
-    the loss in the module docstring. ``real_data`` (a folder, or images (N, 3, R, R)) adds
-    an equal-sized batch of real images trained through reconstruction only. Checkpoints
-    (safetensors + JSON, no pickles) go to ``out_dir/encoder-checkpoint/`` every
-    ``checkpoint_every`` steps; ``resume=True`` continues from there. The final encoder is
-    ``out_dir/encoder.{json,safetensors}``. Returns a summary: final losses, and the
-    encoder's PSNR (dB) on 64 fresh generated faces (samples of seed ``seed + 1000``).
-    """
-    if steps < 1 or batch_size < 1:
-        raise TlganError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
-    if classifier is None:
-        feature_weight = 0.0
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / CHECKPOINT_DIR
-    torch_device = torch.device(device)
-    generator = generator.to(torch_device)
-    if classifier is not None:
-        classifier = classifier.to(torch_device)
-    encoder = make_encoder(generator, space, width)
-    encoder.apply(_reset(seed))  # initial weights depend only on the seed
-    w_scale = 1.0
-    if space == "wp":
-        w_avg, w_scale = _w_statistics(generator, seed)
-        with torch.no_grad():
-            encoder.w_avg.copy_(w_avg)
-            encoder.head_offsets.weight.zero_()  # start from one w per image (e4e)
-    encoder.to(torch_device).train()
-    opt = torch.optim.Adam(encoder.parameters(), lr=lr, betas=(0.9, 0.99))
-    settings = {
-        "generator": generator_spec or generator.name,
-        "generator_fingerprint": generator_fingerprint(generator),
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "width": width,
-        "latent_weight": latent_weight,
-        "pixel_weight": pixel_weight,
-        "feature_weight": feature_weight,
-        "real_data": real_data is not None,
-        "steps": steps,
-    }
-    if space != "z":  # only then, so that z checkpoints written before spaces existed still resume
-        settings.update({"space": space, "offset_weight": offset_weight})
-    start_step, history = 0, []
-    if resume and (ckpt_dir / "state.json").is_file():
-        start_step, history = _load_checkpoint(ckpt_dir, encoder, opt, settings)
-        log.info("resuming encoder training at step %d of %d", start_step, steps)
-    elif resume:
-        log.info("no checkpoint in %s; starting from step 0", ckpt_dir)
-    elif (ckpt_dir / "state.json").is_file():
-        raise TlganError(
-            f"{ckpt_dir} holds a checkpoint; pass resume=True (--resume) to continue it, or use a new "
-            f"output folder"
-        )
-    real = None
-    if real_data is not None:
-        real = _real_sampler(real_data, generator.img_resolution, batch_size, seed, torch_device)
-
-    t0 = time.perf_counter()
-    bar = tqdm(
-        range(start_step, steps),
-        desc="training encoder",
-        unit="step",
-        disable=None if progress else True,
-        initial=start_step,
-        total=steps,
-    )
-    d = float(generator.z_dim)
-    log_every = max(1, steps // 200)
-    with frozen(generator, classifier):
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = _learning_rate(step, steps, lr)
-            z = generator.sample_latents_at(np.arange(step * batch_size, (step + 1) * batch_size), seed=seed)
-            z = z.to(torch_device)
-            with torch.no_grad():
-                target = z if space == "z" else generator.map_latents(z, "z", space)
-                x = generator.synthesize(target, space)
-            images = x if real is None else torch.cat([x, real.batch(step)[0]])
-            if space == "wp":
-                w, offsets = encoder.parts(images)
-                pred = encoder.compose(w, offsets)
-                loss_latent = (pred[:batch_size] - target).pow(2).mean() / w_scale
-                loss_offsets = offsets.pow(2).mean() / w_scale
-                loss = latent_weight * loss_latent + offset_weight * loss_offsets
-                record = {"step": step + 1, "latent": loss_latent.item(), "offsets": loss_offsets.item()}
-            else:
-                pred = encoder(images)
-                loss_latent = (pred[:batch_size] - z).pow(2).sum(1).mean() / d
-                loss = latent_weight * loss_latent
-                record = {"step": step + 1, "latent": loss_latent.item()}
-            if pixel_weight > 0 or feature_weight > 0:
-                recon = generator.synthesize(pred, space)
-                loss_pixel = (recon - images).pow(2).flatten(1).mean(1).mean()
-                loss = loss + pixel_weight * loss_pixel
-                record["pixel"] = loss_pixel.item()
-                if feature_weight > 0:
-                    loss_feature = feature_distance(classifier, recon, images).mean()
-                    loss = loss + feature_weight * loss_feature
-                    record["feature"] = loss_feature.item()
-            if not math.isfinite(loss.item()):
-                raise TlganError(
-                    f"encoder training diverged at step {step + 1} (loss {loss.item()}); lower --lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                history.append({k: round(v, 6) for k, v in record.items()})
-                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "step"})
-            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                _save_checkpoint(ckpt_dir, encoder, opt, step + 1, settings, history)
-    bar.close()
-    encoder.eval()
-    seconds = time.perf_counter() - t0
-    evaluation = evaluate_encoder(encoder, generator, n=64, seed=seed + 1000)
-    summary = {
-        "steps": steps,
-        "resumed_from": start_step,
-        "seconds": round(seconds, 2),
-        "final": history[-1] if history else {},
-        "eval": evaluation,
-    }
-    save_encoder(
-        encoder,
-        out_dir,
-        generator=generator,
-        generator_spec=generator_spec,
-        extra={"training": {**settings, "summary": summary}},
-    )
-    write_json(
-        out_dir / "encoder-training.json", {"settings": settings, "summary": summary, "history": history}
-    )
-    log.info("encoder saved to %s (fresh-face PSNR %.2f dB)", out_dir, evaluation["psnr_db_mean"])
-    return summary
-
-
-@torch.no_grad()
-def _w_statistics(generator: Generator, seed: int, n: int = 1024) -> tuple[torch.Tensor, float]:
-    """The centre of ``generator``'s w (its tracked ``w_avg`` when it has one, else the mean over ``n``
-    samples of seed ``seed + 2000``) and the mean square of w - centre over those samples."""
-    w = generator.sample_latents(n, seed=seed + 2000, space="w")
-    tracked = getattr(generator, "w_avg", None)
-    centre = (
-        tracked.detach().float().cpu()
-        if isinstance(tracked, torch.Tensor) and tracked.abs().sum() > 0
-        else w.mean(dim=0)
-    )
-    return centre, max(float((w - centre).pow(2).mean()), 1e-8)
-
-
-def _reset(seed: int):
-    """Initialise weights from a generator seeded by ``seed`` (independent of global RNG use elsewhere)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def init(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            with torch.no_grad():
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-                if m.bias is not None:
-                    m.bias.zero_()
-
-    return init
 
 
 @torch.no_grad()

@@ -164,7 +164,7 @@ def evaluate_inversion(
         "target_attribute_agreement": agreement(renders),
     }
     if tune:
-        tuned_recons, tuned_psnrs, tuned_seconds, edit_rows = [], [], [], []
+        tuned_recons, tuned_psnrs, tuned_seconds = [], [], []
         edit_tuned = []
         for k in range(n):
             noise = None if ren.noise is None else {name: v[k] for name, v in ren.noise.items()}

@@ -7,12 +7,12 @@ random latents in z, or ``w_avg`` in w and wp), Adam minimises per image
               + prior_weight * (|z|^2 - D)^2 / D^2               (space z only)
               + noise_weight * noise regulariser                 (with optimize_noise)
 
-The loss is computed on the generator's raw output (:func:`synthesize_raw`; StyleGAN2's
+The loss is computed on the generator's raw output (:func:`raw_images`; StyleGAN's
 ``synthesize`` clamps to [-1, 1], whose zero gradient would trap pixels that overshoot).
 The prior keeps z near the shell |z|^2 ~ D where standard-normal latents live, so the
 latent stays one the generator has seen and attribute edits behave. In wp (W+, Abdal et
 al. 2019, "Image2StyleGAN") every synthesis layer gets its own w, which holds real photos
-far better than one z or w; with ``optimize_noise`` the StyleGAN2 noise maps are optimised
+far better than one z or w; with ``optimize_noise`` the generator's noise maps are optimised
 per image too, under the regulariser of Karras et al. 2020 (their auto-correlation at every
 scale, pushed to 0, so that the noise cannot learn the image).
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
-from tlgan.inversion.encoder import LatentEncoder, frozen, psnr_db
+from tlgan.inversion.encoder import LatentEncoder, check_encoder_for, frozen, psnr_db
 from tlgan.inversion.losses import reconstruction_loss
 from tlgan.models.base import Classifier, Generator
 
@@ -52,48 +51,30 @@ def _prior(z: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# Raw synthesis and StyleGAN2 noise
+# Images for losses, and noise maps
 # ----------------------------------------------------------------------------------------
 
 
-def _is_stylegan2(generator: Generator) -> bool:
-    from tlgan.models.stylegan2 import StyleGAN2Generator
-
-    return isinstance(generator, StyleGAN2Generator)
-
-
-def noise_buffers(generator: Generator) -> dict[str, torch.Tensor]:
-    """StyleGAN2's constant noise maps by name relative to ``generator.synthesis`` ({} for other generators).
-
-    Names look like ``b8.conv0.noise_const``; each map is (R, R) at its block's resolution.
-    """
-    if not _is_stylegan2(generator):
-        return {}
-    return {name: buf for name, buf in generator.synthesis.named_buffers() if name.endswith("noise_const")}
-
-
-def synthesize_raw(
+def raw_images(
     generator: Generator,
     latents: torch.Tensor,
     space: str = "z",
     noise: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Images (N, 3, R, R) for losses: like ``synthesize`` but without StyleGAN2's final clamp; gradients flow.
+    """Images (N, 3, R, R) for losses from latents of ``space``; gradients flow.
 
-    ``noise`` (StyleGAN2 only) replaces noise maps by name (see :func:`noise_buffers`) with
-    per-image maps (N, 1, R, R); the others stay as stored.
+    A generator with a wp space draws through its :meth:`~tlgan.models.base.Generator.synthesize_raw`
+    (no final clamp to [-1, 1]; ``noise`` replaces its noise maps by name, per-image maps
+    (N, 1, R, R)); any other through ``synthesize`` (where ``noise`` is an error).
     """
-    if not _is_stylegan2(generator):
-        if noise:
-            raise TlganError(
-                f"generator {generator.name!r} has no noise maps to optimise; optimize_noise is for "
-                f"StyleGAN2 generators"
-            )
-        return generator.synthesize(latents, space)
-    wp = generator.map_latents(latents, space, "wp")
+    if "wp" in generator.spaces:
+        return generator.synthesize_raw(generator.map_latents(latents, space, "wp"), noise)
     if noise:
-        return torch.func.functional_call(generator.synthesis, dict(noise), (wp, "const"), strict=False)
-    return generator.synthesis(wp, generator.noise_mode)
+        raise TlganError(
+            f"generator {generator.name!r} has no noise maps to optimise; optimize_noise is for "
+            f"StyleGAN2 generators"
+        )
+    return generator.synthesize(latents, space)
 
 
 def noise_regularizer(noise: torch.Tensor) -> torch.Tensor:
@@ -241,14 +222,15 @@ def optimize_latents(
     names: list[str] = []
     tensors = [latents]
     if optimize_noise:
-        buffers = noise_buffers(generator)
+        buffers = generator.noise_maps()
         if not buffers:
             raise TlganError(
                 f"generator {generator.name!r} has no noise maps; optimize_noise is for StyleGAN2 generators"
             )
         names = sorted(buffers)
         tensors += [
-            buffers[k].detach().float()[None, None].repeat(len(latents), 1, 1, 1).clone() for k in names
+            buffers[k].detach().float().reshape(1, 1, *buffers[k].shape[-2:]).repeat(len(latents), 1, 1, 1)
+            for k in names
         ]
     n = len(latents)
     t0 = time.perf_counter()
@@ -265,7 +247,7 @@ def optimize_latents(
 
         def losses(values: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
             noise = dict(zip(names, values[1:], strict=True)) if names else None
-            loss = recon(synthesize_raw(generator, values[0], space, noise), rows)
+            loss = recon(raw_images(generator, values[0], space, noise), rows)
             if prior_weight > 0 and space == "z":
                 loss = loss + prior_weight * _prior(values[0])
             for x in values[1:]:
@@ -437,23 +419,6 @@ def start_latents(
     return mean_latent(generator, space, n=len(targets))
 
 
-def check_encoder_for(encoder: LatentEncoder, generator: Generator, space: str) -> None:
-    """The encoder's latents must fit the generator, and ``space`` must be reachable from the encoder's space."""
-    generator.check_space(encoder.space)
-    if tuple(encoder.latent_shape) != tuple(generator.latent_shape(encoder.space)):
-        raise TlganError(
-            f"the encoder makes {encoder.space} latents of shape {tuple(encoder.latent_shape)}, generator "
-            f"{generator.name!r} takes {tuple(generator.latent_shape(encoder.space))}; use the "
-            f"generator's own encoder"
-        )
-    order = ("z", "w", "wp")
-    if order.index(space) < order.index(encoder.space):
-        raise TlganError(
-            f"a {encoder.space} encoder cannot start a search in {space!r}; invert with --space "
-            f"{encoder.space}, or without the encoder (--encoder none)"
-        )
-
-
 def invert(
     generator: Generator,
     images: torch.Tensor,
@@ -486,8 +451,10 @@ def invert(
     """
     t0 = time.perf_counter()
     generator.check_space(space)
-    if optimize_noise and not _is_stylegan2(generator):
-        raise TlganError(f"optimize_noise needs a StyleGAN2 generator; {generator.name!r} has no noise maps")
+    if optimize_noise and not generator.noise_maps():
+        raise TlganError(
+            f"optimize_noise needs a generator with noise maps (StyleGAN2, StyleGAN); {generator.name!r} has none"
+        )
     device = generator.device
     targets = _check_targets(generator, images)
     if encoder is not None:
@@ -553,7 +520,7 @@ def invert(
             found = init.cpu()
         with torch.no_grad(), frozen(generator):
             maps = None if noise is None else {k: v[:, None].to(device) for k, v in noise.items()}
-            recon = synthesize_raw(generator, found.to(device), space, maps).clamp(-1, 1).float().cpu()
+            recon = raw_images(generator, found.to(device), space, maps).clamp(-1, 1).float().cpu()
         latents.append(found.cpu())
         recons.append(recon)
         psnrs.append(psnr_db(recon, chunk.cpu()))
@@ -573,46 +540,6 @@ def invert(
         info=info,
         noise={k: torch.cat(v) for k, v in noises.items()} if noises else None,
     )
-
-
-# The studio inverts one upload at a time; remember each generator's encoder (or its absence).
-_ENCODERS: weakref.WeakKeyDictionary[Generator, LatentEncoder | None] = weakref.WeakKeyDictionary()
-
-
-def encoder_for(generator: Generator) -> LatentEncoder | None:
-    """The encoder shipped with ``generator``, or None; looked up once per generator object.
-
-    First by the generator's registered name; failing that, any bundled encoder whose
-    stored weights fingerprint matches this generator (its name may differ from the
-    registered one, e.g. when it was loaded from its folder).
-    """
-    if generator not in _ENCODERS:
-        from tlgan.inversion.encoder import (
-            bundled_encoder_dirs,
-            generator_fingerprint,
-            load_encoder,
-            load_encoder_dir,
-        )
-
-        device = next(iter(generator.parameters()), torch.empty(0)).device
-        encoder = None
-        try:
-            # By registered name only: a folder in the working directory that happens to share
-            # the generator's name must not be picked up.
-            encoder = load_encoder(generator.name, generator=generator, device=device, allow_path=False)
-            if encoder is None:
-                fingerprint = generator_fingerprint(generator)
-                for directory, stored in bundled_encoder_dirs():
-                    if stored == fingerprint:
-                        encoder = load_encoder_dir(directory, generator=generator, device=device)
-                        break
-        except TlganError as exc:
-            log.warning(
-                "no usable encoder for %r (%s); starting from random latents instead", generator.name, exc
-            )
-            encoder = None
-        _ENCODERS[generator] = encoder
-    return _ENCODERS[generator]
 
 
 def invert_image(
@@ -643,7 +570,9 @@ def invert_image(
 
     image, notes = read_image(image_bytes, generator.img_resolution, name=name, crop=crop)
     if isinstance(encoder, str) and encoder == "auto":
-        encoder = encoder_for(generator)
+        from tlgan.models.zoo import bundled_encoder
+
+        encoder = bundled_encoder(generator)
     result = invert(
         generator,
         image[None],

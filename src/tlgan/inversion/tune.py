@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import frozen, psnr_db
 from tlgan.inversion.losses import reconstruction_loss
-from tlgan.inversion.optimize import _check_targets, noise_buffers, synthesize_raw
+from tlgan.inversion.optimize import _check_targets, raw_images
 from tlgan.models.base import Classifier, Generator
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def tune_generator(
     tuned = copy.deepcopy(generator).to(device)
     tuned.eval()
     if noise:
-        buffers = noise_buffers(tuned)
+        buffers = tuned.noise_maps()
         unknown = sorted(set(noise) - set(buffers))
         if unknown:
             raise TlganError(f"noise maps {unknown} are not in generator {generator.name!r}")
@@ -179,7 +179,7 @@ def tune_generator(
             pixel_loss="mse",
         )
         with torch.no_grad():
-            start = synthesize_raw(tuned, pivot, space).clamp(-1, 1)
+            start = raw_images(tuned, pivot, space).clamp(-1, 1)
             start_psnr = float(psnr_db(start, target)[0])
         best_loss, since, steps_run = float("inf"), 0, 0
         last_locality = 0.0
@@ -197,15 +197,15 @@ def tune_generator(
                 ).to(device)
                 with torch.no_grad():
                     # The original with this photo's noise maps (if any): the copy starts equal to it.
-                    reference = synthesize_raw(generator, near, space, reference_noise)
+                    reference = raw_images(generator, near, space, reference_noise)
                 # One pass through the copy for the pivot and its neighbours together.
-                images = synthesize_raw(tuned, torch.cat([pivot, near]), space)
+                images = raw_images(tuned, torch.cat([pivot, near]), space)
                 loss_rec = recon_loss(images[:1])[0]
                 loc = (images[1:] - reference).pow(2).mean()
                 last_locality = float(loc.detach())
                 loss = loss_rec + locality_weight * loc
             else:
-                loss_rec = recon_loss(synthesize_raw(tuned, pivot, space))[0]
+                loss_rec = recon_loss(raw_images(tuned, pivot, space))[0]
                 loss = loss_rec
             value = float(loss.detach())
             # The reconstruction alone decides progress: the locality samples change every step.
@@ -230,7 +230,7 @@ def tune_generator(
         p.grad = None
     tuned.eval()
     with torch.no_grad():
-        recon = synthesize_raw(tuned, pivot, space).clamp(-1, 1)
+        recon = raw_images(tuned, pivot, space).clamp(-1, 1)
         psnr = float(psnr_db(recon, target)[0])
     seconds = time.perf_counter() - t0
     info = {

@@ -165,6 +165,52 @@ class Generator(torch.nn.Module):
     def forward(self, latents: torch.Tensor, space: str = "z") -> torch.Tensor:  # noqa: D401
         return self.synthesize(latents, space)
 
+    def noise_maps(self) -> dict[str, torch.Tensor]:
+        """The network's stored constant noise maps by name ({} for networks without noise, the default).
+
+        The values are the buffers themselves (writing into one changes the network); each holds
+        one (R, R) map at its layer's resolution R, with leading dimensions of size 1 where the
+        network stores them so (StyleGAN's are (1, 1, R, R)). The names are those that
+        :meth:`synthesize_raw` takes in ``noise``.
+        """
+        return {}
+
+    def synthesize_raw(self, wp: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Images (N, 3, R, R) from wp latents (N, num_ws, w_dim), in the generator's raw range; gradients flow.
+
+        What :meth:`synthesize` returns before its final clamp to [-1, 1] (a clamp's zero gradient
+        would trap pixels that overshoot, so losses use this). ``noise`` replaces the named maps
+        of :meth:`noise_maps` for this call with maps (N, 1, R, R) (or any shape that broadcasts
+        against them, e.g. (1, 1, R, R)); the others stay as stored, and without ``noise`` the
+        generator's noise mode applies. Raises TlganError for a generator without a wp space,
+        for ``noise`` given to a generator without noise maps, and for unknown map names.
+        """
+        if "wp" not in self.spaces:
+            raise TlganError(
+                f"generator {self.name!r} has no wp space (it takes {', '.join(self.spaces)}), so no raw "
+                f"synthesis from wp latents; use synthesize(latents, space)"
+            )
+        raise NotImplementedError(
+            f"{type(self).__name__} has a wp space but does not implement synthesize_raw"
+        )
+
+    def check_noise(self, noise: dict[str, torch.Tensor] | None) -> None:
+        """Raise TlganError unless every name in ``noise`` is one of :meth:`noise_maps` (None and {} pass)."""
+        if not noise:
+            return
+        known = self.noise_maps()
+        if not known:
+            raise TlganError(
+                f"generator {self.name!r} has no noise maps to replace (noise is for StyleGAN2 and StyleGAN "
+                f"generators); pass noise=None"
+            )
+        unknown = sorted(set(noise) - set(known))
+        if unknown:
+            raise TlganError(
+                f"generator {self.name!r} has no noise map(s) {', '.join(unknown[:3])}; its maps are "
+                f"{', '.join(sorted(known)[:4])}{', ...' if len(known) > 4 else ''}"
+            )
+
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         raise NotImplementedError
 

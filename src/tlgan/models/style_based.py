@@ -2,8 +2,8 @@
 truncation, the noise mode, and their load-time options.
 
 A subclass sets ``mapping`` (z -> w), ``synthesis`` (``synthesis(wp, noise_mode)`` -> unclamped
-images), ``num_ws``, and a ``w_avg`` property; it calls :meth:`_init_style_options` in its
-constructor.
+images), ``num_ws``, ``noise_buffer`` (the name of its layers' noise buffers), and a ``w_avg``
+property; it calls :meth:`_init_style_options` in its constructor.
 
 Truncation with ``truncation_psi`` = psi replaces w by ``w_avg + psi (w - w_avg)``; with
 ``truncation_cutoff`` = c only the first c layers' w in wp are. So truncation happens once on
@@ -30,6 +30,7 @@ class StyleBasedGenerator(Generator):
 
     spaces = ("z", "w", "wp")
     family = "style-based"  # named in error messages: "StyleGAN2", "StyleGAN"
+    noise_buffer = "noise_const"  # the name of each synthesis layer's noise buffer
 
     def _init_style_options(self, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> None:
         self.truncation_psi = 1.0
@@ -107,3 +108,23 @@ class StyleBasedGenerator(Generator):
     def _synthesize(self, latents: torch.Tensor, space: str) -> torch.Tensor:
         wp = latents if space == "wp" else self._map_latents(latents, space, "wp")
         return self.synthesis(wp, self.noise_mode).clamp(-1.0, 1.0)
+
+    def noise_maps(self) -> dict[str, torch.Tensor]:
+        """The synthesis network's noise buffers (named ``noise_buffer``), by name within ``synthesis``."""
+        return {
+            name: buf
+            for name, buf in self.synthesis.named_buffers()
+            if name.rsplit(".", 1)[-1] == self.noise_buffer
+        }
+
+    def synthesize_raw(self, wp: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The synthesis network's unclamped output for wp (N, num_ws, w_dim); see :meth:`Generator.synthesize_raw`.
+
+        With ``noise`` the named buffers are swapped for the given maps in this call only (the
+        stored ones are untouched) and every layer uses its stored-or-given map ("const" mode).
+        """
+        wp = self.check_latents(wp, "wp").to(self.device)
+        if noise:
+            self.check_noise(noise)
+            return torch.func.functional_call(self.synthesis, dict(noise), (wp, "const"), strict=False)
+        return self.synthesis(wp, self.noise_mode)

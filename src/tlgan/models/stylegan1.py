@@ -294,6 +294,7 @@ class StyleGANGenerator(StyleBasedGenerator):
     """
 
     family = "StyleGAN"
+    noise_buffer = "noise"
 
     def __init__(
         self,

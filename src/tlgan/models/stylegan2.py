@@ -307,6 +307,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
     """
 
     family = "StyleGAN2"
+    noise_buffer = "noise_const"
 
     def __init__(
         self,

@@ -324,10 +324,11 @@ class Studio:
         generator's shipped encoder cannot start a search in the studio's space (a wp encoder
         for a w studio), so the search starts from the average latent instead; else nothing
         (the inversion picks the encoder itself)."""
-        from tlgan.inversion.optimize import check_encoder_for, encoder_for
+        from tlgan.inversion.encoder import check_encoder_for
+        from tlgan.models.zoo import bundled_encoder
 
         choice: dict[str, Any] = {} if self.invert_steps is None else {"steps": int(self.invert_steps)}
-        encoder = encoder_for(self.generator)
+        encoder = bundled_encoder(self.generator)
         if encoder is None:
             return choice
         try:

@@ -8,11 +8,13 @@ continues a run exactly where it stopped.
 from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from tlgan.train.classifier import evaluate_classifier, train_classifier
 from tlgan.train.common import resolve_device
+from tlgan.train.encoder import train_encoder
 from tlgan.train.generator import train_generator
 
 __all__ = [
     "train_classifier",
     "train_generator",
+    "train_encoder",
     "evaluate_classifier",
     "save_checkpoint",
     "load_checkpoint",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,7 +74,8 @@ def top_bottom_split(
             f"too few samples for {name!r}: N={n} with ratio={ratio} gives {k} top and {k} bottom "
             f"samples ({n_train} per class to train on); use at least N={need} samples or a larger ratio"
         )
-    top, bottom, rest = _ends_in_stable_order(scores, k)
+    order = torch.argsort(scores, descending=True, stable=True)
+    top, bottom = order[:k], order[n - k :]
     rng = np.random.default_rng([int(seed), int(column)])
     top = top[torch.from_numpy(rng.permutation(k))]
     bottom = bottom[torch.from_numpy(rng.permutation(k))]
@@ -86,38 +86,8 @@ def top_bottom_split(
         train_label=torch.cat([ones, -ones]),
         val_index=torch.cat([top[n_train:], bottom[n_train:]]),
         val_label=torch.cat([vals, -vals]),
-        rest_index=rest,
+        rest_index=order[k : n - k],
     )
-
-
-def _ends_in_stable_order(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(first k, last k, the rest) of the indices of ``scores`` in a stable descending sort, without sorting them all.
-
-    The first and last k come in that sort's order; the rest in index order. Selecting the two
-    ends (a partition, O(n)) and sorting only those costs a quarter of the whole sort at
-    InterFaceGAN's 2 % of 20,000 samples. Ties at either cut are split as the stable sort
-    splits them: the lower indices go first. Scores with NaN take the whole sort.
-    """
-    n = len(scores)
-    values = scores.detach().cpu().numpy()
-    if not np.isfinite(values).all():
-        order = torch.argsort(scores, descending=True, stable=True)
-        return order[:k], order[n - k :], order[k : n - k]
-
-    def in_order(index: np.ndarray) -> np.ndarray:  # by descending score, ties by ascending index
-        return index[np.lexsort((index, -values[index]))]
-
-    high = np.partition(values, n - k)[n - k]  # the k-th highest score
-    above = np.flatnonzero(values > high)
-    top = in_order(np.concatenate([above, np.flatnonzero(values == high)[: k - len(above)]]))
-    low = np.partition(values, k - 1)[k - 1]  # the k-th lowest score
-    below = np.flatnonzero(values < low)
-    ties = np.flatnonzero(values == low)
-    bottom = in_order(np.concatenate([ties[len(ties) - (k - len(below)) :], below]))
-    rest = np.ones(n, dtype=bool)
-    rest[top] = False
-    rest[bottom] = False
-    return torch.from_numpy(top), torch.from_numpy(bottom), torch.from_numpy(np.flatnonzero(rest))
 
 
 @dataclass
@@ -135,28 +105,6 @@ class SVMSolution:
     iterations: int
     rounds: int
     gap: float
-
-
-class _Scratch:
-    """Work arrays kept from one solve to the next (one per thread), each grown when a solve needs more.
-
-    InterFaceGAN's training set for 512-d latents makes every work array 2-3 MB. A fresh one is
-    fresh memory from the system, and first touching it costs a page fault per 4 kB (about 4 us
-    each on the 2-core machine of BENCHMARKS.md): a quarter of a 560-sample solve, when the
-    arrays of the previous attribute's solve could simply be written over.
-    """
-
-    def __init__(self):
-        self._flat: dict[tuple[str, str], np.ndarray] = {}
-
-    def array(self, name: str, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
-        """An uninitialised C-contiguous array of ``shape``, the same memory each time ``name`` is asked for."""
-        size = int(np.prod(shape))
-        key = (name, np.dtype(dtype).str)
-        flat = self._flat.get(key)
-        if flat is None or flat.size < size:
-            flat = self._flat[key] = np.empty(size, dtype=dtype)
-        return flat[:size].reshape(shape)
 
 
 def _duality_gap(
@@ -183,14 +131,7 @@ def _sample_space_is_cheaper(n: int, width: int) -> bool:
 
 
 def _svm_ipm(
-    rows: np.ndarray,
-    C: float,
-    tol: float,
-    max_iter: int,
-    sample_space: bool | None = None,
-    scratch: _Scratch | None = None,
-    kernel: np.ndarray | None = None,
-    crossover: bool = True,
+    rows: np.ndarray, C: float, tol: float, max_iter: int, sample_space: bool | None = None
 ) -> tuple[np.ndarray, float, int, float]:
     """Mehrotra predictor-corrector interior-point method for the linear SVM dual.
 
@@ -207,14 +148,9 @@ def _svm_ipm(
     With few samples for their size (n^3 / 3 < n (D+1)^2 + (D+1)^3 / 3, e.g. InterFaceGAN's 560
     training samples of 512-d latents; or ``sample_space=True``) the same Newton step is solved in the
     sample space instead: with Q = Z Z^T computed once, (Q + E^-1) da + y db = g and y^T da = -rp
-    take one n x n Cholesky factorisation per iteration and no Gram matrix; and once the gap is
-    down to :data:`CROSSOVER_GAP`, the exact optimum on the support the iterate points to is
-    tried (:func:`_solve_on_support`; not with ``crossover=False``) and returned if its gap is
-    within ``tol``. ``kernel`` may hand in Q, if the caller has it.
-    Its matrices are written into ``scratch``'s arrays (default: fresh ones).
+    take one n x n Cholesky factorisation per iteration and no Gram matrix.
     Returns (alpha (n,), b, iterations, relative gap of the returned point).
     """
-    from scipy.linalg.blas import get_blas_funcs
     from scipy.linalg.lapack import get_lapack_funcs
 
     n, width = rows.shape
@@ -237,26 +173,19 @@ def _svm_ipm(
     b = 0.0
     if sample_space is None:
         sample_space = _sample_space_is_cheaper(n, width)
-    # LAPACK's Cholesky factorisation and BLAS's triangular solves, called directly: SciPy's
-    # cho_factor/cho_solve wrappers cost as much again as the solves at these sizes, and for one
-    # right-hand side two trsv calls take a third of the time of LAPACK's potrs (which goes
-    # through the matrix-matrix trsm).
-    potrf = get_lapack_funcs("potrf", (rows,))
-    trsv = get_blas_funcs("trsv", (rows,))
-    scratch = scratch if scratch is not None else _Scratch()
+    # LAPACK's Cholesky factorisation and solve, called directly: SciPy's cho_factor/cho_solve
+    # wrappers cost as much again as the solves at these sizes.
+    potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (rows,))
     if sample_space:
-        if kernel is None:
-            kernel = np.matmul(z, z.T, out=scratch.array("kernel", (n, n)))  # Q = Z Z^T, once (BLAS syrk)
-        system = scratch.array("system", (n, n))
+        kernel = z @ z.T  # Q = Z Z^T (n, n), once
+        system = np.empty_like(kernel)  # reused: a fresh n x n array per iteration costs page faults
         diagonal = system.reshape(-1)[:: n + 1]  # a view of system's diagonal
     else:
-        scaled = scratch.array("scaled", (n, width))
-        system = scratch.array("system", (width, width))
+        scaled = np.empty_like(rows)
         diag = np.arange(dim)
     best: tuple[float, np.ndarray, float] = (math.inf, alpha, b)
     gap = math.inf
     it = 0
-    tried = False
     for it in range(max_iter + 1):
         t = C - alpha
         gap, feasible, margin, rp = _duality_gap(z, y, alpha, b, C)
@@ -265,16 +194,6 @@ def _svm_ipm(
             best = (gap, alpha, b)
         if (feasible and gap <= tol) or it == max_iter:
             break
-        if crossover and sample_space and gap <= CROSSOVER_GAP and not tried:
-            tried = True
-            # At this gap the margins already tell the support apart (alpha_i > s_i would not yet).
-            guess = _solve_on_support(
-                kernel, y, margin + y * b < 1.0 + MARGIN_GUESS, C - alpha <= r, C, scratch
-            )
-            if guess is not None:
-                guess_gap, guess_feasible = _duality_gap(z, y, guess[0], guess[1], C)[:2]
-                if guess_feasible and guess_gap <= tol:
-                    return guess[0], guess[1], it, guess_gap
         mu = float((alpha @ s + t @ r) / (2 * n))
         e = 1.0 / (s / alpha + r / t)
         if sample_space:
@@ -282,7 +201,7 @@ def _svm_ipm(
             diagonal += 1.0 / e
         else:
             np.multiply(rows, np.sqrt(e)[:, None], out=scaled)
-            np.matmul(scaled.T, scaled, out=system)
+            system = scaled.T @ scaled
             system[diag, diag] += 1.0
         # The transpose of the symmetric system is the same matrix in Fortran order, which
         # LAPACK factorises in place, without copies (clean=0: the other triangle is not zeroed).
@@ -294,41 +213,19 @@ def _svm_ipm(
                 gap,
             )
             break
-
-        def solve(rhs: np.ndarray) -> np.ndarray:
-            return trsv(factor, trsv(factor, rhs, trans=1), trans=0)  # U^T U x = rhs, U upper
-
-        if sample_space:
-            toward_y = solve(y)
-            y_toward_y = float(y @ toward_y)
-
-        def newton(rc1: np.ndarray, rc2: np.ndarray):
-            g = -rd + rc1 / alpha - rc2 / t
-            if sample_space:
-                u = solve(g)
-                db = (float(y @ u) + rp) / y_toward_y
-                da = u - db * toward_y
-                return da, db, (rc1 - s * da) / alpha, (rc2 + r * da) / t
-            rhs = rows.T @ (e * g)
-            rhs[dim] += rp
-            v = solve(rhs)
-            da = e * (g - rows @ v)
-            return da, float(v[dim]), (rc1 - s * da) / alpha, (rc2 + r * da) / t
-
-        def longest(da: np.ndarray, ds: np.ndarray, dr: np.ndarray) -> float:
-            step = 1.0
-            for value, delta in ((alpha, da), (t, -da), (s, ds), (r, dr)):
-                neg = delta < 0
-                if neg.any():
-                    step = min(step, float((-value[neg] / delta[neg]).min()))
-            return step
-
-        da, db, ds, dr = newton(-alpha * s, -t * r)  # affine-scaling predictor
-        step = longest(da, ds, dr)
+        newton = _NewtonSystem(potrs, factor, rows, e, rp, sample_space)
+        # Affine-scaling predictor: complementarity right-hand sides -alpha s and -t r.
+        rc1, rc2 = -alpha * s, -t * r
+        da, db = newton.direction(-rd + rc1 / alpha - rc2 / t)
+        ds, dr = (rc1 - s * da) / alpha, (rc2 + r * da) / t
+        step = _longest_step(((alpha, da), (t, -da), (s, ds), (r, dr)))
         mu_aff = float(((alpha + step * da) @ (s + step * ds) + (t - step * da) @ (r + step * dr)) / (2 * n))
         sigma = (mu_aff / mu) ** 3
-        da, db, ds, dr = newton(sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr)  # corrector
-        step = min(1.0, 0.995 * longest(da, ds, dr))
+        # Corrector, centred at sigma * mu.
+        rc1, rc2 = sigma * mu - alpha * s - da * ds, sigma * mu - t * r + da * dr
+        da, db = newton.direction(-rd + rc1 / alpha - rc2 / t)
+        ds, dr = (rc1 - s * da) / alpha, (rc2 + r * da) / t
+        step = min(1.0, 0.995 * _longest_step(((alpha, da), (t, -da), (s, ds), (r, dr))))
         alpha = alpha + step * da
         s = s + step * ds
         r = r + step * dr
@@ -338,75 +235,45 @@ def _svm_ipm(
     return alpha, b, it, gap
 
 
-CROSSOVER_GAP = 1e-3
-"""Relative duality gap at which :func:`_svm_ipm` (in the sample space) tries once to solve exactly
-on the support its iterate points to (:func:`_solve_on_support`), keeping that answer only if its
-own gap is within the tolerance. On InterFaceGAN's 560-sample sets this ends the solve after 6
-interior-point iterations instead of 8-9, with an exact optimum."""
-MARGIN_GUESS = 3e-3
-"""The guessed support: samples whose margin y_i (x_i . w + b) is below 1 + MARGIN_GUESS."""
+class _NewtonSystem:
+    """One interior-point iteration's reduced Newton system, factorised once (``factor``, upper
+    Cholesky factor from LAPACK's potrf) and solved for the predictor's and the corrector's
+    right-hand sides. See :func:`_svm_ipm` for the two forms (latent space, sample space)."""
+
+    def __init__(
+        self, potrs, factor: np.ndarray, rows: np.ndarray, e: np.ndarray, rp: float, sample_space: bool
+    ):
+        self.potrs, self.factor, self.rows, self.e, self.rp = potrs, factor, rows, e, rp
+        self.sample_space = sample_space
+        if sample_space:
+            y = rows[:, -1]
+            self.toward_y = self.solve(y)
+            self.y_toward_y = float(y @ self.toward_y)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self.potrs(self.factor, rhs, lower=0)[0]
+
+    def direction(self, g: np.ndarray) -> tuple[np.ndarray, float]:
+        """(da (n,), db) for the dual residual ``g`` (n,)."""
+        rows = self.rows
+        if self.sample_space:
+            u = self.solve(g)
+            db = (float(rows[:, -1] @ u) + self.rp) / self.y_toward_y
+            return u - db * self.toward_y, db
+        rhs = rows.T @ (self.e * g)
+        rhs[-1] += self.rp
+        v = self.solve(rhs)
+        return self.e * (g - rows @ v), float(v[-1])
 
 
-def _solve_on_support(
-    kernel: np.ndarray,
-    y: np.ndarray,
-    support: np.ndarray,
-    at_bound: np.ndarray,
-    C: float,
-    scratch: _Scratch,
-    rounds: int = 4,
-) -> tuple[np.ndarray, float] | None:
-    """The exact dual optimum from a guess of its support, corrected for up to ``rounds`` rounds; None if not found.
-
-    ``support`` marks the samples guessed to have alpha > 0 and ``at_bound`` those among them
-    guessed at alpha = C. With F the free samples and U those at C, the optimum satisfies
-    y_i (x_i . w + b) = 1 on F and y^T alpha = 0, a linear system in (alpha_F, b) with the
-    |F| x |F| matrix Q_FF: one Cholesky factorisation of a matrix about half the size of the
-    interior-point method's. Where the answer breaks the KKT conditions, the guess is corrected
-    as an active-set method would (a free alpha below 0 leaves the support, one above C joins U,
-    a sample inside its margin joins F, one of U outside its margin becomes free) and solved again.
-    """
-    from scipy.linalg.blas import get_blas_funcs
-    from scipy.linalg.lapack import get_lapack_funcs
-
-    n = len(y)
-    support, at_bound = support.copy(), at_bound & support
-    potrf = get_lapack_funcs("potrf", (kernel,))
-    trsv = get_blas_funcs("trsv", (kernel,))
-    for _ in range(rounds):
-        free = np.flatnonzero(support & ~at_bound)
-        upper = np.flatnonzero(at_bound)
-        m = len(free)
-        if m == 0:
-            return None
-        rows = np.take(kernel, free, axis=0, out=scratch.array("support_rows", (m, n)))
-        system = np.take(rows, free, axis=1, out=scratch.array("support_system", (m, m)))
-        rhs = 1.0 - C * rows[:, upper].sum(1) if len(upper) else np.ones(m)
-        factor, info = potrf(system.T, lower=0, clean=0, overwrite_a=1)
-        if info != 0:  # more free samples than the latents' dimension: Q_FF is singular
-            return None
-        y_free = y[free]
-        u = trsv(factor, trsv(factor, rhs, trans=1), trans=0)
-        v = trsv(factor, trsv(factor, y_free, trans=1), trans=0)
-        b = (float(y_free @ u) + C * float(y[upper].sum())) / float(y_free @ v)
-        alpha_free = u - b * v
-        if not (math.isfinite(b) and np.isfinite(alpha_free).all()):  # a degenerate guess
-            return None
-        alpha = np.zeros(n)
-        alpha[free] = alpha_free
-        alpha[upper] = C
-        margin = kernel @ alpha + y * b
-        slack = 1e-9 * max(1.0, float(np.abs(margin).max()))
-        below, above = alpha_free <= 0, alpha_free >= C
-        inside = ~support & (margin < 1.0 - slack)
-        outside = at_bound & (margin > 1.0 + slack)
-        if not (below.any() or above.any() or inside.any() or outside.any()):
-            return alpha, b
-        support[free[below]] = False
-        at_bound[free[above]] = True
-        support[inside] = True
-        at_bound[outside] = False
-    return None
+def _longest_step(pairs) -> float:
+    """The largest step in (0, 1] that keeps every ``value + step * delta`` of ``pairs`` non-negative."""
+    step = 1.0
+    for value, delta in pairs:
+        neg = delta < 0
+        if neg.any():
+            step = min(step, float((-value[neg] / delta[neg]).min()))
+    return step
 
 
 def fit_linear_svm(
@@ -429,9 +296,7 @@ def fit_linear_svm(
     with margin below 1.1 under that solution plus every sample that violates its margin by more
     than ``kkt_tol``, and repeats until no sample outside the subset violates its margin. Only
     samples near the margin can be support vectors, so the subsets stay small, and the answer
-    is the solution for all samples. A training set with few samples for its dimension
-    (InterFaceGAN's 560 of 512-d latents) takes :func:`_fit_small_svm` instead: half of it
-    solved loosely, then the exact optimum on the support that points to, checked on all.
+    is the solution for all samples.
     """
     x, y = _check_svm_inputs(x, y, C)
     with _blas_threads(1):  # many small BLAS calls: threads cost more than they give
@@ -453,26 +318,12 @@ def _check_svm_inputs(x, y, C: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_linear_svm(
-    x: np.ndarray,
-    y: np.ndarray,
-    C: float,
-    tol: float,
-    max_iter: int,
-    working_set: bool,
-    kkt_tol: float,
-    scratch: _Scratch | None = None,
+    x: np.ndarray, y: np.ndarray, C: float, tol: float, max_iter: int, working_set: bool, kkt_tol: float
 ) -> SVMSolution:
-    """:func:`fit_linear_svm` on checked inputs (``x`` float32 or float64), in ``scratch``'s arrays."""
+    """:func:`fit_linear_svm` on checked inputs (``x`` float32 or float64)."""
     n, dim = x.shape
-    scratch = scratch if scratch is not None else _Scratch()
-    rows = scratch.array("rows", (n, dim + 1))  # y_i * [x_i, 1], float64
-    np.multiply(x, y[:, None], out=rows[:, :dim])
-    rows[:, dim] = y
+    rows = np.concatenate([y[:, None] * x, y[:, None]], axis=1)  # y_i * [x_i, 1], float64
     z = rows[:, :dim]
-    if working_set and _sample_space_is_cheaper(n, dim + 1):
-        solution = _fit_small_svm(x, y, rows, C, tol, max_iter, scratch)
-        if solution is not None:
-            return solution
     everyone = np.arange(n)
     first = max(1000, n // 5)
     if not working_set or n <= first + dim:
@@ -483,15 +334,11 @@ def _fit_linear_svm(
     rounds = 0
     while True:
         rounds += 1
-        sub = (
-            rows
-            if len(members) == n
-            else np.take(rows, members, axis=0, out=scratch.array("members", (len(members), dim + 1)))
-        )
+        sub = rows[members]
         if not ((sub[:, dim] > 0).any() and (sub[:, dim] < 0).any()):
             members, sub, tight = everyone, rows, True
         # The first, loose solve only has to find the neighbourhood of the margin.
-        alpha, b, iterations, gap = _svm_ipm(sub, C, tol if tight else 1e-3, max_iter, scratch=scratch)
+        alpha, b, iterations, gap = _svm_ipm(sub, C, tol if tight else 1e-3, max_iter)
         w = sub[:, :dim].T @ alpha
         if len(members) == n:
             break
@@ -538,65 +385,6 @@ def _lda_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     direction = (pos.mean(0) - neg.mean(0)) / variance
     offset = -0.5 * float((pos.mean(0) + neg.mean(0)) @ direction)
     return np.argsort(y * (x @ direction + offset), kind="stable")
-
-
-SMALL_WORKING_SET = 0.5
-"""Share of a small training set (solved in the sample space) in :func:`_fit_small_svm`'s first solve."""
-
-
-def _fit_small_svm(
-    x: np.ndarray, y: np.ndarray, rows: np.ndarray, C: float, tol: float, max_iter: int, scratch: _Scratch
-) -> SVMSolution | None:
-    """The SVM of a training set small enough for the sample space, from half of it; None if that does not settle.
-
-    The half with the smallest margins under a diagonal linear discriminant is solved loosely
-    (to :data:`CROSSOVER_GAP`); its solution's margins on all samples then guess the support,
-    and :func:`_solve_on_support` solves exactly on it and checks the KKT conditions on every
-    sample. The interior-point iterations thus factorise matrices of half the size (an eighth
-    of the work), and the answer is the exact optimum for all samples. On InterFaceGAN's 560
-    samples of 512-d latents this takes about 60 % of the time of the interior-point method on
-    all of them.
-    """
-    n, dim = x.shape
-    members = np.sort(_lda_order(x, y)[: max(2, int(SMALL_WORKING_SET * n))])
-    if not ((y[members] > 0).any() and (y[members] < 0).any()):
-        return None
-    z = rows[:, :dim]
-    kernel = np.matmul(z, z.T, out=scratch.array("full_kernel", (n, n)))  # Q for all samples (BLAS syrk)
-    sub_kernel = np.take(
-        np.take(kernel, members, axis=0, out=scratch.array("member_rows", (len(members), n))),
-        members,
-        axis=1,
-        out=scratch.array("member_kernel", (len(members), len(members))),
-    )
-    sub = np.take(rows, members, axis=0, out=scratch.array("members", (len(members), dim + 1)))
-    alpha, b, iterations, _ = _svm_ipm(
-        sub,
-        C,
-        CROSSOVER_GAP,
-        max_iter,
-        sample_space=True,
-        scratch=scratch,
-        kernel=sub_kernel,
-        crossover=False,
-    )
-    margin = z @ (sub[:, :dim].T @ alpha) + y * b
-    # Guessed at C: the misclassified samples (the corrections of _solve_on_support move the rest).
-    guess = _solve_on_support(kernel, y, margin < 1.0 + MARGIN_GUESS, margin < 0.0, C, scratch, rounds=8)
-    if guess is None:
-        return None
-    alpha, b = guess
-    gap, feasible = _duality_gap(z, y, alpha, b, C)[:2]
-    if not (feasible and gap <= tol):
-        return None
-    return SVMSolution(
-        weight=z.T @ alpha,
-        bias=float(b),
-        n_support=_n_support(alpha),
-        iterations=int(iterations),
-        rounds=1,
-        gap=float(gap),
-    )
 
 
 @FINDERS.register("svm", "linear SVM on the top/bottom samples by score (InterFaceGAN)")
@@ -646,28 +434,13 @@ class SVMFinder(AxisFinder):
             for i, a in enumerate(names)
         ]
         x_all, s_all = _numpy(latents), _numpy(scores)
-        local = threading.local()
 
         def solve(split: TopBottomSplit) -> SVMSolution:
-            scratch = getattr(local, "scratch", None)
-            if scratch is None:
-                scratch = local.scratch = _Scratch()
-            index = _numpy(split.train_index)
-            x = np.take(
-                x_all, index, axis=0, out=scratch.array("x", (len(index), x_all.shape[1]), x_all.dtype)
-            )
+            x = x_all[_numpy(split.train_index)]
             if not np.isfinite(x).all():
                 check_finite_values(latents, scores)  # raises, naming the rows
-            return _fit_linear_svm(
-                x,
-                _numpy(split.train_label).astype(np.float64),
-                float(self.C),
-                float(self.tol),
-                100,
-                True,
-                1e-3,
-                scratch=scratch,
-            )
+            y = _numpy(split.train_label).astype(np.float64)
+            return _fit_linear_svm(x, y, float(self.C), float(self.tol), 100, True, 1e-3)
 
         # A small training set (InterFaceGAN's 560 samples of 20,000) is solved in the sample space
         # by many small NumPy and LAPACK calls that hold the GIL: threads would only take turns
