@@ -312,7 +312,7 @@ def save_tuned(
     if storage != "full" and pivot is not None and target is not None:
         with torch.no_grad():
             pivot = result.generator.check_latents(pivot, space)[:1].to(result.generator.device)
-            recon = synthesize_raw(result.generator, pivot, space).clamp(-1, 1).float().cpu()
+            recon = raw_images(result.generator, pivot, space).clamp(-1, 1).float().cpu()
         result.reconstruction = recon[0]
         result.psnr_db = float(psnr_db(recon, target[None].cpu())[0])
     return folder
