@@ -20,7 +20,7 @@ from tlgan.errors import TlganError
 from tlgan.io import cache_dir
 from tlgan.models import load_classifier, load_generator
 from tlgan.models.base import Generator
-from tlgan.sampling import Run, sample
+from tlgan.sampling import LocalEngine, Run, sample
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def default_axes(
         run_dir,
         seed=seed,
         space=space,
-        device=device,
+        engine=LocalEngine(device=device),
         resume=run_dir.exists(),
         progress=progress,
         generator_spec=generator_spec,
@@ -203,7 +203,7 @@ def run_demo(
         out / "run",
         seed=seed,
         space=space,
-        device=device,
+        engine=LocalEngine(device=device),
         resume=(out / "run").exists(),
         progress=progress,
         generator_spec=generator_spec,

@@ -176,33 +176,38 @@ def sample_cmd(
 ):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
-    from tlgan.sampling import sample
+    from tlgan.sampling import LocalEngine, RayEngine, sample
 
     # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
     here = "cpu" if engine == "ray" else device
     G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or G.default_space
     F = load_classifier(classifier, here)
+    if engine == "ray":
+        runner = RayEngine(
+            batch_size=batch_size,
+            device=device,
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            max_retries=max_retries,
+        )
+    else:
+        runner = LocalEngine(batch_size=batch_size, device=device)
     run = sample(
         G,
         F,
         n,
         out,
         seed=seed,
-        batch_size=batch_size,
         shard_size=shard_size,
         space=space,
-        device=device,
         dtype=dtype,
         thumbnails=thumbnails,
         resume=resume,
         generator_spec=generator,
         classifier_spec=classifier,
-        engine=engine,
-        address=address,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        max_retries=max_retries,
+        engine=runner,
     )
     info = {
         "out": str(run.path),
