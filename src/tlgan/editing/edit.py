@@ -111,7 +111,7 @@ def edit_direction(
                 direction = project_out(direction, axes.vectors[others])
             except TlganError as exc:
                 raise TlganError(
-                    f"cannot move {name!r} with {', '.join(repr(l) for l in locks if l != name)} locked: "
+                    f"cannot move {name!r} with {', '.join(repr(lock) for lock in locks if lock != name)} locked: "
                     f"{exc}"
                 ) from None
         else:
@@ -154,16 +154,25 @@ def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: str 
 
 
 @torch.inference_mode()
-def render(
+def draw_latents(
     generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64
 ) -> torch.Tensor:
-    """Images (N, 3, R, R) in [-1, 1] for latents (N, *latent_shape(space)), in batches, on the CPU."""
+    """The generator's images of ``latents``: (N, 3, R, R) float32 in [-1, 1], on the CPU.
+
+    ``latents`` is (N, *generator.latent_shape(space)) in ``space`` ("z", "w" or "wp"); they go
+    through the generator ``batch_size`` at a time, on its device. Raises TlganError for a
+    space the generator lacks or latents of the wrong shape.
+    """
     device = generator.device
     parts = [
         generator.synthesize(latents[i : i + batch_size].to(device), space).float().cpu()
         for i in range(0, len(latents), batch_size)
     ]
     return torch.cat(parts)
+
+
+# The former name, for callers not yet moved to draw_latents.
+render = draw_latents
 
 
 def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
@@ -193,4 +202,11 @@ def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
     return points.to(device=latent.device, dtype=latent.dtype)
 
 
-__all__ = ["edit_latents", "edit_direction", "edit_latents_grid", "interpolate", "check_axes_for", "render"]
+__all__ = [
+    "edit_latents",
+    "edit_direction",
+    "edit_latents_grid",
+    "interpolate",
+    "check_axes_for",
+    "draw_latents",
+]
