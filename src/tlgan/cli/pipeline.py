@@ -295,7 +295,7 @@ def fit_cmd(
     """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
     from tlgan.axes.finders import FINDERS, make_finder
     from tlgan.cli.common import parse_int_list
-    from tlgan.models import GENERATORS, _ensure_registered, load_generator
+    from tlgan.models import GENERATORS, load_generator
     from tlgan.pipeline import fit_axes, name_run_directions
     from tlgan.sampling import Run
 
@@ -317,7 +317,6 @@ def fit_cmd(
             f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
             f"already named after their attributes"
         )
-    _ensure_registered()
     # Ground truth is reported for registered generators that know it (toyfaces-render); finders
     # that read the generator (sefa, pca) load whatever the run was sampled with.
     generator = (

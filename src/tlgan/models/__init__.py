@@ -29,8 +29,9 @@ from tlgan.errors import TlganError
 from tlgan.models.base import Classifier, Generator, ModuleClassifier, ModuleGenerator
 from tlgan.registry import Registry
 
-GENERATORS: Registry[Generator] = Registry("generator")
-CLASSIFIERS: Registry[Classifier] = Registry("classifier")
+# The built-in models (tlgan.models.zoo) register themselves on the first lookup.
+GENERATORS: Registry[Generator] = Registry("generator", builtins="tlgan.models.zoo")
+CLASSIFIERS: Registry[Classifier] = Registry("classifier", builtins="tlgan.models.zoo")
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
 
@@ -95,7 +96,6 @@ def _fetch_folder(spec: str) -> Path:
 
 
 def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
-    _ensure_registered()
     spec = str(spec)
     if spec.startswith("hf://"):
         from tlgan.models.hub import hf_file
@@ -158,19 +158,14 @@ def load_classifier(spec: str, device: str = "cpu") -> Classifier:
     return _load(spec, "classifier", CLASSIFIERS, Classifier, device)
 
 
-_registered = False
-
-
 def _ensure_registered() -> None:
-    """Import the modules whose import registers the built-in models."""
-    global _registered
-    if not _registered:
-        _registered = True
-        import tlgan.models.zoo  # noqa: F401
+    """Register the built-in models now (the registries also do it on their first lookup)."""
+    GENERATORS.load_builtins()
+    CLASSIFIERS.load_builtins()
 
 
 def list_models() -> dict:
-    _ensure_registered()
+    """{"generators": {name: description}, "classifiers": {name: description}} of the registries."""
     return {
         "generators": {n: GENERATORS.describe(n) for n in GENERATORS.names()},
         "classifiers": {n: CLASSIFIERS.describe(n) for n in CLASSIFIERS.names()},
