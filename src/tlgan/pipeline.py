@@ -48,8 +48,16 @@ def fit_axes(
 ) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
-    Finders that read the generator (sefa; pca on activations) get ``generator`` and the run's
-    space. When ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+    ``run`` is a :class:`~tlgan.sampling.Run` (latents (N, D) in ``run.space``, scores (N, A));
+    the result is :class:`~tlgan.axes.FeatureAxes` with unit vectors (A, D), or (K, D) named
+    ``pc0``.. for pca/sefa, in the run's space, with the fit's metrics per axis. ``method`` is
+    a registered finder (``tlgan models``: logistic, glm, svm, pca, sefa) and
+    ``finder_kwargs`` its options (``ratio=`` for svm, ``n_components=`` ...). Finders that
+    read the generator (sefa; pca on activations) get ``generator`` and the run's space. When
+    ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+
+    Raises TlganError for an unknown method (with close matches) and for what the finder
+    refuses (its options, the samples it is given).
     """
     from tlgan.axes.finders import make_finder
 

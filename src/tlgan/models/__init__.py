@@ -145,16 +145,28 @@ def _is_checkpoint(path: Path) -> bool:
 def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
     """Build the generator named by ``spec`` (see module docs) on ``device``, in eval mode.
 
+    The result is a :class:`Generator`: ``G.sample_latents(n, seed, space)`` gives latents
+    ((n, z_dim) in "z", (n, w_dim) in "w", (n, num_ws, w_dim) in "wp" for generators with a
+    mapping network), ``G.synthesize(latents, space)`` images (n, 3, R, R) in [-1, 1].
     ``options`` are load-time settings of generators that have them, e.g. StyleGAN2's
     ``truncation_psi=0.7``, ``truncation_cutoff=8``, ``noise_mode="const"``; ``None`` values are
     ignored, and a generator without such settings refuses any other.
+
+    Raises TlganError for an unknown name (with close matches), a missing or unreadable file,
+    a checkpoint of an unknown format or with missing/extra keys, a factory that returns
+    something else than a Generator, and unknown options.
     """
     generator = _load(spec, "generator", GENERATORS, Generator, device)
     return generator.configure(**{k: v for k, v in options.items() if v is not None})
 
 
 def load_classifier(spec: str, device: str = "cpu") -> Classifier:
-    """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode."""
+    """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode.
+
+    The result is a :class:`Classifier`: ``F.logits(images)`` turns images (N, 3, H, W) in
+    [-1, 1] (resized to ``F.input_resolution``) into logits (N, A), one per name in
+    ``F.attributes``. Raises TlganError as :func:`load_generator` does.
+    """
     return _load(spec, "classifier", CLASSIFIERS, Classifier, device)
 
 
