@@ -117,7 +117,12 @@ def models_cmd(as_json: bool) -> None:
 @click.option("-n", "n", type=int, default=20_000, help="Number of faces to sample.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder to write.")
 @click.option("--seed", type=int, default=0, help="Latent i depends only on (seed, i).")
-@click.option("--batch-size", type=int, default=256)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=256,
+    help="Samples between progress updates; the networks always run on 64 at a time, so results do not depend on it.",
+)
 @click.option("--shard-size", type=int, default=4096, help="Samples per shard file.")
 @click.option(
     "--space",

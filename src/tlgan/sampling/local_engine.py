@@ -14,7 +14,7 @@ from tlgan.sampling.run import Run
 from tlgan.sampling.shard import Engine, ShardSettings, sample_shard
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LocalEngine(Engine):
     """Sample in this process, shard after shard: the default engine.
 

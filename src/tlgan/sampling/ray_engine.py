@@ -335,7 +335,7 @@ def sample_shards_on_ray(
             ray.kill(actor)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RayEngine(Engine):
     """Sample on a Ray cluster: ``workers`` actors (default: as many as the cluster's CPUs, or
     GPUs / ``gpus_per_worker``) each load the models from the run's spec strings and compute

@@ -171,7 +171,7 @@ def sample_shard(
     return hi - lo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Engine:
     """How a run's shards are computed; what the run holds does not depend on it.
 
