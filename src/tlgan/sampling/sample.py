@@ -170,7 +170,7 @@ def sample(
     if n < 1:
         raise TlganError(f"-n must be at least 1 (got {n})")
     if shard_size < 1:
-        raise TlganError("batch size and shard size must be positive")
+        raise TlganError(f"shard size must be positive (got {shard_size})")
     if not isinstance(engine, Engine):
         raise TlganError(
             f"engine must be a tlgan.LocalEngine or tlgan.RayEngine, not {type(engine).__name__}"
