@@ -244,3 +244,22 @@ def test_float_conversion_and_flips():
     assert torch.equal(x[~flips], to_float_images(ramp[:1]).expand(int((~flips).sum()), 3, 4, 4))
     x2, _ = BatchSampler(ramp, batch_size=64, seed=0, flip=True).batch(0)
     assert torch.equal(x, x2)
+
+
+def test_data_sets_decode_like_photos(tmp_path, monkeypatch):
+    """Training images go through the photo decoder: upright by their EXIF orientation, and
+    decompression bombs refused (also in the range where Pillow only warns)."""
+    # stored 20 wide x 10 high, left half red, right half green; EXIF orientation 6: turn 90° clockwise
+    img = np.zeros((10, 20, 3), dtype=np.uint8)
+    img[:, :10] = (255, 0, 0)
+    img[:, 10:] = (0, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(img).save(tmp_path / "turned.png", exif=exif)
+    out = decode_image(tmp_path / "turned.png", 10)  # upright: 10 wide x 20 high, red on top
+    assert (out[:, :4] == np.array([255, 0, 0])[:, None, None]).all()
+    assert (out[:, 6:] == np.array([0, 255, 0])[:, None, None]).all()
+    Image.fromarray(np.zeros((120, 120, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 120 x 120 = 1.44 x the limit
+    with pytest.raises(TlganError, match="big.png: cannot decode this image .*decompression bomb"):
+        decode_image(tmp_path / "big.png", 8)

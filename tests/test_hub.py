@@ -30,3 +30,31 @@ def test_fetch_missing_and_unsupported(tmp_path):
         fetch(WeightsInfo((tmp_path / "nope.bin").as_uri()), cache=tmp_path / "c", progress=False)
     with pytest.raises(TlganError, match="only https"):
         fetch(WeightsInfo("ftp://example/x.bin"), cache=tmp_path / "c", progress=False)
+
+
+def test_fetch_over_http_checks_hash(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "w.bin").write_bytes(b"weights over http" * 1000)
+    digest = hashlib.sha256((served / "w.bin").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.bin"
+        with pytest.raises(TlganError, match=f"SHA-256 mismatch .*got {digest}"):
+            fetch(WeightsInfo(url, "f" * 64), cache=tmp_path / "bad", progress=False)
+        assert not list((tmp_path / "bad").iterdir())
+        path = fetch(WeightsInfo(url, digest), cache=tmp_path / "cache", progress=False)
+        assert path.read_bytes() == (served / "w.bin").read_bytes()
+        with pytest.raises(TlganError, match="could not download"):
+            fetch(WeightsInfo(url.replace("w.bin", "missing.bin")), cache=tmp_path / "c", progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()

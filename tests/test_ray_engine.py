@@ -23,11 +23,13 @@ import tlgan
 from tlgan.cli import cli
 from tlgan.errors import TlganError
 from tlgan.models import load_classifier, load_generator
-from tlgan.sampling import Run, sample
+from tlgan.sampling import LocalEngine, RayEngine, Run, sample
 from tlgan.sampling.run import MANIFEST
 
+pytestmark = pytest.mark.ray  # run by default; `-m "not ray"` leaves them out
+
 N, SHARD, BATCH, THUMBS = 100, 20, 8, 8  # 5 shards of 20, batches of 8 (so a shard has a middle)
-SETTINGS = dict(seed=7, shard_size=SHARD, batch_size=BATCH, thumbnails=THUMBS, progress=False)
+SETTINGS = dict(seed=7, shard_size=SHARD, thumbnails=THUMBS, progress=False)
 GEN, CLF = "toyfaces-gan", "toyfaces-classifier"
 
 # Generators that misbehave once, on purpose. They are loaded in Ray workers (and for the
@@ -152,7 +154,15 @@ def models():
 def reference(tmp_path_factory, models):
     """The same run on the local engine, uninterrupted."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    sample(*models, N, out, generator_spec=GEN, classifier_spec=CLF, **SETTINGS)
+    sample(
+        *models,
+        N,
+        out,
+        generator_spec=GEN,
+        classifier_spec=CLF,
+        engine=LocalEngine(batch_size=BATCH),
+        **SETTINGS,
+    )
     return out
 
 
@@ -237,8 +247,17 @@ def test_ray_run_equals_local_run(ray_local, factories, tmp_path, monkeypatch):
     assert not torch.allclose(stored, untruncated, atol=1e-3)  # the option did change what was sampled
 
 
+def test_ray_shards_do_not_depend_on_the_batch_size(ray_local, models, reference, tmp_path):
+    """Workers computing with batch sizes 1, 7 and 256 write the local run's bytes (batch 8)."""
+    for batch in (1, 7, 256):
+        out = tmp_path / f"b{batch}"
+        engine = RayEngine(batch_size=batch, workers=2)
+        sample(*models, N, out, generator_spec=GEN, classifier_spec=CLF, engine=engine, **SETTINGS)
+        assert_same_run(out, reference)
+
+
 def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_path, monkeypatch):
-    mod = importlib.import_module("tlgan.sampling.sample")  # the module, not the function it exports
+    mod = importlib.import_module("tlgan.sampling.shard")  # the module, not the function it exports
     real_save, calls = mod.save_tensors, {"n": 0}
 
     def killed_at_third_shard(*args, **kwargs):
@@ -249,7 +268,15 @@ def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_p
 
     monkeypatch.setattr(mod, "save_tensors", killed_at_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        sample(*models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, **SETTINGS)
+        sample(
+            *models,
+            N,
+            tmp_path / "run",
+            generator_spec=GEN,
+            classifier_spec=CLF,
+            engine=LocalEngine(batch_size=BATCH),
+            **SETTINGS,
+        )
     monkeypatch.setattr(mod, "save_tensors", real_save)
     assert Run.open(tmp_path / "run", require_complete=False).done_shards() == [0, 1]
     run = sample(
@@ -258,8 +285,7 @@ def test_interrupted_locally_finished_on_ray(ray_local, models, reference, tmp_p
         tmp_path / "run",
         generator_spec=GEN,
         classifier_spec=CLF,
-        engine="ray",
-        workers=2,
+        engine=RayEngine(batch_size=BATCH, workers=2),
         resume=True,
         **SETTINGS,
     )
@@ -346,9 +372,7 @@ def test_workers_killed_mid_shard_are_replaced(ray_local, models, reference, fac
         tmp_path / "run",
         generator_spec=f"{factories}:crash_twice",
         classifier_spec=CLF,
-        engine="ray",
-        workers=2,
-        max_retries=2,
+        engine=RayEngine(batch_size=BATCH, workers=2, max_retries=2),
         **SETTINGS,
     )
     assert (tmp_path / "crashed-computing").exists() and (
@@ -368,9 +392,7 @@ def test_worker_dying_every_time_is_reported_and_resumable(ray_local, models, fa
             tmp_path / "run",
             generator_spec=f"{factories}:crash_always",
             classifier_spec=CLF,
-            engine="ray",
-            workers=1,
-            max_retries=1,
+            engine=RayEngine(batch_size=BATCH, workers=1, max_retries=1),
             **SETTINGS,
         )
     done = Run.open(tmp_path / "run", require_complete=False).done_shards()
@@ -387,8 +409,7 @@ def test_errors_inside_workers_keep_their_message(ray_local, models, factories, 
             tmp_path / "run",
             generator_spec=GEN,
             classifier_spec=f"{factories}:nan_classifier",
-            engine="ray",
-            workers=1,
+            engine=RayEngine(batch_size=BATCH, workers=1),
             **SETTINGS,
         )
 
@@ -396,15 +417,16 @@ def test_errors_inside_workers_keep_their_message(ray_local, models, factories, 
 def test_ray_requests_that_cannot_work_are_refused(models, tmp_path):
     pytest.importorskip("ray")
     cases = [
-        (dict(generator_spec=None), "spec strings"),
-        (dict(workers=0), "--workers must be at least 1"),
-        (dict(gpus_per_worker=1), "pass --device cuda"),
-        (dict(device="cuda"), "needs --gpus-per-worker"),
+        (dict(generator_spec=None), {}, "spec strings"),
+        ({}, dict(workers=0), "--workers must be at least 1"),
+        ({}, dict(gpus_per_worker=1), "pass --device cuda"),
+        ({}, dict(device="cuda"), "needs --gpus-per-worker"),
     ]
-    for kwargs, message in cases:
+    for kwargs, engine_options, message in cases:
         options = {"generator_spec": GEN, "classifier_spec": CLF, **kwargs}
+        engine = RayEngine(batch_size=BATCH, **engine_options)
         with pytest.raises(TlganError, match=message):
-            sample(*models, N, tmp_path / "run", engine="ray", **options, **SETTINGS)
+            sample(*models, N, tmp_path / "run", engine=engine, **options, **SETTINGS)
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
@@ -424,7 +446,13 @@ def test_without_ray_the_engine_says_how_to_install(models, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(TlganError, match=r"pip install 'tlgan\[ray\]'"):
         sample(
-            *models, N, tmp_path / "run", generator_spec=GEN, classifier_spec=CLF, engine="ray", **SETTINGS
+            *models,
+            N,
+            tmp_path / "run",
+            generator_spec=GEN,
+            classifier_spec=CLF,
+            engine=RayEngine(batch_size=BATCH),
+            **SETTINGS,
         )
     assert not (tmp_path / "run").exists()
     result = cli_sample("--out", tmp_path / "run", "--engine", "ray")

@@ -6,7 +6,7 @@ import torch
 
 from tlgan.errors import TlganError
 from tlgan.models.base import latent_rng_normal
-from tlgan.sampling import Run, sample
+from tlgan.sampling import LocalEngine, Run, sample
 from tlgan.sampling.run import shard_name
 
 
@@ -31,7 +31,9 @@ def test_latent_depends_only_on_seed_and_index():
 
 def test_sample_writes_run_and_scores_match_models(tiny_models, tmp_path):
     G, F, directions = tiny_models
-    run = sample(G, F, 50, tmp_path / "run", seed=3, batch_size=7, shard_size=20, progress=False)
+    run = sample(
+        G, F, 50, tmp_path / "run", seed=3, engine=LocalEngine(batch_size=7), shard_size=20, progress=False
+    )
     latents, scores = run.load()
     assert latents.shape == (50, 16) and scores.shape == (50, 3)
     assert torch.equal(latents, G.sample_latents(50, seed=3))
@@ -46,9 +48,11 @@ def test_sample_writes_run_and_scores_match_models(tiny_models, tmp_path):
 
 def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, monkeypatch):
     G, F, _ = tiny_models
-    straight = sample(G, F, 45, tmp_path / "a", seed=1, batch_size=8, shard_size=10, progress=False)
+    straight = sample(
+        G, F, 45, tmp_path / "a", seed=1, engine=LocalEngine(batch_size=8), shard_size=10, progress=False
+    )
 
-    mod = importlib.import_module("tlgan.sampling.sample")
+    mod = importlib.import_module("tlgan.sampling.shard")
 
     real_save, calls = mod.save_tensors, {"n": 0}
 
@@ -60,7 +64,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
 
     monkeypatch.setattr(mod, "save_tensors", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        sample(G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, progress=False)
+        sample(
+            G, F, 45, tmp_path / "b", seed=1, engine=LocalEngine(batch_size=8), shard_size=10, progress=False
+        )
     monkeypatch.setattr(mod, "save_tensors", real_save)
     partial = Run.open(tmp_path / "b", require_complete=False)
     assert partial.done_shards() == [0, 1]
@@ -70,7 +76,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
     with pytest.raises(TlganError, match="--resume"):
         sample(G, F, 45, tmp_path / "b", seed=1, shard_size=10, progress=False)
     resumed = sample(
-        G, F, 45, tmp_path / "b", seed=1, batch_size=8, shard_size=10, resume=True, progress=False
+        G,
+        F,
+        45,
+        tmp_path / "b",
+        seed=1,
+        engine=LocalEngine(batch_size=8),
+        shard_size=10,
+        resume=True,
+        progress=False,
     )
     for x, y in zip(straight.load(), resumed.load(), strict=True):
         assert torch.equal(x, y)  # bit for bit
@@ -78,8 +92,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_models, tmp_path, mo
 
 def test_batch_size_changes_nothing_but_rounding(tiny_models, tmp_path):
     G, F, _ = tiny_models
-    a = sample(G, F, 30, tmp_path / "a", seed=4, batch_size=30, progress=False).load()
-    b = sample(G, F, 30, tmp_path / "b", seed=4, batch_size=7, progress=False).load()
+    a = sample(G, F, 30, tmp_path / "a", seed=4, engine=LocalEngine(batch_size=30), progress=False).load()
+    b = sample(G, F, 30, tmp_path / "b", seed=4, engine=LocalEngine(batch_size=7), progress=False).load()
     assert torch.equal(a[0], b[0])  # latents: bit for bit
     assert torch.allclose(a[1], b[1], atol=1e-4)  # scores: BLAS may block a matmul differently per batch size
 
@@ -143,3 +157,36 @@ def test_resume_removes_what_a_killed_writer_left(tiny_models, tmp_path):
     for k in range(3):
         assert (out / shard_name(k)).read_bytes() == (tmp_path / "a" / shard_name(k)).read_bytes()
     assert torch.equal(run.latents(), straight.latents())
+
+
+def test_shards_do_not_depend_on_the_batch_size(tmp_path):
+    """The bundled networks' arithmetic depends on the batch it runs in; the shard code runs them
+    on fixed chunks, so runs made (or resumed) with any batch size hold the same bytes."""
+    from tlgan.models import load_classifier, load_generator
+
+    G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")
+    settings = dict(seed=5, shard_size=100, thumbnails=4, progress=False)
+    for batch in (1, 7, 256):
+        sample(G, F, 150, tmp_path / f"b{batch}", engine=LocalEngine(batch_size=batch), **settings)
+    for k in range(2):
+        reference = (tmp_path / "b1" / shard_name(k)).read_bytes()
+        for batch in (7, 256):
+            assert (tmp_path / f"b{batch}" / shard_name(k)).read_bytes() == reference, (batch, k)
+    # A shard computed later with another batch size (a resumed run) gives the same bytes too.
+    out = tmp_path / "b7"
+    (out / shard_name(1)).unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    sample(G, F, 150, out, engine=LocalEngine(batch_size=33), resume=True, **settings)
+    assert (out / shard_name(1)).read_bytes() == (tmp_path / "b1" / shard_name(1)).read_bytes()
+
+
+def test_engines_are_checked_before_anything_is_written(tiny_models, tmp_path):
+    G, F, _ = tiny_models
+    with pytest.raises(TlganError, match="batch size must be positive"):
+        sample(G, F, 5, tmp_path / "a", engine=LocalEngine(batch_size=0), progress=False)
+    with pytest.raises(TlganError, match="threads must be at least 1"):
+        sample(G, F, 5, tmp_path / "a", engine=LocalEngine(threads=0), progress=False)
+    with pytest.raises(TlganError, match="engine must be a tlgan.LocalEngine"):
+        sample(G, F, 5, tmp_path / "a", engine="local", progress=False)
+    assert not (tmp_path / "a").exists()

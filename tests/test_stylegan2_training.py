@@ -16,7 +16,7 @@ from tlgan.errors import TlganError
 from tlgan.models import ModuleGenerator
 from tlgan.models.networks import load_pretrained
 from tlgan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, minibatch_std
-from tlgan.train.checkpoint import load_checkpoint
+from tlgan.train.checkpoint import restore_checkpoint
 from tlgan.train.distill import distill_generator
 from tlgan.train.generator import autocast_dtype, discriminator_loss, r1_penalty, train_generator
 from tlgan.train.stylegan2 import path_length_penalty, training_wp
@@ -195,7 +195,7 @@ def test_adversarial_stylegan2_resumes_bit_for_bit(data_dir, tmp_path):
     for name in ("straight", "two"):
         G, G_ema = _tiny_generator(), _tiny_generator()
         D = StyleGAN2Discriminator(img_resolution=16, channel_base=64, channel_max=8)
-        manifest = load_checkpoint(
+        manifest = restore_checkpoint(
             tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={}, restore_rng=False
         )
         nets[name] = (G.state_dict(), D.state_dict(), manifest["info"]["pl_mean"])

@@ -27,8 +27,8 @@ from tlgan.models.networks import (
 from tlgan.train import (
     evaluate_classifier,
     has_checkpoint,
-    load_checkpoint,
     resolve_device,
+    restore_checkpoint,
     save_checkpoint,
     train_classifier,
     train_generator,
@@ -190,7 +190,7 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
 
     other = make()
     opt2 = torch.optim.Adam(other.parameters(), lr=1.0)
-    loaded = load_checkpoint(tmp_path, modules={"net": other}, optimizers={"net": opt2})
+    loaded = restore_checkpoint(tmp_path, modules={"net": other}, optimizers={"net": opt2})
     assert loaded["step"] == 3
     assert opt2.param_groups[0]["betas"] == (0.5, 0.9) and opt2.param_groups[0]["lr"] == 1e-2
     _adam_steps(model, opt, 2, seed=2)
@@ -199,13 +199,13 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
 
     with pytest.raises(TlganError, match="does not match this one"):
         wider = torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.BatchNorm1d(7), torch.nn.Linear(7, 1))
-        load_checkpoint(tmp_path, modules={"net": wider}, optimizers={})
+        restore_checkpoint(tmp_path, modules={"net": wider}, optimizers={})
     with pytest.raises(TlganError, match="holds networks"):
-        load_checkpoint(tmp_path, modules={"G": make()}, optimizers={})
+        restore_checkpoint(tmp_path, modules={"G": make()}, optimizers={})
     state = tmp_path / "checkpoint" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:100])
     with pytest.raises(TlganError, match="truncated or corrupt"):
-        load_checkpoint(tmp_path, modules={"net": make()}, optimizers={})
+        restore_checkpoint(tmp_path, modules={"net": make()}, optimizers={})
 
 
 # ------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_generator_resume_to_more_steps_equals_straight_run(data_dir, tmp_path):
         G = DCGANGenerator(z_dim=16, resolution=16, width=8)
         D = DCGANDiscriminator(resolution=16, width=8)
         G_ema = DCGANGenerator(z_dim=16, resolution=16, width=8)
-        load_checkpoint(
+        restore_checkpoint(
             tmp_path / name, modules={"G": G, "D": D, "G_ema": G_ema}, optimizers={}, restore_rng=False
         )
         nets[name] = (_state(G), _state(D))

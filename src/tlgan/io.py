@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,16 +31,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TLGAN_CACHE", Path.home() / ".cache" / "tlgan"))
 
 
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, unused ``.NAME.XXXXXXXX.tmp`` beside ``path`` with the mode a plain
+    ``open()`` gives (0o666 less the umask). ``tempfile.mkstemp`` would make it 0o600, and the
+    rename would carry that private mode over to every file tlgan writes."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise TlganError(f"{path.parent}: could not create a temporary file beside {path.name}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The file gets the permissions a plain ``open()`` would give it (0o644 under umask 022).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temporary(path)
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)
     try:
         yield tmp_path
+        # Some writers (safetensors) replace the file with a private one of their own.
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

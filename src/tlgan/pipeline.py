@@ -15,18 +15,24 @@ import torch
 
 from tlgan.axes import FeatureAxes
 from tlgan.axes.finders import DEFAULT_METHOD
-from tlgan.editing.edit import check_axes_for, edit_latents_grid, render  # noqa: F401 - part of this API
+from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents_grid  # noqa: F401 - part of this API
 from tlgan.errors import TlganError
 from tlgan.io import cache_dir
 from tlgan.models import load_classifier, load_generator
 from tlgan.models.base import Generator
-from tlgan.sampling import Run, sample
+from tlgan.sampling import LocalEngine, Run, sample
 
 log = logging.getLogger(__name__)
 
 
-def cosine_to_truth(axes: FeatureAxes, generator: Generator) -> dict[str, float]:
-    """Cosine of each fitted axis to the generator's true axis, for generators that know them."""
+def cosine_to_generator_truth(axes: FeatureAxes, generator: Generator) -> dict[str, float]:
+    """{attribute: cosine of its fitted axis to the generator's true axis in ``axes.space``}.
+
+    Only generators that know their true axes (``generator.true_axes``, e.g. toyfaces-render)
+    give any; for the others, and for attributes without a true axis, the dict is empty or
+    leaves them out. Unlike :func:`tlgan.evaluation.metrics.cosine_to_truth`, which compares two
+    axes sets, this asks the generator for the truth.
+    """
     truth = generator.true_axes(space=axes.space)
     if truth is None:
         return {}
@@ -42,8 +48,16 @@ def fit_axes(
 ) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
-    Finders that read the generator (sefa; pca on activations) get ``generator`` and the run's
-    space. When ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+    ``run`` is a :class:`~tlgan.sampling.Run` (latents (N, D) in ``run.space``, scores (N, A));
+    the result is :class:`~tlgan.axes.FeatureAxes` with unit vectors (A, D), or (K, D) named
+    ``pc0``.. for pca/sefa, in the run's space, with the fit's metrics per axis. ``method`` is
+    a registered finder (``tlgan models``: logistic, glm, svm, pca, sefa) and
+    ``finder_kwargs`` its options (``ratio=`` for svm, ``n_components=`` ...). Finders that
+    read the generator (sefa; pca on activations) get ``generator`` and the run's space. When
+    ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
+
+    Raises TlganError for an unknown method (with close matches) and for what the finder
+    refuses (its options, the samples it is given).
     """
     from tlgan.axes.finders import make_finder
 
@@ -58,7 +72,7 @@ def fit_axes(
     if run.generator_options:
         axes.info["generator_options"] = run.generator_options
     if generator is not None:
-        for name, cos in cosine_to_truth(axes, generator).items():
+        for name, cos in cosine_to_generator_truth(axes, generator).items():
             axes.metrics.setdefault(name, {})["cosine_to_truth"] = cos
     return axes
 
@@ -159,7 +173,7 @@ def default_axes(
         run_dir,
         seed=seed,
         space=space,
-        device=device,
+        engine=LocalEngine(device=device),
         resume=run_dir.exists(),
         progress=progress,
         generator_spec=generator_spec,
@@ -203,7 +217,7 @@ def run_demo(
         out / "run",
         seed=seed,
         space=space,
-        device=device,
+        engine=LocalEngine(device=device),
         resume=(out / "run").exists(),
         progress=progress,
         generator_spec=generator_spec,
@@ -220,7 +234,7 @@ def run_demo(
     steps = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     grids = out / "grids"
     for name in axes.attributes:
-        images = render(generator, edit_latents_grid(latent, axes, [name], steps), space)
+        images = draw_latents(generator, edit_latents_grid(latent, axes, [name], steps), space)
         save_grid(images, grids / f"{name}.png", nrow=len(steps), upscale=2)
 
     lock_demo = {}
@@ -231,7 +245,7 @@ def run_demo(
         locked = torch.stack(
             [edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)]
         )
-        images = render(generator, torch.cat([free, locked]), space)
+        images = draw_latents(generator, torch.cat([free, locked]), space)
         save_grid(images, out / "beard_minus_lock_male.png", nrow=4, upscale=2)
         with torch.inference_mode():
             male = classifier.probabilities(images)[:, axes.index("Male")]

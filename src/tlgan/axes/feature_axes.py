@@ -20,8 +20,12 @@ FORMAT = "tlgan.axes/1"
 class FeatureAxes:
     """Unit vectors ``vectors`` (A, D), one per name in ``attributes``, in latent ``space``.
 
-    ``metrics`` maps attribute -> {metric name: float} (for example val_accuracy,
-    cosine_to_truth); ``info`` holds anything else worth keeping (fit options, N).
+    ``axes["Smiling"]`` is one axis (D,); ``generator`` names the generator they belong to and
+    ``method`` the finder that fitted them. ``metrics`` maps attribute -> {metric name: float}
+    (for example val_accuracy, cosine_to_truth); ``info`` holds anything else worth keeping (fit
+    options, N). ``save(path)`` / ``FeatureAxes.load(path)`` write and read a safetensors file
+    with all of it. Raises TlganError for vectors that are not (A, D) with A names, or hold
+    NaN or infinity, and for unknown attribute names (with close matches).
     """
 
     vectors: torch.Tensor

@@ -19,7 +19,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from tlgan.io import atomic_path
 from tlgan.registry import unknown_name_message
 
 SUFFIX = "_boundary.npy"
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 

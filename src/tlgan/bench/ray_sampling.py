@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tlgan.models import load_classifier, load_generator
-from tlgan.sampling import sample
+from tlgan.sampling import LocalEngine, RayEngine, sample
 
 
 def _same_shards(a: Path, b: Path) -> bool:
@@ -29,7 +29,7 @@ def bench_ray(
     device: str = "cpu",
     repeats: int = 2,
 ) -> dict:
-    """Images per second of ``sample(engine="ray", workers=W)`` against the local engine.
+    """Images per second of ``sample(engine=RayEngine(workers=W))`` against the local engine.
 
     On CPU each Ray worker reserves one CPU and runs torch on one thread, so W workers use W
     cores. The baseline is the local engine on the same W cores: one process, torch on W
@@ -65,9 +65,7 @@ def bench_ray(
     G, F = load_generator(generator, device), load_classifier(classifier, device)
     settings = dict(
         seed=0,
-        batch_size=batch_size,
         shard_size=shard_size,
-        device=device,
         progress=False,
         generator_spec=generator,
         classifier_spec=classifier,
@@ -78,15 +76,17 @@ def bench_ray(
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return sample(G, F, n, tmp / f"local-{threads}", **settings).manifest["seconds"]
+            engine = LocalEngine(batch_size=batch_size, device=device)
+            return sample(G, F, n, tmp / f"local-{threads}", engine=engine, **settings).manifest["seconds"]
         finally:
             torch.set_num_threads(before)
 
     def on_ray(tmp: Path) -> tuple:
         t = time.perf_counter()
-        run = sample(
-            G, F, n, tmp / "ray", engine="ray", workers=workers, gpus_per_worker=gpus_per_worker, **settings
+        engine = RayEngine(
+            batch_size=batch_size, device=device, workers=workers, gpus_per_worker=gpus_per_worker
         )
+        run = sample(G, F, n, tmp / "ray", engine=engine, **settings)
         seconds = run.manifest["seconds"]
         return seconds, time.perf_counter() - t - seconds
 

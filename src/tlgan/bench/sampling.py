@@ -8,7 +8,7 @@ import time
 import torch
 
 from tlgan.models import load_classifier, load_generator
-from tlgan.sampling import sample
+from tlgan.sampling import LocalEngine, sample
 
 
 def bench_sampling(
@@ -49,10 +49,9 @@ def bench_sampling(
                 F,
                 n,
                 f"{tmp}/run",
-                batch_size=batch_size,
                 shard_size=n,
                 space=space,
-                device=device,
+                engine=LocalEngine(batch_size=batch_size, device=device),
                 progress=False,
             )
             return time.perf_counter() - t0

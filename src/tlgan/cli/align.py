@@ -316,7 +316,7 @@ def invert_editor(
     the paths for the row.
     """
     from tlgan.cli.pipeline import _axes_for, _start_latent, parse_moves
-    from tlgan.editing.edit import check_axes_for, edit_latents, render
+    from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents
     from tlgan.imaging import save_image
     from tlgan.models import load_generator
 
@@ -334,11 +334,11 @@ def invert_editor(
         G = load_generator(row["tuned_generator"], device) if "tuned_generator" in row else generator
         latent, space = _start_latent(G, 0, row["latent"], axes, None)
         edited = edit_latents(latent, axes, amounts, [], space=space)
-        image = render(G, edited[None], space)[0]
+        image = draw_latents(G, edited[None], space)[0]
         stem = Path(row["latent"]).with_suffix("")
         out = {"edited": str(save_image(image, f"{stem}.edited.png"))}
         if paste_back:
-            reference = render(G, latent[None], space)[0] if paste_mode == "change" else None
+            reference = draw_latents(G, latent[None], space)[0] if paste_mode == "change" else None
             paste_edit(row["latent"], image, reference, f"{stem}.edited-photo.png")
             out["edited_photo"] = f"{stem}.edited-photo.png"
         return out

@@ -117,7 +117,12 @@ def models_cmd(as_json: bool) -> None:
 @click.option("-n", "n", type=int, default=20_000, help="Number of faces to sample.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder to write.")
 @click.option("--seed", type=int, default=0, help="Latent i depends only on (seed, i).")
-@click.option("--batch-size", type=int, default=256)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=256,
+    help="Samples between progress updates; the networks always run on 64 at a time, so results do not depend on it.",
+)
 @click.option("--shard-size", type=int, default=4096, help="Samples per shard file.")
 @click.option(
     "--space",
@@ -176,33 +181,38 @@ def sample_cmd(
 ):
     """Draw N latents, generate, classify, and write a run folder."""
     from tlgan.models import load_classifier, load_generator
-    from tlgan.sampling import sample
+    from tlgan.sampling import LocalEngine, RayEngine, sample
 
     # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
     here = "cpu" if engine == "ray" else device
     G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or G.default_space
     F = load_classifier(classifier, here)
+    if engine == "ray":
+        runner = RayEngine(
+            batch_size=batch_size,
+            device=device,
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            max_retries=max_retries,
+        )
+    else:
+        runner = LocalEngine(batch_size=batch_size, device=device)
     run = sample(
         G,
         F,
         n,
         out,
         seed=seed,
-        batch_size=batch_size,
         shard_size=shard_size,
         space=space,
-        device=device,
         dtype=dtype,
         thumbnails=thumbnails,
         resume=resume,
         generator_spec=generator,
         classifier_spec=classifier,
-        engine=engine,
-        address=address,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        max_retries=max_retries,
+        engine=runner,
     )
     info = {
         "out": str(run.path),
@@ -290,7 +300,7 @@ def fit_cmd(
     """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
     from tlgan.axes.finders import FINDERS, default_method, make_finder
     from tlgan.cli.common import parse_int_list
-    from tlgan.models import GENERATORS, _ensure_registered, load_generator
+    from tlgan.models import GENERATORS, load_generator
     from tlgan.pipeline import fit_axes, name_run_directions
     from tlgan.sampling import Run
 
@@ -313,7 +323,6 @@ def fit_cmd(
             f"--name-directions names unsupervised components (pca, sefa); {method} axes are "
             f"already named after their attributes"
         )
-    _ensure_registered()
     # Ground truth is reported for registered generators that know it (toyfaces-render, -style); finders
     # that read the generator (sefa, pca) load whatever the run was sampled with.
     generator = (
@@ -460,7 +469,7 @@ def edit_cmd(
     as_json,
 ):
     """Apply several attribute moves at once to one face and write the image."""
-    from tlgan.editing.edit import check_axes_for, edit_latents, render
+    from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents
     from tlgan.editing.latent_file import save_latent as write_latent
     from tlgan.imaging import save_image
     from tlgan.models import load_generator
@@ -474,11 +483,11 @@ def edit_cmd(
     check_axes_for(axes, G, generator)
     latent, space = _start_latent(G, seed, latent_file, axes, layers)
     edited = edit_latents(latent, axes, amounts, list(locks), space=space, layers=layers)
-    image = render(G, edited[None], space)[0]
+    image = draw_latents(G, edited[None], space)[0]
     if paste_back:
         from tlgan.cli.align import paste_edit
 
-        reference = render(G, latent[None], space)[0] if paste_mode == "change" else None
+        reference = draw_latents(G, latent[None], space)[0] if paste_mode == "change" else None
         paste_edit(latent_file, image, reference, out)
     else:
         save_image(image, out, upscale=upscale)
@@ -537,7 +546,7 @@ def grid_cmd(
     device,
 ):
     """A PNG grid: rows of attributes x columns of steps (and optionally a GIF along one axis)."""
-    from tlgan.editing.edit import check_axes_for, edit_latents_grid, render
+    from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents_grid
     from tlgan.imaging import save_gif, save_grid
     from tlgan.models import load_generator
 
@@ -551,7 +560,7 @@ def grid_cmd(
         axes.index(name)
     step_values = parse_floats(steps)
     grid = edit_latents_grid(latent, axes, rows, step_values, list(locks), space=space, layers=layers)
-    save_grid(render(G, grid, space), out, nrow=len(step_values), upscale=upscale)
+    save_grid(draw_latents(G, grid, space), out, nrow=len(step_values), upscale=upscale)
     click.echo(f"wrote {out} ({len(rows)} attributes x {len(step_values)} steps)")
     if gif:
         lo, hi = min(step_values), max(step_values)
@@ -559,7 +568,7 @@ def grid_cmd(
         frames = edit_latents_grid(
             latent, axes, rows[:1], path + path[::-1], list(locks), space=space, layers=layers
         )
-        save_gif(render(G, frames, space), gif, upscale=upscale * 2)
+        save_gif(draw_latents(G, frames, space), gif, upscale=upscale * 2)
         click.echo(f"wrote {gif}")
 
 

@@ -1,7 +1,8 @@
 """Decoding image files into one uint8 tensor, caching it, and serving shuffled batches.
 
-Every image goes through the same steps: Pillow decode, convert to RGB, centre crop to
-a square, resize to ``resolution`` with LANCZOS. The decoded stack (N, 3, R, R) uint8 is
+Every image goes through the same steps as a photo given for inversion
+(:func:`tlgan.imaging.decode_rgb`): Pillow decode (EXIF rotation applied, decompression bombs
+refused), convert to RGB, centre crop to a square, resize to ``resolution`` with LANCZOS. The decoded stack (N, 3, R, R) uint8 is
 cached as a ``.npy`` file under ``<root>/.tlgan-cache/`` with a small JSON sidecar that
 records which files it holds, so the second load of a data set costs one ``np.load``.
 """
@@ -16,37 +17,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
+from tlgan.imaging import decode_rgb
 from tlgan.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_DIR = ".tlgan-cache"
-CACHE_FORMAT = "tlgan.image-cache/1"
+# 2: images decoded upright (EXIF rotation) and transparency over white, as photos are.
+CACHE_FORMAT = "tlgan.image-cache/2"
 
 
 def decode_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
-    """One image file -> uint8 array (3, R, R): RGB, centre-cropped square, LANCZOS-resized."""
+    """One image file -> uint8 array (3, R, R): RGB, centre-cropped square, LANCZOS-resized.
+
+    The same decoder as photos given for inversion (:func:`tlgan.imaging.decode_rgb`): EXIF
+    rotation applied, transparency over white, decompression bombs refused; JPEGs are decoded
+    in draft mode at no less than twice ``resolution``. Raises TlganError naming the file when
+    it cannot be decoded.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                # Let the JPEG decoder skip detail we would throw away; keep >= 2x for LANCZOS.
-                img.draft("RGB", (2 * resolution, 2 * resolution))
-            img = img.convert("RGB")
-            w, h = img.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-            if side != resolution:
-                img = img.resize((resolution, resolution), Image.LANCZOS)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise TlganError(f"{path}: cannot decode this image ({exc}); replace or remove the file") from None
+        arr, _ = decode_rgb(path, resolution, min_side=1, draft=True)
+    except TlganError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise TlganError(f"{path}: cannot decode this image ({reason}); replace or remove the file") from None
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from tlgan.delta.model import DeltaModel, save_delta
 from tlgan.errors import TlganError
 from tlgan.io import write_json
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import cosine_lr, set_lr, settings_mismatch, step_generator
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ def train_delta(
                 f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
                 f"use a new --out folder"
             )
-        manifest = load_checkpoint(
+        manifest = restore_checkpoint(
             out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
         )
         # Checkpoints from before the basis was a setting used the plain principal directions.

@@ -154,10 +154,15 @@ def check_axes_for(axes: FeatureAxes, generator: Generator, generator_spec: str 
 
 
 @torch.inference_mode()
-def render(
+def draw_latents(
     generator: Generator, latents: torch.Tensor, space: str = "z", batch_size: int = 64
 ) -> torch.Tensor:
-    """Images (N, 3, R, R) in [-1, 1] for latents (N, *latent_shape(space)), in batches, on the CPU."""
+    """The generator's images of ``latents``: (N, 3, R, R) float32 in [-1, 1], on the CPU.
+
+    ``latents`` is (N, *generator.latent_shape(space)) in ``space`` ("z", "w" or "wp"); they go
+    through the generator ``batch_size`` at a time, on its device. Raises TlganError for a
+    space the generator lacks or latents of the wrong shape.
+    """
     device = generator.device
     parts = [
         generator.synthesize(latents[i : i + batch_size].to(device), space).float().cpu()
@@ -193,4 +198,11 @@ def interpolate(latent, direction, steps: Sequence[float]) -> torch.Tensor:
     return points.to(device=latent.device, dtype=latent.dtype)
 
 
-__all__ = ["edit_latents", "edit_direction", "edit_latents_grid", "interpolate", "check_axes_for", "render"]
+__all__ = [
+    "edit_latents",
+    "edit_direction",
+    "edit_latents_grid",
+    "interpolate",
+    "check_axes_for",
+    "draw_latents",
+]

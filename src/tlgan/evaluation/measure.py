@@ -213,14 +213,14 @@ def lock_demo_grid(
     ``latent`` (D,) in ``axes.space``. Returns the images (2 * len(amounts), 3, H, W), the free
     row first, and P(lock) of each image (2 * len(amounts),) on CPU.
     """
-    from tlgan.editing.edit import edit_latents, render
+    from tlgan.editing.edit import draw_latents, edit_latents
 
     attribute, lock = pair
     moved = torch.stack(
         [edit_latents(latent, axes, {attribute: a}) for a in amounts]
         + [edit_latents(latent, axes, {attribute: a}, [lock]) for a in amounts]
     )
-    images = render(generator, moved, axes.space)
+    images = draw_latents(generator, moved, axes.space)
     with torch.inference_mode():
         probs = classifier.probabilities(
             images.to(next(iter(classifier.parameters()), torch.empty(0)).device)
@@ -447,7 +447,7 @@ def _edit_grids(result: ReportResult, axes, generator, classifier, latents, scor
 
     The demonstration's P(lock) per image is added to its entry in ``result.edit_effect`` as ``grid``.
     """
-    from tlgan.editing.edit import edit_latents_grid, render
+    from tlgan.editing.edit import draw_latents, edit_latents_grid
 
     locks, steps = result.context.locks, result.context.steps
     names = result.edit_effect["axes"]
@@ -458,7 +458,7 @@ def _edit_grids(result: ReportResult, axes, generator, classifier, latents, scor
     grids = [
         EditGrid(
             "edit_grid",
-            render(generator, edit_latents_grid(face, axes, names, columns), space),
+            draw_latents(generator, edit_latents_grid(face, axes, names, columns), space),
             len(columns),
             list(names),
             col_labels,
@@ -471,7 +471,7 @@ def _edit_grids(result: ReportResult, axes, generator, classifier, latents, scor
         grids.append(
             EditGrid(
                 "edit_grid_locked",
-                render(generator, edit_latents_grid(face, axes, names, columns, locks), space),
+                draw_latents(generator, edit_latents_grid(face, axes, names, columns, locks), space),
                 len(columns),
                 [f"{a} (locked)" if a in locks else a for a in names],
                 col_labels,

@@ -31,8 +31,9 @@ from tlgan.errors import TlganError
 from tlgan.models.base import Classifier, Generator, ModuleClassifier, ModuleGenerator
 from tlgan.registry import Registry
 
-GENERATORS: Registry[Generator] = Registry("generator")
-CLASSIFIERS: Registry[Classifier] = Registry("classifier")
+# The built-in models (tlgan.models.zoo) register themselves on the first lookup.
+GENERATORS: Registry[Generator] = Registry("generator", builtins="tlgan.models.zoo")
+CLASSIFIERS: Registry[Classifier] = Registry("classifier", builtins="tlgan.models.zoo")
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
 
@@ -97,7 +98,6 @@ def _fetch_folder(spec: str) -> Path:
 
 
 def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
-    _ensure_registered()
     spec = str(spec)
     if spec.startswith("hf://"):
         from tlgan.models.hub import hf_file
@@ -151,32 +151,33 @@ def _is_checkpoint(path: Path) -> bool:
 def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
     """Build the generator named by ``spec`` (see module docs) on ``device``, in eval mode.
 
+    The result is a :class:`Generator`: ``G.sample_latents(n, seed, space)`` gives latents
+    ((n, z_dim) in "z", (n, w_dim) in "w", (n, num_ws, w_dim) in "wp" for generators with a
+    mapping network), ``G.synthesize(latents, space)`` images (n, 3, R, R) in [-1, 1].
     ``options`` are load-time settings of generators that have them, e.g. StyleGAN2's
     ``truncation_psi=0.7``, ``truncation_cutoff=8``, ``noise_mode="const"``; ``None`` values are
     ignored, and a generator without such settings refuses any other.
+
+    Raises TlganError for an unknown name (with close matches), a missing or unreadable file,
+    a checkpoint of an unknown format or with missing/extra keys, a factory that returns
+    something else than a Generator, and unknown options.
     """
     generator = _load(spec, "generator", GENERATORS, Generator, device)
     return generator.configure(**{k: v for k, v in options.items() if v is not None})
 
 
 def load_classifier(spec: str, device: str = "cpu") -> Classifier:
-    """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode."""
+    """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode.
+
+    The result is a :class:`Classifier`: ``F.logits(images)`` turns images (N, 3, H, W) in
+    [-1, 1] (resized to ``F.input_resolution``) into logits (N, A), one per name in
+    ``F.attributes``. Raises TlganError as :func:`load_generator` does.
+    """
     return _load(spec, "classifier", CLASSIFIERS, Classifier, device)
 
 
-_registered = False
-
-
-def _ensure_registered() -> None:
-    """Import the modules whose import registers the built-in models."""
-    global _registered
-    if not _registered:
-        _registered = True
-        import tlgan.models.zoo  # noqa: F401
-
-
 def list_models() -> dict:
-    _ensure_registered()
+    """{"generators": {name: description}, "classifiers": {name: description}} of the registries."""
     return {
         "generators": {n: GENERATORS.describe(n) for n in GENERATORS.names()},
         "classifiers": {n: CLASSIFIERS.describe(n) for n in CLASSIFIERS.names()},

@@ -1,21 +1,19 @@
 """Fetching weight files for real users: a URL, a SHA-256 to check, a local cache.
 
-Works with ``https://`` and ``file://`` URLs (and plain paths). A download goes to a
-temporary file and is renamed into the cache only after its hash matched, so an
-interrupted or tampered download never lands under the final name.
+Works with ``https://`` and ``file://`` URLs (and plain paths), through
+``torch.hub.download_url_to_file``. A download goes to a temporary file and is renamed into
+the cache only after its hash matched, so an interrupted or tampered download never lands
+under the final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
+import re
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
 from tlgan.io import atomic_path, cache_dir
@@ -48,45 +46,47 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(info: WeightsInfo, cache: Path | None = None, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Return a local path to ``info``'s file, downloading it into ``cache`` if needed."""
+def fetch(info: WeightsInfo, cache: Path | None = None, progress: bool = True) -> Path:
+    """Return a local path to ``info``'s file, downloading it into ``cache`` if needed.
+
+    ``https://``, ``http://`` and ``file://`` URLs (and plain paths) are fetched with
+    ``torch.hub.download_url_to_file``, which checks ``info.sha256`` while it reads; the file
+    lands under its name in ``cache`` (default ``$TLGAN_CACHE/weights``) only once whole and
+    checked. A cached file whose hash matches is not fetched again. Raises TlganError for an
+    unsupported scheme, a missing local file, a failed download, or a hash mismatch (nothing is
+    kept then).
+    """
+    from torch.hub import download_url_to_file
+
     cache = Path(cache) if cache else default_cache()
     target = cache / info.name
     if target.is_file() and (info.sha256 is None or sha256_of(target) == info.sha256):
         return target
     parsed = urllib.parse.urlparse(info.url)
+    url = info.url
+    if parsed.scheme in ("", "file"):
+        source = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else info.url)
+        if not source.is_file():
+            raise TlganError(f"{source}: weights file not found")
+        url = source.resolve().as_uri()
+    elif parsed.scheme not in ("http", "https"):
+        raise TlganError(f"cannot fetch {info.url!r}: only https://, http:// and file:// URLs are supported")
     with atomic_path(target) as tmp:
         try:
-            if parsed.scheme in ("", "file"):
-                source = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else info.url)
-                if not source.is_file():
-                    raise TlganError(f"{source}: weights file not found")
-                shutil.copyfile(source, tmp)
-            elif parsed.scheme in ("http", "https"):
-                with urllib.request.urlopen(info.url, timeout=timeout) as response, open(tmp, "wb") as out:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(
-                        total=total, unit="B", unit_scale=True, desc=info.name, disable=not progress
-                    ) as bar:
-                        for chunk in iter(lambda: response.read(1 << 20), b""):
-                            out.write(chunk)
-                            bar.update(len(chunk))
-            else:
-                raise TlganError(
-                    f"cannot fetch {info.url!r}: only https://, http:// and file:// URLs are supported"
-                )
+            download_url_to_file(url, str(tmp), hash_prefix=info.sha256, progress=progress)
         except OSError as exc:
             raise TlganError(
                 f"could not download {info.url}: {exc}; check the address and your connection, "
                 f"or download it yourself and pass the local path"
             ) from None
-        if info.sha256 is not None:
-            got = sha256_of(tmp)
-            if got != info.sha256:
-                raise TlganError(
-                    f"{info.url}: SHA-256 mismatch (expected {info.sha256}, got {got}); "
-                    f"the download is corrupt or the file has changed; nothing was saved"
-                )
+        except RuntimeError as exc:  # download_url_to_file's hash check
+            got = re.search(r'got "([0-9a-f]+)"', str(exc))
+            if "invalid hash value" not in str(exc):
+                raise
+            raise TlganError(
+                f"{info.url}: SHA-256 mismatch (expected {info.sha256}, got {got.group(1) if got else '?'}); "
+                f"the download is corrupt or the file has changed; nothing was saved"
+            ) from None
     log.info("fetched %s into %s", info.url, target)
     return target
 

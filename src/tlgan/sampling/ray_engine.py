@@ -2,7 +2,7 @@
 
 Each worker is a Ray actor (:class:`ShardWorker`) that loads the generator and classifier
 once, from the same spec strings as a local run, and computes shards with the same
-:func:`tlgan.sampling.sample.sample_shard` as the local engine; the driver writes the
+:func:`tlgan.sampling.shard.sample_shard` as the local engine; the driver writes the
 manifest, hands out shards and shows one progress bar. Latent i depends only on (seed, i),
 so the run folder has the same shards, byte for byte, as a local run, and ``--resume``
 finishes a run whichever engine started it.
@@ -28,14 +28,16 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tlgan.errors import TlganError
+from tlgan.models.base import Classifier, Generator
 from tlgan.sampling.run import MANIFEST, Run
-from tlgan.sampling.sample import ShardSettings, sample_shard
+from tlgan.sampling.shard import Engine, ShardSettings, sample_shard
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +128,8 @@ def check_ray_request(
 def portable_spec(spec: str, kind: str) -> str:
     """``spec`` as a worker must see it: a local file or folder made absolute (workers run
     elsewhere, in another working directory); registered names and URLs unchanged."""
-    from tlgan.models import CLASSIFIERS, GENERATORS, _ensure_registered
+    from tlgan.models import CLASSIFIERS, GENERATORS
 
-    _ensure_registered()
     if spec in (GENERATORS if kind == "generator" else CLASSIFIERS) or "://" in spec:
         return spec
     if ".py:" in spec:
@@ -332,3 +333,53 @@ def sample_shards_on_ray(
     finally:
         for actor in pool + ([board] if board is not None else []):
             ray.kill(actor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayEngine(Engine):
+    """Sample on a Ray cluster: ``workers`` actors (default: as many as the cluster's CPUs, or
+    GPUs / ``gpus_per_worker``) each load the models from the run's spec strings and compute
+    whole shards (see the module docs).
+
+    ``address`` goes to ``ray.init`` ("auto", "ray://HOST:PORT"; None starts a local instance
+    unless one is running); a worker that dies is restarted and its shard retried up to
+    ``max_retries`` times. ``batch_size`` and ``device`` as for :class:`tlgan.sampling.LocalEngine`
+    (``device="cuda"`` needs ``gpus_per_worker`` > 0). The run folder must be one every worker
+    reaches; the models given to :func:`tlgan.sample` are used on the driver only for the manifest.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    max_retries: int = 3
+
+    name = "ray"
+
+    def check(self, generator_spec: str | None, classifier_spec: str | None) -> None:
+        super().check(generator_spec, classifier_spec)
+        check_ray_request(
+            generator_spec, classifier_spec, self.device, self.workers, self.gpus_per_worker, self.max_retries
+        )
+
+    def session(self):
+        # Connected before the run folder is touched: a cluster that is not there writes nothing.
+        return session(self.address)
+
+    def sample_shards(
+        self,
+        generator: Generator,
+        classifier: Classifier,
+        run: Run,
+        todo: list[int],
+        settings: ShardSettings,
+        bar: Any,
+    ) -> float:
+        return sample_shards_on_ray(
+            run,
+            todo,
+            settings,
+            bar,
+            workers=self.workers,
+            gpus_per_worker=self.gpus_per_worker,
+            max_retries=self.max_retries,
+        )

@@ -141,3 +141,13 @@ class Run:
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     write_json(path / MANIFEST, manifest)
+
+
+def open_run(path: str | os.PathLike, require_complete: bool = True) -> Run:
+    """Open the run folder ``path`` (written by :func:`tlgan.sample` or ``tlgan sample``) for reading.
+
+    ``run.latents()`` is (N, D) float32 in ``run.space``, ``run.scores()`` (N, A) float32
+    logits of ``run.attributes``. Raises TlganError when ``path`` is not a run folder, or when
+    the run was interrupted and ``require_complete`` (finish it with ``resume=True``).
+    """
+    return Run.open(path, require_complete=require_complete)

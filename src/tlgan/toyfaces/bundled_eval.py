@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from tlgan.editing.edit import render as _generate
+from tlgan.editing.edit import draw_latents
 from tlgan.evaluation.metrics import label_correlation
 from tlgan.models import load_classifier, load_generator
 
@@ -66,15 +66,15 @@ def evaluate_bundled(
 
     z = renderer.sample_latents(n, seed=EVAL_SEED)
     truth = renderer.labels(z)
-    render_logits, render_feats = _classify(F, _generate(renderer, z))
+    render_logits, render_feats = _classify(F, draw_latents(renderer, z))
     order = [
         list(renderer.attributes).index(a) if hasattr(renderer, "attributes") else i
         for i, a in enumerate(names)
     ]
     accuracy = balanced_accuracy(render_logits > 0, truth[:, order])
 
-    gen_logits, gen_feats = _classify(F, _generate(G, G.sample_latents(n, seed=EVAL_SEED)))
-    _, floor_feats = _classify(F, _generate(renderer, renderer.sample_latents(n, seed=FLOOR_SEED)))
+    gen_logits, gen_feats = _classify(F, draw_latents(G, G.sample_latents(n, seed=EVAL_SEED)))
+    _, floor_feats = _classify(F, draw_latents(renderer, renderer.sample_latents(n, seed=FLOOR_SEED)))
     freq_render = (render_logits > 0).double().mean(0)
     freq_gen = (gen_logits > 0).double().mean(0)
     # NaN marks an attribute that never changes in one set; it has no correlation to compare.

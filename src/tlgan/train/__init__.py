@@ -5,7 +5,7 @@ their whole state in a pickle-free checkpoint (``OUT/checkpoint/``), so ``resume
 continues a run exactly where it stopped.
 """
 
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.classifier import evaluate_classifier, train_classifier
 from tlgan.train.common import resolve_device
 from tlgan.train.encoder import train_encoder
@@ -17,7 +17,7 @@ __all__ = [
     "train_encoder",
     "evaluate_classifier",
     "save_checkpoint",
-    "load_checkpoint",
+    "restore_checkpoint",
     "has_checkpoint",
     "resolve_device",
 ]

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from tlgan.errors import TlganError
-from tlgan.io import load_tensors, save_tensors, write_json
-from tlgan.train.common import jsonable
+from tlgan.io import json_safe, load_tensors, save_tensors, write_json
 
 FORMAT = "tlgan.checkpoint/1"
 CHECKPOINT_DIR = "checkpoint"
@@ -68,8 +67,8 @@ def save_checkpoint(
                 else:
                     scalars.setdefault(str(idx), {})[key] = value
         optim_manifest[name] = {
-            "param_groups": jsonable(sd["param_groups"]),
-            "scalars": jsonable(scalars),
+            "param_groups": json_safe(sd["param_groups"]),
+            "scalars": json_safe(scalars),
             "n_state": len(sd["state"]),
         }
     tensors["rng.torch"] = torch.get_rng_state()
@@ -81,7 +80,7 @@ def save_checkpoint(
         "step": int(step),
         "modules": list(modules),
         "optimizers": optim_manifest,
-        "info": jsonable(info or {}),
+        "info": json_safe(info or {}),
     }
     directory = checkpoint_dir(out_dir)
     save_tensors(directory / STATE_FILE, tensors, manifest)
@@ -142,7 +141,7 @@ def _load_optimizer(
     opt.load_state_dict({"state": state, "param_groups": restored_groups})
 
 
-def load_checkpoint(
+def restore_checkpoint(
     out_dir: str | os.PathLike,
     *,
     modules: Mapping[str, nn.Module],

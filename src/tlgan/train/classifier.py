@@ -26,7 +26,7 @@ from tlgan.errors import TlganError
 from tlgan.io import write_json
 from tlgan.models.base import Classifier
 from tlgan.models.networks import AttributeClassifierNet, save_pretrained
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import (
     CHANNELS_LAST,
     command_line,
@@ -176,7 +176,7 @@ def train_classifier(
 
     start, loss_avg = 0, None
     if resume and has_checkpoint(out_dir):
-        manifest = load_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
+        manifest = restore_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
         info = manifest["info"]
         diff = settings_mismatch(info.get("settings", {}), settings)
         if diff:

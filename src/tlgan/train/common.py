@@ -100,16 +100,3 @@ def settings_mismatch(
         if saved.get(key) != current.get(key):
             out.append(f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}")
     return out
-
-
-def jsonable(obj: Any) -> Any:
-    """Turn tuples, paths and numpy scalars into JSON-friendly values, recursively."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)

@@ -34,7 +34,7 @@ from tlgan.errors import TlganError
 from tlgan.imaging import save_grid
 from tlgan.models.base import Classifier, Generator
 from tlgan.models.networks import DCGANGenerator, save_pretrained
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
 from tlgan.train.stylegan2 import training_images
 
@@ -171,7 +171,7 @@ def distill_generator(
     modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
     start, avg = 0, None
     if resume and has_checkpoint(out_dir):
-        manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
+        manifest = restore_checkpoint(out_dir, modules=modules, optimizers=optimizers)
         diff = settings_mismatch(
             manifest["info"].get("settings", {}), settings, introduced=INTRODUCED_SETTINGS
         )

@@ -36,7 +36,7 @@ from tlgan.imaging import save_grid
 from tlgan.io import write_json
 from tlgan.models.networks import DCGANDiscriminator, DCGANGenerator, save_pretrained
 from tlgan.models.stylegan2 import NOISE_MODES, StyleGAN2Discriminator
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import (
     CHANNELS_LAST,
     STREAM_BATCHNORM,
@@ -274,7 +274,7 @@ def train_generator(
     start, avg = 0, {"d_loss": None, "g_loss": None}
     pl_mean = torch.zeros([], device=dev)
     if resume and has_checkpoint(out_dir):
-        manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
+        manifest = restore_checkpoint(out_dir, modules=modules, optimizers=optimizers)
         diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
         if diff:
             raise TlganError(
