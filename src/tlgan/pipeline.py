@@ -17,10 +17,12 @@ from tlgan.axes import FeatureAxes
 from tlgan.axes.finders import DEFAULT_METHOD
 from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents_grid  # noqa: F401 - part of this API
 from tlgan.errors import TlganError
+from tlgan.evaluation.measure import lock_demo_grid, pick_face
 from tlgan.io import cache_dir
 from tlgan.models import load_classifier, load_generator
 from tlgan.models.base import Generator
 from tlgan.sampling import LocalEngine, Run, sample
+from tlgan.toyfaces.lock_demo import DEMO_AMOUNTS, LOCK_DEMO
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +204,6 @@ def run_demo(
 
     ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
     """
-    from tlgan.editing.edit import edit_latents
     from tlgan.imaging import save_grid
 
     start = time.perf_counter()
@@ -237,21 +238,19 @@ def run_demo(
         images = draw_latents(generator, edit_latents_grid(latent, axes, [name], steps), space)
         save_grid(images, grids / f"{name}.png", nrow=len(steps), upscale=2)
 
+    # The toy world's locking demonstration: remove a beard with and without Male held fixed.
+    moved, locked = LOCK_DEMO
     lock_demo = {}
-    if {"Beard", "Male"} <= set(axes.attributes):
-        # Start from a bearded male face so that "Beard -" has something to remove.
-        z_male = _pick_face(run, axes.attributes, want={"Beard": True, "Male": True})
-        free = torch.stack([edit_latents(z_male, axes, {"Beard": -s}) for s in (0, 1, 2, 3)])
-        locked = torch.stack(
-            [edit_latents(z_male, axes, {"Beard": -s}, locks=["Male"]) for s in (0, 1, 2, 3)]
-        )
-        images = draw_latents(generator, torch.cat([free, locked]), space)
-        save_grid(images, out / "beard_minus_lock_male.png", nrow=4, upscale=2)
-        with torch.inference_mode():
-            male = classifier.probabilities(images)[:, axes.index("Male")]
+    if {moved, locked} <= set(axes.attributes):
+        # Start from a face that has the attribute, so that moving it down has something to remove.
+        latents, scores = run.load()
+        face = latents[pick_face(scores, run.attributes, {moved: True, locked: True})]
+        images, p_lock = lock_demo_grid(generator, classifier, axes, face, LOCK_DEMO, DEMO_AMOUNTS)
+        save_grid(images, out / "beard_minus_lock_male.png", nrow=len(DEMO_AMOUNTS), upscale=2)
+        half = len(DEMO_AMOUNTS)
         lock_demo = {
-            "male_probability_unlocked": [round(float(v), 3) for v in male[:4]],
-            "male_probability_locked": [round(float(v), 3) for v in male[4:]],
+            "male_probability_unlocked": [round(float(v), 3) for v in p_lock[:half]],
+            "male_probability_locked": [round(float(v), 3) for v in p_lock[half:]],
         }
 
     summary = {
@@ -280,10 +279,11 @@ def run_demo(
                 run,
                 axes,
                 out / "report",
-                locks=["Male"],
+                locks=[locked],
                 generator=generator,
                 classifier=classifier,
                 progress=progress,
+                lock_demo=LOCK_DEMO,
             )
             summary["outputs"]["report"] = "report/report.html"
     summary["seconds"] = round(time.perf_counter() - start, 2)
@@ -291,13 +291,3 @@ def run_demo(
 
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _pick_face(run: Run, attributes: list[str], want: dict[str, bool]) -> torch.Tensor:
-    """The first sampled latent whose classifier labels match ``want`` (falls back to sample 0)."""
-    latents, scores = run.load()
-    mask = torch.ones(len(scores), dtype=torch.bool)
-    for name, value in want.items():
-        mask &= (scores[:, attributes.index(name)] > 0) == value
-    hits = torch.nonzero(mask).flatten()
-    return latents[int(hits[0]) if len(hits) else 0]

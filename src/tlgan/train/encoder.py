@@ -41,7 +41,7 @@ from tlgan.inversion.encoder import (
 from tlgan.inversion.losses import feature_distance
 from tlgan.io import write_json
 from tlgan.models.base import Classifier, Generator
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import settings_mismatch
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def _resume(
     """Load the checkpoint under ``root`` into ``encoder`` and ``opt``; returns (step, loss history).
 
     Every setting but ``steps`` (a run may be extended) must equal the saved one."""
-    manifest = load_checkpoint(root, modules={"encoder": encoder}, optimizers={"encoder": opt})
+    manifest = restore_checkpoint(root, modules={"encoder": encoder}, optimizers={"encoder": opt})
     info = manifest.get("info", {})
     saved = {k: v for k, v in info.get("settings", {}).items() if k != "steps"}
     differ = settings_mismatch(saved, {k: v for k, v in settings.items() if k != "steps"})
