@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "tlgan.cli.studio",
     "tlgan.cli.toyfaces",
     "tlgan.cli.delta",
+    "tlgan.cli.translate",
 ]
 
 
