@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tlgan.cli.studio",
     "tlgan.cli.toyfaces",
     "tlgan.cli.delta",
+    "tlgan.cli.translate",
 ]
 
 

@@ -1,0 +1,250 @@
+"""Where the translation route wins and where it fails, against the toyfaces world's true edits.
+
+Fresh renders (never seen in training: the translation networks learn from the bundled GAN's
+images only) are edited three ways and compared with the renderer's own edit of the same face,
+``render(z + amount * true_axis)``:
+
+- ``translate``: the translation model, one forward pass on the render;
+- ``invert_edit``: invert the render into the GAN's z (encoder + optimisation), move the latent
+  along the model's axis by the same amount, draw it;
+- ``tuned_edit``: the same after pivotal tuning of the GAN on the render.
+
+For each attribute: PSNR against the true edit, seconds per image (the inversion and tuning of
+a face are paid once and shared by every attribute: each method's figure is its whole cost for
+one image and one edit), preservation (the mean absolute change of pixels outside the part the
+true edit redraws, a mask the world gives), and continuity (whether the classifier's
+probability of the attribute rises monotonically along amounts 0, A/4, ..., A, per image).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tlgan.axes.feature_axes import FeatureAxes
+from tlgan.editing.edit import edit_latents
+from tlgan.errors import TlganError
+from tlgan.inversion.encoder import psnr_db
+from tlgan.models.base import Classifier, Generator, latent_rng_normal
+from tlgan.toyfaces import world
+from tlgan.translate.model import TranslationModel, translate
+
+log = logging.getLogger(__name__)
+
+#: The attributes of the published comparison: four local appearance changes and two large
+#: movements (smile and pose) where InterFaceGAN expects the translation route to fail.
+EVAL_ATTRIBUTES = ("Eyeglasses", "Beard", "Wearing_Lipstick", "Gray_Hair", "Smiling", "yaw")
+#: Renders of the evaluation use samples from here on of their seed (far from any training draw).
+FIRST_INDEX = 1_000_000
+MASK_THRESHOLD = 0.04
+"""A pixel belongs to the edited part when the true edit changes a channel by more than this (of 2)."""
+
+
+def true_axis(name: str) -> torch.Tensor:
+    """The world's unit direction (512,) of an attribute or of the ``yaw`` nuisance."""
+    if name == "yaw":
+        return world.base_directions()[world.NUISANCE_BASES["yaw"][0][0]].clone()
+    if name not in world.ATTRIBUTES:
+        raise TlganError(f"{name!r} is neither a toyfaces attribute nor 'yaw'")
+    return world.true_directions()[world.ATTRIBUTES.index(name)].clone()
+
+
+def with_yaw(axes: FeatureAxes) -> FeatureAxes:
+    """``axes`` (in z of a world-latent generator) plus a ``yaw`` axis, the world's own direction.
+
+    The classifier has no pose attribute, so no axis can be fitted for yaw; the closest axis
+    is the true one, which a generator sharing the world's latents (toyfaces-gan) moves along.
+    """
+    if "yaw" in axes.attributes:
+        return axes
+    if axes.space != "z" or axes.dim != world.Z_DIM:
+        raise TlganError("a yaw axis can only be added to z axes of the toyfaces world (512-d)")
+    vectors = torch.cat([axes.axes, true_axis("yaw")[None]])
+    return FeatureAxes(
+        vectors,
+        [*axes.attributes, "yaw"],
+        space="z",
+        generator=axes.generator,
+        method=axes.method,
+        metrics=dict(axes.metrics),
+        info=dict(axes.info),
+    )
+
+
+def edited_part(source: torch.Tensor, target: torch.Tensor, dilate: int = 1) -> torch.Tensor:
+    """(N, 1, R, R) bool: pixels the true edit changes (any channel by > :data:`MASK_THRESHOLD`), grown by ``dilate`` px."""
+    changed = (target - source).abs().amax(1, keepdim=True) > MASK_THRESHOLD
+    if dilate > 0:
+        changed = F.max_pool2d(changed.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return changed
+
+
+def outside_change(images: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N,) mean absolute change of ``images`` from ``source`` over the pixels outside ``mask`` (on [0, 1])."""
+    keep = (~mask).float()
+    diff = ((images.clamp(-1, 1) - source).abs() / 2).mean(1, keepdim=True)
+    return (diff * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1)
+
+
+def _batched(fn, tensor: torch.Tensor, batch: int = 50) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(tensor[i : i + batch]) for i in range(0, len(tensor), batch)])
+
+
+def evaluate_translation(
+    models: Mapping[str, TranslationModel],
+    axes: FeatureAxes,
+    generator: Generator,
+    renderer: Generator,
+    classifier: Classifier,
+    *,
+    n: int = 100,
+    seed: int = 0,
+    invert_steps: int | None = None,
+    tune_steps: int | None = None,
+    tune: bool = True,
+    continuity_steps: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The comparison for each model (attribute -> model), on ``n`` fresh renders; a JSON-ready dict.
+
+    ``axes`` are the z axes the models were trained with (see :func:`with_yaw`); the GAN edits
+    of the baselines move along them with each model's locks. ``generator`` is the GAN the
+    models were trained on (its z must be the world's latent, as toyfaces-gan's is),
+    ``renderer`` the analytic toyfaces renderer.
+    """
+    from tlgan.inversion.optimize import DEFAULT_STEPS, encoder_for, invert
+    from tlgan.inversion.tune import DEFAULT_TUNE_STEPS, tune_generator
+
+    if not models:
+        raise TlganError("no translation models to evaluate")
+    z = world_latents(n, seed)
+    with torch.no_grad():
+        sources = _batched(lambda b: renderer.synthesize(b, "z"), z)
+    t0 = time.perf_counter()
+    inverted = invert(
+        generator,
+        sources,
+        encoder=encoder_for(generator),
+        classifier=classifier,
+        steps=DEFAULT_STEPS if invert_steps is None else invert_steps,
+        progress=progress,
+    )
+    invert_seconds = (time.perf_counter() - t0) / n
+    moved = {}
+    for name, model in models.items():
+        locks = [lk for lk in model.record.get("locks", []) if lk in axes.attributes]
+        moved[name] = edit_latents(inverted.latents, axes, {name: float(model.amount)}, locks, space="z")
+    tuned_edits: dict[str, list[torch.Tensor]] = {name: [] for name in models}
+    tune_seconds = 0.0
+    if tune:
+        for i in tqdm(range(n), desc="tuning", disable=not progress):
+            t0 = time.perf_counter()
+            copy = tune_generator(
+                generator,
+                sources[i],
+                inverted.latents[i],
+                steps=DEFAULT_TUNE_STEPS if tune_steps is None else tune_steps,
+                seed=seed,
+            ).generator
+            tune_seconds += (time.perf_counter() - t0) / n
+            with torch.no_grad():
+                for name in models:
+                    tuned_edits[name].append(copy.synthesize(moved[name][i : i + 1], "z"))
+            del copy
+    out: dict[str, Any] = {
+        "n": n,
+        "seed": seed,
+        "generator": getattr(generator, "name", "?"),
+        "inversion_psnr_db": float(inverted.psnr_db.mean()),
+        "invert_seconds_per_image": invert_seconds,
+        "tune_seconds_per_image": tune_seconds if tune else None,
+        "attributes": {},
+    }
+    for name, model in models.items():
+        amount = float(model.amount)
+        with torch.no_grad():
+            targets = _batched(
+                lambda b, a=amount, nm=name: renderer.synthesize(b + a * true_axis(nm), "z"), z
+            )
+        mask = edited_part(sources, targets)
+        t0 = time.perf_counter()
+        translated = translate(sources, model, amount)
+        translate_seconds = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        invert_edit = _batched(lambda b: generator.synthesize(b, "z"), moved[name])
+        draw_seconds = (time.perf_counter() - t0) / n
+        entry: dict[str, Any] = {
+            "amount": amount,
+            "edited_fraction": float(mask.float().mean()),
+            "translate": _scores(translated, targets, sources, mask, translate_seconds),
+            "invert_edit": _scores(invert_edit, targets, sources, mask, invert_seconds + draw_seconds),
+            "no_edit": _scores(sources, targets, sources, mask, 0.0),
+        }
+        if tune:
+            entry["tuned_edit"] = _scores(
+                torch.cat(tuned_edits[name]),
+                targets,
+                sources,
+                mask,
+                invert_seconds + tune_seconds + draw_seconds,
+            )
+        entry["speedup_over_invert_edit"] = entry["invert_edit"]["seconds_per_image"] / max(
+            translate_seconds, 1e-9
+        )
+        entry["continuity"] = _continuity(model, sources, classifier, name, amount, continuity_steps)
+        out["attributes"][name] = entry
+        log.info(
+            "%s: translate %.2f dB, invert+edit %.2f dB",
+            name,
+            entry["translate"]["psnr_db"],
+            entry["invert_edit"]["psnr_db"],
+        )
+    return out
+
+
+def world_latents(n: int, seed: int) -> torch.Tensor:
+    """(n, 512) world latents of the evaluation: samples FIRST_INDEX.. of ``seed`` (never drawn in training)."""
+    return latent_rng_normal(seed, np.arange(FIRST_INDEX, FIRST_INDEX + n), world.Z_DIM)
+
+
+def _scores(
+    images: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, mask: torch.Tensor, seconds: float
+) -> dict[str, float]:
+    return {
+        "psnr_db": float(psnr_db(images, targets).mean()),
+        "outside_change": float(outside_change(images, sources, mask).mean()),
+        "seconds_per_image": float(seconds),
+    }
+
+
+def _continuity(
+    model: TranslationModel,
+    sources: torch.Tensor,
+    classifier: Classifier,
+    name: str,
+    amount: float,
+    steps: int,
+) -> dict[str, Any] | None:
+    """Fraction of images whose classifier probability of ``name`` never falls along amounts 0..A."""
+    if name not in classifier.attributes:
+        return None
+    index = classifier.attributes.index(name)
+    probs = []
+    for k in range(steps):
+        images = translate(sources, model, amount * k / (steps - 1))
+        probs.append(_batched(lambda b: classifier.probabilities(b)[:, index], images))
+    probs = torch.stack(probs, 1)  # (N, steps)
+    rising = (probs[:, 1:] - probs[:, :-1] >= -1e-4).all(1)
+    return {
+        "amounts": [amount * k / (steps - 1) for k in range(steps)],
+        "monotonic_fraction": float(rising.float().mean()),
+        "mean_probability": probs.mean(0).tolist(),
+    }

@@ -1,0 +1,230 @@
+"""Training a translation model on a generator's own edit pairs (InterFaceGAN's second route).
+
+A fitted axis makes unlimited paired data: a latent ``l`` and the same latent moved along the
+attribute's axis, ``l' = l + amount * u`` (with ``u`` made orthogonal to the locked axes), give
+the pair ``(G(l), G(l'))``. Training runs in two phases on pairs drawn afresh every step:
+
+1. ``identity_steps``: a :class:`~tlgan.translate.network.TranslationNet` learns to return its
+   input (``G(l) -> G(l)``), under an L1 pixel loss;
+2. ``edit_steps``: a copy of it is fine-tuned to the translation (``G(l) -> G(l')``), under the
+   L1 pixel loss plus, with a classifier, the feature loss of inversion
+   (:func:`tlgan.inversion.losses.feature_distance`).
+
+The step's latents come from its own random stream (seed, step), so a run resumed from its
+checkpoint (``OUT/checkpoint/``, written every ``checkpoint_every`` steps) ends with the same
+weights, bit for bit, as one that was never interrupted. ``identity_from`` reuses the identity
+network of an earlier model (of the same generator): phase 1 is then skipped, which is how
+several attributes share one identity network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tlgan.axes.feature_axes import FeatureAxes
+from tlgan.editing.edit import edit_latents
+from tlgan.errors import TlganError
+from tlgan.inversion.losses import feature_distance
+from tlgan.models.base import Classifier, Generator
+from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
+from tlgan.translate.model import TranslationModel, load_translation
+from tlgan.translate.network import TranslationNet
+
+log = logging.getLogger(__name__)
+
+STREAM_PAIRS = 21
+
+
+def edit_pairs(
+    generator: Generator,
+    axes: FeatureAxes,
+    attribute: str,
+    amount: float,
+    latents: torch.Tensor,
+    locks: Sequence[str] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G(latents), G(latents moved by ``amount`` along ``attribute``)), each (N, 3, R, R) in [-1, 1].
+
+    ``latents`` are in the axes' space; ``locks`` are held fixed as in :func:`edit_latents`.
+    """
+    moved = edit_latents(latents, axes, {attribute: amount}, locks, space=axes.space)
+    both = generator.synthesize(torch.cat([latents, moved]), axes.space)
+    return both[: len(latents)], both[len(latents) :]
+
+
+def step_latents(generator: Generator, space: str, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The latents of training step ``step``: (batch_size, ...) in ``space``, from (seed, step) alone."""
+    z = torch.randn(batch_size, generator.z_dim, generator=step_generator(seed, step, STREAM_PAIRS))
+    return generator.map_latents(z.to(generator.device), "z", space) if space != "z" else z
+
+
+def _check_request(axes: FeatureAxes, attribute: str, amount: float, locks: Sequence[str]) -> None:
+    if attribute not in axes.attributes:
+        axes.index(attribute)  # raises with close matches
+    if not amount > 0:
+        raise TlganError(
+            f"--amount must be positive (the edit the pairs are made of), not {amount}; a negative "
+            f"edit is the same model applied with a negative amount"
+        )
+    for name in locks:
+        axes.index(name)
+    if attribute in locks:
+        raise TlganError(f"{attribute} cannot be both translated and locked; drop it from --lock")
+
+
+def train_translation(
+    generator: Generator,
+    axes: FeatureAxes,
+    attribute: str,
+    out_dir: str | os.PathLike,
+    *,
+    amount: float = 2.0,
+    locks: Sequence[str] = (),
+    classifier: Classifier | None = None,
+    identity_steps: int = 600,
+    edit_steps: int = 600,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    width: int = 32,
+    depth: int = 3,
+    feature_weight: float = 0.1,
+    seed: int = 0,
+    identity_from: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 100,
+    device: str = "cpu",
+    progress: bool = True,
+    record: dict[str, Any] | None = None,
+) -> TranslationModel:
+    """Train the identity and edited networks for ``attribute`` and save the model folder in ``out_dir``.
+
+    ``axes`` must be in a space of ``generator`` (``z`` or ``w``); ``amount`` is the latent move
+    of the training pairs. ``record`` (generator spec, axes file, ...) is written into
+    ``translation.json``. Returns the trained :class:`TranslationModel` (also saved).
+    """
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    _check_request(axes, attribute, amount, locks)
+    generator.check_space(axes.space)
+    if generator.img_resolution != int(generator.img_resolution) or generator.img_resolution < 8:
+        raise TlganError(f"generator resolution {generator.img_resolution} is not supported")
+    if axes.dim != generator.latent_dim(axes.space):
+        raise TlganError(
+            f"the axes are {axes.dim}-d in {axes.space!r}, the generator's {axes.space!r} latents are "
+            f"{generator.latent_dim(axes.space)}-d: they belong to another generator"
+        )
+    if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
+        raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
+    torch.manual_seed(seed)
+    identity = TranslationNet(generator.img_resolution, width, depth)
+    base_record = None
+    if identity_from is not None:
+        base = load_translation(identity_from)
+        if base.identity.config_kwargs != identity.config_kwargs:
+            raise TlganError(
+                f"{identity_from}: its networks are {base.identity.config_kwargs}, this training asks for "
+                f"{identity.config_kwargs}; pass the same --width and --depth"
+            )
+        identity.load_state_dict(base.identity.state_dict())
+        base_record = {"identity_from": str(identity_from), "generator": base.record.get("generator")}
+        identity_steps = 0
+    edited = TranslationNet(generator.img_resolution, width, depth)
+    identity.to(dev)
+    edited.to(dev)
+    opt_identity = torch.optim.Adam(identity.parameters(), lr=lr, betas=(0.5, 0.99))
+    opt_edited = torch.optim.Adam(edited.parameters(), lr=lr, betas=(0.5, 0.99))
+    settings = {
+        "attribute": attribute,
+        "amount": float(amount),
+        "locks": list(locks),
+        "space": axes.space,
+        "identity_steps": int(identity_steps),
+        "edit_steps": int(edit_steps),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "width": int(width),
+        "depth": int(depth),
+        "feature_weight": float(feature_weight) if classifier is not None else 0.0,
+        "seed": int(seed),
+        "identity_from": None if identity_from is None else str(identity_from),
+    }
+    modules = {"identity": identity, "edited": edited}
+    optimizers = {"identity": opt_identity, "edited": opt_edited}
+    start = 0
+    if resume:
+        if not has_checkpoint(out_dir):
+            raise TlganError(f"{out_dir}: no checkpoint to resume from; run without --resume")
+        manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        if diff:
+            raise TlganError(
+                f"{out_dir}: the checkpoint was trained with other settings ({'; '.join(diff)}); pass the "
+                f"same ones, or start in a new --out folder"
+            )
+        start = int(manifest["step"])
+        log.info("resuming %s at step %d", out_dir, start)
+    elif has_checkpoint(out_dir):
+        raise TlganError(f"{out_dir} already holds a training checkpoint; add --resume or choose a new --out")
+    generator.eval()
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    if classifier is not None:
+        classifier.eval()
+        for p in classifier.parameters():
+            p.requires_grad_(False)
+    total = identity_steps + edit_steps
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start, total), initial=start, total=total, desc=f"translate {attribute}", disable=not progress
+    )
+    for step in bar:
+        if step == identity_steps:
+            edited.load_state_dict(identity.state_dict())
+        phase_identity = step < identity_steps
+        net, opt = (identity, opt_identity) if phase_identity else (edited, opt_edited)
+        local, steps = (step, identity_steps) if phase_identity else (step - identity_steps, edit_steps)
+        set_lr(opt, cosine_lr(local, steps, lr, warmup=min(50, steps // 10)))
+        with torch.no_grad():
+            latents = step_latents(generator, axes.space, batch_size, seed, step)
+            source, target = edit_pairs(generator, axes, attribute, amount, latents.to(dev), locks)
+            if phase_identity:
+                target = source
+        out = net(source)
+        loss = F.l1_loss(out, target)
+        if not phase_identity and classifier is not None and feature_weight > 0:
+            loss = loss + feature_weight * feature_distance(classifier, out, targets=target).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", phase="identity" if phase_identity else "edit")
+        done = step + 1
+        if done % checkpoint_every == 0 or done == total:
+            save_checkpoint(
+                out_dir, step=done, modules=modules, optimizers=optimizers, info={"settings": settings}
+            )
+    record = {
+        **(record or {}),
+        **(base_record or {}),
+        "locks": list(locks),
+        "space": axes.space,
+        "settings": settings,
+        "final_loss": losses[-1] if losses else None,
+        "train_seconds": round(time.perf_counter() - t0, 3),
+    }
+    model = TranslationModel(identity.cpu().eval(), edited.cpu().eval(), attribute, float(amount), record)
+    model.save(out_dir)
+    log.info("translation model for %s saved to %s", attribute, out_dir)
+    return model
