@@ -120,8 +120,9 @@ def evaluate_translation(
     models were trained on (its z must be the world's latent, as toyfaces-gan's is),
     ``renderer`` the analytic toyfaces renderer.
     """
-    from tlgan.inversion.optimize import DEFAULT_STEPS, encoder_for, invert
+    from tlgan.inversion.optimize import DEFAULT_STEPS, invert
     from tlgan.inversion.tune import DEFAULT_TUNE_STEPS, tune_generator
+    from tlgan.models.zoo import bundled_encoder
 
     if not models:
         raise TlganError("no translation models to evaluate")
@@ -132,7 +133,7 @@ def evaluate_translation(
     inverted = invert(
         generator,
         sources,
-        encoder=encoder_for(generator),
+        encoder=bundled_encoder(generator),
         classifier=classifier,
         steps=DEFAULT_STEPS if invert_steps is None else invert_steps,
         progress=progress,

@@ -35,7 +35,7 @@ from tlgan.editing.edit import edit_latents
 from tlgan.errors import TlganError
 from tlgan.inversion.losses import feature_distance
 from tlgan.models.base import Classifier, Generator
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
 from tlgan.translate.model import TranslationModel, load_translation
 from tlgan.translate.network import TranslationNet
@@ -164,7 +164,7 @@ def train_translation(
     if resume:
         if not has_checkpoint(out_dir):
             raise TlganError(f"{out_dir}: no checkpoint to resume from; run without --resume")
-        manifest = load_checkpoint(out_dir, modules=modules, optimizers=optimizers)
+        manifest = restore_checkpoint(out_dir, modules=modules, optimizers=optimizers)
         diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
         if diff:
             raise TlganError(
