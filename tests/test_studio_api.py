@@ -455,7 +455,7 @@ def test_a_busy_model_does_not_stall_other_requests(models):
 
 def test_bench_studio_counts_a_reply_meant_for_another_request(models):
     """The load check is not vacuous: swapped or altered replies are caught."""
-    from tlgan.bench.studio import PATHS, _check_replies, _request_body
+    from tlgan.bench.studio_client import PATHS, _check_replies, _request_body
     from tlgan.studio.server import Studio
 
     G, F, axes = models

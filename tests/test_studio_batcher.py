@@ -225,7 +225,7 @@ class Recording(Wrapping):
 
 @pytest.fixture(scope="module")
 def bundled():
-    from tlgan.bench.studio import _bench_axes
+    from tlgan.bench.studio_client import _bench_axes
     from tlgan.models import load_classifier, load_generator
 
     G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")

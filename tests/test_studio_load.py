@@ -1,4 +1,4 @@
-"""The studio-load bench (:mod:`tlgan.bench.studio`): its load generator, its CPU accounting per
+"""The studio-load bench (:mod:`tlgan.bench.studio_load`): its load generator, its CPU accounting per
 process, and a run against two real `tlgan serve` processes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def bundled():
-    from tlgan.bench.studio import _bench_axes
+    from tlgan.bench.studio_client import _bench_axes
     from tlgan.models import load_classifier, load_generator
 
     G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")
@@ -22,7 +22,7 @@ def bundled():
 
 
 def test_the_load_generator_sends_its_share_of_bad_requests_and_stops_by_itself(bundled):
-    from tlgan.bench.studio import _check_replies, _concurrent_load
+    from tlgan.bench.studio_client import _check_replies, _concurrent_load
     from tlgan.studio.app import ServerThread, create_app
 
     G, F, axes = bundled
@@ -84,7 +84,7 @@ def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it(
     import subprocess
     import sys
 
-    from tlgan.bench.studio import _cpu_ceiling, _cpu_use
+    from tlgan.bench.studio_load import _cpu_ceiling, _cpu_use
 
     burner = subprocess.Popen(
         [sys.executable, "-c", BURNER, "0.3", "0.4"],
@@ -126,7 +126,7 @@ def test_the_load_bench_counts_cpu_time_per_process_and_bounds_throughput_by_it(
 @pytest.mark.slow
 def test_bench_studio_load_drives_two_real_servers():
     """The studio-load bench end to end: two `tlgan serve` processes (about 10 s each to import torch and start)."""
-    from tlgan.bench.studio import bench_studio_load
+    from tlgan.bench.studio_load import bench_studio_load
 
     result = bench_studio_load(
         quick=True, clients=4, seconds=1.0, single_requests=10, check=20, model_sizes=(1, 8), slices=2

@@ -75,7 +75,7 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | No
             log.info("bench: studio")
             result.update(bench_studio(quick=quick, device=device))
     if "studio-load" in sections:
-        from tlgan.bench.studio import bench_studio_load
+        from tlgan.bench.studio_load import bench_studio_load
 
         log.info("bench: studio under load, batching off and on")
         result.update(bench_studio_load(quick=quick, device=device))
