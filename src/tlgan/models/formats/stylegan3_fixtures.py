@@ -52,7 +52,13 @@ _CLASS_OF = {
 }
 
 
-def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: dict[str, Any]) -> _Persistent:
+def _persisted(
+    module: torch.nn.Module,
+    class_name: str,
+    init_kwargs: dict[str, Any],
+    extra_state: dict[str, dict[str, Any]],
+    path: str = "",
+) -> _Persistent:
     params = collections.OrderedDict(
         (n, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
         for n, p in module._parameters.items()
@@ -65,7 +71,7 @@ def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: dict[str, 
     children = collections.OrderedDict()
     for name, child in module._modules.items():
         cls = _CLASS_OF.get(name, "SynthesisLayer" if name.startswith("L") else "FullyConnectedLayer")
-        children[name] = _persisted(child, cls, {})
+        children[name] = _persisted(child, cls, {}, extra_state, f"{path}.{name}" if path else name)
     state: dict[str, Any] = {
         "training": False,
         "_parameters": params,
@@ -89,6 +95,7 @@ def _persisted(module: torch.nn.Module, class_name: str, init_kwargs: dict[str, 
         state.update(layer_names=list(module.layer_names), num_ws=module.num_ws)
     elif class_name == "FullyConnectedLayer":
         state.update(weight_gain=np.float64(module.weight_gain), activation=module.activation)
+    state.update(extra_state.get(path, {}))
     return _Persistent(class_name, state)
 
 
@@ -128,11 +135,22 @@ def nvlabs_stylegan3_kwargs(G: StyleGAN3Generator) -> dict[str, Any]:
 
 
 def write_nvlabs_stylegan3_pickle(
-    G: StyleGAN3Generator, path, extra: dict[str, Any] | None = None, kwargs: dict[str, Any] | None = None
+    G: StyleGAN3Generator,
+    path,
+    extra: dict[str, Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    extra_state: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}`` as NVlabs' stylegan3 saves them."""
+    """``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}`` as NVlabs' stylegan3 saves them.
+
+    ``extra`` adds top-level entries, ``kwargs`` replaces G_ema's constructor arguments and
+    ``extra_state`` adds attributes to the state of the sub-module at a dotted path ("" is G_ema,
+    "synthesis.input" its input), e.g. to plant a hostile object inside a network.
+    """
     with _fake_modules():
-        g_ema = _persisted(G, "Generator", kwargs if kwargs is not None else nvlabs_stylegan3_kwargs(G))
+        g_ema = _persisted(
+            G, "Generator", kwargs if kwargs is not None else nvlabs_stylegan3_kwargs(G), extra_state or {}
+        )
         d = _Persistent(
             "Discriminator",
             {
