@@ -292,3 +292,118 @@ def test_hub_spec_reads_a_stylegan3_pickle_from_the_cache(nets, files, tmp_path,
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     loaded = load_generator("hf://someone/tiny-sg3/sg3r.pkl")
     assert torch.equal(loaded.synthesize(_z()), nets["r"].synthesize(_z()))
+
+
+# ------------------------------------------------------------------- inversion, tuning, the CLI
+
+
+def test_inversion_in_w_and_wp_and_pivotal_tuning(nets, tmp_path):
+    from tlgan.inversion.encoder import psnr_db
+    from tlgan.inversion.optimize import invert, mean_latent
+    from tlgan.inversion.tune import save_tuned, tune_generator
+
+    G = nets["t"]
+    target = G.synthesize(_z(1, seed=21)).detach()
+    start = psnr_db(G.synthesize(mean_latent(G, "w"), "w").detach(), target)
+    found = {}
+    for space in ("w", "wp"):
+        result = invert(G, target, space=space, steps=40)
+        assert result.latents.shape == (1, *G.latent_shape(space))
+        found[space] = float(result.psnr_db[0])
+    print("inversion PSNR (dB) from w_avg", float(start[0]), "->", found)
+    assert found["w"] > float(start[0]) + 3 and found["wp"] >= found["w"] - 0.5
+    pivot = invert(G, target, space="w", steps=10).latents[0]
+    tuned = tune_generator(G, target[0], pivot, space="w", steps=15, locality_weight=0.0)
+    assert tuned.psnr_db > tuned.start_psnr_db
+    folder = save_tuned(tuned, tmp_path / "tuned", base_spec="sg3t.pkl", space="w")
+    again = load_generator(str(folder))
+    assert isinstance(again, StyleGAN3Generator)
+    assert torch.equal(again.synthesize(pivot[None], "w"), tuned.generator.synthesize(pivot[None], "w"))
+
+
+def test_cli_samples_fits_edits_and_turns_a_stylegan3(files, tmp_path):
+    from click.testing import CliRunner
+
+    from tlgan.axes import FeatureAxes
+    from tlgan.cli import cli
+    from tlgan.editing.latent_file import load_latent
+
+    gen = str(files / "sg3t.pkl")
+    clf = tmp_path / "clf.py"
+    clf.write_text(
+        "import torch\nfrom tlgan.models import ModuleClassifier\n"
+        "class M(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.stack([x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))], 1) * 10\n"
+        "def classifier():\n    return ModuleClassifier(M(), ['Red', 'Blue'], input_resolution=32)\n"
+    )
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["sample", "--generator", gen, "--classifier", f"{clf}:classifier", "-n", "64", "--out", str(run)]
+    result = runner.invoke(cli, [*args, "--truncation", "0.7", "--truncation-cutoff", "4"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["space"] == "w"
+    assert manifest["generator_options"] == {"truncation_psi": 0.7, "truncation_cutoff": 4}
+    axes_path = tmp_path / "axes.safetensors"
+    result = runner.invoke(cli, ["fit", str(run), "--method", "glm", "--out", str(axes_path)])
+    assert result.exit_code == 0, result.output
+    assert FeatureAxes.load(axes_path).space == "w"
+    edit = [
+        "edit",
+        "--generator",
+        gen,
+        "--axes",
+        str(axes_path),
+        "--seed",
+        "3",
+        "--attr",
+        "Red=2",
+        "--upscale",
+        "1",
+    ]
+    result = runner.invoke(
+        cli,
+        [*edit, "--layers", "1-3", "--out", str(tmp_path / "e.png"), "--save-latent", str(tmp_path / "e.st")],
+    )
+    assert result.exit_code == 0, result.output
+    edited, meta = load_latent(tmp_path / "e.st")
+    base = load_generator(gen).sample_latents_at([3], seed=0, space="wp")[0]
+    assert meta["space"] == "wp" and "input_transform" not in meta
+    assert torch.equal(edited[0], base[0]) and torch.equal(edited[4:], base[4:])
+    # The same edit, turned and moved: the latent is the same, the transform is recorded.
+    result = runner.invoke(
+        cli,
+        [
+            *edit,
+            "--layers",
+            "1-3",
+            "--rotate",
+            "12",
+            "--translate",
+            "0.1,-0.05",
+            "--out",
+            str(tmp_path / "t.png"),
+            "--save-latent",
+            str(tmp_path / "t.st"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    turned, meta = load_latent(tmp_path / "t.st")
+    assert torch.equal(turned, edited)
+    assert meta["input_transform"] == {"rotate": 12.0, "translate": [0.1, -0.05]}
+    assert json.loads(result.output)["input_transform"] == meta["input_transform"]
+    from tlgan.imaging import load_image
+
+    plain, moved = load_image(tmp_path / "e.png", 32), load_image(tmp_path / "t.png", 32)
+    H = load_generator(gen, input_transform=input_transform(12.0, (0.1, -0.05)))
+    want = H.synthesize(turned[None], "wp")[0]
+    assert (moved - want).abs().max() < 2 / 255 + 1e-6 and (plain - moved).abs().mean() > 0.01
+    result = runner.invoke(cli, [*edit, "--translate", "0.1", "--out", str(tmp_path / "x.png")])
+    assert result.exit_code != 0 and "X,Y" in str(result.exception)
+    result = runner.invoke(
+        cli,
+        ["grid", "--generator", gen, "--axes", str(axes_path), "--steps", "-1,0,1", "--rotate", "90"]
+        + ["--out", str(tmp_path / "g.png")],
+    )
+    assert result.exit_code == 0, result.output
