@@ -88,7 +88,8 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
         classifier_spec,
         device=device,
         space=generator.default_space,
-        generator_options=generator.options,
+        # StyleGAN3's input transform turns and moves the view, not the face: axes are shared.
+        generator_options={k: v for k, v in generator.options.items() if k != "input_transform"},
     )
 
 
