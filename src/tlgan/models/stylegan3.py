@@ -301,7 +301,7 @@ def layer_schedule(
     margin_size: int,
 ) -> dict[str, np.ndarray]:
     """Per layer 0 .. num_layers (the input, then every layer; the last is toRGB): cutoff f_c,
-    stopband f_t, sampling rate s, transition half-width f_h, size and channels, as (num_layers + 1,) arrays.
+    sampling rate s, transition half-width f_h, size and channels, as (num_layers + 1,) arrays.
 
     f_c and f_t grow geometrically from the first layer's to the last's and stay there for the
     last ``num_critical`` layers; s is the smallest power of two >= 2 f_t (at most the image
@@ -319,14 +319,7 @@ def layer_schedule(
     sizes[-2:] = img_resolution
     channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
     channels[-1] = img_channels
-    return dict(
-        cutoffs=cutoffs,
-        stopbands=stopbands,
-        rates=rates,
-        half_widths=half_widths,
-        sizes=sizes,
-        channels=channels,
-    )
+    return dict(cutoffs=cutoffs, rates=rates, half_widths=half_widths, sizes=sizes, channels=channels)
 
 
 class SynthesisNetwork(nn.Module):
@@ -402,11 +395,6 @@ class SynthesisNetwork(nn.Module):
         return x * self.output_scale if self.output_scale != 1 else x
 
 
-# ----------------------------------------------------------------------------------------
-# The user's input transform
-# ----------------------------------------------------------------------------------------
-
-
 def input_transform(rotate: float = 0.0, translate: Sequence[float] = (0.0, 0.0)) -> torch.Tensor:
     """The 3 x 3 ``input_transform`` that turns the image by ``rotate`` degrees and moves it by
     ``translate`` (x right, y down) in input units, where the image spans one unit (a move of
@@ -476,21 +464,9 @@ class StyleGAN3Generator(StyleBasedGenerator):
         img_resolution = int(img_resolution)
         if img_resolution < 8 or img_resolution & (img_resolution - 1):
             raise TlganError(f"a StyleGAN3 resolution must be a power of two >= 8, not {img_resolution}")
-        for key, value in (
-            ("z_dim", z_dim),
-            ("w_dim", w_dim),
-            ("channel_base", channel_base),
-            ("channel_max", channel_max),
-            ("mapping_layers", mapping_layers),
-            ("conv_kernel", conv_kernel),
-            ("filter_size", filter_size),
-            ("lrelu_upsampling", lrelu_upsampling),
-        ):
-            if int(value) < 1:
-                raise TlganError(f"{key} must be a positive integer, not {value}")
         if not 0 <= int(num_critical) < int(num_layers):
             raise TlganError(
-                f"num_critical must be 0..num_layers - 1, not {num_critical} (num_layers {num_layers})"
+                f"num_critical must be 0..{int(num_layers) - 1} (below num_layers), not {num_critical}"
             )
         self.config_kwargs: dict[str, Any] = {
             "z_dim": int(z_dim),
@@ -515,19 +491,15 @@ class StyleGAN3Generator(StyleBasedGenerator):
             "mapping_lr": float(mapping_lr),
         }
         c = self.config_kwargs
+        positive = ("z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers", "conv_kernel")
+        for key in positive + ("filter_size", "lrelu_upsampling"):
+            if c[key] < 1:
+                raise TlganError(f"{key} must be a positive integer, not {c[key]}")
         self.name = "stylegan3-r" if c["use_radial_filters"] else "stylegan3-t"
         self.z_dim, self.w_dim = c["z_dim"], c["w_dim"]
         self.img_resolution, self.img_channels = img_resolution, c["img_channels"]
-        self.synthesis = SynthesisNetwork(
-            self.w_dim,
-            img_resolution,
-            self.img_channels,
-            **{k: c[k] for k in ("channel_base", "channel_max", "num_layers", "num_critical")},
-            **{k: c[k] for k in ("first_cutoff", "first_stopband", "last_stopband_rel", "margin_size")},
-            output_scale=c["output_scale"],
-            **{k: c[k] for k in ("conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters")},
-            conv_clamp=c["conv_clamp"],
-        )
+        mapping_keys = ("z_dim", "w_dim", "mapping_layers", "mapping_lr")
+        self.synthesis = SynthesisNetwork(self.w_dim, **{k: v for k, v in c.items() if k not in mapping_keys})
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, c["mapping_layers"], c["mapping_lr"])
         self._init_style_options()
