@@ -135,6 +135,11 @@ def test_sefa_weights_are_the_style_affines_of_the_convolutions(nets):
     assert torch.equal(G.latent_weight("w", [2]), convs[1].affine.weight * convs[1].affine.weight_gain)
     with pytest.raises(TlganError, match=r"layer\(s\) \[0\].*input transform"):
         G.latent_weight("w", [0])
+    from tlgan.axes.finders.sefa import SeFaFinder
+
+    finder = SeFaFinder(n_components=3, layers=[1, 2], normalize=False).fit(generator=G, space="w")
+    top = torch.linalg.svd(G.latent_weight("w", [1, 2]).double(), full_matrices=False).Vh[0]
+    assert abs(float(torch.dot(torch.as_tensor(finder.axes_[0]).double(), top))) > 0.999
 
 
 # ------------------------------------------------------------------------------ input transform
