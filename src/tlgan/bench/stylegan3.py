@@ -27,7 +27,14 @@ def bench_stylegan3(
     from tlgan.models.formats.stylegan3_fixtures import tiny_stylegan3
 
     resolution, channel_max = (64, 64) if quick else (256, 256)
-    sizes = dict(z_dim=512, w_dim=512, img_resolution=resolution, channel_max=channel_max, num_layers=14)
+    sizes = dict(
+        z_dim=512,
+        w_dim=512,
+        img_resolution=resolution,
+        channel_base=32768,
+        channel_max=channel_max,
+        num_layers=14,
+    )
     F = load_classifier(classifier, device)
     out: dict = {"stylegan3_resolution": resolution}
     G = tiny_stylegan3("t", 0, **sizes).to(device)

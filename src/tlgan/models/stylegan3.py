@@ -83,24 +83,43 @@ def design_lowpass(
     return torch.as_tensor(f / f.sum(), dtype=torch.float32)
 
 
-def _resample_axis(
-    x: torch.Tensor, taps: torch.Tensor, axis: int, up: int = 1, down: int = 1, pad: Sequence[int] = (0, 0)
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Per-channel convolutions run several times faster on a CPU with channels last in memory.
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _depthwise_kernel(taps: torch.Tensor, axis: int, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    k = taps.to(dtype).reshape(1, 1, 1, -1) if axis == 3 else taps.to(dtype).reshape(1, 1, -1, 1)
+    return _channels_last(k.expand(channels, 1, *k.shape[2:]))
+
+
+def _upsample_axis(
+    x: torch.Tensor, taps: torch.Tensor, axis: int, up: int, pad: Sequence[int]
 ) -> torch.Tensor:
-    """Along ``axis`` (2 = H, 3 = W) of (N, C, H, W): insert up - 1 zeros after every sample, pad
-    (negative crops), convolve every channel with the 1-D ``taps`` times ``up`` and keep every
+    """Along ``axis`` (2 = H, 3 = W) of (N, C, H, W): insert up - 1 zeros after every sample, pad by
+    ``pad`` (before, after; negative crops) and convolve every channel with ``taps`` times ``up``
+    ("valid": L up + before + after - K + 1 samples out).
+
+    Computed as a transposed convolution with stride ``up``, which skips the inserted zeros: it
+    gives the full convolution of the zero-stuffed signal, of which the padded valid
+    convolution is the window starting K - 1 - before (zeros outside it).
+    """
+    length, k = x.shape[axis], taps.shape[0]
+    stride = (1, up) if axis == 3 else (up, 1)
+    kernel = _depthwise_kernel(taps * up, axis, x.shape[1], x.dtype)
+    full = F.conv_transpose2d(_channels_last(x), kernel, stride=stride, groups=x.shape[1])
+    start = k - 1 - int(pad[0])
+    out_length = length * up + int(pad[0]) + int(pad[1]) - k + 1
+    extra = [-start, out_length - full.shape[axis] + start]
+    return F.pad(full, extra + [0, 0] if axis == 3 else [0, 0] + extra)
+
+
+def _downsample_axis(x: torch.Tensor, taps: torch.Tensor, axis: int, down: int) -> torch.Tensor:
+    """Along ``axis`` of (N, C, H, W): convolve every channel with ``taps`` ("valid") and keep every
     ``down``-th sample from the first."""
-    n, c, h, w = x.shape
-    if up > 1:
-        if axis == 3:
-            x = F.pad(x.reshape(n, c, h, w, 1), [0, up - 1]).reshape(n, c, h, w * up)
-        else:
-            x = F.pad(x.reshape(n, c, h, 1, w), [0, 0, 0, up - 1]).reshape(n, c, h * up, w)
-    lo, hi = int(pad[0]), int(pad[1])
-    x = F.pad(x, [lo, hi, 0, 0] if axis == 3 else [0, 0, lo, hi])
-    k = (taps.flip(0) * up).to(x.dtype)
-    kernel = k.reshape(1, 1, 1, -1) if axis == 3 else k.reshape(1, 1, -1, 1)
     stride = (1, down) if axis == 3 else (down, 1)
-    return F.conv2d(x, kernel.expand(c, 1, *kernel.shape[2:]), stride=stride, groups=c)
+    kernel = _depthwise_kernel(taps.flip(0), axis, x.shape[1], x.dtype)
+    return F.conv2d(_channels_last(x), kernel, stride=stride, groups=x.shape[1])
 
 
 def filtered_lrelu(
@@ -126,19 +145,18 @@ def filtered_lrelu(
     x = x + bias[None, :, None, None].to(x.dtype)
     ones = x.new_ones(1)
     fu = ones if up_filter is None else up_filter
-    x = _resample_axis(x, fu, 3, up=up, pad=padding[0:2])
-    x = _resample_axis(x, fu, 2, up=up, pad=padding[2:4])
+    x = _upsample_axis(x, fu, 3, up, padding[0:2])
+    x = _upsample_axis(x, fu, 2, up, padding[2:4])
     x = F.leaky_relu(x, slope) if slope != 1 else x
     if gain != 1:
         x = x * gain
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     if down_filter is not None and down_filter.ndim == 2:
-        k = down_filter.flip(0, 1).to(x.dtype)[None, None]
-        return F.conv2d(x, k.expand(x.shape[1], 1, *k.shape[2:]), stride=down, groups=x.shape[1])
+        k = _channels_last(down_filter.flip(0, 1).to(x.dtype)[None, None].expand(x.shape[1], 1, -1, -1))
+        return F.conv2d(_channels_last(x), k, stride=down, groups=x.shape[1])
     fd = ones if down_filter is None else down_filter
-    x = _resample_axis(x, fd, 3, down=down)
-    return _resample_axis(x, fd, 2, down=down)
+    return _downsample_axis(_downsample_axis(x, fd, 3, down), fd, 2, down)
 
 
 # ----------------------------------------------------------------------------------------
