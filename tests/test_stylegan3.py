@@ -74,6 +74,37 @@ def test_vocabulary_layers_and_filters(nets, cfg):
         StyleGAN3Generator(img_resolution=48)
 
 
+def _filtered_lrelu_by_definition(x, fu, fd, b, up, down, pad, clamp):
+    """Zero insertion, padding, one 2-D convolution with the outer product of the up-filter, bias,
+    leaky ReLU, clamp, a 2-D convolution with the down-filter, then every down-th sample."""
+    n, c, h, w = x.shape
+    x = x + b[None, :, None, None]
+    z = torch.zeros(n, c, h * up, w * up)
+    z[:, :, ::up, ::up] = x
+    z = torch.nn.functional.pad(z, pad)
+    k2 = torch.outer(fu, fu) * up**2
+    z = torch.nn.functional.conv2d(z, k2.flip(0, 1)[None, None].repeat(c, 1, 1, 1), groups=c)
+    z = (torch.nn.functional.leaky_relu(z, 0.2) * 2**0.5).clamp(-clamp, clamp)
+    kd = fd if fd.ndim == 2 else torch.outer(fd, fd)
+    z = torch.nn.functional.conv2d(z, kd.flip(0, 1)[None, None].repeat(c, 1, 1, 1), groups=c)
+    return z[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_the_filtered_lrelu_of_every_layer_follows_its_definition(nets, cfg):
+    from tlgan.models.stylegan3 import filtered_lrelu
+
+    g = torch.Generator().manual_seed(4)
+    for layer in nets[cfg].synthesis.layers()[:-1]:
+        size = layer.in_size + layer.conv_kernel - 1  # the convolution's output
+        x = torch.randn(2, layer.out_channels, size, size, generator=g)
+        args = (layer.up_filter, layer.down_filter, layer.bias.detach(), layer.up_factor, layer.down_factor)
+        ours = filtered_lrelu(x, *args, layer.padding, clamp=0.8)
+        want = _filtered_lrelu_by_definition(x, *args, layer.padding, 0.8)
+        assert ours.shape == want.shape == (2, layer.out_channels, layer.out_size, layer.out_size)
+        assert torch.allclose(ours, want, atol=1e-5), (layer.padding, (ours - want).abs().max())
+
+
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_z_to_w_to_image_equals_z_to_image_and_a_batch_does_not_change_a_row(nets, cfg):
     G = nets[cfg]
