@@ -40,7 +40,7 @@ def bench_stylegan3(
     G = tiny_stylegan3("t", 0, **sizes).to(device)
     # A 256 px StyleGAN3-T image costs about 0.2 TMAC (3 x 3 convolutions on 276 x 276 maps): few images.
     n, batch = (8, 4) if quick else (4, 2)
-    sampled = bench_sampling(G, F, n=n, batch_size=batch, device=device, repeats=2, space="w")
+    sampled = bench_sampling(G, F, n=n, batch_size=batch, device=device, repeats=3, space="w")
     out.update({f"stylegan3_{k}": v for k, v in sampled.items()})
     for cfg in ("t", "r"):
         out.update(_load_times(tiny_stylegan3(cfg, 0, **sizes), f"stylegan3_{cfg}"))

@@ -49,10 +49,6 @@ from tlgan.errors import TlganError
 from tlgan.models.style_based import StyleBasedGenerator
 from tlgan.models.stylegan2 import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork
 
-# ----------------------------------------------------------------------------------------
-# Filter design and the filtered leaky ReLU
-# ----------------------------------------------------------------------------------------
-
 
 def design_lowpass(
     numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False
@@ -147,9 +143,7 @@ def filtered_lrelu(
     fu = ones if up_filter is None else up_filter
     x = _upsample_axis(x, fu, 3, up, padding[0:2])
     x = _upsample_axis(x, fu, 2, up, padding[2:4])
-    x = F.leaky_relu(x, slope) if slope != 1 else x
-    if gain != 1:
-        x = x * gain
+    x = (F.leaky_relu(x, slope) if slope != 1 else x) * gain
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     if down_filter is not None and down_filter.ndim == 2:
@@ -157,11 +151,6 @@ def filtered_lrelu(
         return F.conv2d(_channels_last(x), k, stride=down, groups=x.shape[1])
     fd = ones if down_filter is None else down_filter
     return _downsample_axis(_downsample_axis(x, fd, 3, down), fd, 2, down)
-
-
-# ----------------------------------------------------------------------------------------
-# The network
-# ----------------------------------------------------------------------------------------
 
 
 class SynthesisInput(nn.Module):
@@ -429,11 +418,6 @@ def input_transform(rotate: float = 0.0, translate: Sequence[float] = (0.0, 0.0)
     tx, ty = float(translate[0]), float(translate[1])
     forward = torch.tensor([[c, s, tx], [-s, c, ty], [0.0, 0.0, 1.0]], dtype=torch.float64)
     return torch.linalg.inv(forward).float()
-
-
-# ----------------------------------------------------------------------------------------
-# The generator
-# ----------------------------------------------------------------------------------------
 
 
 CONFIGS: dict[str, dict[str, Any]] = {
