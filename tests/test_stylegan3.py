@@ -269,6 +269,11 @@ def test_load_options_and_a_pickled_transform_survive_conversion(nets, tmp_path)
     assert torch.equal(load_generator(str(tmp_path / "moved")).synthesize(z), G.synthesize(z))
     with pytest.raises(TlganError, match="unknown StyleGAN3 option"):
         load_generator(str(tmp_path / "a.pkl"), psi=0.7)
+    from tlgan.models.formats.fixtures import tiny_stylegan2, write_nvlabs_pickle
+
+    write_nvlabs_pickle(tiny_stylegan2(0), tmp_path / "sg2.pkl")
+    with pytest.raises(TlganError, match=r"input_transform \(--rotate, --translate\) applies to StyleGAN3"):
+        load_generator(str(tmp_path / "sg2.pkl"), input_transform=M)
 
 
 def _pickle_of(G, path):
