@@ -19,6 +19,7 @@ SECTIONS = (
     "studio",
     "studio-load",
     "stylegan2",
+    "stylegan3",
     "ray",
     "inversion",
     "align",
@@ -84,6 +85,11 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | No
 
         log.info("bench: stylegan2")
         result.update(bench_stylegan2(quick=quick, device=device))
+    if "stylegan3" in sections:
+        from tlgan.bench.stylegan3 import bench_stylegan3
+
+        log.info("bench: stylegan3")
+        result.update(bench_stylegan3(quick=quick, device=device))
     if "ray" in sections:
         from tlgan.bench.ray_sampling import bench_ray
         from tlgan.sampling.ray_engine import import_ray

@@ -158,3 +158,43 @@ def arch_kwargs(arch: str, **sizes: int | None) -> dict[str, int] | None:
             raise TlganError(f"{flags} apply to --arch stylegan2; a DCGAN's size is --width")
         return None
     return {**SMALL_ARCH, **given}
+
+
+def input_transform_options(func):
+    """``--rotate DEG`` and ``--translate X,Y``: StyleGAN3's input transform at load time."""
+    func = click.option(
+        "--translate",
+        "translate",
+        default=None,
+        help="StyleGAN3: move the image by X,Y in input units (the image spans 1; 1/R is one pixel), "
+        "without a latent edit.",
+    )(func)
+    return click.option(
+        "--rotate",
+        "rotate",
+        type=float,
+        default=None,
+        help="StyleGAN3: turn the image by DEG degrees (counter-clockwise), without a latent edit.",
+    )(func)
+
+
+def parse_input_transform(rotate: float | None, translate: str | None) -> dict | None:
+    """``--rotate`` / ``--translate`` as {"rotate": deg, "translate": [x, y]}, or None when neither is given."""
+    if rotate is None and translate is None:
+        return None
+    try:
+        move = [0.0, 0.0] if translate is None else [float(v) for v in translate.split(",")]
+    except ValueError:
+        move = []
+    if len(move) != 2:
+        raise TlganError(f"--translate takes X,Y (two numbers, e.g. 0.1,-0.05), not {translate!r}")
+    return {"rotate": float(rotate or 0.0), "translate": move}
+
+
+def input_transform_matrix(transform: dict | None):
+    """The 3 x 3 ``input_transform`` option for :func:`parse_input_transform`'s dict (None stays None)."""
+    if transform is None:
+        return None
+    from tlgan.models.stylegan3 import input_transform
+
+    return input_transform(transform["rotate"], transform["translate"])

@@ -16,9 +16,12 @@ from tlgan.cli.common import (
     classifier_option,
     device_option,
     generator_option,
+    input_transform_matrix,
+    input_transform_options,
     json_option,
     latent_option,
     layers_option,
+    parse_input_transform,
     parse_layers,
     print_json,
     truncation_options,
@@ -85,7 +88,8 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
         classifier_spec,
         device=device,
         space=generator.default_space,
-        generator_options=generator.options,
+        # StyleGAN3's input transform turns and moves the view, not the face: axes are shared.
+        generator_options={k: v for k, v in generator.options.items() if k != "input_transform"},
     )
 
 
@@ -432,6 +436,7 @@ def _with_paste_options(func):
 @click.command("edit")
 @generator_option
 @truncation_options
+@input_transform_options
 @axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
@@ -453,6 +458,8 @@ def edit_cmd(
     generator,
     truncation_psi,
     truncation_cutoff,
+    rotate,
+    translate,
     axes_path,
     classifier,
     seed,
@@ -478,7 +485,14 @@ def edit_cmd(
     if not amounts:
         raise TlganError("nothing to do: give at least one --attr NAME=AMOUNT")
     layers = parse_layers(layers)
-    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    transform = parse_input_transform(rotate, translate)
+    G = load_generator(
+        generator,
+        device,
+        truncation_psi=truncation_psi,
+        truncation_cutoff=truncation_cutoff,
+        input_transform=input_transform_matrix(transform),
+    )
     axes = _axes_for(axes_path, G, generator, classifier, device)
     check_axes_for(axes, G, generator)
     latent, space = _start_latent(G, seed, latent_file, axes, layers)
@@ -500,9 +514,11 @@ def edit_cmd(
             edits=amounts,
             locks=list(locks),
             layers=layers,
+            **({"input_transform": transform} if transform else {}),
         )
     if as_json:
-        print_json({"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers})
+        report = {"out": out, "space": space, "amounts": amounts, "locks": list(locks), "layers": layers}
+        print_json({**report, **({"input_transform": transform} if transform else {})})
     else:
         click.echo(f"wrote {out}")
 
@@ -510,6 +526,7 @@ def edit_cmd(
 @click.command("grid")
 @generator_option
 @truncation_options
+@input_transform_options
 @axes_option
 @classifier_option
 @click.option("--seed", type=int, default=0, help="Face to start from (ignored with --latent).")
@@ -532,6 +549,8 @@ def grid_cmd(
     generator,
     truncation_psi,
     truncation_cutoff,
+    rotate,
+    translate,
     axes_path,
     classifier,
     seed,
@@ -551,7 +570,13 @@ def grid_cmd(
     from tlgan.models import load_generator
 
     layers = parse_layers(layers)
-    G = load_generator(generator, device, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    G = load_generator(
+        generator,
+        device,
+        truncation_psi=truncation_psi,
+        truncation_cutoff=truncation_cutoff,
+        input_transform=input_transform_matrix(parse_input_transform(rotate, translate)),
+    )
     axes = _axes_for(axes_path, G, generator, classifier, device)
     check_axes_for(axes, G, generator)
     latent, space = _start_latent(G, seed, latent_file, axes, layers)

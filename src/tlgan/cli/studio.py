@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from tlgan.cli.common import classifier_option, device_option, generator_option, truncation_options
+from tlgan.cli.common import (
+    classifier_option,
+    device_option,
+    generator_option,
+    input_transform_matrix,
+    input_transform_options,
+    parse_input_transform,
+    truncation_options,
+)
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED
 
@@ -12,6 +20,7 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
 @click.command("serve")
 @generator_option
 @truncation_options
+@input_transform_options
 @click.option(
     "--space",
     type=click.Choice(["z", "w", "wp"]),
@@ -81,6 +90,8 @@ def serve_cmd(
     generator,
     truncation_psi,
     truncation_cutoff,
+    rotate,
+    translate,
     space,
     classifier,
     axes,
@@ -107,7 +118,11 @@ def serve_cmd(
         device=device,
         space=space,
         delta=delta,
-        generator_options={"truncation_psi": truncation_psi, "truncation_cutoff": truncation_cutoff},
+        generator_options={
+            "truncation_psi": truncation_psi,
+            "truncation_cutoff": truncation_cutoff,
+            "input_transform": input_transform_matrix(parse_input_transform(rotate, translate)),
+        },
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         invert_steps=invert_steps,

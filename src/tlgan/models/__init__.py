@@ -6,7 +6,7 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 - a folder holding ``model.json`` + ``model.safetensors`` written by tlgan's training commands,
   or ``tuned.json`` + ``tuned.safetensors`` written by ``tlgan invert --tune`` (the base spec it
   names is loaded, then the tuned tensors);
-- a checkpoint file of a known format (:mod:`tlgan.models.formats`): NVlabs StyleGAN2 ``.pkl``,
+- a checkpoint file of a known format (:mod:`tlgan.models.formats`): NVlabs StyleGAN2/StyleGAN3 ``.pkl``,
   rosinality ``.pt``, InterFaceGAN's PGGAN/StyleGAN ``.pth``, NVlabs' TensorFlow PGGAN/StyleGAN
   ``.pkl``; read without running code from the file;
 - a TorchScript file (``.pt``/``.ts``/``.torchscript``), loaded with ``torch.jit.load``;
@@ -129,7 +129,7 @@ def _load(spec: str, kind: str, registry: Registry, base: type, device: str):
     elif path.exists():
         raise TlganError(
             f"{path}: not a {kind} tlgan can load; give a registered name, a folder with model.json, "
-            f"a checkpoint (NVlabs .pkl, rosinality .pt, InterFaceGAN .pth), a TorchScript file "
+            f"a checkpoint (NVlabs StyleGAN2/3 .pkl, rosinality .pt, InterFaceGAN .pth), a TorchScript file "
             f"({'/'.join(TORCHSCRIPT_SUFFIXES)}) or path/to/file.py:factory"
         )
     else:
@@ -155,8 +155,9 @@ def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
     ((n, z_dim) in "z", (n, w_dim) in "w", (n, num_ws, w_dim) in "wp" for generators with a
     mapping network), ``G.synthesize(latents, space)`` images (n, 3, R, R) in [-1, 1].
     ``options`` are load-time settings of generators that have them, e.g. StyleGAN2's
-    ``truncation_psi=0.7``, ``truncation_cutoff=8``, ``noise_mode="const"``; ``None`` values are
-    ignored, and a generator without such settings refuses any other.
+    ``truncation_psi=0.7``, ``truncation_cutoff=8``, ``noise_mode="const"``, or StyleGAN3's
+    ``input_transform`` (3 x 3, as NVlabs stores it); ``None`` values are ignored, and a
+    generator without such settings refuses any other.
 
     Raises TlganError for an unknown name (with close matches), a missing or unreadable file,
     a checkpoint of an unknown format or with missing/extra keys, a factory that returns

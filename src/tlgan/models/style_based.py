@@ -66,6 +66,11 @@ class StyleBasedGenerator(Generator):
             raise TlganError(
                 f"unknown {self.family} option(s) {', '.join(sorted(unknown))}; "
                 f"known: truncation_psi, truncation_cutoff, noise_mode"
+                + (
+                    "; input_transform (--rotate, --translate) applies to StyleGAN3"
+                    if "input_transform" in unknown
+                    else ""
+                )
             )
         if truncation_psi is not None:
             psi = float(truncation_psi)

@@ -7,7 +7,7 @@ table (:mod:`tlgan.models.formats.folder`) and loads the tensors strictly.
 
 Formats, tried in this order (each module has ``matches(probe)`` and ``read(probe)``):
 
-- :mod:`~tlgan.models.formats.nvlabs_pickle`: stylegan2-ada-pytorch / stylegan3 ``.pkl``;
+- :mod:`~tlgan.models.formats.nvlabs_pickle`: stylegan2-ada-pytorch / stylegan3 ``.pkl`` (StyleGAN2, StyleGAN3-T/R);
 - :mod:`~tlgan.models.formats.rosinality`: rosinality/stylegan2-pytorch ``.pt``;
 - :mod:`~tlgan.models.formats.genforce`: InterFaceGAN's PGGAN and StyleGAN ``.pth`` state dicts;
 - :mod:`~tlgan.models.formats.tf_pickle`: NVlabs' TensorFlow PGGAN and StyleGAN ``.pkl``.

@@ -23,6 +23,7 @@ ARCHITECTURES: dict[str, str] = {
     "DCGANGenerator": "tlgan.models.networks:DCGANGenerator",
     "AttributeClassifierNet": "tlgan.models.networks:AttributeClassifierNet",
     "StyleGAN2Generator": "tlgan.models.stylegan2:StyleGAN2Generator",
+    "StyleGAN3Generator": "tlgan.models.stylegan3:StyleGAN3Generator",
     "PGGANGenerator": "tlgan.models.pggan:PGGANGenerator",
     "StyleGANGenerator": "tlgan.models.stylegan1:StyleGANGenerator",
 }

@@ -1,4 +1,4 @@
-"""NVlabs network pickles (stylegan2-ada-pytorch, and StyleGAN2 networks saved by stylegan3).
+"""NVlabs network pickles (stylegan2-ada-pytorch; stylegan3's StyleGAN2, StyleGAN3-T and -R networks).
 
 Such a ``.pkl`` is a dict ``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs", ...}``
 whose networks are "persistent" objects: each is pickled as a call to
@@ -8,8 +8,10 @@ whose networks are "persistent" objects: each is pickled as a call to
 ``_modules``, ``_init_args``, ``_init_kwargs``, ...). The normal loader imports
 ``module_src`` and runs it. Here the hook is replaced by :class:`PersistedModule`, which keeps
 the class name and state as data; ``G_ema``'s ``_init_kwargs`` give the constructor
-arguments of tlgan's own :class:`~tlgan.models.stylegan2.StyleGAN2Generator`, and its
-parameter and buffer tree gives the state dict (same key names).
+arguments of tlgan's own :class:`~tlgan.models.stylegan2.StyleGAN2Generator` or, when its
+synthesis network has a ``SynthesisInput`` (Fourier features), of
+:class:`~tlgan.models.stylegan3.StyleGAN3Generator`; its parameter and buffer tree gives the
+state dict (same key names; StyleGAN3's filters, frequencies and phases are buffers in it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tlgan.errors import TlganError
 from tlgan.models.formats import Checkpoint, Probe
 from tlgan.models.formats.unpickler import PickledObject, restricted_load
 
-DESCRIPTION = "NVlabs StyleGAN2 .pkl"
+DESCRIPTION = "NVlabs StyleGAN2/StyleGAN3 .pkl"
 RECONSTRUCT = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 # Plain torch modules inside a network are kept as data; an EasyDict is a dict.
 DATA_CLASSES = ("torch.nn.modules.*",)
@@ -170,12 +172,12 @@ def read(probe: Probe) -> Checkpoint:
     G = data.get("G_ema")
     if not isinstance(G, PersistedModule):
         raise TlganError(f"{source}: no G_ema network in the pickle (it holds {sorted(map(str, data))})")
-    if G.class_name != "Generator" or "SynthesisInput" in G.module_src:
+    if G.class_name != "Generator":
         raise TlganError(
-            f"{source}: G_ema is a {G.class_name} "
-            f"{'(StyleGAN3) ' if 'SynthesisInput' in G.module_src else ''}network; tlgan reads "
-            f"StyleGAN2 generators"
+            f"{source}: G_ema is a {G.class_name} network; tlgan reads StyleGAN2 and StyleGAN3 generators"
         )
+    if is_stylegan3(G):
+        return read_stylegan3(G, source)
     kwargs = generator_kwargs(G.init_kwargs, source)
     state: dict[str, torch.Tensor] = {}
     expected_filter = lowpass_filter()
@@ -189,3 +191,91 @@ def read(probe: Probe) -> Checkpoint:
             continue
         state[key] = tensor.detach().float().clone()
     return Checkpoint("StyleGAN2Generator", kwargs, state, format="nvlabs-pickle", info={"network": "G_ema"})
+
+
+# ---- StyleGAN3 --------------------------------------------------------------------------------
+
+
+def is_stylegan3(G: PersistedModule) -> bool:
+    """Whether the generator's synthesis network starts from Fourier features (StyleGAN3)."""
+    synthesis = (G.state.get("_modules") or {}).get("synthesis")
+    child = (
+        (synthesis.state.get("_modules") or {}).get("input")
+        if isinstance(synthesis, PersistedModule)
+        else None
+    )
+    return (isinstance(child, PersistedModule) and child.class_name == "SynthesisInput") or (
+        "SynthesisInput" in G.module_src
+    )
+
+
+# NVlabs' StyleGAN3 constructor arguments that tlgan takes under the same name.
+_SG3_SYNTHESIS = {
+    "channel_base": int,
+    "channel_max": int,
+    "num_layers": int,
+    "num_critical": int,
+    "first_cutoff": float,
+    "first_stopband": float,
+    "last_stopband_rel": float,
+    "margin_size": int,
+    "output_scale": float,
+    "conv_kernel": int,
+    "filter_size": int,
+    "lrelu_upsampling": int,
+    "use_radial_filters": bool,
+}
+# Training and speed settings that do not change the images.
+_SG3_IGNORED = {"num_fp16_res", "magnitude_ema_beta", "w_avg_beta", "fused_modconv_default"}
+
+
+def stylegan3_kwargs(kwargs: dict[str, Any], source: str) -> dict[str, Any]:
+    """NVlabs StyleGAN3 ``Generator`` constructor arguments -> :class:`StyleGAN3Generator` keyword arguments."""
+    kwargs = dict(kwargs)
+    mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
+    for key in ("z_dim", "w_dim", "img_resolution"):
+        if key not in kwargs:
+            raise TlganError(
+                f"{source}: G_ema has no {key!r} among its constructor arguments; this is not a StyleGAN3 generator"
+            )
+    if int(kwargs.pop("c_dim", 0)) != 0:
+        raise TlganError(
+            f"{source}: a conditional generator; tlgan supports unconditional StyleGAN3 (c_dim 0) only"
+        )
+    unknown = sorted(
+        (
+            set(kwargs)
+            - {"z_dim", "w_dim", "img_resolution", "img_channels", "conv_clamp"}
+            - set(_SG3_SYNTHESIS)
+        )
+        - _SG3_IGNORED
+    ) + sorted(f"mapping_kwargs.{k}" for k in set(mapping) - {"num_layers", "lr_multiplier"} - _SG3_IGNORED)
+    if unknown:
+        raise TlganError(
+            f"{source}: unknown StyleGAN3 generator settings {unknown}; tlgan cannot build this network"
+        )
+    out: dict[str, Any] = {
+        "z_dim": int(kwargs["z_dim"]),
+        "w_dim": int(kwargs["w_dim"]),
+        "img_resolution": int(kwargs["img_resolution"]),
+        "img_channels": int(kwargs.get("img_channels", 3)),
+        "mapping_layers": int(mapping.get("num_layers", 2)),
+        "mapping_lr": float(mapping.get("lr_multiplier", 0.01)),
+        # NVlabs' layers clamp at 256 unless told otherwise (None: no clamp).
+        "conv_clamp": 256.0 if "conv_clamp" not in kwargs else kwargs["conv_clamp"],
+    }
+    out.update({k: cast(kwargs[k]) for k, cast in _SG3_SYNTHESIS.items() if k in kwargs})
+    if out["conv_clamp"] is not None:
+        out["conv_clamp"] = float(out["conv_clamp"])
+    return out
+
+
+def read_stylegan3(G: PersistedModule, source: str) -> Checkpoint:
+    """The StyleGAN3 ``G_ema`` as a :class:`Checkpoint` of tlgan's ``StyleGAN3Generator``."""
+    kwargs = stylegan3_kwargs(G.init_kwargs, source)
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in G.tensors():
+        if not isinstance(tensor, torch.Tensor):
+            raise TlganError(f"{source}: {key} is a {type(tensor).__name__}, not a tensor")
+        state[key] = tensor.detach().float().clone()
+    return Checkpoint("StyleGAN3Generator", kwargs, state, format="nvlabs-pickle", info={"network": "G_ema"})
