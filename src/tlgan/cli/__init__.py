@@ -16,6 +16,7 @@ from tlgan.cli.common import run_main
 # Sub-modules whose commands make up the CLI, in the order `tlgan --help` lists them.
 COMMAND_MODULES = [
     "tlgan.cli.pipeline",
+    "tlgan.cli.editing",
     "tlgan.cli.train",
     "tlgan.cli.inversion",
     "tlgan.cli.align",

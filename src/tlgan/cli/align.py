@@ -315,7 +315,7 @@ def invert_editor(
     photo with the edited face warped back in; the photo must have been aligned), and returns
     the paths for the row.
     """
-    from tlgan.cli.pipeline import _axes_for, _start_latent, parse_moves
+    from tlgan.cli.editing import _axes_for, _start_latent, parse_moves
     from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents
     from tlgan.imaging import save_image
     from tlgan.models import load_generator

@@ -198,3 +198,10 @@ def input_transform_matrix(transform: dict | None):
     from tlgan.models.stylegan3 import input_transform
 
     return input_transform(transform["rotate"], transform["translate"])
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TlganError(f"cannot read {text!r} as numbers; write them like -3,-1.5,0,1.5,3") from None

@@ -543,7 +543,7 @@ def eval_inversion_cmd(
     encoder = _encoder_for(encoder_spec, generator, G, device)
     axes, move = None, ("Smiling", 2.0)
     if edit is not None:
-        from tlgan.cli.pipeline import _axes_for, parse_moves
+        from tlgan.cli.editing import _axes_for, parse_moves
 
         moves = parse_moves([edit])
         if len(moves) != 1:

@@ -104,7 +104,7 @@ def train_translate_cmd(
     drawn afresh every step. A U-Net first learns the identity, then a copy of it learns the
     translation; `tlgan translate` blends the two by the amount asked for.
     """
-    from tlgan.cli.pipeline import _axes_for
+    from tlgan.cli.editing import _axes_for
     from tlgan.models import load_classifier, load_generator
     from tlgan.translate import train_translation
 
@@ -235,7 +235,7 @@ def translate_cmd(photos, model_dir, amount, out_dir, device, as_json):
 @json_option
 def eval_translate_cmd(models_dir, n, seed, invert_steps, tune_steps, no_tune, classifier, device, as_json):
     """Compare translation with invert + edit and tuning + edit against the world's true edits."""
-    from tlgan.cli.pipeline import _axes_for
+    from tlgan.cli.editing import _axes_for
     from tlgan.models import load_classifier, load_generator
     from tlgan.toyfaces.translate_eval import evaluate_translation, with_yaw
     from tlgan.translate import load_translation
