@@ -243,21 +243,7 @@ def test_cli_sequences_train_edit(tmp_path):
     seq = tmp_path / "seq"
     r = runner.invoke(
         cli,
-        [
-            "toyfaces",
-            "sequences",
-            "--factor",
-            "yaw",
-            "--identities",
-            "2",
-            "--steps",
-            "3",
-            "--out",
-            str(seq),
-            "--inversion-steps",
-            "0",
-            "--json",
-        ],
+        f"toyfaces sequences --factor yaw --identities 2 --steps 3 --out {seq} --inversion-steps 0 --json".split(),
     )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
@@ -266,21 +252,7 @@ def test_cli_sequences_train_edit(tmp_path):
     assert meta["identity_factors"]["id0000"]["age"] > 0 and (seq / "latents.safetensors").is_file()
     model_dir = tmp_path / "model"
     r = runner.invoke(
-        cli,
-        [
-            "delta",
-            "train",
-            str(seq),
-            "--out",
-            str(model_dir),
-            "--steps",
-            "20",
-            "--hidden",
-            "16",
-            "--inversion-steps",
-            "0",
-            "--json",
-        ],
+        cli, f"delta train {seq} --out {model_dir} --steps 20 --hidden 16 --inversion-steps 0 --json".split()
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["unit"] == pytest.approx(25.0)
@@ -288,56 +260,18 @@ def test_cli_sequences_train_edit(tmp_path):
     assert r.exit_code != 0 and "--resume" in str(r.exception or r.output)
     r = runner.invoke(
         cli,
-        [
-            "delta",
-            "edit",
-            "--model",
-            str(model_dir),
-            "--seed",
-            "3",
-            "--alphas",
-            "-1,0,1",
-            "--out",
-            str(tmp_path / "grid.png"),
-            "--gif",
-            str(tmp_path / "walk.gif"),
-            "--json",
-        ],
+        f"delta edit --model {model_dir} --seed 3 --alphas -1,0,1 --out {tmp_path / 'grid.png'} --gif {tmp_path / 'walk.gif'} --json".split(),
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "grid.png").stat().st_size > 0 and (tmp_path / "walk.gif").stat().st_size > 0
     r = runner.invoke(
         cli,
-        [
-            "delta",
-            "edit",
-            "--model",
-            str(model_dir),
-            "--seed",
-            "3",
-            "--alpha",
-            "1.5",
-            "--out",
-            str(tmp_path / "one.png"),
-            "--save-latent",
-            str(tmp_path / "z.safetensors"),
-        ],
+        f"delta edit --model {model_dir} --seed 3 --alpha 1.5 --out {tmp_path / 'one.png'} --save-latent {tmp_path / 'z.safetensors'}".split(),
     )
     assert r.exit_code == 0, r.output
     r = runner.invoke(
         cli,
-        [
-            "delta",
-            "edit",
-            "--model",
-            str(model_dir),
-            "--latent",
-            str(tmp_path / "z.safetensors"),
-            "--alpha",
-            "-1.5",
-            "--out",
-            str(tmp_path / "back.png"),
-        ],
+        f"delta edit --model {model_dir} --latent {tmp_path / 'z.safetensors'} --alpha -1.5 --out {tmp_path / 'back.png'}".split(),
     )
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--out", str(tmp_path / "x.png")])
