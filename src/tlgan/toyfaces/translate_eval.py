@@ -66,7 +66,7 @@ def with_yaw(axes: FeatureAxes) -> FeatureAxes:
         return axes
     if axes.space != "z" or axes.dim != world.Z_DIM:
         raise TlganError("a yaw axis can only be added to z axes of the toyfaces world (512-d)")
-    vectors = torch.cat([axes.axes, true_axis("yaw")[None]])
+    vectors = torch.cat([axes.vectors, true_axis("yaw")[None]])
     return FeatureAxes(
         vectors,
         [*axes.attributes, "yaw"],

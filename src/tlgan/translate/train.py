@@ -206,6 +206,9 @@ def train_translation(
             loss = loss + feature_weight * feature_distance(classifier, out, targets=target).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # A bounded step: without normalisation layers, one large feature-loss gradient can
+        # throw the fine-tuned copy far from the identity it starts at.
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
         if progress:
@@ -222,6 +225,9 @@ def train_translation(
         "space": axes.space,
         "settings": settings,
         "final_loss": losses[-1] if losses else None,
+        "loss_curve": [
+            round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 5) for i in range(0, len(losses), 50)
+        ],
         "train_seconds": round(time.perf_counter() - t0, 3),
     }
     model = TranslationModel(identity.cpu().eval(), edited.cpu().eval(), attribute, float(amount), record)
