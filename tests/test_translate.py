@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -136,3 +140,52 @@ def test_bad_requests_are_named(generator, axes, tmp_path):
         train_translation(generator, axes, "Up", tmp_path / "c", locks=["Up"], **SMALL)
     with pytest.raises(TlganError, match="translation.json is missing"):
         load_translation(tmp_path)
+
+
+def test_the_world_mask_and_the_scores_see_only_what_they_should():
+    from tlgan.toyfaces.translate_eval import edited_part, masked_psnr_db, outside_change
+
+    source = torch.zeros(2, 3, 16, 16)
+    target = source.clone()
+    target[:, :, 4:6, 4:6] = 0.5  # the "edit" redraws a 2 x 2 patch
+    mask = edited_part(source, target, dilate=1)
+    assert mask.sum() == 2 * 16 and bool(mask[0, 0, 3:7, 3:7].all())  # 4 x 4 after growing by 1 px
+    assert torch.equal(outside_change(target, source, mask), torch.zeros(2))
+    moved_outside = target.clone()
+    moved_outside[:, :, 12, 12] = 1.0  # one pixel outside changes by 1 (of 2) in every channel
+    assert torch.allclose(outside_change(moved_outside, source, mask), torch.full((2,), 0.5 / (256 - 16)))
+    # Inside the part the exact edit scores far above leaving the image alone.
+    assert (masked_psnr_db(target, target, mask) > 100).all()
+    assert torch.allclose(
+        masked_psnr_db(source, target, mask), torch.full((2,), 10 * math.log10(4 / (0.25 / 4)))
+    )
+
+
+def test_cli_trains_and_applies_a_translation(tmp_path):
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+    from tlgan.imaging import save_image
+
+    runner = CliRunner()
+    axes = tmp_path / "axes.safetensors"
+    from tlgan.toyfaces import world
+
+    FeatureAxes(world.true_directions(), list(world.ATTRIBUTES), space="z").save(axes)
+    model = tmp_path / "glasses"
+    args = f"train translate --attr Eyeglasses --axes {axes} --out {model} --identity-steps 2 --edit-steps 2"
+    args += " --width 4 --batch-size 2 --feature-weight 0 --json"
+    r = runner.invoke(cli, args.split())
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["settings"]["edit_steps"] == 2
+    photo = tmp_path / "photos"
+    photo.mkdir()
+    save_image(torch.zeros(3, 100, 80), photo / "a.png")  # any size: centre-cropped and resized
+    (photo / "broken.png").write_bytes(b"not an image")
+    r = runner.invoke(
+        cli, f"translate {photo} --model {model} --amount 1 --out {tmp_path / 'out'} --json".split()
+    )
+    assert r.exit_code == 1  # the broken photo is reported, the other one is done
+    done = json.loads(r.output[r.output.index("{") :])
+    assert [Path(row["out"]).name for row in done["images"]] == ["a.png"] and len(done["failed"]) == 1
+    assert (tmp_path / "out" / "a.png").is_file()

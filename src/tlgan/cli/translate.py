@@ -230,10 +230,15 @@ def translate_cmd(photos, model_dir, amount, out_dir, device, as_json):
 @click.option("--invert-steps", default=None, type=int, help="Latent optimisation steps (default: invert's).")
 @click.option("--tune-steps", default=None, type=int, help="Pivotal tuning steps (default: tuning's).")
 @click.option("--no-tune", is_flag=True, help="Skip the pivotal-tuning baseline.")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here."
+)
 @classifier_option
 @device_option
 @json_option
-def eval_translate_cmd(models_dir, n, seed, invert_steps, tune_steps, no_tune, classifier, device, as_json):
+def eval_translate_cmd(
+    models_dir, n, seed, invert_steps, tune_steps, no_tune, out_path, classifier, device, as_json
+):
     """Compare translation with invert + edit and tuning + edit against the world's true edits."""
     from tlgan.cli.editing import _axes_for
     from tlgan.models import load_classifier, load_generator
@@ -270,6 +275,10 @@ def eval_translate_cmd(models_dir, n, seed, invert_steps, tune_steps, no_tune, c
         tune=not no_tune,
         progress=not as_json,
     )
+    if out_path:
+        from tlgan.io import json_safe, write_json
+
+        write_json(out_path, json_safe(result, digits=5))
     if as_json:
         print_json(result)
         return

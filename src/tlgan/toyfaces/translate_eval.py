@@ -176,6 +176,13 @@ def evaluate_translation(
                 lambda b, a=amount, nm=name: renderer.synthesize(b + a * true_axis(nm), "z"), z
             )
         mask = edited_part(sources, targets)
+        prob = None
+        if name in classifier.attributes:
+            index = classifier.attributes.index(name)
+
+            def prob(images, index=index):
+                return _batched(lambda b: classifier.probabilities(b)[:, index], images)
+
         t0 = time.perf_counter()
         translated = translate(sources, model, amount)
         translate_seconds = (time.perf_counter() - t0) / n
@@ -185,9 +192,10 @@ def evaluate_translation(
         entry: dict[str, Any] = {
             "amount": amount,
             "edited_fraction": float(mask.float().mean()),
-            "translate": _scores(translated, targets, sources, mask, translate_seconds),
-            "invert_edit": _scores(invert_edit, targets, sources, mask, invert_seconds + draw_seconds),
-            "no_edit": _scores(sources, targets, sources, mask, 0.0),
+            "target_probability": None if prob is None else float(prob(targets).mean()),
+            "translate": _scores(translated, targets, sources, mask, translate_seconds, prob),
+            "invert_edit": _scores(invert_edit, targets, sources, mask, invert_seconds + draw_seconds, prob),
+            "no_edit": _scores(sources, targets, sources, mask, 0.0, prob),
         }
         if tune:
             entry["tuned_edit"] = _scores(
@@ -216,12 +224,32 @@ def world_latents(n: int, seed: int) -> torch.Tensor:
     return latent_rng_normal(seed, np.arange(FIRST_INDEX, FIRST_INDEX + n), world.Z_DIM)
 
 
+def masked_psnr_db(images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N,) PSNR in dB over the pixels inside ``mask`` (N, 1, R, R); NaN where the mask is empty."""
+    inside = mask.float().expand_as(targets)
+    mse = ((images.float().clamp(-1, 1) - targets.float()).pow(2) * inside).flatten(1).sum(1)
+    count = inside.flatten(1).sum(1)
+    mse = mse / count.clamp_min(1)
+    psnr = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
+    return torch.where(count > 0, psnr, torch.full_like(psnr, float("nan")))
+
+
 def _scores(
-    images: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, mask: torch.Tensor, seconds: float
-) -> dict[str, float]:
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    sources: torch.Tensor,
+    mask: torch.Tensor,
+    seconds: float,
+    probability=None,
+) -> dict[str, float | None]:
+    """PSNR against the true edit (whole image and inside the edited part), the change outside it,
+    seconds per image, and the classifier's mean probability of the attribute (None for yaw)."""
+    inside = masked_psnr_db(images, targets, mask)
     return {
         "psnr_db": float(psnr_db(images, targets).mean()),
+        "edited_part_psnr_db": float(inside[~inside.isnan()].mean()) if (~inside.isnan()).any() else None,
         "outside_change": float(outside_change(images, sources, mask).mean()),
+        "attribute_probability": None if probability is None else float(probability(images).mean()),
         "seconds_per_image": float(seconds),
     }
 
