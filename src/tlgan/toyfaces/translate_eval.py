@@ -204,6 +204,7 @@ def evaluate_translation(
                 sources,
                 mask,
                 invert_seconds + tune_seconds + draw_seconds,
+                prob,
             )
         entry["speedup_over_invert_edit"] = entry["invert_edit"]["seconds_per_image"] / max(
             translate_seconds, 1e-9
