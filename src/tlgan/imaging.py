@@ -231,6 +231,68 @@ def read_image(
     return image, notes
 
 
+def open_rgb(
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    min_side: int = MIN_IMAGE_SIDE,
+    draft_size: int | None = None,
+) -> tuple[Image.Image, str, list[str]]:
+    """Decode an image file (path or bytes) at full size: (upright RGB PIL image, label, notes).
+
+    The one decoder of tlgan: EXIF rotation applied, transparency over white, 16-bit greys
+    rescaled, the first frame of an animation (noted). ``draft_size`` lets a JPEG decoder skip
+    detail below that side. Raises TlganError naming the file (``label``) for a missing, empty
+    or oversized file, data that is not an image, a truncated or corrupt image, more than
+    ``max_pixels`` pixels (decompression bombs are refused before decoding), or a shorter side
+    below ``min_side``.
+    """
+    fp, label = _open_source(source, name)
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; make that an error too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise TlganError(
+                        f"{label}: {w}x{h} is {w * h / 1e6:.0f} million pixels, more than the "
+                        f"{max_pixels / 1e6:.0f} million allowed; shrink the image first"
+                    )
+                if min(w, h) < min_side:
+                    raise TlganError(
+                        f"{label}: {w}x{h} pixels is too small; the shorter side needs at least "
+                        f"{min_side} pixels"
+                    )
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB", (draft_size, draft_size))
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    img.seek(0)
+                    notes.append(f"used the first of {frames} frames")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
+    except TlganError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TlganError(
+            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
+        ) from None
+    except UnidentifiedImageError:
+        raise TlganError(
+            f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"
+        ) from None
+    except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, ... for damaged data
+        raise TlganError(
+            f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
+            f"re-export or re-download the image"
+        ) from None
+    return img, label, notes
+
+
 def decode_rgb(
     source: ImageSource,
     resolution: int,
@@ -250,52 +312,13 @@ def decode_rgb(
     resolution = int(resolution)
     if resolution < 1:
         raise TlganError(f"resolution must be a positive number of pixels, not {resolution}")
-    fp, label = _open_source(source, name)
-    notes: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice it; make that an error too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise TlganError(
-                        f"{label}: {w}x{h} is {w * h / 1e6:.0f} million pixels, more than the "
-                        f"{max_pixels / 1e6:.0f} million allowed; shrink the image first"
-                    )
-                if min(w, h) < min_side:
-                    raise TlganError(
-                        f"{label}: {w}x{h} pixels is too small; the shorter side needs at least "
-                        f"{min_side} pixels"
-                    )
-                if draft and img.format == "JPEG":
-                    img.draft("RGB", (2 * resolution, 2 * resolution))
-                frames = getattr(img, "n_frames", 1)
-                if frames > 1:
-                    img.seek(0)
-                    notes.append(f"used the first of {frames} frames")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
-    except TlganError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise TlganError(
-            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
-        ) from None
-    except Image.DecompressionBombWarning as exc:
-        raise TlganError(
-            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
-        ) from None
-    except UnidentifiedImageError:
-        raise TlganError(
-            f"{label}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, WebP, TIFF, ...)"
-        ) from None
-    except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, ... for damaged data
-        raise TlganError(
-            f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
-            f"re-export or re-download the image"
-        ) from None
+    img, label, notes = open_rgb(
+        source,
+        name=name,
+        max_pixels=max_pixels,
+        min_side=min_side,
+        draft_size=2 * resolution if draft else None,
+    )
     if crop is not None:
         x0, y0, cw, ch = (int(v) for v in crop)
         W, H = img.size

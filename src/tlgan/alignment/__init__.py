@@ -78,39 +78,7 @@ def read_photo(source: str | os.PathLike | bytes, *, name: str | None = None) ->
     The checks of :func:`tlgan.imaging.read_image` apply (missing, empty, damaged, oversized
     files and decompression bombs are a TlganError naming the file).
     """
-    import warnings
+    from tlgan.imaging import open_rgb
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from tlgan.errors import TlganError
-    from tlgan.imaging import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, _open_source, _to_rgb
-
-    fp, label = _open_source(source, name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
-                w, h = img.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise TlganError(
-                        f"{label}: {w}x{h} is {w * h / 1e6:.0f} million pixels, more than the "
-                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} million allowed; shrink the image first"
-                    )
-                if min(w, h) < MIN_IMAGE_SIDE:
-                    raise TlganError(f"{label}: {w}x{h} pixels is too small to hold a face")
-                img.load()
-                img = _to_rgb(ImageOps.exif_transpose(img))
-                return np.asarray(img, dtype=np.uint8).copy()
-    except TlganError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TlganError(
-            f"{label}: refused as a possible decompression bomb ({exc}); shrink the image first"
-        ) from None
-    except UnidentifiedImageError:
-        raise TlganError(f"{label}: not an image file Pillow can read (PNG, JPEG, WebP, TIFF, ...)") from None
-    except Exception as exc:  # decoders raise OSError, SyntaxError, struct.error, ... for damaged data
-        raise TlganError(
-            f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc}); "
-            f"re-export or re-download the image"
-        ) from None
+    img, _, _ = open_rgb(source, name=name)
+    return np.asarray(img, dtype=np.uint8).copy()
