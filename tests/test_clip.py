@@ -219,15 +219,16 @@ def test_hf_classifier_single_and_multi_label(tmp_path, faces):
 
 
 def test_captions_use_only_the_tokenizer_vocabulary():
-    from tlgan.toyfaces.captions import PROMPTS, compose, flip_one, vocabulary
+    from tlgan.toyfaces.captions import PROMPTS, compose, hard_negatives, vocabulary
     from tlgan.train.clip import build_tokenizer
 
     tok = build_tokenizer(vocabulary())
     rng = np.random.default_rng(0)
     texts = [p for pair in PROMPTS.values() for p in pair]
     for _ in range(200):
-        caption, stated = compose(rng.random(17) < 0.3, rng)
-        texts += [caption, flip_one(stated, rng)]
+        labels = rng.random(17) < 0.3
+        caption, stated = compose(labels, rng)
+        texts += [caption, *hard_negatives(labels, stated, rng, 3)]
     ids = tok(texts)["input_ids"]
     assert all(tok.unk_token_id not in row for row in ids)
     assert max(len(row) for row in ids) <= tok.model_max_length
@@ -259,3 +260,27 @@ def test_clip_training_resumes_bit_for_bit(tmp_path, one_thread):
         ["Hat=a photo of a person with a hat"]
     )
     assert clf.input_resolution == 64
+
+
+def test_train_and_eval_clip_from_the_command_line(tmp_path, one_thread):
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+
+    def invoke(*args):
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    out = tmp_path / "clip"
+    trained = invoke(
+        "train", "clip", "--out", out, "--steps", 2, "--batch-size", 4, "--width", 32, "--text-width", 32,
+        "--monitor-every", 2, "--json",
+    )  # fmt: skip
+    assert set(trained["monitor"]["2"]) == set(json.loads((out / "tlgan_prompts.json").read_text()))
+    result = invoke("toyfaces", "eval-clip", "--model", out, "-n", 64, "--n-axes", 0, "--json")
+    zero_shot = result["zero_shot"]
+    assert len(zero_shot["balanced_accuracy"]) == 17
+    # the monitor in training and the evaluation apply the same prompts and rule to the same kind of faces
+    assert zero_shot["mean"] == pytest.approx(sum(zero_shot["balanced_accuracy"].values()) / 17, abs=1e-4)
+    assert zero_shot["cnn_mean"] > 0.9  # the CNN beside it is the trained one

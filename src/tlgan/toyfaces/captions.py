@@ -4,7 +4,7 @@ A caption names the subject from Male and Young ("a young woman", "an old man", 
 then describes a random subset of the other attributes, each as present or absent ("with a
 beard" / "clean-shaven"), in a random order, with synonyms and one of several templates.
 Attributes left out say nothing either way, so a caption is true of its image but never
-complete; :func:`flip_one` writes the same caption with one stated attribute made false (a
+complete; :func:`hard_negatives` writes the same caption with one attribute made false (a
 hard negative for contrastive training).
 
 :data:`PROMPTS` are the zero-shot prompt pairs (positive, negative) for the 17 attributes, in
@@ -94,17 +94,21 @@ def _article(word: str) -> str:
 
 
 def compose(
-    labels: np.ndarray, rng: np.random.Generator, keep: float | None = None, most: int = 7
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    keep: float | None = None,
+    most: int = 7,
+    keep_range: tuple[float, float] = (0.1, 0.6),
 ) -> tuple[str, dict[str, bool]]:
     """One caption of a face with boolean ``labels`` (17,) in :data:`ATTRIBUTES` order.
 
-    Each attribute is mentioned with probability ``keep`` (default: drawn from U(0.1, 0.6) per
-    caption), at most ``most`` of them. Returns (caption, {attribute: stated value}) for the
+    Each attribute is mentioned with probability ``keep`` (default: drawn from U(*keep_range)
+    per caption), at most ``most`` of them. Returns (caption, {attribute: stated value}) for the
     attributes it mentions.
     """
     labels = np.asarray(labels, dtype=bool)
     if keep is None:
-        keep = float(rng.uniform(0.1, 0.6))
+        keep = float(rng.uniform(*keep_range))
     chosen = [i for i in rng.permutation(len(ATTRIBUTES)) if rng.random() < keep][:most]
     mentioned = {a: bool(labels[i]) for i, a in enumerate(ATTRIBUTES) if i in chosen}
     return render_caption(mentioned, rng), mentioned
@@ -139,17 +143,24 @@ def render_caption(stated: dict[str, bool], rng: np.random.Generator) -> str:
     return template.format(s=_article(noun), c=text)
 
 
-def flip_one(stated: dict[str, bool], rng: np.random.Generator) -> str:
-    """A caption like one of ``stated`` but with one attribute made false (one not stated is
-    added falsely when none is stated): a hard negative for the caption's image."""
-    stated = dict(stated)
-    if stated:
-        name = list(stated)[rng.integers(len(stated))]
-        stated[name] = not stated[name]
-    else:
-        name = ATTRIBUTES[rng.integers(len(ATTRIBUTES))]
-        stated[name] = bool(rng.random() < 0.5)
-    return render_caption(stated, rng)
+def hard_negatives(
+    labels: np.ndarray, stated: dict[str, bool], rng: np.random.Generator, k: int = 1
+) -> list[str]:
+    """``k`` captions like one of ``stated``, each with one attribute made false: a different
+    stated attribute flipped in each, or, when fewer are stated, an unstated one added with the
+    value opposite to its label (``labels``: the face's (17,) booleans). Hard negatives for
+    contrastive training."""
+    labels = np.asarray(labels, dtype=bool)
+    names = list(stated)
+    flips = [names[i] for i in rng.permutation(len(names))[:k]]
+    unstated = [a for a in ATTRIBUTES if a not in stated]
+    flips += [unstated[i] for i in rng.permutation(len(unstated))[: k - len(flips)]]
+    out = []
+    for name in flips:
+        wrong = dict(stated)
+        wrong[name] = not stated[name] if name in stated else not bool(labels[ATTRIBUTES.index(name)])
+        out.append(render_caption(wrong, rng))
+    return out
 
 
 def vocabulary() -> list[str]:

@@ -77,7 +77,7 @@ def small_clip_config(
     *,
     image_size: int = 64,
     patch_size: int = 16,
-    width: int = 160,
+    width: int = 128,
     text_width: int = 128,
     projection_dim: int = 128,
 ):
@@ -155,33 +155,40 @@ def monitor_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Tenso
     return {a: float(v) for a, v in zip(ATTRIBUTES, acc, strict=True)}
 
 
-def _step_data(renderer, seed: int, step: int, batch_size: int):
+def _step_data(
+    renderer, seed: int, step: int, batch_size: int, negatives: int = 1, most: int = 7, keep=(0.1, 0.6)
+):
+    """Step ``step``'s faces (B, 3, 64, 64), their captions (B) and hard negatives (B * negatives,
+    grouped by kind: all first negatives, then all second ones...); depends only on (seed, step)."""
     from tlgan.toyfaces import world
-    from tlgan.toyfaces.captions import compose, flip_one
+    from tlgan.toyfaces.captions import compose, hard_negatives
 
     z = renderer.sample_latents(batch_size, seed=seed, start=step * batch_size)
     with torch.no_grad():
         images = renderer.synthesize(z)
     labels = world.labels(z).numpy()
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (2**63), STREAM_CAPTIONS, int(step)]))
-    captions, negatives = [], []
+    captions, wrong = [], []
     for row in labels:
-        caption, stated = compose(row, rng)
+        caption, stated = compose(row, rng, most=most, keep_range=tuple(keep))
         captions.append(caption)
-        negatives.append(flip_one(stated, rng))
-    return images, captions, negatives
+        wrong.append(hard_negatives(row, stated, rng, negatives))
+    return images, captions, [w[k] for k in range(negatives) for w in wrong]
 
 
 def train_clip(
     out_dir: str | os.PathLike,
     *,
     steps: int,
-    batch_size: int = 128,
-    lr: float = 1e-3,
+    batch_size: int = 64,
+    lr: float = 1.5e-3,
     weight_decay: float = 0.1,
-    width: int = 160,
+    width: int = 128,
     text_width: int = 128,
     patch_size: int = 16,
+    negatives: int = 3,
+    caption_most: int = 8,
+    caption_keep: tuple[float, float] = (0.25, 0.75),
     device: str = "cpu",
     seed: int = 0,
     resume: bool = False,
@@ -195,7 +202,8 @@ def train_clip(
     """Train a small CLIP on toyfaces renders; save it to ``out_dir`` in transformers' format.
 
     Writes ``OUT/config.json`` + ``OUT/model.safetensors`` (``CLIPModel.save_pretrained``), the
-    tokenizer files, ``OUT/preprocessor_config.json`` (mean, std, size), ``OUT/training.json``
+    tokenizer files, ``OUT/preprocessor_config.json`` (mean, std, size), ``OUT/tlgan_prompts.json``
+    (the 17 attributes' prompt pairs, the default attributes of ``clip:OUT``), ``OUT/training.json``
     (settings, command, timing, monitor accuracies) and ``OUT/checkpoint/`` (every
     ``checkpoint_every`` steps and at the end). ``resume`` continues from the checkpoint; with
     the same settings the result equals an uninterrupted run. Every ``monitor_every`` steps the
@@ -244,13 +252,17 @@ def train_clip(
         "width": width,
         "text_width": text_width,
         "patch_size": patch_size,
+        "negatives": negatives,
+        "caption_most": caption_most,
+        "caption_keep": list(caption_keep),
         "seed": seed,
     }
     start, loss_avg, monitor, seconds_before = 0, None, {}, 0.0
     if resume and has_checkpoint(out_dir):
         manifest = load_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
         info = manifest["info"]
-        diff = settings_mismatch(info.get("settings", {}), settings)
+        introduced = {"negatives": 1, "caption_most": 7, "caption_keep": [0.1, 0.6]}
+        diff = settings_mismatch(info.get("settings", {}), settings, introduced)
         if diff:
             raise TlganError(
                 f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
@@ -287,10 +299,12 @@ def train_clip(
     for step in range(start, steps):
         t0 = time.perf_counter()
         set_lr(optimizer, cosine_lr(step, steps, lr, warmup))
-        images, captions, negatives = _step_data(renderer, seed, step, batch_size)
-        img, txt = _embed(model, tokenizer, images=images, texts=captions + negatives)
+        images, captions, wrong = _step_data(
+            renderer, seed, step, batch_size, negatives, caption_most, caption_keep
+        )
+        img, txt = _embed(model, tokenizer, images=images, texts=captions + wrong)
         scale = model.logit_scale.exp().clamp(max=100.0)
-        per_image = scale * img @ txt.T  # (B, 2B): its caption against every caption and hard negative
+        per_image = scale * img @ txt.T  # (B, B + B*negatives): against every caption and hard negative
         per_text = scale * txt[:batch_size] @ img.T
         loss = 0.5 * (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets))
         optimizer.zero_grad(set_to_none=True)
@@ -327,6 +341,11 @@ def train_clip(
     model.cpu().eval()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    from tlgan.models.clip import PROMPTS_FILE
+    from tlgan.toyfaces.captions import PROMPTS
+
+    # `clip:OUT` then has the 17 toyfaces attributes without being told them.
+    write_json(out_dir / PROMPTS_FILE, {a: {"positive": p, "negative": q} for a, (p, q) in PROMPTS.items()})
     write_json(
         out_dir / "preprocessor_config.json",
         {
