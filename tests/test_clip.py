@@ -284,3 +284,41 @@ def test_train_and_eval_clip_from_the_command_line(tmp_path, one_thread):
     # the monitor in training and the evaluation apply the same prompts and rule to the same kind of faces
     assert zero_shot["mean"] == pytest.approx(sum(zero_shot["balanced_accuracy"].values()) / 17, abs=1e-4)
     assert zero_shot["cnn_mean"] > 0.9  # the CNN beside it is the trained one
+
+
+class _Pooled(torch.nn.Module):
+    """Stands in for a CLIP tower: returns ``fn(inputs)`` as its pooled output."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, **inputs):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(pooler_output=self.fn(**inputs))
+
+
+def test_planted_towers_give_the_expected_sign(tiny_clip):
+    # Image tower: the mean of each normalised colour channel; text tower: which colour word the
+    # phrase holds. "red|blue" must then be positive on red images and negative on blue ones.
+    clf = load_classifier(f"clip:{tiny_clip}")
+    ids = {w: clf.tokenizer.convert_tokens_to_ids(w) for w in ("x", "y", "z")}  # stand-ins for colours
+    clf.model.vision_model = _Pooled(lambda pixel_values: pixel_values.mean(dim=(2, 3)))
+    clf.model.text_model = _Pooled(
+        lambda input_ids, attention_mask: torch.stack(
+            [(input_ids == ids[w]).any(1).float() for w in "xyz"], 1
+        )
+    )
+    for name in ("visual_projection", "text_projection"):
+        layer = torch.nn.Linear(3, 16, bias=False)
+        layer.weight.data = torch.eye(16, 3)
+        setattr(clf.model, name, layer)
+    clf = clf.with_attributes(["Red=a x|a z", "Green=a y|a z"])
+    red, blue = torch.full((4, 3, 40, 40), -1.0), torch.full((4, 3, 40, 40), -1.0)
+    red[:, 0], blue[:, 2] = 1.0, 1.0
+    noise = 0.1 * torch.randn(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    logits_red, logits_blue = clf.logits((red + noise).clamp(-1, 1)), clf.logits((blue + noise).clamp(-1, 1))
+    assert (logits_red[:, 0] > 1).all() and (logits_blue[:, 0] < -1).all()
+    # green is absent from both, so "green vs blue" only separates them by their blue channel
+    assert (logits_red[:, 1] > logits_blue[:, 1]).all()

@@ -252,6 +252,12 @@ def generator_cmd(
     show_default=True,
     help="Hard-negative captions per face (one attribute made false).",
 )
+@click.option(
+    "--hard-weight",
+    default=1.0,
+    show_default=True,
+    help="Weight of each face's softmax over its own caption and hard negatives (0: plain NegCLIP).",
+)
 @click.option("--caption-most", default=8, show_default=True, help="Most attributes one caption mentions.")
 @click.option(
     "--caption-keep",
@@ -283,6 +289,7 @@ def clip_cmd(
     negatives,
     caption_most,
     caption_keep,
+    hard_weight,
     lr,
     weight_decay,
     width,
@@ -312,6 +319,7 @@ def clip_cmd(
         negatives=negatives,
         caption_most=caption_most,
         caption_keep=keep,
+        hard_weight=hard_weight,
         lr=lr,
         weight_decay=weight_decay,
         width=width,

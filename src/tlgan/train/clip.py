@@ -2,12 +2,15 @@
 
 Each step renders ``batch_size`` fresh faces of ``toyfaces-render`` (sample indices
 step * batch_size ..., so no face is seen twice), writes one caption per face
-(:func:`tlgan.toyfaces.captions.compose`) and one hard negative (the same caption with one
-stated attribute made false), and minimises CLIP's symmetric contrastive loss, the image side
-also scored against the hard negatives (NegCLIP's recipe, which teaches the towers what "with"
-and "without" change). The model is transformers' ``CLIPModel`` with a small config (ViT
-image tower, 64 px), saved with ``save_pretrained`` beside a word-level tokenizer of the
-captions' vocabulary, so ``clip:OUT`` loads it like any CLIP.
+(:func:`tlgan.toyfaces.captions.compose`: a random subset of its attributes, in random order,
+with synonyms and templates) and ``negatives`` hard negatives (the same caption with one
+attribute made false, :func:`~tlgan.toyfaces.captions.hard_negatives`). The loss is CLIP's
+symmetric contrastive loss with the hard negatives among the image side's candidates
+(NegCLIP's recipe), plus ``hard_weight`` x a softmax of each face over its own caption and its
+hard negatives alone, which teaches the towers what "with" and "without" change faster than
+the in-batch softmax does. The model is transformers' ``CLIPModel`` with a small config (ViT
+image tower on 64 px with 16 px patches, two-layer text tower), saved with ``save_pretrained``
+beside a word-level tokenizer of the captions' vocabulary, so ``clip:OUT`` loads it like any CLIP.
 
 Every random choice of a step (latents, captions) depends only on (seed, step); checkpoints
 hold the weights and Adam's state, so a resumed run equals an uninterrupted one bit for bit.
@@ -189,6 +192,7 @@ def train_clip(
     negatives: int = 3,
     caption_most: int = 8,
     caption_keep: tuple[float, float] = (0.25, 0.75),
+    hard_weight: float = 1.0,
     device: str = "cpu",
     seed: int = 0,
     resume: bool = False,
@@ -255,13 +259,14 @@ def train_clip(
         "negatives": negatives,
         "caption_most": caption_most,
         "caption_keep": list(caption_keep),
+        "hard_weight": hard_weight,
         "seed": seed,
     }
     start, loss_avg, monitor, seconds_before = 0, None, {}, 0.0
     if resume and has_checkpoint(out_dir):
         manifest = load_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
         info = manifest["info"]
-        introduced = {"negatives": 1, "caption_most": 7, "caption_keep": [0.1, 0.6]}
+        introduced = {"negatives": 1, "caption_most": 7, "caption_keep": [0.1, 0.6], "hard_weight": 0.0}
         diff = settings_mismatch(info.get("settings", {}), settings, introduced)
         if diff:
             raise TlganError(
@@ -307,6 +312,12 @@ def train_clip(
         per_image = scale * img @ txt.T  # (B, B + B*negatives): against every caption and hard negative
         per_text = scale * txt[:batch_size] @ img.T
         loss = 0.5 * (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets))
+        if hard_weight:
+            # each face against its own caption and its hard negatives only: one attribute's
+            # words decide each of these, a dense signal the in-batch softmax dilutes
+            own = torch.stack([txt[k * batch_size : (k + 1) * batch_size] for k in range(negatives + 1)], 1)
+            per_pair = scale * torch.einsum("bd,bkd->bk", img, own)
+            loss = loss + hard_weight * F.cross_entropy(per_pair, torch.zeros_like(targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
