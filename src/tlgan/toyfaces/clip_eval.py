@@ -20,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tlgan.axes.finders import make_finder
+from tlgan.axes.finders.glm import DEFAULT_CLIP
+from tlgan.errors import TlganError
 from tlgan.evaluation.metrics import cosine_to_truth
 from tlgan.models import load_classifier, load_generator
 from tlgan.models.clip import Prompt, load_clip
@@ -58,9 +60,18 @@ def _pass(
     return [torch.cat(o) for o in outs], seconds
 
 
-def _fit_axes(z: torch.Tensor, logits: torch.Tensor, names: list[str], truth) -> dict:
-    finder = make_finder("glm").fit(z, logits, names)
-    return cosine_to_truth(finder.to_feature_axes(space="z", generator="toyfaces-render"), truth)
+def _fit_axes(z: torch.Tensor, logits: torch.Tensor, names: list[str], truth, clip: float | None) -> dict:
+    """Cosine to the truth of each attribute's glm axis; an attribute whose logits do not vary
+    (a phrase pair the model cannot tell apart) gets 0.0."""
+    out = {}
+    for j, name in enumerate(names):
+        try:
+            finder = make_finder("glm", clip=clip).fit(z, logits[:, j : j + 1], [name])
+        except TlganError:
+            out[name] = 0.0
+            continue
+        out.update(cosine_to_truth(finder.to_feature_axes(space="z", generator="toyfaces-render"), truth))
+    return out
 
 
 def evaluate_clip(
@@ -114,9 +125,11 @@ def evaluate_clip(
     (stored, cnn_logits), (embed_seconds, _) = _pass(
         renderer, z, [lambda x: clip.embed_images(x).half(), cnn.logits], batch_size, "axes", progress
     )
-    cos = _fit_axes(z, clip.logits_from_embeddings(stored), names, true_axes)
-    cos_unseen = _fit_axes(z, clip.logits_from_embeddings(stored, unseen), names, true_axes)
-    cos_cnn = _fit_axes(z, cnn_logits[:, cnn_order], names, true_axes)
+    # CLIP logits are bounded by twice the logit scale and not saturated like a classifier's:
+    # no clipping (a phrase pair off by a constant would otherwise clip to one value).
+    cos = _fit_axes(z, clip.logits_from_embeddings(stored), names, true_axes, None)
+    cos_unseen = _fit_axes(z, clip.logits_from_embeddings(stored, unseen), names, true_axes, None)
+    cos_cnn = _fit_axes(z, cnn_logits[:, cnn_order], names, true_axes, DEFAULT_CLIP)
 
     # A phrase never seen before becomes an axis: text forward, product, fit (best of 3).
     timings = []
@@ -126,11 +139,11 @@ def evaluate_clip(
             {"Hat": Prompt("a photo of a person wearing a hat", "a photo of a person")}
         )
         logits = clip.logits_from_embeddings(stored, direction)
-        make_finder("glm").fit(z, logits, ["Hat"])
+        make_finder("glm", clip=None).fit(z, logits, ["Hat"])
         timings.append(time.perf_counter() - t0)
     result["axes"] = {
         "n": n_axes,
-        "finder": "glm",
+        "finder": "glm (CLIP logits unclipped; the CNN's clipped at the default)",
         "cosine_to_truth": _round(cos),
         **_summary(cos),
         "unseen_cosine_to_truth": _round(cos_unseen),
