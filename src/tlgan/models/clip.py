@@ -173,7 +173,12 @@ def resolve_model(model: str) -> tuple[str, str | None]:
 
 
 def from_pretrained(cls, model: str, revision: str | None, what: str):
-    """``cls.from_pretrained`` with errors that name the cache and ``HF_HUB_OFFLINE``."""
+    """``cls.from_pretrained`` with errors that name the cache and ``HF_HUB_OFFLINE`` (and without
+    transformers' per-tensor progress bar, which would interleave with tlgan's own)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return cls.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as exc:
@@ -192,6 +197,9 @@ def from_pretrained(cls, model: str, revision: str | None, what: str):
             f"{model}: could not load its {what} from the Hub or the cache ({constants.HF_HUB_CACHE}): "
             f"{str(exc).splitlines()[0][:300]}; check the id, or set HF_HUB_OFFLINE=1 to use the cache only"
         ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def preprocessor_config(model: str, revision: str | None) -> dict:
