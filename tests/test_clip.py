@@ -322,3 +322,17 @@ def test_planted_towers_give_the_expected_sign(tiny_clip):
     assert (logits_red[:, 0] > 1).all() and (logits_blue[:, 0] < -1).all()
     # green is absent from both, so "green vs blue" only separates them by their blue channel
     assert (logits_red[:, 1] > logits_blue[:, 1]).all()
+
+
+def test_description_rebuilds_the_same_classifier(tiny_clip, faces):
+    # what a run manifest records and a Ray worker rebuilds from
+    from tlgan.models.clip import load_clip
+
+    clf = load_classifier(f"clip:{tiny_clip}").with_attributes(
+        {"Cat": {"positive": "cat", "negative": "dog", "templates": ["a photo of a {}", "the {}"]}}
+    )
+    description = json.loads(json.dumps(clf.describe()))
+    assert description["spec"] == f"clip:{tiny_clip}"
+    again = load_clip(description["spec"].partition(":")[2], description["prompts"])
+    assert again.attributes == clf.attributes
+    assert torch.equal(again.logits(faces), clf.logits(faces))
