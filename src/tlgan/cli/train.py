@@ -243,25 +243,25 @@ def generator_cmd(
 @train.command("clip")
 @out_option
 @click.option(
-    "--steps", default=1500, show_default=True, help="Optimisation steps (batches of fresh renders)."
+    "--steps", default=1200, show_default=True, help="Optimisation steps (batches of fresh renders)."
 )
-@click.option("--batch-size", default=64, show_default=True, help="Faces per step, each with a caption.")
+@click.option("--batch-size", default=96, show_default=True, help="Faces per step, each with a caption.")
 @click.option(
     "--negatives",
-    default=3,
+    default=1,
     show_default=True,
     help="Hard-negative captions per face (one attribute made false).",
 )
 @click.option(
     "--hard-weight",
-    default=1.0,
+    default=0.0,
     show_default=True,
     help="Weight of each face's softmax over its own caption and hard negatives (0: plain NegCLIP).",
 )
-@click.option("--caption-most", default=8, show_default=True, help="Most attributes one caption mentions.")
+@click.option("--caption-most", default=7, show_default=True, help="Most attributes one caption mentions.")
 @click.option(
     "--caption-keep",
-    default="0.25,0.75",
+    default="0.1,0.6",
     show_default=True,
     help="LO,HI: each caption mentions each attribute with a probability drawn from U(LO, HI).",
 )
