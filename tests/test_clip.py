@@ -171,6 +171,10 @@ def test_bad_phrases_names_and_models(tiny_clip):
     assert clf.attributes == ("Beard",)  # nothing half-added
     with pytest.raises(TlganError, match=r"HF_HUB_OFFLINE=1 .*cache"):
         load_classifier("clip:nobody-here/no-such-clip")
+    with pytest.raises(TlganError, match=r"HF_HUB_OFFLINE=1 .*cache"):
+        load_classifier("clip:hf://nobody-here/no-such-clip@v1.0")
+    with pytest.raises(TlganError, match="a whole repository, not a file"):
+        load_classifier("clip:hf://nobody-here/no-such-clip/model.safetensors")
     with pytest.raises(TlganError, match="not a folder in transformers' format and not a Hub id"):
         load_classifier("clip:no_such_folder")
 
