@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 #: Attributes the bundled toyfaces-clip reads with balanced accuracy >= 0.90 on 2,000 fresh renders
 #: (`tlgan toyfaces eval-clip`, BENCHMARKS.md); the others it reads worse.
-LEARNED = ("Male", "Beard", "Pale_Skin")
+LEARNED = ("Male", "Beard", "Black_Hair", "Blond_Hair", "Gray_Hair", "Pale_Skin")
 WORDS = "a an the photo of person with without beard hat glasses cat dog x y z".split()
 
 
