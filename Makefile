@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned to the CPU build; a bare `torch` would pull CUDA wheels.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[test,bench,ray,align]"
+	$(BIN)/pip install -q -e ".[test,bench,ray,align,clip]"
 	touch $(STAMP)
 
 demo: $(STAMP)

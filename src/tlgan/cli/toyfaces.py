@@ -327,5 +327,62 @@ def layer_ranges_cmd(
         )
 
 
+@toyfaces.command("eval-clip")
+@click.option(
+    "--model",
+    default="",
+    help="The CLIP to judge, as after clip: (a folder, a Hub id) [default: the bundled toyfaces-clip].",
+)
+@click.option(
+    "-n", "n", type=int, default=2000, show_default=True, help="Fresh renders for zero-shot accuracy."
+)
+@click.option(
+    "--n-axes",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Samples the axes are fitted on (0: skip axes).",
+)
+@click.option(
+    "--classifier",
+    default="toyfaces-classifier",
+    show_default=True,
+    help="The classifier measured beside it.",
+)
+@click.option("--batch-size", "batch_size", type=int, default=500, show_default=True)
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def eval_clip_cmd(model, n, n_axes, classifier, batch_size, device, as_json):
+    """Zero-shot balanced accuracy of a CLIP on toyfaces from prompt pairs, and its axes' cosines to the truth."""
+    from tlgan.toyfaces.clip_eval import evaluate_clip
+
+    result = evaluate_clip(
+        model,
+        n=n,
+        n_axes=n_axes,
+        classifier=classifier,
+        batch_size=batch_size,
+        device=device,
+        progress=not as_json,
+    )
+    if as_json:
+        print_json(result)
+        return
+    zs = result["zero_shot"]
+    click.echo(f"zero-shot balanced accuracy on {n} renders (CLIP / {classifier}):")
+    for name, value in zs["balanced_accuracy"].items():
+        click.echo(f"  {name:20s} {value:.4f}  {zs['cnn_balanced_accuracy'][name]:.4f}")
+    click.echo(
+        f"  {'mean':20s} {zs['mean']:.4f}  {zs['cnn_mean']:.4f}   (unseen wording: {zs['unseen_mean']:.4f})"
+    )
+    if "axes" in result:
+        ax = result["axes"]
+        click.echo(
+            f"axes from {ax['n']} samples, cosine to truth: mean {ax['mean']:.4f}, min {ax['min']:.4f} "
+            f"({ax['min_attribute']}); CNN mean {ax['cnn_mean']:.4f}; unseen wording mean {ax['unseen_mean']:.4f}"
+        )
+        click.echo(f"a new phrase to a fitted axis: {result['phrase_to_axis_seconds']:.3f} s")
+
+
 def register(group: click.Group) -> None:
     group.add_command(toyfaces)

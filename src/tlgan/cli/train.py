@@ -1,4 +1,4 @@
-"""`tlgan train classifier | generator`: train tlgan's own networks on image folders."""
+"""`tlgan train classifier | generator | clip`: train tlgan's own networks (clip: on toyfaces renders)."""
 
 from __future__ import annotations
 
@@ -238,6 +238,109 @@ def generator_cmd(
     if result["samples"]:
         click.echo(f"last samples: {result['samples'][-1]}")
     click.echo(f"saved to {result['out_dir']}")
+
+
+@train.command("clip")
+@out_option
+@click.option(
+    "--steps", default=1200, show_default=True, help="Optimisation steps (batches of fresh renders)."
+)
+@click.option("--batch-size", default=96, show_default=True, help="Faces per step, each with a caption.")
+@click.option(
+    "--negatives",
+    default=1,
+    show_default=True,
+    help="Hard-negative captions per face (one attribute made false).",
+)
+@click.option(
+    "--hard-weight",
+    default=0.0,
+    show_default=True,
+    help="Weight of each face's softmax over its own caption and hard negatives (0: plain NegCLIP).",
+)
+@click.option("--caption-most", default=7, show_default=True, help="Most attributes one caption mentions.")
+@click.option(
+    "--caption-keep",
+    default="0.1,0.6",
+    show_default=True,
+    help="LO,HI: each caption mentions each attribute with a probability drawn from U(LO, HI).",
+)
+@click.option("--lr", default=1.5e-3, show_default=True, help="Peak AdamW learning rate (cosine schedule).")
+@click.option("--weight-decay", default=0.1, show_default=True)
+@click.option(
+    "--width", default=128, show_default=True, help="Width of the image tower (ViT, 64 px, 16 px patches)."
+)
+@click.option("--text-width", default=128, show_default=True, help="Width of the text tower.")
+@device_option
+@seed_option
+@resume_option
+@click.option("--checkpoint-every", default=100, show_default=True, help="Steps between checkpoints.")
+@click.option(
+    "--monitor-every",
+    default=100,
+    show_default=True,
+    help="Steps between zero-shot checks on 512 renders (0: none).",
+)
+@json_option
+def clip_cmd(
+    out_dir,
+    steps,
+    batch_size,
+    negatives,
+    caption_most,
+    caption_keep,
+    hard_weight,
+    lr,
+    weight_decay,
+    width,
+    text_width,
+    device,
+    seed,
+    resume,
+    checkpoint_every,
+    monitor_every,
+    as_json,
+) -> None:
+    """Train a small CLIP on toyfaces renders and captions of their attributes (toyfaces-clip)."""
+    from tlgan.train.clip import train_clip
+
+    try:
+        keep = tuple(float(v) for v in caption_keep.split(","))
+    except ValueError:
+        keep = ()
+    if len(keep) != 2 or not 0 <= keep[0] <= keep[1] <= 1:
+        raise click.BadParameter(
+            f"{caption_keep!r}: write LO,HI with 0 <= LO <= HI <= 1", param_hint="--caption-keep"
+        )
+    result = train_clip(
+        out_dir,
+        steps=steps,
+        batch_size=batch_size,
+        negatives=negatives,
+        caption_most=caption_most,
+        caption_keep=keep,
+        hard_weight=hard_weight,
+        lr=lr,
+        weight_decay=weight_decay,
+        width=width,
+        text_width=text_width,
+        device=device,
+        seed=seed,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        monitor_every=monitor_every,
+        progress=not as_json,
+    )
+    if as_json:
+        print_json(result)
+        return
+    if result["monitor"]:
+        last = result["monitor"][max(result["monitor"], key=int)]
+        click.echo(f"zero-shot balanced accuracy on 512 renders: mean {sum(last.values()) / len(last):.4f}")
+    click.echo(
+        f"saved to {result['out_dir']} ({result['steps']} steps, {result['seconds_per_step'] or 0:.3f} s/step); "
+        f"judge it with `tlgan toyfaces eval-clip --model {result['out_dir']}`"
+    )
 
 
 def register(group: click.Group) -> None:

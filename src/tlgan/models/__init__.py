@@ -15,7 +15,10 @@ A *spec* is what ``--generator`` / ``--classifier`` take on the command line:
 - a URL (``https://``, ``file://``) of a folder holding ``model.json`` + ``model.safetensors``, fetched once
   into ``$TLGAN_CACHE/weights/``; append ``#sha256=HEX`` to check the weights' hash;
 - ``path/to/file.py:factory``: a Python file of your own and a function in it that returns
-  a :class:`Generator` / :class:`Classifier` (or a module plus keyword arguments; see docs).
+  a :class:`Generator` / :class:`Classifier` (or a module plus keyword arguments; see docs);
+- classifiers only: ``clip:MODEL`` (attributes in words, :mod:`tlgan.models.clip`) and
+  ``hf-classifier:MODEL`` (a transformers image-classification model,
+  :mod:`tlgan.models.hf_classifier`); MODEL is a Hub id, ``hf://OWNER/REPO[@REV]`` or a folder.
 """
 
 from __future__ import annotations
@@ -167,6 +170,9 @@ def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
     return generator.configure(**{k: v for k, v in options.items() if v is not None})
 
 
+TRANSFORMERS_PREFIXES = ("clip:", "hf-classifier:")
+
+
 def load_classifier(spec: str, device: str = "cpu") -> Classifier:
     """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode.
 
@@ -174,6 +180,15 @@ def load_classifier(spec: str, device: str = "cpu") -> Classifier:
     [-1, 1] (resized to ``F.input_resolution``) into logits (N, A), one per name in
     ``F.attributes``. Raises TlganError as :func:`load_generator` does.
     """
+    if str(spec).startswith(TRANSFORMERS_PREFIXES):
+        kind, _, model = str(spec).partition(":")
+        if kind == "clip":
+            from tlgan.models.clip import load_clip
+
+            return load_clip(model, device=device).eval()
+        from tlgan.models.hf_classifier import load_hf_classifier
+
+        return load_hf_classifier(model, device=device).eval()
     return _load(spec, "classifier", CLASSIFIERS, Classifier, device)
 
 
