@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from tlgan.errors import TlganError
 from tlgan.io import write_json
-from tlgan.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
 from tlgan.train.common import command_line, cosine_lr, resolve_device, set_lr, settings_mismatch
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def train_clip(
     }
     start, loss_avg, monitor, seconds_before = 0, None, {}, 0.0
     if resume and has_checkpoint(out_dir):
-        manifest = load_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
+        manifest = restore_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
         info = manifest["info"]
         introduced = {"negatives": 1, "caption_most": 7, "caption_keep": [0.1, 0.6], "hard_weight": 0.0}
         diff = settings_mismatch(info.get("settings", {}), settings, introduced)
