@@ -31,8 +31,9 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
     if attribute != "yaw" or "yaw" in axes.attributes:
         return axes
     from tlgan.toyfaces.translate_eval import with_yaw
+    from tlgan.toyfaces.world import shares_world_latents
 
-    if getattr(generator, "z_dim", None) != 512 or generator.name not in ("toyfaces-gan", "toyfaces-render"):
+    if not shares_world_latents(generator):
         raise TlganError(
             "'yaw' is not in the axes file; the world's yaw axis is only known for generators that "
             "draw the toyfaces world's latents (toyfaces-gan, toyfaces-render)"

@@ -133,20 +133,12 @@ def _factor_error(factor: str, got: torch.Tensor, want: torch.Tensor) -> torch.T
     return diff.abs()
 
 
-def _shares_world_latents(generator) -> bool:
-    # Generators distilled from the renderer (toyfaces-gan) draw the face the world assigns to z.
-    return getattr(generator, "z_dim", None) == world.Z_DIM and generator.name in (
-        "toyfaces-gan",
-        "toyfaces-render",
-    )
-
-
 def _world_latents(generator, latents: torch.Tensor) -> torch.Tensor | None:
     """The world latents (N, 512) a generator draws for ``latents``, or None when unknown."""
     if callable(getattr(generator, "to_world", None)):  # seen through a known warp
         with torch.no_grad():
             return generator.to_world(latents).float().cpu()
-    return latents if _shares_world_latents(generator) else None
+    return latents if world.shares_world_latents(generator) else None
 
 
 def ceiling_summary(entry: dict[str, Any], target_db: float = TARGET_GAIN_DB) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tlgan.axes.feature_axes import FeatureAxes
+from tlgan.delta.warp import factor_axis
 from tlgan.editing.edit import edit_latents
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
@@ -48,12 +49,8 @@ MASK_THRESHOLD = 0.04
 
 
 def true_axis(name: str) -> torch.Tensor:
-    """The world's unit direction (512,) of an attribute or of the ``yaw`` nuisance."""
-    if name == "yaw":
-        return world.base_directions()[world.NUISANCE_BASES["yaw"][0][0]].clone()
-    if name not in world.ATTRIBUTES:
-        raise TlganError(f"{name!r} is neither a toyfaces attribute nor 'yaw'")
-    return world.true_directions()[world.ATTRIBUTES.index(name)].clone()
+    """The world's unit direction (512,) of an attribute (``Beard``) or a nuisance (``yaw``)."""
+    return factor_axis(world.FACTOR_OF.get(name, name)).clone()
 
 
 def with_yaw(axes: FeatureAxes) -> FeatureAxes:

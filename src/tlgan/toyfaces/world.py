@@ -319,3 +319,13 @@ def age_to_amount(age: torch.Tensor) -> torch.Tensor:
 def nose_to_amount(nose_size: torch.Tensor) -> torch.Tensor:
     """0..1 from the relative nose size; 0.5 at the Big_Nose threshold."""
     return ((nose_size - NOSE_MIN) / NOSE_SPAN).clamp(0.0, 1.0)
+
+
+#: Registered generators that draw the face the world assigns to z: the renderer, and the GAN
+#: distilled from it. For them the world's true directions are true directions of the generator.
+WORLD_LATENT_GENERATORS = ("toyfaces-gan", "toyfaces-render")
+
+
+def shares_world_latents(generator) -> bool:
+    """Whether ``generator`` draws the world's face of each z (see :data:`WORLD_LATENT_GENERATORS`)."""
+    return getattr(generator, "z_dim", None) == Z_DIM and generator.name in WORLD_LATENT_GENERATORS

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tlgan.axes.feature_axes import FeatureAxes
-from tlgan.editing.edit import edit_latents
+from tlgan.editing.edit import check_axes_for, edit_latents
 from tlgan.errors import TlganError
 from tlgan.inversion.losses import feature_distance
 from tlgan.models.base import Classifier, Generator
@@ -69,8 +69,7 @@ def step_latents(generator: Generator, space: str, batch_size: int, seed: int, s
 
 
 def _check_request(axes: FeatureAxes, attribute: str, amount: float, locks: Sequence[str]) -> None:
-    if attribute not in axes.attributes:
-        axes.index(attribute)  # raises with close matches
+    axes.index(attribute)  # an unknown name raises with close matches
     if not amount > 0:
         raise TlganError(
             f"--amount must be positive (the edit the pairs are made of), not {amount}; a negative "
@@ -116,13 +115,7 @@ def train_translation(
     dev = resolve_device(device)
     _check_request(axes, attribute, amount, locks)
     generator.check_space(axes.space)
-    if generator.img_resolution != int(generator.img_resolution) or generator.img_resolution < 8:
-        raise TlganError(f"generator resolution {generator.img_resolution} is not supported")
-    if axes.dim != generator.latent_dim(axes.space):
-        raise TlganError(
-            f"the axes are {axes.dim}-d in {axes.space!r}, the generator's {axes.space!r} latents are "
-            f"{generator.latent_dim(axes.space)}-d: they belong to another generator"
-        )
+    check_axes_for(axes, generator)
     if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
         raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
     torch.manual_seed(seed)
