@@ -443,8 +443,9 @@
           requestRender();
         });
         slider.addEventListener("change", () => {     // one undo step per drag, back to where it began
+          if (viewDragStart === undefined) return;     // no move since the last change
           const next = copy(state);
-          state.view = viewDragStart === undefined ? state.view : viewDragStart;
+          state.view = viewDragStart;
           viewDragStart = undefined;
           commit(next);
         });
