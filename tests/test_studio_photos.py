@@ -276,3 +276,18 @@ def test_a_translation_of_another_resolution_is_refused_at_start(models, transla
 
     with pytest.raises(TlganError, match="works at 64 px"):
         create_app(G32, small_classifier(NAMES), w_axes(G32), translations={"x": model})
+
+
+def test_serve_refuses_a_translation_of_another_resolution_before_fitting(tmp_path):
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+    from tlgan.translate import TranslationModel, TranslationNet
+
+    folder = tmp_path / "at32"
+    TranslationModel(TranslationNet(32, 4, 2), TranslationNet(32, 4, 2), "Smiling", 1.0).save(folder)
+    args = ["serve", "--generator", "toyfaces-render", "--translation", str(folder), "--port", "0"]
+    result = CliRunner().invoke(cli, args)
+    message = result.output + str(result.exception)
+    assert result.exit_code != 0
+    assert "works at 32 px, but generator 'toyfaces-render' draws 64 px faces" in message
