@@ -179,7 +179,7 @@ class AttributesResponse(BaseModel):
         None,
         description="For a generator with StyleGAN3's input transform: the server's own view {rotate, translate} "
         "(what a request without `rotate`/`translate` gets; null values when its matrix is no turn and "
-        "move); absent for generators without one.",
+        "move); null for generators without one.",
     )
     align: str | None = Field(None, description="How uploads are aligned (`ffhq`), or null: centre-cropped.")
     translations: list[dict[str, Any]] = Field(
