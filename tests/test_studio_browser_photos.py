@@ -13,7 +13,7 @@ from PIL import Image
 
 from test_studio_api import small_classifier
 from test_studio_browser import browser, open_page, png_pixels, shown_pixels  # noqa: F401 (fixture)
-from test_studio_photos import StandIn, needs_dlib, tiny_translation
+from test_studio_photos import StandIn, needs_dlib, translation_64  # noqa: F401 (fixture)
 from test_studio_spaces import NAMES, w_axes
 from tlgan.models import load_generator
 from tlgan.studio.app import ServerThread, create_app
@@ -80,6 +80,7 @@ def test_the_view_sliders_turn_the_face_without_an_edit(browser, tmp_path):  # n
 @needs_dlib
 def test_an_aligned_upload_shows_its_face_moves_its_translation_row_and_downloads_the_photo(
     browser,  # noqa: F811
+    translation_64,  # noqa: F811
     tmp_path,
     monkeypatch,
 ):
@@ -89,7 +90,7 @@ def test_an_aligned_upload_shows_its_face_moves_its_translation_row_and_download
     skimage_data = pytest.importorskip("skimage.data")
     G = load_generator("toyfaces-render")
     axes = G.true_axes()
-    model = tiny_translation(G, axes, tmp_path / "smiling")
+    model, _ = translation_64
     photo_path = tmp_path / "astronaut.png"
     Image.fromarray(skimage_data.astronaut()).save(photo_path)
     wall_path = tmp_path / "wall.png"

@@ -424,6 +424,7 @@
   const translationRows = new Map();
   let translating = 0;             // numbers translation requests; only the newest is shown
   let viewDragStart;               // state.view when the current drag of a view slider began
+  let shownTranslation = null;     // upload and amounts of the translated photo on screen
 
   function serverView() {
     const t = info && info.input_transform;
@@ -524,6 +525,9 @@
   async function requestTranslation() {
     const photo = state && state.seed === null ? uploadData.get(state.upload) : null;
     if (!photo || !photo.input || !translationRows.size) return;
+    const key = state.upload + ":" + JSON.stringify(state.translations || {});
+    if (key === shownTranslation) return;        // an axis move: the translated photo stays as it is
+    shownTranslation = key;
     const ticket = ++translating;
     try {
       const blob = await api("api/translate", {
@@ -532,6 +536,7 @@
       });
       if (ticket === translating) showImage(photoEls.translated, blob);
     } catch (err) {
+      if (ticket === translating) shownTranslation = null;
       showError(err.message);
     }
   }
