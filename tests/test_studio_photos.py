@@ -170,7 +170,8 @@ def test_an_aligned_upload_is_tlgan_aligns_face_and_the_download_is_tlgan_edits_
     cli_photo = pixels(out.read_bytes())
     photo = np.asarray(Image.open(astronaut).convert("RGB"))
     assert studio_photo.shape == photo.shape
-    assert np.array_equal(studio_photo, cli_photo)  # the same floats, drawn one face at a time as the CLI draws
+    # The same floats (one face per draw, as the CLI draws), the same pixels.
+    assert np.array_equal(studio_photo, cli_photo)
     mask, (x0, y0) = paste_mask(transform)
     weight = np.zeros(photo.shape[:2], np.float32)
     weight[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = mask
