@@ -44,6 +44,25 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
     help="Folder of a learned edit from `tlgan delta train`, shown as a row named after its factor; "
     "repeat for several (they apply after the axis moves, in this order). Must be in --space.",
 )
+@click.option(
+    "--align",
+    "align",
+    type=click.Choice(["none", "ffhq"]),
+    default="none",
+    show_default=True,
+    help="ffhq: align every uploaded photo as FFHQ's faces were (dlib's 68 landmarks, the largest face; "
+    "pip install 'tlgan[align]'); the page shows the aligned face and offers the edit pasted back into "
+    "the photo. The landmark model was trained on iBUG 300-W, whose licence excludes commercial use.",
+)
+@click.option(
+    "--translation",
+    "translation",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of a translation model from `tlgan train translate`, shown as a row that moves uploaded "
+    "photos in one forward pass, without inversion; repeat for several (they apply in this order). "
+    "Must work at the generator's resolution.",
+)
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 = every interface).")
 @click.option("--port", type=int, default=8000, help="Port to listen on (0 = any free port).")
 @click.option(
@@ -96,6 +115,8 @@ def serve_cmd(
     classifier,
     axes,
     delta,
+    align,
+    translation,
     host,
     port,
     max_batch,
@@ -105,7 +126,11 @@ def serve_cmd(
     max_tuned,
     device,
 ):
-    """Open the web studio: buttons and sliders that edit a face along attribute axes."""
+    """Open the web studio: buttons and sliders that edit a face along attribute axes.
+
+    For StyleGAN3 the page also turns and moves the face (the input transform; --rotate and
+    --translate set where its sliders start).
+    """
     import uvicorn
 
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
@@ -118,6 +143,8 @@ def serve_cmd(
         device=device,
         space=space,
         delta=delta,
+        translation=translation,
+        align=None if align == "none" else align,
         generator_options={
             "truncation_psi": truncation_psi,
             "truncation_cutoff": truncation_cutoff,

@@ -23,6 +23,11 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
 - ``POST /api/invert``       an uploaded photo -> its latent and reconstruction (with ``tune``: also
   a generator tuned to the photo, named by ``tuned_id``; see :mod:`tlgan.studio.tuned`).
+- ``POST /api/translate``, ``POST /api/paste-back``: uploaded photos moved by translation models,
+  and the edit pasted back into an aligned photo (see :mod:`tlgan.studio.photo_routes`).
+
+A face request may also carry ``rotate``/``translate``: StyleGAN3's input transform for that
+request only (see :mod:`tlgan.studio.view`).
 
 Faces live in the studio's space: z, w, or wp (W+, latents (num_ws, w_dim), moved along w
 axes by the same step in every layer). Learned edits (:mod:`tlgan.studio.learned`) are rows
@@ -60,6 +65,7 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, BatcherClosed, BatchFailed
 from tlgan.studio.faces import LATENT_LIMIT
 from tlgan.studio.learned import check_learned_edits, load_learned_edits
+from tlgan.studio.photo_routes import add_photo_routes, photo_info, request_view, upload_body, view_header
 from tlgan.studio.schema import (
     AMOUNT_LIMIT,
     ERRORS,
@@ -84,6 +90,7 @@ from tlgan.studio.serving import (
     url_of,
 )
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone
+from tlgan.studio.view import View
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +191,8 @@ def create_app(
     max_tuned: int = DEFAULT_MAX_TUNED,
     tune_steps: int | None = None,
     learned: dict[str, Any] | None = None,
+    align: str | None = None,
+    translations: dict[str, Any] | None = None,
 ) -> FastAPI:
     """The studio app for these models and axes, editing the generator's latents of ``space``
     (default ``axes.space``; ``"wp"`` with axes fitted in w edits every layer's w alike).
@@ -196,7 +205,9 @@ def create_app(
     tune_generator's), and the studio keeps the ``max_tuned`` most recently used tuned generators
     (one copy of the weights each; 0 turns tuning off). ``learned`` {row name: DeltaModel} adds
     learned edits as rows after the axes (see :mod:`tlgan.studio.learned`; they must work in
-    ``space``). Serve it with uvicorn, or test it with
+    ``space``). ``align`` "ffhq" aligns every upload as FFHQ's faces (``tlgan[align]``);
+    ``translations`` {row name: TranslationModel} move uploaded photos without inversion (see
+    :mod:`tlgan.studio.photos`). Serve it with uvicorn, or test it with
     ``fastapi.testclient.TestClient(app)``; the batcher stops with the app's lifespan.
     """
     if not 0 < step <= amount_limit:
@@ -216,6 +227,9 @@ def create_app(
         tune_steps=tune_steps,
         learned=learned,
     )
+    from tlgan.studio.photos import PhotoTools
+
+    photos = PhotoTools(studio, align=align, translations=translations)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -230,6 +244,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.studio = studio
+    app.state.photos = photos
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
@@ -281,10 +296,12 @@ def create_app(
             max_upload_bytes=max_body_bytes,
             max_tuned=studio.tuning_capacity,
             version=app.version,
+            **photo_info(studio, photos),
         )
 
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)
+    add_photo_routes(app, studio, photos)
     return app
 
 
@@ -338,6 +355,11 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         edited, base = studio.faces.resolve(req.seed, req.latent, req.amounts, req.locks)
         return edited, (torch.stack([edited, base]) if with_original else edited[None]), tuned
 
+    def drawn_in(req: FaceRequest) -> tuple[View | None, dict[str, Any]]:
+        """The request's view, and the response metadata recording it."""
+        view = request_view(studio, req)
+        return view, ({} if view is None else {"input_transform": view.to_dict()})
+
     @app.post(
         "/api/render",
         response_model=RenderResponse,
@@ -353,16 +375,21 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         The edited latent is base + sum_a amount_a * u_a, where u_a is a's unit axis made
         orthogonal to every locked axis other than a.
         """
+        view, meta = drawn_in(req)
         edited, latents, tuned = face(req, with_original=req.include_original and req.format == "json")
-        images = await studio.images(latents, tuned)
+        images = await studio.images(latents, tuned, view)
         if req.format == "png":
             return Response(
                 await png(images[0], req.upscale),
                 media_type="image/png",
-                headers={"Cache-Control": "no-store"},
+                headers={"Cache-Control": "no-store", **view_header(meta)},
             )
         probs = await studio.probabilities(images) if req.scores else None
-        body: dict[str, Any] = {"image": data_url(await png(images[0], req.upscale)), "space": studio.space}
+        body: dict[str, Any] = {
+            "image": data_url(await png(images[0], req.upscale)),
+            "space": studio.space,
+            **meta,
+        }
         if len(images) > 1:
             body["original_image"] = data_url(await png(images[1], req.upscale))
         if probs is not None:
@@ -383,8 +410,9 @@ def _add_face_routes(app: FastAPI, studio: Studio) -> None:
         Sent together with /api/render, the generator runs once: whichever request comes
         second reuses the image the first one made (or both share one batch).
         """
+        view, _meta = drawn_in(req)
         _edited, latents, tuned = face(req, with_original=req.include_original)
-        probs = await studio.probabilities(await studio.images(latents, tuned))
+        probs = await studio.probabilities(await studio.images(latents, tuned, view))
         body = {"probabilities": studio.probabilities_dict(probs[0])}
         if len(probs) > 1:
             body["original_probabilities"] = studio.probabilities_dict(probs[1])
@@ -450,6 +478,9 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
             raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
         if tune:
             studio.check_tuning()  # before seconds of inversion
+        upload = app.state.photos.prepare(data, file.filename or "uploaded image")
+        if upload is not None and upload.transform is not None:
+            data = upload.png  # the aligned face is what the generator inverts (and tunes to)
         try:
             latent, info = studio.invert(data)
         except ImportError as exc:
@@ -467,7 +498,7 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         latent = studio.faces.base_latent(
             latent=torch.as_tensor(latent).detach().float().cpu().reshape(-1).tolist()
         )
-        body: dict[str, Any] = {"space": studio.space, "info": _info_json(info or {})}
+        body: dict[str, Any] = {"space": studio.space, "info": _info_json(info or {}), **upload_body(upload)}
         tuned = None
         if tune:
             tuned = studio.tune(data, latent, name=file.filename or "uploaded image")
@@ -487,6 +518,7 @@ def app_from_specs(
     space: str | None = None,
     generator_options: dict[str, Any] | None = None,
     delta: Sequence[str] = (),
+    translation: Sequence[str] = (),
     **app_kwargs,
 ) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
@@ -498,15 +530,21 @@ def app_from_specs(
     studio) and caches them. ``generator_options`` (truncation) go to
     :func:`tlgan.models.load_generator`. ``delta`` lists folders of learned edits
     (``tlgan delta train``) to add as rows, in the order they apply; each must work in the
-    studio's space.
+    studio's space. ``translation`` lists translation model folders (``tlgan train translate``)
+    for uploads, and ``align="ffhq"`` aligns uploads: both are checked here, before any fitting.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
+    from tlgan.studio.photos import check_photo_options
 
     G = load_generator(generator, device, **(generator_options or {}))
     if space is not None:
         G.check_space(space)
     learned = load_learned_edits(delta, device=device) if delta else {}
+    if translation or app_kwargs.get("align"):
+        app_kwargs["translations"] = check_photo_options(
+            G, generator, translation, app_kwargs.get("align"), device
+        )
     F = load_classifier(classifier, device)
     if axes:
         feature_axes = FeatureAxes.load(axes)
@@ -528,7 +566,8 @@ def app_from_specs(
             classifier,
             device=device,
             space="w" if space == "wp" else space,
-            generator_options=G.options,
+            # StyleGAN3's input transform turns and moves the view, not the face: axes are shared.
+            generator_options={k: v for k, v in G.options.items() if k != "input_transform"},
         )
     return create_app(
         G,

@@ -63,6 +63,19 @@ class FaceRequest(BaseModel):
         "with `tune`). Without it the shared generator draws. An id the server no longer holds is "
         "answered with 410: upload the photo again.",
     )
+    rotate: float | None = Field(
+        None,
+        examples=[15.0],
+        description="StyleGAN3 only (`input_transform` in /api/attributes): turn the image by this many degrees "
+        "(counter-clockwise) without a latent edit, as `tlgan edit --rotate`. Left out with `translate`: "
+        "the server's own view.",
+    )
+    translate: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(
+        None,
+        examples=[[0.1, -0.05]],
+        description="StyleGAN3 only: move the image by [x, y] input units (the image spans 1; 1/R is one pixel), "
+        "as `tlgan edit --translate X,Y`.",
+    )
 
 
 class RenderRequest(FaceRequest):
@@ -98,6 +111,11 @@ class RenderResponse(BaseModel):
     original_image: str | None = Field(None, description="The unedited face (only with include_original).")
     original_probabilities: dict[str, float] | None = Field(
         None, description="Probabilities of the unedited face (only with include_original and scores)."
+    )
+    input_transform: dict[str, Any] | None = Field(
+        None,
+        description="The view the face was drawn in, {rotate, translate}, as `tlgan edit` records it (only when "
+        "the request turned or moved it; with format=png in the X-Tlgan-Input-Transform header).",
     )
 
 
@@ -157,6 +175,18 @@ class AttributesResponse(BaseModel):
         "tuned, because tuning is off or the generator has no weights).",
     )
     version: str = Field(description="tlgan version.")
+    input_transform: dict[str, Any] | None = Field(
+        None,
+        description="For a generator with StyleGAN3's input transform: the server's own view {rotate, translate} "
+        "(what a request without `rotate`/`translate` gets; null values when its matrix is no turn and "
+        "move); null for generators without one.",
+    )
+    align: str | None = Field(None, description="How uploads are aligned (`ffhq`), or null: centre-cropped.")
+    translations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Translation models (`tlgan serve --translation`) that move uploaded photos without "
+        "inversion: {name, attribute, amount (trained)} each, in the order they apply (/api/translate).",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -181,6 +211,19 @@ class InvertResponse(BaseModel):
         None,
         description="With `tune`: the id of the generator tuned to this photo. Send it as `tuned_id` with "
         "every request for this face; the image above is already that generator's.",
+    )
+    input_image: str | None = Field(
+        None,
+        description="The face as the generator's inputs saw it (aligned, or centre-cropped), at the generator's "
+        "resolution, as a PNG data URL: send it as `image` to /api/translate.",
+    )
+    aligned_image: str | None = Field(
+        None, description="With `serve --align ffhq`: the aligned face (PNG data URL)."
+    )
+    alignment: dict[str, Any] | None = Field(
+        None,
+        description="With `serve --align ffhq`: where the aligned face lies in the photo (the transform `tlgan "
+        "align` saves); send it with the photo to /api/paste-back.",
     )
 
 

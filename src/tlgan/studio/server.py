@@ -41,6 +41,7 @@ from tlgan.studio.faces import Faces
 from tlgan.studio.learned import check_learned_edits
 from tlgan.studio.schema import AMOUNT_LIMIT
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedStore
+from tlgan.studio.view import View, view_applied
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ SEED_MEMO_BYTES = 8 * 1024 * 1024
 """Memory for remembered latents of seeds."""
 IMAGE_MEMO_BYTES = 64 * 1024 * 1024
 """Memory for remembered generator images (about 1,300 faces at 64 px, 5 at 1024 px)."""
+VIEW_BATCHERS = 32
+"""Batchers kept for turned/moved views (a slider drag makes a new view per frame)."""
 
 
 class ImageMemo:
@@ -174,6 +177,7 @@ class Studio:
             run=self.run_batch,
             name="classifier",
         )
+        self._view_batchers: OrderedDict[bytes, Batcher] = OrderedDict()  # see view_images
 
     def _draw_seed_latent(self, seed: int) -> torch.Tensor:
         return self.generator.sample_latents_at([seed], seed=0, space=self.space)[0]
@@ -212,9 +216,12 @@ class Studio:
 
     # -- model calls -----------------------------------------------------------------------
 
-    def synthesize(self, latents: torch.Tensor, tuned: TunedFace | None = None) -> torch.Tensor:
+    def synthesize(
+        self, latents: torch.Tensor, tuned: TunedFace | None = None, view: View | None = None
+    ) -> torch.Tensor:
         """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape) of the studio's space,
-        drawn by the shared generator, or by ``tuned``'s generator.
+        drawn by the shared generator, or by ``tuned``'s generator; turned and moved by ``view``
+        (StyleGAN3's input transform, for this call only; see :mod:`tlgan.studio.view`).
 
         Recent images are remembered, keyed by the latent's exact bytes (after ``tuned.key``
         for a tuned generator's): the page asks for a face's image (/api/render) and its scores
@@ -222,7 +229,7 @@ class Studio:
         image from here instead of running the generator again. Undo hits it too.
         """
         generator = self.generator if tuned is None else tuned.generator
-        prefix = b"" if tuned is None else tuned.key
+        prefix = (b"" if tuned is None else tuned.key) + (b"" if view is None else b"view:" + view.key)
         latents = latents.detach().to("cpu", torch.float32).contiguous()
         keys = [prefix + row.numpy().tobytes() for row in latents]
         with self._memo_lock:
@@ -235,7 +242,7 @@ class Studio:
                 first.setdefault(keys[i], i)
         if first:
             rows = list(first.values())
-            with self._lock, torch.inference_mode():
+            with self._lock, view_applied(generator, view), torch.inference_mode():
                 made = generator.synthesize(latents[rows].to(self.device), self.space)
             made = made.float().cpu().clone()  # a plain tensor: inference tensors cannot enter autograd later
             with self._memo_lock:
@@ -340,17 +347,17 @@ class Studio:
 
     # -- what requests use -------------------------------------------------------------------
 
-    async def images(self, latents: torch.Tensor, tuned: TunedFace | None = None) -> torch.Tensor:
+    async def images(
+        self, latents: torch.Tensor, tuned: TunedFace | None = None, view: View | None = None
+    ) -> torch.Tensor:
         """Images (N, 3, R, R) in [-1, 1], on the CPU, for latents (N, *latent_shape): batched with other requests'.
 
         Remembered images (see :meth:`synthesize`) come back without waiting for a batch. A
         ``tuned`` photo's generator serves only its own requests, so they never join the
         shared generator's batches: they run alone, like unbatched requests.
         """
-        if tuned is not None:
-            for row in latents:
-                self.faces.check_row(row)
-            return await self.call(self.synthesize, latents, tuned)
+        if tuned is not None or view is not None:
+            return await self.view_images(latents, tuned, view)
         if self.max_batch <= 1:
             return await self.call(self.synthesize, latents)
         latents = latents.detach().to("cpu", torch.float32).contiguous()
@@ -379,6 +386,7 @@ class Studio:
         """Stop batching (the server is shutting down); requests still queued get a 503."""
         await self.draw_batcher.aclose()
         await self.score_batcher.aclose()
+        await self.close_view_batchers()
         with self._model_thread_lock:
             pool, self._model_thread = self._model_thread, None
         if pool is not None:
@@ -425,3 +433,45 @@ class Studio:
             return fn(*args)
         finally:
             self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * (time.perf_counter() - start)
+
+    # -- views: StyleGAN3's input transform per request (see tlgan.studio.view) ---------------
+
+    async def view_images(
+        self, latents: torch.Tensor, tuned: TunedFace | None, view: View | None
+    ) -> torch.Tensor:
+        """:meth:`images` for a tuned photo's generator or a turned/moved view.
+
+        A tuned generator serves only its own requests, so they run alone. Requests of one
+        view share batches with each other (one batcher per view, the most recent
+        ``VIEW_BATCHERS`` kept) and never with another view's, because the transform is the
+        generator's state for the whole forward pass.
+        """
+        for row in latents:
+            self.faces.check_row(row)
+        if tuned is not None or self.max_batch <= 1:
+            return await self.call(self.synthesize, latents, tuned, view)
+        batcher = self._view_batchers.get(view.key)
+        if batcher is None:
+            batcher = Batcher(
+                lambda rows, view=view: list(self.synthesize(torch.stack(rows), None, view)),
+                max_batch=self.max_batch,
+                wait_ms=self.batch_wait_ms,
+                check=self.faces.check_row,
+                run=self.run_batch,
+                name=f"generator (view {view.to_dict()})",
+            )
+            self._view_batchers[view.key] = batcher
+            self._forget_idle_view_batchers()
+        self._view_batchers.move_to_end(view.key)
+        latents = latents.detach().to("cpu", torch.float32).contiguous()
+        return torch.stack(await asyncio.gather(*(batcher.submit(row) for row in latents)))
+
+    def _forget_idle_view_batchers(self) -> None:
+        """Drop the least recently used views' batchers beyond VIEW_BATCHERS, those with nothing queued."""
+        for key in list(self._view_batchers)[: max(0, len(self._view_batchers) - VIEW_BATCHERS)]:
+            if self._view_batchers[key].pending() == 0:
+                del self._view_batchers[key]
+
+    async def close_view_batchers(self) -> None:
+        for batcher in list(self._view_batchers.values()):
+            await batcher.aclose()

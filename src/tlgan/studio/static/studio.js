@@ -29,7 +29,9 @@
   // ------------------------------------------------------------------ state helpers
 
   const copy = (s) => ({seed: s.seed, latent: s.latent, label: s.label, upload: s.upload, tuned: s.tuned,
-                        amounts: Object.assign({}, s.amounts), locks: s.locks.slice()});
+                        amounts: Object.assign({}, s.amounts), locks: s.locks.slice(),
+                        view: s.view ? {rotate: s.view.rotate, translate: s.view.translate.slice()} : null,
+                        translations: Object.assign({}, s.translations || {})});
   const baseKey = (s) => (s.seed !== null ? "seed:" + s.seed : "upload:" + s.upload);
   const fmt = (x) => (x > 0 ? "+" : x < 0 ? MINUS : "") + Math.abs(x).toFixed(1);
   const roundStep = (x) => Math.round(x * 1000) / 1000;
@@ -72,12 +74,14 @@
     const body = {amounts: s.amounts, locks: s.locks};
     if (s.seed !== null) body.seed = s.seed; else body.latent = s.latent;
     if (s.tuned) body.tuned_id = s.tuned;
+    if (s.view) { body.rotate = s.view.rotate; body.translate = s.view.translate; }
     return JSON.stringify(Object.assign(body, extra || {}));
   }
 
   // Renders are serialised: while one is in flight, only the newest wish waits behind it,
   // so dragging a slider never queues up stale frames.
   function requestRender() {
+    requestTranslation();
     queued = {state: copy(state)};
     setBusy();
     if (!inFlight) pump();
@@ -233,6 +237,7 @@
     }
     if (state.seed !== null) els.seed.value = String(state.seed);
     els.undo.disabled = history.length === 0;
+    syncPhotoControls();
   }
 
   function showScores(probs) {
@@ -258,7 +263,7 @@
 
   function newFace(seed) {
     commit({seed: seed, latent: null, label: null, upload: null, tuned: null, amounts: {},
-            locks: state.locks.slice()});
+            locks: state.locks.slice(), view: state.view});
   }
 
   function undo() {
@@ -307,6 +312,7 @@
       const result = await api("api/invert", {method: "POST", body: form});
       const label = file.name.length > 24 ? file.name.slice(0, 21) + "\u2026" : file.name;
       uploads += 1;
+      rememberUpload(uploads, file, result);
       commit({seed: null, latent: result.latent, label: label, upload: uploads, tuned: result.tuned_id || null,
               amounts: {}, locks: state.locks.slice()});
       const dB = (x) => " (" + x.toFixed(1) + " dB)";
@@ -389,6 +395,7 @@
                              (info.space !== info.axes_space ? ", faces in " + info.space : "") + " (" +
                              (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
+    buildPhotoControls();
     // No tuning on this server (turned off, or a generator without weights): no checkbox.
     if (!info.max_tuned) { els.tune.checked = false; els.tune.parentElement.hidden = true; }
     // ?seed=N opens that face (a shareable link); otherwise a random one.
@@ -399,6 +406,161 @@
     state = {seed: seed, latent: null, label: null, upload: null, tuned: null, amounts: {}, locks: []};
     syncControls();
     requestRender();
+  }
+
+  // ------------------------------------------------------------------ views and uploaded photos
+  // StyleGAN3's turn and move (state.view, sent with every render), the aligned face and the
+  // pasted-back download of aligned uploads, and translation rows (state.translations) that move
+  // the uploaded photo itself through /api/translate.
+
+  const photoEls = {
+    view: $("view-controls"), rotate: $("view-rotate"), x: $("view-x"), y: $("view-y"),
+    rotateValue: $("view-rotate-value"), xValue: $("view-x-value"), yValue: $("view-y-value"),
+    alignedFigure: $("aligned-figure"), aligned: $("aligned"),
+    translatedFigure: $("translated-figure"), translated: $("translated"),
+    download: $("photo-download"), downloadButton: $("download-photo"),
+  };
+  const uploadData = new Map();    // upload number -> {file, alignment, input}
+  const translationRows = new Map();
+  let translating = 0;             // numbers translation requests; only the newest is shown
+  let viewDragStart;               // state.view when the current drag of a view slider began
+  let shownTranslation = null;     // upload and amounts of the translated photo on screen
+
+  function serverView() {
+    const t = info && info.input_transform;
+    return t && t.rotate !== null ? {rotate: t.rotate, translate: t.translate.slice()} : {rotate: 0, translate: [0, 0]};
+  }
+
+  function buildPhotoControls() {
+    if (info.input_transform) {
+      photoEls.view.hidden = false;
+      const sliders = [photoEls.rotate, photoEls.x, photoEls.y];
+      for (const slider of sliders) {
+        slider.addEventListener("input", () => {      // live preview while dragging
+          if (viewDragStart === undefined) viewDragStart = state.view || null;
+          state.view = {rotate: Number(photoEls.rotate.value),
+                        translate: [Number(photoEls.x.value), Number(photoEls.y.value)]};
+          showView(state.view);
+          requestRender();
+        });
+        slider.addEventListener("change", () => {     // one undo step per drag, back to where it began
+          if (viewDragStart === undefined) return;     // no move since the last change
+          const next = copy(state);
+          state.view = viewDragStart;
+          viewDragStart = undefined;
+          commit(next);
+        });
+      }
+    }
+    photoEls.downloadButton.addEventListener("click", downloadPhoto);
+    for (const model of info.translations || []) buildTranslationRow(model);
+  }
+
+  function buildTranslationRow(model) {
+    const name = model.name;
+    const node = els.template.content.firstElementChild.cloneNode(true);
+    const r = {row: node, slider: node.querySelector(".slider"), value: node.querySelector(".value"),
+               minus: node.querySelector(".minus"), plus: node.querySelector(".plus")};
+    node.classList.add("translation", "unscored");
+    node.hidden = true;
+    const label = node.querySelector(".name");
+    label.textContent = pretty(name);
+    label.title = name + ": moves the uploaded photo itself (trained for " + model.amount + " units of " +
+                  model.attribute + "), one forward pass, no inversion";
+    node.querySelector(".percent").textContent = "n/a";
+    node.querySelector(".lock input").disabled = true;
+    r.minus.setAttribute("aria-label", name + " " + MINUS);
+    r.plus.setAttribute("aria-label", name + " +");
+    r.slider.min = String(-info.slider_max);
+    r.slider.max = String(info.slider_max);
+    r.slider.step = "0.1";
+    r.slider.value = "0";
+    r.slider.setAttribute("aria-label", name + " amount");
+    const move = (value) => {
+      const next = copy(state);
+      const limit = info.amount_max;
+      value = roundStep(Math.max(-limit, Math.min(limit, value)));
+      if (value === 0) delete next.translations[name]; else next.translations[name] = value;
+      commit(next);
+    };
+    const now = () => (state.translations || {})[name] || 0;
+    r.minus.addEventListener("click", () => move(now() - info.step));
+    r.plus.addEventListener("click", () => move(now() + info.step));
+    r.slider.addEventListener("change", () => move(Number(r.slider.value)));
+    translationRows.set(name, r);
+    els.rows.appendChild(node);
+  }
+
+  function showView(view) {
+    const v = view || serverView();
+    photoEls.rotate.value = String(v.rotate);
+    photoEls.x.value = String(v.translate[0]);
+    photoEls.y.value = String(v.translate[1]);
+    photoEls.rotateValue.textContent = String(v.rotate);
+    photoEls.xValue.textContent = Number(v.translate[0]).toFixed(2);
+    photoEls.yValue.textContent = Number(v.translate[1]).toFixed(2);
+  }
+
+  function syncPhotoControls() {
+    if (info && info.input_transform) showView(state.view);
+    const photo = state.seed === null ? uploadData.get(state.upload) : null;
+    for (const [name, r] of translationRows) {
+      const amount = (state.translations || {})[name] || 0;
+      r.row.hidden = !photo;
+      r.slider.value = String(amount);
+      r.value.textContent = fmt(amount);
+      r.row.classList.toggle("moved", amount !== 0);
+    }
+    photoEls.alignedFigure.hidden = !(photo && photo.alignment);
+    if (photo && photo.alignment) photoEls.aligned.src = photo.input;
+    photoEls.download.hidden = !(photo && photo.alignment);
+    photoEls.translatedFigure.hidden = !(photo && translationRows.size);
+  }
+
+  function rememberUpload(number, file, result) {
+    uploadData.set(number, {file: file, alignment: result.alignment || null, input: result.input_image || null});
+  }
+
+  // The uploaded face moved by the translation rows: one request per change, the newest shown.
+  async function requestTranslation() {
+    const photo = state && state.seed === null ? uploadData.get(state.upload) : null;
+    if (!photo || !photo.input || !translationRows.size) return;
+    const key = state.upload + ":" + JSON.stringify(state.translations || {});
+    if (key === shownTranslation) return;        // an axis move: the translated photo stays as it is
+    shownTranslation = key;
+    const ticket = ++translating;
+    try {
+      const blob = await api("api/translate", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({image: photo.input, amounts: state.translations || {}}),
+      });
+      if (ticket === translating) showImage(photoEls.translated, blob);
+    } catch (err) {
+      if (ticket === translating) shownTranslation = null;
+      showError(err.message);
+    }
+  }
+
+  async function downloadPhoto() {
+    const photo = state.seed === null ? uploadData.get(state.upload) : null;
+    if (!photo || !photo.alignment) return;
+    const form = new FormData();
+    form.append("file", photo.file, photo.file.name);
+    const request = JSON.parse(renderBody(state));
+    request.alignment = photo.alignment;
+    form.append("request", JSON.stringify(request));
+    try {
+      const blob = await api("api/paste-back", {method: "POST", body: form});
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = "tlgan-" + photo.file.name.replace(/\.[^.]*$/, "") + "-edited.png";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    } catch (err) {
+      showError(err.message);
+    }
   }
 
   window.tlganStudio = {state: () => copy(state), history: () => history.length};
