@@ -151,7 +151,10 @@ def _spaces_figures(figs: _Figures, spaces: dict) -> None:
         "spaces_cosine",
         plots.bar_chart,
         names,
-        {f"{space} ({spaces['method']})": [r["cosine_to_truth"][a] for a in names] for space, r in rows.items()},
+        {
+            f"{space} ({spaces['method']})": [r["cosine_to_truth"][a] for a in names]
+            for space, r in rows.items()
+        },
         title="Cosine to the true axis, fitted in each space on the same faces",
         ylabel="cosine",
         ylim=(0.0, 1.0),
