@@ -62,7 +62,7 @@ Spaces, as in StyleGAN:
   changes nothing that attribute's factor reads, so its layer set is exact for every axis,
   style mixing has an exact answer, and editing one layer of a group moves the group's
   coordinates by 1 / (layers in the group) of a whole-group edit. When all layers hold the same
-  w, ``u = w - w_avg`` and every statement about w below holds.
+  w, ``u = w - w_avg`` and every statement about w above holds.
 
 Images come from the differentiable renderer (:func:`tlgan.toyfaces.render.render`), (N, 3, 64, 64)
 in [-1, 1]: sharp, and invertible by gradients. Truncation works as StyleGAN2's:
