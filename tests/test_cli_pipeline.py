@@ -133,12 +133,14 @@ def test_bad_input_is_named(chain, tmp_path):
     assert "not a run folder" in str(r.exception or r.output)
 
 
-def test_fit_defaults_to_logistic_with_integer_counts(chain):
+def test_fit_defaults_to_the_spaces_finder_with_integer_counts(chain):
     tmp, run, _, _ = chain
     r = invoke("fit", run, "--out", tmp / "default.safetensors", "--json")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["method"] == "glm"  # default_method("z")
+    r = invoke("fit", run, "--method", "logistic", "--out", tmp / "logistic.safetensors", "--json")
+    assert r.exit_code == 0, r.output
     fitted = json.loads(r.output)
-    assert fitted["method"] == "logistic"
     assert fitted["axes"]["Male"]["n_train"] == 480 and isinstance(fitted["axes"]["Male"]["n_train"], int)
     r = invoke("fit", run, "--method", "glm", "--out", tmp / "glm.safetensors")
     assert r.exit_code == 0, r.output

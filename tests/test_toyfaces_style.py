@@ -13,7 +13,7 @@ from tlgan.cli import cli
 from tlgan.errors import TlganError
 from tlgan.models import load_classifier, load_generator
 from tlgan.toyfaces import mapping, world
-from tlgan.toyfaces.style import ATTRIBUTE_LAYERS, FACTOR_GROUP, GROUPS, ToyfacesStyle, attribute_layers
+from tlgan.toyfaces.style import ATTRIBUTE_GROUPS, BASE_GROUP, FACTOR_GROUP, ToyfacesStyle, attribute_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,7 +109,31 @@ def test_z_is_nonlinear_where_w_is_linear(G):
     # In-sample with 513 parameters the z fit is optimistic; still far from linear.
     assert r2_z.max() < 0.6, r2_z
     truth_z = G.true_axes(space="z")
-    assert truth_z.method == "truth-linear" and max(truth_z.info["r2"].values()) < 0.5
+    r2_best = truth_z.info["r2"].values()
+    assert truth_z.method == "truth-average-gradient" and 0.15 < min(r2_best) and max(r2_best) < 0.5
+
+
+def test_z_truth_is_the_average_gradient_of_the_true_scores(G):
+    from tlgan.toyfaces import style
+
+    truth = G.true_axes(space="z")
+    stored = truth.vectors.double().numpy()
+
+    def cosines(x):
+        return (stored * x / np.linalg.norm(x, axis=1, keepdims=True)).sum(1)
+
+    # A fresh autograd average over 512 other faces (its own noise allows about 0.977), and
+    # Stein's form E[z s(z)] on 3,000 antithetic pairs without autograd (noisier: about 0.90).
+    fresh, variances = style.average_gradients(n=512, seed=31)
+    assert cosines(fresh).min() > 0.95
+    assert cosines(style.stein_estimate(pairs=3000, seed=32)).min() > 0.8
+    # R^2 of the best linear function of z = |E[grad s]|^2 / Var(s).
+    r2 = np.array([truth.info["r2"][a] for a in truth.attributes])
+    assert np.abs(r2 - (fresh**2).sum(1) / variances).max() < 0.08
+    from safetensors import safe_open
+
+    with safe_open(str(style.Z_TRUTH_FILE), "np") as f:
+        assert f.metadata()["seed"] == str(style.Z_TRUTH_SEED) == "20191214"
 
 
 def test_truncation_shrinks_scores_toward_the_biases(G):
@@ -120,10 +144,16 @@ def test_truncation_shrinks_scores_toward_the_biases(G):
     coarse = load_generator("toyfaces-style", truncation_psi=0.0, truncation_cutoff=4)
     scores = coarse.latent_scores(z, "z")
     for j, a in enumerate(world.ATTRIBUTES):
-        if ATTRIBUTE_LAYERS[a] == GROUPS["coarse"]:
+        if ATTRIBUTE_GROUPS[a] == ("coarse",):
             assert torch.allclose(scores[:, j], world.biases()[j].expand(32), atol=1e-4)
-        else:
+        elif "coarse" not in ATTRIBUTE_GROUPS[a]:
             assert torch.allclose(scores[:, j], base[:, j] + world.biases()[j], atol=1e-4)
+    # Beard = 0.85 e0 + 0.53 e5: with the coarse layers at the average only its own (middle) part is left.
+    u = G.map_latents(z, "z", "w") - G.w_avg
+    e5 = world.base_directions()[5]
+    beard = world.ATTRIBUTES.index("Beard")
+    own_part = torch.dot(world.true_directions()[beard], e5) * (u @ e5)
+    assert torch.allclose(scores[:, beard], own_part + world.biases()[beard], atol=1e-4)
 
 
 # --- wp: style mixing and layer ranges
@@ -134,20 +164,52 @@ def test_style_mixing_takes_coarse_from_a_and_the_rest_from_b(G):
     wp_b = G.map_latents(G.sample_latents(6, seed=2), "z", "wp")
     mixed = torch.cat([wp_a[:, :4], wp_b[:, 4:]], dim=1)
     f_mix, f_a, f_b = G.factors(mixed, "wp"), G.factors(wp_a, "wp"), G.factors(wp_b, "wp")
-    coarse = {"masculinity", "yaw", "scale", "shift_x", "shift_y", "baldness", "bangs", "hat"}
-    assert coarse == {k for k, g in FACTOR_GROUP.items() if g == "coarse"}
+    # A's pose and head shape, B's colours and the rest of B's features.
+    from_a = {"masculinity", "yaw", "scale", "shift_x", "shift_y", "bangs", "hat"}
+    # Read from both: beard and mustache (A's masculinity, B's own part), baldness, lipstick.
+    mixed_keys = {world.FACTOR_OF[a] for a, g in ATTRIBUTE_GROUPS.items() if "coarse" in g and len(g) > 1}
+    assert mixed_keys == {"mustache", "beard_density", "baldness", "lipstick"}
+    assert from_a | {"baldness"} == {k for k, g in FACTOR_GROUP.items() if g == "coarse"}
     for key in world.FACTOR_NAMES:
-        want = f_a[key] if key in coarse else f_b[key]
-        other = f_b[key] if key in coarse else f_a[key]
+        if key in mixed_keys:
+            continue
+        want = f_a[key] if key in from_a else f_b[key]
+        other = f_b[key] if key in from_a else f_a[key]
         assert torch.allclose(f_mix[key], want, atol=1e-6), key
-        if key in ("yaw", "masculinity", "black_hair", "paleness", "smile"):
+        if key in ("yaw", "masculinity", "black_hair", "paleness", "smile", "light_angle"):
             assert not torch.allclose(f_mix[key], other, atol=1e-3), key
+    # The beard's score is A's masculinity part plus B's own part, exactly.
+    beard = world.ATTRIBUTES.index("Beard")
+    d = world.true_directions()[beard].double()
+    e0, e5 = world.base_directions()[0].double(), world.base_directions()[5].double()
+    u_a, u_b = (wp_a[:, 0] - G.w_avg).double(), (wp_b[:, 0] - G.w_avg).double()
+    want = torch.dot(d, e0) * (u_a @ e0) + torch.dot(d, e5) * (u_b @ e5) + world.biases()[beard]
+    assert torch.allclose(G.latent_scores(mixed, "wp")[:, beard].double(), want, atol=1e-4)
     images = G.synthesize(mixed, "wp")
     assert (images - G.synthesize(wp_a, "wp")).abs().mean() > 0.01
     assert (images - G.synthesize(wp_b, "wp")).abs().mean() > 0.01
 
 
-@pytest.mark.parametrize("attribute", ["Male", "Smiling", "Black_Hair", "Wearing_Hat"])
+def test_every_base_is_read_from_the_group_that_draws_its_part():
+    assert set(BASE_GROUP) == set(range(world.FIRST_UNUSED_BASE))
+    for attribute, (bases, _) in world._DESIGN.items():
+        group = FACTOR_GROUP[world.FACTOR_OF[attribute]]
+        assert group in ATTRIBUTE_GROUPS[attribute]
+        if len(bases) == 1:
+            assert BASE_GROUP[next(iter(bases))] == group and ATTRIBUTE_GROUPS[attribute] == (group,)
+    assert attribute_layers("Beard") == list(range(8)) and attribute_layers("Wearing_Lipstick") == [
+        0,
+        1,
+        2,
+        3,
+        8,
+        9,
+    ]
+
+
+@pytest.mark.parametrize(
+    "attribute", ["Male", "Smiling", "Black_Hair", "Wearing_Hat", "Beard", "Wearing_Lipstick"]
+)
 def test_layer_range_edits_move_only_their_group(G, attribute):
     wp = G.map_latents(G.sample_latents(8, seed=4, space="w"), "w", "wp")
     axis = G.true_axes([attribute], space="w")[attribute]
@@ -157,13 +219,10 @@ def test_layer_range_edits_move_only_their_group(G, attribute):
     before = G.factors(wp, "wp")
     after_own = G.factors(wp + 1.0 * mask * axis, "wp")
     after_other = G.factors(wp + 1.0 * (1 - mask) * axis, "wp")
-    group = FACTOR_GROUP[world.FACTOR_OF[attribute]]
     j = world.ATTRIBUTES.index(attribute)
+    # Nothing outside the attribute's layers reads its direction: editing them changes no factor.
     for key in world.FACTOR_NAMES:
-        if FACTOR_GROUP[key] != group:
-            assert torch.equal(after_own[key], before[key]), key
-        else:
-            assert torch.allclose(after_other[key], before[key], atol=1e-6), key
+        assert torch.allclose(after_other[key], before[key], atol=1e-5), key
     # The attribute's own score moves by exactly the step on its layers, not at all elsewhere.
     shift = G.latent_scores(wp + mask * axis, "wp")[:, j] - G.latent_scores(wp, "wp")[:, j]
     assert torch.allclose(shift, torch.ones(8), atol=1e-4)
@@ -200,7 +259,7 @@ def test_contract_methods(G):
         G.synthesize_raw(wp.detach(), noise={"x": torch.zeros(1)})
     with pytest.raises(TlganError, match="did you mean 'Smiling'"):
         G.true_axes(["Smilin"], space="w")
-    assert isinstance(G, ToyfacesStyle) and G.true_axes(space="wp").info["layers"]["Male"] == [0, 4]
+    assert isinstance(G, ToyfacesStyle) and G.true_axes(space="wp").info["layers"]["Male"] == [0, 1, 2, 3]
 
 
 # --- the finder comparison
@@ -268,8 +327,10 @@ def test_cli_sample_fit_edit_invert_in_w_and_wp(tmp_path):
 def test_default_finder_per_space():
     from tlgan.axes.finders import DEFAULT_METHOD, FINDERS, default_method
 
-    # Measured on 20,000 samples with the bundled classifier (BENCHMARKS.md): logistic in z and w.
-    assert default_method("w") == "logistic" and default_method("z") == DEFAULT_METHOD == "logistic"
+    # Measured on 20,000 samples with the bundled classifier (BENCHMARKS.md): glm in z (against the
+    # average gradient), logistic in w (exact truth); wp edits use w axes.
+    assert default_method("w") == default_method("wp") == "logistic"
+    assert default_method("z") == DEFAULT_METHOD == "glm"
     assert all(default_method(s) in FINDERS for s in ("z", "w", "wp"))
     with pytest.raises(TlganError, match="no latent space 'x'"):
         default_method("x")

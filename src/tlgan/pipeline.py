@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tlgan.axes import FeatureAxes
-from tlgan.axes.finders import DEFAULT_METHOD
+from tlgan.axes.finders import default_method
 from tlgan.editing.edit import check_axes_for, draw_latents, edit_latents_grid  # noqa: F401 - part of this API
 from tlgan.errors import TlganError
 from tlgan.evaluation.measure import lock_demo_grid, pick_face
@@ -46,14 +46,15 @@ def cosine_to_generator_truth(axes: FeatureAxes, generator: Generator) -> dict[s
 
 
 def fit_axes(
-    run: Run, method: str = DEFAULT_METHOD, generator: Generator | None = None, **finder_kwargs
+    run: Run, method: str | None = None, generator: Generator | None = None, **finder_kwargs
 ) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
     ``run`` is a :class:`~tlgan.sampling.Run` (latents (N, D) in ``run.space``, scores (N, A));
     the result is :class:`~tlgan.axes.FeatureAxes` with unit vectors (A, D), or (K, D) named
     ``pc0``.. for pca/sefa, in the run's space, with the fit's metrics per axis. ``method`` is
-    a registered finder (``tlgan models``: logistic, glm, svm, pca, sefa) and
+    a registered finder (``tlgan models``: logistic, glm, svm, pca, sefa; None: the default of
+    the run's space, :func:`tlgan.axes.finders.default_method`) and
     ``finder_kwargs`` its options (``ratio=`` for svm, ``n_components=`` ...). Finders that
     read the generator (sefa; pca on activations) get ``generator`` and the run's space. When
     ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
@@ -64,7 +65,7 @@ def fit_axes(
     from tlgan.axes.finders import make_finder
 
     latents, scores = run.load()
-    finder = make_finder(method, **finder_kwargs)
+    finder = make_finder(method or default_method(run.space), **finder_kwargs)
     if finder.uses_generator:
         finder.fit(latents, scores, run.attributes, generator=generator, space=run.space)
     else:
@@ -148,7 +149,7 @@ def default_axes(
     *,
     n: int = 20_000,
     seed: int = 0,
-    method: str = DEFAULT_METHOD,
+    method: str | None = None,
     device: str = "cpu",
     space: str = "z",
     generator_options: dict | None = None,
@@ -156,8 +157,10 @@ def default_axes(
 ) -> FeatureAxes:
     """Axes for a generator/classifier pair in ``space``, fitted once and cached under ``$TLGAN_CACHE``.
 
-    ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`.
+    ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`;
+    ``method`` defaults to the space's (:func:`tlgan.axes.finders.default_method`).
     """
+    method = method or default_method(space)
     options = {k: v for k, v in (generator_options or {}).items() if v is not None}
     path = default_axes_path(
         generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space, generator_options=options
@@ -191,7 +194,7 @@ def run_demo(
     *,
     n: int = 20_000,
     seed: int = 0,
-    method: str = DEFAULT_METHOD,
+    method: str | None = None,
     generator_spec: str = "toyfaces-gan",
     classifier_spec: str = "toyfaces-classifier",
     device: str = "cpu",
@@ -202,8 +205,10 @@ def run_demo(
 ) -> dict:
     """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary.
 
-    ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
+    ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators);
+    ``method`` defaults to that space's finder (:func:`tlgan.axes.finders.default_method`).
     """
+    method = method or default_method(space)
     from tlgan.imaging import save_grid
 
     start = time.perf_counter()

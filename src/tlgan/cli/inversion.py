@@ -81,7 +81,7 @@ def _unique_stems(paths: list[str]) -> list[str]:
 
 
 # Generators of the toyfaces world, whose own classifier gives the feature loss when none is named.
-TOYFACES_GENERATORS = ("toyfaces-gan", "toyfaces-render")
+TOYFACES_GENERATORS = ("toyfaces-gan", "toyfaces-render", "toyfaces-style", "toyfaces-style-aniso")
 
 
 def _feature_classifier(spec: str, generator_spec: str, device: str):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from tlgan.axes.finders import DEFAULT_METHOD
 from tlgan.cli.common import (
     arch_kwargs,
     arch_options,
@@ -185,7 +184,7 @@ def _echo_naming(axes) -> None:
     "--method",
     default=None,
     help="Axis finder: glm, logistic, svm, pca or sefa (see `tlgan models`); default: the run's "
-    "space's (tlgan.axes.finders.default_method; logistic in z and w).",
+    "space's (tlgan.axes.finders.default_method: glm in z, logistic in w).",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="Axes file to write (.safetensors)."
@@ -409,9 +408,7 @@ def import_boundaries_cmd(paths, out, generator, space, as_json):
 @click.option("--out", type=click.Path(file_okay=False), default="out/demo")
 @click.option("-n", "n", type=int, default=20_000, help="Faces to sample.")
 @click.option("--seed", type=int, default=0)
-@click.option(
-    "--method", default=DEFAULT_METHOD, show_default=True, help="Axis finder: glm, logistic or svm."
-)
+@click.option("--method", default=None, help="Axis finder: glm, logistic or svm (default: z's, glm).")
 @click.option("--no-report", is_flag=True, help="Skip the evaluation report.")
 @device_option
 @json_option

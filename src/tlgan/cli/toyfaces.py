@@ -275,8 +275,8 @@ def compare_finders_cmd(run_dir, methods, spaces, generator, out, as_json):
 @click.option(
     "--lock-others",
     is_flag=True,
-    help="Edit each attribute along its axis made orthogonal to the axes of the attributes drawn by "
-    "other layers (conditional editing).",
+    help="Edit each attribute along its axis made orthogonal to the axes of the attributes read only "
+    "by other layers (conditional editing).",
 )
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -301,14 +301,16 @@ def layer_ranges_cmd(
         if attributes
         else [a for a in axes.attributes if a in C.attributes]
     )
-    ranges = {a: range(*truth.info["layers"][a]) for a in names}
+    ranges = {a: truth.info["layers"][a] for a in names}
     if lock_others:
         from tlgan.axes.disentangle import project_out
 
         layers_of = truth.info["layers"]
         vectors = axes.vectors.clone()
         for a in names:
-            others = [b for b in axes.attributes if b in layers_of and layers_of[b] != layers_of[a]]
+            others = [
+                b for b in axes.attributes if b in layers_of and not set(layers_of[b]) & set(layers_of[a])
+            ]
             vectors[axes.index(a)] = project_out(axes[a], torch.stack([axes[b] for b in others]))
         axes = FeatureAxes(
             vectors, axes.attributes, space=axes.space, generator=axes.generator, method=axes.method

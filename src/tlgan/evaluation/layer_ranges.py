@@ -33,7 +33,7 @@ def layer_range_effects(
 
     ``axes`` are fitted in (or true in) ``w``; ``layers`` maps each attribute to measure to its
     wp layer indices (a toyfaces-style generator's true ranges are in
-    ``generator.true_axes(space="w").info["layers"]`` as [first, one past the last]). For the
+    ``generator.true_axes(space="w").info["layers"]``, lists of layer indices). For the
     first ``faces`` samples of ``seed`` (in w, turned into wp), each face is moved by ``+step``
     and ``-step`` along the unit axis on the chosen layers; the *effect* is the mean over faces
     of (logit(+step) - logit(-step)) / 2 for the attribute's classifier output.

@@ -93,6 +93,7 @@ class ReportResult:
     unsupervised: dict[str, Any] | None
     lock_demo: tuple[str, str] | None = None
     grids: list[EditGrid] = field(default_factory=list)
+    spaces: dict[str, Any] | None = None  # tlgan.evaluation.spaces.SpacesResult.to_dict()
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -116,6 +117,7 @@ class ReportResult:
             "ground_truth": self.ground_truth,
             "methods": self.methods,
             "unsupervised": self.unsupervised,
+            "spaces": self.spaces,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -334,6 +336,9 @@ def measure_report(
     if truth is not None:
         ground_truth = _ground_truth(latents, scores, attributes, axes, truth, compared, fitted, progress)
         clock.lap("learning_curve")
+    spaces = _spaces(run, scores, axes, generator, classifier, methods, len(faces), device)
+    if spaces is not None:
+        clock.lap("spaces")
     comparison = (
         M.compare_methods({m: fitted[m] for m in compared}, method_entanglement or None, truth)
         if compared
@@ -408,6 +413,7 @@ def measure_report(
         ground_truth=ground_truth,
         methods=comparison,
         unsupervised=unsupervised_result,
+        spaces=spaces,
         lock_demo=tuple(lock_demo) if effect and lock_demo and M.lock_demo_key(lock_demo) in effect else None,
         timings=clock.timings,
     )
@@ -415,6 +421,28 @@ def measure_report(
         result.grids = _edit_grids(result, axes, generator, classifier, latents, scores)
         clock.lap("edit_grids")
     return result
+
+
+def _spaces(run, scores, axes, generator, classifier, methods, faces, device) -> dict[str, Any] | None:
+    """The section "Latent spaces" (:func:`tlgan.evaluation.spaces.measure_spaces`) for a generator
+    that knows its truth in z and w, fitted with the method under test (or w's default); else None."""
+    from tlgan.axes.finders import default_method
+    from tlgan.evaluation.spaces import measure_spaces, truth_spaces
+
+    if len(truth_spaces(generator)) < 2:
+        return None
+    method = axes.method if axes.method in methods else default_method("w")
+    log.info("the generator knows its truth in z and w: fitting %s in both", method)
+    result = measure_spaces(
+        run,
+        scores,
+        generator,
+        classifier,
+        method=method,
+        layer_faces=min(METHOD_EDIT_FACES, faces),
+        device=device,
+    )
+    return result.to_dict() if result is not None else None
 
 
 def _ground_truth(latents, scores, attributes, axes, truth, compared, fitted, progress) -> dict[str, Any]:

@@ -138,7 +138,42 @@ def draw_report(result: ReportResult, directory: str | os.PathLike) -> dict[str,
             title="Entanglement ratio per method (unlocked edits)",
             ylabel="largest off-target / target",
         )
+    if result.spaces is not None:
+        _spaces_figures(figs, result.spaces)
     return figs.png
+
+
+def _spaces_figures(figs: _Figures, spaces: dict) -> None:
+    """Truth cosine per attribute and space, and the layer-range ratios (section "Latent spaces")."""
+    rows = spaces["spaces"]
+    names = [a for a in spaces["attributes"] if all(a in r["cosine_to_truth"] for r in rows.values())]
+    figs.add(
+        "spaces_cosine",
+        plots.bar_chart,
+        names,
+        {
+            f"{space} ({spaces['method']})": [r["cosine_to_truth"][a] for a in names]
+            for space, r in rows.items()
+        },
+        title="Cosine to the true axis, fitted in each space on the same faces",
+        ylabel="cosine",
+        ylim=(0.0, 1.0),
+    )
+    layers = spaces["layers"]
+    if layers:
+        attrs = list(layers["attributes"])
+        figs.add(
+            "spaces_layers",
+            plots.bar_chart,
+            attrs,
+            {
+                "own layers / all": [layers["attributes"][a]["own_ratio"] for a in attrs],
+                "other layers / all": [layers["attributes"][a]["other_ratio"] for a in attrs],
+            },
+            title="Classifier response to w-axis edits on an attribute's own wp layers",
+            ylabel="fraction of the all-layer effect",
+            ylim=(0.0, 1.1),
+        )
 
 
 def _edit_figures(figs: _Figures, result: ReportResult) -> None:

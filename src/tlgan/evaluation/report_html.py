@@ -141,6 +141,8 @@ def toc(result: ReportResult) -> list[tuple[str, str]]:
     out.append(("methods", "Method comparison"))
     if result.unsupervised:
         out.append(("unsupervised", "Unsupervised directions"))
+    if result.spaces:
+        out.append(("spaces", "Latent spaces"))
     out.append(("definitions", "How the numbers are made"))
     return out
 

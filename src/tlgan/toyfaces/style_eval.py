@@ -1,18 +1,17 @@
 """Measurements on ``toyfaces-style``: how linear z is, and which finder recovers the truth in z and w.
 
-Pure functions returning plain dicts; ``tlgan toyfaces compare-finders`` and the report call them.
+Pure functions returning plain dicts. The finder comparison itself is general (any generator
+that knows its truth in several spaces) and lives in :mod:`tlgan.evaluation.spaces`; it is
+re-exported here.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from tlgan.errors import TlganError
-from tlgan.models.base import latent_rng_normal
+from tlgan.evaluation.spaces import compare_finders, run_latents
 
 
 def linear_z_quality(generator, n: int = 8192, seed: int = 1) -> dict:
@@ -41,74 +40,6 @@ def linear_z_quality(generator, n: int = 8192, seed: int = 1) -> dict:
             a: {"r2": float(r2[j]), "label_accuracy": float(accuracy[j])} for j, a in enumerate(names)
         },
     }
-
-
-def run_latents(run, generator, space: str) -> torch.Tensor:
-    """The run's latents in ``space`` (z or w) for ``generator``: sample i's z is (run seed, i).
-
-    A run stores one space; the other is recomputed (z redrawn from the seed, w mapped from z),
-    so fits in z and w see the same faces and the same classifier scores. With a generator other
-    than the run's, its own w is mapped from the same z: meaningful only when it draws the same
-    face for the same z (``toyfaces-style-aniso`` for a ``toyfaces-style`` run).
-    """
-    if space == run.space and generator.name == run.generator:
-        return run.latents()
-    if run.space == "z":
-        z = run.latents()
-    else:
-        z = latent_rng_normal(run.seed, np.arange(run.n), generator.z_dim)
-    if space == "z":
-        return z
-    with torch.inference_mode():
-        return generator.map_latents(z, "z", space).float()
-
-
-def compare_finders(
-    latents: dict[str, torch.Tensor],
-    scores: torch.Tensor,
-    attributes: Sequence[str],
-    generator,
-    methods: Sequence[str] = ("glm", "logistic", "svm"),
-) -> dict:
-    """Fit every finder in ``methods`` in every space of ``latents`` and score it against the truth.
-
-    ``latents`` maps a space to (N, D) latents of the same N faces; ``scores`` (N, A) are their
-    classifier logits. Returns ``{space: {method: {"cosine_to_truth": {attr: cos}, "separability":
-    {attr: fraction of the N faces whose label (logit > 0) the axis's side gets right, in sample},
-    "mean", "min", "argmin" (of the cosines), "fit_seconds", "fit_cpu_seconds"}}}`` plus ``"best"``:
-    {space: the method with the highest mean cosine}. The truth is ``generator.true_axes(space=...)`` (in z, toyfaces-style gives the
-    best linear axis, not an exact one).
-    """
-    from tlgan.axes.finders import make_finder
-
-    attributes = list(attributes)
-    out: dict = {"n": int(len(scores)), "attributes": attributes, "best": {}}
-    for space, lat in latents.items():
-        if len(lat) != len(scores):
-            raise TlganError(f"{space!r} latents hold {len(lat)} rows for {len(scores)} scores")
-        truth = generator.true_axes(space=space)
-        per_method = {}
-        for method in methods:
-            finder = make_finder(method)
-            wall, cpu = time.perf_counter(), time.process_time()
-            finder.fit(lat, scores, attributes)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            axes = finder.to_feature_axes(space=space, generator=generator.name)
-            cos = {a: float(torch.dot(axes[a], truth[a])) for a in attributes if a in truth.attributes}
-            worst = min(cos, key=cos.get)
-            agree = (finder.decision_function(lat) > 0) == (torch.as_tensor(scores) > 0)
-            per_method[method] = {
-                "cosine_to_truth": cos,
-                "separability": {a: float(agree[:, j].float().mean()) for j, a in enumerate(attributes)},
-                "mean": float(np.mean(list(cos.values()))),
-                "min": cos[worst],
-                "argmin": worst,
-                "fit_seconds": wall,
-                "fit_cpu_seconds": cpu,
-            }
-        out[space] = per_method
-        out["best"][space] = max(per_method, key=lambda m: per_method[m]["mean"])
-    return out
 
 
 __all__ = ["compare_finders", "linear_z_quality", "run_latents"]
