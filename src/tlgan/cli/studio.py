@@ -108,6 +108,7 @@ def serve_cmd(
     """Open the web studio: buttons and sliders that edit a face along attribute axes."""
     import uvicorn
 
+    from tlgan.cli.common import given_text_attributes
     from tlgan.studio.app import app_from_specs, bind_socket, url_of
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
@@ -128,6 +129,7 @@ def serve_cmd(
         invert_steps=invert_steps,
         tune_steps=tune_steps,
         max_tuned=max_tuned,
+        attributes=given_text_attributes() or None,
     )
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))

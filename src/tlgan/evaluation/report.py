@@ -100,7 +100,7 @@ def write_report(
     (with ``data``), ``seconds``, and the paths written.
     """
     from tlgan.editing.edit import check_axes_for
-    from tlgan.models import load_classifier, load_generator
+    from tlgan.models import load_generator
 
     clock = Clock()
     if not isinstance(run, Run):
@@ -134,7 +134,7 @@ def write_report(
     if generator is None:
         generator = load_generator(run.generator, device)
     if classifier is None:
-        classifier = load_classifier(run.classifier, device)
+        classifier = run.load_classifier(device)
     check_axes_for(axes, generator, run.generator)
     if axes.space != run.space:
         raise TlganError(

@@ -487,6 +487,7 @@ def app_from_specs(
     space: str | None = None,
     generator_options: dict[str, Any] | None = None,
     delta: Sequence[str] = (),
+    attributes: dict | None = None,
     **app_kwargs,
 ) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
@@ -498,7 +499,7 @@ def app_from_specs(
     studio) and caches them. ``generator_options`` (truncation) go to
     :func:`tlgan.models.load_generator`. ``delta`` lists folders of learned edits
     (``tlgan delta train``) to add as rows, in the order they apply; each must work in the
-    studio's space.
+    studio's space. ``attributes`` ({name: Prompt}) are a ``clip:`` classifier's attributes in words.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
@@ -507,7 +508,7 @@ def app_from_specs(
     if space is not None:
         G.check_space(space)
     learned = load_learned_edits(delta, device=device) if delta else {}
-    F = load_classifier(classifier, device)
+    F = load_classifier(classifier, device, attributes=attributes)
     if axes:
         feature_axes = FeatureAxes.load(axes)
         if (
@@ -529,6 +530,7 @@ def app_from_specs(
             device=device,
             space="w" if space == "wp" else space,
             generator_options=G.options,
+            attributes=attributes,
         )
     return create_app(
         G,
