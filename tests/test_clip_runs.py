@@ -250,3 +250,34 @@ def test_fit_attribute_from_the_command_line(clip_spec, tmp_path, monkeypatch):
     result = invoke("sample", "-n", 5, "--out", tmp_path / "x", "--attribute", "Dog=dog")
     assert isinstance(result.exception, TlganError) and "clip:MODEL" in str(result.exception)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.ray
+def test_ray_workers_rebuild_the_clip_and_write_the_same_shards(clip_run, clip_spec, tmp_path):
+    """Each worker rebuilds the CLIP classifier from the manifest's spec and prompts."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    from tlgan.sampling import RayEngine
+
+    G, F = load_generator(GEN), load_classifier(clip_spec, attributes=WORDS)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        sample(
+            G,
+            F,
+            150,
+            tmp_path / "ray",
+            seed=2,
+            shard_size=64,
+            engine=RayEngine(batch_size=16, workers=2),
+            progress=False,
+            generator_spec=GEN,
+            classifier_spec=clip_spec,
+        )
+    finally:
+        ray.shutdown()
+    for k in range(3):
+        assert (tmp_path / "ray" / shard_name(k)).read_bytes() == (clip_run.path / shard_name(k)).read_bytes()
+    manifest = Run.open(tmp_path / "ray").manifest
+    assert manifest["engine"] == "ray" and manifest["prompts"] == clip_run.manifest["prompts"]

@@ -132,6 +132,10 @@ def portable_spec(spec: str, kind: str) -> str:
 
     if spec in (GENERATORS if kind == "generator" else CLASSIFIERS) or "://" in spec:
         return spec
+    for prefix in ("clip:", "hf-classifier:"):  # a model folder after the prefix, or a Hub id
+        if spec.startswith(prefix):
+            model = spec[len(prefix) :]
+            return prefix + (str(Path(model).resolve()) if model and Path(model).is_dir() else model)
     if ".py:" in spec:
         path_text, _, func = spec.rpartition(":")
         return f"{Path(path_text).resolve()}:{func}" if Path(path_text).exists() else spec
