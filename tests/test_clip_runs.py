@@ -281,3 +281,24 @@ def test_ray_workers_rebuild_the_clip_and_write_the_same_shards(clip_run, clip_s
         assert (tmp_path / "ray" / shard_name(k)).read_bytes() == (clip_run.path / shard_name(k)).read_bytes()
     manifest = Run.open(tmp_path / "ray").manifest
     assert manifest["engine"] == "ray" and manifest["prompts"] == clip_run.manifest["prompts"]
+
+
+def test_clip_image_features_are_the_inversion_feature_loss(models, clip_spec, tmp_path):
+    """With unit embeddings the feature distance is 2 - 2 cos(image, target); `tlgan invert
+    --classifier clip:PATH` (with --attribute, accepted wherever clip: is) uses it."""
+    from tlgan.cli import cli
+    from tlgan.imaging import save_image
+    from tlgan.inversion.losses import feature_distance
+
+    G, F = models
+    with torch.no_grad():
+        images = G.synthesize(G.sample_latents(4, seed=11))
+    targets = images.flip(0)
+    expected = 2 - 2 * (F.embed_images(images) * F.embed_images(targets)).sum(1)
+    assert torch.allclose(feature_distance(F, images, targets), expected, atol=1e-5)
+    save_image(images[0], tmp_path / "face.png")
+    args = ["invert", tmp_path / "face.png", "--out", tmp_path / "inv", "--steps", 3, "--json"]
+    args += ["--classifier", clip_spec, "--attribute", "Cat=cat|dog"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"][0]["psnr_db"] > 10

@@ -24,35 +24,6 @@ log = logging.getLogger(__name__)
 WORDS_COMMANDS = ("sample", "edit", "grid", "report", "serve", "invert")
 
 
-def merge_axes(existing, added):
-    """``existing`` FeatureAxes with ``added`` appended (same space and generator); TlganError otherwise."""
-    import torch
-
-    from tlgan.axes import FeatureAxes
-
-    if existing.space != added.space or existing.generator != added.generator:
-        raise TlganError(
-            f"the axes file holds {existing.generator!r} axes in {existing.space!r}, the run's are "
-            f"{added.generator!r} in {added.space!r}; write the new axes to another --out"
-        )
-    clash = [a for a in added.attributes if a in existing.attributes]
-    if clash:
-        raise TlganError(f"the axes file already has axes named {', '.join(clash)}; choose other names")
-    method = existing.method if existing.method == added.method else f"{existing.method}+{added.method}"
-    return FeatureAxes(
-        torch.cat([existing.vectors, added.vectors]),
-        existing.attributes + added.attributes,
-        existing.space,
-        existing.generator,
-        method,
-        {**existing.metrics, **added.metrics},
-        {
-            **existing.info,
-            "added": {**existing.info.get("added", {}), **dict.fromkeys(added.attributes, added.method)},
-        },
-    )
-
-
 def fit_words(run_dir: str, prompts: dict, method: str | None, out: str, device: str, finder_kwargs: dict):
     """Add ``prompts`` to the run, fit their axes with ``method`` and write (or merge into) ``out``.
 
@@ -66,7 +37,7 @@ def fit_words(run_dir: str, prompts: dict, method: str | None, out: str, device:
     from tlgan.models import GENERATORS, load_generator
     from tlgan.pipeline import fit_axes
     from tlgan.sampling import Run
-    from tlgan.sampling.text_attributes import FILE, require_embeddings
+    from tlgan.sampling.text_attributes import FILE, merge_axes, require_embeddings
 
     run = Run.open(run_dir)
     require_embeddings(run)

@@ -124,3 +124,32 @@ def add_text_attributes(
         },
     )
     return list(parsed)
+
+
+def merge_axes(existing, added):
+    """``existing`` FeatureAxes with ``added`` appended (same space and generator); TlganError otherwise."""
+    import torch
+
+    from tlgan.axes import FeatureAxes
+
+    if existing.space != added.space or existing.generator != added.generator:
+        raise TlganError(
+            f"the axes file holds {existing.generator!r} axes in {existing.space!r}, the run's are "
+            f"{added.generator!r} in {added.space!r}; write the new axes to another --out"
+        )
+    clash = [a for a in added.attributes if a in existing.attributes]
+    if clash:
+        raise TlganError(f"the axes file already has axes named {', '.join(clash)}; choose other names")
+    method = existing.method if existing.method == added.method else f"{existing.method}+{added.method}"
+    return FeatureAxes(
+        torch.cat([existing.vectors, added.vectors]),
+        existing.attributes + added.attributes,
+        existing.space,
+        existing.generator,
+        method,
+        {**existing.metrics, **added.metrics},
+        {
+            **existing.info,
+            "added": {**existing.info.get("added", {}), **dict.fromkeys(added.attributes, added.method)},
+        },
+    )

@@ -247,6 +247,8 @@ def create_app(
         "/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names"
     )
     def attributes() -> AttributesResponse:
+        # the studio's own axes and classifier: rows added from words (tlgan.studio.words) join them
+        axes, classifier = studio.axes, studio.classifier
         scored = set(classifier.attributes)
         learned = [
             AttributeInfo(
