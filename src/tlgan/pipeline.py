@@ -217,6 +217,27 @@ def default_axes(
     return axes
 
 
+def _words_section(out, generator, generator_spec, n, seed, space, face_seed, device, progress) -> dict:
+    """The demo's knob from words, or why it was left out (no transformers, a fit refused)."""
+    from tlgan.toyfaces.words_demo import words_demo
+
+    try:
+        return words_demo(
+            out,
+            generator,
+            generator_spec,
+            n=min(n, 2000),
+            seed=seed,
+            space=space,
+            face_seed=face_seed,
+            device=device,
+            progress=progress,
+        )
+    except TlganError as exc:
+        log.warning("the knob from words is left out of the demo: %s", exc)
+        return {"skipped": str(exc)}
+
+
 def run_demo(
     out: str | os.PathLike,
     *,
@@ -230,10 +251,13 @@ def run_demo(
     report: bool = True,
     progress: bool = True,
     space: str = "z",
+    words: bool = True,
 ) -> dict:
     """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary.
 
     ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
+    ``words`` adds a knob defined in words (:func:`tlgan.toyfaces.words_demo.words_demo`: up to
+    2,000 faces scored by the bundled CLIP, one phrase -> axis -> edit grid, in ``out/words``).
     """
     from tlgan.imaging import save_grid
 
@@ -300,6 +324,10 @@ def run_demo(
         "beard_minus_with_male_locked": lock_demo,
         "outputs": {"axes": "axes.safetensors", "grids": "grids/", "lock_demo": "beard_minus_lock_male.png"},
     }
+    if words:
+        summary["words"] = _words_section(
+            out / "words", generator, generator_spec, n, seed, space, face_seed, device, progress
+        )
     if report:
         try:
             from tlgan.evaluation.report import write_report

@@ -94,6 +94,7 @@ class ReportResult:
     lock_demo: tuple[str, str] | None = None
     grids: list[EditGrid] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    text_attributes: dict[str, Any] | None = None  # a CLIP run's prompts (tlgan.evaluation.words)
 
     @property
     def lock_demo_key(self) -> str | None:

@@ -168,6 +168,9 @@ def write_report(
         progress=progress,
         clock=clock,
     )
+    from tlgan.evaluation.words import measure_text_attributes
+
+    result.text_attributes = measure_text_attributes(run, scores, axes)
     figures = draw_report(result, out_dir / FIGURES)
     clock.lap("figures")
 
@@ -191,6 +194,8 @@ def write_report(
         "timings": timings,
         **result.sections(),
     }
+    if result.text_attributes is not None:
+        document["text_attributes"] = result.text_attributes
     write_json(json_path, json_safe(document, digits=5))
     log.info("wrote the report to %s in %.1f s", html_path, timings["total"])
     return json_safe(summary, digits=5)

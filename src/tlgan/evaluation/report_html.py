@@ -141,6 +141,8 @@ def toc(result: ReportResult) -> list[tuple[str, str]]:
     out.append(("methods", "Method comparison"))
     if result.unsupervised:
         out.append(("unsupervised", "Unsupervised directions"))
+    if result.text_attributes:
+        out.append(("words", "Attributes in words"))
     out.append(("definitions", "How the numbers are made"))
     return out
 
