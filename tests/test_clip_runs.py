@@ -302,3 +302,32 @@ def test_clip_image_features_are_the_inversion_feature_loss(models, clip_spec, t
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"][0]["psnr_db"] > 10
+
+
+def test_report_has_a_section_for_attributes_in_words(models, clip_spec, tmp_path):
+    from tlgan.evaluation.report import write_report
+    from tlgan.pipeline import fit_axes
+
+    G, F = models
+    run = _sample(models, clip_spec, tmp_path / "run", n=640)
+    run.add_attributes(["Odd=a <b>cat</b> & x|dog"], F)  # markup in a phrase reaches the page as text
+    axes = fit_axes(run, "glm")
+    summary = write_report(
+        run,
+        axes,
+        tmp_path / "report",
+        generator=G,
+        classifier=run.load_classifier(),
+        methods=["glm"],
+        unsupervised=[],
+        edit_faces=0,
+        progress=False,
+    )
+    document = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = {r["name"]: r for r in document["text_attributes"]["attributes"]}
+    assert list(rows) == ["Cat", "Hat", "Odd"] and rows["Odd"]["added"] and not rows["Cat"]["added"]
+    share = float((run.scores()[:, 2] > 0).float().mean())
+    assert rows["Odd"]["positive_share"] == pytest.approx(share, abs=1e-4)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="words"' in page and "a &lt;b&gt;cat&lt;/b&gt; &amp; x" in page and "<b>cat</b>" not in page
+    assert summary["outputs"]["html"].endswith("report.html")
