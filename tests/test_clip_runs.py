@@ -331,3 +331,41 @@ def test_report_has_a_section_for_attributes_in_words(models, clip_spec, tmp_pat
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="words"' in page and "a &lt;b&gt;cat&lt;/b&gt; &amp; x" in page and "<b>cat</b>" not in page
     assert summary["outputs"]["html"].endswith("report.html")
+
+
+def test_every_command_that_takes_clip_takes_attributes_in_words(clip_spec, tmp_path):
+    from tlgan.cli import cli
+    from tlgan.cli.text_attributes import WORDS_COMMANDS
+
+    for name in (*WORDS_COMMANDS, "fit"):
+        params = {p.name for p in cli.commands[name].params}
+        assert {"attribute", "attributes_file"} <= params, name
+    # --attributes FILE and --attribute together; a name given by both is refused
+    words = tmp_path / "words.json"
+    words.write_text(
+        json.dumps({"Dog": {"positive": "dog", "negative": "cat", "templates": ["a photo of a {}"]}})
+    )
+    common = [
+        "sample",
+        "--generator",
+        GEN,
+        "--classifier",
+        clip_spec,
+        "-n",
+        "64",
+        "--shard-size",
+        "64",
+        "--json",
+    ]
+    result = CliRunner().invoke(
+        cli, [*common, "--out", str(tmp_path / "a"), "--attributes", str(words), "--attribute", "Cat=cat|dog"]
+    )
+    assert result.exit_code == 0, result.output
+    run = Run.open(tmp_path / "a")
+    assert run.attributes == ["Dog", "Cat"]  # in the order the options were given
+    assert run.prompts()["Dog"]["templates"] == ["a photo of a {}"]
+    result = CliRunner().invoke(
+        cli, [*common, "--out", str(tmp_path / "b"), "--attributes", str(words), "--attribute", "Dog=dog"]
+    )
+    assert isinstance(result.exception, TlganError) and "given twice" in str(result.exception)
+    assert not (tmp_path / "b").exists()

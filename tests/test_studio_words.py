@@ -168,3 +168,23 @@ def test_the_page_adds_a_row_from_words(app):
         assert plus.is_disabled()
         assert page.get_by_role("alert").is_hidden() and not problems, problems
         browser.close()
+
+
+def test_the_demo_knob_from_words_finds_the_glasses_axis(tmp_path):
+    """`tlgan demo`'s section: a phrase -> an axis (close to the world's true Eyeglasses axis) -> a grid."""
+    from PIL import Image
+
+    from tlgan.toyfaces.words_demo import STEPS, words_demo
+
+    G = load_generator(GEN)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = words_demo(tmp_path, G, GEN, n=1000, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert result["samples"] == 1000 and result["cosine_to_truth"] > 0.4  # random: about 0.04
+    grid = Image.open(tmp_path / result["outputs"]["grid"])
+    assert grid.size == (2 * 64 * len(STEPS), 2 * 64)
+    again = words_demo(tmp_path, G, GEN, n=1000, progress=False)  # resumes: the same axis
+    assert again["cosine_to_truth"] == result["cosine_to_truth"]

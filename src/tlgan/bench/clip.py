@@ -4,7 +4,7 @@
   (:meth:`tlgan.sampling.Run.add_attributes` + :func:`tlgan.fit_axes`, reading the run from
   disk), against scoring the run's images again (the generator then CLIP on the same latents).
 - ``sampling``: ``tlgan sample`` with a CLIP classifier (which also stores each embedding)
-  against a bare loop of the generator then CLIP on the same batches (:func:`bench_sampling`).
+  against a bare loop of the generator then CLIP on the same batches of 64 (:func:`bench_sampling`).
 - ``vit_b32``: seconds per 10,000 images for a CLIP of ViT-B/32's sizes, built from
   ``CLIPConfig`` with random weights (no download), on 64 x 64 images resized to 224: the image
   tower's cost does not depend on the weights' values.
@@ -145,10 +145,12 @@ def bench_phrase(
 def bench_clip(quick: bool = False, device: str = "cpu") -> dict:
     """Every figure of this module (see its docs); ``quick`` shrinks the runs."""
     result = {}
+    # batch_size=64: the bare loop runs on the very batches sample_shard hands the networks (CHUNK)
     sampled = bench_sampling(
         "toyfaces-gan",
         load_classifier("clip:", device),
         n=512 if quick else 4096,
+        batch_size=64,
         device=device,
         repeats=1 if quick else 3,
     )

@@ -79,10 +79,14 @@ class Run:
         return bool(self.manifest.get("embeddings"))
 
     def text_attributes(self):
-        """The attributes added in words (a :class:`~tlgan.sampling.text_attributes.TextAttributes`), or None."""
+        """The attributes added in words (a :class:`~tlgan.sampling.text_attributes.TextAttributes`), or None.
+
+        Read once per Run object (and again after :meth:`add_attributes`)."""
         from tlgan.sampling.text_attributes import read_text_attributes
 
-        return read_text_attributes(self.path)
+        if "_text_attributes" not in self.__dict__:
+            self._text_attributes = read_text_attributes(self.path)
+        return self._text_attributes
 
     def prompts(self) -> dict[str, Any]:
         """Every attribute's prompt JSON, sampled then added ({} unless sampled with CLIP)."""
@@ -101,7 +105,10 @@ class Run:
         :func:`tlgan.sampling.text_attributes.add_text_attributes` (arguments and errors)."""
         from tlgan.sampling.text_attributes import add_text_attributes
 
-        return add_text_attributes(self, prompts, classifier=classifier, device=device)
+        try:
+            return add_text_attributes(self, prompts, classifier=classifier, device=device)
+        finally:
+            self.__dict__.pop("_text_attributes", None)
 
     @property
     def generator(self) -> str:
