@@ -91,10 +91,11 @@ def _remember_text_attributes(ctx: click.Context, param: click.Parameter, value)
     return value
 
 
-def text_attribute_options(func):
+def text_attribute_options(func, effect: str = "Replaces the model's own attributes."):
     """``--attribute "Name=positive|negative"`` (repeatable) and ``--attributes FILE`` (JSON), for
     a ``clip:`` classifier; read them with :func:`given_text_attributes` (or load the classifier with
-    :func:`cli_classifier`). :mod:`tlgan.cli.text_attributes` adds them to the commands that take them."""
+    :func:`cli_classifier`). ``effect`` ends the help text. :mod:`tlgan.cli.text_attributes` adds
+    them to the commands that take them."""
     func = click.option(
         "--attributes",
         "attributes_file",
@@ -111,7 +112,7 @@ def text_attribute_options(func):
         expose_value=False,
         callback=_remember_text_attributes,
         help="An attribute in words for a clip: classifier, 'Name=positive phrase|negative phrase' "
-        "(negative optional); repeatable. Replaces the model's own attributes.",
+        "(negative optional); repeatable. " + effect,
     )(func)
 
 

@@ -136,7 +136,9 @@ def _with_words(fit: click.Command) -> click.Command:
         "axes and merge them into --out when it exists.",
         short_help=fit.short_help,
     )
-    return text_attribute_options(command)
+    return text_attribute_options(
+        command, "Added to RUN_DIR (sampled with clip:), scored from its stored embeddings."
+    )
 
 
 def register(group: click.Group) -> None:
