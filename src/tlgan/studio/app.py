@@ -84,6 +84,7 @@ from tlgan.studio.serving import (
     url_of,
 )
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone
+from tlgan.studio.words import add_words_routes
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ def create_app(
 
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)
+    add_words_routes(app)  # answer "not available" unless app_from_run gives it a CLIP run
     return app
 
 

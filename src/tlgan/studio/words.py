@@ -2,7 +2,7 @@
 
 ``tlgan serve --run RUN`` (:func:`app_from_run`) serves the run's generator, its classifier (CLIP
 with the run's prompts) and axes fitted on the run. When the run stores CLIP image embeddings,
-``POST /api/words`` takes a positive and an optional negative phrase, scores the run's stored
+``POST /api/words`` (a route of every studio, :func:`add_words_routes`) takes a positive and an optional negative phrase, scores the run's stored
 embeddings with them (one text forward, one (N, E) x (E,) product: no image is generated), fits
 the attribute's axis with the studio's finder and adds it as a row, with a probability (the
 classifier gains the attribute) and a lock, like any other. ``GET /api/words`` says whether the
@@ -122,14 +122,28 @@ class WordRows:
         }
 
 
-def add_words_routes(app: FastAPI, rows: WordRows | None, reason: str = "") -> None:
-    """``GET /api/words`` (available or why not) and ``POST /api/words`` (add a row from words)."""
+NOT_FROM_A_RUN = (
+    "rows from words need a studio served on a run sampled with a CLIP classifier: "
+    "tlgan sample --classifier clip:MODEL --out RUN, then tlgan serve --run RUN"
+)
+
+
+def add_words_routes(app: FastAPI) -> None:
+    """``GET /api/words`` (available or why not) and ``POST /api/words`` (add a row from words).
+
+    They serve ``app.state.words`` (a :class:`WordRows`, set by :func:`app_from_run`) and answer
+    with ``app.state.words_reason`` while there is none; every studio has the routes, so the page
+    can always ask."""
     from starlette.concurrency import run_in_threadpool
+
+    app.state.words = None
+    app.state.words_reason = NOT_FROM_A_RUN
 
     @app.get("/api/words", response_model=WordsStatus, summary="Whether rows can be added from words")
     def words_status() -> WordsStatus:
+        rows = app.state.words
         if rows is None:
-            return WordsStatus(enabled=False, reason=reason)
+            return WordsStatus(enabled=False, reason=app.state.words_reason)
         return WordsStatus(enabled=True, samples=int(rows.latents.shape[0]))
 
     @app.post("/api/words", response_model=WordsResponse, responses=ERRORS, summary="Add a row from words")
@@ -137,8 +151,9 @@ def add_words_routes(app: FastAPI, rows: WordRows | None, reason: str = "") -> N
         """Fit an attribute's axis from a positive (and optional negative) phrase on the run's stored
         CLIP embeddings, and add it as a row; ``seconds`` is the time until the row is usable."""
         started = time.perf_counter()
+        rows = app.state.words
         if rows is None:
-            raise TlganError(reason or "rows from words need a studio served with --run RUN on a CLIP run")
+            raise TlganError(app.state.words_reason)
         return WordsResponse(
             **await run_in_threadpool(rows.add, req.positive, req.negative, req.name, started)
         )
@@ -172,12 +187,10 @@ def app_from_run(
         **app_kwargs,
     )
     if run.has_embeddings:
-        add_words_routes(app, WordRows(app.state.studio, run, method))
+        app.state.words = WordRows(app.state.studio, run, method)
     else:
-        add_words_routes(
-            app,
-            None,
+        app.state.words_reason = (
             f"{run.path} holds no CLIP image embeddings; sample a run with --classifier clip:MODEL to add "
-            f"attributes in words",
+            f"attributes in words"
         )
     return app
