@@ -369,3 +369,25 @@ def test_every_command_that_takes_clip_takes_attributes_in_words(clip_spec, tmp_
     )
     assert isinstance(result.exception, TlganError) and "given twice" in str(result.exception)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_run_sampled_without_attributes_gets_them_later(clip_spec, tmp_path):
+    """Sample once (a CLIP with no prompts: embeddings only), ask later."""
+    G, bare = load_generator(GEN), load_classifier(clip_spec)
+    assert bare.attributes == ()
+    run = sample(
+        G,
+        bare,
+        70,
+        tmp_path / "run",
+        shard_size=64,
+        progress=False,
+        generator_spec=GEN,
+        classifier_spec=clip_spec,
+    )
+    assert run.attributes == [] and run.scores().shape == (70, 0) and run.embeddings().shape == (70, 16)
+    run.add_attributes(["Cat=a photo of a cat|a photo of a dog"])  # the classifier rebuilt from the run
+    expected = bare.with_attributes(["Cat=a photo of a cat|a photo of a dog"]).logits_from_embeddings(
+        run.embeddings()
+    )
+    assert run.attributes == ["Cat"] and torch.allclose(run.scores(), expected, atol=1e-5)
