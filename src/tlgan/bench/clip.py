@@ -2,7 +2,8 @@
 
 - ``phrase``: a new phrase on a stored run of ``n`` samples becomes a fitted axis
   (:meth:`tlgan.sampling.Run.add_attributes` + :func:`tlgan.fit_axes`, reading the run from
-  disk), against scoring the run's images again (the generator then CLIP on the same latents).
+  disk), against scoring the run's images again (the generator then CLIP on the same latents);
+  and the seconds the studio's "add an attribute" reports for a phrase on the same run.
 - ``sampling``: ``tlgan sample`` with a CLIP classifier (which also stores each embedding)
   against a bare loop of the generator then CLIP on the same batches of 64 (:func:`bench_sampling`).
 - ``vit_b32``: seconds per 10,000 images for a CLIP of ViT-B/32's sizes, built from
@@ -128,6 +129,7 @@ def bench_phrase(
             fit_axes(run, method, attributes=[name])
             times.append(time.perf_counter() - t0)
         latents = Run.open(out).latents()
+        studio_seconds = _studio_rows(out, repeats, device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, n, 256):
@@ -139,7 +141,20 @@ def bench_phrase(
         "phrase_rescore_seconds": round(rescore, 2),
         "phrase_vs_rescore_ratio": round(min(times) / rescore, 4),
         "phrase_sample_run_seconds": round(sample_seconds, 1),
+        "studio_phrase_to_row_seconds": round(studio_seconds, 3),
     }
+
+
+def _studio_rows(run_dir, repeats: int, device: str) -> float:
+    """The least ``seconds`` the studio's "add an attribute" reports (POST /api/words without the
+    HTTP round trip) for new phrases on the run: the run held in memory, the axis fitted, the row added."""
+    from tlgan.studio.words import app_from_run
+
+    rows = app_from_run(run_dir, device=device, max_batch=1).state.words
+    seconds = []
+    for k, (_, positive, negative) in enumerate(PHRASES[:repeats]):
+        seconds.append(rows.add(positive, negative, name=f"Studio_{k}")["seconds"])
+    return min(seconds)
 
 
 def bench_clip(quick: bool = False, device: str = "cpu") -> dict:
