@@ -5,6 +5,8 @@ The CLI and the web studio call these; each takes its models and options as argu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -46,7 +48,11 @@ def cosine_to_generator_truth(axes: FeatureAxes, generator: Generator) -> dict[s
 
 
 def fit_axes(
-    run: Run, method: str | None = None, generator: Generator | None = None, **finder_kwargs
+    run: Run,
+    method: str | None = None,
+    generator: Generator | None = None,
+    attributes: Sequence[str] | None = None,
+    **finder_kwargs,
 ) -> FeatureAxes:
     """Fit axes on ``run`` with the finder ``method``: one per attribute, or K components (pca, sefa).
 
@@ -59,17 +65,28 @@ def fit_axes(
     read the generator (sefa; pca on activations) get ``generator`` and the run's space. When
     ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
 
-    Raises TlganError for an unknown method (with close matches) and for what the finder
-    refuses (its options, the samples it is given).
+    ``attributes`` fits only those of the run's attributes (e.g. ones just added in words with
+    :meth:`~tlgan.sampling.Run.add_attributes`); None fits them all.
+
+    Raises TlganError for an unknown method (with close matches), an attribute the run lacks,
+    and for what the finder refuses (its options, the samples it is given).
     """
     from tlgan.axes.finders import make_finder
+    from tlgan.registry import unknown_name_message
 
     latents, scores = run.load()
+    names = run.attributes
+    if attributes is not None:
+        for name in attributes:
+            if name not in names:
+                raise TlganError(unknown_name_message("attribute", name, names))
+        scores = scores[:, [names.index(a) for a in attributes]]
+        names = list(attributes)
     finder = make_finder(method or default_method(run.space), **finder_kwargs)
     if finder.uses_generator:
-        finder.fit(latents, scores, run.attributes, generator=generator, space=run.space)
+        finder.fit(latents, scores, names, generator=generator, space=run.space)
     else:
-        finder.fit(latents, scores, run.attributes)
+        finder.fit(latents, scores, names)
     axes = finder.to_feature_axes(space=run.space, generator=run.generator)
     axes.info.update({"run": str(run.path), "n": run.n, "seed": run.seed, "classifier": run.classifier})
     if run.generator_options:
@@ -106,7 +123,7 @@ def name_run_directions(
     generator = (
         generator if generator is not None else load_generator(run.generator, device, **run.generator_options)
     )
-    classifier = classifier if classifier is not None else load_classifier(run.classifier, device)
+    classifier = classifier if classifier is not None else run.load_classifier(device)
     check_axes_for(axes, generator, run.generator)
     latents = run.latents()[:faces]
     return name_directions(
@@ -131,10 +148,15 @@ def default_axes_path(
     seed: int,
     space: str = "z",
     generator_options: dict | None = None,
+    attributes: dict | None = None,
 ) -> Path:
-    """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings."""
+    """Where :func:`default_axes` caches the axes of one generator/classifier pair and settings
+    (``attributes``: a CLIP classifier's prompts, {name: Prompt}, named by a hash of them)."""
     tag = "" if space == "z" else f"-{space}"
     tag += "".join(f"-{k}={v}" for k, v in sorted((generator_options or {}).items()))
+    if attributes:
+        words = json.dumps({a: p.to_json() for a, p in attributes.items()}, sort_keys=True)
+        tag += "-prompts=" + hashlib.sha256(words.encode()).hexdigest()[:12]
     safe = lambda text: str(text).replace("/", "_").replace("\\", "_")  # noqa: E731 - specs may be paths
     return (
         cache_dir()
@@ -154,22 +176,31 @@ def default_axes(
     space: str = "z",
     generator_options: dict | None = None,
     progress: bool = True,
+    attributes: dict | None = None,
 ) -> FeatureAxes:
     """Axes for a generator/classifier pair in ``space``, fitted once and cached under ``$TLGAN_CACHE``.
 
     ``generator_options`` (e.g. ``{"truncation_psi": 0.7}``) are passed to :func:`load_generator`;
     ``method`` defaults to the space's (:func:`tlgan.axes.finders.default_method`).
+    ``attributes`` ({name: Prompt}) to :func:`load_classifier` (a ``clip:`` classifier's prompts).
     """
     method = method or default_method(space)
     options = {k: v for k, v in (generator_options or {}).items() if v is not None}
     path = default_axes_path(
-        generator_spec, classifier_spec, method=method, n=n, seed=seed, space=space, generator_options=options
+        generator_spec,
+        classifier_spec,
+        method=method,
+        n=n,
+        seed=seed,
+        space=space,
+        generator_options=options,
+        attributes=attributes,
     )
     if path.is_file():
         return FeatureAxes.load(path)
     log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
     generator = load_generator(generator_spec, device, **options)
-    classifier = load_classifier(classifier_spec, device)
+    classifier = load_classifier(classifier_spec, device, attributes=attributes)
     run_dir = path.with_suffix(".run")
     run = sample(
         generator,
@@ -189,6 +220,27 @@ def default_axes(
     return axes
 
 
+def _words_section(out, generator, generator_spec, n, seed, space, face_seed, device, progress) -> dict:
+    """The demo's knob from words, or why it was left out (no transformers, a fit refused)."""
+    from tlgan.toyfaces.words_demo import words_demo
+
+    try:
+        return words_demo(
+            out,
+            generator,
+            generator_spec,
+            n=min(n, 2000),
+            seed=seed,
+            space=space,
+            face_seed=face_seed,
+            device=device,
+            progress=progress,
+        )
+    except TlganError as exc:
+        log.warning("the knob from words is left out of the demo: %s", exc)
+        return {"skipped": str(exc)}
+
+
 def run_demo(
     out: str | os.PathLike,
     *,
@@ -202,11 +254,15 @@ def run_demo(
     report: bool = True,
     progress: bool = True,
     space: str = "z",
+    words: bool = True,
 ) -> dict:
     """The main job: sample, fit, disentangle, edit, (report). Writes into ``out`` and returns a summary.
 
     ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators);
     ``method`` defaults to that space's finder (:func:`tlgan.axes.finders.default_method`).
+    ``space`` is where the faces are sampled and the axes fitted (``"w"`` for StyleGAN generators).
+    ``words`` adds a knob defined in words (:func:`tlgan.toyfaces.words_demo.words_demo`: up to
+    2,000 faces scored by the bundled CLIP, one phrase -> axis -> edit grid, in ``out/words``).
     """
     method = method or default_method(space)
     from tlgan.imaging import save_grid
@@ -274,6 +330,10 @@ def run_demo(
         "beard_minus_with_male_locked": lock_demo,
         "outputs": {"axes": "axes.safetensors", "grids": "grids/", "lock_demo": "beard_minus_lock_male.png"},
     }
+    if words:
+        summary["words"] = _words_section(
+            out / "words", generator, generator_spec, n, seed, space, face_seed, device, progress
+        )
     if report:
         try:
             from tlgan.evaluation.report import write_report

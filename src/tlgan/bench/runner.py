@@ -23,6 +23,7 @@ SECTIONS = (
     "ray",
     "inversion",
     "align",
+    "clip",
 )
 
 
@@ -120,4 +121,9 @@ def run_bench(device: str = "cpu", quick: bool = False, only: Sequence[str] | No
 
         log.info("bench: face alignment and tuned storage")
         result.update(bench_align(quick=quick, device=device))
+    if "clip" in sections:
+        from tlgan.bench.clip import bench_clip
+
+        log.info("bench: attributes in words (CLIP runs, a new phrase, sampling with CLIP, ViT-B/32 cost)")
+        result.update(bench_clip(quick=quick, device=device))
     return result

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "tlgan.cli.toyfaces",
     "tlgan.cli.delta",
     "tlgan.cli.translate",
+    "tlgan.cli.text_attributes",  # after the commands it gives --attribute / --attributes to
 ]
 
 

@@ -70,8 +70,65 @@ classifier_option = click.option(
     "classifier",
     default="toyfaces-classifier",
     show_default=True,
-    help="Registered name, TorchScript file, or path/to/file.py:factory.",
+    help="Registered name, TorchScript file, path/to/file.py:factory, clip:MODEL (attributes in "
+    "words; clip: alone is the bundled toyfaces-clip) or hf-classifier:MODEL.",
 )
+TEXT_ATTRIBUTES_KEY = "tlgan.text_attributes"
+
+
+def _remember_text_attributes(ctx: click.Context, param: click.Parameter, value):
+    """Keep --attribute / --attributes in the context for :func:`cli_classifier` (no command
+    signature has to change to accept them)."""
+    if value:
+        from tlgan.models.clip import as_prompts, load_prompts
+
+        given = ctx.meta.setdefault(TEXT_ATTRIBUTES_KEY, {})
+        parsed = load_prompts(value) if param.name == "attributes_file" else as_prompts(list(value))
+        twice = [name for name in parsed if name in given]
+        if twice:
+            raise TlganError(f"attribute(s) {', '.join(twice)} given twice (--attribute and --attributes)")
+        given.update(parsed)
+    return value
+
+
+def text_attribute_options(func, effect: str = "Replaces the model's own attributes."):
+    """``--attribute "Name=positive|negative"`` (repeatable) and ``--attributes FILE`` (JSON), for
+    a ``clip:`` classifier; read them with :func:`given_text_attributes` (or load the classifier with
+    :func:`cli_classifier`). ``effect`` ends the help text. :mod:`tlgan.cli.text_attributes` adds
+    them to the commands that take them."""
+    func = click.option(
+        "--attributes",
+        "attributes_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        expose_value=False,
+        callback=_remember_text_attributes,
+        help="JSON file of attributes in words: {name: {positive, negative, templates}} (clip: classifiers).",
+    )(func)
+    return click.option(
+        "--attribute",
+        "attribute",
+        multiple=True,
+        expose_value=False,
+        callback=_remember_text_attributes,
+        help="An attribute in words for a clip: classifier, 'Name=positive phrase|negative phrase' "
+        "(negative optional); repeatable. " + effect,
+    )(func)
+
+
+def given_text_attributes() -> dict:
+    """{name: Prompt} given with --attribute / --attributes to the running command ({} if none)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(TEXT_ATTRIBUTES_KEY, {})) if ctx is not None else {}
+
+
+def cli_classifier(spec: str, device: str = "cpu"):
+    """:func:`tlgan.models.load_classifier` with the command's --attribute / --attributes."""
+    from tlgan.models import load_classifier
+
+    return load_classifier(spec, device, attributes=given_text_attributes() or None)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 axes_option = click.option(
     "--axes",

@@ -65,6 +65,7 @@ def _start_latent(generator, seed: int, latent_file: str | None, axes, layers):
 
 def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_spec: str, device: str):
     from tlgan.axes import FeatureAxes
+    from tlgan.cli.common import given_text_attributes
     from tlgan.pipeline import default_axes
 
     if axes_path:
@@ -80,6 +81,7 @@ def _axes_for(axes_path: str | None, generator, generator_spec: str, classifier_
         space=generator.default_space,
         # StyleGAN3's input transform turns and moves the view, not the face: axes are shared.
         generator_options={k: v for k, v in generator.options.items() if k != "input_transform"},
+        attributes=given_text_attributes() or None,
     )
 
 

@@ -19,12 +19,12 @@ log = logging.getLogger(__name__)
 NONE_WORDS = ("none", "")
 
 
-def _optional_classifier(spec: str | None, device: str):
-    from tlgan.models import load_classifier
+def _optional_classifier(spec: str | None, device: str, required: bool = False):
+    from tlgan.cli.common import cli_classifier
 
-    if spec is None or spec.lower() in NONE_WORDS:
+    if not required and (spec is None or spec.lower() in NONE_WORDS):
         return None
-    return load_classifier(spec, device)
+    return cli_classifier(spec, device)
 
 
 encoder_option = click.option(
@@ -533,13 +533,13 @@ def eval_inversion_cmd(
 ):
     """Invert fresh generated and rendered faces; report PSNR, attribute agreement and time (and tuning, edits)."""
     from tlgan.inversion.evaluate import evaluate_inversion
-    from tlgan.models import load_classifier, load_generator
+    from tlgan.models import load_generator
 
     if n < 1:
         raise TlganError(f"--n must be at least 1, not {n}")
     G = load_generator(generator, device)
     space = _space_for(space, G)
-    F = load_classifier(classifier, device)
+    F = _optional_classifier(classifier, device, required=True)
     encoder = _encoder_for(encoder_spec, generator, G, device)
     axes, move = None, ("Smiling", 2.0)
     if edit is not None:

@@ -114,14 +114,15 @@ def sample_cmd(
     as_json,
 ):
     """Draw N latents, generate, classify, and write a run folder."""
-    from tlgan.models import load_classifier, load_generator
+    from tlgan.cli.common import cli_classifier
+    from tlgan.models import load_generator
     from tlgan.sampling import LocalEngine, RayEngine, sample
 
     # With Ray the driver's copies only describe the run (the workers load their own): keep them off the GPU.
     here = "cpu" if engine == "ray" else device
     G = load_generator(generator, here, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     space = space or G.default_space
-    F = load_classifier(classifier, here)
+    F = cli_classifier(classifier, here)
     if engine == "ray":
         runner = RayEngine(
             batch_size=batch_size,

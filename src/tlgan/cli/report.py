@@ -97,19 +97,25 @@ def report_cmd(
 ):
     """Evaluate RUN_DIR and its axes: separability, geometry, correlations, edit effects, ground truth."""
     from tlgan.axes import FeatureAxes
+    from tlgan.cli.common import cli_classifier, given_text_attributes
     from tlgan.evaluation.metrics import lock_demo_key
     from tlgan.evaluation.report import write_report
-    from tlgan.models import load_classifier, load_generator
+    from tlgan.models import load_generator
     from tlgan.pipeline import check_axes_for
     from tlgan.sampling import Run
 
     demo = _parse_pair(lock_demo)
+    words = given_text_attributes()  # a clip: classifier's attributes in place of the run's
     run = Run.open(run_dir)
     axes = FeatureAxes.load(axes_path)
     generator_spec = generator or run.generator
     G = load_generator(generator_spec, device)
     check_axes_for(axes, G, run.generator)
-    F = load_classifier(classifier or run.classifier, device)
+    F = (
+        cli_classifier(classifier or run.classifier, device)
+        if classifier or words
+        else run.load_classifier(device)
+    )
     summary = write_report(
         run,
         axes,

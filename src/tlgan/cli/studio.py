@@ -37,6 +37,15 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
     help="Axes file from `tlgan fit` (default: fitted once for the generator/classifier pair and cached).",
 )
 @click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Serve a run folder: its generator, its classifier and axes fitted on it (or --axes), in place "
+    "of --generator / --classifier. A run sampled with a clip: classifier also gets the 'add an "
+    "attribute' field (rows from words).",
+)
+@click.option(
     "--delta",
     "delta",
     multiple=True,
@@ -114,6 +123,7 @@ def serve_cmd(
     space,
     classifier,
     axes,
+    run_dir,
     delta,
     align,
     translation,
@@ -131,11 +141,24 @@ def serve_cmd(
     For StyleGAN3 the page also turns and moves the face (the input transform; --rotate and
     --translate set where its sliders start).
     """
-    import uvicorn
-
-    from tlgan.studio.app import app_from_specs, bind_socket, url_of
+    from tlgan.cli.common import given_text_attributes
+    from tlgan.studio.app import app_from_specs, bind_socket
 
     sock = bind_socket(host, port)  # fail early, before minutes of axis fitting, if the port is taken
+    if run_dir is not None:
+        from tlgan.studio.words import app_from_run
+
+        app = app_from_run(
+            run_dir,
+            axes,
+            device,
+            max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms,
+            invert_steps=invert_steps,
+            tune_steps=tune_steps,
+            max_tuned=max_tuned,
+        )
+        return _serve(app, sock)
     app = app_from_specs(
         generator,
         classifier,
@@ -155,7 +178,16 @@ def serve_cmd(
         invert_steps=invert_steps,
         tune_steps=tune_steps,
         max_tuned=max_tuned,
+        attributes=given_text_attributes() or None,
     )
+    _serve(app, sock)
+
+
+def _serve(app, sock) -> None:
+    import uvicorn
+
+    from tlgan.studio.app import url_of
+
     click.echo(f"tlgan studio: {url_of(sock)}  (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

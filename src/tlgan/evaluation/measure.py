@@ -95,6 +95,7 @@ class ReportResult:
     grids: list[EditGrid] = field(default_factory=list)
     spaces: dict[str, Any] | None = None  # tlgan.evaluation.spaces.SpacesResult.to_dict()
     timings: dict[str, float] = field(default_factory=dict)
+    text_attributes: dict[str, Any] | None = None  # a CLIP run's prompts (tlgan.evaluation.words)
 
     @property
     def lock_demo_key(self) -> str | None:

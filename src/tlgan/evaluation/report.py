@@ -100,7 +100,7 @@ def write_report(
     (with ``data``), ``seconds``, and the paths written.
     """
     from tlgan.editing.edit import check_axes_for
-    from tlgan.models import load_classifier, load_generator
+    from tlgan.models import load_generator
 
     clock = Clock()
     if not isinstance(run, Run):
@@ -134,7 +134,7 @@ def write_report(
     if generator is None:
         generator = load_generator(run.generator, device)
     if classifier is None:
-        classifier = load_classifier(run.classifier, device)
+        classifier = run.load_classifier(device)
     check_axes_for(axes, generator, run.generator)
     if axes.space != run.space:
         raise TlganError(
@@ -168,6 +168,9 @@ def write_report(
         progress=progress,
         clock=clock,
     )
+    from tlgan.evaluation.words import measure_text_attributes
+
+    result.text_attributes = measure_text_attributes(run, scores, axes)
     figures = draw_report(result, out_dir / FIGURES)
     clock.lap("figures")
 
@@ -191,6 +194,8 @@ def write_report(
         "timings": timings,
         **result.sections(),
     }
+    if result.text_attributes is not None:
+        document["text_attributes"] = result.text_attributes
     write_json(json_path, json_safe(document, digits=5))
     log.info("wrote the report to %s in %.1f s", html_path, timings["total"])
     return json_safe(summary, digits=5)

@@ -143,6 +143,8 @@ def toc(result: ReportResult) -> list[tuple[str, str]]:
         out.append(("unsupervised", "Unsupervised directions"))
     if result.spaces:
         out.append(("spaces", "Latent spaces"))
+    if result.text_attributes:
+        out.append(("words", "Attributes in words"))
     out.append(("definitions", "How the numbers are made"))
     return out
 

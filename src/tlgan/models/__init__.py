@@ -173,19 +173,27 @@ def load_generator(spec: str, device: str = "cpu", **options) -> Generator:
 TRANSFORMERS_PREFIXES = ("clip:", "hf-classifier:")
 
 
-def load_classifier(spec: str, device: str = "cpu") -> Classifier:
+def load_classifier(spec: str, device: str = "cpu", attributes=None) -> Classifier:
     """Build the classifier named by ``spec`` (see module docs) on ``device``, in eval mode.
 
     The result is a :class:`Classifier`: ``F.logits(images)`` turns images (N, 3, H, W) in
     [-1, 1] (resized to ``F.input_resolution``) into logits (N, A), one per name in
-    ``F.attributes``. Raises TlganError as :func:`load_generator` does.
+    ``F.attributes``. ``attributes`` (``clip:`` only) are its attributes in words, in place of
+    the model's own: {name: Prompt or {"positive", "negative", "templates"}} or a list of
+    ``"Name=positive|negative"``. Raises TlganError as :func:`load_generator` does, and for
+    ``attributes`` given to another classifier.
     """
+    if attributes and not str(spec).startswith("clip:"):
+        raise TlganError(
+            f"attributes in words (--attribute / --attributes) need a CLIP classifier, not {spec!r}; "
+            f"pass --classifier clip:MODEL (clip: alone is the bundled toyfaces-clip)"
+        )
     if str(spec).startswith(TRANSFORMERS_PREFIXES):
         kind, _, model = str(spec).partition(":")
         if kind == "clip":
             from tlgan.models.clip import load_clip
 
-            return load_clip(model, device=device).eval()
+            return load_clip(model, prompts=attributes or None, device=device).eval()
         from tlgan.models.hf_classifier import load_hf_classifier
 
         return load_hf_classifier(model, device=device).eval()

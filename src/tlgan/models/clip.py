@@ -145,6 +145,27 @@ def load_prompts(source: str | os.PathLike | Mapping) -> dict[str, Prompt]:
     return out
 
 
+def as_prompts(prompts: Mapping[str, Prompt | str] | Sequence[str]) -> dict[str, Prompt]:
+    """{name: Prompt} from {name: Prompt or its JSON form (see :func:`load_prompts`)} or from a list
+    of ``"Name=positive|negative"`` strings. Raises TlganError for a bad name, an empty phrase or
+    a name given twice."""
+    if isinstance(prompts, Mapping):
+        parsed = {n: p for n, p in prompts.items() if isinstance(p, Prompt)}
+        for name, prompt in parsed.items():
+            check_attribute_name(name)
+            _check_phrases(name, prompt)
+        rest = {n: p for n, p in prompts.items() if not isinstance(p, Prompt)}
+        parsed.update(load_prompts(rest) if rest else {})
+        return parsed
+    parsed = {}
+    for text in prompts:
+        name, prompt = parse_attribute(text)
+        if name in parsed:
+            raise TlganError(f"attribute {name!r} is given twice")
+        parsed[name] = prompt
+    return parsed
+
+
 def bundled_path(name: str = BUNDLED) -> Path:
     return Path(__file__).parent / "weights" / name
 
@@ -383,17 +404,7 @@ class CLIPClassifier(Classifier):
         ``"Name=positive|negative"`` strings. Nothing changes here; a clash of names, an empty or
         too long phrase raises TlganError before anything is built.
         """
-        if isinstance(prompts, Mapping):
-            parsed = {n: p for n, p in prompts.items() if isinstance(p, Prompt)}
-            rest = {n: p for n, p in prompts.items() if not isinstance(p, Prompt)}
-            parsed.update(load_prompts(rest) if rest else {})
-        else:
-            parsed = {}
-            for text in prompts:
-                name, prompt = parse_attribute(text)
-                if name in parsed:
-                    raise TlganError(f"attribute {name!r} is given twice")
-                parsed[name] = prompt
+        parsed = as_prompts(prompts)
         clash = [a for a in parsed if a in self.prompts]
         if clash:
             raise TlganError(

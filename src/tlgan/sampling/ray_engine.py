@@ -132,6 +132,10 @@ def portable_spec(spec: str, kind: str) -> str:
 
     if spec in (GENERATORS if kind == "generator" else CLASSIFIERS) or "://" in spec:
         return spec
+    for prefix in ("clip:", "hf-classifier:"):  # a model folder after the prefix, or a Hub id
+        if spec.startswith(prefix):
+            model = spec[len(prefix) :]
+            return prefix + (str(Path(model).resolve()) if model and Path(model).is_dir() else model)
     if ".py:" in spec:
         path_text, _, func = spec.rpartition(":")
         return f"{Path(path_text).resolve()}:{func}" if Path(path_text).exists() else spec
@@ -142,7 +146,8 @@ class ShardWorker:
     """Loads the models once, then computes shards; becomes a Ray actor with ``ray.remote``.
 
     ``generator_options`` are keyword arguments of :func:`tlgan.models.load_generator`
-    (recorded in the manifest, so every worker builds the same generator). Only plain values
+    (recorded in the manifest, so every worker builds the same generator); ``classifier_prompts``
+    a CLIP classifier's prompts as the manifest records them (the same classifier). Only plain values
     go to the constructor: Ray re-runs it when it restarts a dead worker.
     """
 
@@ -153,13 +158,14 @@ class ShardWorker:
         generator_options: dict[str, Any],
         device: str,
         threads: int = CPUS_PER_WORKER,
+        classifier_prompts: dict[str, Any] | None = None,
     ):
         # One intra-op thread per reserved CPU: more would fight the other workers on the node.
         torch.set_num_threads(threads)
         from tlgan.models import load_classifier, load_generator
 
         self.generator = load_generator(generator_spec, device=device, **generator_options)
-        self.classifier = load_classifier(classifier_spec, device=device)
+        self.classifier = load_classifier(classifier_spec, device=device, attributes=classifier_prompts)
 
     def ready(self, out: str) -> str:
         """The worker's host name, once it can see the run folder ``out``."""
@@ -237,7 +243,14 @@ def _start_workers(
     classifier_spec = portable_spec(manifest["classifier"], "classifier")
     options = manifest.get("generator_options") or {}
     return [
-        worker_class.remote(generator_spec, classifier_spec, options, settings.device, CPUS_PER_WORKER)
+        worker_class.remote(
+            generator_spec,
+            classifier_spec,
+            options,
+            settings.device,
+            CPUS_PER_WORKER,
+            manifest.get("prompts"),
+        )
         for _ in range(n_workers)
     ]
 

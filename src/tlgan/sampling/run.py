@@ -6,6 +6,8 @@ Layout of a run folder::
                               versions, complete flag
     RUN/shard-00000.safetensors   latents (S, D) float32, scores (S, A) float32 logits, indices (S,) int64
     RUN/shard-00001.safetensors   ... [thumbnails (S, 3, t, t) uint8 when asked for]
+                                  [embeddings (S, E) float16 with a CLIP classifier]
+    RUN/text_attributes.safetensors   attributes in words added later (see tlgan.sampling.text_attributes)
 
 Shard k holds samples k*shard_size .. (k+1)*shard_size-1. Each shard is written to a
 temporary file and renamed, so an interrupted run loses at most the shard in progress.
@@ -67,7 +69,46 @@ class Run:
     # --- descriptive properties, straight from the manifest
     @property
     def attributes(self) -> list[str]:
-        return list(self.manifest["attributes"])
+        """The sampled attributes, then those added in words (:meth:`add_attributes`)."""
+        added = self.text_attributes()
+        return list(self.manifest["attributes"]) + (list(added.names) if added else [])
+
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether the shards hold image embeddings (sampled with a CLIP classifier)."""
+        return bool(self.manifest.get("embeddings"))
+
+    def text_attributes(self):
+        """The attributes added in words (a :class:`~tlgan.sampling.text_attributes.TextAttributes`), or None.
+
+        Read once per Run object (and again after :meth:`add_attributes`)."""
+        from tlgan.sampling.text_attributes import read_text_attributes
+
+        if "_text_attributes" not in self.__dict__:
+            self._text_attributes = read_text_attributes(self.path)
+        return self._text_attributes
+
+    def prompts(self) -> dict[str, Any]:
+        """Every attribute's prompt JSON, sampled then added ({} unless sampled with CLIP)."""
+        added = self.text_attributes()
+        return {**(self.manifest.get("prompts") or {}), **(added.prompts if added else {})}
+
+    def load_classifier(self, device: str = "cpu"):
+        """The run's classifier, rebuilt from its spec (a CLIP with every prompt of :meth:`prompts`)."""
+        from tlgan.models import load_classifier
+
+        return load_classifier(self.classifier, device, attributes=self.prompts() or None)
+
+    def add_attributes(self, prompts, classifier=None, device: str = "cpu") -> list[str]:
+        """Add attributes in words to this finished CLIP run, scored from its stored embeddings
+        without generating an image; returns their names. See
+        :func:`tlgan.sampling.text_attributes.add_text_attributes` (arguments and errors)."""
+        from tlgan.sampling.text_attributes import add_text_attributes
+
+        try:
+            return add_text_attributes(self, prompts, classifier=classifier, device=device)
+        finally:
+            self.__dict__.pop("_text_attributes", None)
 
     @property
     def generator(self) -> str:
@@ -120,15 +161,28 @@ class Run:
         """(N, D) float32."""
         return self._cat("latents")
 
+    def embeddings(self) -> torch.Tensor:
+        """(N, E) float16 normalised image embeddings; TlganError for a run without them."""
+        from tlgan.sampling.text_attributes import require_embeddings
+
+        require_embeddings(self)
+        return self._cat("embeddings")
+
     def scores(self) -> torch.Tensor:
-        """(N, A) float32 classifier logits."""
-        return self._cat("scores")
+        """(N, A) float32 classifier logits of :attr:`attributes` (added ones from the embeddings)."""
+        return self.load()[1]
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents (N, D) float32, scores (N, A) float32), read in one pass over the shards."""
+        added = self.text_attributes()
         lat, sco = [], []
         for shard in self.iter_shards():
             lat.append(shard["latents"])
             sco.append(shard["scores"])
+            if added is not None:
+                sco[-1] = torch.cat([sco[-1], added.scores(shard["embeddings"])], dim=1)
+        if not lat:
+            raise TlganError(f"{self.path}: the run holds no samples")
         return torch.cat(lat), torch.cat(sco)
 
     def check_generator(self, generator_name: str) -> None:

@@ -23,7 +23,7 @@ from tlgan.errors import TlganError
 from tlgan.models.base import Classifier, Generator
 from tlgan.sampling.local_engine import LocalEngine
 from tlgan.sampling.run import FORMAT, MANIFEST, Run, write_manifest
-from tlgan.sampling.shard import STALE_SHARD_TMP, Engine, ShardSettings
+from tlgan.sampling.shard import STALE_SHARD_TMP, Engine, ShardSettings, stores_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ IDENTITY = (
     "shard_size",
     "thumbnails",
     "dtype",
+    "prompts",
+    "embeddings",
 )
 
 
@@ -59,7 +61,14 @@ def run_manifest(
     classifier_spec: str | None = None,
     engine: str = "local",
 ) -> dict[str, Any]:
-    """The manifest of a new run (``complete`` False); ``engine`` is the one writing it now."""
+    """The manifest of a new run (``complete`` False); ``engine`` is the one writing it now.
+
+    A CLIP classifier's prompts are recorded (``prompts``: what rebuilds it, on a Ray worker or
+    to score the run again), and ``embeddings`` ({"dim": E, "dtype": "float16"}) says the shards
+    hold each image's embedding; both are None for other classifiers.
+    """
+    prompts = getattr(classifier, "prompts", None)
+    embeds = stores_embeddings(classifier)
     return {
         "format": FORMAT,
         "generator": generator_spec or generator.name,
@@ -73,6 +82,8 @@ def run_manifest(
         "shard_size": int(shard_size),
         "thumbnails": int(thumbnails),
         "dtype": dtype,
+        "prompts": {a: p.to_json() for a, p in prompts.items()} if isinstance(prompts, dict) else None,
+        "embeddings": {"dim": int(classifier.embedding_dim), "dtype": "float16"} if embeds else None,
         "versions": {
             "tlgan": tlgan.__version__,
             "torch": torch.__version__,

@@ -50,7 +50,44 @@ def autocast_for(device: str, dtype: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
+def stores_embeddings(classifier: Classifier) -> bool:
+    """Whether a run sampled with ``classifier`` also stores image embeddings: classifiers whose
+    logits are a product of a stored embedding and text directions (CLIP) do, so that later
+    attributes score the run without generating it again."""
+    return callable(getattr(classifier, "embed_images", None)) and callable(
+        getattr(classifier, "logits_from_embeddings", None)
+    )
+
+
 @torch.inference_mode()
+def generate_and_embed(
+    generator: Generator,
+    classifier: Classifier,
+    latents: torch.Tensor,
+    space: str = "z",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    thumbnail: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`generate_and_score`, plus the normalised image embeddings (N, E) float16 on CPU when
+    the classifier :func:`stores_embeddings` (else None); the scores are computed from the
+    float32 embeddings, exactly as ``classifier.logits`` would."""
+    embeddings = None
+    with autocast_for(device, dtype):
+        images = generator.synthesize(latents.to(device), space)
+        if stores_embeddings(classifier):
+            embedded = classifier.embed_images(images)
+            scores = classifier.logits_from_embeddings(embedded)
+            embeddings = embedded.float().cpu().to(torch.float16)
+        else:
+            scores = classifier.logits(images)
+    thumbs = None
+    if thumbnail:
+        small = F.interpolate(images.float(), size=(thumbnail, thumbnail), mode="area")
+        thumbs = ((small.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return scores.float().cpu(), thumbs, embeddings
+
+
 def generate_and_score(
     generator: Generator,
     classifier: Classifier,
@@ -66,14 +103,8 @@ def generate_and_score(
     ``t`` = ``thumbnail`` (0: none). The scores depend on N (the networks' arithmetic does);
     :func:`sample_shard` therefore always passes :data:`CHUNK` latents.
     """
-    with autocast_for(device, dtype):
-        images = generator.synthesize(latents.to(device), space)
-        scores = classifier.logits(images)
-    thumbs = None
-    if thumbnail:
-        small = F.interpolate(images.float(), size=(thumbnail, thumbnail), mode="area")
-        thumbs = ((small.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    return scores.float().cpu(), thumbs
+    scores, thumbs, _ = generate_and_embed(generator, classifier, latents, space, device, dtype, thumbnail)
+    return scores, thumbs
 
 
 @dataclass(frozen=True)
@@ -137,8 +168,9 @@ def sample_shard(
     """Compute shard ``k`` of the run in ``out`` and save it atomically; returns its sample count.
 
     Writes ``latents`` (S, D) float32 in ``settings.space``, ``scores`` (S, A) float32 logits,
-    ``indices`` (S,) int64 and, when ``settings.thumbnails`` > 0, ``thumbnails`` (S, 3, t, t)
-    uint8. ``on_batch(count)`` is called as the samples are done, about every
+    ``indices`` (S,) int64, when ``settings.thumbnails`` > 0 ``thumbnails`` (S, 3, t, t)
+    uint8, and for a classifier that :func:`stores_embeddings` (CLIP) ``embeddings`` (S, E)
+    float16, each row the normalised image embedding. ``on_batch(count)`` is called as the samples are done, about every
     ``settings.batch_size`` of them (progress). The networks see :data:`CHUNK` samples at a time
     whatever the batch size, so recomputing a shard, with any batch size, on any engine, gives
     the same bytes. Raises TlganError when the classifier answers NaN or infinity.
@@ -146,9 +178,9 @@ def sample_shard(
     lo, hi = settings.bounds(k)
     indices = np.arange(lo, hi)
     latents = generator.sample_latents_at(indices, seed=settings.seed, space=settings.space)
-    scores, thumbs, unreported = [], [], 0
+    scores, thumbs, embeddings, unreported = [], [], [], 0
     for b, chunk, real in _chunks(latents):
-        s, t = generate_and_score(
+        s, t, e = generate_and_embed(
             generator, classifier, chunk, settings.space, settings.device, settings.dtype, settings.thumbnails
         )
         s = s[:real]
@@ -160,6 +192,8 @@ def sample_shard(
         scores.append(s)
         if t is not None:
             thumbs.append(t[:real])
+        if e is not None:
+            embeddings.append(e[:real])
         unreported += real
         if on_batch is not None and (unreported >= settings.batch_size or b + real == len(latents)):
             on_batch(unreported)
@@ -167,6 +201,8 @@ def sample_shard(
     tensors = {"latents": latents, "scores": torch.cat(scores), "indices": torch.from_numpy(indices)}
     if thumbs:
         tensors["thumbnails"] = torch.cat(thumbs)
+    if embeddings:
+        tensors["embeddings"] = torch.cat(embeddings)
     save_tensors(Path(out) / shard_name(k), tensors, {"shard": k})
     return hi - lo
 

@@ -91,6 +91,7 @@ from tlgan.studio.serving import (
 )
 from tlgan.studio.tuned import DEFAULT_MAX_TUNED, TunedFace, TunedFaceGone
 from tlgan.studio.view import View
+from tlgan.studio.words import add_words_routes
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,8 @@ def create_app(
         "/api/attributes", response_model=AttributesResponse, summary="Attributes, ranges and model names"
     )
     def attributes() -> AttributesResponse:
+        # the studio's own axes and classifier: rows added from words (tlgan.studio.words) join them
+        axes, classifier = studio.axes, studio.classifier
         scored = set(classifier.attributes)
         learned = [
             AttributeInfo(
@@ -302,6 +305,7 @@ def create_app(
     _add_face_routes(app, studio)
     _add_upload_routes(app, studio)
     add_photo_routes(app, studio, photos)
+    add_words_routes(app)  # answer "not available" unless app_from_run gives it a CLIP run
     return app
 
 
@@ -519,6 +523,7 @@ def app_from_specs(
     generator_options: dict[str, Any] | None = None,
     delta: Sequence[str] = (),
     translation: Sequence[str] = (),
+    attributes: dict | None = None,
     **app_kwargs,
 ) -> FastAPI:
     """The studio app for model specs (registered names, folders, files; see tlgan.models).
@@ -532,6 +537,7 @@ def app_from_specs(
     (``tlgan delta train``) to add as rows, in the order they apply; each must work in the
     studio's space. ``translation`` lists translation model folders (``tlgan train translate``)
     for uploads, and ``align="ffhq"`` aligns uploads: both are checked here, before any fitting.
+    studio's space. ``attributes`` ({name: Prompt}) are a ``clip:`` classifier's attributes in words.
     """
     from tlgan.models import load_classifier, load_generator
     from tlgan.pipeline import default_axes
@@ -545,7 +551,7 @@ def app_from_specs(
         app_kwargs["translations"] = check_photo_options(
             G, generator, translation, app_kwargs.get("align"), device
         )
-    F = load_classifier(classifier, device)
+    F = load_classifier(classifier, device, attributes=attributes)
     if axes:
         feature_axes = FeatureAxes.load(axes)
         if (
@@ -568,6 +574,7 @@ def app_from_specs(
             space="w" if space == "wp" else space,
             # StyleGAN3's input transform turns and moves the view, not the face: axes are shared.
             generator_options={k: v for k, v in G.options.items() if k != "input_transform"},
+            attributes=attributes,
         )
     return create_app(
         G,

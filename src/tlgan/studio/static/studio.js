@@ -379,6 +379,44 @@
     });
   }
 
+  // ------------------------------------------------------------------ rows from words
+
+  // Shown only when the server has stored CLIP embeddings (tlgan serve --run RUN on a CLIP run):
+  // the phrase becomes an axis on the server, then the rows are rebuilt with the new one.
+  async function wireWords() {
+    const form = $("words");
+    const status = await api("api/words").catch(() => ({enabled: false}));
+    if (!status.enabled) return;
+    form.hidden = false;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = $("words-add");
+      const said = $("words-status");
+      button.disabled = true;
+      said.textContent = "Fitting\u2026";
+      try {
+        const added = await api("api/words", {
+          method: "POST", headers: {"Content-Type": "application/json"},
+          body: JSON.stringify({positive: $("words-positive").value, negative: $("words-negative").value}),
+        });
+        info = await api("api/attributes");
+        buildRows();
+        syncControls();
+        shownBase = null;              // fetch the original's probabilities again, the new one among them
+        requestRender();
+        said.textContent = "Added " + pretty(added.name) + " in " + added.seconds.toFixed(2) + " s";
+        $("words-positive").value = "";
+        $("words-negative").value = "";
+        showError("");
+      } catch (err) {
+        said.textContent = "";
+        showError(err.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   // ------------------------------------------------------------------ start
 
   async function start() {
@@ -396,6 +434,7 @@
                              (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
     buildPhotoControls();
+    wireWords();
     // No tuning on this server (turned off, or a generator without weights): no checkbox.
     if (!info.max_tuned) { els.tune.checked = false; els.tune.parentElement.hidden = true; }
     // ?seed=N opens that face (a shareable link); otherwise a random one.
