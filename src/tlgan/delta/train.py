@@ -31,8 +31,14 @@ from tqdm.auto import tqdm
 
 from tlgan.delta.model import DECODERS, DeltaModel, save_delta
 from tlgan.errors import TlganError
-from tlgan.io import write_json
-from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
+from tlgan.io import load_tensors, write_json
+from tlgan.train.checkpoint import (
+    STATE_FILE,
+    checkpoint_dir,
+    has_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from tlgan.train.common import cosine_lr, set_lr, settings_mismatch, step_generator
 
 log = logging.getLogger(__name__)
@@ -334,9 +340,7 @@ def train_delta(
     width = min(int(subspace), _rank(sets), int(torch.tensor(shape).prod()))
     directions = None
     if width:
-        directions = change_basis(
-            sets, width, None if basis == "pca" else value_sets, path=basis == "path"
-        )
+        directions = change_basis(sets, width, None if basis == "pca" else value_sets, path=basis == "path")
         width = len(directions)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # initial weights depend on the seed only
@@ -354,13 +358,12 @@ def train_delta(
                 f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
                 f"use a new --out folder"
             )
-        manifest = restore_checkpoint(
-            out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
-        )
-        # Checkpoints from before these were settings used the plain principal directions and
-        # the position-dependent decoder alone.
+        # Settings first, so a checkpoint of other settings is refused by name rather than by
+        # the network shapes they lead to. Checkpoints from before these were settings used the
+        # plain principal directions and the position-dependent decoder alone.
+        _, saved = load_tensors(checkpoint_dir(out_dir) / STATE_FILE)
         diff = settings_mismatch(
-            manifest["info"].get("settings", {}),
+            (saved.get("info") or {}).get("settings", {}),
             settings,
             introduced={"basis": "pca", "decoder": "position", "position_penalty": 0.0},
         )
@@ -369,6 +372,9 @@ def train_delta(
                 f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
                 f"pass the same ones, or train into a new --out folder"
             )
+        manifest = restore_checkpoint(
+            out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
+        )
         start, history = int(manifest["step"]), list(manifest["info"].get("history", []))
         log.info("resuming learned-edit training at step %d of %d", start, steps)
     elif resume:
