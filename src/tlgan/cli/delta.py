@@ -339,6 +339,16 @@ def edit_cmd(
     "--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model."
 )
 @click.option(
+    "--joint-rank",
+    default=0,
+    show_default=True,
+    help="Invert the training sequences jointly: one latent per identity plus a path of this many "
+    "directions they share (0: one image at a time).",
+)
+@click.option(
+    "--joint-steps", default=200, show_default=True, help="Optimisation steps of the joint inversion."
+)
+@click.option(
     "--seeds",
     "train_seeds",
     default="0",
@@ -383,6 +393,8 @@ def eval_cmd(
     codes,
     train_steps,
     train_seeds,
+    joint_rank,
+    joint_steps,
     axes_path,
     work_dir,
     out_dir,
@@ -423,6 +435,8 @@ def eval_cmd(
         warp=None if warp.lower() == "none" else warp,
         codes=codes,
         train_seeds=[int(v) for v in _floats(train_seeds, "--seeds")],
+        joint_rank=joint_rank,
+        joint_steps=joint_steps,
         progress=not as_json,
     )
     if out_dir is not None:

@@ -230,10 +230,10 @@ def evaluate_edit_methods(
     out: dict[str, Any] = {"pairs": len(pairs) * t}
     for method, latents in edits.items():
         row: dict[str, Any] = {"psnr_db": round(float(_psnr(generator, latents, target_images).mean()), 3)}
-        if classifier is not None and method != "inversion":
+        if classifier is not None:
             probs = _probabilities(generator, classifier, latents)[:, keep_idx]
             row["off_target_classifier"] = round(float((probs - base_probs).abs().mean()), 4)
-        if world_ok and method != "inversion":
+        if world_ok:
             f1 = world.factors(_world_latents(generator, latents))
             change = torch.stack([(f1[name] - f0[name]).abs() / IDENTITY_SPANS[name] for name in id_names])
             row["off_target_identity"] = round(float(change.mean()), 4)
@@ -325,13 +325,19 @@ def evaluate_delta(
     warp: str | None = None,
     codes: str = "fit",
     train_seeds: Sequence[int] = (0,),
+    joint_rank: int = 0,
+    joint_steps: int = 200,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
 
     Each learned edit is trained once per seed of ``train_seeds`` (initial weights, pairs,
     noise); its figures are the mean over those runs, with their spread and each run's
-    value (see :func:`_mean_over_seeds`). ``seed`` chooses the identities.
+    value (see :func:`_mean_over_seeds`). ``seed`` chooses the identities. ``joint_rank`` r > 0
+    inverts the training sequences jointly (:func:`tlgan.delta.joint.joint_invert`: one latent
+    per identity plus an r-dimensional path they share, ``joint_steps`` steps from the
+    per-image inversions) before the learned edit and the line are fitted on them; the
+    held-out faces stay inverted one image at a time, as a photo to edit is.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
     with the same settings skips the inversions (the slow part: about 0.7 s per image on a
@@ -385,6 +391,8 @@ def evaluate_delta(
         "codes": codes,
         "train": dict(train_kwargs or {}),
         "train_seeds": train_seeds,
+        "joint_rank": int(joint_rank),
+        "joint_steps": int(joint_steps) if joint_rank else None,
         "factors": {},
     }
     try:
@@ -413,6 +421,18 @@ def evaluate_delta(
                 encoder=encoder,
                 patience=inversion_patience,
             )
+            frames_wander = sequence_wander(train_lat[: sizes[-1]])
+            if joint_rank:
+                from tlgan.delta.joint import joint_latents
+
+                train_lat = joint_latents(
+                    read_sequences(work / factor / "train"),
+                    generator,
+                    train_lat,
+                    rank=joint_rank,
+                    steps=joint_steps,
+                    progress=progress,
+                )
             attribute = ATTRIBUTE_OF.get(factor)
             axis = _axis_direction(axes, attribute) if attribute is not None else None
             curve = {}
@@ -459,6 +479,7 @@ def evaluate_delta(
                 "by_identities": curve,
                 "best": curve[str(sizes[-1])],
                 "train_wander": sequence_wander(train_lat[: sizes[-1]]),
+                "train_wander_per_image": frames_wander,
                 "test_wander": sequence_wander(test_lat),
             }
             if grid_dir is not None:
