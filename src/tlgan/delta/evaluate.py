@@ -367,6 +367,8 @@ def evaluate_delta(
     if not train_seeds or len(set(train_seeds)) != len(train_seeds):
         raise TlganError(f"train_seeds must be distinct seeds, at least one; got {train_seeds}")
     key = _train_key(dict(train_kwargs or {}))
+    if joint_rank:  # other training latents: other model folders
+        key += f"-joint{int(joint_rank)}x{int(joint_steps)}"
     factors = [factor_name(f) for f in factors]
     tmp = None
     if work_dir is None:
