@@ -25,6 +25,14 @@ depend on; a decoder over all D outputs learns that noise from a few sequences a
 carries it into every edit, while the change itself spans a few directions (a light
 moving turns a plane). ``subspace = 0`` is the plain method over the whole space.
 
+The decoder comes in three kinds (``decoder``): ``position``, the parent method's D(b, Δ);
+``shared``, a network of the code alone, S(Δ), one curved path of changes (S(αΔ) as α
+grows) that every latent follows; ``both``, their sum S(Δ) + D(b, Δ), whose position part
+training keeps small (see :func:`tlgan.delta.train.train_delta`). From a few inverted
+sequences a decoder that depends on where b is extrapolates into places it has not seen;
+the shared part carries what every sequence shows. Model folders written before the
+setting hold ``position`` decoders and load as such.
+
 A trained model also keeps ``reference_delta``: the code that best reproduces one training
 step from every training position (fitted after training, starting from the mean of
 ``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And

@@ -9,7 +9,10 @@ learned too). With Gaussian noise of ``noise`` x the latents' scale added to the
     lambda_a * |a_j - â_j|^2 + lambda_b * |b_j - b̂_j|^2   (mean over dimensions, / scale^2)
 
 with ``Δ = E(a_i, a_j)``, ``â_j = a_i + D(a_i, Δ)``, ``b̂_j = b_i + D(b_i, Δ)``. The
-``b`` term is what forces Δ to describe the change rather than the identity.
+``b`` term is what forces Δ to describe the change rather than the identity. With the
+``both`` decoder, ``position_penalty`` x the mean squared size of its position-dependent
+part (summed over the subspace, / D) is added, so that part is learned only where every
+sequence asks for it.
 
 Each step's draws come from a generator seeded by (seed, step) and the initial weights
 from ``seed`` alone, so a run resumed from a checkpoint ends exactly where an
