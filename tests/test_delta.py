@@ -129,7 +129,13 @@ def test_saved_model_round_trips(rotation_model, tmp_path):
     x = rotation_world(2, seed=9)[:, 0]
     assert torch.equal(again.edit(x, 1.0), model.edit(x, 1.0))
     config = json.loads((tmp_path / "model.json").read_text())
-    assert config["kwargs"] == {"latent_shape": [4], "delta_dim": 2, "hidden": 64, "subspace": 0}
+    assert config["kwargs"] == {
+        "latent_shape": [4],
+        "delta_dim": 2,
+        "hidden": 64,
+        "subspace": 0,
+        "decoder": "both",
+    }
     assert config["info"]["training"]["lambda_b"] == 1.0 and config["info"]["factor"] == "angle"
     with pytest.raises(TlganError, match="not a learned edit"):
         load_delta(tmp_path / "nothing-here")

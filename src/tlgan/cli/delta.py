@@ -68,9 +68,24 @@ def delta() -> None:
     "--basis",
     default=DEFAULTS["basis"],
     show_default=True,
-    type=click.Choice(["line", "pca"]),
-    help="Subspace: the least-squares line's direction then the principal directions of what it leaves "
-    "(line), or the principal directions of the change alone (pca).",
+    type=click.Choice(["path", "line", "pca"]),
+    help="Subspace: the least-squares line's direction then the principal directions of what it leaves of "
+    "the mean path over sequences (path) or of every sequence's change (line), or the principal "
+    "directions of the change alone (pca).",
+)
+@click.option(
+    "--decoder",
+    default=DEFAULTS["decoder"],
+    show_default=True,
+    type=click.Choice(["both", "shared", "position"]),
+    help="What the decoder reads: the code alone (shared: one curved path every face follows), the code "
+    "and the face's position (position: the parent method), or their sum (both).",
+)
+@click.option(
+    "--position-penalty",
+    default=DEFAULTS["position_penalty"],
+    show_default=True,
+    help="Weight of the penalty on the position-dependent part of the change (decoder both).",
 )
 @click.option(
     "--noise",
@@ -107,6 +122,8 @@ def train_cmd(
     hidden,
     subspace,
     basis,
+    decoder,
+    position_penalty,
     noise,
     lambda_a,
     lambda_b,
@@ -148,6 +165,8 @@ def train_cmd(
         hidden=hidden,
         subspace=subspace,
         basis=basis,
+        decoder=decoder,
+        position_penalty=position_penalty,
         noise=noise,
         lambda_a=lambda_a,
         lambda_b=lambda_b,
@@ -320,6 +339,24 @@ def edit_cmd(
     "--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model."
 )
 @click.option(
+    "--joint-rank",
+    default=0,
+    show_default=True,
+    help="Invert the training sequences jointly: one latent per identity plus a path of this many "
+    "directions they share (0: one image at a time).",
+)
+@click.option(
+    "--joint-steps", default=200, show_default=True, help="Optimisation steps of the joint inversion."
+)
+@click.option(
+    "--seeds",
+    "train_seeds",
+    default="0",
+    show_default=True,
+    help="Training seeds, e.g. 0,1,2: each learned edit is trained once per seed and reported as the mean, "
+    "with the spread.",
+)
+@click.option(
     "--axes",
     "axes_path",
     default="none",
@@ -355,6 +392,9 @@ def eval_cmd(
     warp,
     codes,
     train_steps,
+    train_seeds,
+    joint_rank,
+    joint_steps,
     axes_path,
     work_dir,
     out_dir,
@@ -394,6 +434,9 @@ def eval_cmd(
         grid_dir=out_dir,
         warp=None if warp.lower() == "none" else warp,
         codes=codes,
+        train_seeds=[int(v) for v in _floats(train_seeds, "--seeds")],
+        joint_rank=joint_rank,
+        joint_steps=joint_steps,
         progress=not as_json,
     )
     if out_dir is not None:
@@ -406,7 +449,7 @@ def eval_cmd(
         best = entry["best"]
         line = (
             f"{factor:14s} learned {best['learned']['psnr_db']:6.2f} dB   linear {best['linear']['psnr_db']:6.2f} dB"
-            f"   gain {best['gain_db']:+.2f} dB   headroom {best['headroom_db']:+.2f} dB"
+            f"   gain {best['gain_db']:+.2f} ± {best['gain_db_spread']:.2f} dB   headroom {best['headroom_db']:+.2f} dB"
         )
         if "axis" in best:
             line += f"   axis {best['axis']['psnr_db']:6.2f} dB"

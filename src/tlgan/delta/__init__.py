@@ -2,6 +2,8 @@
 
 - :mod:`~tlgan.delta.sequences`: sequence folders (one sub-folder of ordered images per
   identity) and their inverted latents;
+- :mod:`~tlgan.delta.joint`: inverting a sequence set jointly (one latent per identity plus a
+  path they share), which removes most of the per-image wander;
 - :mod:`~tlgan.delta.model`: the change encoder E and decoder D, saved as safetensors + JSON;
 - :mod:`~tlgan.delta.train`: resumable training, and the least-squares straight line it is
   compared with;

@@ -230,18 +230,81 @@ def evaluate_edit_methods(
     out: dict[str, Any] = {"pairs": len(pairs) * t}
     for method, latents in edits.items():
         row: dict[str, Any] = {"psnr_db": round(float(_psnr(generator, latents, target_images).mean()), 3)}
-        if classifier is not None and method != "inversion":
+        if classifier is not None:
             probs = _probabilities(generator, classifier, latents)[:, keep_idx]
             row["off_target_classifier"] = round(float((probs - base_probs).abs().mean()), 4)
-        if world_ok and method != "inversion":
+        if world_ok:
             f1 = world.factors(_world_latents(generator, latents))
             change = torch.stack([(f1[name] - f0[name]).abs() / IDENTITY_SPANS[name] for name in id_names])
             row["off_target_identity"] = round(float(change.mean()), 4)
             row["factor_error"] = round(float(_factor_error(factor, f1[factor], want).mean()), 3)
         out[method] = row
+    if classifier is not None:
+        # The renderer's own change between the two steps, read by the same classifier: what a
+        # perfect edit would change in the attributes that are meant to stay (a light that turns
+        # also moves a classifier's reading of some of them).
+        with torch.no_grad():
+            before = classifier.probabilities(test_images[:, ii].flatten(0, 1)).float().cpu()[:, keep_idx]
+            after = classifier.probabilities(target_images).float().cpu()[:, keep_idx]
+        out["true_change"] = {"off_target_classifier": round(float((after - before).abs().mean()), 4)}
     out["gain_db"] = round(out["learned"]["psnr_db"] - out["linear"]["psnr_db"], 3)
     out.update(ceiling_summary(out))
     return out
+
+
+def sequence_wander(latents: torch.Tensor) -> dict[str, float]:
+    """How much inverted sequences (K, n, *latent shape) move between steps, and how much of it
+    they share.
+
+    ``step_norm``: the mean latent distance between consecutive steps of one sequence;
+    ``shared_step_norm``: the same along the mean path over the sequences (what every
+    sequence does, centred on its own mean); ``wander``: the root mean square distance of
+    each sequence's centred latents from that mean path, the part of the movement that is
+    the sequence's own (inversion noise, for sequences that show one change).
+    """
+    x = torch.as_tensor(latents).float()
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    centred = x - x.mean(dim=1, keepdim=True)
+    path = centred.mean(0)
+    return {
+        "step_norm": round(float((x[:, 1:] - x[:, :-1]).norm(dim=-1).mean()), 3),
+        "shared_step_norm": round(float((path[1:] - path[:-1]).norm(dim=-1).mean()), 3),
+        "wander": round(float((centred - path).norm(dim=-1).pow(2).mean().sqrt()), 3),
+    }
+
+
+def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One entry from per-training-seed entries of :func:`evaluate_edit_methods`: the learned
+    edit's figures are the mean over the seeds, with ``spread`` (their standard deviation,
+    0 for one seed) and ``by_seed`` (each seed's value); the baselines do not depend on the
+    training seed and are kept from the first run."""
+    out = {key: value for key, value in runs[0].items()}
+    learned: dict[str, Any] = {}
+    for name in runs[0]["learned"]:
+        values = np.array([r["learned"][name] for r in runs], dtype=np.float64)
+        learned[name] = round(float(values.mean()), 4)
+        learned.setdefault("spread", {})[name] = round(
+            float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4
+        )
+        learned.setdefault("by_seed", {})[name] = [round(float(v), 4) for v in values]
+    out["learned"] = learned
+    gains = np.array([r["gain_db"] for r in runs], dtype=np.float64)
+    out["gain_db"] = round(float(gains.mean()), 3)
+    out["gain_db_spread"] = round(float(gains.std(ddof=1)) if len(gains) > 1 else 0.0, 3)
+    out["gain_db_by_seed"] = [round(float(g), 3) for g in gains]
+    out.update(ceiling_summary(out))
+    return out
+
+
+def _train_key(train_kwargs: dict[str, Any]) -> str:
+    """A short digest of the training settings, so models trained otherwise are kept apart."""
+    import hashlib
+    import json
+
+    from tlgan.delta.train import DEFAULTS
+
+    settings = {**DEFAULTS, **train_kwargs}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def evaluate_delta(
@@ -261,9 +324,20 @@ def evaluate_delta(
     grid_dir=None,
     warp: str | None = None,
     codes: str = "fit",
+    train_seeds: Sequence[int] = (0,),
+    joint_rank: int = 0,
+    joint_steps: int = 200,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
+
+    Each learned edit is trained once per seed of ``train_seeds`` (initial weights, pairs,
+    noise); its figures are the mean over those runs, with their spread and each run's
+    value (see :func:`_mean_over_seeds`). ``seed`` chooses the identities. ``joint_rank`` r > 0
+    inverts the training sequences jointly (:func:`tlgan.delta.joint.joint_invert`: one latent
+    per identity plus an r-dimensional path they share, ``joint_steps`` steps from the
+    per-image inversions) before the learned edit and the line are fitted on them; the
+    held-out faces stay inverted one image at a time, as a photo to edit is.
 
     ``work_dir`` keeps the rendered sequences, their inversions and the models, so a rerun
     with the same settings skips the inversions (the slow part: about 0.7 s per image on a
@@ -289,6 +363,12 @@ def evaluate_delta(
         raise TlganError(f"train_identities must be positive counts, not {list(train_identities)}")
     if int(test_identities) < 1:
         raise TlganError(f"test_identities must be at least 1, not {test_identities}")
+    train_seeds = [int(s) for s in train_seeds]
+    if not train_seeds or len(set(train_seeds)) != len(train_seeds):
+        raise TlganError(f"train_seeds must be distinct seeds, at least one; got {train_seeds}")
+    key = _train_key(dict(train_kwargs or {}))
+    if joint_rank:  # other training latents: other model folders
+        key += f"-joint{int(joint_rank)}x{int(joint_steps)}"
     factors = [factor_name(f) for f in factors]
     tmp = None
     if work_dir is None:
@@ -312,6 +392,9 @@ def evaluate_delta(
         "target_gain_db": TARGET_GAIN_DB,
         "codes": codes,
         "train": dict(train_kwargs or {}),
+        "train_seeds": train_seeds,
+        "joint_rank": int(joint_rank),
+        "joint_steps": int(joint_steps) if joint_rank else None,
         "factors": {},
     }
     try:
@@ -340,34 +423,51 @@ def evaluate_delta(
                 encoder=encoder,
                 patience=inversion_patience,
             )
+            frames_wander = sequence_wander(train_lat[: sizes[-1]])
+            if joint_rank:
+                from tlgan.delta.joint import joint_latents
+
+                train_lat = joint_latents(
+                    read_sequences(work / factor / "train"),
+                    generator,
+                    train_lat,
+                    rank=joint_rank,
+                    steps=joint_steps,
+                    progress=progress,
+                )
             attribute = ATTRIBUTE_OF.get(factor)
             axis = _axis_direction(axes, attribute) if attribute is not None else None
             curve = {}
             model = None
             for k in sizes:
-                model = train_delta(
-                    [train_lat[:k]],
-                    work / factor / f"model-{k}",
-                    values=[train_seqs.values.tolist()],
-                    factor=factor,
-                    generator=generator.name,
-                    seed=seed,
-                    resume=True,
-                    progress=progress,
-                    **(train_kwargs or {}),
-                )
-                curve[str(k)] = evaluate_edit_methods(
-                    generator,
-                    classifier,
-                    factor=factor,
-                    train_latents=train_lat[:k],
-                    values=train_seqs.values,
-                    test_latents=test_lat,
-                    test_images=test_seqs.images,
-                    model=model,
-                    axis=axis,
-                    codes=codes,
-                )
+                runs = []
+                for train_seed in train_seeds:
+                    model = train_delta(
+                        [train_lat[:k]],
+                        work / factor / f"model-{k}-seed{train_seed}-{key}",
+                        values=[train_seqs.values.tolist()],
+                        factor=factor,
+                        generator=generator.name,
+                        seed=train_seed,
+                        resume=True,
+                        progress=progress,
+                        **(train_kwargs or {}),
+                    )
+                    runs.append(
+                        evaluate_edit_methods(
+                            generator,
+                            classifier,
+                            factor=factor,
+                            train_latents=train_lat[:k],
+                            values=train_seqs.values,
+                            test_latents=test_lat,
+                            test_images=test_seqs.images,
+                            model=model,
+                            axis=axis,
+                            codes=codes,
+                        )
+                    )
+                curve[str(k)] = _mean_over_seeds(runs)
                 log.info(
                     "%s, %d identities: learned %.2f dB, linear %.2f dB, headroom %.2f dB",
                     factor,
@@ -380,6 +480,9 @@ def evaluate_delta(
                 "values": train_seqs.values.tolist(),
                 "by_identities": curve,
                 "best": curve[str(sizes[-1])],
+                "train_wander": sequence_wander(train_lat[: sizes[-1]]),
+                "train_wander_per_image": frames_wander,
+                "test_wander": sequence_wander(test_lat),
             }
             if grid_dir is not None:
                 path = Path(grid_dir) / f"grid-{factor}.png"
@@ -418,18 +521,16 @@ def edit_grid(
     mid = n // 2
     vals = torch.as_tensor(values, dtype=torch.float32)
     direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
+    k = len(train_latents)
+    starts = train_latents[:, mid][None].expand(n, k, d)  # (n changes, K examples, D)
+    ends = train_latents.transpose(0, 1)
+    with torch.no_grad():
+        init = model.encode(starts.reshape(-1, d), ends.reshape(-1, d)).reshape(n, k, -1).mean(1)
+    codes = fit_codes(model, starts, ends, init)  # the codes the benchmark measures
     rows = []
     with torch.no_grad():
         for t in range(min(identities, len(test_latents))):
             start = test_latents[t, mid][None].expand(n, d)
-            codes = (
-                model.encode(
-                    train_latents[:, mid][:, None].expand(-1, n, d).reshape(-1, d),
-                    train_latents.reshape(-1, d),
-                )
-                .reshape(len(train_latents), n, -1)
-                .mean(0)
-            )
             learned = generator.synthesize(model.move(start, codes)).float().cpu()
             linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
             rows += [test_images[t], learned, linear]
@@ -440,6 +541,7 @@ __all__ = [
     "evaluate_delta",
     "evaluate_edit_methods",
     "ceiling_summary",
+    "sequence_wander",
     "edit_grid",
     "DEFAULT_FACTORS",
     "TARGET_GAIN_DB",

@@ -25,6 +25,14 @@ depend on; a decoder over all D outputs learns that noise from a few sequences a
 carries it into every edit, while the change itself spans a few directions (a light
 moving turns a plane). ``subspace = 0`` is the plain method over the whole space.
 
+The decoder comes in three kinds (``decoder``): ``position``, the parent method's D(b, Δ);
+``shared``, a network of the code alone, S(Δ), one curved path of changes (S(αΔ) as α
+grows) that every latent follows; ``both``, their sum S(Δ) + D(b, Δ), whose position part
+training keeps small (see :func:`tlgan.delta.train.train_delta`). From a few inverted
+sequences a decoder that depends on where b is extrapolates into places it has not seen;
+the shared part carries what every sequence shows. Model folders written before the
+setting hold ``position`` decoders and load as such.
+
 A trained model also keeps ``reference_delta``: the code that best reproduces one training
 step from every training position (fitted after training, starting from the mean of
 ``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And
@@ -81,6 +89,27 @@ class DeltaDecoder(nn.Module):
         return self.net(b, delta) - self.net(b, torch.zeros_like(delta))
 
 
+class SharedDecoder(nn.Module):
+    """Δ (N, delta_dim) -> residual (N, width): the part of the change every latent shares."""
+
+    def __init__(self, width: int, delta_dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(delta_dim, hidden)
+        self.act = nn.LeakyReLU(0.2)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def net(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(delta)))
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.net(delta) - self.net(torch.zeros_like(delta))
+
+
+#: What the decoder reads: "position" (b and Δ: the parent method), "shared" (Δ alone: one
+#: curved path of changes that every latent follows) or "both" (their sum).
+DECODERS = ("position", "shared", "both")
+
+
 class DeltaModel(nn.Module):
     """E and D for latents of shape ``latent_shape`` ((D,) for z / w, (num_ws, w_dim) for wp).
 
@@ -95,9 +124,13 @@ class DeltaModel(nn.Module):
         delta_dim: int = 8,
         hidden: int = 256,
         subspace: int = 0,
+        decoder: str = "position",
         info: dict[str, Any] | None = None,
     ):
         super().__init__()
+        if decoder not in DECODERS:
+            raise TlganError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        self.decoder_kind = str(decoder)
         self.latent_shape = tuple(int(s) for s in latent_shape)
         if not self.latent_shape or any(s < 1 for s in self.latent_shape):
             raise TlganError(f"latent_shape must be positive sizes, not {latent_shape}")
@@ -111,7 +144,10 @@ class DeltaModel(nn.Module):
         width = self.subspace or self.dim
         self.info: dict[str, Any] = dict(info or {})
         self.encoder = DeltaEncoder(width, self.delta_dim, self.hidden)
-        self.decoder = DeltaDecoder(width, self.delta_dim, self.hidden)
+        if self.decoder_kind != "shared":
+            self.decoder = DeltaDecoder(width, self.delta_dim, self.hidden)
+        if self.decoder_kind != "position":
+            self.shared = SharedDecoder(width, self.delta_dim, self.hidden)
         if self.subspace:
             self.register_buffer("basis", torch.eye(self.subspace, self.dim))
         self.register_buffer("center", torch.zeros(self.dim))
@@ -126,6 +162,7 @@ class DeltaModel(nn.Module):
             "delta_dim": self.delta_dim,
             "hidden": self.hidden,
             "subspace": self.subspace,
+            "decoder": self.decoder_kind,
         }
 
     @property
@@ -169,13 +206,26 @@ class DeltaModel(nn.Module):
         """Δ (N, delta_dim) of the change a_i -> a_j, each (N, *latent_shape) or (N, D)."""
         return self.encoder(self._norm(a_i.reshape(-1, self.dim)), self._norm(a_j.reshape(-1, self.dim)))
 
-    def move(self, b: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """``b + D(b, Δ)``: (N, D) flat latents and codes (N, delta_dim) (or (delta_dim,), broadcast)."""
+    def residuals(self, b: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder's two parts in its coordinates, (N, r or D) each: the shared one (zeros
+        for the ``position`` decoder) and the position-dependent one (None for ``shared``)."""
         b = b.reshape(-1, self.dim).to(self.center.dtype)
         delta = delta.to(b.dtype)
         if delta.ndim == 1:
             delta = delta.expand(len(b), -1)
-        return b + self._residual(self.decoder(self._norm(b), delta))
+        shared = (
+            self.shared(delta)
+            if self.decoder_kind != "position"
+            else b.new_zeros(len(b), self.subspace or self.dim)
+        )
+        position = self.decoder(self._norm(b), delta) if self.decoder_kind != "shared" else None
+        return shared, position
+
+    def move(self, b: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``b + D(b, Δ)``: (N, D) flat latents and codes (N, delta_dim) (or (delta_dim,), broadcast)."""
+        shared, position = self.residuals(b, delta)
+        out = shared if position is None else shared + position
+        return b.reshape(-1, self.dim).to(self.center.dtype) + self._residual(out)
 
     def forward(
         self, a_i: torch.Tensor, a_j: torch.Tensor, b_i: torch.Tensor
@@ -238,4 +288,13 @@ def load_delta(directory: str | os.PathLike, device: str = "cpu") -> DeltaModel:
     return model.to(device).eval()
 
 
-__all__ = ["DeltaEncoder", "DeltaDecoder", "DeltaModel", "save_delta", "load_delta", "FORMAT"]
+__all__ = [
+    "DeltaEncoder",
+    "DeltaDecoder",
+    "SharedDecoder",
+    "DeltaModel",
+    "DECODERS",
+    "save_delta",
+    "load_delta",
+    "FORMAT",
+]

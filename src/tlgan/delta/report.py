@@ -16,6 +16,7 @@ METHODS = (
     ("axis", "classifier axis"),
     ("no_edit", "no edit"),
     ("inversion", "inverted target (ceiling)"),
+    ("true_change", "true target (renderer)"),
 )
 
 
@@ -38,10 +39,12 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
         if key not in best:
             continue
         m = best[key]
+        spread = m.get("spread", {})
+        psnr = _fmt(m.get("psnr_db")) + (f" ± {_fmt(spread['psnr_db'])}" if "psnr_db" in spread else "")
         rows.append(
             [
                 html.escape(label),
-                _fmt(m["psnr_db"]),
+                psnr,
                 _fmt(m.get("off_target_classifier"), 4),
                 _fmt(m.get("off_target_identity"), 4),
                 _fmt(m.get("factor_error"), 3),
@@ -59,10 +62,24 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
                 f" A gain of +{best['target_gain_db']:g} dB is above that ceiling here: no edit of these "
                 f"latents can reach it."
             )
+    wander = ""
+    if "train_wander" in entry:
+        w = entry["train_wander"]
+        wander = (
+            f" Training sequences: {_fmt(w['step_norm'])} latent distance between steps, "
+            f"{_fmt(w['shared_step_norm'])} along the path they share, {_fmt(w['wander'])} of each "
+            f"sequence's own wander (root mean square)."
+        )
+    seeds = ""
+    if best.get("gain_db_by_seed") and len(best["gain_db_by_seed"]) > 1:
+        seeds = (
+            f" Mean over {len(best['gain_db_by_seed'])} training seeds (± their standard deviation; gains "
+            f"{', '.join(_fmt(g, 2, True) for g in best['gain_db_by_seed'])} dB)."
+        )
     parts = [
         f"<h2>{html.escape(factor)}</h2>",
         f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
-        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{note}</p>",
+        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{seeds}{note}{wander}</p>",
         _table(
             [
                 "method",
@@ -92,8 +109,9 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
     if grid and (out_dir / grid).is_file():
         data = base64.b64encode((out_dir / grid).read_bytes()).decode()
         parts.append(
-            f"<h3>Edits from the middle step</h3><p>Per held-out identity: the renderer's true images, "
-            f"the learned edits, the linear edits.</p><img alt='edit grid {html.escape(factor)}' "
+            f"<h3>Edits from the middle step</h3><p>Per held-out identity, three rows over the steps: the "
+            f"renderer's true targets, the learned edits and the straight line's, each edited from that "
+            f"face's inverted middle step.</p><img alt='edit grid {html.escape(factor)}' "
             f"src='data:image/png;base64,{data}'>"
         )
     return "".join(parts)

@@ -9,7 +9,10 @@ learned too). With Gaussian noise of ``noise`` x the latents' scale added to the
     lambda_a * |a_j - â_j|^2 + lambda_b * |b_j - b̂_j|^2   (mean over dimensions, / scale^2)
 
 with ``Δ = E(a_i, a_j)``, ``â_j = a_i + D(a_i, Δ)``, ``b̂_j = b_i + D(b_i, Δ)``. The
-``b`` term is what forces Δ to describe the change rather than the identity.
+``b`` term is what forces Δ to describe the change rather than the identity. With the
+``both`` decoder, ``position_penalty`` x the mean squared size of its position-dependent
+part (summed over the subspace, / D) is added, so that part is learned only where every
+sequence asks for it.
 
 Each step's draws come from a generator seeded by (seed, step) and the initial weights
 from ``seed`` alone, so a run resumed from a checkpoint ends exactly where an
@@ -29,19 +32,27 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tlgan.delta.model import DeltaModel, save_delta
+from tlgan.delta.model import DECODERS, DeltaModel, save_delta
 from tlgan.errors import TlganError
-from tlgan.io import write_json
-from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
+from tlgan.io import load_tensors, write_json
+from tlgan.train.checkpoint import (
+    STATE_FILE,
+    checkpoint_dir,
+    has_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from tlgan.train.common import cosine_lr, set_lr, settings_mismatch, step_generator
 
 log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
 STREAM_NOISE = 22
-#: How the subspace is chosen: "line" (the least-squares line's direction, then the principal
-#: directions of what it leaves) or "pca" (the principal directions of the change alone).
-BASES = ("line", "pca")
+#: How the subspace is chosen: "path" (the least-squares line's direction, then the principal
+#: directions of what it leaves of the mean path over sequences), "line" (the line, then the
+#: principal directions of what it leaves of every sequence's change) or "pca" (the principal
+#: directions of the change alone).
+BASES = ("path", "line", "pca")
 
 DEFAULTS = {
     "delta_dim": 8,
@@ -53,7 +64,9 @@ DEFAULTS = {
     "noise": 0.05,
     "lambda_a": 1.0,
     "lambda_b": 1.0,
-    "basis": "line",
+    "basis": "path",
+    "decoder": "both",
+    "position_penalty": 30.0,
 }
 
 
@@ -114,30 +127,62 @@ def _rank(sets: list[torch.Tensor]) -> int:
     return sum(int(x.shape[0]) * (int(x.shape[1]) - 1) for x in sets)
 
 
+def mean_path(sets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Each set's mean path over its sequences, stacked: (sum of n over sets, D), float64.
+
+    Step t's row is the mean over the K sequences of ``x[s, t] - mean_t x[s]``, scaled by
+    sqrt(K) so a set counts by its number of sequences. Every sequence of a set shows the
+    same change in the same steps, so what they share is the change and what they do not
+    (an inversion's wander from image to image) shrinks like 1 / sqrt(K) in the mean.
+    """
+    rows = []
+    for x in sets:
+        centred = (x - x.mean(dim=1, keepdim=True)).to(torch.float64)
+        rows.append(centred.mean(0) * math.sqrt(x.shape[0]))
+    return torch.cat(rows)
+
+
+#: Directions whose singular value is below this fraction of the largest are left out of a basis.
+RANK_TOLERANCE = 1e-5
+
+
 def change_basis(
-    sets: Sequence[torch.Tensor], r: int, values: Sequence[torch.Tensor] | None = None
+    sets: Sequence[torch.Tensor],
+    r: int,
+    values: Sequence[torch.Tensor] | None = None,
+    *,
+    path: bool = False,
 ) -> torch.Tensor:
-    """The r leading principal directions (r, D) of the latents' variation within sequences.
+    """Up to r orthonormal directions (r', D), r' <= r, in which the sequences change.
 
     Each sequence is centred on its own mean, so only what changes along the sequences
-    counts, not how identities differ. With ``values`` (each set's factor values) the first
-    direction is the least-squares line's (:func:`linear_direction`) and the other r - 1 the
-    principal directions of what the line leaves: inverted latents of one face wander
-    between steps in directions the image barely depends on, and on a few sequences that
-    wander can outweigh the factor's own direction in a plain principal analysis.
+    counts, not how identities differ. Without ``values``: the r leading principal
+    directions of that change. With ``values`` (each set's factor values) the first
+    direction is the least-squares line's (:func:`linear_direction`) and the others the
+    principal directions of what the line leaves: of every sequence's change, or with
+    ``path`` of the mean path over sequences (:func:`mean_path`). Inverted latents of one
+    face wander between steps in directions the image barely depends on; on a few
+    sequences that wander can outweigh the factor's own direction in a plain principal
+    analysis, and the mean path keeps the change the sequences share while the wander
+    averages out. Directions the data do not span (singular value under
+    :data:`RANK_TOLERANCE` of the largest) are left out, so r' can be less than r.
     """
     centred = torch.cat([(x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]) for x in sets]).to(
         torch.float64
     )
     if values is None:
-        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-        basis = vh[:r]
+        _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+        keep = int((sv > RANK_TOLERANCE * sv[0].clamp_min(1e-30)).sum())
+        basis = vh[: min(r, keep)]
     else:
         line = linear_direction(sets, values).to(torch.float64)
         line = line / line.norm().clamp_min(1e-12)
-        rest = centred - (centred @ line)[:, None] * line[None]
-        _, _, vh = torch.linalg.svd(rest, full_matrices=False)
-        basis = torch.cat([line[None], vh[: r - 1]])
+        data = mean_path(sets) if path else centred
+        rest = data - (data @ line)[:, None] * line[None]
+        _, sv, vh = torch.linalg.svd(rest, full_matrices=False)
+        scale = max(float(centred.norm(dim=1).max()), 1e-30)
+        keep = int((sv > RANK_TOLERANCE * scale).sum())
+        basis = torch.cat([line[None], vh[: max(0, min(r - 1, keep))]])
         basis, _ = torch.linalg.qr(basis.T)  # re-orthonormalise against rounding
         basis = basis.T
     # Fix each direction's sign (the largest entry positive) so the basis depends on the data only.
@@ -244,6 +289,8 @@ def train_delta(
     lambda_a: float = DEFAULTS["lambda_a"],
     lambda_b: float = DEFAULTS["lambda_b"],
     basis: str = DEFAULTS["basis"],
+    decoder: str = DEFAULTS["decoder"],
+    position_penalty: float = DEFAULTS["position_penalty"],
     seed: int = 0,
     checkpoint_every: int = 500,
     resume: bool = False,
@@ -262,11 +309,19 @@ def train_delta(
     """
     if steps < 1 or batch_size < 1:
         raise TlganError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
-    for name, value in (("noise", noise), ("lambda_a", lambda_a), ("lambda_b", lambda_b), ("lr", lr)):
+    for name, value in (
+        ("noise", noise),
+        ("lambda_a", lambda_a),
+        ("lambda_b", lambda_b),
+        ("lr", lr),
+        ("position_penalty", position_penalty),
+    ):
         if not math.isfinite(float(value)) or float(value) < 0:
             raise TlganError(f"{name} must be a finite number >= 0, not {value}")
     if basis not in BASES:
         raise TlganError(f"basis must be one of {', '.join(BASES)}, not {basis!r}")
+    if decoder not in DECODERS:
+        raise TlganError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
     sets, value_sets, shape = _check_sets(latent_sets, values)
     out_dir = Path(out_dir)
     settings = {
@@ -280,22 +335,24 @@ def train_delta(
         "lambda_a": float(lambda_a),
         "lambda_b": float(lambda_b),
         "basis": str(basis),
+        "decoder": str(decoder),
+        "position_penalty": float(position_penalty),
         "seed": int(seed),
         "data": _fingerprint(sets, value_sets),
     }
+    width = min(int(subspace), _rank(sets), int(torch.tensor(shape).prod()))
+    directions = None
+    if width:
+        directions = change_basis(sets, width, None if basis == "pca" else value_sets, path=basis == "path")
+        width = len(directions)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # initial weights depend on the seed only
-        model = DeltaModel(
-            shape,
-            delta_dim=delta_dim,
-            hidden=hidden,
-            subspace=min(int(subspace), _rank(sets), int(torch.tensor(shape).prod())),
-        )
+        model = DeltaModel(shape, delta_dim=delta_dim, hidden=hidden, subspace=width, decoder=decoder)
     everything = torch.cat([x.reshape(-1, x.shape[-1]) for x in sets])
     model.center.copy_(everything.mean(0))
     model.scale.copy_((everything - everything.mean(0)).pow(2).mean().sqrt().clamp_min(1e-8))
-    if model.subspace:
-        model.basis.copy_(change_basis(sets, model.subspace, value_sets if basis == "line" else None))
+    if directions is not None:
+        model.basis.copy_(directions)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start, history = 0, []
     if has_checkpoint(out_dir):
@@ -304,16 +361,23 @@ def train_delta(
                 f"{out_dir} holds a training checkpoint; pass --resume (resume=True) to continue it, or "
                 f"use a new --out folder"
             )
-        manifest = restore_checkpoint(
-            out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
+        # Settings first, so a checkpoint of other settings is refused by name rather than by
+        # the network shapes they lead to. Checkpoints from before these were settings used the
+        # plain principal directions and the position-dependent decoder alone.
+        _, saved = load_tensors(checkpoint_dir(out_dir) / STATE_FILE)
+        diff = settings_mismatch(
+            (saved.get("info") or {}).get("settings", {}),
+            settings,
+            introduced={"basis": "pca", "decoder": "position", "position_penalty": 0.0},
         )
-        # Checkpoints from before the basis was a setting used the plain principal directions.
-        diff = settings_mismatch(manifest["info"].get("settings", {}), settings, introduced={"basis": "pca"})
         if diff:
             raise TlganError(
                 f"{out_dir}: the checkpoint was written with other settings ({'; '.join(diff)}); "
                 f"pass the same ones, or train into a new --out folder"
             )
+        manifest = restore_checkpoint(
+            out_dir, modules={"delta": model}, optimizers={"adam": opt}, restore_rng=False
+        )
         start, history = int(manifest["step"]), list(manifest["info"].get("history", []))
         log.info("resuming learned-edit training at step %d of %d", start, steps)
     elif resume:
@@ -342,10 +406,20 @@ def train_delta(
             b_i_in = b_i + sigma * torch.randn(b_i.shape, generator=g)
         else:
             a_i_in, a_j_in, b_i_in = a_i, a_j, b_i
-        a_hat, b_hat = model(a_i_in, a_j_in, b_i_in)
+        delta = model.encode(a_i_in, a_j_in)
+        shared_a, position_a = model.residuals(a_i_in, delta)
+        shared_b, position_b = model.residuals(b_i_in, delta)
+        a_hat = a_i_in + model._residual(shared_a if position_a is None else shared_a + position_a)
+        b_hat = b_i_in + model._residual(shared_b if position_b is None else shared_b + position_b)
         loss_a = (a_hat - a_j).pow(2).mean() / scale2
         loss_b = (b_hat - b_j).pow(2).mean() / scale2
         loss = lambda_a * loss_a + lambda_b * loss_b
+        if decoder == "both" and position_penalty > 0:
+            # What depends on the position is learned only where every sequence asks for it:
+            # on a few noisy sequences it would otherwise fit their wander.
+            # (Summed over the networks' coordinates and divided by D, as the reconstruction terms.)
+            size = position_a.pow(2).sum(1).mean() + position_b.pow(2).sum(1).mean()
+            loss = loss + position_penalty * 0.5 * size / model.dim
         if not math.isfinite(loss.item()):
             raise TlganError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -398,4 +472,12 @@ def train_delta(
     return model
 
 
-__all__ = ["train_delta", "linear_direction", "fit_codes", "change_basis", "DEFAULTS", "BASES"]
+__all__ = [
+    "train_delta",
+    "linear_direction",
+    "fit_codes",
+    "change_basis",
+    "mean_path",
+    "DEFAULTS",
+    "BASES",
+]
