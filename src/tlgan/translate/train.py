@@ -6,9 +6,15 @@ the pair ``(G(l), G(l'))``. Training runs in two phases on pairs drawn afresh ev
 
 1. ``identity_steps``: a :class:`~tlgan.translate.network.TranslationNet` learns to return its
    input (``G(l) -> G(l)``), under an L1 pixel loss;
-2. ``edit_steps``: a copy of it is fine-tuned to the translation (``G(l) -> G(l')``), under the
-   L1 pixel loss plus, with a classifier, the feature loss of inversion
-   (:func:`tlgan.inversion.losses.feature_distance`).
+2. ``edit_steps``: a copy of it is fine-tuned to the translation (``G(l) -> G(l')``), under
+   an L1 pixel loss weighted toward the pixels the pair changes (:func:`edit_loss_weights`),
+   plus, with a classifier, the feature loss of inversion
+   (:func:`tlgan.inversion.losses.feature_distance`) and a term pulling the classifier's
+   probability of the attribute to the edited image's (:func:`attribute_loss`).
+
+Why the weighting: a thin edit (a glasses frame, grey strands) covers few pixels, and where
+its exact place is uncertain, the per-pixel L1 optimum is to draw nothing at all. Weighting each
+pixel by how much the pair changes it moves that optimum toward drawing the change.
 
 The step's latents come from its own random stream (seed, step), so a run resumed from its
 checkpoint (``OUT/checkpoint/``, written every ``checkpoint_every`` steps) ends with the same
@@ -43,6 +49,38 @@ from tlgan.translate.network import TranslationNet
 log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
+#: Settings recorded since the change-weighted loss, with the value older checkpoints used.
+INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0}
+
+
+def edit_loss_weights(source: torch.Tensor, target: torch.Tensor, change_weight: float) -> torch.Tensor:
+    """(N, 1, R, R) pixel weights ``1 + change_weight * d / mean(d)``, ``d`` = |target - source| (max over channels).
+
+    ``d`` is normalised by its mean over the batch, so the weights do not depend on how large the
+    edit is overall; ``change_weight`` 0 gives uniform weights (a plain L1).
+    """
+    if change_weight <= 0:
+        return source.new_ones((source.shape[0], 1, *source.shape[-2:]))
+    d = (target - source).abs().amax(1, keepdim=True)
+    return 1.0 + change_weight * d / d.mean().clamp_min(1e-6)
+
+
+def weighted_l1(images: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The L1 distance averaged with ``weights`` (N, 1, R, R): a plain L1 when the weights are uniform."""
+    return ((images - target).abs() * weights).sum() / (weights.sum() * images.shape[1])
+
+
+def attribute_loss(
+    classifier: Classifier, images: torch.Tensor, target: torch.Tensor, index: int
+) -> torch.Tensor:
+    """Binary cross-entropy of the classifier's probability of attribute ``index`` on ``images``
+    against its probability on ``target`` (a soft label), minus its floor: 0 when they agree.
+    Bounded gradients, unlike a squared logit distance."""
+    with torch.no_grad():
+        want = classifier.probabilities(target)[:, index]
+    logit = classifier.logits(images)[:, index]
+    floor = F.binary_cross_entropy(want, want, reduction="none")
+    return (F.binary_cross_entropy_with_logits(logit, want, reduction="none") - floor).mean()
 
 
 def edit_pairs(
@@ -97,6 +135,8 @@ def train_translation(
     width: int = 32,
     depth: int = 3,
     feature_weight: float = 0.1,
+    change_weight: float = 0.0,
+    attribute_weight: float = 0.0,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     resume: bool = False,
@@ -110,6 +150,11 @@ def train_translation(
     ``axes`` must be in a space of ``generator`` (``z`` or ``w``); ``amount`` is the latent move
     of the training pairs. ``record`` (generator spec, axes file, ...) is written into
     ``translation.json``. Returns the trained :class:`TranslationModel` (also saved).
+
+    The edit phase's loss is the L1 weighted by :func:`edit_loss_weights` (``change_weight``;
+    0 is a plain L1), plus ``feature_weight`` x the classifier feature distance and
+    ``attribute_weight`` x :func:`attribute_loss` (both need ``classifier``; the second also
+    needs the attribute among its outputs, else it is off and recorded as 0).
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
@@ -118,6 +163,13 @@ def train_translation(
     check_axes_for(axes, generator)
     if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
         raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
+    if min(change_weight, attribute_weight, feature_weight) < 0:
+        raise TlganError(
+            "the loss weights (--change-weight, --attribute-weight, --feature-weight) must be >= 0"
+        )
+    attribute_index = None
+    if classifier is not None and attribute_weight > 0 and attribute in classifier.attributes:
+        attribute_index = classifier.attributes.index(attribute)
     torch.manual_seed(seed)
     identity = TranslationNet(generator.img_resolution, width, depth)
     base_record = None
@@ -148,6 +200,8 @@ def train_translation(
         "width": int(width),
         "depth": int(depth),
         "feature_weight": float(feature_weight) if classifier is not None else 0.0,
+        "change_weight": float(change_weight),
+        "attribute_weight": float(attribute_weight) if attribute_index is not None else 0.0,
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
     }
@@ -158,7 +212,7 @@ def train_translation(
         if not has_checkpoint(out_dir):
             raise TlganError(f"{out_dir}: no checkpoint to resume from; run without --resume")
         manifest = restore_checkpoint(out_dir, modules=modules, optimizers=optimizers)
-        diff = settings_mismatch(manifest["info"].get("settings", {}), settings)
+        diff = settings_mismatch(manifest["info"].get("settings", {}), settings, INTRODUCED)
         if diff:
             raise TlganError(
                 f"{out_dir}: the checkpoint was trained with other settings ({'; '.join(diff)}); pass the "
@@ -194,9 +248,14 @@ def train_translation(
             if phase_identity:
                 target = source
         out = net(source)
-        loss = F.l1_loss(out, target)
-        if not phase_identity and classifier is not None and feature_weight > 0:
-            loss = loss + feature_weight * feature_distance(classifier, out, targets=target).mean()
+        if phase_identity:
+            loss = F.l1_loss(out, target)
+        else:
+            loss = weighted_l1(out, target, edit_loss_weights(source, target, change_weight))
+            if classifier is not None and feature_weight > 0:
+                loss = loss + feature_weight * feature_distance(classifier, out, targets=target).mean()
+            if attribute_index is not None:
+                loss = loss + attribute_weight * attribute_loss(classifier, out, target, attribute_index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # A bounded step: without normalisation layers, one large feature-loss gradient can
