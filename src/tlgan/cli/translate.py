@@ -74,7 +74,7 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
 )
 @click.option(
     "--change-weight",
-    default=0.0,
+    default=16.0,
     show_default=True,
     help="Weight of the pixels the pair changes in the L1 (0: plain L1).",
 )

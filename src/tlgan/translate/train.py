@@ -135,7 +135,7 @@ def train_translation(
     width: int = 32,
     depth: int = 3,
     feature_weight: float = 0.1,
-    change_weight: float = 0.0,
+    change_weight: float = 16.0,
     attribute_weight: float = 0.0,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
