@@ -117,7 +117,7 @@ def _interrupted_at(step: int, *args, **kwargs) -> None:
 
 @pytest.mark.parametrize("stop", [7, 13])  # in the identity phase, and in the edit phase
 def test_an_interrupted_training_resumes_bit_for_bit(generator, axes, tmp_path, stop):
-    kwargs = dict(amount=1.0, identity_steps=10, edit_steps=8, **SMALL)
+    kwargs = dict(amount=1.0, identity_steps=10, edit_steps=8, blur=1.0, **SMALL)
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
     _interrupted_at(stop, generator, axes, "Up", tmp_path / "resumed", **kwargs)
     with pytest.raises(TlganError, match="--resume"):
@@ -233,6 +233,21 @@ def test_change_weighting_moves_the_l1_optimum_toward_drawing_a_thin_edit():
     stroke[:, :, 1, 1] = 1.0
     assert weighted_l1(nothing, target, plain) < weighted_l1(stroke, target, plain)
     assert weighted_l1(stroke, target, weights) < weighted_l1(nothing, target, weights)
+
+
+def test_blurring_pairs_keeps_flat_images_and_damps_a_checkerboard_alike():
+    from tlgan.train.common import step_generator
+    from tlgan.translate.train import blur_pairs
+
+    flat = torch.full((4, 3, 16, 16), 0.3)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2).float().expand(4, 3, 16, 16) - 0.5
+    a, b = blur_pairs(flat, flat + checker, 2.0, step_generator(0, 0, 22))
+    assert torch.allclose(a, flat)
+    # Both images get the same blur: the pair's difference is the blurred checkerboard, far weaker.
+    assert torch.allclose(b - a, blur_pairs(checker, checker, 2.0, step_generator(0, 0, 22))[0], atol=1e-6)
+    assert (b - a).abs().mean() < 0.5 * checker.abs().mean()
+    same = blur_pairs(flat, checker, 0.0, step_generator(0, 0, 22))
+    assert same[0] is flat and same[1] is checker
 
 
 def test_the_attribute_loss_is_zero_when_the_classifier_agrees_and_grows_with_the_gap():

@@ -84,6 +84,12 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
     show_default=True,
     help="Pull the classifier's probability of the attribute to the edited image's (0: off).",
 )
+@click.option(
+    "--blur",
+    default=0.0,
+    show_default=True,
+    help="Blur both images of each pair alike by up to this sigma (px), against the generator's texture.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
@@ -107,6 +113,7 @@ def train_translate_cmd(
     feature_weight,
     change_weight,
     attribute_weight,
+    blur,
     seed,
     checkpoint_every,
     resume,
@@ -143,6 +150,7 @@ def train_translate_cmd(
         feature_weight=feature_weight,
         change_weight=change_weight,
         attribute_weight=attribute_weight,
+        blur=blur,
         seed=seed,
         identity_from=identity_from,
         resume=resume,

@@ -26,6 +26,7 @@ several attributes share one identity network.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -49,8 +50,40 @@ from tlgan.translate.network import TranslationNet
 log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
+STREAM_BLUR = 22
 #: Settings recorded since the change-weighted loss, with the value older checkpoints used.
-INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0}
+INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0, "blur": 0.0}
+
+
+def blur_pairs(
+    source: torch.Tensor, target: torch.Tensor, max_sigma: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images of each pair blurred alike, by a Gaussian of sigma ~ U(0, ``max_sigma``) px per pair.
+
+    (N, 3, R, R) each. The same blur on both keeps the pair's edit; varying it across pairs
+    keeps the network from keying on the generator's own fine texture (checkerboard, noise),
+    which a photo or another renderer does not have. ``max_sigma`` 0 returns the inputs.
+    """
+    if max_sigma <= 0:
+        return source, target
+    n = source.shape[0]
+    sigma = torch.rand(n, generator=generator).to(source.device) * max_sigma
+    radius = max(1, math.ceil(3 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=source.dtype, device=source.device)
+    kernel = torch.exp(-0.5 * (offsets[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # (N * 3, K)
+
+    def blur(images: torch.Tensor) -> torch.Tensor:
+        x = images.reshape(1, n * 3, *images.shape[-2:])
+        x = F.conv2d(
+            F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=n * 3
+        )
+        x = F.conv2d(
+            F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=n * 3
+        )
+        return x.reshape(images.shape)
+
+    return blur(source), blur(target)
 
 
 def edit_loss_weights(source: torch.Tensor, target: torch.Tensor, change_weight: float) -> torch.Tensor:
@@ -137,6 +170,7 @@ def train_translation(
     feature_weight: float = 0.1,
     change_weight: float = 16.0,
     attribute_weight: float = 0.0,
+    blur: float = 0.0,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     resume: bool = False,
@@ -154,7 +188,8 @@ def train_translation(
     The edit phase's loss is the L1 weighted by :func:`edit_loss_weights` (``change_weight``;
     0 is a plain L1), plus ``feature_weight`` x the classifier feature distance and
     ``attribute_weight`` x :func:`attribute_loss` (both need ``classifier``; the second also
-    needs the attribute among its outputs, else it is off and recorded as 0).
+    needs the attribute among its outputs, else it is off and recorded as 0). ``blur`` > 0
+    blurs both images of every pair alike (:func:`blur_pairs`), in both phases.
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
@@ -163,7 +198,7 @@ def train_translation(
     check_axes_for(axes, generator)
     if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
         raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
-    if min(change_weight, attribute_weight, feature_weight) < 0:
+    if min(change_weight, attribute_weight, feature_weight, blur) < 0:
         raise TlganError(
             "the loss weights (--change-weight, --attribute-weight, --feature-weight) must be >= 0"
         )
@@ -201,6 +236,7 @@ def train_translation(
         "depth": int(depth),
         "feature_weight": float(feature_weight) if classifier is not None else 0.0,
         "change_weight": float(change_weight),
+        "blur": float(blur),
         "attribute_weight": float(attribute_weight) if attribute_index is not None else 0.0,
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
@@ -247,6 +283,7 @@ def train_translation(
             source, target = edit_pairs(generator, axes, attribute, amount, latents.to(dev), locks)
             if phase_identity:
                 target = source
+            source, target = blur_pairs(source, target, blur, step_generator(seed, step, STREAM_BLUR))
         out = net(source)
         if phase_identity:
             loss = F.l1_loss(out, target)
