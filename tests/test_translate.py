@@ -132,15 +132,15 @@ def test_an_interrupted_training_resumes_bit_for_bit(generator, axes, tmp_path, 
         )
 
 
-def test_a_checkpoint_from_before_the_weighted_loss_resumes_as_a_plain_l1(generator, axes, tmp_path):
+def test_a_checkpoint_from_before_the_weighted_loss_and_blur_resumes_without_them(generator, axes, tmp_path):
     kwargs = dict(
-        amount=1.0, identity_steps=4, edit_steps=8, change_weight=0.0, attribute_weight=0.0, **SMALL
+        amount=1.0, identity_steps=4, edit_steps=8, change_weight=0.0, attribute_weight=0.0, blur=0.0, **SMALL
     )
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
     _interrupted_at(7, generator, axes, "Up", tmp_path / "old", **kwargs)
     manifest_path = tmp_path / "old" / "checkpoint" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    for key in ("change_weight", "attribute_weight"):  # what an older version recorded
+    for key in ("change_weight", "attribute_weight", "blur"):  # what an older version did not record
         del manifest["info"]["settings"][key]
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TlganError, match="change_weight: checkpoint 0.0, now 4.0"):

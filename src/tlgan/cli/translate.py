@@ -86,7 +86,7 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
 )
 @click.option(
     "--blur",
-    default=0.0,
+    default=1.5,
     show_default=True,
     help="Blur both images of each pair alike by up to this sigma (px), against the generator's texture.",
 )

@@ -170,7 +170,7 @@ def train_translation(
     feature_weight: float = 0.1,
     change_weight: float = 16.0,
     attribute_weight: float = 0.0,
-    blur: float = 0.0,
+    blur: float = 1.5,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     resume: bool = False,
