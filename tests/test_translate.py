@@ -117,7 +117,7 @@ def _interrupted_at(step: int, *args, **kwargs) -> None:
 
 @pytest.mark.parametrize("stop", [7, 13])  # in the identity phase, and in the edit phase
 def test_an_interrupted_training_resumes_bit_for_bit(generator, axes, tmp_path, stop):
-    kwargs = dict(amount=1.0, identity_steps=10, edit_steps=8, blur=1.0, **SMALL)
+    kwargs = dict(amount=1.0, identity_steps=10, edit_steps=8, blur=1.0, blend_fraction=0.5, **SMALL)
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
     _interrupted_at(stop, generator, axes, "Up", tmp_path / "resumed", **kwargs)
     with pytest.raises(TlganError, match="--resume"):
@@ -140,7 +140,12 @@ def test_a_checkpoint_from_before_the_weighted_loss_and_blur_resumes_without_the
     _interrupted_at(7, generator, axes, "Up", tmp_path / "old", **kwargs)
     manifest_path = tmp_path / "old" / "checkpoint" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    for key in ("change_weight", "attribute_weight", "blur"):  # what an older version did not record
+    for key in (
+        "change_weight",
+        "attribute_weight",
+        "blur",
+        "blend_fraction",
+    ):  # what an older version did not record
         del manifest["info"]["settings"][key]
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(TlganError, match="change_weight: checkpoint 0.0, now 4.0"):
@@ -248,6 +253,25 @@ def test_blurring_pairs_keeps_flat_images_and_damps_a_checkerboard_alike():
     assert (b - a).abs().mean() < 0.5 * checker.abs().mean()
     same = blur_pairs(flat, checker, 0.0, step_generator(0, 0, 22))
     assert same[0] is flat and same[1] is checker
+
+
+def test_the_blended_forward_is_the_blend_translate_uses_and_trains_only_the_edited_weights():
+    from tlgan.train.common import step_generator
+    from tlgan.translate.network import apply_blend
+    from tlgan.translate.train import blend_amount, blended_forward
+
+    torch.manual_seed(0)
+    identity, edited = TranslationNet(16, 4, 2), TranslationNet(16, 4, 2)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = blended_forward(identity, edited, 0.3, images)
+    assert torch.allclose(out, apply_blend(identity, edited, 0.3, images), atol=1e-6)
+    out.sum().backward()
+    assert all(p.grad is None for p in identity.parameters())
+    assert all(p.grad is not None for p in edited.parameters())
+    draws = [blend_amount(0.25, step_generator(0, k, 23)) for k in range(400)]
+    assert blend_amount(0.0, step_generator(0, 0, 23)) == 1.0
+    blended = [a for a in draws if a != 1.0]
+    assert 0.18 < len(blended) / len(draws) < 0.32 and all(0 <= a < 1 for a in blended)
 
 
 def test_the_attribute_loss_is_zero_when_the_classifier_agrees_and_grows_with_the_gap():

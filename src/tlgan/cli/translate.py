@@ -90,6 +90,12 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
     show_default=True,
     help="Blur both images of each pair alike by up to this sigma (px), against the generator's texture.",
 )
+@click.option(
+    "--blend-fraction",
+    default=0.0,
+    show_default=True,
+    help="Fraction of edit steps trained at a random blend of the two networks (for continuity).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
@@ -114,6 +120,7 @@ def train_translate_cmd(
     change_weight,
     attribute_weight,
     blur,
+    blend_fraction,
     seed,
     checkpoint_every,
     resume,
@@ -151,6 +158,7 @@ def train_translate_cmd(
         change_weight=change_weight,
         attribute_weight=attribute_weight,
         blur=blur,
+        blend_fraction=blend_fraction,
         seed=seed,
         identity_from=identity_from,
         resume=resume,

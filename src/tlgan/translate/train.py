@@ -58,8 +58,33 @@ log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
 STREAM_BLUR = 22
+STREAM_BLEND = 23
 #: Settings recorded since the change-weighted loss, with the value older checkpoints used.
-INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0, "blur": 0.0}
+INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0, "blur": 0.0, "blend_fraction": 0.0}
+
+
+def blend_amount(blend_fraction: float, generator: torch.Generator) -> float:
+    """The blend ``a`` an edit step trains at: 1 (the edited network), or with probability
+    ``blend_fraction`` a uniform draw from (0, 1) (the blend :func:`tlgan.translate.translate` uses)."""
+    if blend_fraction <= 0:
+        return 1.0
+    draw, a = torch.rand(2, generator=generator).tolist()
+    return a if draw < blend_fraction else 1.0
+
+
+def blended_forward(identity: torch.nn.Module, edited: torch.nn.Module, a: float, images: torch.Tensor):
+    """``images`` through the weights ``(1 - a) * identity + a * edited``, differentiable in the edited ones.
+
+    (The blend of :func:`tlgan.translate.network.blend` goes through ``state_dict``, which carries
+    no gradient; here the identity's weights are held fixed and the edited ones learn.)
+    """
+    params = {
+        name: torch.lerp(p_identity.detach(), p_edited, a)
+        for (name, p_identity), (_, p_edited) in zip(
+            identity.named_parameters(), edited.named_parameters(), strict=True
+        )
+    }
+    return torch.func.functional_call(edited, params, (images,))
 
 
 def blur_pairs(
@@ -178,6 +203,7 @@ def train_translation(
     change_weight: float = 16.0,
     attribute_weight: float = 0.0,
     blur: float = 1.5,
+    blend_fraction: float = 0.0,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     resume: bool = False,
@@ -197,6 +223,9 @@ def train_translation(
     ``attribute_weight`` x :func:`attribute_loss` (both need ``classifier``; the second also
     needs the attribute among its outputs, else it is off and recorded as 0). ``blur`` > 0
     blurs both images of every pair alike (:func:`blur_pairs`), in both phases.
+    ``blend_fraction`` of the edit steps train the weight blend at a random ``a`` in (0, 1)
+    against pairs moved by ``a * amount`` (:func:`blend_amount`), so that the blends
+    :func:`~tlgan.translate.translate` uses between the two networks are trained too.
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
@@ -205,9 +234,11 @@ def train_translation(
     check_axes_for(axes, generator)
     if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
         raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
-    if min(change_weight, attribute_weight, feature_weight, blur) < 0:
+    if min(change_weight, attribute_weight, feature_weight, blur) < 0 or not 0 <= blend_fraction <= 1:
         raise TlganError(
-            "the loss weights (--change-weight, --attribute-weight, --feature-weight) must be >= 0"
+            f"--change-weight, --attribute-weight, --feature-weight and --blur must be >= 0 and "
+            f"--blend-fraction in [0, 1]; got {change_weight}, {attribute_weight}, {feature_weight}, {blur}, "
+            f"{blend_fraction}"
         )
     attribute_index = None
     if classifier is not None and attribute_weight > 0 and attribute in classifier.attributes:
@@ -244,6 +275,7 @@ def train_translation(
         "feature_weight": float(feature_weight) if classifier is not None else 0.0,
         "change_weight": float(change_weight),
         "blur": float(blur),
+        "blend_fraction": float(blend_fraction),
         "attribute_weight": float(attribute_weight) if attribute_index is not None else 0.0,
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
@@ -285,13 +317,14 @@ def train_translation(
         net, opt = (identity, opt_identity) if phase_identity else (edited, opt_edited)
         local, steps = (step, identity_steps) if phase_identity else (step - identity_steps, edit_steps)
         set_lr(opt, cosine_lr(local, steps, lr, warmup=min(50, steps // 10)))
+        a = 1.0 if phase_identity else blend_amount(blend_fraction, step_generator(seed, step, STREAM_BLEND))
         with torch.no_grad():
             latents = step_latents(generator, axes.space, batch_size, seed, step)
-            source, target = edit_pairs(generator, axes, attribute, amount, latents.to(dev), locks)
+            source, target = edit_pairs(generator, axes, attribute, a * amount, latents.to(dev), locks)
             if phase_identity:
                 target = source
             source, target = blur_pairs(source, target, blur, step_generator(seed, step, STREAM_BLUR))
-        out = net(source)
+        out = net(source) if a == 1.0 else blended_forward(identity, edited, a, source)
         if phase_identity:
             loss = F.l1_loss(out, target)
         else:
