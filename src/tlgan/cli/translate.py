@@ -72,6 +72,30 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
 @click.option(
     "--feature-weight", default=0.1, show_default=True, help="Classifier feature loss (0: pixels only)."
 )
+@click.option(
+    "--change-weight",
+    default=16.0,
+    show_default=True,
+    help="Weight of the pixels the pair changes in the L1 (0: plain L1).",
+)
+@click.option(
+    "--attribute-weight",
+    default=0.0,
+    show_default=True,
+    help="Pull the classifier's probability of the attribute to the edited image's (0: off).",
+)
+@click.option(
+    "--blur",
+    default=1.5,
+    show_default=True,
+    help="Blur both images of each pair alike by up to this sigma (px), against the generator's texture.",
+)
+@click.option(
+    "--blend-fraction",
+    default=0.0,
+    show_default=True,
+    help="Fraction of edit steps trained at a random blend of the two networks (for continuity).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
@@ -93,6 +117,10 @@ def train_translate_cmd(
     width,
     depth,
     feature_weight,
+    change_weight,
+    attribute_weight,
+    blur,
+    blend_fraction,
     seed,
     checkpoint_every,
     resume,
@@ -110,7 +138,7 @@ def train_translate_cmd(
     from tlgan.translate import train_translation
 
     G = load_generator(generator, device)
-    F = load_classifier(classifier, device) if classifier and feature_weight > 0 else None
+    F = load_classifier(classifier, device) if classifier and feature_weight + attribute_weight > 0 else None
     axes = _axes_with_world_yaw(_axes_for(axes_path, G, generator, classifier, device), attribute, G)
     model = train_translation(
         G,
@@ -127,6 +155,10 @@ def train_translate_cmd(
         width=width,
         depth=depth,
         feature_weight=feature_weight,
+        change_weight=change_weight,
+        attribute_weight=attribute_weight,
+        blur=blur,
+        blend_fraction=blend_fraction,
         seed=seed,
         identity_from=identity_from,
         resume=resume,
@@ -168,21 +200,48 @@ def _photo_paths(inputs: tuple[str, ...]) -> list[Path]:
 )
 @click.option("--amount", required=True, type=float, help="How far to move, in the attribute's latent units.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--align",
+    "align",
+    type=click.Choice(["none", "ffhq"]),
+    default="none",
+    show_default=True,
+    help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
+    "'tlgan[align]') at the model's resolution, instead of a centre crop.",
+)
+@click.option(
+    "--face",
+    "face",
+    default=None,
+    help="With --align ffhq: 'all', 'largest' or N (the N-th from the left) [default: largest].",
+)
+@click.option(
+    "--paste-back",
+    "paste_back",
+    is_flag=True,
+    help="With --align ffhq: also write OUT/NAME.photo.png, the photo with what the translation "
+    "changed warped back into it (pixels outside the face square stay the photo's own).",
+)
 @device_option
 @json_option
-def translate_cmd(photos, model_dir, amount, out_dir, device, as_json):
+def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, device, as_json):
     """Edit PHOTO... (files or folders) in one forward pass of a translation model.
 
-    Each photo is centre-cropped and resized to the model's resolution (the generator's),
-    translated, and written to OUT/NAME.png. A photo that cannot be read is reported and
-    skipped; the exit status is 1 if any failed.
+    Each photo is centre-cropped and resized to the model's resolution (the generator's), or
+    with --align ffhq its faces are aligned as FFHQ's were (OUT/NAME.aligned.png and
+    NAME.align.json beside the result; NAME-1, NAME-2, ... for several faces); the result is
+    OUT/NAME.png. A photo that cannot be read (or has no face) is reported and skipped; the
+    exit status is 1 if any failed.
     """
-    import torch
-    from tqdm.auto import tqdm
+    from tlgan.translate import load_translation
 
-    from tlgan.imaging import read_image, save_image
-    from tlgan.translate import load_translation, translate
+    if align != "ffhq" and (paste_back or face is not None):
+        raise TlganError("--face and --paste-back work on faces found by --align ffhq; add --align ffhq")
+    detector = None
+    if align == "ffhq":
+        from tlgan.cli.align import make_detector
 
+        detector = make_detector()  # the install hint comes before any photo is read
     model = load_translation(model_dir, device)
     if not 0 <= amount / model.amount <= 1:
         click.echo(
@@ -190,32 +249,105 @@ def translate_cmd(photos, model_dir, amount, out_dir, device, as_json):
             f"extrapolated",
             err=True,
         )
-    out = Path(out_dir)
-    rows, failed = [], []
-    for path in tqdm(_photo_paths(photos), desc="translating", disable=as_json):
-        try:
-            image, notes = read_image(path, model.resolution)
-        except TlganError as exc:
-            failed.append({"file": str(path), "error": str(exc)})
-            click.echo(f"error: {exc}", err=True)
-            continue
-        edited = translate(image[None], model, amount)[0]
-        target = out / f"{path.stem}.png"
-        save_image(torch.clamp(edited, -1, 1), target)
-        rows.append({"file": str(path), "out": str(target), "notes": notes})
+    rows, failed = _translate_photos(
+        _photo_paths(photos), model, amount, Path(out_dir), detector, face, paste_back, progress=not as_json
+    )
     summary = {
         "model": str(model_dir),
         "attribute": model.attribute,
         "amount": amount,
+        "align": align,
         "images": rows,
         "failed": failed,
     }
     if as_json:
         print_json(summary)
     else:
-        click.echo(f"{len(rows)} photo(s) translated by {model.attribute}={amount:+g} into {out}")
+        click.echo(f"{len(rows)} image(s) translated by {model.attribute}={amount:+g} into {out_dir}")
     if failed:
         raise SystemExit(1)
+
+
+def _translate_photos(paths, model, amount, out: Path, detector, face, paste_back, *, progress: bool):
+    """Translate each photo (centre crop, or its aligned faces with ``detector``); (rows, failed)."""
+    from tqdm.auto import tqdm
+
+    from tlgan.alignment.files import unique_names
+    from tlgan.imaging import read_image, save_image
+    from tlgan.translate import translate
+
+    rows, failed = [], []
+    for path, name in tqdm(
+        list(zip(paths, unique_names(paths), strict=True)), desc="translating", disable=not progress
+    ):
+        try:
+            if detector is None:
+                image, notes = read_image(path, model.resolution)
+                faces = [(name, image, notes, None)]
+            else:
+                faces = _aligned_faces(path, name, model.resolution, face, detector)
+        except TlganError as exc:
+            failed.append({"file": str(path), "error": str(exc)})
+            click.echo(f"error: {exc}", err=True)
+            continue
+        for key, image, notes, aligned in faces:
+            edited = translate(image[None], model, amount)[0]
+            row = {"file": str(path), "out": str(save_image(edited, out / f"{key}.png")), "notes": notes}
+            if aligned is not None:
+                row.update(_write_aligned(path, key, edited, aligned, out, paste_back))
+            rows.append(row)
+    return rows, failed
+
+
+def _write_aligned(path: Path, key: str, edited, aligned, out: Path, paste_back: bool) -> dict[str, str]:
+    """OUT/KEY.aligned.png and KEY.align.json, and with ``paste_back`` OUT/KEY.photo.png; their paths.
+
+    The paste adds the change the network drew (``edited`` (3, R, R) minus the aligned input) to
+    the photo, so it keeps its own detail wherever the translation changed nothing.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from tlgan.alignment import paste_back as paste
+    from tlgan.alignment import read_photo
+    from tlgan.imaging import to_uint8
+    from tlgan.io import atomic_path, write_json
+
+    paths = {"aligned": out / f"{key}.aligned.png", "alignment": out / f"{key}.align.json"}
+    with atomic_path(paths["aligned"]) as tmp:
+        Image.fromarray(aligned.image).save(tmp, format="PNG")
+    write_json(paths["alignment"], {**aligned.transform.to_dict(), "aligned_image": paths["aligned"].name})
+    if paste_back:
+        reference = np.asarray(aligned.image)
+        photo = paste(read_photo(path), to_uint8(edited), aligned.transform, reference=reference)
+        paths["photo"] = out / f"{key}.photo.png"
+        with atomic_path(paths["photo"]) as tmp:
+            Image.fromarray(photo).save(tmp, format="PNG")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _aligned_faces(path: Path, name: str, resolution: int, face, detector):
+    """[(key, (3, R, R) image in [-1, 1], notes, AlignedFace)] for the faces ``face`` selects in the photo."""
+    import torch
+
+    from tlgan.alignment import align_photo, parse_face, read_photo
+
+    photo = read_photo(path)
+    faces = align_photo(
+        photo,
+        size=resolution,
+        face=parse_face(face or "largest"),
+        detector=detector,
+        label=str(path),
+        source=str(Path(path).resolve()),
+    )
+    out = []
+    for found in faces:
+        key = name if len(faces) == 1 else f"{name}-{found.transform.face}"
+        image = torch.from_numpy(found.image.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+        t = found.transform
+        out.append((key, image, [f"aligned as FFHQ (face {t.face} of {t.faces_found} from the left)"], found))
+    return out
 
 
 @click.command("eval-translate")
