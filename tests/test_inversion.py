@@ -20,7 +20,7 @@ from PIL import Image
 from tlgan.errors import TlganError
 from tlgan.inversion import LatentEncoder, invert, invert_image, load_encoder, optimize_latents
 from tlgan.inversion.encoder import psnr_db
-from tlgan.inversion.optimize import _prior
+from tlgan.inversion.optimize import shell_prior
 from tlgan.models.base import ModuleGenerator
 from tlgan.models.networks import AttributeClassifierNet, DCGANGenerator
 from tlgan.train.encoder import train_encoder
@@ -117,8 +117,8 @@ def test_best_latent_kept_and_early_stop_at_the_optimum(G):
 
 def test_prior_pulls_the_norm_to_the_shell(G):
     d = G.z_dim
-    assert float(_prior(torch.full((1, d), 1.0))) == 0.0  # |z|^2 = D exactly
-    assert float(_prior(torch.zeros(1, d))) == pytest.approx(1.0)  # (0 - D)^2 / D^2
+    assert float(shell_prior(torch.full((1, d), 1.0))) == 0.0  # |z|^2 = D exactly
+    assert float(shell_prior(torch.zeros(1, d))) == pytest.approx(1.0)  # (0 - D)^2 / D^2
     _, x = planted(G, n=2)
     init = 0.2 * G.sample_latents(2, seed=3)
     latents, _ = optimize_latents(

@@ -71,7 +71,7 @@ def joint_invert(
     from tlgan.delta.train import change_basis
     from tlgan.inversion.encoder import frozen, psnr_db
     from tlgan.inversion.losses import reconstruction_loss
-    from tlgan.inversion.optimize import _prior
+    from tlgan.inversion.optimize import shell_prior
 
     images = torch.as_tensor(images).float()
     init = torch.as_tensor(init).float()
@@ -102,7 +102,7 @@ def joint_invert(
 
         def loss_of(x):
             loss = recon(generator.synthesize(x, "z"))
-            return loss + prior_weight * _prior(x) if prior_weight > 0 else loss
+            return loss + prior_weight * shell_prior(x) if prior_weight > 0 else loss
 
         with torch.no_grad():
             best_loss = float(loss_of(latents_of(*params)).mean())

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 100
 
 
-def _prior(z: torch.Tensor) -> torch.Tensor:
+def shell_prior(z: torch.Tensor) -> torch.Tensor:
     """(|z|^2 - D)^2 / D^2 per row (N,): 0 on the shell where N(0, I) latents concentrate."""
     d = z.shape[1]
     return (z.pow(2).sum(1) - d).pow(2) / (d * d)
@@ -249,7 +249,7 @@ def optimize_latents(
             noise = dict(zip(names, values[1:], strict=True)) if names else None
             loss = recon(raw_images(generator, values[0], space, noise), rows)
             if prior_weight > 0 and space == "z":
-                loss = loss + prior_weight * _prior(values[0])
+                loss = loss + prior_weight * shell_prior(values[0])
             for x in values[1:]:
                 loss = loss + noise_weight * noise_regularizer(x)
             return loss
