@@ -199,3 +199,17 @@ def test_cli_records_the_adversarial_command(tmp_path, monkeypatch):
     assert (
         training["command"].startswith("tlgan train distill ") and "--adversarial 0.01" in training["command"]
     )
+
+
+def test_generator_ignores_the_critic_during_its_warmup(tmp_path):
+    """While the critic learns alone (d_warmup), the generator's run is pure distillation, bit for
+    bit; once it counts, the generator's weights differ."""
+    plain = {**KWARGS, "adversarial": 0.0}
+    distill_generator(teacher(), tmp_path / "plain", steps=12, **plain)
+    distill_generator(teacher(), tmp_path / "warm", steps=12, d_warmup=12, **KWARGS)
+    distill_generator(teacher(), tmp_path / "adv", steps=12, d_warmup=6, **KWARGS)
+    p, w, a = (final_state(tmp_path / k)[0] for k in ("plain", "warm", "adv"))
+    g_keys = [k for k in p if k.startswith(("module.G.", "module.G_ema.", "optim.G."))]
+    assert g_keys and all(torch.equal(p[k], w[k]) for k in g_keys)
+    assert not all(torch.equal(p[k], a[k]) for k in g_keys if k.startswith("module.G."))
+    assert any(k.startswith("module.D.") for k in w) and not any(k.startswith("module.D.") for k in p)

@@ -45,6 +45,13 @@ from tlgan.cli.common import arch_kwargs, arch_options, device_option, json_opti
 )
 @click.option("--d-lr", type=float, default=None, help="Discriminator learning rate (default: --lr).")
 @click.option(
+    "--d-warmup",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Steps in which the discriminator trains alone before the generator feels it.",
+)
+@click.option(
     "--init",
     default=None,
     help="Start from this generator's weights (same architecture and size), e.g. toyfaces-gan.",
@@ -82,6 +89,7 @@ def distill_cmd(
     d_width,
     d_depth,
     d_lr,
+    d_warmup,
     init,
     ema_decay,
     seed,
@@ -124,6 +132,7 @@ def distill_cmd(
         d_width=d_width,
         d_depth=d_depth,
         d_lr=d_lr,
+        d_warmup=d_warmup,
         init=load_generator(init, device) if init else None,
         init_spec=init,
         progress=not as_json,

@@ -19,7 +19,8 @@ student latent has its teacher image, so the pixel and feature losses fix what g
 the critic, which sees only local patches of teacher and student images, pays for the teacher's
 hard edges and clean flat regions that a regression loss alone averages into blur and speckle.
 The generator's loss becomes distillation + ``adversarial`` x (- mean patch logit of its
-images). ``init`` starts the student from trained weights (fine-tuning, e.g. the bundled
+images), after ``d_warmup`` steps in which the critic learns alone: an untrained critic's
+gradients are noise that the generator would learn as high-frequency texture. ``init`` starts the student from trained weights (fine-tuning, e.g. the bundled
 ``toyfaces-gan``). It still needs a teacher, not an image folder: `tlgan train generator` is
 the GAN trainer for image folders.
 """
@@ -71,6 +72,7 @@ INTRODUCED_SETTINGS = {
     "d_width": None,
     "d_depth": None,
     "d_lr": None,
+    "d_warmup": None,
     "init": None,
 }
 
@@ -170,6 +172,7 @@ def distill_generator(
     d_width: int = 32,
     d_depth: int = 3,
     d_lr: float | None = None,
+    d_warmup: int = 0,
     init: Generator | None = None,
     init_spec: str | None = None,
     command: str | None = None,
@@ -178,7 +181,8 @@ def distill_generator(
     (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
 
     ``adversarial`` > 0 adds a PatchDiscriminator (``d_width`` channels, ``d_depth`` strided
-    convs, Adam at ``d_lr``, default ``lr``) and that weight times its hinge generator loss;
+    convs, Adam at ``d_lr``, default ``lr``) and, from step ``d_warmup`` on, that weight times its
+    hinge generator loss;
     ``init`` (a generator of the student's class and size) gives the starting weights.
     Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one
     (the critic and its optimizer are in the checkpoints). ``command`` (default: this process's
@@ -242,6 +246,7 @@ def distill_generator(
         "d_width": d_width if adversarial > 0 else None,
         "d_depth": d_depth if adversarial > 0 else None,
         "d_lr": d_lr if adversarial > 0 else None,
+        "d_warmup": d_warmup if adversarial > 0 else None,
         "init": (init_spec or init.name) if init is not None else None,
     }
     start, avg, d_avg = 0, None, None
@@ -298,7 +303,8 @@ def distill_generator(
             d_value = float(d_loss.detach())
             d_avg = d_value if d_avg is None else 0.98 * d_avg + 0.02 * d_value
             D.requires_grad_(False)
-            loss = loss - adversarial * D(fake).mean()
+            if step >= d_warmup:
+                loss = loss - adversarial * D(fake).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
