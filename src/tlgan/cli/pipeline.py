@@ -480,7 +480,8 @@ def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
     click.echo(
         f"generator {gen['name']}: max |frequency difference| {gen['frequency_abs_diff_max']:.4f}, "
         f"mean |correlation difference| {gen['correlation_abs_diff_mean']:.4f}, "
-        f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f})"
+        f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f}), "
+        f"sharpness {gen['sharpness_ratio']:.3f} of the renders'"
     )
     click.echo(f"renderer: {result['render_faces_per_second']:.0f} faces/s")
 
