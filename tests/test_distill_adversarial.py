@@ -130,10 +130,14 @@ def test_critic_learns_to_tell_teacher_from_frozen_student(tmp_path):
     assert real - fake > 1.0, (float(real), float(fake))
 
 
-def test_init_of_another_size_is_refused(tmp_path):
+def test_bad_settings_are_refused(tmp_path):
     other = make_student("dcgan", 8, 16, width=16)
     with pytest.raises(TlganError, match="--init is a DCGANGenerator"):
         distill_generator(teacher(), tmp_path / "x", steps=1, init=other, **KWARGS)
+    with pytest.raises(TlganError, match="d_warmup is a number of steps"):
+        distill_generator(teacher(), tmp_path / "y", steps=1, d_warmup=-1, **KWARGS)
+    with pytest.raises(TlganError, match="adversarial must be 0"):
+        distill_generator(teacher(), tmp_path / "z", steps=1, **{**KWARGS, "adversarial": -0.1})
 
 
 def test_patch_discriminator_shapes_and_receptive_field():

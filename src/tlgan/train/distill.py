@@ -202,6 +202,8 @@ def distill_generator(
             raise TlganError(f"{label} must be at least 1, not {value}")
     if adversarial < 0:
         raise TlganError(f"adversarial must be 0 (off) or a positive weight, not {adversarial}")
+    if d_warmup < 0:
+        raise TlganError(f"d_warmup is a number of steps, 0 or more, not {d_warmup}")
     if not resume and has_checkpoint(out_dir):
         raise TlganError(
             f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
