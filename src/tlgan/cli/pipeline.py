@@ -10,8 +10,6 @@ from pathlib import Path
 import click
 
 from tlgan.cli.common import (
-    arch_kwargs,
-    arch_options,
     classifier_option,
     device_option,
     generator_option,
@@ -480,101 +478,10 @@ def toyfaces_eval_cmd(n, generator, classifier, device, as_json):
     click.echo(
         f"generator {gen['name']}: max |frequency difference| {gen['frequency_abs_diff_max']:.4f}, "
         f"mean |correlation difference| {gen['correlation_abs_diff_mean']:.4f}, "
-        f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f})"
+        f"Frechet distance {gen['frechet_distance']:.3f} (floor {gen['frechet_distance_floor']:.3f}), "
+        f"sharpness {gen['sharpness_ratio']:.3f} of the renders'"
     )
     click.echo(f"renderer: {result['render_faces_per_second']:.0f} faces/s")
-
-
-@click.command("distill")
-@click.option("--teacher", default="toyfaces-render", help="Generator to imitate (registered name or spec).")
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--steps", type=int, default=3000)
-@click.option("--batch-size", type=int, default=64)
-@click.option("--lr", type=float, default=2e-3, help="Peak Adam learning rate (cosine schedule).")
-@arch_options
-@click.option("--width", type=int, default=32, help="DCGAN generator width.")
-@click.option(
-    "--classifier",
-    default=None,
-    help="Classifier whose hidden layers give the feature loss (none: pixels only).",
-)
-@click.option("--feature-weight", type=float, default=0.1)
-@click.option(
-    "--edge-weight",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Weight of the L1 between image gradients (pays for sharp edges in the right place).",
-)
-@click.option("--ema-decay", type=float, default=0.995, show_default=True)
-@click.option("--seed", type=int, default=0)
-@click.option("--name", default="distilled", help="Model name stored in model.json.")
-@click.option("--checkpoint-every", type=int, default=250)
-@click.option(
-    "--sample-every",
-    type=int,
-    default=500,
-    show_default=True,
-    help="Steps between teacher/student grids in OUT/samples/.",
-)
-@click.option("--resume", is_flag=True)
-@device_option
-@json_option
-def distill_cmd(
-    teacher,
-    out,
-    steps,
-    batch_size,
-    lr,
-    arch,
-    channel_base,
-    channel_max,
-    w_dim,
-    mapping_layers,
-    width,
-    classifier,
-    feature_weight,
-    edge_weight,
-    ema_decay,
-    seed,
-    name,
-    checkpoint_every,
-    sample_every,
-    resume,
-    device,
-    as_json,
-):
-    """Fit a generator (DCGAN or StyleGAN2) to a teacher generator's images (no adversary)."""
-    from tlgan.models import load_classifier, load_generator
-    from tlgan.train.distill import distill_generator
-
-    sizes = arch_kwargs(
-        arch, channel_base=channel_base, channel_max=channel_max, w_dim=w_dim, mapping_layers=mapping_layers
-    )
-    result = distill_generator(
-        load_generator(teacher, device),
-        out,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        width=width,
-        classifier=load_classifier(classifier, device) if classifier else None,
-        feature_weight=feature_weight,
-        ema_decay=ema_decay,
-        seed=seed,
-        device=device,
-        name=name,
-        checkpoint_every=checkpoint_every,
-        sample_every=sample_every,
-        resume=resume,
-        teacher_spec=teacher,
-        classifier_spec=classifier,
-        arch=arch,
-        arch_kwargs=sizes,
-        edge_weight=edge_weight,
-        progress=not as_json,
-    )
-    print_json(result) if as_json else click.echo(f"saved {out}/model.json (loss {result['loss']:.4f})")
 
 
 def register(group: click.Group) -> None:
@@ -592,6 +499,7 @@ def register(group: click.Group) -> None:
     from tlgan.cli.toyfaces import toyfaces
 
     toyfaces.add_command(toyfaces_eval_cmd)
+    from tlgan.cli.distill import distill_cmd
     from tlgan.cli.train import train
 
     train.add_command(distill_cmd)

@@ -4,7 +4,8 @@
   training data) against the renderer's ground-truth labels.
 - Generator: the classifier's attribute frequencies and attribute-correlation matrix on generated
   faces against the same on rendered faces, and a Frechet distance in the classifier's feature
-  space, beside the distance between two independent render sets (the floor).
+  space, beside the distance between two independent render sets (the floor), and sharpness:
+  the mean over images of the variance of the Laplacian, generated against rendered.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from scipy import linalg
 
 from tlgan.editing.edit import draw_latents
+from tlgan.errors import TlganError
 from tlgan.evaluation.metrics import label_correlation
 from tlgan.models import load_classifier, load_generator
 
@@ -39,6 +41,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     root = root.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
+    """Sharpness of each image: the variance of the 3x3 Laplacian of its grey level.
+
+    ``images`` (N, 3, H, W) in [-1, 1] -> (N,) float64. Grey is the mean of the channels mapped to
+    [0, 1]; the Laplacian (4-neighbour, valid region only) is large at hard edges and at speckle,
+    small in flat regions and blur, so compare it together with a distance that punishes speckle.
+    """
+    if images.ndim != 4 or images.shape[-1] < 3 or images.shape[-2] < 3:
+        raise TlganError(f"images must be (N, C, H, W) with H, W >= 3, got {tuple(images.shape)}")
+    grey = (images.double().mean(1, keepdim=True) + 1) / 2
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    lap = torch.nn.functional.conv2d(grey, kernel.view(1, 1, 3, 3))
+    return lap.flatten(1).var(1)
 
 
 @torch.inference_mode()
@@ -66,14 +83,20 @@ def evaluate_bundled(
 
     z = renderer.sample_latents(n, seed=EVAL_SEED)
     truth = renderer.labels(z)
-    render_logits, render_feats = _classify(F, draw_latents(renderer, z))
+    render_images = draw_latents(renderer, z)
+    render_logits, render_feats = _classify(F, render_images)
+    sharp_render = float(laplacian_variance(render_images).mean())
+    del render_images
     order = [
         list(renderer.attributes).index(a) if hasattr(renderer, "attributes") else i
         for i, a in enumerate(names)
     ]
     accuracy = balanced_accuracy(render_logits > 0, truth[:, order])
 
-    gen_logits, gen_feats = _classify(F, draw_latents(G, G.sample_latents(n, seed=EVAL_SEED)))
+    gen_images = draw_latents(G, G.sample_latents(n, seed=EVAL_SEED))
+    gen_logits, gen_feats = _classify(F, gen_images)
+    sharp_gen = float(laplacian_variance(gen_images).mean())
+    del gen_images
     _, floor_feats = _classify(F, draw_latents(renderer, renderer.sample_latents(n, seed=FLOOR_SEED)))
     freq_render = (render_logits > 0).double().mean(0)
     freq_gen = (gen_logits > 0).double().mean(0)
@@ -99,6 +122,9 @@ def evaluate_bundled(
             "correlation_abs_diff_mean": round(float(corr_diff[off_diagonal].nanmean()), 4),
             "frechet_distance": round(frechet_distance(gen_feats, render_feats), 4),
             "frechet_distance_floor": round(frechet_distance(floor_feats, render_feats), 4),
+            "laplacian_variance_render": round(sharp_render, 6),
+            "laplacian_variance_generated": round(sharp_gen, 6),
+            "sharpness_ratio": round(sharp_gen / sharp_render, 4),
         },
         "render_faces_per_second": round(speed, 1),
         "render_speed_seconds": round(time.perf_counter() - t0, 2),

@@ -13,8 +13,16 @@ z still means what the teacher's z means). An optional edge term (``edge_weight`
 the horizontal and vertical pixel differences) pays for hard edges in the right place, which a
 pixel loss alone trades for blur.
 
-This is not adversarial training: it needs a teacher, not an image folder. `tlgan train
-generator` is the GAN trainer for image folders.
+With ``adversarial`` > 0 a patch discriminator (:class:`~tlgan.models.patchgan.PatchDiscriminator`,
+spectral norm, hinge loss) joins in, as image-to-image networks are trained (pix2pix): each
+student latent has its teacher image, so the pixel and feature losses fix what goes where and
+the critic, which sees only local patches of teacher and student images, pays for the teacher's
+hard edges and clean flat regions that a regression loss alone averages into blur and speckle.
+The generator's loss becomes distillation + ``adversarial`` x (- mean patch logit of its
+images), after ``d_warmup`` steps in which the critic learns alone: an untrained critic's
+gradients are noise that the generator would learn as high-frequency texture. ``init`` starts the student from trained weights (fine-tuning, e.g. the bundled
+``toyfaces-gan``). It still needs a teacher, not an image folder: `tlgan train generator` is
+the GAN trainer for image folders.
 """
 
 from __future__ import annotations
@@ -34,8 +42,16 @@ from tlgan.errors import TlganError
 from tlgan.imaging import save_grid
 from tlgan.models.base import Classifier, Generator
 from tlgan.models.networks import DCGANGenerator, save_pretrained
+from tlgan.models.patchgan import PatchDiscriminator
 from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_checkpoint
-from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
+from tlgan.train.common import (
+    command_line,
+    cosine_lr,
+    resolve_device,
+    set_lr,
+    settings_mismatch,
+    step_generator,
+)
 from tlgan.train.stylegan2 import training_images
 
 log = logging.getLogger(__name__)
@@ -48,7 +64,17 @@ ARCHS = ("dcgan", "stylegan2")
 
 # Settings that checkpoints written before the StyleGAN2 student existed do not record, with
 # the values those checkpoints were trained with.
-INTRODUCED_SETTINGS = {"arch": "dcgan", "arch_kwargs": {}, "edge_weight": 0.0}
+INTRODUCED_SETTINGS = {
+    "arch": "dcgan",
+    "arch_kwargs": {},
+    "edge_weight": 0.0,
+    "adversarial": 0.0,
+    "d_width": None,
+    "d_depth": None,
+    "d_lr": None,
+    "d_warmup": None,
+    "init": None,
+}
 
 
 def make_student(
@@ -99,6 +125,26 @@ def distillation_loss(
     return loss
 
 
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of a (patch) critic: mean relu(1 - real) + mean relu(1 + fake), over every logit."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def start_from(student: Generator, init: Generator) -> None:
+    """Copy ``init``'s weights into ``student`` (same class and constructor arguments), in place.
+
+    Raises TlganError naming the difference when the two networks are not the same shape.
+    """
+    want = (type(student).__name__, getattr(student, "config_kwargs", None))
+    got = (type(init).__name__, getattr(init, "config_kwargs", None))
+    if want != got:
+        raise TlganError(
+            f"--init is a {got[0]} {got[1]}, but this run trains a {want[0]} {want[1]}; "
+            f"pass the --arch/--width that --init was trained with"
+        )
+    student.load_state_dict(init.state_dict(), strict=True)
+
+
 def distill_generator(
     teacher: Generator,
     out_dir: str | os.PathLike,
@@ -122,12 +168,27 @@ def distill_generator(
     arch: str = "dcgan",
     arch_kwargs: dict[str, Any] | None = None,
     edge_weight: float = 0.0,
+    adversarial: float = 0.0,
+    d_width: int = 32,
+    d_depth: int = 3,
+    d_lr: float | None = None,
+    d_warmup: int = 0,
+    init: Generator | None = None,
+    init_spec: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Fit a student of ``arch`` (see :func:`make_student`) to ``teacher`` and save it to ``out_dir``
     (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
 
-    Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one.
-    Returns {"out_dir", "steps", "loss" (running average), "seconds_per_step", "samples"}.
+    ``adversarial`` > 0 adds a PatchDiscriminator (``d_width`` channels, ``d_depth`` strided
+    convs, Adam at ``d_lr``, default ``lr``) and, from step ``d_warmup`` on, that weight times its
+    hinge generator loss;
+    ``init`` (a generator of the student's class and size) gives the starting weights.
+    Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one
+    (the critic and its optimizer are in the checkpoints). ``command`` (default: this process's
+    command line) is recorded in model.json.
+    Returns {"out_dir", "steps", "loss" (running average), "seconds_per_step", "samples"}
+    (plus "d_loss", the critic's running average, when adversarial).
     """
     dev = resolve_device(device)
     out_dir = Path(out_dir)
@@ -139,6 +200,10 @@ def distill_generator(
     ):
         if value < 1:
             raise TlganError(f"{label} must be at least 1, not {value}")
+    if adversarial < 0:
+        raise TlganError(f"adversarial must be 0 (off) or a positive weight, not {adversarial}")
+    if d_warmup < 0:
+        raise TlganError(f"d_warmup is a number of steps, 0 or more, not {d_warmup}")
     if not resume and has_checkpoint(out_dir):
         raise TlganError(
             f"{out_dir} already holds a training checkpoint; pass --resume to continue it, "
@@ -150,10 +215,22 @@ def distill_generator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         G = make_student(arch, teacher.z_dim, teacher.img_resolution, width, arch_kwargs)
+    if init is not None:
+        start_from(G, init)
     G.name = name
     G.to(dev).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
+    D = opt_D = None
+    if adversarial > 0:
+        d_lr = lr if d_lr is None else d_lr
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            D = PatchDiscriminator(teacher.img_resolution, width=d_width, depth=d_depth).to(dev).train()
+        # beta1 0.5 as GAN critics are usually trained: momentum lags a moving target.
+        opt_D = torch.optim.Adam(D.parameters(), lr=d_lr, betas=(0.5, 0.99))
+        modules["D"], optimizers["D"] = D, opt_D
     settings = {
         "teacher": teacher_spec or teacher.name,
         "classifier": classifier_spec,
@@ -167,9 +244,14 @@ def distill_generator(
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
         "edge_weight": edge_weight,
+        "adversarial": adversarial,
+        "d_width": d_width if adversarial > 0 else None,
+        "d_depth": d_depth if adversarial > 0 else None,
+        "d_lr": d_lr if adversarial > 0 else None,
+        "d_warmup": d_warmup if adversarial > 0 else None,
+        "init": (init_spec or init.name) if init is not None else None,
     }
-    modules, optimizers = {"G": G, "G_ema": G_ema}, {"G": opt}
-    start, avg = 0, None
+    start, avg, d_avg = 0, None, None
     if resume and has_checkpoint(out_dir):
         manifest = restore_checkpoint(out_dir, modules=modules, optimizers=optimizers)
         diff = settings_mismatch(
@@ -180,6 +262,7 @@ def distill_generator(
                 f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
             )
         start, avg = int(manifest["step"]), manifest["info"].get("loss")
+        d_avg = manifest["info"].get("d_loss")
 
     grid_latents = teacher.sample_latents(32, seed=seed).to(dev)
     samples = []
@@ -197,7 +280,7 @@ def distill_generator(
             step=step,
             modules=modules,
             optimizers=optimizers,
-            info={"settings": settings, "loss": avg, "kind": "distill"},
+            info={"settings": settings, "loss": avg, "d_loss": d_avg, "kind": "distill"},
         )
 
     bar = tqdm(total=steps, initial=start, desc="distill", unit="step", disable=None if progress else True)
@@ -210,7 +293,20 @@ def distill_generator(
         with torch.no_grad():
             target = teacher.synthesize(z)
         set_lr(opt, cosine_lr(step, steps, lr, warmup=min(200, steps // 10), final_fraction=0.05))
-        loss = distillation_loss(training_images(G, z), target, classifier, feature_weight, edge_weight)
+        fake = training_images(G, z)
+        loss = distillation_loss(fake, target, classifier, feature_weight, edge_weight)
+        if D is not None:
+            set_lr(opt_D, cosine_lr(step, steps, d_lr, warmup=min(200, steps // 10), final_fraction=0.05))
+            D.requires_grad_(True)
+            d_loss = hinge_d_loss(D(target), D(fake.detach()))
+            opt_D.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_D.step()
+            d_value = float(d_loss.detach())
+            d_avg = d_value if d_avg is None else 0.98 * d_avg + 0.02 * d_value
+            D.requires_grad_(False)
+            if step >= d_warmup:
+                loss = loss - adversarial * D(fake).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -223,7 +319,7 @@ def distill_generator(
         avg = value if avg is None else 0.98 * avg + 0.02 * value
         seconds += time.perf_counter() - t0
         ran += 1
-        bar.set_postfix(loss=f"{avg:.4f}")
+        bar.set_postfix(loss=f"{avg:.4f}", **({"d_loss": f"{d_avg:.3f}"} if D is not None else {}))
         bar.update(1)
         if (step + 1) % sample_every == 0:
             write_samples(step + 1)
@@ -245,6 +341,7 @@ def distill_generator(
                 "device": str(dev),
                 "saved": chosen,
                 "l1_to_teacher": errors,
+                "command": command if command is not None else command_line(),
             }
         },
     )
@@ -256,6 +353,7 @@ def distill_generator(
         "l1_to_teacher": errors,
         "seconds_per_step": seconds / ran if ran else None,
         "samples": samples,
+        **({"d_loss": d_avg} if D is not None else {}),
     }
 
 
