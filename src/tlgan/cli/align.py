@@ -18,6 +18,19 @@ LICENCE_NOTE = (
     "whose licence excludes commercial use."
 )
 
+
+def align_option(help_text: str):
+    """The ``--align none|ffhq`` option, with the help text of the command that takes it."""
+    return click.option(
+        "--align",
+        "align",
+        type=click.Choice(["none", "ffhq"]),
+        default="none",
+        show_default=True,
+        help=help_text,
+    )
+
+
 face_option = click.option(
     "--face",
     "face",
@@ -107,15 +120,10 @@ def align_cmd(photos, out_dir, size, face, detect_side, as_json):
 
 
 invert_align_options = [
-    click.option(
-        "--align",
-        "align",
-        type=click.Choice(["none", "ffhq"]),
-        default="none",
-        show_default=True,
-        help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
+    align_option(
+        "ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
         "'tlgan[align]'), at the generator's resolution; OUT/NAME.aligned.png and NAME.align.json "
-        "(for --paste-back) are saved beside the latent, and photos already inverted are skipped.",
+        "(for --paste-back) are saved beside the latent, and photos already inverted are skipped."
     ),
     face_option,
     click.option(

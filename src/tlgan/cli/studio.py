@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tlgan.cli.align import align_option
 from tlgan.cli.common import (
     classifier_option,
     device_option,
@@ -53,15 +54,10 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
     help="Folder of a learned edit from `tlgan delta train`, shown as a row named after its factor; "
     "repeat for several (they apply after the axis moves, in this order). Must be in --space.",
 )
-@click.option(
-    "--align",
-    "align",
-    type=click.Choice(["none", "ffhq"]),
-    default="none",
-    show_default=True,
-    help="ffhq: align every uploaded photo as FFHQ's faces were (dlib's 68 landmarks, the largest face; "
+@align_option(
+    "ffhq: align every uploaded photo as FFHQ's faces were (dlib's 68 landmarks, the largest face; "
     "pip install 'tlgan[align]'); the page shows the aligned face and offers the edit pasted back into "
-    "the photo. The landmark model was trained on iBUG 300-W, whose licence excludes commercial use.",
+    "the photo. The landmark model was trained on iBUG 300-W, whose licence excludes commercial use."
 )
 @click.option(
     "--translation",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from tlgan.cli.align import align_option
 from tlgan.cli.common import (
     axes_option,
     classifier_option,
@@ -200,14 +201,9 @@ def _photo_paths(inputs: tuple[str, ...]) -> list[Path]:
 )
 @click.option("--amount", required=True, type=float, help="How far to move, in the attribute's latent units.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option(
-    "--align",
-    "align",
-    type=click.Choice(["none", "ffhq"]),
-    default="none",
-    show_default=True,
-    help="ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
-    "'tlgan[align]') at the model's resolution, instead of a centre crop.",
+@align_option(
+    "ffhq: find the face and cut it out as FFHQ's were (dlib's 68 landmarks; pip install "
+    "'tlgan[align]') at the model's resolution, instead of a centre crop."
 )
 @click.option(
     "--face",
