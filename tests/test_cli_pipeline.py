@@ -194,3 +194,12 @@ def test_fit_sefa_names_directions_and_name_directions_command(tmp_path):
     assert "pc0" in r.output
     r = invoke("fit", run, "--method", "glm", "--name-directions", "--out", tmp_path / "x.safetensors")
     assert r.exit_code != 0 and "already named" in str(r.exception or r.output)
+
+
+def test_bench_help_names_every_section_it_runs():
+    from tlgan.bench.runner import SECTIONS
+
+    result = CliRunner().invoke(cli, ["bench", "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    listed = " ".join(result.output.split()).split("Comma-separated sections (")[1].split(")")[0]
+    assert [s.strip() for s in listed.split(",")] == list(SECTIONS)

@@ -431,7 +431,8 @@ def demo_cmd(out, n, seed, method, no_report, device, as_json):
 @click.option(
     "--only",
     default=None,
-    help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, ray, inversion).",
+    help="Comma-separated sections (sampling, fit, unsupervised, toyfaces, studio, studio-load, stylegan2, "
+    "stylegan3, ray, inversion, align, clip).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @device_option
