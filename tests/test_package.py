@@ -66,3 +66,14 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     smiling, male = F.attributes.index("Smiling"), F.attributes.index("Male")
     assert (after[:, smiling] - before[:, smiling]).mean() > 1.0
     assert (after[:, male] - before[:, male]).abs().mean() < (after[:, smiling] - before[:, smiling]).mean()
+
+
+def test_python_dash_m_tlgan_is_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tlgan", "bench", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: python -m tlgan bench" in done.stdout and "--only" in done.stdout
