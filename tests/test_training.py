@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from distill_fixtures import SmoothTeacher, distill_interrupted_at
 from test_data import make_celeba
 from tlgan.data import CelebAFolder
 from tlgan.errors import TlganError
@@ -419,38 +420,6 @@ def test_cli_train_commands(data_dir, tmp_path):
         train, ["classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
     )
     assert isinstance(res.exception, TlganError) and "data folder not found" in str(res.exception)
-
-
-class SmoothTeacher(torch.nn.Module):
-    """A smooth fixed map from 8-d latents to 16 px images: a teacher for distillation tests."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w", torch.randn(3 * 16 * 16, 8, generator=g) / 3)
-
-    def forward(self, z):
-        return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
-
-
-def distill_interrupted_at(step: int, teacher, out_dir, **kwargs) -> None:
-    """Run ``distill_generator(teacher, out_dir, **kwargs)`` and kill it (KeyboardInterrupt) as step ``step`` begins."""
-    import importlib
-
-    mod = importlib.import_module("tlgan.train.distill")
-    real_lr = mod.cosine_lr
-
-    def interrupting(at, *args, **kw):
-        if at == step:
-            raise KeyboardInterrupt
-        return real_lr(at, *args, **kw)
-
-    mod.cosine_lr = interrupting
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            mod.distill_generator(teacher, out_dir, **kwargs)
-    finally:
-        mod.cosine_lr = real_lr
 
 
 def test_distillation_fits_a_teacher_and_resumes_identically(tmp_path):

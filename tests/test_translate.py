@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distill_fixtures import SmoothTeacher
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
 from tlgan.models import ModuleGenerator
@@ -17,21 +18,9 @@ from tlgan.translate import TranslationNet, blend, load_translation, train_trans
 from tlgan.translate import train as train_module
 
 
-class Teacher(torch.nn.Module):
-    """A smooth fixed map from 8-d latents to 16 px images in (-1, 1)."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w", torch.randn(3 * 16 * 16, 8, generator=g) / 3)
-
-    def forward(self, z):
-        return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
-
-
 @pytest.fixture(scope="module")
 def generator():
-    return ModuleGenerator(Teacher(), z_dim=8, name="teacher")
+    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
 
 
 @pytest.fixture(scope="module")

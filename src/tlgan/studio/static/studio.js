@@ -273,6 +273,17 @@
     requestRender();
   }
 
+  // The browser's "save as" for a blob answer: a temporary link, clicked once.
+  function saveBlob(blob, filename) {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = filename;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  }
+
   async function download() {
     try {
       const blob = await api("api/render", {
@@ -281,13 +292,7 @@
       });
       const moves = Object.entries(state.amounts).map(([a, x]) => a + (x > 0 ? "+" : "") + x).join("_");
       const face = state.seed !== null ? "seed" + state.seed : "photo";
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = "tlgan-" + face + (moves ? "-" + moves : "") + ".png";
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      saveBlob(blob, "tlgan-" + face + (moves ? "-" + moves : "") + ".png");
     } catch (err) {
       showError(err.message);
     }
@@ -590,13 +595,7 @@
     form.append("request", JSON.stringify(request));
     try {
       const blob = await api("api/paste-back", {method: "POST", body: form});
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = "tlgan-" + photo.file.name.replace(/\.[^.]*$/, "") + "-edited.png";
-      document.body.appendChild(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      saveBlob(blob, "tlgan-" + photo.file.name.replace(/\.[^.]*$/, "") + "-edited.png");
     } catch (err) {
       showError(err.message);
     }
