@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tlgan.cli.pipeline",
     "tlgan.cli.editing",
     "tlgan.cli.train",
+    "tlgan.cli.encoder",
     "tlgan.cli.inversion",
     "tlgan.cli.align",
     "tlgan.cli.report",
@@ -25,7 +26,6 @@ COMMAND_MODULES = [
     "tlgan.cli.toyfaces",
     "tlgan.cli.delta",
     "tlgan.cli.translate",
-    "tlgan.cli.text_attributes",  # after the commands it gives --attribute / --attributes to
 ]
 
 

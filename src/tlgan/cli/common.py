@@ -91,11 +91,13 @@ def _remember_text_attributes(ctx: click.Context, param: click.Parameter, value)
     return value
 
 
-def text_attribute_options(func, effect: str = "Replaces the model's own attributes."):
+def text_attribute_options(func=None, effect: str = "Replaces the model's own attributes."):
     """``--attribute "Name=positive|negative"`` (repeatable) and ``--attributes FILE`` (JSON), for
     a ``clip:`` classifier; read them with :func:`given_text_attributes` (or load the classifier with
-    :func:`cli_classifier`). ``effect`` ends the help text. :mod:`tlgan.cli.text_attributes` adds
-    them to the commands that take them."""
+    :func:`cli_classifier`). ``effect`` ends the help text. A decorator, bare or called:
+    ``@text_attribute_options`` or ``@text_attribute_options(effect="...")``."""
+    if func is None:
+        return lambda f: text_attribute_options(f, effect)
     func = click.option(
         "--attributes",
         "attributes_file",

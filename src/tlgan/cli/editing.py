@@ -21,6 +21,7 @@ from tlgan.cli.common import (
     parse_input_transform,
     parse_layers,
     print_json,
+    text_attribute_options,
     truncation_options,
 )
 from tlgan.errors import TlganError
@@ -112,6 +113,7 @@ def _with_paste_options(func):
     "--save-latent", type=click.Path(dir_okay=False), default=None, help="Also save the edited latent."
 )
 @_with_paste_options
+@text_attribute_options
 @device_option
 @json_option
 def edit_cmd(
@@ -204,6 +206,7 @@ def edit_cmd(
     help="Also write an animated GIF along the first attribute.",
 )
 @click.option("--upscale", type=int, default=2)
+@text_attribute_options
 @device_option
 def grid_cmd(
     generator,

@@ -13,9 +13,11 @@ from tlgan.cli.common import (
     classifier_option,
     device_option,
     generator_option,
+    given_text_attributes,
     json_option,
     parse_floats,
     print_json,
+    text_attribute_options,
     truncation_options,
 )
 from tlgan.errors import TlganError
@@ -87,6 +89,7 @@ def models_cmd(as_json: bool) -> None:
 @click.option(
     "--max-retries", type=int, default=3, help="Ray: restarts of a dead worker and retries of its shard."
 )
+@text_attribute_options
 @device_option
 @json_option
 def sample_cmd(
@@ -214,6 +217,7 @@ def _echo_naming(axes) -> None:
     default=None,
     help="Also write InterFaceGAN boundary .npy files into this folder.",
 )
+@text_attribute_options(effect="Added to RUN_DIR (sampled with clip:), scored from its stored embeddings.")
 @device_option
 @json_option
 def fit_cmd(
@@ -230,7 +234,20 @@ def fit_cmd(
     device,
     as_json,
 ):
-    """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa)."""
+    """Fit axes on a run folder: one per attribute, or unsupervised components (pca, sefa).
+
+    With --attribute / --attributes (a run sampled with a clip: classifier): add those attributes
+    in words to RUN_DIR, scored from its stored image embeddings (no image is generated), fit their
+    axes and merge them into --out when it exists.
+    """
+    words = given_text_attributes()
+    if words:
+        from tlgan.cli.text_attributes import fit_words_cmd
+
+        options = {"ratio": ratio, "target": target, "n_components": n_components, "layers": layers}
+        if name_directions or export_boundaries:
+            raise TlganError("--attribute cannot be combined with --name-directions or --export-boundaries")
+        return fit_words_cmd(words, run_dir, method, out, options, device, as_json)
     from tlgan.axes.finders import FINDERS, default_method, make_finder
     from tlgan.cli.common import parse_int_list
     from tlgan.models import GENERATORS, load_generator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tlgan.cli.common import device_option, json_option, print_json
+from tlgan.cli.common import device_option, json_option, print_json, text_attribute_options
 from tlgan.errors import TlganError
 from tlgan.toyfaces.lock_demo import LOCK_DEMO
 
@@ -76,6 +76,7 @@ def _parse_pair(text: str) -> tuple[str, str] | None:
 @click.option(
     "--classifier", default=None, help="Classifier spec (default: the one the run was scored with)."
 )
+@text_attribute_options
 @device_option
 @json_option
 def report_cmd(

@@ -12,6 +12,7 @@ from tlgan.cli.common import (
     input_transform_matrix,
     input_transform_options,
     parse_input_transform,
+    text_attribute_options,
     truncation_options,
 )
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS
@@ -109,6 +110,7 @@ from tlgan.studio.tuned import DEFAULT_MAX_TUNED
     help="Tuned generators kept, least recently used forgotten first; each is a copy of the generator's "
     "weights in memory (0 = no tuning).",
 )
+@text_attribute_options
 @device_option
 def serve_cmd(
     generator,

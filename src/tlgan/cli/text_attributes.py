@@ -1,27 +1,19 @@
-"""Attributes in words on the command line: ``--attribute "Name=positive|negative"`` and
-``--attributes FILE`` for the commands that take a ``clip:`` classifier, and ``tlgan fit RUN
---attribute ...``, which adds attributes to a finished CLIP run from its stored embeddings.
+"""`tlgan fit RUN --attribute "Name=positive|negative"`: attributes in words added to a finished
+CLIP run from its stored embeddings, and their axes fitted.
 
-The options are declared in :func:`tlgan.cli.common.text_attribute_options` and read with
-:func:`tlgan.cli.common.given_text_attributes`; :func:`register` (run after the modules that
-define the commands) attaches them to each command in :data:`WORDS_COMMANDS`, and gives ``fit``
-its text-attribute path (:func:`fit_words`), so the commands' own signatures stay as they are.
+The options themselves (:func:`tlgan.cli.common.text_attribute_options`, read with
+:func:`tlgan.cli.common.given_text_attributes`) are declared on every command that takes a
+``clip:`` classifier; ``fit`` hands them here.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from tlgan.cli.common import given_text_attributes, print_json, text_attribute_options
+from tlgan.cli.common import print_json
 from tlgan.errors import TlganError
-
-log = logging.getLogger(__name__)
-
-#: Commands whose classifier may be ``clip:`` with attributes in words (fit has its own path).
-WORDS_COMMANDS = ("sample", "edit", "grid", "report", "serve", "invert")
 
 
 def fit_words(run_dir: str, prompts: dict, method: str | None, out: str, device: str, finder_kwargs: dict):
@@ -83,67 +75,25 @@ def _restore(path: Path, before: bytes | None) -> None:
         Path(tmp).write_bytes(before)
 
 
-def _with_words(fit: click.Command) -> click.Command:
-    """``fit`` with --attribute / --attributes: given, they take :func:`fit_words`'s path."""
-    base = fit.callback
+def fit_words_cmd(prompts: dict, run_dir: str, method, out: str, options: dict, device: str, as_json: bool):
+    """`tlgan fit RUN_DIR --attribute ...`: :func:`fit_words`, then its report. ``options`` are fit's
+    finder options (ratio, target, n_components, layers as given on the command line; None = default)."""
+    from tlgan.cli.common import parse_int_list
 
-    def callback(**kwargs):
-        prompts = given_text_attributes()
-        if not prompts:
-            return base(**kwargs)
-        from tlgan.cli.common import parse_int_list
-
-        if kwargs.get("name_directions") or kwargs.get("export_boundaries"):
-            raise TlganError("--attribute cannot be combined with --name-directions or --export-boundaries")
-        finder_kwargs = {
-            k: v
-            for k, v in {
-                "ratio": kwargs["ratio"],
-                "target": kwargs["target"],
-                "n_components": kwargs["n_components"],
-                "layers": parse_int_list(kwargs["layers"]) if kwargs["layers"] else None,
-            }.items()
-            if v is not None
-        }
-        axes, written = fit_words(
-            kwargs["run_dir"], prompts, kwargs["method"], kwargs["out"], kwargs["device"], finder_kwargs
+    if options.get("layers"):
+        options = {**options, "layers": parse_int_list(options["layers"])}
+    finder_kwargs = {k: v for k, v in options.items() if v is not None}
+    axes, written = fit_words(run_dir, prompts, method, out, device, finder_kwargs)
+    if as_json:
+        print_json(
+            {
+                "out": out,
+                "method": axes.method,
+                "added": axes.attributes,
+                "attributes": written.attributes,
+                "space": axes.space,
+                "axes": axes.metrics,
+            }
         )
-        if kwargs["as_json"]:
-            print_json(
-                {
-                    "out": kwargs["out"],
-                    "method": axes.method,
-                    "added": axes.attributes,
-                    "attributes": written.attributes,
-                    "space": axes.space,
-                    "axes": axes.metrics,
-                }
-            )
-            return None
-        click.echo(
-            f"added {', '.join(axes.attributes)} to {kwargs['run_dir']}; {kwargs['out']} holds "
-            f"{len(written.attributes)} axes"
-        )
-        return None
-
-    command = click.Command(
-        fit.name,
-        params=list(fit.params),
-        callback=callback,
-        help=(fit.help or "")
-        + "\n\nWith --attribute / --attributes (a run sampled with a clip: classifier): add those attributes "
-        "in words to RUN_DIR, scored from its stored image embeddings (no image is generated), fit their "
-        "axes and merge them into --out when it exists.",
-        short_help=fit.short_help,
-    )
-    return text_attribute_options(
-        command, "Added to RUN_DIR (sampled with clip:), scored from its stored embeddings."
-    )
-
-
-def register(group: click.Group) -> None:
-    for name in WORDS_COMMANDS:
-        if name in group.commands:
-            text_attribute_options(group.commands[name])  # appends the two options to its params
-    if "fit" in group.commands:
-        group.add_command(_with_words(group.commands["fit"]))
+        return
+    click.echo(f"added {', '.join(axes.attributes)} to {run_dir}; {out} holds {len(written.attributes)} axes")
