@@ -5,7 +5,9 @@
   disk), against scoring the run's images again (the generator then CLIP on the same latents);
   and the seconds the studio's "add an attribute" reports for a phrase on the same run.
 - ``sampling``: ``tlgan sample`` with a CLIP classifier (which also stores each embedding)
-  against a bare loop of the generator then CLIP on the same batches of 64 (:func:`bench_sampling`).
+  against a bare loop of the generator then CLIP on the same batches of 64 (:func:`bench_sampling`:
+  12 back-to-back pairs of 1,024 faces, so that the median of the pairs' ratios sees through
+  the load of a shared machine).
 - ``vit_b32``: seconds per 10,000 images for a CLIP of ViT-B/32's sizes, built from
   ``CLIPConfig`` with random weights (no download), on 64 x 64 images resized to 224: the image
   tower's cost does not depend on the weights' values.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,8 @@ PHRASES = (
     ("Words_Beard", "a photo of a bearded person", "a photo of a person without a beard"),
     ("Words_Hat", "a photo of a person with a hat", "a photo of a person without a hat"),
     ("Words_Glasses", "a photo of a person with glasses", "a photo of a person without glasses"),
+    ("Words_Smile", "a photo of a person smiling", "a photo of a person with a neutral expression"),
+    ("Words_Blond", "a photo of a person with blond hair", "a photo of a person with black hair"),
 )
 
 
@@ -92,11 +97,14 @@ def bench_phrase(
     generator: str = "toyfaces-gan",
     classifier: str = "clip:",
     n: int = 20_000,
-    repeats: int = 3,
-    method: str = "logistic",
+    repeats: int = 5,
+    method: str | None = None,
     device: str = "cpu",
 ) -> dict:
     """A new phrase -> fitted axis on a stored run of ``n`` samples, against scoring them again.
+
+    ``method`` None is what `tlgan fit RUN --attribute` and the studio use: the default finder of
+    the run's space (:func:`tlgan.axes.finders.default_method`).
 
     The run is sampled once into a temporary folder; each repeat adds another phrase of
     :data:`PHRASES` with the classifier already loaded (as a server keeps it) and fits its axis.
@@ -126,7 +134,7 @@ def bench_phrase(
             t0 = time.perf_counter()
             run = Run.open(out)
             run.add_attributes({name: {"positive": positive, "negative": negative}}, F)
-            fit_axes(run, method, attributes=[name])
+            used = fit_axes(run, method, attributes=[name]).method
             times.append(time.perf_counter() - t0)
         latents = Run.open(out).latents()
         studio_seconds = _studio_rows(out, repeats, device)
@@ -137,7 +145,9 @@ def bench_phrase(
     rescore = time.perf_counter() - t0
     return {
         "phrase_n": n,
+        "phrase_method": used,
         "phrase_to_axis_seconds": round(min(times), 3),
+        "phrase_to_axis_median_seconds": round(float(statistics.median(times)), 3),
         "phrase_rescore_seconds": round(rescore, 2),
         "phrase_vs_rescore_ratio": round(min(times) / rescore, 4),
         "phrase_sample_run_seconds": round(sample_seconds, 1),
@@ -164,12 +174,12 @@ def bench_clip(quick: bool = False, device: str = "cpu") -> dict:
     sampled = bench_sampling(
         "toyfaces-gan",
         load_classifier("clip:", device),
-        n=512 if quick else 4096,
+        n=512 if quick else 1024,
         batch_size=64,
         device=device,
-        repeats=1 if quick else 3,
+        repeats=1 if quick else 12,
     )
     result.update({f"clip_{k}": v for k, v in sampled.items()})
-    result.update(bench_phrase(n=2000 if quick else 20_000, repeats=2 if quick else 3, device=device))
+    result.update(bench_phrase(n=2000 if quick else 20_000, repeats=2 if quick else 5, device=device))
     result.update(bench_vit_b32(n=64 if quick else 128, repeats=1 if quick else 2, device=device))
     return result
