@@ -13,7 +13,12 @@ For each attribute: PSNR against the true edit, seconds per image (the inversion
 a face are paid once and shared by every attribute: each method's figure is its whole cost for
 one image and one edit), preservation (the mean absolute change of pixels outside the part the
 true edit redraws, a mask the world gives), and continuity (whether the classifier's
-probability of the attribute rises monotonically along amounts 0, A/4, ..., A, per image).
+probability of the attribute rises monotonically along amounts 0, A/4, ..., A, per image, and the
+mean share of the full edit's pixel change drawn at each amount).
+
+``baselines=False`` runs the translation alone (no inversion, no tuning: seconds instead of
+most of an hour on a CPU); ``blend`` picks how amounts between 0 and A are drawn
+(:func:`tlgan.translate.translate`).
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ def evaluate_translation(
     tune_steps: int | None = None,
     tune: bool = True,
     continuity_steps: int = 5,
+    baselines: bool = True,
+    blend: str = "weights",
     progress: bool = True,
 ) -> dict[str, Any]:
     """The comparison for each model (attribute -> model), on ``n`` fresh renders; a JSON-ready dict.
@@ -115,17 +122,87 @@ def evaluate_translation(
     ``axes`` are the z axes the models were trained with (see :func:`with_yaw`); the GAN edits
     of the baselines move along them with each model's locks. ``generator`` is the GAN the
     models were trained on (its z must be the world's latent, as toyfaces-gan's is),
-    ``renderer`` the analytic toyfaces renderer.
+    ``renderer`` the analytic toyfaces renderer. Without ``baselines`` the entries hold
+    ``translate`` and ``no_edit`` only (``invert_edit``, ``tuned_edit`` and the speed-up are
+    left out, and so is the inversion in the header).
     """
-    from tlgan.inversion.optimize import DEFAULT_STEPS, invert
-    from tlgan.inversion.tune import DEFAULT_TUNE_STEPS, tune_generator
-    from tlgan.models.zoo import bundled_encoder
-
     if not models:
         raise TlganError("no translation models to evaluate")
     z = world_latents(n, seed)
     with torch.no_grad():
         sources = _batched(lambda b: renderer.synthesize(b, "z"), z)
+    out: dict[str, Any] = {
+        "n": n,
+        "seed": seed,
+        "generator": getattr(generator, "name", "?"),
+        "blend": blend,
+        "schedules": {name: model.schedule is not None for name, model in models.items()},
+        "attributes": {},
+    }
+    if baselines:
+        moved, tuned_edits, header = _baselines(
+            models, axes, generator, classifier, sources, n, seed, invert_steps, tune_steps, tune, progress
+        )
+        out.update(header)
+    for name, model in models.items():
+        amount = float(model.amount)
+        with torch.no_grad():
+            targets = _batched(
+                lambda b, a=amount, nm=name: renderer.synthesize(b + a * true_axis(nm), "z"), z
+            )
+        mask = edited_part(sources, targets)
+        prob = None
+        if name in classifier.attributes:
+            index = classifier.attributes.index(name)
+
+            def prob(images, index=index):
+                return _batched(lambda b: classifier.probabilities(b)[:, index], images)
+
+        t0 = time.perf_counter()
+        translated = translate(sources, model, amount, blend=blend)
+        translate_seconds = (time.perf_counter() - t0) / n
+        entry: dict[str, Any] = {
+            "amount": amount,
+            "edited_fraction": float(mask.float().mean()),
+            "target_probability": None if prob is None else float(prob(targets).mean()),
+            "translate": _scores(translated, targets, sources, mask, translate_seconds, prob),
+            "no_edit": _scores(sources, targets, sources, mask, 0.0, prob),
+        }
+        if baselines:
+            t0 = time.perf_counter()
+            invert_edit = _batched(lambda b: generator.synthesize(b, "z"), moved[name])
+            draw_seconds = (time.perf_counter() - t0) / n
+            invert_seconds = out["invert_seconds_per_image"]
+            entry["invert_edit"] = _scores(
+                invert_edit, targets, sources, mask, invert_seconds + draw_seconds, prob
+            )
+            if tune:
+                entry["tuned_edit"] = _scores(
+                    torch.cat(tuned_edits[name]),
+                    targets,
+                    sources,
+                    mask,
+                    invert_seconds + out["tune_seconds_per_image"] + draw_seconds,
+                    prob,
+                )
+            entry["speedup_over_invert_edit"] = entry["invert_edit"]["seconds_per_image"] / max(
+                translate_seconds, 1e-9
+            )
+        entry["continuity"] = _continuity(model, sources, classifier, name, amount, continuity_steps, blend)
+        out["attributes"][name] = entry
+        log.info("%s: translate %.2f dB", name, entry["translate"]["psnr_db"])
+    return out
+
+
+def _baselines(
+    models, axes, generator, classifier, sources, n, seed, invert_steps, tune_steps, tune, progress
+):
+    """The inverted latents moved by each model's edit, the tuned generators' edits, and the header
+    (inversion PSNR, seconds per image of inversion and tuning)."""
+    from tlgan.inversion.optimize import DEFAULT_STEPS, invert
+    from tlgan.inversion.tune import DEFAULT_TUNE_STEPS, tune_generator
+    from tlgan.models.zoo import bundled_encoder
+
     t0 = time.perf_counter()
     inverted = invert(
         generator,
@@ -157,64 +234,12 @@ def evaluate_translation(
                 for name in models:
                     tuned_edits[name].append(copy.synthesize(moved[name][i : i + 1], "z"))
             del copy
-    out: dict[str, Any] = {
-        "n": n,
-        "seed": seed,
-        "generator": getattr(generator, "name", "?"),
+    header = {
         "inversion_psnr_db": float(inverted.psnr_db.mean()),
         "invert_seconds_per_image": invert_seconds,
         "tune_seconds_per_image": tune_seconds if tune else None,
-        "attributes": {},
     }
-    for name, model in models.items():
-        amount = float(model.amount)
-        with torch.no_grad():
-            targets = _batched(
-                lambda b, a=amount, nm=name: renderer.synthesize(b + a * true_axis(nm), "z"), z
-            )
-        mask = edited_part(sources, targets)
-        prob = None
-        if name in classifier.attributes:
-            index = classifier.attributes.index(name)
-
-            def prob(images, index=index):
-                return _batched(lambda b: classifier.probabilities(b)[:, index], images)
-
-        t0 = time.perf_counter()
-        translated = translate(sources, model, amount)
-        translate_seconds = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
-        invert_edit = _batched(lambda b: generator.synthesize(b, "z"), moved[name])
-        draw_seconds = (time.perf_counter() - t0) / n
-        entry: dict[str, Any] = {
-            "amount": amount,
-            "edited_fraction": float(mask.float().mean()),
-            "target_probability": None if prob is None else float(prob(targets).mean()),
-            "translate": _scores(translated, targets, sources, mask, translate_seconds, prob),
-            "invert_edit": _scores(invert_edit, targets, sources, mask, invert_seconds + draw_seconds, prob),
-            "no_edit": _scores(sources, targets, sources, mask, 0.0, prob),
-        }
-        if tune:
-            entry["tuned_edit"] = _scores(
-                torch.cat(tuned_edits[name]),
-                targets,
-                sources,
-                mask,
-                invert_seconds + tune_seconds + draw_seconds,
-                prob,
-            )
-        entry["speedup_over_invert_edit"] = entry["invert_edit"]["seconds_per_image"] / max(
-            translate_seconds, 1e-9
-        )
-        entry["continuity"] = _continuity(model, sources, classifier, name, amount, continuity_steps)
-        out["attributes"][name] = entry
-        log.info(
-            "%s: translate %.2f dB, invert+edit %.2f dB",
-            name,
-            entry["translate"]["psnr_db"],
-            entry["invert_edit"]["psnr_db"],
-        )
-    return out
+    return moved, tuned_edits, header
 
 
 def world_latents(n: int, seed: int) -> torch.Tensor:
@@ -259,19 +284,27 @@ def _continuity(
     name: str,
     amount: float,
     steps: int,
-) -> dict[str, Any] | None:
-    """Fraction of images whose classifier probability of ``name`` never falls along amounts 0..A."""
-    if name not in classifier.attributes:
-        return None
-    index = classifier.attributes.index(name)
-    probs = []
-    for k in range(steps):
-        images = translate(sources, model, amount * k / (steps - 1))
-        probs.append(_batched(lambda b: classifier.probabilities(b)[:, index], images))
-    probs = torch.stack(probs, 1)  # (N, steps)
+    blend: str = "weights",
+) -> dict[str, Any]:
+    """Along amounts 0, A / (steps - 1), ..., A: the fraction of images whose classifier probability
+    of ``name`` never falls (None for an attribute the classifier lacks, such as yaw), the mean
+    probability, and the mean share of the full edit's pixel change drawn at each amount
+    (sum over images of <T_k - T_0, T_A - T_0> / sum of ||T_A - T_0||^2)."""
+    index = classifier.attributes.index(name) if name in classifier.attributes else None
+    amounts = [amount * k / (steps - 1) for k in range(steps)]
+    images = [translate(sources, model, a, blend=blend) for a in amounts]
+    full = (images[-1] - images[0]).double()
+    norm = float(full.pow(2).sum())
+    shares = [float(((x - images[0]).double() * full).sum()) / norm if norm > 0 else None for x in images]
+    out: dict[str, Any] = {"amounts": amounts, "mean_edit_share": shares}
+    if index is None:
+        return {**out, "monotonic_fraction": None, "mean_probability": None}
+    probs = torch.stack(
+        [_batched(lambda b: classifier.probabilities(b)[:, index], x) for x in images], 1
+    )  # (N, steps)
     rising = (probs[:, 1:] - probs[:, :-1] >= -1e-4).all(1)
     return {
-        "amounts": [amount * k / (steps - 1) for k in range(steps)],
+        **out,
         "monotonic_fraction": float(rising.float().mean()),
         "mean_probability": probs.mean(0).tolist(),
     }
