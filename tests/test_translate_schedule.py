@@ -184,3 +184,74 @@ def test_calibration_refuses_images_of_another_resolution():
     model = TranslationModel(TranslationNet(16, 4, 2), TranslationNet(16, 4, 2), "Up", 1.0)
     with pytest.raises(TlganError, match=r"must be \(N, 3, 16, 16\)"):
         calibrate_translation(model, torch.zeros(2, 3, 32, 32))
+
+
+def _mean_classifier():
+    """A classifier whose logit of "Up" is 4 x the mean of the image."""
+    from tlgan.models import ModuleClassifier
+
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1))
+    with torch.no_grad():
+        head[1].weight.fill_(4.0 / (3 * 8 * 8))
+        head[1].bias.zero_()
+    return ModuleClassifier(head, ["Up"], input_resolution=8)
+
+
+def test_continuity_tells_a_monotonic_path_from_a_dip_and_from_an_edit_that_lowers_the_score():
+    from tlgan.toyfaces.translate_eval import continuity_along
+
+    start = torch.zeros(3, 3, 8, 8)
+    # Image 0 brightens steadily; image 1 brightens, dips at the middle step, ends brighter;
+    # image 2 ends darker than it began (no path between its ends can rise).
+    steps = [0.0, 0.25, 0.5, 0.75, 1.0]
+    dips = [0.0, 0.3, 0.1, 0.8, 1.0]
+    path = []
+    for k in range(5):
+        x = start.clone()
+        x[0] += 0.4 * steps[k]
+        x[1] += 0.4 * dips[k]
+        x[2] -= 0.4 * steps[k]
+        path.append(x)
+    result = continuity_along(path, _mean_classifier(), "Up")
+    assert result["monotonic_fraction"] == pytest.approx(1 / 3)
+    assert result["end_rises_fraction"] == pytest.approx(2 / 3)
+    assert result["monotonic_fraction_of_end_rising"] == pytest.approx(1 / 2)
+    # Shares of the full change, pooled over images: (0.4^2 (s + d + s)) / (3 * 0.4^2).
+    expected = [(2 * s + d) / 3 for s, d in zip(steps, dips, strict=True)]
+    assert np.allclose(result["mean_edit_share"], expected)
+    assert continuity_along(path, _mean_classifier(), "yaw")["monotonic_fraction"] is None
+
+
+def test_eval_translate_can_run_the_translation_alone(tmp_path):
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+    from tlgan.toyfaces import world
+
+    axes = tmp_path / "axes.safetensors"
+    FeatureAxes(world.true_directions(), list(world.ATTRIBUTES), space="z").save(axes)
+    torch.manual_seed(0)
+    identity, edited = TranslationNet(64, 4, 2), TranslationNet(64, 4, 2)
+    with torch.no_grad():
+        torch.nn.init.normal_(edited.head.weight, std=0.05)
+    record = {"generator": "toyfaces-gan", "axes": str(axes)}
+    TranslationModel(identity.eval(), edited.eval(), "Eyeglasses", 2.0, record).save(
+        tmp_path / "m" / "glasses"
+    )
+    args = [
+        "toyfaces",
+        "eval-translate",
+        "--models",
+        str(tmp_path / "m"),
+        "--n",
+        "4",
+        "--routes",
+        "translate",
+    ]
+    r = CliRunner().invoke(cli, [*args, "--blend", "outputs", "--json"])
+    assert r.exit_code == 0, r.output
+    entry = json.loads(r.output)["attributes"]["Eyeglasses"]
+    assert "invert_edit" not in entry and "tuned_edit" not in entry and "translate" in entry
+    # Mixing the two networks' images draws exactly k / 4 of the change at amount k A / 4.
+    assert np.allclose(entry["continuity"]["mean_edit_share"], [0, 0.25, 0.5, 0.75, 1], atol=1e-6)
+    assert entry["true_edit_continuity"]["monotonic_fraction"] is not None

@@ -189,6 +189,9 @@ def evaluate_translation(
                 translate_seconds, 1e-9
             )
         entry["continuity"] = _continuity(model, sources, classifier, name, amount, continuity_steps, blend)
+        entry["true_edit_continuity"] = true_continuity(
+            z, renderer, classifier, name, amount, continuity_steps
+        )
         out["attributes"][name] = entry
         log.info("%s: translate %.2f dB", name, entry["translate"]["psnr_db"])
     return out
@@ -286,25 +289,67 @@ def _continuity(
     steps: int,
     blend: str = "weights",
 ) -> dict[str, Any]:
-    """Along amounts 0, A / (steps - 1), ..., A: the fraction of images whose classifier probability
-    of ``name`` never falls (None for an attribute the classifier lacks, such as yaw), the mean
-    probability, and the mean share of the full edit's pixel change drawn at each amount
-    (sum over images of <T_k - T_0, T_A - T_0> / sum of ||T_A - T_0||^2)."""
-    index = classifier.attributes.index(name) if name in classifier.attributes else None
+    """:func:`continuity_along` the translation's images at amounts 0, A / (steps - 1), ..., A."""
     amounts = [amount * k / (steps - 1) for k in range(steps)]
     images = [translate(sources, model, a, blend=blend) for a in amounts]
-    full = (images[-1] - images[0]).double()
+    return {"amounts": amounts, **continuity_along(images, classifier, name)}
+
+
+def true_continuity(
+    z: torch.Tensor, renderer: Generator, classifier: Classifier, name: str, amount: float, steps: int
+) -> dict[str, Any]:
+    """:func:`continuity_along` the world's own edit, ``render(z + a * true_axis)`` at a = 0 .. A:
+    how smooth the classifier finds the truth (the ceiling of a translation's figures)."""
+    amounts = [amount * k / (steps - 1) for k in range(steps)]
+    axis = true_axis(name)
+    images = [_batched(lambda b, a=a: renderer.synthesize(b + a * axis, "z"), z) for a in amounts]
+    return {"amounts": amounts, **continuity_along(images, classifier, name)}
+
+
+#: Falls of the probability smaller than this count as rising (float noise of the classifier).
+RISE_TOLERANCE = 1e-4
+
+
+def continuity_along(images: list[torch.Tensor], classifier: Classifier, name: str) -> dict[str, Any]:
+    """How one edit moves along a path of images (each (N, 3, R, R), the first the unedited).
+
+    ``mean_edit_share``: per step, the share of the full change drawn (sum over images of
+    <x_k - x_0, x_K - x_0> / sum of ||x_K - x_0||^2). With the classifier's probability of
+    ``name`` (all None for an attribute it lacks, such as yaw): ``monotonic_fraction``, the
+    images whose probability never falls by more than :data:`RISE_TOLERANCE` along the path (the
+    issue's target: 1); ``end_rises_fraction``, those whose probability at the end is not below
+    the start (no path between the two ends can be monotonic for the others);
+    ``monotonic_fraction_of_end_rising``, the monotonic share among those; ``monotonic_within_0.01``,
+    the share whose probability never falls by more than 0.01; and ``mean_probability`` per step.
+    """
+    first = images[0].double()
+    full = images[-1].double() - first
     norm = float(full.pow(2).sum())
-    shares = [float(((x - images[0]).double() * full).sum()) / norm if norm > 0 else None for x in images]
-    out: dict[str, Any] = {"amounts": amounts, "mean_edit_share": shares}
-    if index is None:
-        return {**out, "monotonic_fraction": None, "mean_probability": None}
+    shares = [float(((x.double() - first) * full).sum()) / norm if norm > 0 else None for x in images]
+    out: dict[str, Any] = {"mean_edit_share": shares}
+    keys = (
+        "monotonic_fraction",
+        "end_rises_fraction",
+        "monotonic_fraction_of_end_rising",
+        "monotonic_within_0.01",
+        "mean_probability",
+    )
+    if name not in classifier.attributes:
+        return {**out, **dict.fromkeys(keys)}
+    index = classifier.attributes.index(name)
     probs = torch.stack(
         [_batched(lambda b: classifier.probabilities(b)[:, index], x) for x in images], 1
     )  # (N, steps)
-    rising = (probs[:, 1:] - probs[:, :-1] >= -1e-4).all(1)
+    worst = (probs[:, 1:] - probs[:, :-1]).min(1).values
+    rising = worst >= -RISE_TOLERANCE
+    end_rises = probs[:, -1] - probs[:, 0] >= -RISE_TOLERANCE
     return {
         **out,
         "monotonic_fraction": float(rising.float().mean()),
+        "end_rises_fraction": float(end_rises.float().mean()),
+        "monotonic_fraction_of_end_rising": float(rising[end_rises].float().mean())
+        if end_rises.any()
+        else None,
+        "monotonic_within_0.01": float((worst >= -0.01).float().mean()),
         "mean_probability": probs.mean(0).tolist(),
     }

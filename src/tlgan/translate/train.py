@@ -390,9 +390,12 @@ def train_translation(
     model = TranslationModel(identity.cpu().eval(), edited.cpu().eval(), attribute, float(amount), record)
     if calibration_images > 0:
         images = calibration_set(generator, calibration_images, seed, blur)
-        calibrate_translation(
-            model, images, points=calibration_points, info={"seed": int(seed), "blur": float(blur)}
-        )
+        try:
+            calibrate_translation(
+                model, images, points=calibration_points, info={"seed": int(seed), "blur": float(blur)}
+            )
+        except TlganError as exc:  # an edit that draws nothing has no schedule; the model still works
+            log.warning("%s: not calibrated (%s); the blend stays linear in the amount", out_dir, exc)
     model.save(out_dir)
     log.info("translation model for %s saved to %s", attribute, out_dir)
     return model
