@@ -110,10 +110,11 @@ def test_a_trained_model_is_calibrated_and_half_the_amount_draws_half_the_edit(g
     with torch.no_grad():
         start, full = model.identity(images), model.edited(images)
         # 0 and the trained amount are the two networks, exactly.
-        assert torch.equal(translate(images, model, 0.0), start)
-        assert torch.equal(translate(images, model, model.amount), full)
-        half = _share(translate(images, model, model.amount / 2), start, full)
-        quarter = _share(translate(images, model, model.amount / 4), start, full)
+        for blend in ("weights", "outputs"):
+            assert torch.equal(translate(images, model, 0.0, blend=blend), start)
+            assert torch.equal(translate(images, model, model.amount, blend=blend), full)
+        half = _share(translate(images, model, model.amount / 2, blend="weights"), start, full)
+        quarter = _share(translate(images, model, model.amount / 4, blend="weights"), start, full)
         linear_half = _share(apply_blend(model.identity, model.edited, 0.5, images), start, full)
     assert abs(half - 0.5) < 0.08, half
     assert abs(quarter - 0.25) < 0.08, quarter
@@ -132,11 +133,15 @@ def test_a_folder_without_a_schedule_loads_and_blends_linearly_as_before(generat
     images = generator.synthesize(generator.sample_latents(4, seed=3)).detach()
     with torch.no_grad():
         assert torch.equal(
-            translate(images, again, 0.6), apply_blend(again.identity, again.edited, 0.4, images)
+            translate(images, again, 0.6, blend="weights"),
+            apply_blend(again.identity, again.edited, 0.4, images),
         )
     # A calibrated one applies another blend at the same amount.
     with torch.no_grad():
-        assert not torch.equal(translate(images, model, 0.6), translate(images, again, 0.6))
+        calibrated = translate(images, model, 0.6, blend="weights")
+        assert not torch.equal(calibrated, translate(images, again, 0.6, blend="weights"))
+        # The default mixes the networks' images, with or without a schedule.
+        assert torch.equal(translate(images, again, 0.6), translate(images, model, 0.6))
     config["blend_schedule"] = {"blend": [0.0, 1.0], "progress": [0.0, 0.5]}
     (tmp_path / "old" / "translation.json").write_text(json.dumps(config))
     with pytest.raises(TlganError, match=r"translation.json: a blend schedule must run.*calibrate"):

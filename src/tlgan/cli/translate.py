@@ -54,10 +54,10 @@ calibration_points_option = click.option(
 blend_option = click.option(
     "--blend",
     type=click.Choice(["weights", "outputs"]),
-    default="weights",
+    default="outputs",
     show_default=True,
-    help="How amounts between 0 and the trained one are drawn: the networks' weights blended (at the "
-    "calibrated blend, if the model has one) or their images mixed (two forward passes).",
+    help="How amounts between 0 and the trained one are drawn: the two networks' images mixed (two "
+    "forward passes) or their weights blended (one; at the calibrated blend, if the model has one).",
 )
 
 
@@ -302,7 +302,7 @@ def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, b
 
 
 def _translate_photos(
-    paths, model, amount, out: Path, detector, face, paste_back, *, blend: str = "weights", progress: bool
+    paths, model, amount, out: Path, detector, face, paste_back, *, blend: str = "outputs", progress: bool
 ):
     """Translate each photo (centre crop, or its aligned faces with ``detector``); (rows, failed)."""
     from tqdm.auto import tqdm

@@ -114,7 +114,7 @@ def evaluate_translation(
     tune: bool = True,
     continuity_steps: int = 5,
     baselines: bool = True,
-    blend: str = "weights",
+    blend: str = "outputs",
     progress: bool = True,
 ) -> dict[str, Any]:
     """The comparison for each model (attribute -> model), on ``n`` fresh renders; a JSON-ready dict.
@@ -287,7 +287,7 @@ def _continuity(
     name: str,
     amount: float,
     steps: int,
-    blend: str = "weights",
+    blend: str = "outputs",
 ) -> dict[str, Any]:
     """:func:`continuity_along` the translation's images at amounts 0, A / (steps - 1), ..., A."""
     amounts = [amount * k / (steps - 1) for k in range(steps)]

@@ -10,10 +10,12 @@ A model folder holds
 
 :func:`translate` applies a model to images at any amount (in the attribute's latent units,
 like an edit's amount), asking for the fraction ``t = amount / trained amount`` of the edit.
-By default the networks' weights are blended: at ``a = t`` for a folder without a schedule (as
-the first models were written), at the calibrated ``a = p^-1(t)`` for one with it, so that
-equal steps of the amount draw equal shares of the edit. ``blend="outputs"`` instead mixes the
-two networks' images, ``(1 - t) * I(x) + t * E(x)`` (two forward passes).
+By default it mixes the two networks' images, ``(1 - t) * I(x) + t * E(x)`` (two forward
+passes between the ends, one at either end): on the toyfaces models the classifier's score
+then rises along the amount for more faces than with any weight blend. ``blend="weights"``
+is the paper's interpolation of the networks' weights, one forward pass: at ``a = t`` for a
+folder without a schedule (as the first models were written and applied), at the calibrated
+``a = p^-1(t)`` for one with it, so that equal steps of the amount draw equal shares of the edit.
 """
 
 from __future__ import annotations
@@ -139,15 +141,15 @@ def translate(
     model: TranslationModel | str | os.PathLike,
     amount: float,
     batch_size: int = 64,
-    blend: str = "weights",
+    blend: str = "outputs",
 ) -> torch.Tensor:
     """``images`` (N, 3, R, R) in [-1, 1] translated by ``amount`` of the model's attribute.
 
     ``amount`` is in the latent units of the edit the model was trained on (``trained`` =
     ``model.amount``); it asks for the fraction ``t = amount / trained`` of the edit. With
-    ``blend="weights"`` (the default, the paper's) the networks' weights are blended at
-    :func:`blend_for` (``t`` itself, or the calibrated blend of a model with a schedule); with
-    ``blend="outputs"`` the images are mixed, ``(1 - t) * I(x) + t * E(x)``. Either way 0 gives
+    ``blend="outputs"`` (the default) the networks' images are mixed, ``(1 - t) * I(x) + t * E(x)``;
+    with ``blend="weights"`` (the paper's) their weights are blended at :func:`blend_for` (``t``
+    itself, or the calibrated blend of a model with a schedule). Either way 0 gives
     the identity network's output and ``trained`` the edited network's, exactly. Amounts outside
     [0, trained] extrapolate (logged: the model never saw such pairs). Images must have the
     model's resolution; align and resize photos first. Raises :class:`TlganError` on bad input.
