@@ -260,3 +260,11 @@ def test_eval_translate_can_run_the_translation_alone(tmp_path):
     # Mixing the two networks' images draws exactly k / 4 of the change at amount k A / 4.
     assert np.allclose(entry["continuity"]["mean_edit_share"], [0, 0.25, 0.5, 0.75, 1], atol=1e-6)
     assert entry["true_edit_continuity"]["monotonic_fraction"] is not None
+    # The baselines still run by default (tiny settings: the route, not its accuracy).
+    full = ["toyfaces", "eval-translate", "--models", str(tmp_path / "m"), "--n", "2"]
+    r = CliRunner().invoke(cli, [*full, "--invert-steps", "1", "--tune-steps", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    entry = result["attributes"]["Eyeglasses"]
+    assert {"invert_edit", "tuned_edit", "speedup_over_invert_edit"} <= set(entry)
+    assert result["invert_seconds_per_image"] > 0 and result["blend"] == "outputs"
