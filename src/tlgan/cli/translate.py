@@ -46,7 +46,7 @@ calibration_images_option = click.option(
     "--calibration-images",
     default=64,
     show_default=True,
-    help="Generator images the weight blend is calibrated on after training (0: not calibrated).",
+    help="Generator images the weight blend is calibrated on (after training, 0: not calibrated).",
 )
 calibration_points_option = click.option(
     "--calibration-points", default=33, show_default=True, help="Weight blends measured in [0, 1]."
@@ -403,7 +403,7 @@ def _aligned_faces(path: Path, name: str, resolution: int, face, detector):
     type=click.Choice(["all", "translate"]),
     default="all",
     show_default=True,
-    help="translate: the translation alone (no inversion or tuning baselines; seconds, not an hour).",
+    help="translate: the translation alone (no inversion or tuning baselines; minutes, not most of an hour).",
 )
 @blend_option
 @click.option(
@@ -502,9 +502,10 @@ def calibrate_translate_cmd(
     """Calibrate the weight blend of a translation model folder (written back into it).
 
     Measures, on the generator's own images, how much of the edit each weight blend draws, and
-    stores the table in MODEL_DIR/translation.json: `tlgan translate` then applies an amount of
-    a quarter of the trained one at the blend that draws a quarter of the edit. Models trained
-    by this version are calibrated already; this brings older folders up to date.
+    stores the table in MODEL_DIR/translation.json: `tlgan translate --blend weights` then
+    applies an amount of a quarter of the trained one at the blend that draws a quarter of the
+    edit (the default blend, mixing the outputs, needs no table). Models trained by this
+    version are calibrated already; this brings older folders up to date.
     """
     from tlgan.models import load_generator
     from tlgan.translate import load_translation
