@@ -191,10 +191,13 @@ def test_cli_trains_and_applies_a_translation(tmp_path):
     FeatureAxes(world.true_directions(), list(world.ATTRIBUTES), space="z").save(axes)
     model = tmp_path / "glasses"
     args = f"train translate --attr Eyeglasses --axes {axes} --out {model} --identity-steps 2 --edit-steps 2"
-    args += " --width 4 --batch-size 2 --feature-weight 0 --json"
+    args += (
+        " --width 4 --batch-size 2 --feature-weight 0 --calibration-images 4 --calibration-points 5 --json"
+    )
     r = runner.invoke(cli, args.split())
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["settings"]["edit_steps"] == 2
+    assert len(load_translation(model).schedule.blend) == 5  # calibrated after training
     photo = tmp_path / "photos"
     photo.mkdir()
     save_image(torch.zeros(3, 100, 80), photo / "a.png")  # any size: centre-cropped and resized

@@ -42,6 +42,25 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
     return with_yaw(axes)
 
 
+calibration_images_option = click.option(
+    "--calibration-images",
+    default=64,
+    show_default=True,
+    help="Generator images the weight blend is calibrated on (after training, 0: not calibrated).",
+)
+calibration_points_option = click.option(
+    "--calibration-points", default=33, show_default=True, help="Weight blends measured in [0, 1]."
+)
+blend_option = click.option(
+    "--blend",
+    type=click.Choice(["weights", "outputs"]),
+    default="outputs",
+    show_default=True,
+    help="How amounts between 0 and the trained one are drawn: the two networks' images mixed (two "
+    "forward passes) or their weights blended (one; at the calibrated blend, if the model has one).",
+)
+
+
 @click.command("translate")
 @generator_option
 @axes_option
@@ -100,6 +119,8 @@ def _axes_with_world_yaw(axes, attribute: str, generator):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
+@calibration_images_option
+@calibration_points_option
 @device_option
 @json_option
 def train_translate_cmd(
@@ -125,6 +146,8 @@ def train_translate_cmd(
     seed,
     checkpoint_every,
     resume,
+    calibration_images,
+    calibration_points,
     device,
     as_json,
 ):
@@ -132,7 +155,8 @@ def train_translate_cmd(
 
     Pairs (G(latent), G(latent moved by AMOUNT along the attribute's axis, locks held)) are
     drawn afresh every step. A U-Net first learns the identity, then a copy of it learns the
-    translation; `tlgan translate` blends the two by the amount asked for.
+    translation; `tlgan translate` blends the two by the amount asked for, at the blend
+    calibrated after training so that equal steps of the amount draw equal shares of the edit.
     """
     from tlgan.cli.editing import _axes_for
     from tlgan.models import load_classifier, load_generator
@@ -167,6 +191,8 @@ def train_translate_cmd(
         device=device,
         progress=not as_json,
         record={"generator": generator, "axes": axes_path, "classifier": classifier},
+        calibration_images=calibration_images,
+        calibration_points=calibration_points,
     )
     summary = {"out": str(out_dir), "attribute": attribute, "amount": amount, **model.record}
     if as_json:
@@ -218,9 +244,10 @@ def _photo_paths(inputs: tuple[str, ...]) -> list[Path]:
     help="With --align ffhq: also write OUT/NAME.photo.png, the photo with what the translation "
     "changed warped back into it (pixels outside the face square stay the photo's own).",
 )
+@blend_option
 @device_option
 @json_option
-def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, device, as_json):
+def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, blend, device, as_json):
     """Edit PHOTO... (files or folders) in one forward pass of a translation model.
 
     Each photo is centre-cropped and resized to the model's resolution (the generator's), or
@@ -241,17 +268,27 @@ def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, d
     model = load_translation(model_dir, device)
     if not 0 <= amount / model.amount <= 1:
         click.echo(
-            f"note: amount {amount} is outside the trained range [0, {model.amount}]: the weights are "
-            f"extrapolated",
+            f"note: amount {amount} is outside the trained range [0, {model.amount}]: the {blend} are "
+            f"extrapolated linearly",
             err=True,
         )
     rows, failed = _translate_photos(
-        _photo_paths(photos), model, amount, Path(out_dir), detector, face, paste_back, progress=not as_json
+        _photo_paths(photos),
+        model,
+        amount,
+        Path(out_dir),
+        detector,
+        face,
+        paste_back,
+        blend=blend,
+        progress=not as_json,
     )
     summary = {
         "model": str(model_dir),
         "attribute": model.attribute,
         "amount": amount,
+        "blend": blend,
+        "calibrated": model.schedule is not None,
         "align": align,
         "images": rows,
         "failed": failed,
@@ -264,7 +301,9 @@ def translate_cmd(photos, model_dir, amount, out_dir, align, face, paste_back, d
         raise SystemExit(1)
 
 
-def _translate_photos(paths, model, amount, out: Path, detector, face, paste_back, *, progress: bool):
+def _translate_photos(
+    paths, model, amount, out: Path, detector, face, paste_back, *, blend: str = "outputs", progress: bool
+):
     """Translate each photo (centre crop, or its aligned faces with ``detector``); (rows, failed)."""
     from tqdm.auto import tqdm
 
@@ -287,7 +326,7 @@ def _translate_photos(paths, model, amount, out: Path, detector, face, paste_bac
             click.echo(f"error: {exc}", err=True)
             continue
         for key, image, notes, aligned in faces:
-            edited = translate(image[None], model, amount)[0]
+            edited = translate(image[None], model, amount, blend=blend)[0]
             row = {"file": str(path), "out": str(save_image(edited, out / f"{key}.png")), "notes": notes}
             if aligned is not None:
                 row.update(_write_aligned(path, key, edited, aligned, out, paste_back))
@@ -360,13 +399,32 @@ def _aligned_faces(path: Path, name: str, resolution: int, face, detector):
 @click.option("--tune-steps", default=None, type=int, help="Pivotal tuning steps (default: tuning's).")
 @click.option("--no-tune", is_flag=True, help="Skip the pivotal-tuning baseline.")
 @click.option(
+    "--routes",
+    type=click.Choice(["all", "translate"]),
+    default="all",
+    show_default=True,
+    help="translate: the translation alone (no inversion or tuning baselines; minutes, not most of an hour).",
+)
+@blend_option
+@click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here."
 )
 @classifier_option
 @device_option
 @json_option
 def eval_translate_cmd(
-    models_dir, n, seed, invert_steps, tune_steps, no_tune, out_path, classifier, device, as_json
+    models_dir,
+    n,
+    seed,
+    invert_steps,
+    tune_steps,
+    no_tune,
+    routes,
+    blend,
+    out_path,
+    classifier,
+    device,
+    as_json,
 ):
     """Compare translation with invert + edit and tuning + edit against the world's true edits."""
     from tlgan.cli.editing import _axes_for
@@ -402,6 +460,8 @@ def eval_translate_cmd(
         invert_steps=invert_steps,
         tune_steps=tune_steps,
         tune=not no_tune,
+        baselines=routes == "all",
+        blend=blend,
         progress=not as_json,
     )
     if out_path:
@@ -412,15 +472,77 @@ def eval_translate_cmd(
         print_json(result)
         return
     for name, entry in result["attributes"].items():
-        tuned = entry.get("tuned_edit", {}).get("psnr_db")
+        monotonic = entry["continuity"]["monotonic_fraction"]
+        line = f"{name:18s} translate {entry['translate']['psnr_db']:6.2f} dB"
+        if "invert_edit" in entry:
+            tuned = entry.get("tuned_edit", {}).get("psnr_db")
+            line += (
+                f"  invert+edit {entry['invert_edit']['psnr_db']:6.2f} dB  tuned+edit "
+                f"{'-' if tuned is None else f'{tuned:6.2f} dB'}  {entry['speedup_over_invert_edit']:.0f}x faster"
+            )
+        click.echo(line + f"  monotonic {'-' if monotonic is None else f'{monotonic:.2f}'}")
+
+
+@click.command("calibrate-translate")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--generator",
+    "generator",
+    default=None,
+    help="The generator the model was trained on [default: the one its translation.json names].",
+)
+@calibration_images_option
+@calibration_points_option
+@click.option("--seed", default=None, type=int, help="Of the calibration images [default: the training's].")
+@device_option
+@json_option
+def calibrate_translate_cmd(
+    model_dir, generator, calibration_images, calibration_points, seed, device, as_json
+):
+    """Calibrate the weight blend of a translation model folder (written back into it).
+
+    Measures, on the generator's own images, how much of the edit each weight blend draws, and
+    stores the table in MODEL_DIR/translation.json: `tlgan translate --blend weights` then
+    applies an amount of a quarter of the trained one at the blend that draws a quarter of the
+    edit (the default blend, mixing the outputs, needs no table). Models trained by this
+    version are calibrated already; this brings older folders up to date.
+    """
+    from tlgan.models import load_generator
+    from tlgan.translate import load_translation
+    from tlgan.translate.schedule import calibrate_translation
+    from tlgan.translate.train import calibration_set
+
+    if calibration_images < 1:
+        raise TlganError("--calibration-images must be at least 1")
+    model = load_translation(model_dir, device)
+    spec = generator or model.record.get("generator")
+    if not spec:
+        raise TlganError(f"{model_dir}: translation.json names no generator; pass --generator")
+    settings = model.record.get("settings", {})
+    seed = int(settings.get("seed", 0)) if seed is None else seed
+    blur = float(settings.get("blur", 0.0))
+    images = calibration_set(load_generator(spec, device), calibration_images, seed, blur)
+    if images.shape[-1] != model.resolution:
+        raise TlganError(
+            f"{spec} draws {images.shape[-1]} px images, the model works at {model.resolution} px: "
+            f"pass the generator it was trained on (--generator)"
+        )
+    schedule = calibrate_translation(
+        model, images, points=calibration_points, progress=not as_json, info={"seed": seed, "blur": blur}
+    )
+    model.to("cpu").save(model_dir)
+    quarters = {f"{t:g}": round(schedule.blend_at(t), 4) for t in (0.25, 0.5, 0.75)}
+    if as_json:
+        print_json({"model": str(model_dir), "blend_at_fraction": quarters, **schedule.to_dict()})
+    else:
         click.echo(
-            f"{name:18s} translate {entry['translate']['psnr_db']:6.2f} dB  invert+edit "
-            f"{entry['invert_edit']['psnr_db']:6.2f} dB  tuned+edit "
-            f"{'-' if tuned is None else f'{tuned:6.2f} dB'}  {entry['speedup_over_invert_edit']:.0f}x faster"
+            f"{model_dir}: calibrated; a quarter, half and three quarters of the edit are drawn at weight "
+            f"blends {quarters['0.25']}, {quarters['0.5']}, {quarters['0.75']}"
         )
 
 
 def register(group: click.Group) -> None:
     group.add_command(translate_cmd)
     group.commands["train"].add_command(train_translate_cmd)
+    group.commands["train"].add_command(calibrate_translate_cmd)
     group.commands["toyfaces"].add_command(eval_translate_cmd)

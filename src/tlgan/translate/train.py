@@ -28,6 +28,10 @@ checkpoint (``OUT/checkpoint/``, written every ``checkpoint_every`` steps) ends 
 weights, bit for bit, as one that was never interrupted. ``identity_from`` reuses the identity
 network of an earlier model (of the same generator): phase 1 is then skipped, which is how
 several attributes share one identity network.
+
+After training, the weight blend is calibrated (:mod:`tlgan.translate.schedule`) on
+``calibration_images`` of the generator's own images (:func:`calibration_set`), so that an
+amount of a quarter of the trained one draws a quarter of the edit; 0 leaves it uncalibrated.
 """
 
 from __future__ import annotations
@@ -53,12 +57,17 @@ from tlgan.train.checkpoint import has_checkpoint, restore_checkpoint, save_chec
 from tlgan.train.common import cosine_lr, resolve_device, set_lr, settings_mismatch, step_generator
 from tlgan.translate.model import TranslationModel, load_translation
 from tlgan.translate.network import TranslationNet
+from tlgan.translate.schedule import calibrate_translation
 
 log = logging.getLogger(__name__)
 
 STREAM_PAIRS = 21
 STREAM_BLUR = 22
 STREAM_BLEND = 23
+STREAM_CALIBRATION = 24
+#: Calibration images are generator samples from here on of the training seed (the training
+#: pairs come from per-step random streams, not from these indices).
+CALIBRATION_START = 2_000_000
 #: Settings recorded since the change-weighted loss, with the value older checkpoints used.
 INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0, "blur": 0.0, "blend_fraction": 0.0}
 
@@ -165,6 +174,21 @@ def edit_pairs(
     return both[: len(latents)], both[len(latents) :]
 
 
+def calibration_set(generator: Generator, n: int = 64, seed: int = 0, blur: float = 1.5) -> torch.Tensor:
+    """(n, 3, R, R) in [-1, 1]: the generator's samples CALIBRATION_START.. of ``seed``, blurred as in training.
+
+    The images a blend schedule is measured on (:func:`tlgan.translate.schedule.calibrate_translation`):
+    like the training sources, with the same random blur of up to ``blur`` px (its own stream).
+    """
+    if n < 1:
+        raise TlganError(f"calibration needs at least 1 image, not {n}")
+    z = generator.sample_latents(n, seed=seed, start=CALIBRATION_START)
+    with torch.no_grad():
+        images = torch.cat([generator.synthesize(z[i : i + 64], "z").cpu() for i in range(0, n, 64)])
+    images, _ = blur_pairs(images, images, blur, step_generator(seed, 0, STREAM_CALIBRATION))
+    return images
+
+
 def step_latents(generator: Generator, space: str, batch_size: int, seed: int, step: int) -> torch.Tensor:
     """The latents of training step ``step``: (batch_size, ...) in ``space``, from (seed, step) alone."""
     z = torch.randn(batch_size, generator.z_dim, generator=step_generator(seed, step, STREAM_PAIRS))
@@ -211,6 +235,8 @@ def train_translation(
     device: str = "cpu",
     progress: bool = True,
     record: dict[str, Any] | None = None,
+    calibration_images: int = 64,
+    calibration_points: int = 33,
 ) -> TranslationModel:
     """Train the identity and edited networks for ``attribute`` and save the model folder in ``out_dir``.
 
@@ -226,6 +252,8 @@ def train_translation(
     ``blend_fraction`` of the edit steps train the weight blend at a random ``a`` in (0, 1)
     against pairs moved by ``a * amount`` (:func:`blend_amount`), so that the blends
     :func:`~tlgan.translate.translate` uses between the two networks are trained too.
+    The trained model's weight blend is then calibrated on ``calibration_images`` generator
+    images at ``calibration_points`` blends (0 images: not calibrated, the blend stays linear).
     """
     out_dir = Path(out_dir)
     dev = resolve_device(device)
@@ -360,6 +388,14 @@ def train_translation(
         "train_seconds": round(time.perf_counter() - t0, 3),
     }
     model = TranslationModel(identity.cpu().eval(), edited.cpu().eval(), attribute, float(amount), record)
+    if calibration_images > 0:
+        images = calibration_set(generator, calibration_images, seed, blur)
+        try:
+            calibrate_translation(
+                model, images, points=calibration_points, info={"seed": int(seed), "blur": float(blur)}
+            )
+        except TlganError as exc:  # an edit that draws nothing has no schedule; the model still works
+            log.warning("%s: not calibrated (%s); the blend stays linear in the amount", out_dir, exc)
     model.save(out_dir)
     log.info("translation model for %s saved to %s", attribute, out_dir)
     return model
