@@ -1,7 +1,8 @@
 """The studio's routes for views and uploaded photos beyond inversion.
 
 - ``POST /api/translate``  an uploaded face (the ``input_image`` /api/invert gave) + the translation
-  rows' amounts -> the face translated, one forward pass per model, no inversion;
+  rows' amounts -> the face translated (one or two forward passes per model, see
+  :func:`tlgan.translate.translate`), no inversion;
 - ``POST /api/paste-back`` the photo again + a face request + the ``alignment`` /api/invert gave ->
   the whole photo with the edited face warped back in (PNG), as ``tlgan edit --paste-back``.
 

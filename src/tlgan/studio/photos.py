@@ -1,5 +1,5 @@
 """What the studio does with uploaded photos besides inverting them: FFHQ alignment, the edit pasted
-back into the photo, and translation models that move the photo in one forward pass.
+back into the photo, and translation models that move the photo without inversion.
 
 - **Alignment** (``tlgan serve --align ffhq``): every upload is cut out as FFHQ's faces were
   (:func:`tlgan.alignment.align_photo`, the largest face, at the generator's resolution); the
