@@ -23,8 +23,8 @@ Endpoints (the OpenAPI schema at ``/openapi.json`` and the pages ``/docs`` descr
 - ``POST /api/score``        an uploaded image -> the classifier's probabilities;
 - ``POST /api/invert``       an uploaded photo -> its latent and reconstruction (with ``tune``: also
   a generator tuned to the photo, named by ``tuned_id``; see :mod:`tlgan.studio.tuned`).
-- ``POST /api/translate``, ``POST /api/paste-back``: uploaded photos moved by translation models,
-  and the edit pasted back into an aligned photo (see :mod:`tlgan.studio.photo_routes`).
+- ``POST /api/face``, ``/api/translate``, ``/api/paste-back``: an uploaded face without inversion,
+  moved by translation models, the edit pasted back in the photo (:mod:`tlgan.studio.photo_routes`).
 
 A face request may also carry ``rotate``/``translate``: StyleGAN3's input transform for that
 request only (see :mod:`tlgan.studio.view`).

@@ -1,5 +1,8 @@
 """The studio's routes for views and uploaded photos beyond inversion.
 
+- ``POST /api/face``       an uploaded photo -> the face /api/invert would see (aligned with
+  ``serve --align ffhq``, else centre-cropped) and its alignment, without inverting it: the
+  translation rows work on it at once, while /api/invert still searches for the latent;
 - ``POST /api/translate``  an uploaded face (the ``input_image`` /api/invert gave) + the translation
   rows' amounts -> the face translated (one or two forward passes per model, see
   :func:`tlgan.translate.translate`), no inversion;
@@ -27,13 +30,15 @@ from tlgan.studio.photos import (
     decode_data_url,
     transform_from_dict,
 )
-from tlgan.studio.schema import ERRORS, FACE_ERRORS, FaceRequest
+from tlgan.studio.schema import ERRORS, FACE_ERRORS, FaceRequest, FaceResponse
 from tlgan.studio.serving import describe_validation_errors
 from tlgan.studio.view import View, check_view, transform_buffer, view_of
 
 if TYPE_CHECKING:
     from tlgan.studio.server import Studio
 
+# The words of /api/invert's refusal of an empty file (a test holds the two routes to the same words).
+EMPTY_UPLOAD = "the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)"
 PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "PNG bytes"}}
 
 
@@ -77,7 +82,36 @@ def upload_body(upload: Any) -> dict[str, Any]:
 
 
 def add_photo_routes(app: FastAPI, studio: Studio, photos: PhotoTools) -> None:
-    """/api/translate and /api/paste-back: rare, per-photo work, run in worker threads under the model lock."""
+    """/api/face, /api/translate and /api/paste-back: rare, per-photo work, run in worker threads (the face
+    and the translations under the photo tools' own lock, so they need not wait for an inversion)."""
+
+    @app.post(
+        "/api/face",
+        response_model=FaceResponse,
+        responses=ERRORS,
+        summary="Prepare an uploaded face for the translation rows, without inverting it",
+    )
+    def prepare_face(
+        file: Annotated[
+            UploadFile,
+            File(description="The photo (PNG, JPEG, WebP, ...) that will be sent to /api/invert."),
+        ],
+    ):
+        """The face the generator's inputs would see: byte for byte /api/invert's ``input_image`` (and, with
+        ``serve --align ffhq``, its ``aligned_image`` and ``alignment``) for the same file, in a fraction of
+        the time. Needs translation rows or alignment (422 otherwise: upload to /api/invert alone)."""
+        from tlgan.studio.app import json_response
+
+        data = file.file.read()
+        if not data:
+            raise TlganError(EMPTY_UPLOAD)
+        upload = photos.prepare(data, file.filename or "uploaded image")
+        if upload is None:
+            raise TlganError(
+                "this studio neither aligns nor translates uploads, so there is no face to prepare; upload "
+                "the photo to /api/invert, or start the studio with `tlgan serve --translation DIR` or `--align ffhq`"
+            )
+        return json_response(upload_body(upload))
 
     @app.post(
         "/api/translate",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,9 @@ class PhotoTools:
         if align not in (None, "none", *ALIGN_METHODS):
             raise TlganError(f"align must be one of {', '.join(ALIGN_METHODS)} (or none), not {align!r}")
         self.studio = studio
+        # dlib's models and the translation networks are shared by the requests, but not with the
+        # generator: their own lock, so a photo is prepared and translated while another inverts.
+        self._lock = threading.Lock()
         self.resolution = int(studio.generator.img_resolution)
         self.align = None if align in (None, "none") else align
         self.detector = None
@@ -198,7 +202,7 @@ class PhotoTools:
         from tlgan.alignment import align_photo, read_photo
 
         photo = read_photo(data, name=name)
-        with self.studio.locked():  # dlib's models are shared like the generator
+        with self._lock:
             (found,) = align_photo(
                 photo, size=self.resolution, face="largest", detector=self.detector, label=name
             )
@@ -242,7 +246,7 @@ class PhotoTools:
 
         clean = self.check_amounts(amounts)
         x = to_tensor(image)[None]
-        with self.studio.locked(), torch.inference_mode():
+        with self._lock, torch.inference_mode():
             for row, model in self.translations.items():
                 x = translate(x, model, clean[row])
         return x[0].float().cpu().clone()

@@ -227,6 +227,21 @@ class InvertResponse(BaseModel):
     )
 
 
+class FaceResponse(BaseModel):
+    input_image: str = Field(
+        description="The face as /api/invert would give it for the same file (aligned, or centre-cropped), at "
+        "the generator's resolution, as a PNG data URL: send it as `image` to /api/translate."
+    )
+    aligned_image: str | None = Field(
+        None, description="With `serve --align ffhq`: the aligned face (PNG data URL)."
+    )
+    alignment: dict[str, Any] | None = Field(
+        None,
+        description="With `serve --align ffhq`: where the aligned face lies in the photo; send it with the "
+        "photo to /api/paste-back.",
+    )
+
+
 class ErrorResponse(BaseModel):
     detail: str = Field(description="What was wrong with the request and how to fix it.")
 
