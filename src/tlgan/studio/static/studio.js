@@ -24,7 +24,6 @@
   let pending = 0;                 // requests in flight
   let queued = null;               // a render waiting for the one in flight (slider drags)
   let inFlight = false;
-  let uploads = 0;                 // numbers uploaded photos, so two files of one name stay apart
 
   // ------------------------------------------------------------------ state helpers
 
@@ -35,6 +34,13 @@
   const baseKey = (s) => (s.seed !== null ? "seed:" + s.seed : "upload:" + s.upload);
   const fmt = (x) => (x > 0 ? "+" : x < 0 ? MINUS : "") + Math.abs(x).toFixed(1);
   const roundStep = (x) => Math.round(x * 1000) / 1000;
+
+  // The uploads, view sliders and translation rows (photos.js), sharing this page's helpers and state.
+  const photos = window.tlganStudioPhotos({
+    $, els, api, showImage, showError, saveBlob, renderBody, copy, commit, requestRender, fmt, roundStep, pretty,
+    MINUS, history, info: () => info, state: () => state, sync: syncControls,
+    busy: (delta) => { pending += delta; setBusy(); },
+  });
 
   function commit(next) {
     history.push(copy(state));
@@ -81,7 +87,7 @@
   // Renders are serialised: while one is in flight, only the newest wish waits behind it,
   // so dragging a slider never queues up stale frames.
   function requestRender() {
-    requestTranslation();
+    photos.requestTranslation();
     queued = {state: copy(state)};
     setBusy();
     if (!inFlight) pump();
@@ -94,6 +100,12 @@
     if (!queued) { setBusy(); return; }
     const job = queued;
     queued = null;
+    if (job.state.seed === null && job.state.latent === null) {
+      photos.showUninverted(job.state);   // an uploaded photo whose latent is still being found
+      shownBase = null;                   // its reconstruction is drawn when the latent comes
+      setBusy();
+      return;
+    }
     inFlight = true;
     pending += 1;
     setBusy();
@@ -223,6 +235,7 @@
   }
 
   function syncControls() {
+    const uninverted = state.seed === null && state.latent === null;   // a photo still being inverted
     for (const [name, r] of rows) {
       const amount = state.amounts[name] || 0;
       r.slider.value = String(amount);
@@ -231,13 +244,14 @@
       const locked = state.locks.includes(name);
       r.lock.checked = locked;
       r.row.classList.toggle("locked", locked);
-      r.minus.disabled = locked;
-      r.plus.disabled = locked;
-      r.slider.disabled = locked;
+      r.minus.disabled = locked || uninverted;
+      r.plus.disabled = locked || uninverted;
+      r.slider.disabled = locked || uninverted;
     }
     if (state.seed !== null) els.seed.value = String(state.seed);
     els.undo.disabled = history.length === 0;
-    syncPhotoControls();
+    els.download.disabled = uninverted;
+    photos.sync();
   }
 
   function showScores(probs) {
@@ -298,45 +312,6 @@
     }
   }
 
-  async function uploadPhoto(file) {
-    if (!file) return;
-    if (info && file.size > info.max_upload_bytes) {
-      showError(file.name + " is " + (file.size / 1e6).toFixed(1) + " MB; the limit is " +
-                (info.max_upload_bytes / 1e6).toFixed(1) + " MB. Choose a smaller image.");
-      return;
-    }
-    const form = new FormData();
-    form.append("file", file, file.name);
-    const tune = els.tune.checked;
-    form.append("tune", tune ? "true" : "false");
-    els.status.textContent = "Finding " + file.name + " in the generator\u2019s latent space" +
-                             (tune ? " and tuning the generator to it" : "") + "\u2026";
-    pending += 1;
-    setBusy();
-    try {
-      const result = await api("api/invert", {method: "POST", body: form});
-      const label = file.name.length > 24 ? file.name.slice(0, 21) + "\u2026" : file.name;
-      uploads += 1;
-      rememberUpload(uploads, file, result);
-      commit({seed: null, latent: result.latent, label: label, upload: uploads, tuned: result.tuned_id || null,
-              amounts: {}, locks: state.locks.slice()});
-      const dB = (x) => " (" + x.toFixed(1) + " dB)";
-      const tuned = result.info && result.info.tuned;
-      const psnr = tuned && typeof tuned.psnr_db === "number" ? dB(tuned.psnr_db)
-                 : result.info && typeof result.info.psnr_db === "number" ? dB(result.info.psnr_db) : "";
-      els.status.textContent = "Loaded " + file.name + psnr + (result.tuned_id ? ", with a generator tuned to it" : "") +
-                               ". The original now shows its reconstruction.";
-      showError("");
-    } catch (err) {
-      els.status.textContent = "";
-      showError(err.message);
-    } finally {
-      pending -= 1;
-      setBusy();
-      els.photo.value = "";
-    }
-  }
-
   function wireToolbar() {
     els.newFace.addEventListener("click", () => {
       let seed;
@@ -357,7 +332,7 @@
     });
     els.undo.addEventListener("click", undo);
     els.download.addEventListener("click", download);
-    els.photo.addEventListener("change", () => uploadPhoto(els.photo.files[0]));
+    els.photo.addEventListener("change", () => photos.uploadPhoto(els.photo.files[0]));
 
     const zone = els.dropZone;
     for (const type of ["dragenter", "dragover"]) {
@@ -369,7 +344,7 @@
     zone.addEventListener("drop", (e) => {
       e.preventDefault();
       const file = e.dataTransfer && e.dataTransfer.files[0];
-      if (file) uploadPhoto(file);
+      if (file) photos.uploadPhoto(file);
     });
     // A photo dropped anywhere else must not make the browser navigate away from the studio.
     window.addEventListener("dragover", (e) => e.preventDefault());
@@ -438,7 +413,7 @@
                              (info.space !== info.axes_space ? ", faces in " + info.space : "") + " (" +
                              (info.latent_shape.length > 1 ? info.latent_shape.join(" \u00d7 ") : info.latent_dim + "-d") + ")";
     buildRows();
-    buildPhotoControls();
+    photos.build();
     wireWords();
     // No tuning on this server (turned off, or a generator without weights): no checkbox.
     if (!info.max_tuned) { els.tune.checked = false; els.tune.parentElement.hidden = true; }
@@ -450,155 +425,6 @@
     state = {seed: seed, latent: null, label: null, upload: null, tuned: null, amounts: {}, locks: []};
     syncControls();
     requestRender();
-  }
-
-  // ------------------------------------------------------------------ views and uploaded photos
-  // StyleGAN3's turn and move (state.view, sent with every render), the aligned face and the
-  // pasted-back download of aligned uploads, and translation rows (state.translations) that move
-  // the uploaded photo itself through /api/translate.
-
-  const photoEls = {
-    view: $("view-controls"), rotate: $("view-rotate"), x: $("view-x"), y: $("view-y"),
-    rotateValue: $("view-rotate-value"), xValue: $("view-x-value"), yValue: $("view-y-value"),
-    alignedFigure: $("aligned-figure"), aligned: $("aligned"),
-    translatedFigure: $("translated-figure"), translated: $("translated"),
-    download: $("photo-download"), downloadButton: $("download-photo"),
-  };
-  const uploadData = new Map();    // upload number -> {file, alignment, input}
-  const translationRows = new Map();
-  let translating = 0;             // numbers translation requests; only the newest is shown
-  let viewDragStart;               // state.view when the current drag of a view slider began
-  let shownTranslation = null;     // upload and amounts of the translated photo on screen
-
-  function serverView() {
-    const t = info && info.input_transform;
-    return t && t.rotate !== null ? {rotate: t.rotate, translate: t.translate.slice()} : {rotate: 0, translate: [0, 0]};
-  }
-
-  function buildPhotoControls() {
-    if (info.input_transform) {
-      photoEls.view.hidden = false;
-      const sliders = [photoEls.rotate, photoEls.x, photoEls.y];
-      for (const slider of sliders) {
-        slider.addEventListener("input", () => {      // live preview while dragging
-          if (viewDragStart === undefined) viewDragStart = state.view || null;
-          state.view = {rotate: Number(photoEls.rotate.value),
-                        translate: [Number(photoEls.x.value), Number(photoEls.y.value)]};
-          showView(state.view);
-          requestRender();
-        });
-        slider.addEventListener("change", () => {     // one undo step per drag, back to where it began
-          if (viewDragStart === undefined) return;     // no move since the last change
-          const next = copy(state);
-          state.view = viewDragStart;
-          viewDragStart = undefined;
-          commit(next);
-        });
-      }
-    }
-    photoEls.downloadButton.addEventListener("click", downloadPhoto);
-    for (const model of info.translations || []) buildTranslationRow(model);
-  }
-
-  function buildTranslationRow(model) {
-    const name = model.name;
-    const node = els.template.content.firstElementChild.cloneNode(true);
-    const r = {row: node, slider: node.querySelector(".slider"), value: node.querySelector(".value"),
-               minus: node.querySelector(".minus"), plus: node.querySelector(".plus")};
-    node.classList.add("translation", "unscored");
-    node.hidden = true;
-    const label = node.querySelector(".name");
-    label.textContent = pretty(name);
-    label.title = name + ": moves the uploaded photo itself (trained for " + model.amount + " units of " +
-                  model.attribute + "), one forward pass, no inversion";
-    node.querySelector(".percent").textContent = "n/a";
-    node.querySelector(".lock input").disabled = true;
-    r.minus.setAttribute("aria-label", name + " " + MINUS);
-    r.plus.setAttribute("aria-label", name + " +");
-    r.slider.min = String(-info.slider_max);
-    r.slider.max = String(info.slider_max);
-    r.slider.step = "0.1";
-    r.slider.value = "0";
-    r.slider.setAttribute("aria-label", name + " amount");
-    const move = (value) => {
-      const next = copy(state);
-      const limit = info.amount_max;
-      value = roundStep(Math.max(-limit, Math.min(limit, value)));
-      if (value === 0) delete next.translations[name]; else next.translations[name] = value;
-      commit(next);
-    };
-    const now = () => (state.translations || {})[name] || 0;
-    r.minus.addEventListener("click", () => move(now() - info.step));
-    r.plus.addEventListener("click", () => move(now() + info.step));
-    r.slider.addEventListener("change", () => move(Number(r.slider.value)));
-    translationRows.set(name, r);
-    els.rows.appendChild(node);
-  }
-
-  function showView(view) {
-    const v = view || serverView();
-    photoEls.rotate.value = String(v.rotate);
-    photoEls.x.value = String(v.translate[0]);
-    photoEls.y.value = String(v.translate[1]);
-    photoEls.rotateValue.textContent = String(v.rotate);
-    photoEls.xValue.textContent = Number(v.translate[0]).toFixed(2);
-    photoEls.yValue.textContent = Number(v.translate[1]).toFixed(2);
-  }
-
-  function syncPhotoControls() {
-    if (info && info.input_transform) showView(state.view);
-    const photo = state.seed === null ? uploadData.get(state.upload) : null;
-    for (const [name, r] of translationRows) {
-      const amount = (state.translations || {})[name] || 0;
-      r.row.hidden = !photo;
-      r.slider.value = String(amount);
-      r.value.textContent = fmt(amount);
-      r.row.classList.toggle("moved", amount !== 0);
-    }
-    photoEls.alignedFigure.hidden = !(photo && photo.alignment);
-    if (photo && photo.alignment) photoEls.aligned.src = photo.input;
-    photoEls.download.hidden = !(photo && photo.alignment);
-    photoEls.translatedFigure.hidden = !(photo && translationRows.size);
-  }
-
-  function rememberUpload(number, file, result) {
-    uploadData.set(number, {file: file, alignment: result.alignment || null, input: result.input_image || null});
-  }
-
-  // The uploaded face moved by the translation rows: one request per change, the newest shown.
-  async function requestTranslation() {
-    const photo = state && state.seed === null ? uploadData.get(state.upload) : null;
-    if (!photo || !photo.input || !translationRows.size) return;
-    const key = state.upload + ":" + JSON.stringify(state.translations || {});
-    if (key === shownTranslation) return;        // an axis move: the translated photo stays as it is
-    shownTranslation = key;
-    const ticket = ++translating;
-    try {
-      const blob = await api("api/translate", {
-        method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({image: photo.input, amounts: state.translations || {}}),
-      });
-      if (ticket === translating) showImage(photoEls.translated, blob);
-    } catch (err) {
-      if (ticket === translating) shownTranslation = null;
-      showError(err.message);
-    }
-  }
-
-  async function downloadPhoto() {
-    const photo = state.seed === null ? uploadData.get(state.upload) : null;
-    if (!photo || !photo.alignment) return;
-    const form = new FormData();
-    form.append("file", photo.file, photo.file.name);
-    const request = JSON.parse(renderBody(state));
-    request.alignment = photo.alignment;
-    form.append("request", JSON.stringify(request));
-    try {
-      const blob = await api("api/paste-back", {method: "POST", body: form});
-      saveBlob(blob, "tlgan-" + photo.file.name.replace(/\.[^.]*$/, "") + "-edited.png");
-    } catch (err) {
-      showError(err.message);
-    }
   }
 
   window.tlganStudio = {state: () => copy(state), history: () => history.length};
