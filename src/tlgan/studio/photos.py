@@ -11,7 +11,8 @@ back into the photo, and translation models that move the photo without inversio
 - **Translations** (``tlgan serve --translation DIR``): :func:`tlgan.translate.translate` on the
   face the inversion saw, models applied in the order given, each by its amount.
 
-Nothing here runs without a photo; the models are used under the studio's model lock.
+Nothing here runs without a photo. Alignment and translations hold this module's own lock, not the
+studio's model lock, so an upload's face is prepared and translated while an inversion holds that.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ MAX_INPUT_IMAGE_BYTES = 8 * 1024 * 1024
 
 
 class TranslateRequest(BaseModel):
-    """An uploaded face (as /api/invert returned it in ``input_image``) and the translation rows' amounts."""
+    """An uploaded face (``input_image`` of /api/face or /api/invert) and the translation rows' amounts."""
 
     image: str = Field(
         description="The face at the generator's resolution as a PNG data URL (data:image/png;base64,...): the "
-        "`input_image` /api/invert gave for the photo."
+        "`input_image` /api/face (or /api/invert) gave for the photo."
     )
     amounts: dict[str, float] = Field(
         default_factory=dict,
