@@ -6,10 +6,13 @@ Set-up as in test_studio_photos.py (scikit-image's astronaut, the analytic toyfa
 
 from __future__ import annotations
 
+import io
 import threading
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("httpx")
 pytest.importorskip("skimage.data")
@@ -135,3 +138,19 @@ def test_a_translation_does_not_wait_for_an_inversion(models, astronaut, transla
     assert done["moved"].status_code == 200, done["moved"].text
     again = client.post("/api/translate", json={"image": image, "amounts": {"Smiling translation": 1.0}})
     assert done["moved"].content == again.content  # the same answer as with the lock free
+
+
+@needs_dlib
+def test_a_photo_without_a_face_gets_invert_s_message(models, translation_64, monkeypatch):  # noqa: F811
+    G, F, axes, _ = models
+    model, _ = translation_64
+    stand_in = StandIn(G.sample_latents_at([1], seed=0)[0])
+    monkeypatch.setattr(tlgan.inversion, "invert_image", stand_in, raising=False)
+    client = TestClient(create_app(G, F, axes, align="ffhq", translations={"Smiling translation": model}))
+    buf = io.BytesIO()
+    Image.fromarray(np.full((200, 240, 3), 128, np.uint8)).save(buf, format="PNG")
+    face, invert = face_and_invert(client, "wall.png", buf.getvalue())
+    assert face.status_code == invert.status_code == 422
+    assert "wall.png: no face found" in face.json()["detail"]
+    assert face.json()["detail"] == invert.json()["detail"]
+    assert stand_in.received == []
