@@ -90,7 +90,7 @@ def test_page_is_self_contained(client):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     html = page.text
     assert 'alt="edited face"' in html and 'alt="original face"' in html
-    for asset in ("static/studio.js", "static/studio.css"):
+    for asset in ("static/studio.js", "static/photos.js", "static/studio.css"):
         assert asset in html
         served = client.get("/" + asset)
         assert served.status_code == 200
