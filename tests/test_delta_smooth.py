@@ -167,3 +167,33 @@ def test_the_benchmarks_model_folders_keep_their_names_at_the_old_default():
 
     assert _train_key({"steps": 2000}) == _train_key({"steps": 2000, "path_degree": 0})
     assert _train_key({"steps": 2000}) != _train_key({"steps": 2000, "path_degree": "auto"})
+
+
+def test_cli_train_and_eval_take_the_path_degree(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tlgan.cli import cli
+
+    runner = CliRunner()
+    seq = tmp_path / "seq"
+    r = runner.invoke(
+        cli,
+        f"toyfaces sequences --factor yaw --identities 3 --steps 5 --out {seq} --inversion-steps 0 --json".split(),
+    )
+    assert r.exit_code == 0, r.output
+    model_dir = tmp_path / "model"
+    args = f"delta train {seq} --out {model_dir} --steps 10 --hidden 8 --inversion-steps 0 --json"
+    r = runner.invoke(cli, [*args.split(), "--path-degree", "2"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["path_degree"] == 2
+    assert json.loads((model_dir / "model.json").read_text())["info"]["path_degrees"] == [2]
+    r = runner.invoke(cli, [*args.split(), "--path-degree", "two", "--resume"])
+    assert r.exit_code != 0 and "path degree must be" in str(r.exception or r.output)
+    args = ["delta", "eval", "--factors", "yaw", "--train-identities", "2", "--test-identities", "1"]
+    args += ["--steps", "5", "--inversion-steps", "0", "--train-steps", "10", "--path-degree", "2"]
+    r = runner.invoke(cli, [*args, "--work", str(tmp_path / "work"), "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["train"]["path_degree"] == 2 and result["factors"]["yaw"]["path_degree"] == 2
