@@ -366,6 +366,13 @@ def edit_cmd(
     "wander).",
 )
 @click.option(
+    "--decoder",
+    default=DEFAULTS["decoder"],
+    show_default=True,
+    type=click.Choice(["both", "shared", "position"]),
+    help="The learned edit's decoder (see `tlgan delta train --help`).",
+)
+@click.option(
     "--joint-rank",
     default=0,
     show_default=True,
@@ -420,6 +427,7 @@ def eval_cmd(
     codes,
     train_steps,
     path_degree,
+    decoder,
     train_seeds,
     joint_rank,
     joint_steps,
@@ -458,7 +466,11 @@ def eval_cmd(
         inversion_patience=inversion_patience,
         axes=axes,
         work_dir=work_dir,
-        train_kwargs={"steps": train_steps, **_degree_kwargs(path_degree)},
+        train_kwargs={
+            "steps": train_steps,
+            **_degree_kwargs(path_degree),
+            **({} if decoder == DEFAULTS["decoder"] else {"decoder": decoder}),
+        },
         grid_dir=out_dir,
         warp=None if warp.lower() == "none" else warp,
         codes=codes,
