@@ -13,8 +13,7 @@ deviation from the mean path, so a decoder that reads the face still sees it.
 Degree 1 is the least-squares line itself (its slope is unchanged by the smoothing of any
 degree, since the line is one of the polynomial's terms); ``"auto"`` picks the smallest
 degree of at least 2 whose misfit to the mean path is within what the wander alone would
-leave (:func:`choose_degree`). The wander is taken as independent from image to image and
-from coordinate to coordinate, as an inversion's error roughly is.
+leave (:func:`choose_degree`), the wander measured on each sequence's own deviation.
 """
 
 from __future__ import annotations
@@ -67,41 +66,50 @@ def _fit(path: torch.Tensor, values: torch.Tensor, degree: int) -> torch.Tensor:
 
 def misfit_ratios(latents: torch.Tensor, values: Sequence[float] | torch.Tensor) -> dict[int, float]:
     """For each degree p = 1 .. n - 2: the mean path's squared misfit to its polynomial of degree
-    p, over what the wander alone would leave ((n - 1 - p) D sigma^2 / K, sigma^2 the variance
-    per coordinate of the sequences' own deviations from the mean path). Near 1 or below:
-    the rest of the path is noise; well above 1: the degree misses part of the curve.
+    p, over what the wander alone would leave of it.
+
+    The wander's share is measured on the sequences themselves: each sequence's own deviation
+    from the mean path, fitted by the same polynomial, leaves a misfit whose mean over the K
+    sequences, divided by K - 1, is what the noise in the mean path leaves (each deviation
+    carries K / (K - 1) times the noise of one sequence, the mean path 1 / K of it). So noise
+    that is correlated from step to step (an inversion that drifts along a sequence) is
+    counted as it is. Near 1: the rest of the path is noise; well above 1: the degree misses
+    part of the curve.
 
     ``latents`` (K, n, *shape) with K >= 2 (one sequence shows no wander to compare with).
     """
     x = torch.as_tensor(latents, dtype=torch.float64)
     x = x.reshape(x.shape[0], x.shape[1], -1)
-    k, n, d = x.shape
+    k, n, _ = x.shape
     if k < 2:
         raise TlganError("choosing the path degree needs at least two sequences; give the degree instead")
     centred = x - x.mean(dim=1, keepdim=True)
     path = centred.mean(0)
-    sigma2 = float((centred - path).pow(2).sum()) / ((k - 1) * (n - 1) * d)
+    own = centred - path  # (K, n, D)
     vals = torch.as_tensor(values, dtype=torch.float64)
     out = {}
     for p in range(1, n - 1):
         rss = float((path - _fit(path, vals, p)).pow(2).sum())
-        out[p] = rss / max((n - 1 - p) * d * sigma2 / k, 1e-30)
+        noise = sum(float((dev - _fit(dev, vals, p)).pow(2).sum()) for dev in own) / (k * (k - 1))
+        out[p] = rss / max(noise, 1e-30)
     return out
 
 
 def choose_degree(latents: torch.Tensor, values: Sequence[float] | torch.Tensor) -> int:
     """The smallest degree p >= :data:`MIN_AUTO_DEGREE` whose misfit ratio
     (:func:`misfit_ratios`) is within what noise alone gives: at most
-    ``1 + 3 sqrt(2 / ((n - 1 - p) D))`` (three standard deviations of a chi-square over its
-    degrees of freedom); n - 1 (no smoothing) when none is, or when the sequences are too
-    short or too few to tell."""
+    ``1 + 2 sqrt(2 / ((n - 1 - p) D))`` (two standard deviations of a chi-square over the
+    degrees of freedom the misfit would have if every coordinate were independent; inversion
+    noise gathers in fewer directions, so the true spread is wider and the rule errs towards
+    a higher degree, i.e. less smoothing); n - 1 (no smoothing) when none is, or when the
+    sequences are too short or too few to tell."""
     x = torch.as_tensor(latents)
     k, n = int(x.shape[0]), int(x.shape[1])
     if k < 2 or n - 1 <= MIN_AUTO_DEGREE:
         return max(n - 1, 1)
     d = x[0, 0].numel()
     for p, ratio in misfit_ratios(x, values).items():
-        if p >= MIN_AUTO_DEGREE and ratio <= 1.0 + 3.0 * math.sqrt(2.0 / ((n - 1 - p) * d)):
+        if p >= MIN_AUTO_DEGREE and ratio <= 1.0 + 2.0 * math.sqrt(2.0 / ((n - 1 - p) * d)):
             return p
     return n - 1
 

@@ -335,7 +335,6 @@ def train_delta(
         raise TlganError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
     path_degree = check_degree(path_degree)
     sets, value_sets, shape = _check_sets(latent_sets, values)
-    data_fingerprint = _fingerprint(sets, value_sets)
     degrees: list[int] = []
     if path_degree != 0:
         degrees = [
@@ -343,6 +342,8 @@ def train_delta(
             for x, v in zip(sets, value_sets, strict=True)
         ]
         sets = [smooth_paths(x, v, p) for x, v, p in zip(sets, value_sets, degrees, strict=True)]
+    # Of the data trained on: a checkpoint of other smoothing (another degree chosen) is refused.
+    data_fingerprint = _fingerprint(sets, value_sets)
     out_dir = Path(out_dir)
     settings = {
         "steps": int(steps),
