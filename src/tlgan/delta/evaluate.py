@@ -9,7 +9,8 @@ of that identity at step j:
 - *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the code that best makes the change
   i -> j from every training sequence's step i (:func:`tlgan.delta.train.fit_codes`,
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
-  keeps that mean, the parent method's choice);
+  keeps that mean, the parent method's choice; for a model trained on a smoothed path,
+  ``--path-degree``, the training latents are smoothed alike first);
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
