@@ -25,12 +25,11 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def _degree_kwargs(text: str) -> dict:
-    """``--path-degree`` as train_delta's keyword: left out at its old default, so the benchmark's
-    model folders trained before the option keep their names."""
+    """``--path-degree`` as train_delta's keyword (the benchmark's folder names leave out 0, the
+    value of model folders trained before the option, so those keep their names)."""
     from tlgan.delta.smooth import check_degree
 
-    degree = check_degree(text)
-    return {} if degree == 0 else {"path_degree": degree}
+    return {"path_degree": check_degree(text)}
 
 
 @click.group("delta")

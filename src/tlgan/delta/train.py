@@ -68,7 +68,7 @@ DEFAULTS = {
     "basis": "path",
     "decoder": "both",
     "position_penalty": 30.0,
-    "path_degree": 0,
+    "path_degree": "auto",
 }
 #: Settings added after model folders were first written, with the value that reproduces
 #: what those folders hold (the checkpoint check and the benchmark's folder names use it).
