@@ -24,6 +24,14 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
+def _degree_kwargs(text: str) -> dict:
+    """``--path-degree`` as train_delta's keyword (the benchmark's folder names leave out 0, the
+    value of model folders trained before the option, so those keep their names)."""
+    from tlgan.delta.smooth import check_degree
+
+    return {"path_degree": check_degree(text)}
+
+
 @click.group("delta")
 def delta() -> None:
     """Learned edits (Delta-GAN-Encoder): learn a change from a few sequences, apply it to any face."""
@@ -88,6 +96,14 @@ def delta() -> None:
     help="Weight of the penalty on the position-dependent part of the change (decoder both).",
 )
 @click.option(
+    "--path-degree",
+    default=str(DEFAULTS["path_degree"]),
+    show_default=True,
+    help="Smooth the training sequences' mean path into a polynomial of this degree in the factor value "
+    "before learning (0: off; auto: the smallest degree >= 2 that fits it to within the inversions' "
+    "wander).",
+)
+@click.option(
     "--noise",
     default=DEFAULTS["noise"],
     show_default=True,
@@ -124,6 +140,7 @@ def train_cmd(
     basis,
     decoder,
     position_penalty,
+    path_degree,
     noise,
     lambda_a,
     lambda_b,
@@ -167,6 +184,7 @@ def train_cmd(
         basis=basis,
         decoder=decoder,
         position_penalty=position_penalty,
+        path_degree=path_degree,
         noise=noise,
         lambda_a=lambda_a,
         lambda_b=lambda_b,
@@ -339,6 +357,21 @@ def edit_cmd(
     "--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model."
 )
 @click.option(
+    "--path-degree",
+    default=str(DEFAULTS["path_degree"]),
+    show_default=True,
+    help="Smooth the training sequences' mean path into a polynomial of this degree in the factor value "
+    "before learning (0: off; auto: the smallest degree >= 2 that fits it to within the inversions' "
+    "wander).",
+)
+@click.option(
+    "--decoder",
+    default=DEFAULTS["decoder"],
+    show_default=True,
+    type=click.Choice(["both", "shared", "position"]),
+    help="The learned edit's decoder (see `tlgan delta train --help`).",
+)
+@click.option(
     "--joint-rank",
     default=0,
     show_default=True,
@@ -392,6 +425,8 @@ def eval_cmd(
     warp,
     codes,
     train_steps,
+    path_degree,
+    decoder,
     train_seeds,
     joint_rank,
     joint_steps,
@@ -430,7 +465,11 @@ def eval_cmd(
         inversion_patience=inversion_patience,
         axes=axes,
         work_dir=work_dir,
-        train_kwargs={"steps": train_steps},
+        train_kwargs={
+            "steps": train_steps,
+            **_degree_kwargs(path_degree),
+            **({} if decoder == DEFAULTS["decoder"] else {"decoder": decoder}),
+        },
         grid_dir=out_dir,
         warp=None if warp.lower() == "none" else warp,
         codes=codes,

@@ -4,6 +4,8 @@
   identity) and their inverted latents;
 - :mod:`~tlgan.delta.joint`: inverting a sequence set jointly (one latent per identity plus a
   path they share), which removes most of the per-image wander;
+- :mod:`~tlgan.delta.smooth`: the sequences' shared path smoothed into a polynomial of the
+  factor value, which removes the part of the wander a smooth curve cannot follow;
 - :mod:`~tlgan.delta.model`: the change encoder E and decoder D, saved as safetensors + JSON;
 - :mod:`~tlgan.delta.train`: resumable training, and the least-squares straight line it is
   compared with;

@@ -9,7 +9,8 @@ of that identity at step j:
 - *learned*: ``b_i + D(b_i, Δ_ij)`` with ``Δ_ij`` the code that best makes the change
   i -> j from every training sequence's step i (:func:`tlgan.delta.train.fit_codes`,
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
-  keeps that mean, the parent method's choice);
+  keeps that mean, the parent method's choice; for a model trained on a smoothed path,
+  ``--path-degree``, the training latents are smoothed alike first);
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
@@ -185,6 +186,8 @@ def evaluate_edit_methods(
     """
     if codes not in CODES:
         raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
+    line_latents = train_latents
+    train_latents = _code_latents(model, train_latents, values)  # the learned edit's view of them
     t, n = test_latents.shape[:2]
     d = test_latents.shape[-1]
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -198,7 +201,7 @@ def evaluate_edit_methods(
         start = test_latents[:, ii].reshape(-1, d)  # (T*P, D)
         target_images = test_images[:, jj].flatten(0, 1)
         steps = (vals[jj] - vals[ii]).repeat(t)[:, None]  # (T*P, 1)
-        direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
+        direction = linear_direction([line_latents], [torch.as_tensor(values, dtype=torch.float64)])
     if codes == "fit":
         pair_codes = fit_codes(
             model,
@@ -212,7 +215,7 @@ def evaluate_edit_methods(
             "linear": start + steps * direction[None],
         }
         if axis is not None:
-            proj = train_latents @ axis  # (K, n)
+            proj = line_latents @ axis  # (K, n)
             slope = linear_direction([proj[..., None]], [torch.as_tensor(values, dtype=torch.float64)])
             edits["axis"] = start + steps * float(slope) * axis[None]
         edits["no_edit"] = start
@@ -296,6 +299,18 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_KEY_INTRODUCED = {"path_degree": 0}
+
+
+def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:
+    """The training latents (K, n, D) as the model was trained on them: with their mean path
+    smoothed when it was trained so (``info["path_degrees"]``), else as they are."""
+    from tlgan.delta.smooth import smooth_paths
+
+    degrees = model.info.get("path_degrees") or []
+    return smooth_paths(latents, values, int(degrees[0])) if degrees else latents
+
+
 def _train_key(train_kwargs: dict[str, Any]) -> str:
     """A short digest of the training settings, so models trained otherwise are kept apart."""
     import hashlib
@@ -304,6 +319,11 @@ def _train_key(train_kwargs: dict[str, Any]) -> str:
     from tlgan.delta.train import DEFAULTS
 
     settings = {**DEFAULTS, **train_kwargs}
+    # Settings added since these names were first made leave them unchanged at their old value,
+    # so model folders trained before keep their names (and are reused).
+    for name, old in _KEY_INTRODUCED.items():
+        if settings.get(name) == old:
+            settings.pop(name)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -484,6 +504,8 @@ def evaluate_delta(
                 "train_wander_per_image": frames_wander,
                 "test_wander": sequence_wander(test_lat),
             }
+            if model is not None and model.info.get("path_degrees"):
+                results["factors"][factor]["path_degree"] = int(model.info["path_degrees"][0])
             if grid_dir is not None:
                 path = Path(grid_dir) / f"grid-{factor}.png"
                 edit_grid(
@@ -521,6 +543,7 @@ def edit_grid(
     mid = n // 2
     vals = torch.as_tensor(values, dtype=torch.float32)
     direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
+    train_latents = _code_latents(model, train_latents, values)
     k = len(train_latents)
     starts = train_latents[:, mid][None].expand(n, k, d)  # (n changes, K examples, D)
     ends = train_latents.transpose(0, 1)

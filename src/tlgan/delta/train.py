@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tlgan.delta.model import DECODERS, DeltaModel, save_delta
+from tlgan.delta.smooth import check_degree, choose_degree, smooth_paths
 from tlgan.errors import TlganError
 from tlgan.io import load_tensors, write_json
 from tlgan.train.checkpoint import (
@@ -67,7 +68,11 @@ DEFAULTS = {
     "basis": "path",
     "decoder": "both",
     "position_penalty": 30.0,
+    "path_degree": "auto",
 }
+#: Settings added after model folders were first written, with the value that reproduces
+#: what those folders hold (the checkpoint check and the benchmark's folder names use it).
+INTRODUCED = {"basis": "pca", "decoder": "position", "position_penalty": 0.0, "path_degree": 0}
 
 
 def _check_sets(latent_sets: Sequence[torch.Tensor], value_sets: Sequence[Sequence[float]] | None):
@@ -291,6 +296,7 @@ def train_delta(
     basis: str = DEFAULTS["basis"],
     decoder: str = DEFAULTS["decoder"],
     position_penalty: float = DEFAULTS["position_penalty"],
+    path_degree: int | str = DEFAULTS["path_degree"],
     seed: int = 0,
     checkpoint_every: int = 500,
     resume: bool = False,
@@ -306,6 +312,11 @@ def train_delta(
     ``out_dir/checkpoint/`` (refused if any setting or the data differ); without it an
     existing checkpoint is an error, so nothing is overwritten by accident. ``on_step(step)``
     is called after each completed step. Returns the trained model (eval mode).
+
+    ``path_degree`` p > 0 (or ``"auto"``) replaces each set's mean path over sequences by its
+    polynomial of degree p in the factor values before training (:mod:`tlgan.delta.smooth`;
+    the degree used per set is kept in ``info["path_degrees"]``, and code fitting on the
+    training latents should smooth them alike); 0 trains on the latents as they are.
     """
     if steps < 1 or batch_size < 1:
         raise TlganError(f"steps and batch_size must be at least 1 (got {steps}, {batch_size})")
@@ -322,7 +333,17 @@ def train_delta(
         raise TlganError(f"basis must be one of {', '.join(BASES)}, not {basis!r}")
     if decoder not in DECODERS:
         raise TlganError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    path_degree = check_degree(path_degree)
     sets, value_sets, shape = _check_sets(latent_sets, values)
+    degrees: list[int] = []
+    if path_degree != 0:
+        degrees = [
+            choose_degree(x, v) if path_degree == "auto" else int(path_degree)
+            for x, v in zip(sets, value_sets, strict=True)
+        ]
+        sets = [smooth_paths(x, v, p) for x, v, p in zip(sets, value_sets, degrees, strict=True)]
+    # Of the data trained on: a checkpoint of other smoothing (another degree chosen) is refused.
+    data_fingerprint = _fingerprint(sets, value_sets)
     out_dir = Path(out_dir)
     settings = {
         "steps": int(steps),
@@ -337,8 +358,9 @@ def train_delta(
         "basis": str(basis),
         "decoder": str(decoder),
         "position_penalty": float(position_penalty),
+        "path_degree": path_degree,
         "seed": int(seed),
-        "data": _fingerprint(sets, value_sets),
+        "data": data_fingerprint,
     }
     width = min(int(subspace), _rank(sets), int(torch.tensor(shape).prod()))
     directions = None
@@ -368,7 +390,7 @@ def train_delta(
         diff = settings_mismatch(
             (saved.get("info") or {}).get("settings", {}),
             settings,
-            introduced={"basis": "pca", "decoder": "position", "position_penalty": 0.0},
+            introduced=INTRODUCED,
         )
         if diff:
             raise TlganError(
@@ -457,6 +479,7 @@ def train_delta(
         "generator": generator,
         "sequences": [int(x.shape[0]) for x in sets],
         "training": {**settings, **summary},
+        **({"path_degrees": degrees} if degrees else {}),
         **(info or {}),
     }
     save_delta(model, out_dir)
@@ -479,5 +502,6 @@ __all__ = [
     "change_basis",
     "mean_path",
     "DEFAULTS",
+    "INTRODUCED",
     "BASES",
 ]
