@@ -165,3 +165,30 @@ def test_cli_passes_upsample_and_laplacian_weight(tmp_path):
     config = json.loads((out / "model.json").read_text())
     assert config["kwargs"]["upsample"] == "nearest"
     assert config["training"]["upsample"] == "nearest" and config["training"]["laplacian_weight"] == 0.25
+
+
+def test_checkpoints_from_before_the_options_resume_as_transposed_without_laplacian(tmp_path):
+    """A checkpoint that does not record upsample or laplacian_weight was trained with
+    "transpose" and 0: it resumes with those, and refuses the new values, naming them."""
+    from tlgan.io import save_tensors
+
+    old = {**KWARGS, "upsample": "transpose", "edge_weight": 0.0, "laplacian_weight": 0.0}
+    distill_interrupted_at(7, teacher(), tmp_path / "c", steps=10, checkpoint_every=5, **old)
+    state = checkpoint_dir(tmp_path / "c") / "state.safetensors"
+    tensors, manifest = load_tensors(state)
+    for key in ("upsample", "laplacian_weight"):
+        del manifest["info"]["settings"][key]
+    save_tensors(state, tensors, manifest)
+    with pytest.raises(TlganError, match="laplacian_weight: checkpoint 0.0, now 0.5"):
+        distill_generator(
+            teacher(),
+            tmp_path / "c",
+            steps=10,
+            checkpoint_every=5,
+            resume=True,
+            **{**old, "laplacian_weight": 0.5},
+        )
+    distill_generator(teacher(), tmp_path / "c", steps=10, checkpoint_every=5, resume=True, **old)
+    distill_generator(teacher(), tmp_path / "d", steps=10, checkpoint_every=5, **old)
+    c, d = load_pretrained(tmp_path / "c").state_dict(), load_pretrained(tmp_path / "d").state_dict()
+    assert all(torch.equal(c[k], d[k]) for k in d)
