@@ -71,8 +71,8 @@ class UpBlock(nn.Module):
 class ResizeConvBlock(nn.Module):
     """(N, C_in, S, S) -> (N, C_out, 2S, 2S): nearest-neighbour upsampling, conv 3x3, BatchNorm, ReLU.
 
-    Every output pixel sees the same number of weights, so there is none of the checkerboard a
-    stride-2 transposed conv leaves, and a step between two flat regions can stay one pixel wide.
+    Every output pixel sees the same number of weights, so there is none of the checkerboard that
+    the uneven overlap of a stride-2 transposed conv leaves.
     """
 
     def __init__(self, in_channels: int, out_channels: int):
