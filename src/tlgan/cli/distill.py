@@ -16,6 +16,13 @@ from tlgan.cli.common import arch_kwargs, arch_options, device_option, json_opti
 @arch_options
 @click.option("--width", type=int, default=32, help="DCGAN generator width.")
 @click.option(
+    "--upsample",
+    type=click.Choice(["transpose", "nearest"]),
+    default="transpose",
+    show_default=True,
+    help="DCGAN upsampling: transposed convs, or nearest-neighbour resizing then 3x3 convs.",
+)
+@click.option(
     "--classifier",
     default=None,
     help="Classifier whose hidden layers give the feature loss (none: pixels only).",
@@ -27,6 +34,13 @@ from tlgan.cli.common import arch_kwargs, arch_options, device_option, json_opti
     default=0.0,
     show_default=True,
     help="Weight of the L1 between image gradients (pays for sharp edges in the right place).",
+)
+@click.option(
+    "--laplacian-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of the L1 between the images' Laplacians (pays for one-pixel steps, against blur).",
 )
 @click.option(
     "--adversarial",
@@ -82,9 +96,11 @@ def distill_cmd(
     w_dim,
     mapping_layers,
     width,
+    upsample,
     classifier,
     feature_weight,
     edge_weight,
+    laplacian_weight,
     adversarial,
     d_width,
     d_depth,
@@ -128,6 +144,8 @@ def distill_cmd(
         arch=arch,
         arch_kwargs=sizes,
         edge_weight=edge_weight,
+        laplacian_weight=laplacian_weight,
+        upsample=upsample,
         adversarial=adversarial,
         d_width=d_width,
         d_depth=d_depth,

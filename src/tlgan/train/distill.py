@@ -9,9 +9,12 @@ teacher's true axes stay meaningful for it.
 
 The student is a DCGAN (``arch="dcgan"``) or a StyleGAN2 (``arch="stylegan2"``: the teacher's z
 goes through the student's own mapping network, so the student gains w and wp spaces while its
-z still means what the teacher's z means). An optional edge term (``edge_weight``: L1 between
-the horizontal and vertical pixel differences) pays for hard edges in the right place, which a
-pixel loss alone trades for blur.
+z still means what the teacher's z means); a DCGAN upsamples with transposed convs
+(``upsample="transpose"``, the bundled ``toyfaces-gan``) or with nearest-neighbour resizing and
+3x3 convs (``"nearest"``). An optional edge term (``edge_weight``: L1 between the horizontal and
+vertical pixel differences) pays for hard edges in the right place, which a pixel loss alone
+trades for blur; a Laplacian term (``laplacian_weight``: L1 between the images' 4-neighbour
+Laplacians) pays for the second difference, which is what a one-pixel step has and blur lacks.
 
 With ``adversarial`` > 0 a patch discriminator (:class:`~tlgan.models.patchgan.PatchDiscriminator`,
 spectral norm, hinge loss) joins in, as image-to-image networks are trained (pix2pix): each
@@ -74,23 +77,33 @@ INTRODUCED_SETTINGS = {
     "d_lr": None,
     "d_warmup": None,
     "init": None,
+    "upsample": "transpose",
+    "laplacian_weight": 0.0,
 }
 
 
 def make_student(
-    arch: str, z_dim: int, resolution: int, width: int = 32, arch_kwargs: dict[str, Any] | None = None
+    arch: str,
+    z_dim: int,
+    resolution: int,
+    width: int = 32,
+    arch_kwargs: dict[str, Any] | None = None,
+    upsample: str = "transpose",
 ) -> Generator:
     """An untrained student generator of ``arch`` for ``z_dim`` latents and ``resolution`` px images.
 
-    ``width`` sets a DCGAN's channels; ``arch_kwargs`` are StyleGAN2Generator arguments
-    (``channel_base``, ``channel_max``, ``w_dim``, ``mapping_layers``, ...).
+    ``width`` and ``upsample`` ("transpose" or "nearest") shape a DCGAN; ``arch_kwargs`` are
+    StyleGAN2Generator arguments (``channel_base``, ``channel_max``, ``w_dim``,
+    ``mapping_layers``, ...). Raises TlganError for an option the architecture does not take.
     """
     if arch == "dcgan":
         if arch_kwargs:
             raise TlganError(
                 f"arch_kwargs {sorted(arch_kwargs)} apply to --arch stylegan2; a DCGAN takes --width"
             )
-        return DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width)
+        return DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, upsample=upsample)
+    if upsample != "transpose":
+        raise TlganError(f"--upsample applies to --arch dcgan, not to {arch}; leave it out")
     if arch == "stylegan2":
         from tlgan.models.stylegan2 import StyleGAN2Generator
 
@@ -105,18 +118,32 @@ def edge_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.l1_loss(dx(student), dx(teacher)) + F.l1_loss(dy(student), dy(teacher)))
 
 
+def laplacian_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' 4-neighbour Laplacians (each channel, valid region), (N, C, H, W) -> ()."""
+
+    def lap(x):
+        centre = x[..., 1:-1, 1:-1]
+        return x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:] - 4 * centre
+
+    return F.l1_loss(lap(student), lap(teacher))
+
+
 def distillation_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
     classifier: Classifier | None,
     feature_weight: float,
     edge_weight: float = 0.0,
+    laplacian_weight: float = 0.0,
 ) -> torch.Tensor:
-    """L1 on pixels, plus ``edge_weight`` x :func:`edge_l1`, plus ``feature_weight`` x mean squared
-    error of the classifier's block outputs."""
+    """L1 on pixels, plus ``edge_weight`` x :func:`edge_l1`, plus ``laplacian_weight`` x
+    :func:`laplacian_l1`, plus ``feature_weight`` x mean squared error of the classifier's block
+    outputs. Images (N, 3, R, R) in [-1, 1]; returns a scalar."""
     loss = F.l1_loss(student, teacher)
     if edge_weight > 0:
         loss = loss + edge_weight * edge_l1(student, teacher)
+    if laplacian_weight > 0:
+        loss = loss + laplacian_weight * laplacian_l1(student, teacher)
     if classifier is not None and feature_weight > 0:
         with torch.no_grad():
             targets = classifier.features(teacher)
@@ -176,6 +203,8 @@ def distill_generator(
     init: Generator | None = None,
     init_spec: str | None = None,
     command: str | None = None,
+    upsample: str = "transpose",
+    laplacian_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Fit a student of ``arch`` (see :func:`make_student`) to ``teacher`` and save it to ``out_dir``
     (model.json + .safetensors): the EMA of its weights, or the raw weights if those are closer.
@@ -184,6 +213,8 @@ def distill_generator(
     convs, Adam at ``d_lr``, default ``lr``) and, from step ``d_warmup`` on, that weight times its
     hinge generator loss;
     ``init`` (a generator of the student's class and size) gives the starting weights.
+    ``upsample`` is the DCGAN student's upsampling; ``edge_weight`` and ``laplacian_weight``
+    weigh :func:`edge_l1` and :func:`laplacian_l1` (see :func:`distillation_loss`).
     Latents of step k depend only on (seed, k), so a resumed run equals an uninterrupted one
     (the critic and its optimizer are in the checkpoints). ``command`` (default: this process's
     command line) is recorded in model.json.
@@ -202,6 +233,10 @@ def distill_generator(
             raise TlganError(f"{label} must be at least 1, not {value}")
     if adversarial < 0:
         raise TlganError(f"adversarial must be 0 (off) or a positive weight, not {adversarial}")
+    if edge_weight < 0 or laplacian_weight < 0:
+        raise TlganError(
+            f"edge_weight and laplacian_weight must be 0 (off) or positive, not {edge_weight}, {laplacian_weight}"
+        )
     if d_warmup < 0:
         raise TlganError(f"d_warmup is a number of steps, 0 or more, not {d_warmup}")
     if not resume and has_checkpoint(out_dir):
@@ -214,7 +249,7 @@ def distill_generator(
         classifier = classifier.to(dev).eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        G = make_student(arch, teacher.z_dim, teacher.img_resolution, width, arch_kwargs)
+        G = make_student(arch, teacher.z_dim, teacher.img_resolution, width, arch_kwargs, upsample)
     if init is not None:
         start_from(G, init)
     G.name = name
@@ -250,6 +285,8 @@ def distill_generator(
         "d_lr": d_lr if adversarial > 0 else None,
         "d_warmup": d_warmup if adversarial > 0 else None,
         "init": (init_spec or init.name) if init is not None else None,
+        "upsample": upsample,
+        "laplacian_weight": laplacian_weight,
     }
     start, avg, d_avg = 0, None, None
     if resume and has_checkpoint(out_dir):
@@ -294,7 +331,7 @@ def distill_generator(
             target = teacher.synthesize(z)
         set_lr(opt, cosine_lr(step, steps, lr, warmup=min(200, steps // 10), final_fraction=0.05))
         fake = training_images(G, z)
-        loss = distillation_loss(fake, target, classifier, feature_weight, edge_weight)
+        loss = distillation_loss(fake, target, classifier, feature_weight, edge_weight, laplacian_weight)
         if D is not None:
             set_lr(opt_D, cosine_lr(step, steps, d_lr, warmup=min(200, steps // 10), final_fraction=0.05))
             D.requires_grad_(True)
