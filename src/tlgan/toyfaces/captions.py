@@ -99,17 +99,23 @@ def compose(
     keep: float | None = None,
     most: int = 7,
     keep_range: tuple[float, float] = (0.1, 0.6),
+    focus: dict[str, float] | None = None,
 ) -> tuple[str, dict[str, bool]]:
     """One caption of a face with boolean ``labels`` (17,) in :data:`ATTRIBUTES` order.
 
     Each attribute is mentioned with probability ``keep`` (default: drawn from U(*keep_range)
-    per caption), at most ``most`` of them. Returns (caption, {attribute: stated value}) for the
-    attributes it mentions.
+    per caption), at most ``most`` of them. ``focus`` ({attribute: probability}) then adds each
+    named attribute not yet mentioned with its probability (beyond ``most``), so attributes a
+    model reads poorly are stated more often; without it the random draws are exactly those of
+    earlier versions. Returns (caption, {attribute: stated value}) for the attributes it mentions.
     """
     labels = np.asarray(labels, dtype=bool)
     if keep is None:
         keep = float(rng.uniform(*keep_range))
     chosen = [i for i in rng.permutation(len(ATTRIBUTES)) if rng.random() < keep][:most]
+    for name, probability in (focus or {}).items():
+        if rng.random() < probability and ATTRIBUTES.index(name) not in chosen:
+            chosen.append(ATTRIBUTES.index(name))
     mentioned = {a: bool(labels[i]) for i, a in enumerate(ATTRIBUTES) if i in chosen}
     return render_caption(mentioned, rng), mentioned
 
