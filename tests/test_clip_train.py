@@ -14,7 +14,9 @@ from tlgan.errors import TlganError
 pytest.importorskip("transformers")
 
 TINY = dict(batch_size=4, width=32, text_width=32, monitor_every=0, progress=False, checkpoint_every=1)
-PHASE = dict(hard_weight=1.0, negatives=2, caption_focus={"Smiling": 1.0, "Big_Nose": 0.5})
+PHASE = dict(
+    hard_weight=1.0, negatives=2, caption_focus={"Smiling": 1.0, "Big_Nose": 0.5}, focus_negatives=True
+)
 
 
 def test_caption_focus_states_the_named_attributes_and_leaves_the_rest_alone():
@@ -37,6 +39,25 @@ def test_caption_focus_states_the_named_attributes_and_leaves_the_rest_alone():
     assert abs(rate - (base + (1 - base) * 0.5)) < 0.08, (rate, base)
     others = np.mean([len(s) - ("Smiling" in s) - ("Big_Nose" in s) for s in focused])
     assert abs(others - np.mean([len(s) - ("Smiling" in s) - ("Big_Nose" in s) for s in plain])) < 0.6
+
+
+def test_hard_negatives_flip_the_named_attributes_first_without_drawing_more():
+    from tlgan.toyfaces.captions import CLAUSES, compose, hard_negatives
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        labels = rng.random(17) < 0.4
+        _, stated = compose(labels, rng, focus={"Smiling": 1.0})
+        a, b = np.random.default_rng(11), np.random.default_rng(11)
+        plain = hard_negatives(labels, stated, a, 2)
+        first = hard_negatives(labels, stated, b, 2, first=("Smiling",))
+        assert a.random() == b.random()  # the same draws, so earlier runs' negatives are unchanged
+        # the first negative states the opposite of the face's smile
+        if labels[2]:
+            assert any(w in first[0] for w in CLAUSES["Smiling"][1]), first[0]
+        else:
+            assert "with a smile" in first[0] or "smiling" in first[0].replace("not smiling", ""), first[0]
+        assert len(plain) == len(first) == 2
 
 
 def _weights(folder):
@@ -77,6 +98,7 @@ def test_a_new_phase_changes_the_loss_and_resumes_bit_for_bit(tmp_path, one_thre
             "settings": {
                 "negatives": 2,
                 "caption_focus": {"Smiling": 1.0, "Big_Nose": 0.5},
+                "focus_negatives": True,
                 "hard_weight": 1.0,
             },
         }

@@ -271,6 +271,11 @@ def generator_cmd(
     metavar="ATTRIBUTE=P",
     help="Also state ATTRIBUTE in a caption with probability P (repeatable; for attributes read poorly).",
 )
+@click.option(
+    "--focus-negatives",
+    is_flag=True,
+    help="Hard negatives flip the --caption-focus attributes first, when a caption states them.",
+)
 @click.option("--lr", default=1.5e-3, show_default=True, help="Peak AdamW learning rate (cosine schedule).")
 @click.option("--weight-decay", default=0.1, show_default=True)
 @click.option(
@@ -302,6 +307,7 @@ def clip_cmd(
     caption_keep,
     hard_weight,
     caption_focus,
+    focus_negatives,
     lr,
     weight_decay,
     width,
@@ -343,6 +349,7 @@ def clip_cmd(
         caption_keep=keep,
         hard_weight=hard_weight,
         caption_focus=focus,
+        focus_negatives=focus_negatives,
         lr=lr,
         weight_decay=weight_decay,
         width=width,

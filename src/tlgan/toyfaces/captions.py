@@ -150,15 +150,20 @@ def render_caption(stated: dict[str, bool], rng: np.random.Generator) -> str:
 
 
 def hard_negatives(
-    labels: np.ndarray, stated: dict[str, bool], rng: np.random.Generator, k: int = 1
+    labels: np.ndarray,
+    stated: dict[str, bool],
+    rng: np.random.Generator,
+    k: int = 1,
+    first: tuple[str, ...] = (),
 ) -> list[str]:
     """``k`` captions like one of ``stated``, each with one attribute made false: a different
-    stated attribute flipped in each, or, when fewer are stated, an unstated one added with the
-    value opposite to its label (``labels``: the face's (17,) booleans). Hard negatives for
-    contrastive training."""
+    stated attribute flipped in each (those named in ``first`` before the others, when stated),
+    or, when fewer are stated, an unstated one added with the value opposite to its label
+    (``labels``: the face's (17,) booleans). Hard negatives for contrastive training; ``first``
+    takes no random draws of its own."""
     labels = np.asarray(labels, dtype=bool)
-    names = list(stated)
-    flips = [names[i] for i in rng.permutation(len(names))[:k]]
+    names = [list(stated)[i] for i in rng.permutation(len(stated))]
+    flips = ([n for n in names if n in first] + [n for n in names if n not in first])[:k]
     unstated = [a for a in ATTRIBUTES if a not in stated]
     flips += [unstated[i] for i in rng.permutation(len(unstated))[: k - len(flips)]]
     out = []

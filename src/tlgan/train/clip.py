@@ -54,6 +54,7 @@ PHASE_SETTINGS = (
     "caption_most",
     "caption_keep",
     "caption_focus",
+    "focus_negatives",
     "hard_weight",
 )
 #: Settings added after the first runs -> the value those runs used (they resume with it).
@@ -63,6 +64,7 @@ INTRODUCED = {
     "caption_keep": [0.1, 0.6],
     "hard_weight": 0.0,
     "caption_focus": {},
+    "focus_negatives": False,
 }
 
 
@@ -189,6 +191,7 @@ def _step_data(
     most: int = 7,
     keep=(0.1, 0.6),
     focus: dict[str, float] | None = None,
+    focus_negatives: bool = False,
 ):
     """Step ``step``'s faces (B, 3, 64, 64), their captions (B) and hard negatives (B * negatives,
     grouped by kind: all first negatives, then all second ones...); depends only on (seed, step)
@@ -205,7 +208,9 @@ def _step_data(
     for row in labels:
         caption, stated = compose(row, rng, most=most, keep_range=tuple(keep), focus=focus)
         captions.append(caption)
-        wrong.append(hard_negatives(row, stated, rng, negatives))
+        wrong.append(
+            hard_negatives(row, stated, rng, negatives, tuple(focus or ()) if focus_negatives else ())
+        )
     return images, captions, [w[k] for k in range(negatives) for w in wrong]
 
 
@@ -261,6 +266,7 @@ def train_clip(
     caption_keep: tuple[float, float] = (0.1, 0.6),
     hard_weight: float = 0.0,
     caption_focus: dict[str, float] | None = None,
+    focus_negatives: bool = False,
     device: str = "cpu",
     seed: int = 0,
     resume: bool = False,
@@ -281,7 +287,8 @@ def train_clip(
     ``checkpoint_every`` steps and at the end). ``resume`` continues from the checkpoint; with
     the same settings the result equals an uninterrupted run. ``new_phase`` continues it with
     other :data:`PHASE_SETTINGS` (e.g. ``hard_weight``, ``caption_focus``: {attribute:
-    probability that a caption states it}), recorded with the step they apply from in the
+    probability that a caption states it}, ``focus_negatives``: hard negatives flip those
+    attributes first), recorded with the step they apply from in the
     checkpoint and ``training.json`` (``phase_changes``). Every ``monitor_every`` steps the
     zero-shot balanced accuracy on 512 held-out renders is logged.
 
@@ -340,6 +347,7 @@ def train_clip(
         "caption_keep": list(caption_keep),
         "hard_weight": hard_weight,
         "caption_focus": focus,
+        "focus_negatives": bool(focus_negatives),
         "seed": seed,
     }
     start, loss_avg, monitor, seconds_before, phases = 0, None, {}, 0.0, []
@@ -386,7 +394,7 @@ def train_clip(
         t0 = time.perf_counter()
         set_lr(optimizer, cosine_lr(step, steps, lr, warmup))
         images, captions, wrong = _step_data(
-            renderer, seed, step, batch_size, negatives, caption_most, caption_keep, focus
+            renderer, seed, step, batch_size, negatives, caption_most, caption_keep, focus, focus_negatives
         )
         img, txt = _embed(model, tokenizer, images=images, texts=captions + wrong)
         scale = model.logit_scale.exp().clamp(max=100.0)
