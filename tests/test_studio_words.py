@@ -145,7 +145,9 @@ def test_the_page_adds_a_row_from_words(app):
         def idle():
             page.locator('body[data-state="idle"]').wait_for(state="attached", timeout=30_000)
 
-        page.goto(f"{server.url}?seed=3")
+        # a face whose hat score +2 along the axis crosses the boundary (seed 3's stays far below
+        # it, and its P(Hat) rounds to 0.0001 on the meter before and after)
+        page.goto(f"{server.url}?seed=5")
         idle()
         page.get_by_label("Looks like").fill("a photo of a person with a hat")
         page.get_by_label("Opposite").fill("a photo of a person without a hat")
@@ -162,7 +164,7 @@ def test_the_page_adds_a_row_from_words(app):
         assert float(
             page.get_by_role("slider", name="Hat amount", exact=True).input_value()
         ) == pytest.approx(2.0)
-        assert float(meter.get_attribute("aria-valuenow")) > start
+        assert float(meter.get_attribute("aria-valuenow")) > max(start, 0.5)
         page.get_by_role("checkbox", name="lock Hat", exact=True).check()
         idle()
         assert plus.is_disabled()

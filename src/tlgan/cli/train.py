@@ -265,6 +265,17 @@ def generator_cmd(
     show_default=True,
     help="LO,HI: each caption mentions each attribute with a probability drawn from U(LO, HI).",
 )
+@click.option(
+    "--caption-focus",
+    multiple=True,
+    metavar="ATTRIBUTE=P",
+    help="Also state ATTRIBUTE in a caption with probability P (repeatable; for attributes read poorly).",
+)
+@click.option(
+    "--focus-negatives",
+    is_flag=True,
+    help="Hard negatives flip the --caption-focus attributes first, when a caption states them.",
+)
 @click.option("--lr", default=1.5e-3, show_default=True, help="Peak AdamW learning rate (cosine schedule).")
 @click.option("--weight-decay", default=0.1, show_default=True)
 @click.option(
@@ -274,6 +285,11 @@ def generator_cmd(
 @device_option
 @seed_option
 @resume_option
+@click.option(
+    "--new-phase",
+    is_flag=True,
+    help="Resume OUT's checkpoint with other loss, caption or rate settings (recorded in training.json).",
+)
 @click.option("--checkpoint-every", default=100, show_default=True, help="Steps between checkpoints.")
 @click.option(
     "--monitor-every",
@@ -290,6 +306,8 @@ def clip_cmd(
     caption_most,
     caption_keep,
     hard_weight,
+    caption_focus,
+    focus_negatives,
     lr,
     weight_decay,
     width,
@@ -297,6 +315,7 @@ def clip_cmd(
     device,
     seed,
     resume,
+    new_phase,
     checkpoint_every,
     monitor_every,
     as_json,
@@ -312,6 +331,15 @@ def clip_cmd(
         raise click.BadParameter(
             f"{caption_keep!r}: write LO,HI with 0 <= LO <= HI <= 1", param_hint="--caption-keep"
         )
+    focus = {}
+    for item in caption_focus:
+        name, _, value = item.partition("=")
+        try:
+            focus[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: write ATTRIBUTE=P, e.g. Smiling=0.8", param_hint="--caption-focus"
+            ) from None
     result = train_clip(
         out_dir,
         steps=steps,
@@ -320,6 +348,8 @@ def clip_cmd(
         caption_most=caption_most,
         caption_keep=keep,
         hard_weight=hard_weight,
+        caption_focus=focus,
+        focus_negatives=focus_negatives,
         lr=lr,
         weight_decay=weight_decay,
         width=width,
@@ -327,6 +357,7 @@ def clip_cmd(
         device=device,
         seed=seed,
         resume=resume,
+        new_phase=new_phase,
         checkpoint_every=checkpoint_every,
         monitor_every=monitor_every,
         progress=not as_json,

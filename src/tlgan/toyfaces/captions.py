@@ -99,17 +99,23 @@ def compose(
     keep: float | None = None,
     most: int = 7,
     keep_range: tuple[float, float] = (0.1, 0.6),
+    focus: dict[str, float] | None = None,
 ) -> tuple[str, dict[str, bool]]:
     """One caption of a face with boolean ``labels`` (17,) in :data:`ATTRIBUTES` order.
 
     Each attribute is mentioned with probability ``keep`` (default: drawn from U(*keep_range)
-    per caption), at most ``most`` of them. Returns (caption, {attribute: stated value}) for the
-    attributes it mentions.
+    per caption), at most ``most`` of them. ``focus`` ({attribute: probability}) then adds each
+    named attribute not yet mentioned with its probability (beyond ``most``), so attributes a
+    model reads poorly are stated more often; without it the random draws are exactly those of
+    earlier versions. Returns (caption, {attribute: stated value}) for the attributes it mentions.
     """
     labels = np.asarray(labels, dtype=bool)
     if keep is None:
         keep = float(rng.uniform(*keep_range))
     chosen = [i for i in rng.permutation(len(ATTRIBUTES)) if rng.random() < keep][:most]
+    for name, probability in (focus or {}).items():
+        if rng.random() < probability and ATTRIBUTES.index(name) not in chosen:
+            chosen.append(ATTRIBUTES.index(name))
     mentioned = {a: bool(labels[i]) for i, a in enumerate(ATTRIBUTES) if i in chosen}
     return render_caption(mentioned, rng), mentioned
 
@@ -144,15 +150,20 @@ def render_caption(stated: dict[str, bool], rng: np.random.Generator) -> str:
 
 
 def hard_negatives(
-    labels: np.ndarray, stated: dict[str, bool], rng: np.random.Generator, k: int = 1
+    labels: np.ndarray,
+    stated: dict[str, bool],
+    rng: np.random.Generator,
+    k: int = 1,
+    first: tuple[str, ...] = (),
 ) -> list[str]:
     """``k`` captions like one of ``stated``, each with one attribute made false: a different
-    stated attribute flipped in each, or, when fewer are stated, an unstated one added with the
-    value opposite to its label (``labels``: the face's (17,) booleans). Hard negatives for
-    contrastive training."""
+    stated attribute flipped in each (those named in ``first`` before the others, when stated),
+    or, when fewer are stated, an unstated one added with the value opposite to its label
+    (``labels``: the face's (17,) booleans). Hard negatives for contrastive training; ``first``
+    takes no random draws of its own."""
     labels = np.asarray(labels, dtype=bool)
-    names = list(stated)
-    flips = [names[i] for i in rng.permutation(len(names))[:k]]
+    names = [list(stated)[i] for i in rng.permutation(len(stated))]
+    flips = ([n for n in names if n in first] + [n for n in names if n not in first])[:k]
     unstated = [a for a in ATTRIBUTES if a not in stated]
     flips += [unstated[i] for i in rng.permutation(len(unstated))[: k - len(flips)]]
     out = []

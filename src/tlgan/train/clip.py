@@ -14,6 +14,10 @@ beside a word-level tokenizer of the captions' vocabulary, so ``clip:OUT`` loads
 
 Every random choice of a step (latents, captions) depends only on (seed, step); checkpoints
 hold the weights and Adam's state, so a resumed run equals an uninterrupted one bit for bit.
+A *new phase* (``new_phase``) resumes a checkpoint with other values of :data:`PHASE_SETTINGS`
+(the loss, the captions, the optimiser's rates; never the network's shape or the seed); the
+checkpoint then records the new values and the step they apply from, so the continued run
+resumes bit for bit in turn.
 """
 
 from __future__ import annotations
@@ -42,6 +46,26 @@ MONITOR_SEED = 80_001  # a few hundred faces scored while training; the evaluati
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+#: Settings a new phase of a run may change; the others fix the network or the faces of each step.
+PHASE_SETTINGS = (
+    "lr",
+    "weight_decay",
+    "negatives",
+    "caption_most",
+    "caption_keep",
+    "caption_focus",
+    "focus_negatives",
+    "hard_weight",
+)
+#: Settings added after the first runs -> the value those runs used (they resume with it).
+INTRODUCED = {
+    "negatives": 1,
+    "caption_most": 7,
+    "caption_keep": [0.1, 0.6],
+    "hard_weight": 0.0,
+    "caption_focus": {},
+    "focus_negatives": False,
+}
 
 
 def build_tokenizer(words: list[str], max_length: int = 77):
@@ -159,10 +183,19 @@ def monitor_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Tenso
 
 
 def _step_data(
-    renderer, seed: int, step: int, batch_size: int, negatives: int = 1, most: int = 7, keep=(0.1, 0.6)
+    renderer,
+    seed: int,
+    step: int,
+    batch_size: int,
+    negatives: int = 1,
+    most: int = 7,
+    keep=(0.1, 0.6),
+    focus: dict[str, float] | None = None,
+    focus_negatives: bool = False,
 ):
     """Step ``step``'s faces (B, 3, 64, 64), their captions (B) and hard negatives (B * negatives,
-    grouped by kind: all first negatives, then all second ones...); depends only on (seed, step)."""
+    grouped by kind: all first negatives, then all second ones...); depends only on (seed, step)
+    and the caption settings."""
     from tlgan.toyfaces import world
     from tlgan.toyfaces.captions import compose, hard_negatives
 
@@ -173,10 +206,49 @@ def _step_data(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (2**63), STREAM_CAPTIONS, int(step)]))
     captions, wrong = [], []
     for row in labels:
-        caption, stated = compose(row, rng, most=most, keep_range=tuple(keep))
+        caption, stated = compose(row, rng, most=most, keep_range=tuple(keep), focus=focus)
         captions.append(caption)
-        wrong.append(hard_negatives(row, stated, rng, negatives))
+        wrong.append(
+            hard_negatives(row, stated, rng, negatives, tuple(focus or ()) if focus_negatives else ())
+        )
     return images, captions, [w[k] for k in range(negatives) for w in wrong]
+
+
+def _check_focus(caption_focus: dict[str, float] | None) -> dict[str, float]:
+    """``caption_focus`` validated and put in :data:`ATTRIBUTES` order (the order of its draws)."""
+    from tlgan.toyfaces.world import ATTRIBUTES
+
+    focus = dict(caption_focus or {})
+    unknown = sorted(set(focus) - set(ATTRIBUTES))
+    if unknown:
+        raise TlganError(
+            f"caption_focus names {unknown}, which are not toyfaces attributes; use some of {list(ATTRIBUTES)}"
+        )
+    bad = {a: p for a, p in focus.items() if not 0.0 <= float(p) <= 1.0}
+    if bad:
+        raise TlganError(f"caption_focus probabilities must lie in [0, 1]; got {bad}")
+    return {a: float(focus[a]) for a in ATTRIBUTES if a in focus}
+
+
+def _phase_change(out_dir: Path, saved: dict, settings: dict, new_phase: bool) -> dict[str, Any]:
+    """The settings a resume changes ({name: new value}); raises TlganError unless ``new_phase``
+    allows every change (only :data:`PHASE_SETTINGS` may change)."""
+    diff = settings_mismatch(saved, settings, INTRODUCED)
+    if not diff:
+        return {}
+    saved = {**INTRODUCED, **saved}
+    changed = {k: settings[k] for k in settings if saved.get(k) != settings[k]}
+    fixed = [d for d in diff if d.split(":")[0] not in PHASE_SETTINGS]
+    if fixed:
+        raise TlganError(
+            f"{out_dir}: cannot resume with another network or seed ({'; '.join(fixed)}); pass the same ones"
+        )
+    if not new_phase:
+        raise TlganError(
+            f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones, "
+            "or --new-phase to continue the run with these (recorded in training.json)"
+        )
+    return changed
 
 
 def train_clip(
@@ -193,9 +265,12 @@ def train_clip(
     caption_most: int = 7,
     caption_keep: tuple[float, float] = (0.1, 0.6),
     hard_weight: float = 0.0,
+    caption_focus: dict[str, float] | None = None,
+    focus_negatives: bool = False,
     device: str = "cpu",
     seed: int = 0,
     resume: bool = False,
+    new_phase: bool = False,
     checkpoint_every: int = 200,
     monitor_every: int = 200,
     name: str = "toyfaces-clip",
@@ -210,11 +285,18 @@ def train_clip(
     (the 17 attributes' prompt pairs, the default attributes of ``clip:OUT``), ``OUT/training.json``
     (settings, command, timing, monitor accuracies) and ``OUT/checkpoint/`` (every
     ``checkpoint_every`` steps and at the end). ``resume`` continues from the checkpoint; with
-    the same settings the result equals an uninterrupted run. Every ``monitor_every`` steps the
+    the same settings the result equals an uninterrupted run. ``new_phase`` continues it with
+    other :data:`PHASE_SETTINGS` (e.g. ``hard_weight``, ``caption_focus``: {attribute:
+    probability that a caption states it}, ``focus_negatives``: hard negatives flip those
+    attributes first), recorded with the step they apply from in the
+    checkpoint and ``training.json`` (``phase_changes``). Every ``monitor_every`` steps the
     zero-shot balanced accuracy on 512 held-out renders is logged.
 
-    Returns {"out_dir", "steps", "final_loss", "seconds_per_step", "monitor": {step: {attr: acc}}}.
-    Raises TlganError for bad settings, a checkpoint without ``resume``, or a NaN loss.
+    Returns {"out_dir", "steps", "final_loss", "seconds_per_step", "monitor": {step: {attr: acc}},
+    "phase_changes": [{"from_step", "settings"}]}.
+    Raises TlganError for bad settings, a checkpoint without ``resume``, a settings change
+    without ``new_phase`` (or of the network's shape or seed), ``new_phase`` without a
+    checkpoint, or a NaN loss.
     """
     try:
         import transformers  # noqa: F401
@@ -230,6 +312,10 @@ def train_clip(
     out_dir = Path(out_dir)
     if steps < 1 or batch_size < 2 or checkpoint_every < 1:
         raise TlganError("steps and checkpoint_every must be at least 1, batch_size at least 2")
+    focus = _check_focus(caption_focus)
+    if new_phase and not has_checkpoint(out_dir):
+        raise TlganError(f"{out_dir}: no checkpoint to continue with --new-phase; train it first")
+    resume = resume or new_phase
     if not resume and has_checkpoint(out_dir):
         raise TlganError(
             f"{out_dir} already holds a training checkpoint; pass --resume to continue it, or choose another --out"
@@ -260,20 +346,22 @@ def train_clip(
         "caption_most": caption_most,
         "caption_keep": list(caption_keep),
         "hard_weight": hard_weight,
+        "caption_focus": focus,
+        "focus_negatives": bool(focus_negatives),
         "seed": seed,
     }
-    start, loss_avg, monitor, seconds_before = 0, None, {}, 0.0
+    start, loss_avg, monitor, seconds_before, phases = 0, None, {}, 0.0, []
     if resume and has_checkpoint(out_dir):
         manifest = restore_checkpoint(out_dir, modules={"model": model}, optimizers={"model": optimizer})
         info = manifest["info"]
-        introduced = {"negatives": 1, "caption_most": 7, "caption_keep": [0.1, 0.6], "hard_weight": 0.0}
-        diff = settings_mismatch(info.get("settings", {}), settings, introduced)
-        if diff:
-            raise TlganError(
-                f"{out_dir}: cannot resume with other settings ({'; '.join(diff)}); pass the same ones"
-            )
+        changed = _phase_change(out_dir, info.get("settings", {}), settings, new_phase)
         start, loss_avg = int(manifest["step"]), info.get("loss_avg")
         monitor, seconds_before = info.get("monitor", {}), float(info.get("seconds", 0.0))
+        phases = list(info.get("phase_changes", []))
+        if changed:
+            phases.append({"from_step": start, "settings": changed})
+            log.info("new phase from step %d: %s", start, changed)
+        optimizer.param_groups[0]["weight_decay"] = weight_decay  # the checkpoint's may be another
         log.info("resumed from step %d", start)
 
     if monitor_every:
@@ -295,6 +383,7 @@ def train_clip(
                 "loss_avg": loss_avg,
                 "monitor": monitor,
                 "seconds": seconds_before + seconds,
+                "phase_changes": phases,
                 "kind": "clip",
             },
         )
@@ -305,7 +394,7 @@ def train_clip(
         t0 = time.perf_counter()
         set_lr(optimizer, cosine_lr(step, steps, lr, warmup))
         images, captions, wrong = _step_data(
-            renderer, seed, step, batch_size, negatives, caption_most, caption_keep
+            renderer, seed, step, batch_size, negatives, caption_most, caption_keep, focus, focus_negatives
         )
         img, txt = _embed(model, tokenizer, images=images, texts=captions + wrong)
         scale = model.logit_scale.exp().clamp(max=100.0)
@@ -377,6 +466,7 @@ def train_clip(
         "seconds_per_step": seconds / ran if ran else None,
         "training_seconds": round(seconds_before + seconds, 1),
         "monitor": monitor,
+        "phase_changes": phases,
     }
     write_json(
         out_dir / "training.json",
