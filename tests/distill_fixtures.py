@@ -18,6 +18,21 @@ class SmoothTeacher(torch.nn.Module):
         return torch.tanh(z @ self.w.T).reshape(-1, 3, 16, 16)
 
 
+def teacher_generator():
+    """:class:`SmoothTeacher` as a tlgan generator (z, 8-d) named "teacher"."""
+    from tlgan.models import ModuleGenerator
+
+    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
+
+
+def checkpoint_state(out_dir):
+    """(tensors, manifest) of the training checkpoint in ``out_dir``."""
+    from tlgan.io import load_tensors
+    from tlgan.train.checkpoint import checkpoint_dir
+
+    return load_tensors(checkpoint_dir(out_dir) / "state.safetensors")
+
+
 def distill_interrupted_at(step: int, teacher, out_dir, **kwargs) -> None:
     """Run ``distill_generator(teacher, out_dir, **kwargs)`` and stop it (KeyboardInterrupt) as step ``step`` begins."""
     import tlgan.train.distill as mod

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_delta_noise import NOISE, SETTINGS, STEPS, bent_sequences
+from test_delta_noise import NOISE, STEPS, bent_sequences, planted_errors
 from tlgan.delta import linear_direction, train_delta
 from tlgan.delta.evaluate import _code_latents
 from tlgan.delta.smooth import check_degree, choose_degree, misfit_ratios, smooth_paths
-from tlgan.delta.train import fit_codes
 from tlgan.errors import TlganError
 
 
@@ -80,28 +79,9 @@ def test_bad_degrees_are_refused_by_name(bad):
 
 
 def _pair_errors(tmp_path, **settings) -> tuple[float, float]:
-    """Mean latent error of the learned edit (codes fitted as the benchmark fits them) and of the
-    line over every ordered pair of steps of 20 noisy held-out sequences."""
-    g = torch.Generator().manual_seed(7)
-    train_clean, test_clean = bent_sequences(10, seed=0), bent_sequences(20, seed=1)
-    train = train_clean + NOISE * torch.randn(train_clean.shape, generator=g)
-    test = test_clean + NOISE * torch.randn(test_clean.shape, generator=g)
-    model = train_delta([train], tmp_path, values=[STEPS.tolist()], **{**SETTINGS, **settings})
-    seen = _code_latents(model, train, STEPS.double())
-    k, n, d = test.shape
-    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
-    starts, ends = seen[:, ii].transpose(0, 1), seen[:, jj].transpose(0, 1)
-    with torch.no_grad():
-        init = model.encode(starts.reshape(-1, d), ends.reshape(-1, d)).reshape(len(pairs), 10, -1).mean(1)
-    codes = fit_codes(model, starts, ends, init)
-    start = test[:, ii].reshape(-1, d)
-    target = start + (test_clean[:, jj] - test_clean[:, ii]).reshape(-1, d)
-    with torch.no_grad():
-        learned = model.move(start, codes.repeat(k, 1))
-    direction = linear_direction([train], [STEPS.double()])
-    linear = start + (STEPS[jj] - STEPS[ii]).repeat(k)[:, None] * direction[None]
-    return float((learned - target).norm(dim=1).mean()), float((linear - target).norm(dim=1).mean())
+    """:func:`planted_errors` with the codes fitted as the benchmark fits them (on the latents the
+    model was trained on, smoothed or not)."""
+    return planted_errors(tmp_path, code_latents=_code_latents, **settings)
 
 
 def test_the_smoothed_path_brings_the_learned_edit_closer_to_the_planted_curve(tmp_path):

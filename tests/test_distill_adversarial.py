@@ -7,13 +7,10 @@ import json
 import pytest
 import torch
 
-from distill_fixtures import SmoothTeacher, distill_interrupted_at
+from distill_fixtures import checkpoint_state, distill_interrupted_at, teacher_generator
 from tlgan.errors import TlganError
-from tlgan.io import load_tensors
-from tlgan.models import ModuleGenerator
 from tlgan.models.networks import load_pretrained
 from tlgan.models.patchgan import PatchDiscriminator, receptive_field
-from tlgan.train.checkpoint import checkpoint_dir
 from tlgan.train.distill import distill_generator, make_student
 
 KWARGS = dict(
@@ -28,14 +25,7 @@ KWARGS = dict(
     d_depth=2,
 )
 
-
-def teacher():
-    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
-
-
-def final_state(out_dir):
-    tensors, manifest = load_tensors(checkpoint_dir(out_dir) / "state.safetensors")
-    return tensors, manifest
+teacher = teacher_generator
 
 
 def test_adversarial_distillation_resumes_bit_for_bit(tmp_path):
@@ -43,13 +33,13 @@ def test_adversarial_distillation_resumes_bit_for_bit(tmp_path):
     critic's spectral-norm vectors, both optimizers' moments and the running losses."""
     straight = distill_generator(teacher(), tmp_path / "a", steps=20, checkpoint_every=10, **KWARGS)
     distill_interrupted_at(13, teacher(), tmp_path / "b", steps=20, checkpoint_every=10, **KWARGS)
-    assert final_state(tmp_path / "b")[1]["step"] == 10
+    assert checkpoint_state(tmp_path / "b")[1]["step"] == 10
     resumed = distill_generator(
         teacher(), tmp_path / "b", steps=20, checkpoint_every=10, resume=True, **KWARGS
     )
 
-    a, manifest_a = final_state(tmp_path / "a")
-    b, manifest_b = final_state(tmp_path / "b")
+    a, manifest_a = checkpoint_state(tmp_path / "a")
+    b, manifest_b = checkpoint_state(tmp_path / "b")
     assert set(a) == set(b)
     assert any(k.startswith("module.D.") for k in a) and any(k.startswith("optim.D.") for k in a)
     assert any(k.endswith("_u") for k in a if k.startswith("module.D."))  # spectral norm state
@@ -85,7 +75,7 @@ def test_critic_learns_to_tell_teacher_from_frozen_student(tmp_path):
     init_sd, saved_sd = dict(init.named_parameters()), dict(saved.named_parameters())
     assert all(torch.equal(init_sd[k], saved_sd[k]) for k in init_sd)
 
-    tensors, manifest = final_state(tmp_path / "c")
+    tensors, manifest = checkpoint_state(tmp_path / "c")
     assert manifest["info"]["settings"]["init"] == "init"
     critic = PatchDiscriminator(16, width=4, depth=2)
     critic.load_state_dict(
@@ -181,7 +171,7 @@ def test_generator_ignores_the_critic_during_its_warmup(tmp_path):
     distill_generator(teacher(), tmp_path / "plain", steps=12, **plain)
     distill_generator(teacher(), tmp_path / "warm", steps=12, d_warmup=12, **KWARGS)
     distill_generator(teacher(), tmp_path / "adv", steps=12, d_warmup=6, **KWARGS)
-    p, w, a = (final_state(tmp_path / k)[0] for k in ("plain", "warm", "adv"))
+    p, w, a = (checkpoint_state(tmp_path / k)[0] for k in ("plain", "warm", "adv"))
     g_keys = [k for k in p if k.startswith(("module.G.", "module.G_ema.", "optim.G."))]
     assert g_keys and all(torch.equal(p[k], w[k]) for k in g_keys)
     assert not all(torch.equal(p[k], a[k]) for k in g_keys if k.startswith("module.G."))

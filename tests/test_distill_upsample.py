@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill_fixtures import SmoothTeacher, distill_interrupted_at
+from distill_fixtures import checkpoint_state, distill_interrupted_at, teacher_generator
 from tlgan.errors import TlganError
 from tlgan.io import load_tensors
-from tlgan.models import ModuleGenerator, load_generator
+from tlgan.models import load_generator
 from tlgan.models.networks import DCGANGenerator, ResizeConvBlock, UpBlock, load_pretrained
 from tlgan.train.checkpoint import checkpoint_dir
 from tlgan.train.distill import distill_generator, edge_l1, laplacian_l1, make_student
@@ -28,9 +28,7 @@ KWARGS = dict(
     laplacian_weight=0.5,
 )
 
-
-def teacher():
-    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
+teacher = teacher_generator
 
 
 def test_default_dcgan_loads_the_bundled_weights_and_draws_as_before():
@@ -119,8 +117,8 @@ def test_nearest_distillation_resumes_bit_for_bit(tmp_path):
     resumed = distill_generator(
         teacher(), tmp_path / "b", steps=20, checkpoint_every=10, resume=True, **KWARGS
     )
-    a, manifest_a = load_tensors(checkpoint_dir(tmp_path / "a") / "state.safetensors")
-    b, manifest_b = load_tensors(checkpoint_dir(tmp_path / "b") / "state.safetensors")
+    a, manifest_a = checkpoint_state(tmp_path / "a")
+    b, manifest_b = checkpoint_state(tmp_path / "b")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert manifest_a["info"] == manifest_b["info"] and straight["loss"] == resumed["loss"]
     settings = manifest_a["info"]["settings"]

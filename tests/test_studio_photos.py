@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -100,14 +101,18 @@ def translation_64(tmp_path_factory):
 
 
 class StandIn:
-    """invert_image's stand-in: records the bytes it got and answers a fixed latent."""
+    """invert_image's stand-in: records the bytes it got and answers a fixed latent; given a
+    ``release`` event, it answers only once the test sets it."""
 
-    def __init__(self, latent: torch.Tensor):
+    def __init__(self, latent: torch.Tensor, release: threading.Event | None = None):
         self.latent = latent
+        self.release = release
         self.received: list[bytes] = []
 
     def __call__(self, generator, classifier, image_bytes, **options):
         self.received.append(image_bytes)
+        if self.release is not None:
+            assert self.release.wait(120), "the test never let the inversion answer"
         with torch.inference_mode():
             return self.latent.clone(), generator.synthesize(self.latent[None])[0], {"psnr_db": 20.0}
 

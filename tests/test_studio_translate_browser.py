@@ -17,28 +17,13 @@ from PIL import Image
 from test_studio_api import small_classifier
 from test_studio_browser import browser, open_page, png_pixels, shown_pixels  # noqa: F401 (fixture)
 from test_studio_browser_photos import wait_until
-from test_studio_photos import translation_64  # noqa: F401 (fixture)
+from test_studio_photos import StandIn, translation_64  # noqa: F401 (fixture)
 from tlgan.models import load_generator
 from tlgan.studio.app import ServerThread, create_app
 
 pytestmark = pytest.mark.browser
 
 torch.set_num_threads(1)
-
-
-class HeldInversion:
-    """invert_image's stand-in: answers ``latent`` once ``release`` is set (the test's go-ahead)."""
-
-    def __init__(self, latent: torch.Tensor):
-        self.latent = latent
-        self.release = threading.Event()
-        self.received: list[bytes] = []
-
-    def __call__(self, generator, classifier, image_bytes, **options):
-        self.received.append(image_bytes)
-        assert self.release.wait(120), "the test never let the inversion answer"
-        with torch.inference_mode():
-            return self.latent.clone(), generator.synthesize(self.latent[None])[0], {"psnr_db": 20.0}
 
 
 def test_the_translation_row_moves_the_photo_before_the_inversion_answers(
@@ -59,7 +44,7 @@ def test_the_translation_row_moves_the_photo_before_the_inversion_answers(
     photo_path = tmp_path / "astronaut.png"
     Image.fromarray(skimage_data.astronaut()).save(photo_path)
     latent = G.sample_latents_at([9], seed=0)[0]
-    held = HeldInversion(latent)
+    held = StandIn(latent, release=threading.Event())
     monkeypatch.setattr(tlgan.inversion, "invert_image", held, raising=False)
     app = create_app(G, small_classifier(axes.attributes), axes, translations={"Smiling translation": model})
     face8 = to_uint8(read_image(photo_path.read_bytes(), 64)[0])  # the centre crop the inversion sees

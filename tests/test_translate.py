@@ -10,17 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill_fixtures import SmoothTeacher
+from distill_fixtures import teacher_generator
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
-from tlgan.models import ModuleGenerator
 from tlgan.translate import TranslationNet, blend, load_translation, train_translation, translate
 from tlgan.translate import train as train_module
 
 
 @pytest.fixture(scope="module")
 def generator():
-    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
+    return teacher_generator()
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from distill_fixtures import SmoothTeacher
+from distill_fixtures import teacher_generator
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
-from tlgan.models import ModuleGenerator
 from tlgan.translate import (
     BlendSchedule,
     TranslationModel,
@@ -72,7 +71,7 @@ def test_the_schedule_inverts_a_known_progress_curve():
 
 @pytest.fixture(scope="module")
 def generator():
-    return ModuleGenerator(SmoothTeacher(), z_dim=8, name="teacher")
+    return teacher_generator()
 
 
 @pytest.fixture(scope="module")

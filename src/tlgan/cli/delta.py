@@ -24,12 +24,14 @@ def _floats(text: str, option: str) -> list[float]:
     return values
 
 
-def _degree_kwargs(text: str) -> dict:
-    """``--path-degree`` as train_delta's keyword (the benchmark's folder names leave out 0, the
-    value of model folders trained before the option, so those keep their names)."""
-    from tlgan.delta.smooth import check_degree
-
-    return {"path_degree": check_degree(text)}
+path_degree_option = click.option(
+    "--path-degree",
+    default=str(DEFAULTS["path_degree"]),
+    show_default=True,
+    help="Smooth the training sequences' mean path into a polynomial of this degree in the factor value "
+    "before learning (0: off; auto: the smallest degree >= 2 that fits it to within the inversions' "
+    "wander).",
+)
 
 
 @click.group("delta")
@@ -95,14 +97,7 @@ def delta() -> None:
     show_default=True,
     help="Weight of the penalty on the position-dependent part of the change (decoder both).",
 )
-@click.option(
-    "--path-degree",
-    default=str(DEFAULTS["path_degree"]),
-    show_default=True,
-    help="Smooth the training sequences' mean path into a polynomial of this degree in the factor value "
-    "before learning (0: off; auto: the smallest degree >= 2 that fits it to within the inversions' "
-    "wander).",
-)
+@path_degree_option
 @click.option(
     "--noise",
     default=DEFAULTS["noise"],
@@ -356,14 +351,7 @@ def edit_cmd(
 @click.option(
     "--train-steps", default=DEFAULTS["steps"], show_default=True, help="Training steps of each model."
 )
-@click.option(
-    "--path-degree",
-    default=str(DEFAULTS["path_degree"]),
-    show_default=True,
-    help="Smooth the training sequences' mean path into a polynomial of this degree in the factor value "
-    "before learning (0: off; auto: the smallest degree >= 2 that fits it to within the inversions' "
-    "wander).",
-)
+@path_degree_option
 @click.option(
     "--decoder",
     default=DEFAULTS["decoder"],
@@ -439,6 +427,7 @@ def eval_cmd(
     """Measure learned edits against the toyfaces renderer's true targets, beside the straight-line baselines."""
     from tlgan.delta.evaluate import evaluate_delta
     from tlgan.delta.report import write_delta_report
+    from tlgan.delta.smooth import check_degree
     from tlgan.models import load_classifier, load_generator
 
     G = load_generator(generator, device)
@@ -467,7 +456,7 @@ def eval_cmd(
         work_dir=work_dir,
         train_kwargs={
             "steps": train_steps,
-            **_degree_kwargs(path_degree),
+            "path_degree": check_degree(path_degree),
             **({} if decoder == DEFAULTS["decoder"] else {"decoder": decoder}),
         },
         grid_dir=out_dir,

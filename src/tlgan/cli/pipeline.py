@@ -240,23 +240,8 @@ def fit_cmd(
     in words to RUN_DIR, scored from its stored image embeddings (no image is generated), fit their
     axes and merge them into --out when it exists.
     """
-    words = given_text_attributes()
-    if words:
-        from tlgan.cli.text_attributes import fit_words_cmd
-
-        options = {"ratio": ratio, "target": target, "n_components": n_components, "layers": layers}
-        if name_directions or export_boundaries:
-            raise TlganError("--attribute cannot be combined with --name-directions or --export-boundaries")
-        return fit_words_cmd(words, run_dir, method, out, options, device, as_json)
-    from tlgan.axes.finders import FINDERS, default_method, make_finder
     from tlgan.cli.common import parse_int_list
-    from tlgan.models import GENERATORS, load_generator
-    from tlgan.pipeline import fit_axes, name_run_directions
-    from tlgan.sampling import Run
 
-    run = Run.open(run_dir)
-    method = method or default_method(run.space)
-    FINDERS.check(method)
     kwargs = {
         k: v
         for k, v in {
@@ -267,6 +252,21 @@ def fit_cmd(
         }.items()
         if v is not None
     }
+    words = given_text_attributes()
+    if words:
+        from tlgan.cli.text_attributes import fit_words_cmd
+
+        if name_directions or export_boundaries:
+            raise TlganError("--attribute cannot be combined with --name-directions or --export-boundaries")
+        return fit_words_cmd(words, run_dir, method, out, kwargs, device, as_json)
+    from tlgan.axes.finders import FINDERS, default_method, make_finder
+    from tlgan.models import GENERATORS, load_generator
+    from tlgan.pipeline import fit_axes, name_run_directions
+    from tlgan.sampling import Run
+
+    run = Run.open(run_dir)
+    method = method or default_method(run.space)
+    FINDERS.check(method)
     uses_generator = make_finder(method, **kwargs).uses_generator
     if name_directions and not uses_generator:
         raise TlganError(

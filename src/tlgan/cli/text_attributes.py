@@ -75,14 +75,11 @@ def _restore(path: Path, before: bytes | None) -> None:
         Path(tmp).write_bytes(before)
 
 
-def fit_words_cmd(prompts: dict, run_dir: str, method, out: str, options: dict, device: str, as_json: bool):
-    """`tlgan fit RUN_DIR --attribute ...`: :func:`fit_words`, then its report. ``options`` are fit's
-    finder options (ratio, target, n_components, layers as given on the command line; None = default)."""
-    from tlgan.cli.common import parse_int_list
-
-    if options.get("layers"):
-        options = {**options, "layers": parse_int_list(options["layers"])}
-    finder_kwargs = {k: v for k, v in options.items() if v is not None}
+def fit_words_cmd(
+    prompts: dict, run_dir: str, method, out: str, finder_kwargs: dict, device: str, as_json: bool
+):
+    """`tlgan fit RUN_DIR --attribute ...`: :func:`fit_words`, then its report. ``finder_kwargs``
+    are the finder options fit was given (ratio, target, n_components, layers)."""
     axes, written = fit_words(run_dir, prompts, method, out, device, finder_kwargs)
     if as_json:
         print_json(

@@ -65,7 +65,14 @@ from tlgan.models.base import Classifier, Generator
 from tlgan.studio.batcher import DEFAULT_MAX_BATCH, DEFAULT_WAIT_MS, BatcherClosed, BatchFailed
 from tlgan.studio.faces import LATENT_LIMIT
 from tlgan.studio.learned import check_learned_edits, load_learned_edits
-from tlgan.studio.photo_routes import add_photo_routes, photo_info, request_view, upload_body, view_header
+from tlgan.studio.photo_routes import (
+    EMPTY_UPLOAD,
+    add_photo_routes,
+    photo_info,
+    request_view,
+    upload_body,
+    view_header,
+)
 from tlgan.studio.schema import (
     AMOUNT_LIMIT,
     ERRORS,
@@ -479,7 +486,7 @@ def _add_upload_routes(app: FastAPI, studio: Studio) -> None:
         """
         data = file.file.read()
         if not data:
-            raise TlganError("the uploaded file is empty; choose an image file (PNG, JPEG, WebP, ...)")
+            raise TlganError(EMPTY_UPLOAD)
         if tune:
             studio.check_tuning()  # before seconds of inversion
         upload = app.state.photos.prepare(data, file.filename or "uploaded image")
