@@ -61,7 +61,9 @@ def fit_axes(
     ``pc0``.. for pca/sefa, in the run's space, with the fit's metrics per axis. ``method`` is
     a registered finder (``tlgan models``: logistic, glm, svm, pca, sefa; None: the default of
     the run's space, :func:`tlgan.axes.finders.default_method`) and
-    ``finder_kwargs`` its options (``ratio=`` for svm, ``n_components=`` ...). Finders that
+    ``finder_kwargs`` its options (``ratio=`` for svm, ``n_components=`` ...), over the options
+    that suit the run's classifier (:func:`~tlgan.axes.finders.score_options`: glm fits a CLIP's
+    probability rather than its logit). Finders that
     read the generator (sefa; pca on activations) get ``generator`` and the run's space. When
     ``generator`` knows its true axes, each attribute's metrics gain ``cosine_to_truth``.
 
@@ -71,7 +73,7 @@ def fit_axes(
     Raises TlganError for an unknown method (with close matches), an attribute the run lacks,
     and for what the finder refuses (its options, the samples it is given).
     """
-    from tlgan.axes.finders import make_finder
+    from tlgan.axes.finders import make_finder, score_options
     from tlgan.registry import unknown_name_message
 
     latents, scores = run.load()
@@ -82,7 +84,8 @@ def fit_axes(
                 raise TlganError(unknown_name_message("attribute", name, names))
         scores = scores[:, [names.index(a) for a in attributes]]
         names = list(attributes)
-    finder = make_finder(method or default_method(run.space), **finder_kwargs)
+    method = method or default_method(run.space)
+    finder = make_finder(method, **score_options(method, run.classifier, finder_kwargs))
     if finder.uses_generator:
         finder.fit(latents, scores, names, generator=generator, space=run.space)
     else:

@@ -89,7 +89,7 @@ class WordRows:
         Returns {name, positive, negative, metrics, seconds}. Raises TlganError for an empty or too
         long phrase, a bad name or one the studio already has, or what the finder refuses.
         """
-        from tlgan.axes.finders import make_finder
+        from tlgan.axes.finders import make_finder, score_options
         from tlgan.models.clip import NEUTRAL_NEGATIVE, Prompt, check_attribute_name
         from tlgan.sampling.text_attributes import merge_axes
 
@@ -107,7 +107,8 @@ class WordRows:
             classifier = studio.classifier
             directions = classifier.text_directions(prompt)  # raises for a too long phrase
         scores = classifier.logits_from_embeddings(self.embeddings, directions)
-        finder = make_finder(self.method).fit(self.latents, scores, [name])
+        finder = make_finder(self.method, **score_options(self.method, self.run.classifier))
+        finder.fit(self.latents, scores, [name])
         axis = finder.to_feature_axes(space=self.run.space, generator=studio.axes.generator)
         with studio.locked():
             merged = merge_axes(studio.axes, axis)

@@ -6,7 +6,10 @@
   faces, and again with prompts worded unlike any caption (:data:`UNSEEN_PROMPTS`).
 - Axes: ``n_axes`` samples of ``toyfaces-render`` are embedded once (float16, as a run stores
   them); each attribute's CLIP logits, computed from the stored embeddings, are regressed on
-  z (the glm finder) and the axis compared with the true one by cosine; the CNN's axes beside.
+  z (the glm finder with the options a ``clip:`` run's fit uses: CLIP's two-phrase probability as
+  the target, :func:`~tlgan.axes.finders.score_options`) and the axis compared with the true one
+  by cosine; the CNN's axes beside (its clipped logits, as a CNN run's fit); for reference also the
+  glm of the raw CLIP logit (``logit_cosine_to_truth``).
 - Phrase to axis: the seconds from a new phrase to its fitted axis on the stored embeddings
   (a text forward, one matrix product, one least-squares fit), against the seconds it took to
   embed the images in the first place.
@@ -19,8 +22,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from tlgan.axes.finders import make_finder
-from tlgan.axes.finders.glm import DEFAULT_CLIP
+from tlgan.axes.finders import make_finder, score_options
 from tlgan.errors import TlganError
 from tlgan.evaluation.metrics import cosine_to_truth
 from tlgan.models import load_classifier, load_generator
@@ -60,13 +62,13 @@ def _pass(
     return [torch.cat(o) for o in outs], seconds
 
 
-def _fit_axes(z: torch.Tensor, logits: torch.Tensor, names: list[str], truth, clip: float | None) -> dict:
-    """Cosine to the truth of each attribute's glm axis; an attribute whose logits do not vary
-    (a phrase pair the model cannot tell apart) gets 0.0."""
+def _fit_axes(z: torch.Tensor, logits: torch.Tensor, names: list[str], truth, options: dict) -> dict:
+    """Cosine to the truth of each attribute's glm axis (finder ``options``); an attribute whose
+    logits do not vary (a phrase pair the model cannot tell apart) gets 0.0."""
     out = {}
     for j, name in enumerate(names):
         try:
-            finder = make_finder("glm", clip=clip).fit(z, logits[:, j : j + 1], [name])
+            finder = make_finder("glm", **options).fit(z, logits[:, j : j + 1], [name])
         except TlganError:
             out[name] = 0.0
             continue
@@ -125,11 +127,13 @@ def evaluate_clip(
     (stored, cnn_logits), (embed_seconds, _) = _pass(
         renderer, z, [lambda x: clip.embed_images(x).half(), cnn.logits], batch_size, "axes", progress
     )
-    # CLIP logits are bounded by twice the logit scale and not saturated like a classifier's:
-    # no clipping (a phrase pair off by a constant would otherwise clip to one value).
-    cos = _fit_axes(z, clip.logits_from_embeddings(stored), names, true_axes, None)
-    cos_unseen = _fit_axes(z, clip.logits_from_embeddings(stored, unseen), names, true_axes, None)
-    cos_cnn = _fit_axes(z, cnn_logits[:, cnn_order], names, true_axes, DEFAULT_CLIP)
+    options = score_options("glm", "clip:")
+    logits = clip.logits_from_embeddings(stored)
+    cos = _fit_axes(z, logits, names, true_axes, options)
+    cos_unseen = _fit_axes(z, clip.logits_from_embeddings(stored, unseen), names, true_axes, options)
+    cos_cnn = _fit_axes(z, cnn_logits[:, cnn_order], names, true_axes, score_options("glm", classifier))
+    # The raw logit, unclipped (CLIP logits are bounded by twice the logit scale): the old target.
+    cos_logit = _fit_axes(z, logits, names, true_axes, {"clip": None})
 
     # A phrase never seen before becomes an axis: text forward, product, fit (best of 3).
     timings = []
@@ -139,15 +143,17 @@ def evaluate_clip(
             {"Hat": Prompt("a photo of a person wearing a hat", "a photo of a person")}
         )
         logits = clip.logits_from_embeddings(stored, direction)
-        make_finder("glm", clip=None).fit(z, logits, ["Hat"])
+        make_finder("glm", **options).fit(z, logits, ["Hat"])
         timings.append(time.perf_counter() - t0)
     result["axes"] = {
         "n": n_axes,
-        "finder": "glm (CLIP logits unclipped; the CNN's clipped at the default)",
+        "finder": f"glm {options} (CLIP, as a clip: run's fit); the CNN's logits clipped at the default",
         "cosine_to_truth": _round(cos),
         **_summary(cos),
         "unseen_cosine_to_truth": _round(cos_unseen),
         "unseen_mean": _summary(cos_unseen)["mean"],
+        "logit_cosine_to_truth": _round(cos_logit),
+        "logit_mean": _summary(cos_logit)["mean"],
         "cnn_cosine_to_truth": _round(cos_cnn),
         "cnn_mean": _summary(cos_cnn)["mean"],
     }

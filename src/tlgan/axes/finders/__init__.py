@@ -39,6 +39,7 @@ from tlgan.axes.finders.common import (
     check_fit_inputs,
     default_method,
     make_finder,
+    score_options,
 )
 from tlgan.axes.finders.glm import DEFAULT_CLIP, GLMFinder
 from tlgan.axes.finders.logistic import LogisticFinder
@@ -64,5 +65,6 @@ __all__ = [
     "check_fit_inputs",
     "fit_linear_svm",
     "make_finder",
+    "score_options",
     "top_bottom_split",
 ]
