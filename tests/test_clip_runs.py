@@ -232,6 +232,15 @@ def test_fit_attribute_from_the_command_line(clip_spec, tmp_path, monkeypatch):
 
     direct = fit_axes(Run.open(out), "glm", attributes=["Hat"])
     assert torch.allclose(direct["Hat"], axes["Hat"], atol=1e-6)
+    # a clip: run's glm regresses CLIP's probability, unless the logit is asked for
+    from tlgan.axes.finders import make_finder
+
+    latents, scores = Run.open(out).load()
+    hat = scores[:, Run.open(out).attributes.index("Hat")][:, None]
+    probability = make_finder("glm", target="probability").fit(latents, hat, ["Hat"]).axes_[0]
+    assert torch.allclose(direct["Hat"], torch.as_tensor(probability, dtype=torch.float32), atol=1e-6)
+    logit = fit_axes(Run.open(out), "glm", attributes=["Hat"], target="logit")["Hat"]
+    assert not torch.allclose(logit, direct["Hat"], atol=1e-3)
     # errors: clash with the run, clash with nothing in the run but a bad phrase; nothing written
     before = (axes_path.read_bytes(), (out / FILE).read_bytes())
     for words, message in (("Cat=cat", "already has"), ("Dog=", "empty"), ("Dog=dog|", "empty")):

@@ -196,7 +196,8 @@ def _echo_naming(axes) -> None:
     "--target",
     type=click.Choice(["logit", "probability"]),
     default=None,
-    help="glm: regress the clipped logit, or the probability rescaled to [-1, 1] (TL-GAN's own).",
+    help="glm: regress the clipped logit, or the probability rescaled to [-1, 1] (TL-GAN's own; "
+    "the default for a run scored by clip:MODEL).",
 )
 @click.option("--n-components", type=int, default=None, help="pca, sefa: number of components (default 64).")
 @click.option(
