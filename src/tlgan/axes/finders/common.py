@@ -45,7 +45,8 @@ DEFAULT_METHOD = DEFAULT_METHODS["z"]
 # better, but its size also follows the lighting, the background and the other attributes. So
 # glm regresses CLIP's own two-phrase probability (TL-GAN's target, 2 * sigmoid(logit) - 1), not
 # the logit: on 20,000 toyfaces-render samples this lifts the mean cosine to the true axes from
-# 0.930 to 0.976 with the bundled toyfaces-clip (BENCHMARKS.md, "Attributes in words").
+# 0.953 to 0.982 with the bundled toyfaces-clip, and its lowest from 0.889 to 0.971 (BENCHMARKS.md,
+# "toyfaces-clip: attributes in words").
 SCORE_OPTIONS: dict[str, dict[str, dict]] = {"clip:": {"glm": {"target": "probability"}}}
 
 
