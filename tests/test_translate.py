@@ -133,6 +133,9 @@ def test_a_checkpoint_from_before_the_weighted_loss_and_blur_resumes_without_the
         "attribute_weight",
         "blur",
         "blend_fraction",
+        "monotone_weight",
+        "monotone_margin",
+        "edited_from",
     ):  # what an older version did not record
         del manifest["info"]["settings"][key]
     manifest_path.write_text(json.dumps(manifest))
