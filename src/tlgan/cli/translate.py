@@ -508,7 +508,9 @@ def eval_translate_cmd(
                 f"  invert+edit {entry['invert_edit']['psnr_db']:6.2f} dB  tuned+edit "
                 f"{'-' if tuned is None else f'{tuned:6.2f} dB'}  {entry['speedup_over_invert_edit']:.0f}x faster"
             )
-        click.echo(line + f"  monotonic {'-' if monotonic is None else f'{monotonic:.2f}'}")
+        loose = entry["continuity"]["monotonic_within_0.01"]
+        rises = "-" if monotonic is None else f"{monotonic:.2f} ({loose:.2f} within 0.01)"
+        click.echo(line + f"  monotonic {rises}")
 
 
 @click.command("calibrate-translate")
