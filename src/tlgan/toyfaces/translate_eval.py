@@ -14,7 +14,8 @@ a face are paid once and shared by every attribute: each method's figure is its 
 one image and one edit), preservation (the mean absolute change of pixels outside the part the
 true edit redraws, a mask the world gives), and continuity (whether the classifier's
 probability of the attribute rises monotonically along amounts 0, A/4, ..., A, per image, and the
-mean share of the full edit's pixel change drawn at each amount).
+mean share of the full edit's pixel change drawn at each amount; for the faces where it does
+not, how far it falls, in probability and in logit, and where they start: :func:`dip_report`).
 
 ``baselines=False`` runs the translation alone (no inversion, no tuning: seconds instead of
 most of an hour on a CPU); ``blend`` picks how amounts between 0 and A are drawn

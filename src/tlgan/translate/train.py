@@ -9,8 +9,9 @@ the pair ``(G(l), G(l'))``. Training runs in two phases on pairs drawn afresh ev
 2. ``edit_steps``: a copy of it is fine-tuned to the translation (``G(l) -> G(l')``), under
    an L1 pixel loss weighted toward the pixels the pair changes (:func:`edit_loss_weights`),
    plus, with a classifier, the feature loss of inversion
-   (:func:`tlgan.inversion.losses.feature_distance`) and a term pulling the classifier's
-   probability of the attribute to the edited image's (:func:`attribute_loss`).
+   (:func:`tlgan.inversion.losses.feature_distance`), a term pulling the classifier's
+   probability of the attribute to the edited image's (:func:`attribute_loss`) and a hinge
+   keeping its logit rising along the mixed outputs (:func:`monotone_loss`).
 
 Why the weighting: a thin edit (a glasses frame, grey strands) covers few pixels, and where
 its exact place is uncertain, the per-pixel L1 optimum is to draw nothing at all. Weighting each
@@ -27,7 +28,14 @@ The step's latents come from its own random stream (seed, step), so a run resume
 checkpoint (``OUT/checkpoint/``, written every ``checkpoint_every`` steps) ends with the same
 weights, bit for bit, as one that was never interrupted. ``identity_from`` reuses the identity
 network of an earlier model (of the same generator): phase 1 is then skipped, which is how
-several attributes share one identity network.
+several attributes share one identity network; ``edited_from`` starts from both networks of an
+earlier model of the attribute and fine-tunes its edited one further (phase 1 skipped).
+
+Why the hinge: the pairs, and a network fitted to them, can lower the classifier's score on
+faces that already have the attribute (glasses drawn over glasses, a smile moved on a face that
+already smiles); then the score cannot rise along any mix of the two networks' images. The
+hinge asks each face's logit to rise by a margin over the edit, in proportion along the mix,
+and is zero on faces where it does.
 
 After training, the weight blend is calibrated (:mod:`tlgan.translate.schedule`) on
 ``calibration_images`` of the generator's own images (:func:`calibration_set`), so that an
