@@ -77,9 +77,9 @@ STREAM_MONOTONE = 25
 #: Calibration images are generator samples from here on of the training seed (the training
 #: pairs come from per-step random streams, not from these indices).
 CALIBRATION_START = 2_000_000
-#: Settings recorded since the change-weighted loss, with the value older checkpoints used.
 #: The margin of :func:`monotone_loss`, in logits per whole edit.
 MONOTONE_MARGIN = 0.5
+#: Settings recorded since the change-weighted loss, with the value older checkpoints used.
 INTRODUCED = {
     "change_weight": 0.0,
     "attribute_weight": 0.0,
