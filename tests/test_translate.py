@@ -133,6 +133,9 @@ def test_a_checkpoint_from_before_the_weighted_loss_and_blur_resumes_without_the
         "attribute_weight",
         "blur",
         "blend_fraction",
+        "monotone_weight",
+        "monotone_margin",
+        "edited_from",
     ):  # what an older version did not record
         del manifest["info"]["settings"][key]
     manifest_path.write_text(json.dumps(manifest))
@@ -197,6 +200,15 @@ def test_cli_trains_and_applies_a_translation(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["settings"]["edit_steps"] == 2
     assert len(load_translation(model).schedule.blend) == 5  # calibrated after training
+    tuned = tmp_path / "glasses-monotone"
+    more = (
+        f"train translate --attr Eyeglasses --axes {axes} --edited-from {model} --out {tuned} --edit-steps 2"
+    )
+    more += " --width 4 --batch-size 2 --monotone-weight 0.5 --calibration-images 0 --json"
+    r = runner.invoke(cli, more.split())
+    assert r.exit_code == 0, r.output
+    settings = json.loads(r.output)["settings"]
+    assert settings["monotone_weight"] == 0.5 and settings["edited_from"] == str(model)
     photo = tmp_path / "photos"
     photo.mkdir()
     save_image(torch.zeros(3, 100, 80), photo / "a.png")  # any size: centre-cropped and resized

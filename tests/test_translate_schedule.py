@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -224,6 +225,17 @@ def test_continuity_tells_a_monotonic_path_from_a_dip_and_from_an_edit_that_lowe
     expected = [(2 * s + d) / 3 for s, d in zip(steps, dips, strict=True)]
     assert np.allclose(result["mean_edit_share"], expected)
     assert continuity_along(path, _mean_classifier(), "yaw")["monotonic_fraction"] is None
+    # The logit is 4 x the mean pixel: 1.6 d for image 1, -1.6 s for image 2. Their largest
+    # single falls: 0.3 -> 0.1 (0.32 logits) and each quarter step of image 2 (0.4 logits).
+    dips = result["dips"]
+    assert dips["faces"] == 2 and [row[0] for row in dips["per_face"]] == [1, 2]
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert dips["per_face"][0][2:4] == pytest.approx([sigmoid(0.48) - sigmoid(0.16), 0.32], abs=1e-4)
+    assert dips["per_face"][1][2:4] == pytest.approx([sigmoid(0.0) - sigmoid(-0.4), 0.4], abs=1e-4)
+    assert dips["start_probability"]["median"] == pytest.approx(0.5)
+    assert dips["share_ending_below_start"] == pytest.approx(0.5)
+    assert dips["share_within_tolerance"] == 0.0 and result["monotonic_within_0.01"] == pytest.approx(1 / 3)
+    assert result["mean_logit"][-1] == pytest.approx((1.6 + 1.6 - 1.6) / 3, abs=1e-6)
 
 
 def test_eval_translate_can_run_the_translation_alone(tmp_path):

@@ -14,7 +14,8 @@ a face are paid once and shared by every attribute: each method's figure is its 
 one image and one edit), preservation (the mean absolute change of pixels outside the part the
 true edit redraws, a mask the world gives), and continuity (whether the classifier's
 probability of the attribute rises monotonically along amounts 0, A/4, ..., A, per image, and the
-mean share of the full edit's pixel change drawn at each amount).
+mean share of the full edit's pixel change drawn at each amount; for the faces where it does
+not, how far it falls, in probability and in logit, and where they start: :func:`dip_report`).
 
 ``baselines=False`` runs the translation alone (no inversion, no tuning: seconds instead of
 most of an hour on a CPU); ``blend`` picks how amounts between 0 and A are drawn
@@ -308,6 +309,62 @@ def true_continuity(
 
 #: Falls of the probability smaller than this count as rising (float noise of the classifier).
 RISE_TOLERANCE = 1e-4
+#: The looser reading reported beside the strict one: a path counts as rising within
+#: tolerance when its probability never falls by more than this (a 0.99 -> 0.98 wobble of a
+#: saturated classifier passes, a lost attribute does not).
+PROBABILITY_TOLERANCE = 0.01
+#: A face "already has" the attribute when its probability at amount 0 is at least this.
+HAS_ATTRIBUTE = 0.5
+
+
+def _summary(values: torch.Tensor) -> dict[str, float] | None:
+    """Median, mean and max of a 1-d tensor (None when empty)."""
+    if values.numel() == 0:
+        return None
+    v = values.double()
+    return {"median": float(v.median()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def dip_report(probs: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+    """Where and how far the classifier's score falls along paths that are not monotonic.
+
+    ``probs`` and ``logits`` (N, K): the attribute's probability and logit of N faces at K
+    amounts, the first the unedited. A face dips when its probability falls by more than
+    :data:`RISE_TOLERANCE` between two neighbouring amounts. Returns, over the dipping faces:
+    ``faces`` (their count), ``probability_fall`` and ``logit_fall`` (summaries of each face's
+    largest single fall, as positive numbers), ``start_probability`` (summary of P at amount 0),
+    ``share_starting_with_attribute`` (P at 0 >= :data:`HAS_ATTRIBUTE`), ``share_ending_below_start``
+    and ``share_within_tolerance`` (largest fall <= :data:`PROBABILITY_TOLERANCE`: saturation
+    wobble rather than a loss of the attribute); and ``per_face``, one
+    ``[index, P at 0, largest P fall, largest logit fall, P at the end - P at 0]`` row each.
+    """
+    p_fall = (probs[:, :-1] - probs[:, 1:]).max(1).values
+    l_fall = (logits[:, :-1] - logits[:, 1:]).max(1).values
+    dipping = p_fall > RISE_TOLERANCE
+    index = dipping.nonzero().flatten()
+    start, net = probs[index, 0], probs[index, -1] - probs[index, 0]
+    faces = len(index)
+    return {
+        "faces": faces,
+        "probability_fall": _summary(p_fall[index]),
+        "logit_fall": _summary(l_fall[index]),
+        "start_probability": _summary(start),
+        "share_starting_with_attribute": float((start >= HAS_ATTRIBUTE).float().mean()) if faces else None,
+        "share_ending_below_start": float((net < -RISE_TOLERANCE).float().mean()) if faces else None,
+        "share_within_tolerance": float((p_fall[index] <= PROBABILITY_TOLERANCE).float().mean())
+        if faces
+        else None,
+        "per_face": [
+            [
+                int(i),
+                round(float(probs[i, 0]), 5),
+                round(float(p_fall[i]), 5),
+                round(float(l_fall[i]), 4),
+                round(float(probs[i, -1] - probs[i, 0]), 5),
+            ]
+            for i in index.tolist()
+        ],
+    }
 
 
 def continuity_along(images: list[torch.Tensor], classifier: Classifier, name: str) -> dict[str, Any]:
@@ -317,10 +374,12 @@ def continuity_along(images: list[torch.Tensor], classifier: Classifier, name: s
     <x_k - x_0, x_K - x_0> / sum of ||x_K - x_0||^2). With the classifier's probability of
     ``name`` (all None for an attribute it lacks, such as yaw): ``monotonic_fraction``, the
     images whose probability never falls by more than :data:`RISE_TOLERANCE` along the path (the
-    issue's target: 1); ``end_rises_fraction``, those whose probability at the end is not below
-    the start (no path between the two ends can be monotonic for the others);
+    issue's target: 1, the headline); ``end_rises_fraction``, those whose probability at the end
+    is not below the start (no path between the two ends can be monotonic for the others);
     ``monotonic_fraction_of_end_rising``, the monotonic share among those; ``monotonic_within_0.01``,
-    the share whose probability never falls by more than 0.01; and ``mean_probability`` per step.
+    the share whose probability never falls by more than :data:`PROBABILITY_TOLERANCE` (a looser
+    reading, reported beside the strict one); ``mean_probability`` and ``mean_logit`` per step;
+    and ``dips``, :func:`dip_report` of the faces that are not monotonic.
     """
     first = images[0].double()
     full = images[-1].double() - first
@@ -333,13 +392,16 @@ def continuity_along(images: list[torch.Tensor], classifier: Classifier, name: s
         "monotonic_fraction_of_end_rising",
         "monotonic_within_0.01",
         "mean_probability",
+        "mean_logit",
+        "dips",
     )
     if name not in classifier.attributes:
         return {**out, **dict.fromkeys(keys)}
     index = classifier.attributes.index(name)
-    probs = torch.stack(
-        [_batched(lambda b: classifier.probabilities(b)[:, index], x) for x in images], 1
-    )  # (N, steps)
+    logits = torch.stack(
+        [_batched(lambda b: classifier.logits(b)[:, index], x) for x in images], 1
+    ).double()  # (N, steps)
+    probs = torch.sigmoid(logits)
     worst = (probs[:, 1:] - probs[:, :-1]).min(1).values
     rising = worst >= -RISE_TOLERANCE
     end_rises = probs[:, -1] - probs[:, 0] >= -RISE_TOLERANCE
@@ -350,6 +412,8 @@ def continuity_along(images: list[torch.Tensor], classifier: Classifier, name: s
         "monotonic_fraction_of_end_rising": float(rising[end_rises].float().mean())
         if end_rises.any()
         else None,
-        "monotonic_within_0.01": float((worst >= -0.01).float().mean()),
+        "monotonic_within_0.01": float((worst >= -PROBABILITY_TOLERANCE).float().mean()),
         "mean_probability": probs.mean(0).tolist(),
+        "mean_logit": logits.mean(0).tolist(),
+        "dips": dip_report(probs, logits),
     }

@@ -9,8 +9,9 @@ the pair ``(G(l), G(l'))``. Training runs in two phases on pairs drawn afresh ev
 2. ``edit_steps``: a copy of it is fine-tuned to the translation (``G(l) -> G(l')``), under
    an L1 pixel loss weighted toward the pixels the pair changes (:func:`edit_loss_weights`),
    plus, with a classifier, the feature loss of inversion
-   (:func:`tlgan.inversion.losses.feature_distance`) and a term pulling the classifier's
-   probability of the attribute to the edited image's (:func:`attribute_loss`).
+   (:func:`tlgan.inversion.losses.feature_distance`), a term pulling the classifier's
+   probability of the attribute to the edited image's (:func:`attribute_loss`) and a hinge
+   keeping its logit rising along the mixed outputs (:func:`monotone_loss`).
 
 Why the weighting: a thin edit (a glasses frame, grey strands) covers few pixels, and where
 its exact place is uncertain, the per-pixel L1 optimum is to draw nothing at all. Weighting each
@@ -27,7 +28,14 @@ The step's latents come from its own random stream (seed, step), so a run resume
 checkpoint (``OUT/checkpoint/``, written every ``checkpoint_every`` steps) ends with the same
 weights, bit for bit, as one that was never interrupted. ``identity_from`` reuses the identity
 network of an earlier model (of the same generator): phase 1 is then skipped, which is how
-several attributes share one identity network.
+several attributes share one identity network; ``edited_from`` starts from both networks of an
+earlier model of the attribute and fine-tunes its edited one further (phase 1 skipped).
+
+Why the hinge: the pairs, and a network fitted to them, can lower the classifier's score on
+faces that already have the attribute (glasses drawn over glasses, a smile moved on a face that
+already smiles); then the score cannot rise along any mix of the two networks' images. The
+hinge asks each face's logit to rise by a margin over the edit, in proportion along the mix,
+and is zero on faces where it does.
 
 After training, the weight blend is calibrated (:mod:`tlgan.translate.schedule`) on
 ``calibration_images`` of the generator's own images (:func:`calibration_set`), so that an
@@ -65,11 +73,22 @@ STREAM_PAIRS = 21
 STREAM_BLUR = 22
 STREAM_BLEND = 23
 STREAM_CALIBRATION = 24
+STREAM_MONOTONE = 25
 #: Calibration images are generator samples from here on of the training seed (the training
 #: pairs come from per-step random streams, not from these indices).
 CALIBRATION_START = 2_000_000
+#: The margin of :func:`monotone_loss`, in logits per whole edit.
+MONOTONE_MARGIN = 0.5
 #: Settings recorded since the change-weighted loss, with the value older checkpoints used.
-INTRODUCED = {"change_weight": 0.0, "attribute_weight": 0.0, "blur": 0.0, "blend_fraction": 0.0}
+INTRODUCED = {
+    "change_weight": 0.0,
+    "attribute_weight": 0.0,
+    "blur": 0.0,
+    "blend_fraction": 0.0,
+    "monotone_weight": 0.0,
+    "monotone_margin": MONOTONE_MARGIN,
+    "edited_from": None,
+}
 
 
 def blend_amount(blend_fraction: float, generator: torch.Generator) -> float:
@@ -157,6 +176,37 @@ def attribute_loss(
     return (F.binary_cross_entropy_with_logits(logit, want, reduction="none") - floor).mean()
 
 
+def monotone_loss(
+    classifier: Classifier,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    index: int,
+    margin: float,
+    t: torch.Tensor,
+) -> torch.Tensor:
+    """A hinge that makes the classifier's logit of attribute ``index`` rise along the output mix.
+
+    ``start`` (N, 3, R, R) is the identity network's image ``I(x)`` (held fixed), ``end`` the
+    edited network's ``E(x)`` (trained), ``t`` (N,) a point in (0, 1) per image; with
+    ``M = (1 - t) I + t E`` (the image :func:`tlgan.translate.translate` draws at ``t`` of the
+    amount) and ``l`` the logit, the loss is the mean over images of
+
+        relu(l(I) - l(M) + margin * t) + relu(l(M) - l(E) + margin * (1 - t)),
+
+    0 once the logit rises by at least ``margin`` over the whole edit, in proportion along it.
+    The end hinge is what lifts faces that already have the attribute (where a plain edit
+    can end below its start); the middle one, the mix between.
+    """
+    with torch.no_grad():
+        first = classifier.logits(start)[:, index]
+    w = t.to(start)[:, None, None, None]
+    middle, last = classifier.logits(torch.cat([torch.lerp(start, end, w), end]))[:, index].chunk(2)
+    t = t.to(first)
+    rise_in = F.relu(first - middle + margin * t)
+    rise_out = F.relu(middle - last + margin * (1 - t))
+    return (rise_in + rise_out).mean()
+
+
 def edit_pairs(
     generator: Generator,
     axes: FeatureAxes,
@@ -228,8 +278,11 @@ def train_translation(
     attribute_weight: float = 0.0,
     blur: float = 1.5,
     blend_fraction: float = 0.0,
+    monotone_weight: float = 0.0,
+    monotone_margin: float = MONOTONE_MARGIN,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
+    edited_from: str | os.PathLike | None = None,
     resume: bool = False,
     checkpoint_every: int = 100,
     device: str = "cpu",
@@ -252,6 +305,13 @@ def train_translation(
     ``blend_fraction`` of the edit steps train the weight blend at a random ``a`` in (0, 1)
     against pairs moved by ``a * amount`` (:func:`blend_amount`), so that the blends
     :func:`~tlgan.translate.translate` uses between the two networks are trained too.
+    ``monotone_weight`` x :func:`monotone_loss` (needs ``classifier`` with the attribute, else
+    off and recorded as 0) keeps the classifier's score rising along the mixed outputs, with
+    ``monotone_margin`` logits of rise asked over the whole edit.
+    ``identity_from`` starts from an earlier model's identity network (phase 1 skipped);
+    ``edited_from`` from both networks of an earlier model of the same attribute (phase 1
+    skipped, and the edit phase fine-tunes its edited network further: how a new loss term is
+    added to a trained model in minutes).
     The trained model's weight blend is then calibrated on ``calibration_images`` generator
     images at ``calibration_points`` blends (0 images: not calibrated, the blend stays linear).
     """
@@ -262,15 +322,24 @@ def train_translation(
     check_axes_for(axes, generator)
     if min(identity_steps, edit_steps, batch_size) < 0 or batch_size < 1 or edit_steps < 1:
         raise TlganError("steps must be >= 0, edit steps >= 1 and the batch size >= 1")
-    if min(change_weight, attribute_weight, feature_weight, blur) < 0 or not 0 <= blend_fraction <= 1:
+    weights = (change_weight, attribute_weight, feature_weight, blur, monotone_weight, monotone_margin)
+    if min(weights) < 0 or not 0 <= blend_fraction <= 1:
         raise TlganError(
-            f"--change-weight, --attribute-weight, --feature-weight and --blur must be >= 0 and "
-            f"--blend-fraction in [0, 1]; got {change_weight}, {attribute_weight}, {feature_weight}, {blur}, "
+            f"--change-weight, --attribute-weight, --feature-weight, --blur, --monotone-weight and "
+            f"--monotone-margin must be >= 0 and --blend-fraction in [0, 1]; got {', '.join(map(str, weights))}, "
             f"{blend_fraction}"
         )
-    attribute_index = None
-    if classifier is not None and attribute_weight > 0 and attribute in classifier.attributes:
-        attribute_index = classifier.attributes.index(attribute)
+    if identity_from is not None and edited_from is not None:
+        raise TlganError(
+            "pass --identity-from or --edited-from, not both (--edited-from brings its identity)"
+        )
+    has_attribute = classifier is not None and attribute in classifier.attributes
+    attribute_index = (
+        classifier.attributes.index(attribute) if has_attribute and attribute_weight > 0 else None
+    )
+    monotone_index = classifier.attributes.index(attribute) if has_attribute and monotone_weight > 0 else None
+    if monotone_weight > 0 and monotone_index is None:
+        log.warning("--monotone-weight needs a classifier that scores %s; the term is off", attribute)
     torch.manual_seed(seed)
     identity = TranslationNet(generator.img_resolution, width, depth)
     base_record = None
@@ -285,6 +354,22 @@ def train_translation(
         base_record = {"identity_from": str(identity_from), "generator": base.record.get("generator")}
         identity_steps = 0
     edited = TranslationNet(generator.img_resolution, width, depth)
+    if edited_from is not None:
+        base = load_translation(edited_from)
+        if base.identity.config_kwargs != identity.config_kwargs or base.attribute != attribute:
+            raise TlganError(
+                f"{edited_from}: a model of {base.attribute} with networks {base.identity.config_kwargs}; "
+                f"fine-tuning {attribute} with {identity.config_kwargs} needs the same attribute, --width "
+                f"and --depth"
+            )
+        identity.load_state_dict(base.identity.state_dict())
+        edited.load_state_dict(base.edited.state_dict())
+        base_record = {
+            "edited_from": str(edited_from),
+            "identity_from": base.record.get("identity_from"),
+            "generator": base.record.get("generator"),
+        }
+        identity_steps = 0
     identity.to(dev)
     edited.to(dev)
     opt_identity = torch.optim.Adam(identity.parameters(), lr=lr, betas=(0.5, 0.99))
@@ -305,8 +390,11 @@ def train_translation(
         "blur": float(blur),
         "blend_fraction": float(blend_fraction),
         "attribute_weight": float(attribute_weight) if attribute_index is not None else 0.0,
+        "monotone_weight": float(monotone_weight) if monotone_index is not None else 0.0,
+        "monotone_margin": float(monotone_margin),
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
+        "edited_from": None if edited_from is None else str(edited_from),
     }
     modules = {"identity": identity, "edited": edited}
     optimizers = {"identity": opt_identity, "edited": opt_edited}
@@ -339,7 +427,7 @@ def train_translation(
         range(start, total), initial=start, total=total, desc=f"translate {attribute}", disable=not progress
     )
     for step in bar:
-        if step == identity_steps:
+        if step == identity_steps and edited_from is None:
             edited.load_state_dict(identity.state_dict())
         phase_identity = step < identity_steps
         net, opt = (identity, opt_identity) if phase_identity else (edited, opt_edited)
@@ -361,6 +449,14 @@ def train_translation(
                 loss = loss + feature_weight * feature_distance(classifier, out, targets=target).mean()
             if attribute_index is not None:
                 loss = loss + attribute_weight * attribute_loss(classifier, out, target, attribute_index)
+            if monotone_index is not None:
+                with torch.no_grad():
+                    start_images = identity(source)
+                end_images = out if a == 1.0 else edited(source)
+                t = torch.rand(len(source), generator=step_generator(seed, step, STREAM_MONOTONE))
+                loss = loss + monotone_weight * monotone_loss(
+                    classifier, start_images, end_images, monotone_index, monotone_margin, t
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # A bounded step: without normalisation layers, one large feature-loss gradient can

@@ -1,0 +1,176 @@
+"""The monotone term of translation training: the attribute's score rises along the mixed outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill_fixtures import teacher_generator
+from tlgan.axes.feature_axes import FeatureAxes
+from tlgan.errors import TlganError
+from tlgan.models import ModuleClassifier
+from tlgan.translate import load_translation, train_translation
+from tlgan.translate import train as train_module
+from tlgan.translate.train import monotone_loss
+
+SMALL = dict(width=8, depth=2, batch_size=16, lr=3e-3, checkpoint_every=5, progress=False)
+
+
+class Bump(torch.nn.Module):
+    """A planted classifier of "Up" whose logit peaks part of the way along the edit.
+
+    ``s`` is the image's projection on the generator's "Up" pixel direction, scaled so that
+    it is about the latent's first coordinate; the logit is ``3 - 2 (s - 1)^2``. Faces near
+    the peak have the attribute (P > 0.5), and the true edit (s + about 1.4) carries most of
+    them past it: their score falls, as a translation that draws glasses over glasses does.
+    """
+
+    def __init__(self, direction: torch.Tensor):
+        super().__init__()
+        self.register_buffer("u", direction / direction.norm() / 5.4)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        s = images.flatten(1) @ self.u
+        return (3.0 - 2.0 * (s - 1.0) ** 2)[:, None]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return teacher_generator()
+
+
+@pytest.fixture(scope="module")
+def axes():
+    direction = torch.zeros(2, 8)
+    direction[0, 0] = 1.0  # "Up": the first latent coordinate
+    direction[1, 1] = 1.0
+    return FeatureAxes(direction, ["Up", "Other"], space="z")
+
+
+@pytest.fixture(scope="module")
+def bump(generator):
+    return ModuleClassifier(Bump(generator.module.w[:, 0]), ["Up"], input_resolution=16).eval()
+
+
+@pytest.fixture(scope="module")
+def base(generator, axes, tmp_path_factory):
+    """A model trained on the pairs alone (no classifier): the starting point of the fine-tunings."""
+    out = tmp_path_factory.mktemp("monotone") / "up"
+    train_translation(generator, axes, "Up", out, amount=1.5, identity_steps=150, edit_steps=150, **SMALL)
+    return out
+
+
+def _linear_classifier():
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 1, bias=False))
+    with torch.no_grad():
+        head[1].weight.fill_(1.0 / (3 * 4 * 4))
+    return ModuleClassifier(head, ["Up"], input_resolution=4)
+
+
+def test_the_hinge_is_the_missing_rise_for_a_linear_score():
+    # A linear logit with l(I) = 0 and l(E) = L is t L along the mix: both hinges together
+    # ask for the rise ``margin`` over the whole edit, so the loss is relu(margin - L) at any t.
+    classifier = _linear_classifier()
+    start = torch.zeros(4, 3, 4, 4)
+    rises = torch.tensor([-1.0, 0.0, 0.3, 2.0])
+    end = rises[:, None, None, None].expand(4, 3, 4, 4).clone().requires_grad_(True)
+    for t in (torch.full((4,), 0.5), torch.tensor([0.1, 0.4, 0.7, 0.95])):
+        loss = monotone_loss(classifier, start, end, 0, 0.5, t)
+        assert loss.item() == pytest.approx(float(torch.relu(0.5 - rises).mean()), abs=1e-6)
+    # Only the faces short of the margin get a gradient, and it raises their score.
+    (grad,) = torch.autograd.grad(monotone_loss(classifier, start, end, 0, 0.5, t), end)
+    per_face = grad.flatten(1).sum(1)
+    assert (per_face[:3] < 0).all() and per_face[3] == 0
+
+
+def _rise_on_faces_with_the_attribute(model, generator, classifier) -> tuple[float, int]:
+    """Mean logit rise l(E(x)) - l(I(x)) over fresh faces with P(I(x)) >= 0.5, and their count."""
+    z = generator.sample_latents(256, seed=11)
+    with torch.no_grad():
+        x = generator.synthesize(z)
+        start = classifier.logits(model.identity(x))[:, 0]
+        end = classifier.logits(model.edited(x))[:, 0]
+    has = start >= 0
+    return float((end - start)[has].mean()), int(has.sum())
+
+
+def test_the_hinge_keeps_faces_that_have_the_attribute_from_losing_it(generator, axes, bump, base):
+    kwargs = dict(amount=1.5, classifier=bump, edit_steps=60, feature_weight=0.0, edited_from=base, **SMALL)
+    start = load_translation(base)
+    plain = train_translation(generator, axes, "Up", base.parent / "plain", monotone_weight=0.0, **kwargs)
+    hinged = train_translation(generator, axes, "Up", base.parent / "hinged", monotone_weight=1.0, **kwargs)
+    rise_start, faces = _rise_on_faces_with_the_attribute(start, generator, bump)
+    rise_plain, _ = _rise_on_faces_with_the_attribute(plain, generator, bump)
+    rise_hinged, _ = _rise_on_faces_with_the_attribute(hinged, generator, bump)
+    assert faces >= 50
+    # The pairs carry these faces past the classifier's peak: the edit learned from them
+    # lowers their score, and more steps without the hinge lower it further ...
+    assert rise_plain < min(rise_start, -0.25), (rise_start, rise_plain)
+    # ... while the same steps with it lift the score instead (it asks for +0.5 per edit).
+    assert rise_hinged > 0.25, rise_hinged
+    # The hinged network still draws the edit: closer to the pairs' targets than no edit.
+    z = generator.sample_latents(256, seed=11)
+    with torch.no_grad():
+        x = generator.synthesize(z)
+        target = generator.synthesize(z + 1.5 * axes["Up"])
+        error = (hinged.edited(x) - target).abs().mean()
+    assert error < 0.9 * (x - target).abs().mean()
+    # Both networks of a fine-tuning start from the earlier model's; the identity is kept.
+    for name, tensor in start.identity.state_dict().items():
+        assert torch.equal(tensor, hinged.identity.state_dict()[name]), name
+    settings = json.loads((base.parent / "hinged" / "translation.json").read_text())["settings"]
+    assert settings["monotone_weight"] == 1.0 and settings["monotone_margin"] == 0.5
+    assert settings["edited_from"] == str(base) and settings["identity_steps"] == 0
+
+
+def _interrupted_at(step: int, *args, **kwargs) -> None:
+    real = train_module.step_latents
+
+    def interrupting(generator, space, batch_size, seed, at):
+        if at == step:
+            raise KeyboardInterrupt
+        return real(generator, space, batch_size, seed, at)
+
+    train_module.step_latents = interrupting
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_translation(*args, **kwargs)
+    finally:
+        train_module.step_latents = real
+
+
+def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump, base, tmp_path):
+    kwargs = dict(
+        amount=1.5,
+        classifier=bump,
+        edit_steps=9,
+        feature_weight=0.0,
+        monotone_weight=1.0,
+        blend_fraction=0.5,
+        edited_from=base,
+        **SMALL,
+    )
+    straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
+    _interrupted_at(7, generator, axes, "Up", tmp_path / "resumed", **kwargs)
+    resumed = train_translation(generator, axes, "Up", tmp_path / "resumed", resume=True, **kwargs)
+    for (k, x), (_, y) in zip(
+        straight.edited.state_dict().items(), resumed.edited.state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), k
+    with pytest.raises(TlganError, match="monotone_weight: checkpoint 1.0, now 0.5"):
+        train_translation(
+            generator, axes, "Up", tmp_path / "resumed", resume=True, **{**kwargs, "monotone_weight": 0.5}
+        )
+
+
+def test_fine_tuning_refuses_another_attribute_or_both_starting_points(generator, axes, base, tmp_path):
+    with pytest.raises(TlganError, match="same attribute"):
+        train_translation(generator, axes, "Other", tmp_path / "a", edited_from=base, **SMALL)
+    with pytest.raises(TlganError, match="not both"):
+        train_translation(
+            generator, axes, "Up", tmp_path / "b", edited_from=base, identity_from=base, **SMALL
+        )
+    with pytest.raises(TlganError, match="monotone"):
+        train_translation(generator, axes, "Up", tmp_path / "c", monotone_weight=-1.0, **SMALL)
