@@ -47,6 +47,7 @@ import torch
 from tlgan.delta.model import DeltaModel
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
 from tlgan.delta.train import fit_codes, linear_direction, train_delta
+from tlgan.delta.truth import reference_edits
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
 from tlgan.toyfaces import world
@@ -175,6 +176,7 @@ def evaluate_edit_methods(
     model: DeltaModel,
     axis: torch.Tensor | None = None,
     codes: str = "fit",
+    train_world: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
@@ -183,6 +185,13 @@ def evaluate_edit_methods(
     each pair's Δ_ij is the ``"mean"`` of E over the training sequences, or the code
     ``"fit"`` to make that change from every training sequence's position
     (:func:`tlgan.delta.train.fit_codes`, started from the mean).
+
+    Where the generator's latent is the toyfaces world's (or a known warp of it), two
+    references of the truth are scored as well (:mod:`tlgan.delta.truth`): ``exact``, the
+    world's own change of each held-out start (what a perfect edit of that start does), and,
+    given the training identities' world latents ``train_world`` (K, 512), ``exact_mean``, the
+    mean change of their noise-free sequences added to every start (the best edit that is the
+    same for every face, learned from perfect inversions).
     """
     if codes not in CODES:
         raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
@@ -220,6 +229,7 @@ def evaluate_edit_methods(
             edits["axis"] = start + steps * float(slope) * axis[None]
         edits["no_edit"] = start
         edits["inversion"] = test_latents[:, jj].reshape(-1, d)
+    edits.update(reference_edits(generator, factor, start, vals[jj].repeat(t), train_world, values, (ii, jj)))
     attribute = ATTRIBUTE_OF.get(factor)
     keep = [a for a in classifier.attributes if a != attribute] if classifier is not None else []
     keep_idx = [list(classifier.attributes).index(a) for a in keep]
@@ -485,6 +495,7 @@ def evaluate_delta(
                             model=model,
                             axis=axis,
                             codes=codes,
+                            train_world=train_seqs.latents[:k],
                         )
                     )
                 curve[str(k)] = _mean_over_seeds(runs)

@@ -16,6 +16,8 @@ METHODS = (
     ("axis", "classifier axis"),
     ("no_edit", "no edit"),
     ("inversion", "inverted target (ceiling)"),
+    ("exact", "exact edit of the start (the world's own change)"),
+    ("exact_mean", "mean exact change of the training faces"),
     ("true_change", "true target (renderer)"),
 )
 

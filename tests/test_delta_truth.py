@@ -1,0 +1,122 @@
+"""The world's own edit (tlgan.delta.truth): the reference rows of the learned-edit benchmark."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tlgan.delta.truth import exact_edit, exact_mean_path, reference_edits, set_factor
+from tlgan.errors import TlganError
+from tlgan.toyfaces import world
+from tlgan.toyfaces.render import render
+from tlgan.toyfaces.sequences import factor_sequences, identity_latents
+
+CASES = [
+    ("yaw", 12.0),
+    ("light_angle", -100.0),
+    ("smile", 0.8),
+    ("age", 55.0),
+    ("nose_size", 1.6),
+    ("masculinity", 0.2),
+    ("background_hue", 0.3),
+    ("scale", 1.05),
+]
+
+
+@pytest.mark.parametrize("factor,value", CASES)
+def test_set_factor_changes_that_factor_alone(factor, value):
+    z = identity_latents(12, seed=3).double()
+    edited = set_factor(z, factor, torch.full((12,), value))
+    before, after = world.factors(z), world.factors(edited)
+    assert torch.allclose(after[factor], torch.full((12,), value, dtype=torch.float64), atol=1e-4)
+    for name in before:
+        if name != factor:
+            assert torch.allclose(after[name], before[name], atol=1e-5), name
+    # The smallest such change: nothing outside the 25 directions the world reads.
+    unread = world.base_directions().double()[world.FIRST_UNUSED_BASE :]
+    assert float((unread @ (edited - z).T).abs().max()) < 1e-6
+
+
+def test_set_factor_draws_the_renderers_own_sequence():
+    seqs = factor_sequences("light_angle", 3, 4, seed=0)
+    z = seqs.latents.double().repeat_interleave(4, 0)
+    edited = set_factor(z, "light_angle", torch.tensor(seqs.values).repeat(3))
+    images = render(world.factors(edited.float()))
+    assert float((images - seqs.images.flatten(0, 1)).abs().max()) < 1e-3
+
+
+def test_set_factor_refuses_unknown_factors_and_mismatched_shapes():
+    z = identity_latents(2, seed=0)
+    with pytest.raises(TlganError, match="unknown toyfaces factor"):
+        set_factor(z, "eyebrow", [0.1, 0.2])
+    with pytest.raises(TlganError, match="one value per latent"):
+        set_factor(z, "yaw", [1.0])
+    with pytest.raises(TlganError, match="must have shape"):
+        set_factor(z[:, :10], "yaw", [1.0, 2.0])
+
+
+def test_the_exact_edit_goes_through_a_warp_and_is_refused_by_other_generators():
+    from tlgan.delta.warp import warped
+    from tlgan.models import load_generator
+
+    inner = load_generator("toyfaces-render")
+    bent, _ = warped(inner, "bend:1.0")
+    u = inner.sample_latents(5, seed=2)
+    assert torch.allclose(bent.from_world(bent.to_world(u)), u, atol=1e-5)
+    target = torch.linspace(-100, 100, 5)
+    edited = exact_edit(bent, u, "light_angle", target)
+    got = world.factors(bent.to_world(edited))
+    want = world.factors(bent.to_world(u))
+    assert torch.allclose(got["light_angle"], target, atol=1e-3)
+    assert torch.allclose(got["masculinity"], want["masculinity"], atol=1e-5)
+    # In the bent latent the exact change is not the world's straight one: the bend is undone.
+    straight = exact_edit(inner, bent.to_world(u), "light_angle", target)
+    assert float((edited - straight).norm(dim=1).min()) > 1e-2
+
+    class Other:
+        name, z_dim = "some-gan", 512
+
+    assert exact_edit(Other(), u, "yaw", torch.zeros(5)) is None
+    assert exact_mean_path(Other(), u, "yaw", [0.0, 1.0]) is None
+
+
+def test_reference_rows_are_the_truth_on_clean_latents():
+    """On the renderer with its own latents as the 'inversions', the exact edit reproduces the
+    true targets; the mean exact change of other faces does not (it is the same for every face,
+    and a turning light's path depends on the face)."""
+    from tlgan.delta.evaluate import evaluate_edit_methods
+    from tlgan.delta.model import DeltaModel
+    from tlgan.models import load_classifier, load_generator
+
+    G = load_generator("toyfaces-render")
+    F = load_classifier("toyfaces-classifier")
+    train = factor_sequences("light_angle", 4, 4, seed=0)
+    test = factor_sequences("light_angle", 2, 4, seed=1)
+
+    def latents(seqs):
+        k, n = len(seqs.latents), len(seqs.values)
+        z = seqs.latents.double().repeat_interleave(n, 0)
+        return set_factor(z, "light_angle", torch.tensor(seqs.values).repeat(k)).float().reshape(k, n, -1)
+
+    out = evaluate_edit_methods(
+        G,
+        F,
+        factor="light_angle",
+        train_latents=latents(train),
+        values=train.values,
+        test_latents=latents(test),
+        test_images=test.images,
+        model=DeltaModel((512,), delta_dim=2, hidden=8, subspace=2, decoder="shared"),
+        codes="mean",
+        train_world=train.latents,
+    )
+    exact, mean = out["exact"], out["exact_mean"]
+    assert exact["factor_error"] < 1e-2 and exact["off_target_identity"] < 1e-4
+    assert exact["psnr_db"] > 40 and exact["psnr_db"] >= out["inversion"]["psnr_db"] - 0.01
+    assert exact["off_target_classifier"] == pytest.approx(
+        out["true_change"]["off_target_classifier"], abs=2e-3
+    )
+    assert mean["factor_error"] > 1.0 and mean["psnr_db"] < exact["psnr_db"] - 3
+    # Without the training identities' world latents there is no mean row.
+    rows = reference_edits(G, "light_angle", latents(test)[:, 0], torch.zeros(2), None, None, None)
+    assert set(rows) == {"exact"}
