@@ -1,4 +1,5 @@
-"""The world's own edit (tlgan.delta.truth): the reference rows of the learned-edit benchmark."""
+"""The reference rows of the learned-edit benchmark: the world's own edit (tlgan.delta.truth) and the
+edit as `tlgan delta edit --alpha` applies it."""
 
 from __future__ import annotations
 
@@ -120,3 +121,50 @@ def test_reference_rows_are_the_truth_on_clean_latents():
     # Without the training identities' world latents there is no mean row.
     rows = reference_edits(G, "light_angle", latents(test)[:, 0], torch.zeros(2), None, None, None)
     assert set(rows) == {"exact"}
+
+
+def test_the_alpha_row_is_the_edit_that_tlgan_delta_edit_applies(tmp_path):
+    """``learned_alpha`` scores ``model.edit(start, alpha)`` with alpha = (v_j - v_i) / unit, the
+    edit a user of ``tlgan delta edit --alpha`` gets, beside the benchmark's fitted codes."""
+    from tlgan.delta import train_delta
+    from tlgan.delta.evaluate import _mean_over_seeds, _psnr, evaluate_edit_methods
+    from tlgan.models import load_generator
+
+    G = load_generator("toyfaces-render")
+    train = factor_sequences("yaw", 3, 3, seed=0)
+    test = factor_sequences("yaw", 1, 3, seed=1)
+    z_train = train.latents.repeat_interleave(3, 0)
+    lat = set_factor(z_train.double(), "yaw", torch.tensor(train.values).repeat(3)).float().reshape(3, 3, -1)
+    z_test = set_factor(test.latents.double().repeat_interleave(3, 0), "yaw", torch.tensor(test.values))
+    z_test = z_test.float().reshape(1, 3, -1)
+    model = train_delta(
+        [lat], tmp_path, values=[train.values.tolist()], steps=20, hidden=16, delta_dim=2, progress=False
+    )
+    out = evaluate_edit_methods(
+        G,
+        None,
+        factor="yaw",
+        train_latents=lat,
+        values=train.values,
+        test_latents=z_test,
+        test_images=test.images,
+        model=model,
+    )
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    psnr = []
+    for i, j in pairs:
+        alpha = (train.values[j] - train.values[i]) / model.info["unit"]
+        edited = model.edit(z_test[0, i], alpha)[None]
+        psnr.append(float(_psnr(G, edited, test.images[0, j][None])))
+    assert out["learned_alpha"]["psnr_db"] == pytest.approx(sum(psnr) / len(psnr), abs=2e-3)
+    assert out["learned_alpha"]["psnr_db"] != out["learned"]["psnr_db"]
+    # Over training seeds it is averaged like the learned row, not kept from the first seed.
+    other = {
+        **out,
+        "learned_alpha": {**out["learned_alpha"], "psnr_db": out["learned_alpha"]["psnr_db"] + 1.0},
+    }
+    mean = _mean_over_seeds([out, other])
+    assert mean["learned_alpha"]["psnr_db"] == pytest.approx(out["learned_alpha"]["psnr_db"] + 0.5, abs=1e-3)
+    assert mean["learned_alpha"]["by_seed"]["psnr_db"][1] == pytest.approx(
+        out["learned_alpha"]["psnr_db"] + 1
+    )

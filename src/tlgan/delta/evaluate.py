@@ -11,6 +11,8 @@ of that identity at step j:
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
   keeps that mean, the parent method's choice; for a model trained on a smoothed path,
   ``--path-degree``, the training latents are smoothed alike first);
+- *learned, alpha*: ``b_i + D(b_i, α Δ_ref)``, the model's one-step reference code
+  scaled by ``α = (v_j - v_i) / unit``: the edit as ``tlgan delta edit --alpha`` applies it;
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
@@ -221,6 +223,10 @@ def evaluate_edit_methods(
     with torch.no_grad():
         edits = {
             "learned": model.move(start, pair_codes.repeat(t, 1)),
+            # As `tlgan delta edit --alpha` applies it: alpha one-step reference codes.
+            "learned_alpha": model.move(
+                start, steps / float(model.info.get("unit") or 1.0) * model.reference_delta
+            ),
             "linear": start + steps * direction[None],
         }
         if axis is not None:
@@ -292,15 +298,16 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     0 for one seed) and ``by_seed`` (each seed's value); the baselines do not depend on the
     training seed and are kept from the first run."""
     out = {key: value for key, value in runs[0].items()}
-    learned: dict[str, Any] = {}
-    for name in runs[0]["learned"]:
-        values = np.array([r["learned"][name] for r in runs], dtype=np.float64)
-        learned[name] = round(float(values.mean()), 4)
-        learned.setdefault("spread", {})[name] = round(
-            float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4
-        )
-        learned.setdefault("by_seed", {})[name] = [round(float(v), 4) for v in values]
-    out["learned"] = learned
+    for row in (r for r in LEARNED_ROWS if r in runs[0]):
+        learned: dict[str, Any] = {}
+        for name in runs[0][row]:
+            values = np.array([r[row][name] for r in runs], dtype=np.float64)
+            learned[name] = round(float(values.mean()), 4)
+            learned.setdefault("spread", {})[name] = round(
+                float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4
+            )
+            learned.setdefault("by_seed", {})[name] = [round(float(v), 4) for v in values]
+        out[row] = learned
     gains = np.array([r["gain_db"] for r in runs], dtype=np.float64)
     out["gain_db"] = round(float(gains.mean()), 3)
     out["gain_db_spread"] = round(float(gains.std(ddof=1)) if len(gains) > 1 else 0.0, 3)
@@ -310,6 +317,8 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 _KEY_INTRODUCED = {"path_degree": 0}
+#: Rows that depend on the training seed (averaged over seeds); the others are baselines.
+LEARNED_ROWS = ("learned", "learned_alpha")
 
 
 def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:

@@ -12,6 +12,7 @@ from tlgan.io import atomic_path, write_json
 
 METHODS = (
     ("learned", "learned edit E/D"),
+    ("learned_alpha", "learned, alpha x one-step code (tlgan delta edit)"),
     ("linear", "linear (LS line)"),
     ("axis", "classifier axis"),
     ("no_edit", "no edit"),
