@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from test_delta_noise import STEPS, bent_sequences
 from tlgan.delta.truth import exact_edit, exact_mean_path, reference_edits, set_factor
 from tlgan.errors import TlganError
 from tlgan.toyfaces import world
@@ -158,6 +159,7 @@ def test_the_alpha_row_is_the_edit_that_tlgan_delta_edit_applies(tmp_path):
         psnr.append(float(_psnr(G, edited, test.images[0, j][None])))
     assert out["learned_alpha"]["psnr_db"] == pytest.approx(sum(psnr) / len(psnr), abs=2e-3)
     assert out["learned_alpha"]["psnr_db"] != out["learned"]["psnr_db"]
+    assert {"learned", "learned_steps", "learned_alpha"} <= set(out)
     # Over training seeds it is averaged like the learned row, not kept from the first seed.
     other = {
         **out,
@@ -168,3 +170,45 @@ def test_the_alpha_row_is_the_edit_that_tlgan_delta_edit_applies(tmp_path):
     assert mean["learned_alpha"]["by_seed"]["psnr_db"][1] == pytest.approx(
         out["learned_alpha"]["psnr_db"] + 1
     )
+
+
+def test_step_codes_make_the_mean_change_of_that_many_steps_from_every_start(tmp_path):
+    """With the code-only decoder an edit is b + S(code), the same from every start, so the code
+    fitted for s steps from every training position must make the mean over those positions of
+    the s-step change (least squares); a pair's code, fitted from one step, makes that step's."""
+    from tlgan.delta import train_delta
+    from tlgan.delta.train import fit_codes, step_codes
+
+    train = bent_sequences(6, seed=0).float()
+    model = train_delta(
+        [train],
+        tmp_path,
+        values=[STEPS.tolist()],
+        decoder="shared",
+        steps=600,
+        lr=3e-3,
+        hidden=64,
+        delta_dim=3,
+        path_degree=0,
+        progress=False,
+    )
+    n, d = train.shape[1:]
+    pairs = [(0, 1), (5, 6), (0, 3), (6, 2)]
+    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    codes = step_codes(model, train, ii, jj)
+    with torch.no_grad():
+        moves = model.move(torch.zeros(len(pairs), d), codes)
+    for (i, j), move in zip(pairs, moves, strict=True):
+        s = j - i
+        starts = [a for a in range(n) if 0 <= a + s < n]
+        mean = (train[:, [a + s for a in starts]] - train[:, starts]).mean((0, 1))
+        assert float((move - mean).norm()) < 0.05 * float(mean.norm()), (i, j)
+    # The same number of steps gets the same code wherever it starts; on the bend the change of
+    # one step at the start of the path is not the one at its end, and a pair's own code knows it.
+    assert torch.equal(codes[0], codes[1])
+    own = fit_codes(model, train[:, ii].transpose(0, 1), train[:, jj].transpose(0, 1), codes)
+    with torch.no_grad():
+        own_moves = model.move(torch.zeros(len(pairs), d), own)
+    first, last = (train[:, 1] - train[:, 0]).mean(0), (train[:, 6] - train[:, 5]).mean(0)
+    assert float((own_moves[0] - first).norm()) < 0.1 * float((first - last).norm())
+    assert float((own_moves[1] - last).norm()) < 0.1 * float((first - last).norm())

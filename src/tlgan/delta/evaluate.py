@@ -11,6 +11,8 @@ of that identity at step j:
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
   keeps that mean, the parent method's choice; for a model trained on a smoothed path,
   ``--path-degree``, the training latents are smoothed alike first);
+- *learned, steps*: the same with the code of a change of j - i steps fitted from every
+  training position (:func:`tlgan.delta.train.step_codes`): not told where the start is;
 - *learned, alpha*: ``b_i + D(b_i, α Δ_ref)``, the model's one-step reference code
   scaled by ``α = (v_j - v_i) / unit``: the edit as ``tlgan delta edit --alpha`` applies it;
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
@@ -48,7 +50,7 @@ import torch
 
 from tlgan.delta.model import DeltaModel
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
-from tlgan.delta.train import fit_codes, linear_direction, train_delta
+from tlgan.delta.train import fit_codes, linear_direction, step_codes, train_delta
 from tlgan.delta.truth import reference_edits
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
@@ -220,9 +222,11 @@ def evaluate_edit_methods(
             train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d),
             pair_codes,
         )
+    agnostic = step_codes(model, train_latents, ii, jj)
     with torch.no_grad():
         edits = {
             "learned": model.move(start, pair_codes.repeat(t, 1)),
+            "learned_steps": model.move(start, agnostic.repeat(t, 1)),
             # As `tlgan delta edit --alpha` applies it: alpha one-step reference codes.
             "learned_alpha": model.move(
                 start, steps / float(model.info.get("unit") or 1.0) * model.reference_delta
@@ -318,7 +322,7 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 _KEY_INTRODUCED = {"path_degree": 0}
 #: Rows that depend on the training seed (averaged over seeds); the others are baselines.
-LEARNED_ROWS = ("learned", "learned_alpha")
+LEARNED_ROWS = ("learned", "learned_steps", "learned_alpha")
 
 
 def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:

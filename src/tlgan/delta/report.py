@@ -12,6 +12,7 @@ from tlgan.io import atomic_path, write_json
 
 METHODS = (
     ("learned", "learned edit E/D"),
+    ("learned_steps", "learned, code per number of steps (start not told)"),
     ("learned_alpha", "learned, alpha x one-step code (tlgan delta edit)"),
     ("linear", "linear (LS line)"),
     ("axis", "classifier axis"),

@@ -260,6 +260,26 @@ def fit_codes(
     return code.detach()
 
 
+def step_codes(model: DeltaModel, latents: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+    """For each requested change i -> j of ``ii``, ``jj`` (P,), the code that best makes a change of
+    j - i steps from every training position that has one (:func:`fit_codes` over the starts
+    i' of every sequence of ``latents`` (K, n, D) with i' + j - i a step): (P, delta_dim).
+
+    Unlike the code fitted from step i alone, it does not depend on where the start is on
+    the path, which an edit of a new face is not told.
+    """
+    n, d = latents.shape[1], latents.shape[-1]
+    out = {}
+    for step in sorted({int(j - i) for i, j in zip(ii.tolist(), jj.tolist(), strict=True)}):
+        starts = [i for i in range(n) if 0 <= i + step < n]
+        a = latents[:, starts].reshape(1, -1, d)
+        b = latents[:, [i + step for i in starts]].reshape(1, -1, d)
+        with torch.no_grad():
+            init = model.encode(a[0], b[0]).mean(0, keepdim=True)
+        out[step] = fit_codes(model, a, b, init)[0]
+    return torch.stack([out[int(j - i)] for i, j in zip(ii.tolist(), jj.tolist(), strict=True)])
+
+
 def _reference(
     model: DeltaModel, sets: list[torch.Tensor], values: list[torch.Tensor], iterations: int = 200
 ):
@@ -499,6 +519,7 @@ __all__ = [
     "train_delta",
     "linear_direction",
     "fit_codes",
+    "step_codes",
     "change_basis",
     "mean_path",
     "DEFAULTS",
