@@ -11,6 +11,8 @@ of that identity at step j:
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
   keeps that mean, the parent method's choice; for a model trained on a smoothed path,
   ``--path-degree``, the training latents are smoothed alike first);
+- *learned, read*: the same with the start's step read from its latent (the nearest step of
+  the training sequences in the model's subspace) instead of told;
 - *learned, steps*: the same with the code of a change of j - i steps fitted from every
   training position (:func:`tlgan.delta.train.step_codes`): not told where the start is;
 - *learned, alpha*: ``b_i + D(b_i, α Δ_ref)``, the model's one-step reference code
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from tlgan.delta.model import DeltaModel
+from tlgan.delta.report import edit_grid
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
 from tlgan.delta.train import fit_codes, linear_direction, step_codes, train_delta
 from tlgan.delta.truth import reference_edits
@@ -223,9 +226,11 @@ def evaluate_edit_methods(
             pair_codes,
         )
     agnostic = step_codes(model, train_latents, ii, jj)
+    read_codes, read_error = _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic)
     with torch.no_grad():
         edits = {
             "learned": model.move(start, pair_codes.repeat(t, 1)),
+            "learned_read": model.move(start, read_codes),
             "learned_steps": model.move(start, agnostic.repeat(t, 1)),
             # As `tlgan delta edit --alpha` applies it: alpha one-step reference codes.
             "learned_alpha": model.move(
@@ -262,6 +267,7 @@ def evaluate_edit_methods(
             row["off_target_identity"] = round(float(change.mean()), 4)
             row["factor_error"] = round(float(_factor_error(factor, f1[factor], want).mean()), 3)
         out[method] = row
+    out["learned_read"]["start_step_error"] = read_error
     if classifier is not None:
         # The renderer's own change between the two steps, read by the same classifier: what a
         # perfect edit would change in the attributes that are meant to stay (a light that turns
@@ -273,6 +279,25 @@ def evaluate_edit_methods(
     out["gain_db"] = round(out["learned"]["psnr_db"] - out["linear"]["psnr_db"], 3)
     out.update(ceiling_summary(out))
     return out
+
+
+def _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic):
+    """The learned edit told only the requested number of steps: each start's step read from
+    its latent (:func:`tlgan.delta.edit.read_steps`), then the code of the change from the read
+    step (the step-count code where the read step leaves the path). Returns the codes
+    (T*P, delta_dim) and the mean error of the read step, in steps."""
+    from tlgan.delta.edit import read_steps
+
+    t, n = test_latents.shape[:2]
+    read = read_steps(model, train_latents, test_latents.reshape(t * n, -1)).reshape(t, n)
+    index = {pair: p for p, pair in enumerate(pairs)}
+    codes = []
+    for s in range(t):
+        for p, (i, j) in enumerate(pairs):
+            a = int(read[s, i])
+            codes.append(pair_codes[index[(a, a + j - i)]] if 0 <= a + j - i < n else agnostic[p])
+    error = (read - torch.arange(n)[None]).abs().float().mean()
+    return torch.stack(codes), round(float(error), 4)
 
 
 def sequence_wander(latents: torch.Tensor) -> dict[str, float]:
@@ -322,7 +347,7 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 _KEY_INTRODUCED = {"path_degree": 0}
 #: Rows that depend on the training seed (averaged over seeds); the others are baselines.
-LEARNED_ROWS = ("learned", "learned_steps", "learned_alpha")
+LEARNED_ROWS = ("learned", "learned_read", "learned_steps", "learned_alpha")
 
 
 def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:
@@ -546,42 +571,6 @@ def evaluate_delta(
         if tmp is not None:
             tmp.cleanup()
     return results
-
-
-def edit_grid(
-    generator,
-    model: DeltaModel,
-    train_latents: torch.Tensor,
-    values: np.ndarray,
-    test_latents: torch.Tensor,
-    test_images: torch.Tensor,
-    path,
-    identities: int = 3,
-) -> Path:
-    """PNG grid: per held-out identity three rows over the steps, all edited from the middle step:
-    the true renders, the learned edits, the linear edits."""
-    from tlgan.imaging import save_grid
-
-    n = test_latents.shape[1]
-    d = test_latents.shape[-1]
-    mid = n // 2
-    vals = torch.as_tensor(values, dtype=torch.float32)
-    direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
-    train_latents = _code_latents(model, train_latents, values)
-    k = len(train_latents)
-    starts = train_latents[:, mid][None].expand(n, k, d)  # (n changes, K examples, D)
-    ends = train_latents.transpose(0, 1)
-    with torch.no_grad():
-        init = model.encode(starts.reshape(-1, d), ends.reshape(-1, d)).reshape(n, k, -1).mean(1)
-    codes = fit_codes(model, starts, ends, init)  # the codes the benchmark measures
-    rows = []
-    with torch.no_grad():
-        for t in range(min(identities, len(test_latents))):
-            start = test_latents[t, mid][None].expand(n, d)
-            learned = generator.synthesize(model.move(start, codes)).float().cpu()
-            linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
-            rows += [test_images[t], learned, linear]
-    return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 
 
 __all__ = [
