@@ -234,7 +234,7 @@ def evaluate_edit_methods(
             "learned_steps": model.move(start, agnostic.repeat(t, 1)),
             # As `tlgan delta edit --alpha` applies it: alpha one-step reference codes.
             "learned_alpha": model.move(
-                start, steps / float(model.info.get("unit") or 1.0) * model.reference_delta
+                start, model.alpha_codes(steps[:, 0] / float(model.info.get("unit") or 1.0))
             ),
             "linear": start + steps * direction[None],
         }

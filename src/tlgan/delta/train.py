@@ -296,6 +296,23 @@ def _reference(
     return code, float(steps.mean())
 
 
+def _step_table(model: DeltaModel, sets: list[torch.Tensor]) -> dict[str, list]:
+    """For s = ±1 .. ±(n - 1) steps, the code that best makes a change of s steps from every
+    training position that has one, over all sets (:func:`fit_codes`): ``{"steps": [s, ...],
+    "codes": [[...], ...]}``, what :meth:`DeltaModel.alpha_codes` interpolates."""
+    longest = max(int(x.shape[1]) for x in sets)
+    steps, codes = [], []
+    for step in [s for s in range(-(longest - 1), longest) if s != 0]:
+        pairs = [(x, i) for x in sets for i in range(x.shape[1]) if 0 <= i + step < x.shape[1]]
+        a = torch.cat([x[:, i] for x, i in pairs])[None]
+        b = torch.cat([x[:, i + step] for x, i in pairs])[None]
+        with torch.no_grad():
+            init = model.encode(a[0], b[0]).mean(0, keepdim=True)
+        steps.append(step)
+        codes.append([float(v) for v in fit_codes(model, a, b, init)[0]])
+    return {"steps": steps, "codes": codes}
+
+
 def train_delta(
     latent_sets: Sequence[torch.Tensor],
     out_dir,
@@ -485,6 +502,7 @@ def train_delta(
     model.eval()
     reference, unit = _reference(model, sets, value_sets)
     model.reference_delta.copy_(reference)
+    table = _step_table(model, sets)
     model.linear_direction.copy_(linear_direction(sets, value_sets))
     summary = {
         "resumed_from": start,
@@ -500,6 +518,7 @@ def train_delta(
         "sequences": [int(x.shape[0]) for x in sets],
         "training": {**settings, **summary},
         **({"path_degrees": degrees} if degrees else {}),
+        "step_codes": table,
         **(info or {}),
     }
     save_delta(model, out_dir)
