@@ -3,7 +3,10 @@ and :func:`tlgan.editing.edit.interpolate` for a :class:`~tlgan.delta.model.Delt
 
 ``alpha`` counts training steps of change (``model.info["unit"]`` factor units each, e.g.
 8.3 degrees of yaw): ``alpha = 1.5`` is one and a half steps; negative values reverse the
-change. Each result is one jump ``latent + D(latent, alpha * Δ)``, not a chain of steps.
+change. Each result is one jump ``latent + D(latent, Δ(alpha))``, not a chain of steps, with
+``Δ(alpha)`` the code fitted for that many steps (:meth:`~tlgan.delta.model.DeltaModel.alpha_codes`;
+``alpha`` times the one-step code for model folders from before the step table, or with an
+explicit ``delta``).
 """
 
 from __future__ import annotations

@@ -35,9 +35,10 @@ setting hold ``position`` decoders and load as such.
 
 A trained model also keeps ``reference_delta``: the code that best reproduces one training
 step from every training position (fitted after training, starting from the mean of
-``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And
-``linear_direction``: the least-squares latent change per unit of factor over the same
-data, the best straight line, kept for comparison.
+``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``info["step_codes"]``, the
+same for s = ±1, ±2, ... steps; ``edit(latents, alpha)`` moves by ``alpha`` such steps
+(:meth:`DeltaModel.alpha_codes`). And ``linear_direction``: the least-squares latent change
+per unit of factor over the same data, the best straight line, kept for comparison.
 """
 
 from __future__ import annotations
