@@ -11,6 +11,12 @@ of that identity at step j:
   started from the mean of ``E(a_i, a_j)`` over the training sequences; ``codes="mean"``
   keeps that mean, the parent method's choice; for a model trained on a smoothed path,
   ``--path-degree``, the training latents are smoothed alike first);
+- *learned, read*: the same with the start's step read from its latent (the nearest step of
+  the training sequences in the model's subspace) instead of told;
+- *learned, steps*: the same with the code of a change of j - i steps fitted from every
+  training position (:func:`tlgan.delta.train.step_codes`): not told where the start is;
+- *learned, alpha*: ``b_i + D(b_i, α Δ_ref)``, the model's one-step reference code
+  scaled by ``α = (v_j - v_i) / unit``: the edit as ``tlgan delta edit --alpha`` applies it;
 - *linear*: ``b_i + (v_j - v_i) d`` with ``d`` the least-squares latent change per unit of
   factor over the same training sequences (:func:`tlgan.delta.train.linear_direction`);
 - *axis* (for factors a classifier attribute drives, e.g. smile -> Smiling): the
@@ -45,8 +51,10 @@ import numpy as np
 import torch
 
 from tlgan.delta.model import DeltaModel
+from tlgan.delta.report import edit_grid
 from tlgan.delta.sequences import read_sequences, sequence_latents, write_sequences
-from tlgan.delta.train import fit_codes, linear_direction, train_delta
+from tlgan.delta.train import fit_codes, linear_direction, step_codes, train_delta
+from tlgan.delta.truth import reference_edits
 from tlgan.errors import TlganError
 from tlgan.inversion.encoder import psnr_db
 from tlgan.toyfaces import world
@@ -175,6 +183,7 @@ def evaluate_edit_methods(
     model: DeltaModel,
     axis: torch.Tensor | None = None,
     codes: str = "fit",
+    train_world: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
@@ -183,6 +192,13 @@ def evaluate_edit_methods(
     each pair's Δ_ij is the ``"mean"`` of E over the training sequences, or the code
     ``"fit"`` to make that change from every training sequence's position
     (:func:`tlgan.delta.train.fit_codes`, started from the mean).
+
+    Where the generator's latent is the toyfaces world's (or a known warp of it), two
+    references of the truth are scored as well (:mod:`tlgan.delta.truth`): ``exact``, the
+    world's own change of each held-out start (what a perfect edit of that start does), and,
+    given the training identities' world latents ``train_world`` (K, 512), ``exact_mean``, the
+    mean change of their noise-free sequences added to every start (the best edit that is the
+    same for every face, learned from perfect inversions).
     """
     if codes not in CODES:
         raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
@@ -209,9 +225,17 @@ def evaluate_edit_methods(
             train_latents[:, jj].transpose(0, 1).reshape(len(pairs), k, d),
             pair_codes,
         )
+    agnostic = step_codes(model, train_latents, ii, jj)
+    read_codes, read_error = _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic)
     with torch.no_grad():
         edits = {
             "learned": model.move(start, pair_codes.repeat(t, 1)),
+            "learned_read": model.move(start, read_codes),
+            "learned_steps": model.move(start, agnostic.repeat(t, 1)),
+            # As `tlgan delta edit --alpha` applies it: alpha one-step reference codes.
+            "learned_alpha": model.move(
+                start, model.alpha_codes(steps[:, 0] / float(model.info.get("unit") or 1.0))
+            ),
             "linear": start + steps * direction[None],
         }
         if axis is not None:
@@ -220,6 +244,7 @@ def evaluate_edit_methods(
             edits["axis"] = start + steps * float(slope) * axis[None]
         edits["no_edit"] = start
         edits["inversion"] = test_latents[:, jj].reshape(-1, d)
+    edits.update(reference_edits(generator, factor, start, vals[jj].repeat(t), train_world, values, (ii, jj)))
     attribute = ATTRIBUTE_OF.get(factor)
     keep = [a for a in classifier.attributes if a != attribute] if classifier is not None else []
     keep_idx = [list(classifier.attributes).index(a) for a in keep]
@@ -242,6 +267,7 @@ def evaluate_edit_methods(
             row["off_target_identity"] = round(float(change.mean()), 4)
             row["factor_error"] = round(float(_factor_error(factor, f1[factor], want).mean()), 3)
         out[method] = row
+    out["learned_read"]["start_step_error"] = read_error
     if classifier is not None:
         # The renderer's own change between the two steps, read by the same classifier: what a
         # perfect edit would change in the attributes that are meant to stay (a light that turns
@@ -253,6 +279,25 @@ def evaluate_edit_methods(
     out["gain_db"] = round(out["learned"]["psnr_db"] - out["linear"]["psnr_db"], 3)
     out.update(ceiling_summary(out))
     return out
+
+
+def _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic):
+    """The learned edit told only the requested number of steps: each start's step read from
+    its latent (:func:`tlgan.delta.edit.read_steps`), then the code of the change from the read
+    step (the step-count code where the read step leaves the path). Returns the codes
+    (T*P, delta_dim) and the mean error of the read step, in steps."""
+    from tlgan.delta.edit import read_steps
+
+    t, n = test_latents.shape[:2]
+    read = read_steps(model, train_latents, test_latents.reshape(t * n, -1)).reshape(t, n)
+    index = {pair: p for p, pair in enumerate(pairs)}
+    codes = []
+    for s in range(t):
+        for p, (i, j) in enumerate(pairs):
+            a = int(read[s, i])
+            codes.append(pair_codes[index[(a, a + j - i)]] if 0 <= a + j - i < n else agnostic[p])
+    error = (read - torch.arange(n)[None]).abs().float().mean()
+    return torch.stack(codes), round(float(error), 4)
 
 
 def sequence_wander(latents: torch.Tensor) -> dict[str, float]:
@@ -282,15 +327,16 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     0 for one seed) and ``by_seed`` (each seed's value); the baselines do not depend on the
     training seed and are kept from the first run."""
     out = {key: value for key, value in runs[0].items()}
-    learned: dict[str, Any] = {}
-    for name in runs[0]["learned"]:
-        values = np.array([r["learned"][name] for r in runs], dtype=np.float64)
-        learned[name] = round(float(values.mean()), 4)
-        learned.setdefault("spread", {})[name] = round(
-            float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4
-        )
-        learned.setdefault("by_seed", {})[name] = [round(float(v), 4) for v in values]
-    out["learned"] = learned
+    for row in (r for r in LEARNED_ROWS if r in runs[0]):
+        learned: dict[str, Any] = {}
+        for name in runs[0][row]:
+            values = np.array([r[row][name] for r in runs], dtype=np.float64)
+            learned[name] = round(float(values.mean()), 4)
+            learned.setdefault("spread", {})[name] = round(
+                float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4
+            )
+            learned.setdefault("by_seed", {})[name] = [round(float(v), 4) for v in values]
+        out[row] = learned
     gains = np.array([r["gain_db"] for r in runs], dtype=np.float64)
     out["gain_db"] = round(float(gains.mean()), 3)
     out["gain_db_spread"] = round(float(gains.std(ddof=1)) if len(gains) > 1 else 0.0, 3)
@@ -300,6 +346,8 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 _KEY_INTRODUCED = {"path_degree": 0}
+#: Rows that depend on the training seed (averaged over seeds); the others are baselines.
+LEARNED_ROWS = ("learned", "learned_read", "learned_steps", "learned_alpha")
 
 
 def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:
@@ -485,6 +533,7 @@ def evaluate_delta(
                             model=model,
                             axis=axis,
                             codes=codes,
+                            train_world=train_seqs.latents[:k],
                         )
                     )
                 curve[str(k)] = _mean_over_seeds(runs)
@@ -522,42 +571,6 @@ def evaluate_delta(
         if tmp is not None:
             tmp.cleanup()
     return results
-
-
-def edit_grid(
-    generator,
-    model: DeltaModel,
-    train_latents: torch.Tensor,
-    values: np.ndarray,
-    test_latents: torch.Tensor,
-    test_images: torch.Tensor,
-    path,
-    identities: int = 3,
-) -> Path:
-    """PNG grid: per held-out identity three rows over the steps, all edited from the middle step:
-    the true renders, the learned edits, the linear edits."""
-    from tlgan.imaging import save_grid
-
-    n = test_latents.shape[1]
-    d = test_latents.shape[-1]
-    mid = n // 2
-    vals = torch.as_tensor(values, dtype=torch.float32)
-    direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
-    train_latents = _code_latents(model, train_latents, values)
-    k = len(train_latents)
-    starts = train_latents[:, mid][None].expand(n, k, d)  # (n changes, K examples, D)
-    ends = train_latents.transpose(0, 1)
-    with torch.no_grad():
-        init = model.encode(starts.reshape(-1, d), ends.reshape(-1, d)).reshape(n, k, -1).mean(1)
-    codes = fit_codes(model, starts, ends, init)  # the codes the benchmark measures
-    rows = []
-    with torch.no_grad():
-        for t in range(min(identities, len(test_latents))):
-            start = test_latents[t, mid][None].expand(n, d)
-            learned = generator.synthesize(model.move(start, codes)).float().cpu()
-            linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
-            rows += [test_images[t], learned, linear]
-    return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 
 
 __all__ = [

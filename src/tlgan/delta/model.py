@@ -35,9 +35,10 @@ setting hold ``position`` decoders and load as such.
 
 A trained model also keeps ``reference_delta``: the code that best reproduces one training
 step from every training position (fitted after training, starting from the mean of
-``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``edit(latents, alpha)`` moves by ``alpha`` such steps. And
-``linear_direction``: the least-squares latent change per unit of factor over the same
-data, the best straight line, kept for comparison.
+``E(a_i, a_{i+1})``), whose factor change is ``info["unit"]``; ``info["step_codes"]``, the
+same for s = ±1, ±2, ... steps; ``edit(latents, alpha)`` moves by ``alpha`` such steps
+(:meth:`DeltaModel.alpha_codes`). And ``linear_direction``: the least-squares latent change
+per unit of factor over the same data, the best straight line, kept for comparison.
 """
 
 from __future__ import annotations
@@ -237,19 +238,55 @@ class DeltaModel(nn.Module):
     def edit(
         self, latents: torch.Tensor, alpha: float = 1.0, delta: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``D(latent, alpha * Δ) + latent`` for each latent; same shape as ``latents``.
+        """``D(latent, code) + latent`` for each latent; same shape as ``latents``.
 
-        ``delta`` defaults to :attr:`reference_delta` (one training step's change).
+        The code is ``alpha * delta`` when ``delta`` is given; otherwise the code of ``alpha``
+        training steps (:meth:`alpha_codes`).
         """
         flat, lead = self.flatten(latents)
-        code = self.reference_delta if delta is None else torch.as_tensor(delta, dtype=self.center.dtype)
-        if code.reshape(-1).shape[0] != self.delta_dim:
-            raise TlganError(f"delta has {code.numel()} values; this model's codes have {self.delta_dim}")
+        if delta is None:
+            code = self.alpha_codes(torch.tensor([float(alpha)]))[0]
+        else:
+            code = torch.as_tensor(delta, dtype=self.center.dtype)
+            if code.reshape(-1).shape[0] != self.delta_dim:
+                raise TlganError(f"delta has {code.numel()} values; this model's codes have {self.delta_dim}")
+            code = float(alpha) * code.reshape(-1)
         with torch.no_grad():
-            out = self.move(
-                flat.to(self.center.device), float(alpha) * code.reshape(-1).to(self.center.device)
-            )
+            out = self.move(flat.to(self.center.device), code.to(self.center.device))
         return out.to(device=flat.device).reshape(*lead, *self.latent_shape)
+
+    def alpha_codes(self, alphas: torch.Tensor) -> torch.Tensor:
+        """The code of a change of ``alpha`` training steps, for each alpha (N,): (N, delta_dim).
+
+        Models trained with a step table (``info["step_codes"]``: the code fitted to make a
+        change of s = ±1, ±2, ... steps from every training position) interpolate it linearly
+        between whole steps (0 steps: the zero code) and scale its last code beyond it; on a
+        curved path the change of two steps is not twice one step's, and the table says what
+        it is. Model folders without the table scale the one-step :attr:`reference_delta`.
+        """
+        alphas = torch.as_tensor(alphas, dtype=self.center.dtype).reshape(-1).to(self.center.device)
+        table = self.info.get("step_codes")
+        if not table or not table.get("steps"):
+            return alphas[:, None] * self.reference_delta[None]
+        steps = torch.tensor([0.0] + [float(s) for s in table["steps"]], dtype=alphas.dtype)
+        codes = torch.cat(
+            [
+                torch.zeros(1, self.delta_dim),
+                torch.tensor(table["codes"], dtype=alphas.dtype).reshape(-1, self.delta_dim),
+            ]
+        )
+        order = torch.argsort(steps)
+        steps, codes = steps[order].to(alphas.device), codes[order].to(alphas.device)
+        inside = alphas.clamp(float(steps[0]), float(steps[-1]))
+        hi = torch.searchsorted(steps, inside).clamp(1, len(steps) - 1)
+        lo = hi - 1
+        weight = ((inside - steps[lo]) / (steps[hi] - steps[lo]))[:, None]
+        out = (1 - weight) * codes[lo] + weight * codes[hi]
+        # Beyond the table: the end code scaled, as the reference code is.
+        scale = torch.where(
+            alphas > steps[-1], alphas / steps[-1], torch.where(alphas < steps[0], alphas / steps[0], 1.0)
+        )
+        return out * scale[:, None]
 
 
 def save_delta(model: DeltaModel, directory: str | os.PathLike) -> Path:

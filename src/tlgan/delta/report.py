@@ -12,10 +12,15 @@ from tlgan.io import atomic_path, write_json
 
 METHODS = (
     ("learned", "learned edit E/D"),
+    ("learned_read", "learned, start's step read from its latent"),
+    ("learned_steps", "learned, code per number of steps (start not told)"),
+    ("learned_alpha", "learned, alpha x one-step code (tlgan delta edit)"),
     ("linear", "linear (LS line)"),
     ("axis", "classifier axis"),
     ("no_edit", "no edit"),
     ("inversion", "inverted target (ceiling)"),
+    ("exact", "exact edit of the start (the world's own change)"),
+    ("exact_mean", "mean exact change of the training faces"),
     ("true_change", "true target (renderer)"),
 )
 
@@ -150,4 +155,44 @@ def write_delta_report(result: dict[str, Any], out_dir: str | os.PathLike) -> Pa
     return path
 
 
-__all__ = ["write_delta_report"]
+def edit_grid(
+    generator,
+    model,
+    train_latents,
+    values,
+    test_latents,
+    test_images,
+    path,
+    identities: int = 3,
+) -> Path:
+    """PNG grid: per held-out identity three rows over the steps, all edited from the middle step:
+    the true renders, the learned edits, the linear edits."""
+    import torch
+
+    from tlgan.delta.evaluate import _code_latents
+    from tlgan.delta.train import fit_codes, linear_direction
+    from tlgan.imaging import save_grid
+
+    n = test_latents.shape[1]
+    d = test_latents.shape[-1]
+    mid = n // 2
+    vals = torch.as_tensor(values, dtype=torch.float32)
+    direction = linear_direction([train_latents], [torch.as_tensor(values, dtype=torch.float64)])
+    train_latents = _code_latents(model, train_latents, values)
+    k = len(train_latents)
+    starts = train_latents[:, mid][None].expand(n, k, d)  # (n changes, K examples, D)
+    ends = train_latents.transpose(0, 1)
+    with torch.no_grad():
+        init = model.encode(starts.reshape(-1, d), ends.reshape(-1, d)).reshape(n, k, -1).mean(1)
+    codes = fit_codes(model, starts, ends, init)  # the codes the benchmark measures
+    rows = []
+    with torch.no_grad():
+        for t in range(min(identities, len(test_latents))):
+            start = test_latents[t, mid][None].expand(n, d)
+            learned = generator.synthesize(model.move(start, codes)).float().cpu()
+            linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
+            rows += [test_images[t], learned, linear]
+    return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
+
+
+__all__ = ["write_delta_report", "edit_grid"]

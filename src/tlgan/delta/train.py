@@ -260,6 +260,26 @@ def fit_codes(
     return code.detach()
 
 
+def step_codes(model: DeltaModel, latents: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+    """For each requested change i -> j of ``ii``, ``jj`` (P,), the code that best makes a change of
+    j - i steps from every training position that has one (:func:`fit_codes` over the starts
+    i' of every sequence of ``latents`` (K, n, D) with i' + j - i a step): (P, delta_dim).
+
+    Unlike the code fitted from step i alone, it does not depend on where the start is on
+    the path, which an edit of a new face is not told.
+    """
+    n, d = latents.shape[1], latents.shape[-1]
+    out = {}
+    for step in sorted({int(j - i) for i, j in zip(ii.tolist(), jj.tolist(), strict=True)}):
+        starts = [i for i in range(n) if 0 <= i + step < n]
+        a = latents[:, starts].reshape(1, -1, d)
+        b = latents[:, [i + step for i in starts]].reshape(1, -1, d)
+        with torch.no_grad():
+            init = model.encode(a[0], b[0]).mean(0, keepdim=True)
+        out[step] = fit_codes(model, a, b, init)[0]
+    return torch.stack([out[int(j - i)] for i, j in zip(ii.tolist(), jj.tolist(), strict=True)])
+
+
 def _reference(
     model: DeltaModel, sets: list[torch.Tensor], values: list[torch.Tensor], iterations: int = 200
 ):
@@ -274,6 +294,23 @@ def _reference(
         init = model.encode(starts, ends).mean(0)
     code = fit_codes(model, starts[None], ends[None], init[None], iterations)[0]
     return code, float(steps.mean())
+
+
+def _step_table(model: DeltaModel, sets: list[torch.Tensor]) -> dict[str, list]:
+    """For s = ±1 .. ±(n - 1) steps, the code that best makes a change of s steps from every
+    training position that has one, over all sets (:func:`fit_codes`): ``{"steps": [s, ...],
+    "codes": [[...], ...]}``, what :meth:`DeltaModel.alpha_codes` interpolates."""
+    longest = max(int(x.shape[1]) for x in sets)
+    steps, codes = [], []
+    for step in [s for s in range(-(longest - 1), longest) if s != 0]:
+        pairs = [(x, i) for x in sets for i in range(x.shape[1]) if 0 <= i + step < x.shape[1]]
+        a = torch.cat([x[:, i] for x, i in pairs])[None]
+        b = torch.cat([x[:, i + step] for x, i in pairs])[None]
+        with torch.no_grad():
+            init = model.encode(a[0], b[0]).mean(0, keepdim=True)
+        steps.append(step)
+        codes.append([float(v) for v in fit_codes(model, a, b, init)[0]])
+    return {"steps": steps, "codes": codes}
 
 
 def train_delta(
@@ -465,6 +502,7 @@ def train_delta(
     model.eval()
     reference, unit = _reference(model, sets, value_sets)
     model.reference_delta.copy_(reference)
+    table = _step_table(model, sets)
     model.linear_direction.copy_(linear_direction(sets, value_sets))
     summary = {
         "resumed_from": start,
@@ -480,6 +518,7 @@ def train_delta(
         "sequences": [int(x.shape[0]) for x in sets],
         "training": {**settings, **summary},
         **({"path_degrees": degrees} if degrees else {}),
+        "step_codes": table,
         **(info or {}),
     }
     save_delta(model, out_dir)
@@ -499,6 +538,7 @@ __all__ = [
     "train_delta",
     "linear_direction",
     "fit_codes",
+    "step_codes",
     "change_basis",
     "mean_path",
     "DEFAULTS",

@@ -122,7 +122,8 @@ class WarpedGenerator(Generator):
     """``inner.synthesize(warp(u))`` for u (N, z_dim): the generator seen through a warp.
 
     ``to_world(u)`` gives the world latent a toyfaces generator draws (``warp(u)``), so the
-    benchmark can still read the true factors of an edited latent.
+    benchmark can still read the true factors of an edited latent; ``from_world`` is its
+    inverse (the world's exact edits, :mod:`tlgan.delta.truth`, are pulled back through it).
     """
 
     spaces = ("z",)
@@ -149,6 +150,11 @@ class WarpedGenerator(Generator):
 
     def to_world(self, latents: torch.Tensor) -> torch.Tensor:
         return self.warp(torch.as_tensor(latents).reshape(-1, self.z_dim).to(self.warp.into.device))
+
+    def from_world(self, z: torch.Tensor) -> torch.Tensor:
+        """World latents (N, z_dim) -> this generator's latents u with ``to_world(u) = z``, exactly."""
+        warp = self.warp
+        return warp.inverse(torch.as_tensor(z).reshape(-1, self.z_dim).to(warp.into.device, warp.into.dtype))
 
 
 class WarpedEncoder(nn.Module):
