@@ -87,7 +87,8 @@ def test_a_model_refuses_images_of_another_resolution(trained):
         translate(torch.zeros(1, 3, 16, 16), model, float("nan"))
 
 
-def _interrupted_at(step: int, *args, **kwargs) -> None:
+def interrupted_at(step: int, *args, **kwargs) -> None:
+    """train_translation(*args, **kwargs), interrupted (KeyboardInterrupt) when it asks for step ``step``'s latents."""
     real = train_module.step_latents
 
     def interrupting(generator, space, batch_size, seed, at):
@@ -107,7 +108,7 @@ def _interrupted_at(step: int, *args, **kwargs) -> None:
 def test_an_interrupted_training_resumes_bit_for_bit(generator, axes, tmp_path, stop):
     kwargs = dict(amount=1.0, identity_steps=10, edit_steps=8, blur=1.0, blend_fraction=0.5, **SMALL)
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
-    _interrupted_at(stop, generator, axes, "Up", tmp_path / "resumed", **kwargs)
+    interrupted_at(stop, generator, axes, "Up", tmp_path / "resumed", **kwargs)
     with pytest.raises(TlganError, match="--resume"):
         train_translation(generator, axes, "Up", tmp_path / "resumed", **kwargs)
     resumed = train_translation(generator, axes, "Up", tmp_path / "resumed", resume=True, **kwargs)
@@ -125,7 +126,7 @@ def test_a_checkpoint_from_before_the_weighted_loss_and_blur_resumes_without_the
         amount=1.0, identity_steps=4, edit_steps=8, change_weight=0.0, attribute_weight=0.0, blur=0.0, **SMALL
     )
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
-    _interrupted_at(7, generator, axes, "Up", tmp_path / "old", **kwargs)
+    interrupted_at(7, generator, axes, "Up", tmp_path / "old", **kwargs)
     manifest_path = tmp_path / "old" / "checkpoint" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     for key in (

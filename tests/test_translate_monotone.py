@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from distill_fixtures import teacher_generator
+from test_translate import interrupted_at
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
 from tlgan.models import ModuleClassifier
 from tlgan.translate import load_translation, train_translation
-from tlgan.translate import train as train_module
 from tlgan.translate.train import monotone_loss
 
 SMALL = dict(width=8, depth=2, batch_size=16, lr=3e-3, checkpoint_every=5, progress=False)
@@ -125,22 +125,6 @@ def test_the_hinge_keeps_faces_that_have_the_attribute_from_losing_it(generator,
     assert settings["edited_from"] == str(base) and settings["identity_steps"] == 0
 
 
-def _interrupted_at(step: int, *args, **kwargs) -> None:
-    real = train_module.step_latents
-
-    def interrupting(generator, space, batch_size, seed, at):
-        if at == step:
-            raise KeyboardInterrupt
-        return real(generator, space, batch_size, seed, at)
-
-    train_module.step_latents = interrupting
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_translation(*args, **kwargs)
-    finally:
-        train_module.step_latents = real
-
-
 def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump, base, tmp_path):
     kwargs = dict(
         amount=1.5,
@@ -153,7 +137,7 @@ def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump,
         **SMALL,
     )
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
-    _interrupted_at(7, generator, axes, "Up", tmp_path / "resumed", **kwargs)
+    interrupted_at(7, generator, axes, "Up", tmp_path / "resumed", **kwargs)
     resumed = train_translation(generator, axes, "Up", tmp_path / "resumed", resume=True, **kwargs)
     for (k, x), (_, y) in zip(
         straight.edited.state_dict().items(), resumed.edited.state_dict().items(), strict=True
