@@ -321,6 +321,9 @@ def test_report_has_a_section_for_attributes_in_words(models, clip_spec, tmp_pat
     run = _sample(models, clip_spec, tmp_path / "run", n=640)
     run.add_attributes(["Odd=a <b>cat</b> & x|dog"], F)  # markup in a phrase reaches the page as text
     axes = fit_axes(run, "glm")
+    from tlgan.evaluation.measure import fitted_on
+
+    assert fitted_on(axes, run)  # the report reuses them: its glm fits a CLIP run as `tlgan fit` does
     summary = write_report(
         run,
         axes,

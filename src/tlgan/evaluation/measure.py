@@ -161,12 +161,13 @@ class Clock:
 
 
 def fitted_on(axes: FeatureAxes, run: Run) -> bool:
-    """Whether ``axes`` are exactly what refitting their finder with default options on ``run`` gives.
+    """Whether ``axes`` are exactly what refitting their finder with default options on ``run`` gives
+    (the defaults for the run's classifier, :func:`~tlgan.axes.finders.score_options`).
 
     ``tlgan fit`` / ``fit_axes`` record the run, its size and seed, and the finder's options in
     ``axes.info``; when all match, refitting would reproduce the same axes, so they are reused.
     """
-    from tlgan.axes.finders import FINDERS, make_finder
+    from tlgan.axes.finders import FINDERS, make_finder, score_options
 
     info = axes.info
     if axes.method not in FINDERS or list(axes.attributes) != list(run.attributes) or not info.get("run"):
@@ -177,7 +178,7 @@ def fitted_on(axes: FeatureAxes, run: Run) -> bool:
         return False
     if not same_run or info.get("n") != run.n or info.get("seed") != run.seed:
         return False
-    defaults = make_finder(axes.method).get_params()
+    defaults = make_finder(axes.method, **score_options(axes.method, run.classifier)).get_params()
     return all(k in info and info[k] == v for k, v in defaults.items())
 
 
@@ -257,12 +258,16 @@ def measure_report(
     supervised finders, ``locks`` axes, ``steps`` finite); ``data`` holds the labels of a labelled
     data set. ``clock`` collects the seconds of each stage. Reads and writes no files.
     """
+    from tlgan.axes.finders import score_options
+
     clock = clock or Clock()
     attributes = run.attributes
     methods, locks, steps = list(methods), list(locks), [float(s) for s in steps]
 
-    # Separability and the method comparison both need every finder fitted on the same samples.
+    # Separability and the method comparison both need every finder fitted on the same samples,
+    # each with the options that suit the run's classifier (as `tlgan fit` uses them).
     fit_list = methods + ([] if "svm" in methods else ["svm"])
+    options = {m: score_options(m, run.classifier) for m in fit_list}
     fitted = {axes.method: axes} if axes.method in fit_list and fitted_on(axes, run) else {}
     if fitted:
         log.info(
@@ -275,7 +280,15 @@ def measure_report(
         log.info("fitting %s axes on %d samples", method, len(latents))
         try:
             fitted.update(
-                M.fit_methods(latents, scores, attributes, [method], space=run.space, generator=run.generator)
+                M.fit_methods(
+                    latents,
+                    scores,
+                    attributes,
+                    [method],
+                    space=run.space,
+                    generator=run.generator,
+                    finder_kwargs=options,
+                )
             )
         except TlganError as exc:
             # One finder refusing these samples (e.g. an attribute with one class) must not sink the report.
@@ -335,7 +348,9 @@ def measure_report(
     truth = generator.true_axes(space=axes.space)
     ground_truth = None
     if truth is not None:
-        ground_truth = _ground_truth(latents, scores, attributes, axes, truth, compared, fitted, progress)
+        ground_truth = _ground_truth(
+            latents, scores, attributes, axes, truth, compared, fitted, options, progress
+        )
         clock.lap("learning_curve")
     spaces = _spaces(run, scores, axes, generator, classifier, methods, len(faces), device)
     if spaces is not None:
@@ -446,28 +461,44 @@ def _spaces(run, scores, axes, generator, classifier, methods, faces, device) ->
     return result.to_dict() if result is not None else None
 
 
-def _ground_truth(latents, scores, attributes, axes, truth, compared, fitted, progress) -> dict[str, Any]:
-    """Cosines of the axes under test to the truth, and every compared method's learning curve."""
+def _ground_truth(
+    latents, scores, attributes, axes, truth, compared, fitted, options, progress
+) -> dict[str, Any]:
+    """Cosines of the axes under test to the truth, and every compared method's learning curve
+    (each finder with its ``options``)."""
     log.info("the generator knows its true axes: learning curves of %s", ", ".join(compared))
     curve = (
-        M.learning_curve(latents, scores, attributes, truth, compared, fitted=fitted, progress=progress)
+        M.learning_curve(
+            latents,
+            scores,
+            attributes,
+            truth,
+            compared,
+            fitted=fitted,
+            finder_kwargs=options,
+            progress=progress,
+        )
         if compared
         else None
     )
     if curve is not None and "glm" in compared:
-        # TL-GAN's own regression target beside the clipped logit.
+        # glm's other regression target beside the one it used: TL-GAN's probability beside the
+        # clipped logit (or, on a CLIP run, whose glm fits the probability, the logit).
+        glm_options = dict(options.get("glm", {}))
+        other = "logit" if glm_options.get("target") == "probability" else "probability"
+        label = f"glm ({other} target)"
         variant = M.learning_curve(
             latents,
             scores,
             attributes,
             truth,
             ["glm"],
-            finder_kwargs={"glm": {"target": "probability"}},
+            finder_kwargs={"glm": {**glm_options, "target": other}},
             progress=progress,
         )
-        curve["methods"]["glm (probability target)"] = variant["methods"]["glm"]
+        curve["methods"][label] = variant["methods"]["glm"]
         if variant["errors"]:
-            curve["errors"]["glm (probability target)"] = variant["errors"]["glm"]
+            curve["errors"][label] = variant["errors"]["glm"]
     return {"cosine_to_truth": M.cosine_to_truth(axes, truth), "learning_curve": curve}
 
 

@@ -142,8 +142,8 @@ def evaluate_clip(
         direction = clip.text_directions(
             {"Hat": Prompt("a photo of a person wearing a hat", "a photo of a person")}
         )
-        logits = clip.logits_from_embeddings(stored, direction)
-        make_finder("glm", **options).fit(z, logits, ["Hat"])
+        phrase_logits = clip.logits_from_embeddings(stored, direction)
+        make_finder("glm", **options).fit(z, phrase_logits, ["Hat"])
         timings.append(time.perf_counter() - t0)
     result["axes"] = {
         "n": n_axes,
