@@ -32,7 +32,7 @@ def wait_until(page, predicate: str, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"timed out waiting for {predicate}")
 
 
-def test_the_view_sliders_turn_the_face_without_an_edit(browser, tmp_path):  # noqa: F811
+def test_the_view_sliders_turn_the_face_without_an_edit(browser, tmp_path):
     from tlgan.models.formats.stylegan3_fixtures import tiny_stylegan3, write_nvlabs_stylegan3_pickle
     from tlgan.models.stylegan3 import input_transform
 
@@ -79,8 +79,8 @@ def test_the_view_sliders_turn_the_face_without_an_edit(browser, tmp_path):  # n
 
 @needs_dlib
 def test_an_aligned_upload_shows_its_face_moves_its_translation_row_and_downloads_the_photo(
-    browser,  # noqa: F811
-    translation_64,  # noqa: F811
+    browser,
+    translation_64,
     tmp_path,
     monkeypatch,
 ):

@@ -27,8 +27,8 @@ torch.set_num_threads(1)
 
 
 def test_the_translation_row_moves_the_photo_before_the_inversion_answers(
-    browser,  # noqa: F811
-    translation_64,  # noqa: F811
+    browser,
+    translation_64,
     tmp_path,
     monkeypatch,
 ):

@@ -43,9 +43,9 @@ def face_and_invert(client, name: str, data: bytes):
 
 @pytest.mark.parametrize("align", [None, pytest.param("ffhq", marks=needs_dlib)])
 def test_the_face_is_byte_for_byte_invert_s_and_translates_to_the_same_png(
-    models,  # noqa: F811
-    astronaut,  # noqa: F811
-    translation_64,  # noqa: F811
+    models,
+    astronaut,
+    translation_64,
     align,
     monkeypatch,
 ):
@@ -76,7 +76,7 @@ def test_the_face_is_byte_for_byte_invert_s_and_translates_to_the_same_png(
     assert moved.content != still.content
 
 
-def test_bad_uploads_get_invert_s_errors(models, translation_64, monkeypatch):  # noqa: F811
+def test_bad_uploads_get_invert_s_errors(models, translation_64, monkeypatch):
     G, F, axes, _ = models
     model, _ = translation_64
     monkeypatch.setattr(tlgan.inversion, "invert_image", StandIn(G.sample_latents_at([1], seed=0)[0]))
@@ -98,7 +98,7 @@ def test_bad_uploads_get_invert_s_errors(models, translation_64, monkeypatch):  
     assert "x.png" in bad.json()["detail"]
 
 
-def test_a_studio_without_translations_or_alignment_says_where_to_upload(models):  # noqa: F811
+def test_a_studio_without_translations_or_alignment_says_where_to_upload(models):
     G, F, axes, _ = models
     reply = TestClient(create_app(G, F, axes)).post(
         "/api/face", files={"file": ("x.png", b"\x89PNG", "image/png")}
@@ -107,7 +107,7 @@ def test_a_studio_without_translations_or_alignment_says_where_to_upload(models)
     assert "/api/invert" in reply.json()["detail"] and "--translation" in reply.json()["detail"]
 
 
-def test_a_translation_does_not_wait_for_an_inversion(models, astronaut, translation_64):  # noqa: F811
+def test_a_translation_does_not_wait_for_an_inversion(models, astronaut, translation_64):
     """The inversion holds the model lock for its whole search; the face and the translation must not need it."""
     G, F, axes, _ = models
     model, _ = translation_64
@@ -141,7 +141,7 @@ def test_a_translation_does_not_wait_for_an_inversion(models, astronaut, transla
 
 
 @needs_dlib
-def test_a_photo_without_a_face_gets_invert_s_message(models, translation_64, monkeypatch):  # noqa: F811
+def test_a_photo_without_a_face_gets_invert_s_message(models, translation_64, monkeypatch):
     G, F, axes, _ = models
     model, _ = translation_64
     stand_in = StandIn(G.sample_latents_at([1], seed=0)[0])

@@ -7,9 +7,7 @@ import json
 import pytest
 import torch
 
-from distill_fixtures import teacher_generator
-from test_translate import interrupted_at
-from tlgan.axes.feature_axes import FeatureAxes
+from test_translate import axes, generator, interrupted_at  # noqa: F401 (fixtures)
 from tlgan.errors import TlganError
 from tlgan.models import ModuleClassifier
 from tlgan.translate import load_translation, train_translation
@@ -34,19 +32,6 @@ class Bump(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         s = images.flatten(1) @ self.u
         return (3.0 - 2.0 * (s - 1.0) ** 2)[:, None]
-
-
-@pytest.fixture(scope="module")
-def generator():
-    return teacher_generator()
-
-
-@pytest.fixture(scope="module")
-def axes():
-    direction = torch.zeros(2, 8)
-    direction[0, 0] = 1.0  # "Up": the first latent coordinate
-    direction[1, 1] = 1.0
-    return FeatureAxes(direction, ["Up", "Other"], space="z")
 
 
 @pytest.fixture(scope="module")
