@@ -10,6 +10,22 @@ from tlgan.delta.evaluate import sequence_wander
 from tlgan.delta.train import change_basis, fit_codes
 from tlgan.delta.warp import BendWarp
 
+
+class Stop(Exception):
+    """Raised by :func:`train_interrupted_at` to cut a training short."""
+
+
+def train_interrupted_at(step: int, *args, **kwargs) -> None:
+    """``train_delta(*args, **kwargs)``, stopped when it reaches ``step`` (its checkpoints stay)."""
+
+    def stop(at):
+        if at == step:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_delta(*args, on_step=stop, **kwargs)
+
+
 DIM = 32
 STEPS = torch.linspace(-2.0, 2.0, 7)
 #: Standard deviation of the noise added to every coordinate of every training and test latent:
@@ -132,17 +148,7 @@ def test_checkpoints_from_before_the_new_settings_are_refused_naming_them(tmp_pa
     kw = dict(values=[STEPS.tolist()], steps=20, hidden=8, delta_dim=2, checkpoint_every=10, progress=False)
     old = dict(decoder="position", position_penalty=0.0, basis="pca")
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 15:
-            raise Stop
-
-    try:
-        train_delta([x], tmp_path, on_step=stop, **kw, **old)
-    except Stop:
-        pass
+    train_interrupted_at(15, [x], tmp_path, **kw, **old)
     state = tmp_path / "checkpoint" / "state.safetensors"
     tensors, manifest = load_tensors(state)
     for key in ("decoder", "position_penalty", "basis"):  # written before these were settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_delta_noise import NOISE, STEPS, bent_sequences, planted_errors
+from test_delta_noise import NOISE, STEPS, bent_sequences, planted_errors, train_interrupted_at
 from tlgan.delta import linear_direction, train_delta
 from tlgan.delta.evaluate import _code_latents
 from tlgan.delta.smooth import check_degree, choose_degree, misfit_ratios, smooth_paths
@@ -101,15 +101,7 @@ def test_training_on_the_smoothed_path_resumes_bit_for_bit(tmp_path):
     kw = dict(values=[STEPS.tolist()], steps=20, hidden=8, delta_dim=2, checkpoint_every=10, progress=False)
     whole = train_delta([x], tmp_path / "whole", path_degree="auto", **kw)
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 15:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_delta([x], tmp_path / "cut", path_degree="auto", on_step=stop, **kw)
+    train_interrupted_at(15, [x], tmp_path / "cut", path_degree="auto", **kw)
     with pytest.raises(TlganError, match="path_degree: checkpoint 'auto', now 0"):
         train_delta([x], tmp_path / "cut", resume=True, path_degree=0, **kw)
     resumed = train_delta([x], tmp_path / "cut", path_degree="auto", resume=True, **kw)
@@ -124,15 +116,7 @@ def test_checkpoints_from_before_the_path_degree_resume_without_it(tmp_path):
     _, x = _noisy(3, seed=0, dim=6)
     kw = dict(values=[STEPS.tolist()], steps=20, hidden=8, delta_dim=2, checkpoint_every=10, progress=False)
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 15:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_delta([x], tmp_path, on_step=stop, path_degree=0, **kw)
+    train_interrupted_at(15, [x], tmp_path, path_degree=0, **kw)
     state = tmp_path / "checkpoint" / "state.safetensors"
     tensors, manifest = load_tensors(state)
     del manifest["info"]["settings"]["path_degree"]  # written before the setting
