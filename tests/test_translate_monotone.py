@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from test_translate import axes, generator, interrupted_at  # noqa: F401 (fixtur
 from tlgan.errors import TlganError
 from tlgan.models import ModuleClassifier
 from tlgan.translate import load_translation, train_translation
-from tlgan.translate.train import monotone_loss
+from tlgan.translate.train import mix_points, monotone_loss
 
 SMALL = dict(width=8, depth=2, batch_size=16, lr=3e-3, checkpoint_every=5, progress=False)
 
@@ -70,6 +71,50 @@ def test_the_hinge_is_the_missing_rise_for_a_linear_score():
     assert (per_face[:3] < 0).all() and per_face[3] == 0
 
 
+class Wiggle(torch.nn.Module):
+    """A planted logit of the mean pixel ``s``: ``10 s + 0.5 sin(8 pi s)``.
+
+    It rises by 10 over s in [0, 1] and always stays above ``l(0) + 0.5 s`` and below
+    ``l(1) - 0.5 (1 - s)``, so no single mix between the two ends breaks the one-point hinge
+    (margin 0.5); yet it falls for s in about (0.099, 0.151): l(0.10) = 1.2939 > l(0.15) = 1.2061.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        s = images.flatten(1).mean(1)
+        return (10.0 * s + 0.5 * torch.sin(8.0 * torch.pi * s))[:, None]
+
+
+def test_one_mix_point_is_the_two_hinges_and_more_points_catch_a_fall_between_mixes():
+    classifier = ModuleClassifier(Wiggle(), ["Up"], input_resolution=4)
+    start, end = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)  # the mix at t has s = t
+    # One point: the loss is relu(l(0) - l(t) + m t) + relu(l(t) - l(1) + m (1 - t)), here 0 everywhere.
+    for t in torch.linspace(0.01, 0.99, 99):
+        assert monotone_loss(classifier, start, end, 0, 0.5, t[None]).item() == 0.0
+        assert monotone_loss(classifier, start, end, 0, 0.5, t.view(1, 1)).item() == 0.0
+    # Two points on both sides of the fall: the chain's middle hinge is the fall plus its margin.
+    loss = monotone_loss(classifier, start, end, 0, 0.5, torch.tensor([[0.10, 0.15]])).item()
+
+    def logit(s: float) -> float:
+        return 10.0 * s + 0.5 * math.sin(8.0 * math.pi * s)
+
+    assert loss == pytest.approx(logit(0.10) - logit(0.15) + 0.5 * 0.05, abs=1e-5)
+    assert loss > 0.1
+    # Points on a rising stretch only add zeros.
+    assert monotone_loss(classifier, start, end, 0, 0.5, torch.tensor([[0.3, 0.5, 0.7]])).item() == 0.0
+
+
+def test_mix_points_cover_each_share_of_the_edit_and_one_point_is_a_plain_draw():
+    t = mix_points(1000, 4, torch.Generator().manual_seed(3))
+    assert t.shape == (1000, 4)
+    assert (t[:, 1:] > t[:, :-1]).all()
+    for k in range(4):  # one draw in each quarter, spread over all of it
+        assert (t[:, k] > k / 4).all() and (t[:, k] < (k + 1) / 4).all()
+        assert t[:, k].min() < k / 4 + 0.01 and t[:, k].max() > (k + 1) / 4 - 0.01
+    # One point draws what models trained before the setting drew, so their resumes match.
+    one = mix_points(16, 1, torch.Generator().manual_seed(5))
+    assert torch.equal(one[:, 0], torch.rand(16, generator=torch.Generator().manual_seed(5)))
+
+
 def _rise_on_faces_with_the_attribute(model, generator, classifier) -> tuple[float, int]:
     """Mean logit rise l(E(x)) - l(I(x)) over fresh faces with P(I(x)) >= 0.5, and their count."""
     z = generator.sample_latents(256, seed=11)
@@ -117,6 +162,7 @@ def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump,
         edit_steps=9,
         feature_weight=0.0,
         monotone_weight=1.0,
+        monotone_points=3,
         blend_fraction=0.5,
         edited_from=base,
         **SMALL,
@@ -132,6 +178,10 @@ def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump,
         train_translation(
             generator, axes, "Up", tmp_path / "resumed", resume=True, **{**kwargs, "monotone_weight": 0.5}
         )
+    with pytest.raises(TlganError, match="monotone_points: checkpoint 3, now 1"):
+        train_translation(
+            generator, axes, "Up", tmp_path / "resumed", resume=True, **{**kwargs, "monotone_points": 1}
+        )
 
 
 def test_fine_tuning_refuses_another_attribute_or_both_starting_points(generator, axes, base, tmp_path):
@@ -143,3 +193,5 @@ def test_fine_tuning_refuses_another_attribute_or_both_starting_points(generator
         )
     with pytest.raises(TlganError, match="monotone"):
         train_translation(generator, axes, "Up", tmp_path / "c", monotone_weight=-1.0, **SMALL)
+    with pytest.raises(TlganError, match="--monotone-points must be a whole number >= 1"):
+        train_translation(generator, axes, "Up", tmp_path / "d", monotone_points=0, **SMALL)

@@ -134,6 +134,13 @@ blend_option = click.option(
     show_default=True,
     help="Logits of rise the hinge asks for over the whole edit.",
 )
+@click.option(
+    "--monotone-points",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Mixes per image the hinge holds in order (1: each between the two ends only).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
@@ -164,6 +171,7 @@ def train_translate_cmd(
     blend_fraction,
     monotone_weight,
     monotone_margin,
+    monotone_points,
     seed,
     checkpoint_every,
     resume,
@@ -211,6 +219,7 @@ def train_translate_cmd(
         blend_fraction=blend_fraction,
         monotone_weight=monotone_weight,
         monotone_margin=monotone_margin,
+        monotone_points=monotone_points,
         seed=seed,
         identity_from=identity_from,
         edited_from=edited_from,

@@ -87,6 +87,7 @@ INTRODUCED = {
     "blend_fraction": 0.0,
     "monotone_weight": 0.0,
     "monotone_margin": MONOTONE_MARGIN,
+    "monotone_points": 1,
     "edited_from": None,
 }
 
@@ -187,24 +188,40 @@ def monotone_loss(
     """A hinge that makes the classifier's logit of attribute ``index`` rise along the output mix.
 
     ``start`` (N, 3, R, R) is the identity network's image ``I(x)`` (held fixed), ``end`` the
-    edited network's ``E(x)`` (trained), ``t`` (N,) a point in (0, 1) per image; with
-    ``M = (1 - t) I + t E`` (the image :func:`tlgan.translate.translate` draws at ``t`` of the
-    amount) and ``l`` the logit, the loss is the mean over images of
+    edited network's ``E(x)`` (trained), ``t`` (N,) or (N, K) points in (0, 1) per image,
+    increasing along each row. With ``M_t = (1 - t) I + t E`` (the image
+    :func:`tlgan.translate.translate` draws at ``t`` of the amount), ``l`` the logit and the
+    chain ``t_0 = 0 < t_1 < ... < t_K < t_{K+1} = 1`` (``M_0 = I``, ``M_1 = E``), the loss is the
+    mean over images of
 
-        relu(l(I) - l(M) + margin * t) + relu(l(M) - l(E) + margin * (1 - t)),
+        sum_k relu(l(M_{t_k}) - l(M_{t_{k+1}}) + margin * (t_{k+1} - t_k)),
 
-    0 once the logit rises by at least ``margin`` over the whole edit, in proportion along it.
-    The end hinge is what lifts faces that already have the attribute (where a plain edit
-    can end below its start); the middle one, the mix between.
+    0 once the logit rises from each point to the next by at least its share of ``margin``
+    (``margin`` over the whole edit). With one point this is
+    ``relu(l(I) - l(M) + margin t) + relu(l(M) - l(E) + margin (1 - t))``: the end hinge lifts
+    faces that already have the attribute (where a plain edit can end below its start), the
+    middle one the mix between. More points also hold each mix above the one before it, which
+    is what a path read at several amounts needs.
     """
+    t = t.to(start)
+    if t.dim() == 1:
+        t = t[:, None]
     with torch.no_grad():
         first = classifier.logits(start)[:, index]
-    w = t.to(start)[:, None, None, None]
-    middle, last = classifier.logits(torch.cat([torch.lerp(start, end, w), end]))[:, index].chunk(2)
-    t = t.to(first)
-    rise_in = F.relu(first - middle + margin * t)
-    rise_out = F.relu(middle - last + margin * (1 - t))
-    return (rise_in + rise_out).mean()
+    mixes = [torch.lerp(start, end, t[:, k, None, None, None]) for k in range(t.shape[1])]
+    logits = classifier.logits(torch.cat([*mixes, end]))[:, index].reshape(t.shape[1] + 1, -1).T
+    chain = torch.cat([first[:, None], logits], 1)  # (N, K + 2): I, the K mixes, E
+    ends = torch.cat([torch.zeros_like(t[:, :1]), t, torch.ones_like(t[:, :1])], 1)
+    rises = F.relu(chain[:, :-1] - chain[:, 1:] + margin * (ends[:, 1:] - ends[:, :-1]))
+    return rises.sum(1).mean()
+
+
+def mix_points(n: int, points: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, points) mix points for :func:`monotone_loss`: one uniform draw in each of ``points``
+    equal parts of (0, 1), so each row rises and covers the whole edit. One point is a plain
+    uniform draw (the draws of models trained before the setting existed)."""
+    u = torch.rand(n, points, generator=generator)
+    return (torch.arange(points, dtype=u.dtype) + u) / points
 
 
 def edit_pairs(
@@ -280,6 +297,7 @@ def train_translation(
     blend_fraction: float = 0.0,
     monotone_weight: float = 0.0,
     monotone_margin: float = MONOTONE_MARGIN,
+    monotone_points: int = 1,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     edited_from: str | os.PathLike | None = None,
@@ -307,7 +325,9 @@ def train_translation(
     :func:`~tlgan.translate.translate` uses between the two networks are trained too.
     ``monotone_weight`` x :func:`monotone_loss` (needs ``classifier`` with the attribute, else
     off and recorded as 0) keeps the classifier's score rising along the mixed outputs, with
-    ``monotone_margin`` logits of rise asked over the whole edit.
+    ``monotone_margin`` logits of rise asked over the whole edit, at ``monotone_points`` mixes
+    per image (:func:`mix_points`; 1 holds each mix between the two ends, more also hold
+    each mix above the one before it).
     ``identity_from`` starts from an earlier model's identity network (phase 1 skipped);
     ``edited_from`` from both networks of an earlier model of the same attribute (phase 1
     skipped, and the edit phase fine-tunes its edited network further: how a new loss term is
@@ -329,6 +349,8 @@ def train_translation(
             f"--monotone-margin must be >= 0 and --blend-fraction in [0, 1]; got {', '.join(map(str, weights))}, "
             f"{blend_fraction}"
         )
+    if isinstance(monotone_points, bool) or not isinstance(monotone_points, int) or monotone_points < 1:
+        raise TlganError(f"--monotone-points must be a whole number >= 1, not {monotone_points!r}")
     if identity_from is not None and edited_from is not None:
         raise TlganError(
             "pass --identity-from or --edited-from, not both (--edited-from brings its identity)"
@@ -392,6 +414,7 @@ def train_translation(
         "attribute_weight": float(attribute_weight) if attribute_index is not None else 0.0,
         "monotone_weight": float(monotone_weight) if monotone_index is not None else 0.0,
         "monotone_margin": float(monotone_margin),
+        "monotone_points": int(monotone_points),
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
         "edited_from": None if edited_from is None else str(edited_from),
@@ -453,7 +476,7 @@ def train_translation(
                 with torch.no_grad():
                     start_images = identity(source)
                 end_images = out if a == 1.0 else edited(source)
-                t = torch.rand(len(source), generator=step_generator(seed, step, STREAM_MONOTONE))
+                t = mix_points(len(source), monotone_points, step_generator(seed, step, STREAM_MONOTONE))
                 loss = loss + monotone_weight * monotone_loss(
                     classifier, start_images, end_images, monotone_index, monotone_margin, t
                 )
