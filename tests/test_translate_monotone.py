@@ -155,6 +155,42 @@ def test_the_hinge_keeps_faces_that_have_the_attribute_from_losing_it(generator,
     assert settings["edited_from"] == str(base) and settings["identity_steps"] == 0
 
 
+def _faces_past_the_peak(generator, seed: int, n: int = 256) -> torch.Tensor:
+    """(n, 3, 16, 16) faces whose "Up" coordinate is 1.2 +- 0.2: just past Bump's peak, where the
+    edit lowers the score; the generator's own samples (N(0, 1)) are seldom there."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 8, generator=g)
+    z[:, 0] = 1.2 + 0.2 * torch.randn(n, generator=g)
+    with torch.no_grad():
+        return generator.synthesize(z)
+
+
+def test_the_hinge_on_unlabelled_photos_keeps_their_scores_rising(generator, axes, bump, base):
+    kwargs = dict(
+        amount=1.5, classifier=bump, edit_steps=60, feature_weight=0.0, monotone_weight=1.0, edited_from=base
+    )
+    photos, fresh = _faces_past_the_peak(generator, 1), _faces_past_the_peak(generator, 2)
+    own = train_translation(generator, axes, "Up", base.parent / "own", **kwargs, **SMALL)
+    with_photos = train_translation(
+        generator, axes, "Up", base.parent / "photos", monotone_images=photos, **kwargs, **SMALL
+    )
+
+    def rises(model) -> torch.Tensor:
+        with torch.no_grad():
+            return bump.logits(model.edited(fresh))[:, 0] - bump.logits(model.identity(fresh))[:, 0]
+
+    # Held on the generator's own images only, the edit still lowers most such faces' score ...
+    assert (rises(own) < 0).float().mean() > 0.6, rises(own)
+    # ... held on photos of that kind too, it lifts most fresh ones.
+    assert (rises(with_photos) < 0).float().mean() < 0.4 and rises(with_photos).mean() > 0
+    settings = json.loads((base.parent / "photos" / "translation.json").read_text())["settings"]
+    assert settings["monotone_images"]["count"] == 256 and len(settings["monotone_images"]["digest"]) == 16
+    assert (
+        json.loads((base.parent / "own" / "translation.json").read_text())["settings"]["monotone_images"]
+        is None
+    )
+
+
 def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump, base, tmp_path):
     kwargs = dict(
         amount=1.5,
@@ -195,3 +231,8 @@ def test_fine_tuning_refuses_another_attribute_or_both_starting_points(generator
         train_translation(generator, axes, "Up", tmp_path / "c", monotone_weight=-1.0, **SMALL)
     with pytest.raises(TlganError, match="--monotone-points must be a whole number >= 1"):
         train_translation(generator, axes, "Up", tmp_path / "d", monotone_points=0, **SMALL)
+    faces = generator.synthesize(generator.sample_latents(4, seed=1))
+    with pytest.raises(TlganError, match=r"must be \(M, 3, 16, 16\).*resize the photos to 16 px"):
+        train_translation(generator, axes, "Up", tmp_path / "e", monotone_images=faces[:, :, :8, :8], **SMALL)
+    with pytest.raises(TlganError, match=r"values in \[-1, 1\]"):
+        train_translation(generator, axes, "Up", tmp_path / "f", monotone_images=faces * 3, **SMALL)

@@ -141,6 +141,14 @@ blend_option = click.option(
     type=click.IntRange(min=1),
     help="Mixes per image the hinge holds in order (1: each between the two ends only).",
 )
+@click.option(
+    "--monotone-photos",
+    "monotone_photos",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Unlabelled photos (files or folders, centre-cropped to the generator's resolution) the hinge "
+    "also holds on: the kind of image the model will edit. Repeatable.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/ (same settings).")
@@ -172,6 +180,7 @@ def train_translate_cmd(
     monotone_weight,
     monotone_margin,
     monotone_points,
+    monotone_photos,
     seed,
     checkpoint_every,
     resume,
@@ -220,6 +229,7 @@ def train_translate_cmd(
         monotone_weight=monotone_weight,
         monotone_margin=monotone_margin,
         monotone_points=monotone_points,
+        monotone_images=_monotone_photos(monotone_photos, G.img_resolution, not as_json),
         seed=seed,
         identity_from=identity_from,
         edited_from=edited_from,
@@ -227,7 +237,12 @@ def train_translate_cmd(
         checkpoint_every=checkpoint_every,
         device=device,
         progress=not as_json,
-        record={"generator": generator, "axes": axes_path, "classifier": classifier},
+        record={
+            "generator": generator,
+            "axes": axes_path,
+            "classifier": classifier,
+            **({"monotone_photos": list(monotone_photos)} if monotone_photos else {}),
+        },
         calibration_images=calibration_images,
         calibration_points=calibration_points,
     )
@@ -238,6 +253,20 @@ def train_translate_cmd(
         click.echo(
             f"translation model for {attribute} written to {out_dir} ({model.record['train_seconds']:.0f} s)"
         )
+
+
+def _monotone_photos(inputs: tuple[str, ...], resolution: int, progress: bool):
+    """The photos of --monotone-photos as one (M, 3, R, R) tensor in [-1, 1], or None."""
+    if not inputs:
+        return None
+    import torch
+    from tqdm.auto import tqdm
+
+    from tlgan.imaging import read_image
+
+    paths = _photo_paths(inputs)
+    images = [read_image(p, resolution)[0] for p in tqdm(paths, desc="reading photos", disable=not progress)]
+    return torch.stack(images)
 
 
 def _photo_paths(inputs: tuple[str, ...]) -> list[Path]:

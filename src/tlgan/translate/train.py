@@ -35,7 +35,11 @@ Why the hinge: the pairs, and a network fitted to them, can lower the classifier
 faces that already have the attribute (glasses drawn over glasses, a smile moved on a face that
 already smiles); then the score cannot rise along any mix of the two networks' images. The
 hinge asks each face's logit to rise by a margin over the edit, in proportion along the mix,
-and is zero on faces where it does.
+and is zero on faces where it does. The hinge needs no pairs, only images to translate, so
+it can also hold on unlabelled photos of the kind the model will be used on
+(``monotone_images``): a network fitted on the generator's images can still dip on photos, whose
+texture and shading differ (on toyfaces, the renders dip where the same latents' GAN images do
+not).
 
 After training, the weight blend is calibrated (:mod:`tlgan.translate.schedule`) on
 ``calibration_images`` of the generator's own images (:func:`calibration_set`), so that an
@@ -44,6 +48,7 @@ amount of a quarter of the trained one draws a quarter of the edit; 0 leaves it 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -74,6 +79,7 @@ STREAM_BLUR = 22
 STREAM_BLEND = 23
 STREAM_CALIBRATION = 24
 STREAM_MONOTONE = 25
+STREAM_MONOTONE_IMAGES = 26
 #: Calibration images are generator samples from here on of the training seed (the training
 #: pairs come from per-step random streams, not from these indices).
 CALIBRATION_START = 2_000_000
@@ -88,6 +94,7 @@ INTRODUCED = {
     "monotone_weight": 0.0,
     "monotone_margin": MONOTONE_MARGIN,
     "monotone_points": 1,
+    "monotone_images": None,
     "edited_from": None,
 }
 
@@ -224,6 +231,21 @@ def mix_points(n: int, points: int, generator: torch.Generator) -> torch.Tensor:
     return (torch.arange(points, dtype=u.dtype) + u) / points
 
 
+def _check_monotone_images(images: torch.Tensor | None, resolution: int) -> dict[str, Any] | None:
+    """The record of ``monotone_images`` ({count, digest}), or None; refuses a wrong shape or range."""
+    if images is None:
+        return None
+    if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (resolution, resolution):
+        raise TlganError(
+            f"monotone images must be (M, 3, {resolution}, {resolution}), the generator's resolution; got "
+            f"{tuple(images.shape)}: resize the photos to {resolution} px first"
+        )
+    if len(images) == 0 or not torch.isfinite(images).all() or images.abs().max() > 1:
+        raise TlganError("monotone images must be at least one image, finite, with values in [-1, 1]")
+    data = images.detach().cpu().float().contiguous().numpy().tobytes()
+    return {"count": len(images), "digest": hashlib.sha256(data).hexdigest()[:16]}
+
+
 def edit_pairs(
     generator: Generator,
     axes: FeatureAxes,
@@ -298,6 +320,7 @@ def train_translation(
     monotone_weight: float = 0.0,
     monotone_margin: float = MONOTONE_MARGIN,
     monotone_points: int = 1,
+    monotone_images: torch.Tensor | None = None,
     seed: int = 0,
     identity_from: str | os.PathLike | None = None,
     edited_from: str | os.PathLike | None = None,
@@ -327,7 +350,9 @@ def train_translation(
     off and recorded as 0) keeps the classifier's score rising along the mixed outputs, with
     ``monotone_margin`` logits of rise asked over the whole edit, at ``monotone_points`` mixes
     per image (:func:`mix_points`; 1 holds each mix between the two ends, more also hold
-    each mix above the one before it).
+    each mix above the one before it). ``monotone_images`` (M, 3, R, R) in [-1, 1], unlabelled
+    photos at the generator's resolution, adds a batch of them, drawn afresh each step, to the
+    hinge's images (recorded by count and digest, so a resume must pass the same ones).
     ``identity_from`` starts from an earlier model's identity network (phase 1 skipped);
     ``edited_from`` from both networks of an earlier model of the same attribute (phase 1
     skipped, and the edit phase fine-tunes its edited network further: how a new loss term is
@@ -351,6 +376,7 @@ def train_translation(
         )
     if isinstance(monotone_points, bool) or not isinstance(monotone_points, int) or monotone_points < 1:
         raise TlganError(f"--monotone-points must be a whole number >= 1, not {monotone_points!r}")
+    images_record = _check_monotone_images(monotone_images, generator.img_resolution)
     if identity_from is not None and edited_from is not None:
         raise TlganError(
             "pass --identity-from or --edited-from, not both (--edited-from brings its identity)"
@@ -415,6 +441,7 @@ def train_translation(
         "monotone_weight": float(monotone_weight) if monotone_index is not None else 0.0,
         "monotone_margin": float(monotone_margin),
         "monotone_points": int(monotone_points),
+        "monotone_images": images_record if monotone_index is not None else None,
         "seed": int(seed),
         "identity_from": None if identity_from is None else str(identity_from),
         "edited_from": None if edited_from is None else str(edited_from),
@@ -476,7 +503,17 @@ def train_translation(
                 with torch.no_grad():
                     start_images = identity(source)
                 end_images = out if a == 1.0 else edited(source)
-                t = mix_points(len(source), monotone_points, step_generator(seed, step, STREAM_MONOTONE))
+                if monotone_images is not None:
+                    pick = torch.randint(
+                        len(monotone_images),
+                        (batch_size,),
+                        generator=step_generator(seed, step, STREAM_MONOTONE_IMAGES),
+                    )
+                    photos = monotone_images[pick].to(dev)
+                    with torch.no_grad():
+                        start_images = torch.cat([start_images, identity(photos)])
+                    end_images = torch.cat([end_images, edited(photos)])
+                t = mix_points(len(end_images), monotone_points, step_generator(seed, step, STREAM_MONOTONE))
                 loss = loss + monotone_weight * monotone_loss(
                     classifier, start_images, end_images, monotone_index, monotone_margin, t
                 )
