@@ -33,8 +33,8 @@ classifier's off-target change, the error in the edited factor):
 beside the line, the world's exact edit of each start and the noise-free mean change
 (:mod:`tlgan.delta.truth`), two references that are told the warp (:func:`bend_rows`: the
 smoothed mean change with its part along the bent-into direction q set from the start's own
-coordinates on the bent axes, with the warp's strength or with strengths fitted on the
-training frames), and per attribute the off-target change of the exact edit, the
+coordinates on the bent axes, with the warp's strength, with it on the factor's own axis
+only, or with strengths fitted on the training frames), and per attribute the off-target change of the exact edit, the
 smoothed mean change and the line. Writes JSON to stdout.
 
     OMP_NUM_THREADS=1 python benchmarks/delta_levers.py --work eval-work/ --warp bend:1.0 > out.json
@@ -61,7 +61,7 @@ from tlgan.delta.evaluate import (
 from tlgan.delta.smooth import choose_degree, smooth_paths
 from tlgan.delta.train import change_basis, linear_direction
 from tlgan.delta.truth import exact_edit, exact_mean_path
-from tlgan.delta.warp import warped
+from tlgan.delta.warp import factor_axis, warped
 from tlgan.inversion.encoder import frozen
 from tlgan.inversion.losses import reconstruction_loss
 from tlgan.models import load_classifier, load_generator
@@ -151,7 +151,7 @@ def measure(gen, encoder, classifier, work: Path, factor: str, image_steps: int)
             loss.backward()
             opt.step()
     rows.update(face_levers(gen, train, train_seqs.images, test, values, pairs, degree, score))
-    rows.update(bend_rows(gen, train, test, values, pairs, degree, score))
+    rows.update(bend_rows(gen, factor, train, test, values, pairs, degree, score))
     rows["images"] = {
         **score(moved(fitted.detach())),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -284,13 +284,14 @@ def face_levers(gen, train, images, test, values, pairs, degree: int, score) -> 
     return out
 
 
-def bend_rows(gen, train, test, values, pairs, degree: int, score) -> dict:
+def bend_rows(gen, factor: str, train, test, values, pairs, degree: int, score) -> dict:
     """References told the warp ``u -> u + sum_m k (p_m.u)^2 q`` (not levers: a learned edit
     does not know P, q or k). Each moves a start s by the smoothed mean change c_ij with its
     part along q replaced by ``-sum_m k_m [(p_m.(s + c_ij))^2 - (p_m.s)^2]``, the change that
     keeps the world's coordinate along q, from the start's own coordinates: ``bend given``
-    with the warp's k, ``bend axes given`` with k_m fitted on the training frames (least
-    squares of q.x on every (p_m.x)^2, one intercept per face). {} without a warp."""
+    with the warp's k, ``bend given, own axis`` with it on the edited factor's own bent axis
+    only (the others' k_m = 0), ``bend axes given`` with k_m fitted on the training frames
+    (least squares of q.x on every (p_m.x)^2, one intercept per face). {} without a warp."""
     warp = getattr(gen, "warp", None)
     if warp is None:
         return {}
@@ -305,8 +306,11 @@ def bend_rows(gen, train, test, values, pairs, degree: int, score) -> dict:
     ).solution[:, 0]
     t = test.shape[0]
     out = {}
+    given = torch.full((len(axes),), -warp.strength, dtype=torch.float64)
+    own = (axes @ factor_axis(factor).double()).abs() > 0.99
     for name, strengths in (
-        ("bend given", torch.full((len(axes),), -warp.strength, dtype=torch.float64)),
+        ("bend given", given),
+        ("bend given, own axis", given * own),
         ("bend axes given", fitted),
     ):
         edited = torch.empty(t * len(pairs), test.shape[-1], dtype=torch.float64)
