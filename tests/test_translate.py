@@ -205,11 +205,19 @@ def test_cli_trains_and_applies_a_translation(tmp_path):
     more = (
         f"train translate --attr Eyeglasses --axes {axes} --edited-from {model} --out {tuned} --edit-steps 2"
     )
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for i in range(3):  # any size: centre-cropped and resized to the generator's
+        save_image(torch.rand(3, 90, 70) * 2 - 1, unlabelled / f"{i}.png")
     more += " --width 4 --batch-size 2 --monotone-weight 0.5 --calibration-images 0 --json"
+    more += f" --monotone-points 2 --monotone-photos {unlabelled}"
     r = runner.invoke(cli, more.split())
     assert r.exit_code == 0, r.output
-    settings = json.loads(r.output)["settings"]
+    record = json.loads(r.output)
+    settings = record["settings"]
     assert settings["monotone_weight"] == 0.5 and settings["edited_from"] == str(model)
+    assert settings["monotone_points"] == 2 and settings["monotone_images"]["count"] == 3
+    assert record["monotone_photos"] == [str(unlabelled)]
     photo = tmp_path / "photos"
     photo.mkdir()
     save_image(torch.zeros(3, 100, 80), photo / "a.png")  # any size: centre-cropped and resized

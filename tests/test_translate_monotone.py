@@ -191,6 +191,29 @@ def test_the_hinge_on_unlabelled_photos_keeps_their_scores_rising(generator, axe
     )
 
 
+def test_photos_as_bytes_train_as_their_floats(generator, axes, bump, base, tmp_path):
+    # The CLI holds photos as uint8 (a quarter of the memory); training reads them as read_image would.
+    photos = ((_faces_past_the_peak(generator, 1, n=32) + 1) * 127.5).round().to(torch.uint8)
+    kwargs = dict(amount=1.5, classifier=bump, edit_steps=4, feature_weight=0.0, monotone_weight=1.0)
+    as_bytes = train_translation(
+        generator, axes, "Up", tmp_path / "b", edited_from=base, monotone_images=photos, **kwargs, **SMALL
+    )
+    as_floats = train_translation(
+        generator,
+        axes,
+        "Up",
+        tmp_path / "f",
+        edited_from=base,
+        monotone_images=photos.float() / 127.5 - 1.0,
+        **kwargs,
+        **SMALL,
+    )
+    for (k, x), (_, y) in zip(
+        as_bytes.edited.state_dict().items(), as_floats.edited.state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), k
+
+
 def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump, base, tmp_path):
     kwargs = dict(
         amount=1.5,
@@ -234,5 +257,5 @@ def test_fine_tuning_refuses_another_attribute_or_both_starting_points(generator
     faces = generator.synthesize(generator.sample_latents(4, seed=1))
     with pytest.raises(TlganError, match=r"must be \(M, 3, 16, 16\).*resize the photos to 16 px"):
         train_translation(generator, axes, "Up", tmp_path / "e", monotone_images=faces[:, :, :8, :8], **SMALL)
-    with pytest.raises(TlganError, match=r"values in \[-1, 1\]"):
+    with pytest.raises(TlganError, match=r"floats in \[-1, 1\]"):
         train_translation(generator, axes, "Up", tmp_path / "f", monotone_images=faces * 3, **SMALL)

@@ -240,10 +240,20 @@ def _check_monotone_images(images: torch.Tensor | None, resolution: int) -> dict
             f"monotone images must be (M, 3, {resolution}, {resolution}), the generator's resolution; got "
             f"{tuple(images.shape)}: resize the photos to {resolution} px first"
         )
-    if len(images) == 0 or not torch.isfinite(images).all() or images.abs().max() > 1:
-        raise TlganError("monotone images must be at least one image, finite, with values in [-1, 1]")
-    data = images.detach().cpu().float().contiguous().numpy().tobytes()
+    if len(images) == 0 or (
+        images.dtype != torch.uint8 and (not torch.isfinite(images).all() or images.abs().max() > 1)
+    ):
+        raise TlganError(
+            "monotone images must be at least one image, as uint8 or as floats in [-1, 1] (finite)"
+        )
+    data = images.detach().cpu().contiguous().numpy().tobytes()
     return {"count": len(images), "digest": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def _as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) as floats in [-1, 1], the mapping :func:`tlgan.imaging.read_image` uses;
+    floats as they are."""
+    return images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images
 
 
 def edit_pairs(
@@ -350,9 +360,10 @@ def train_translation(
     off and recorded as 0) keeps the classifier's score rising along the mixed outputs, with
     ``monotone_margin`` logits of rise asked over the whole edit, at ``monotone_points`` mixes
     per image (:func:`mix_points`; 1 holds each mix between the two ends, more also hold
-    each mix above the one before it). ``monotone_images`` (M, 3, R, R) in [-1, 1], unlabelled
-    photos at the generator's resolution, adds a batch of them, drawn afresh each step, to the
-    hinge's images (recorded by count and digest, so a resume must pass the same ones).
+    each mix above the one before it). ``monotone_images`` (M, 3, R, R), uint8 (0..255, a
+    quarter of the memory) or floats in [-1, 1], unlabelled photos at the generator's
+    resolution, adds a batch of them, drawn afresh each step, to the hinge's images (recorded by
+    count and digest, so a resume must pass the same ones).
     ``identity_from`` starts from an earlier model's identity network (phase 1 skipped);
     ``edited_from`` from both networks of an earlier model of the same attribute (phase 1
     skipped, and the edit phase fine-tunes its edited network further: how a new loss term is
@@ -388,6 +399,8 @@ def train_translation(
     monotone_index = classifier.attributes.index(attribute) if has_attribute and monotone_weight > 0 else None
     if monotone_weight > 0 and monotone_index is None:
         log.warning("--monotone-weight needs a classifier that scores %s; the term is off", attribute)
+    if monotone_images is not None and monotone_index is None:
+        log.warning("monotone photos serve only the hinge (--monotone-weight > 0); they are not used")
     torch.manual_seed(seed)
     identity = TranslationNet(generator.img_resolution, width, depth)
     base_record = None
@@ -509,7 +522,7 @@ def train_translation(
                         (batch_size,),
                         generator=step_generator(seed, step, STREAM_MONOTONE_IMAGES),
                     )
-                    photos = monotone_images[pick].to(dev)
+                    photos = _as_float_images(monotone_images[pick]).to(dev)
                     with torch.no_grad():
                         start_images = torch.cat([start_images, identity(photos)])
                     end_images = torch.cat([end_images, edited(photos)])
