@@ -191,6 +191,11 @@ def test_the_hinge_on_unlabelled_photos_keeps_their_scores_rising(generator, axe
     )
 
 
+def _assert_same_edited_weights(a, b) -> None:
+    for (k, x), (_, y) in zip(a.edited.state_dict().items(), b.edited.state_dict().items(), strict=True):
+        assert torch.equal(x, y), k
+
+
 def test_photos_as_bytes_train_as_their_floats(generator, axes, bump, base, tmp_path):
     # The CLI holds photos as uint8 (a quarter of the memory); training reads them as read_image would.
     photos = ((_faces_past_the_peak(generator, 1, n=32) + 1) * 127.5).round().to(torch.uint8)
@@ -208,10 +213,7 @@ def test_photos_as_bytes_train_as_their_floats(generator, axes, bump, base, tmp_
         **kwargs,
         **SMALL,
     )
-    for (k, x), (_, y) in zip(
-        as_bytes.edited.state_dict().items(), as_floats.edited.state_dict().items(), strict=True
-    ):
-        assert torch.equal(x, y), k
+    _assert_same_edited_weights(as_bytes, as_floats)
 
 
 def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump, base, tmp_path):
@@ -229,10 +231,7 @@ def test_a_fine_tuning_with_the_hinge_resumes_bit_for_bit(generator, axes, bump,
     straight = train_translation(generator, axes, "Up", tmp_path / "straight", **kwargs)
     interrupted_at(7, generator, axes, "Up", tmp_path / "resumed", **kwargs)
     resumed = train_translation(generator, axes, "Up", tmp_path / "resumed", resume=True, **kwargs)
-    for (k, x), (_, y) in zip(
-        straight.edited.state_dict().items(), resumed.edited.state_dict().items(), strict=True
-    ):
-        assert torch.equal(x, y), k
+    _assert_same_edited_weights(straight, resumed)
     with pytest.raises(TlganError, match="monotone_weight: checkpoint 1.0, now 0.5"):
         train_translation(
             generator, axes, "Up", tmp_path / "resumed", resume=True, **{**kwargs, "monotone_weight": 0.5}

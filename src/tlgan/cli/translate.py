@@ -259,14 +259,15 @@ def _monotone_photos(inputs: tuple[str, ...], resolution: int, progress: bool):
     """The photos of --monotone-photos as one (M, 3, R, R) uint8 tensor (a quarter of the floats' memory), or None."""
     if not inputs:
         return None
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from tlgan.imaging import read_image
+    from tlgan.imaging import decode_rgb
 
     paths = _photo_paths(inputs)
     images = [
-        ((read_image(p, resolution)[0] + 1.0) * 127.5).round().to(torch.uint8)
+        torch.from_numpy(np.ascontiguousarray(decode_rgb(p, resolution)[0].transpose(2, 0, 1)))
         for p in tqdm(paths, desc="reading photos", disable=not progress)
     ]
     return torch.stack(images)
