@@ -282,6 +282,41 @@ def test_cli_sequences_train_edit(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["delta", "edit", "--model", str(model_dir), "--out", str(tmp_path / "x.png")])
     assert r.exit_code != 0 and "exactly one start" in str(r.exception or r.output)
+    # --hold: the edit with Male and Eyeglasses read as on the start, along the given axes.
+    from tlgan.editing.latent_file import load_latent
+    from tlgan.models import load_classifier, load_generator
+
+    load_generator("toyfaces-render").true_axes(["Male", "Eyeglasses"]).save(tmp_path / "axes.safetensors")
+    hold = ["--hold", "Male,Eyeglasses", "--axes", str(tmp_path / "axes.safetensors")]
+    r = runner.invoke(
+        cli,
+        f"delta edit --model {model_dir} --seed 3 --alpha 1.5 --out {tmp_path / 'held.png'} --save-latent {tmp_path / 'h.safetensors'} --json".split()
+        + hold,
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["held"] == ["Male", "Eyeglasses"]
+    G, F = load_generator("toyfaces-gan"), load_classifier("toyfaces-classifier")
+    start = G.sample_latents(1, seed=3)
+    heads = [F.attribute_index("Male"), F.attribute_index("Eyeglasses")]
+
+    def read(z):
+        return F.logits(G.synthesize(z.reshape(1, -1)))[0, heads]
+
+    with torch.no_grad():
+        drift = (read(load_latent(tmp_path / "z.safetensors")[0]) - read(start)).abs()
+        held = (read(load_latent(tmp_path / "h.safetensors")[0]) - read(start)).abs()
+    assert float(held.sum()) < 0.9 * float(drift.sum()), (held, drift)
+    r = runner.invoke(
+        cli,
+        f"delta edit --model {model_dir} --seed 3 --alphas -1,0,1 --out {tmp_path / 'g.png'}".split() + hold,
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        cli,
+        f"delta edit --model {model_dir} --seed 3 --out {tmp_path / 'g.png'}".split()
+        + ["--hold", "Mael", "--axes", hold[-1]],
+    )
+    assert r.exit_code != 0 and "Male" in str(r.exception or r.output)
 
 
 def test_cli_eval_writes_report_on_tiny_settings(tmp_path):
@@ -522,6 +557,9 @@ def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path
         "30",
         "--warp",
         "bend:0.3",
+        "--hold",
+        "--hold-samples",
+        "1000",
         "--work",
         str(tmp_path / "work"),
         "--out",
@@ -532,6 +570,19 @@ def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     assert result["warp"] == "bend:0.3" and result["generator"] == "toyfaces-gan+bend:0.3"
+    # Holding the other attributes: the axes of the warped generator are fitted once in --work,
+    # and the held edits change the classifier's other readings less than the edits they hold.
+    assert result["hold"] and result["hold_axes"]["samples"] == 1000
+    assert (tmp_path / "work" / "toyfaces-gan_bend-0.3" / "hold-axes-1000.safetensors").is_file()
+    held = result["factors"]["yaw"]["best"]
+    for row in ("learned", "linear"):
+        assert held[f"{row}_held"]["off_target_classifier"] < held[row]["off_target_classifier"]
+    assert held["held_gain_db"] == pytest.approx(
+        held["learned_held"]["psnr_db"] - held["linear"]["psnr_db"], abs=1e-3
+    )
+    # With one training identity there is none to leave out: the chosen edit is the plain one.
+    assert held["hold_choice"]["hold"] is False and held["learned_chosen"] == held["learned"]
+    assert "other attributes held" in (out / "index.html").read_text()
     best = result["factors"]["yaw"]["best"]
     assert best["headroom_db"] == pytest.approx(
         best["inversion"]["psnr_db"] - best["linear"]["psnr_db"], abs=1e-3

@@ -205,6 +205,45 @@ def train_cmd(
         )
 
 
+class _Holder:
+    """``holder(starts, edited)``: ``edited`` with ``attributes`` held at their readings on ``starts``."""
+
+    def __init__(self, generator, classifier, axes, attributes, space):
+        self.generator, self.classifier, self.axes = generator, classifier, axes
+        self.attributes, self.space = attributes, space
+
+    def __call__(self, starts, edited):
+        import torch
+
+        from tlgan.editing.hold import hold_attributes
+
+        with torch.enable_grad():
+            return hold_attributes(
+                self.generator, self.classifier, starts, edited, self.axes, self.attributes, space=self.space
+            )
+
+
+def _holder(G, spec, model, hold, axes_path, classifier, device, as_json):
+    """The --hold of `delta edit`, or None without it."""
+    if hold is None:
+        return None
+    from tlgan.delta.evaluate import ATTRIBUTE_OF
+    from tlgan.editing.hold import held_attributes
+    from tlgan.models import load_classifier
+
+    F = load_classifier(classifier, device)
+    if axes_path == "auto":
+        from tlgan.pipeline import default_axes
+
+        axes = default_axes(spec, classifier, device=device, space=model.space, progress=not as_json)
+    else:
+        from tlgan.axes.feature_axes import FeatureAxes
+
+        axes = FeatureAxes.load(axes_path)
+    moved = [ATTRIBUTE_OF[model.factor]] if model.factor in ATTRIBUTE_OF else []
+    return _Holder(G, F, axes, held_attributes(F, axes, hold, moved=moved), model.space)
+
+
 @delta.command("edit")
 @click.option(
     "--model", "model_dir", required=True, type=click.Path(), help="Folder from `tlgan delta train`."
@@ -236,10 +275,38 @@ def train_cmd(
     "--generator", default=None, help="Generator to draw with (default: the one the model was trained for)."
 )
 @click.option("--upscale", default=2, show_default=True, help="Nearest-neighbour enlargement of the PNG/GIF.")
+@click.option(
+    "--hold",
+    default=None,
+    help="Hold these attributes' classifier readings at the start's while editing: names "
+    "(Male,Eyeglasses) or 'all' (every attribute but the one the edit drives).",
+)
+@click.option(
+    "--axes",
+    "axes_path",
+    default="auto",
+    show_default=True,
+    help="The generator's axes for --hold: a file from `tlgan fit`, or 'auto' (fit once and cache).",
+)
+@classifier_option
 @device_option
 @json_option
 def edit_cmd(
-    model_dir, latent_file, seed, alpha, alphas, out, gif, save_latent, generator, upscale, device, as_json
+    model_dir,
+    latent_file,
+    seed,
+    alpha,
+    alphas,
+    out,
+    gif,
+    save_latent,
+    generator,
+    upscale,
+    hold,
+    axes_path,
+    classifier,
+    device,
+    as_json,
 ):
     """Apply a learned edit to a latent and draw the result."""
     import torch
@@ -272,10 +339,15 @@ def edit_cmd(
         "unit": model.info.get("unit"),
         "generator": spec,
     }
+    keep = _holder(G, spec, model, hold, axes_path, classifier, device, as_json)
+    if keep is not None:
+        result["held"] = keep.attributes
     with torch.no_grad():
         if alphas is not None:
             steps = _floats(alphas, "--alphas")
             walk = delta_walk(latent, model, steps)
+            if keep is not None:
+                walk = keep(latent[None].expand_as(walk), walk)
             images = G.synthesize(walk.reshape(len(steps), -1), space).float().cpu()
             save_grid(images, out, nrow=len(steps), upscale=upscale)
             if gif:
@@ -289,6 +361,8 @@ def edit_cmd(
             if gif:
                 raise TlganError("--gif needs --alphas (the frames of the walk)")
             edited = delta_edit(latent, model, alpha)
+            if keep is not None:
+                edited = keep(latent[None], edited[None])[0]
             save_image(G.synthesize(edited.reshape(1, -1), space).float().cpu()[0], out, upscale=upscale)
             if save_latent:
                 write_latent(
@@ -385,6 +459,19 @@ def edit_cmd(
     help="Axes file for the axis baseline (smile), 'auto' (fit once and cache), or 'none'.",
 )
 @click.option(
+    "--hold/--no-hold",
+    default=False,
+    show_default=True,
+    help="Also score the learned and linear edits with every other attribute's classifier reading held "
+    "at the start's (along --axes, or axes fitted once in --work).",
+)
+@click.option(
+    "--hold-samples",
+    default=20_000,
+    show_default=True,
+    help="Samples the held attributes' axes are fitted on when --axes gives none (a warped generator).",
+)
+@click.option(
     "--work",
     "work_dir",
     default=None,
@@ -419,6 +506,8 @@ def eval_cmd(
     joint_rank,
     joint_steps,
     axes_path,
+    hold,
+    hold_samples,
     work_dir,
     out_dir,
     device,
@@ -465,6 +554,8 @@ def eval_cmd(
         train_seeds=[int(v) for v in _floats(train_seeds, "--seeds")],
         joint_rank=joint_rank,
         joint_steps=joint_steps,
+        hold=hold,
+        hold_samples=hold_samples,
         progress=not as_json,
     )
     if out_dir is not None:

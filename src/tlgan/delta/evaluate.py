@@ -72,6 +72,8 @@ IDENTITY_SPANS.update(age=2 * world.AGE_SPAN, nose_size=world.NOSE_SPAN)
 TARGET_GAIN_DB = 1.0
 #: How the learned edit's code of each requested change is chosen (see evaluate_edit_methods).
 CODES = ("mean", "fit")
+#: The gain (dB) on the left-out training faces above which the learned edit is held.
+HOLD_MIN_GAIN_DB = 0.01
 
 
 def _sequence_latents(
@@ -184,6 +186,7 @@ def evaluate_edit_methods(
     axis: torch.Tensor | None = None,
     codes: str = "fit",
     train_world: torch.Tensor | None = None,
+    hold: tuple[Any, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
@@ -199,6 +202,12 @@ def evaluate_edit_methods(
     given the training identities' world latents ``train_world`` (K, 512), ``exact_mean``, the
     mean change of their noise-free sequences added to every start (the best edit that is the
     same for every face, learned from perfect inversions).
+
+    ``hold`` (the generator's FeatureAxes, the attributes to hold, :func:`choose_hold`'s result,
+    a dict kept across training seeds) adds ``learned_held``, ``learned_steps_held`` and
+    ``linear_held``: those edits with the held attributes' classifier readings brought back
+    towards the start's (:func:`tlgan.editing.hold.hold_attributes`), and ``learned_chosen``:
+    the learned edit held or not, as the training faces chose.
     """
     if codes not in CODES:
         raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
@@ -244,6 +253,19 @@ def evaluate_edit_methods(
             edits["axis"] = start + steps * float(slope) * axis[None]
         edits["no_edit"] = start
         edits["inversion"] = test_latents[:, jj].reshape(-1, d)
+    if hold is not None:
+        from tlgan.editing.hold import hold_attributes
+
+        hold_axes, held, chosen, memo = hold
+        for name in ("learned", "learned_steps", "linear"):
+            if name == "linear" and "linear_held" in memo:  # the line does not depend on the seed
+                edits["linear_held"] = memo["linear_held"]
+                continue
+            edits[f"{name}_held"] = hold_attributes(
+                generator, classifier, start, edits[name], hold_axes, held
+            )
+        memo["linear_held"] = edits["linear_held"]
+        edits["learned_chosen"] = edits["learned_held"] if chosen["hold"] else edits["learned"]
     edits.update(reference_edits(generator, factor, start, vals[jj].repeat(t), train_world, values, (ii, jj)))
     attribute = ATTRIBUTE_OF.get(factor)
     keep = [a for a in classifier.attributes if a != attribute] if classifier is not None else []
@@ -268,6 +290,8 @@ def evaluate_edit_methods(
             row["factor_error"] = round(float(_factor_error(factor, f1[factor], want).mean()), 3)
         out[method] = row
     out["learned_read"]["start_step_error"] = read_error
+    if hold is not None:
+        out["hold_choice"] = dict(hold[2])
     if classifier is not None:
         # The renderer's own change between the two steps, read by the same classifier: what a
         # perfect edit would change in the attributes that are meant to stay (a light that turns
@@ -278,7 +302,95 @@ def evaluate_edit_methods(
         out["true_change"] = {"off_target_classifier": round(float((after - before).abs().mean()), 4)}
     out["gain_db"] = round(out["learned"]["psnr_db"] - out["linear"]["psnr_db"], 3)
     out.update(ceiling_summary(out))
+    out.update(_held_summary(out))
     return out
+
+
+def _held_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    """``held_gain_db`` (learned, held, minus the line) and ``held_headroom_used`` (that gain over
+    the headroom), or {} without the held rows."""
+    if "learned_held" not in entry:
+        return {}
+    gain = round(entry["learned_held"]["psnr_db"] - entry["linear"]["psnr_db"], 3)
+    headroom = entry.get("headroom_db")
+    return {
+        "held_gain_db": gain,
+        "held_headroom_used": round(gain / headroom, 3) if headroom and headroom > 0 else None,
+    }
+
+
+def choose_hold(generator, classifier, train_latents, values, images, hold_axes, held, degree: int) -> dict:
+    """Whether holding ``held`` helps the learned edit, judged on the training faces alone.
+
+    Each training identity of ``train_latents`` (K, n, D) in turn is edited, for every ordered
+    pair of steps, by the other identities' mean change along their path smoothed to
+    ``degree`` (what the learned edit learns), held and not, and both are scored against its
+    own true renders ``images`` (K, n, 3, R, R). Returns ``loo_psnr_db``, ``loo_psnr_held_db``
+    and ``hold`` (whether the held edits scored higher by more than :data:`HOLD_MIN_GAIN_DB`);
+    with one identity there is nothing to leave out and ``hold`` is False."""
+    from tlgan.delta.smooth import smooth_paths
+    from tlgan.editing.hold import hold_attributes
+
+    k, n, d = train_latents.shape
+    if k < 2:
+        return {"loo_psnr_db": None, "loo_psnr_held_db": None, "hold": False}
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    ii, jj = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    x = train_latents.float()
+    edited = []
+    for f in range(k):
+        rest = smooth_paths(torch.cat([x[:f], x[f + 1 :]]), values, degree).double()
+        path = (rest - rest.mean(1, keepdim=True)).mean(0)
+        edited.append(x[f, ii] + (path[jj] - path[ii]).float())
+    edited = torch.cat(edited)
+    starts = x[:, ii].reshape(-1, d)
+    targets = images[:, jj].flatten(0, 1)
+    plain = float(_psnr(generator, edited, targets).mean())
+    kept = float(
+        _psnr(
+            generator, hold_attributes(generator, classifier, starts, edited, hold_axes, held), targets
+        ).mean()
+    )
+    return {
+        "loo_psnr_db": round(plain, 3),
+        "loo_psnr_held_db": round(kept, 3),
+        "hold": kept > plain + HOLD_MIN_GAIN_DB,
+    }
+
+
+def hold_axes_for(generator, classifier, work: Path, n: int = 20_000, progress: bool = True):
+    """Feature axes of ``generator`` (e.g. a warped one, which has no cached axes) for holding
+    attributes: ``n`` samples labelled by ``classifier`` and the z space's default finder, kept
+    in ``work`` (``hold-axes-N.safetensors`` and its sampling run) so a rerun reuses them."""
+    from tlgan.axes.feature_axes import FeatureAxes
+    from tlgan.axes.finders import default_method
+    from tlgan.pipeline import fit_axes
+    from tlgan.sampling import LocalEngine, sample
+
+    path = work / f"hold-axes-{int(n)}.safetensors"
+    if path.is_file():
+        return FeatureAxes.load(path)
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = work / f"hold-axes-{int(n)}.run"
+    log.info(
+        "fitting the axes of %s to hold attributes by: %d samples (kept in %s)", generator.name, n, run_dir
+    )
+    run = sample(
+        generator,
+        classifier,
+        n,
+        run_dir,
+        seed=0,
+        space="z",
+        engine=LocalEngine(device=str(generator.device)),
+        resume=run_dir.exists(),
+        progress=progress,
+        generator_spec=generator.name,
+        classifier_spec=getattr(classifier, "name", "classifier"),
+    )
+    axes = fit_axes(run, default_method("z"), generator)
+    axes.save(path)
+    return axes
 
 
 def _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic):
@@ -342,12 +454,21 @@ def _mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["gain_db_spread"] = round(float(gains.std(ddof=1)) if len(gains) > 1 else 0.0, 3)
     out["gain_db_by_seed"] = [round(float(g), 3) for g in gains]
     out.update(ceiling_summary(out))
+    out.update(_held_summary(out))
     return out
 
 
 _KEY_INTRODUCED = {"path_degree": 0}
 #: Rows that depend on the training seed (averaged over seeds); the others are baselines.
-LEARNED_ROWS = ("learned", "learned_read", "learned_steps", "learned_alpha")
+LEARNED_ROWS = (
+    "learned",
+    "learned_read",
+    "learned_steps",
+    "learned_alpha",
+    "learned_held",
+    "learned_steps_held",
+    "learned_chosen",
+)
 
 
 def _code_latents(model: DeltaModel, latents: torch.Tensor, values) -> torch.Tensor:
@@ -395,6 +516,8 @@ def evaluate_delta(
     train_seeds: Sequence[int] = (0,),
     joint_rank: int = 0,
     joint_steps: int = 200,
+    hold: bool = False,
+    hold_samples: int = 20_000,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The learned-edit benchmark (module docstring); returns a JSON-able dict.
@@ -416,7 +539,10 @@ def evaluate_delta(
     :func:`tlgan.delta.warp.parse_warp`) evaluates through a known curved warp of the
     latent instead: a synthetic check, whose numbers are not the generator's own (the
     axis baseline, fitted on the unwarped generator, is then left out). ``codes``: see
-    :func:`evaluate_edit_methods`.
+    :func:`evaluate_edit_methods`. ``hold`` adds the held rows (:func:`evaluate_edit_methods`),
+    holding every attribute of the classifier but the one the factor drives, along ``axes``
+    (the plain generator) or along axes fitted once for the warped one
+    (:func:`hold_axes_for` from ``hold_samples`` samples, kept in ``work_dir``).
     """
     from tlgan.delta.warp import warped
 
@@ -424,8 +550,11 @@ def evaluate_delta(
         raise TlganError(f"codes must be one of {', '.join(CODES)}, not {codes!r}")
     name = generator.name
     generator, encoder = warped(generator, warp) if warp else (generator, "auto")
+    plain_axes = axes
     if generator.name != name:
         axes = None
+    if hold and classifier is None:
+        raise TlganError("holding attributes needs a classifier to read them")
     sizes = sorted({int(k) for k in train_identities})
     if not sizes or sizes[0] < 1:
         raise TlganError(f"train_identities must be positive counts, not {list(train_identities)}")
@@ -463,9 +592,21 @@ def evaluate_delta(
         "train_seeds": train_seeds,
         "joint_rank": int(joint_rank),
         "joint_steps": int(joint_steps) if joint_rank else None,
+        "hold": bool(hold),
         "factors": {},
     }
     try:
+        hold_axes = None
+        if hold:
+            hold_axes = plain_axes if generator.name == name and plain_axes is not None else None
+            hold_axes = hold_axes or hold_axes_for(
+                generator, classifier, work, hold_samples, progress=progress
+            )
+            results["hold_axes"] = {
+                "method": hold_axes.method,
+                "generator": hold_axes.generator,
+                "samples": None if hold_axes is plain_axes else int(hold_samples),
+            }
         for factor in factors:
             train_seqs, train_lat = _sequence_latents(
                 factor,
@@ -505,10 +646,16 @@ def evaluate_delta(
                 )
             attribute = ATTRIBUTE_OF.get(factor)
             axis = _axis_direction(axes, attribute) if attribute is not None else None
+            held_names = None
+            if hold_axes is not None:
+                from tlgan.editing.hold import held_attributes
+
+                held_names = held_attributes(classifier, hold_axes, "all", moved=[attribute])
             curve = {}
             model = None
             for k in sizes:
                 runs = []
+                held = None
                 for train_seed in train_seeds:
                     model = train_delta(
                         [train_lat[:k]],
@@ -521,6 +668,19 @@ def evaluate_delta(
                         progress=progress,
                         **(train_kwargs or {}),
                     )
+                    if held_names is not None and held is None:
+                        degrees = model.info.get("path_degrees") or [0]
+                        choice = choose_hold(
+                            generator,
+                            classifier,
+                            train_lat[:k],
+                            train_seqs.values,
+                            train_seqs.images[:k],
+                            hold_axes,
+                            held_names,
+                            int(degrees[0]),
+                        )
+                        held = (hold_axes, held_names, choice, {})
                     runs.append(
                         evaluate_edit_methods(
                             generator,
@@ -534,6 +694,7 @@ def evaluate_delta(
                             axis=axis,
                             codes=codes,
                             train_world=train_seqs.latents[:k],
+                            hold=held,
                         )
                     )
                 curve[str(k)] = _mean_over_seeds(runs)
@@ -565,6 +726,8 @@ def evaluate_delta(
                     test_lat,
                     test_seqs.images,
                     path,
+                    classifier=classifier,
+                    hold=None if held is None else held[:2],
                 )
                 results["factors"][factor]["grid"] = path.name
     finally:

@@ -15,7 +15,11 @@ METHODS = (
     ("learned_read", "learned, start's step read from its latent"),
     ("learned_steps", "learned, code per number of steps (start not told)"),
     ("learned_alpha", "learned, alpha x one-step code (tlgan delta edit)"),
+    ("learned_held", "learned, other attributes held"),
+    ("learned_steps_held", "learned, code per number of steps, other attributes held"),
+    ("learned_chosen", "learned, held or not as the training faces chose"),
     ("linear", "linear (LS line)"),
+    ("linear_held", "linear, other attributes held"),
     ("axis", "classifier axis"),
     ("no_edit", "no edit"),
     ("inversion", "inverted target (ceiling)"),
@@ -81,10 +85,24 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
             f" Mean over {len(best['gain_db_by_seed'])} training seeds (± their standard deviation; gains "
             f"{', '.join(_fmt(g, 2, True) for g in best['gain_db_by_seed'])} dB)."
         )
+    held = ""
+    if best.get("held_gain_db") is not None:
+        used = best.get("held_headroom_used")
+        held = f" With the other attributes held: <b>{_fmt(best['held_gain_db'], 2, True)} dB</b>" + (
+            f" ({used:.0%} of the headroom)." if used is not None else "."
+        )
+        choice = best.get("hold_choice") or {}
+        if choice.get("loo_psnr_db") is not None:
+            held += (
+                f" The training faces, each left out in turn, score {_fmt(choice['loo_psnr_held_db'])} dB held "
+                f"against {_fmt(choice['loo_psnr_db'])} dB not, so the chosen edit is "
+                f"{'held' if choice['hold'] else 'not held'}."
+            )
     parts = [
         f"<h2>{html.escape(factor)}</h2>",
         f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
-        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{seeds}{note}{wander}</p>",
+        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{held}{seeds}{note}"
+        f"{wander}</p>",
         _table(
             [
                 "method",
@@ -111,12 +129,13 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
         _table(["training identities", "learned (dB)", "linear (dB)", "gain (dB)", "headroom (dB)"], curve),
     ]
     grid = entry.get("grid")
+    held_row = ", then the learned edits with the other attributes held" if "learned_held" in best else ""
     if grid and (out_dir / grid).is_file():
         data = base64.b64encode((out_dir / grid).read_bytes()).decode()
         parts.append(
-            f"<h3>Edits from the middle step</h3><p>Per held-out identity, three rows over the steps: the "
+            f"<h3>Edits from the middle step</h3><p>Per held-out identity, rows over the steps: the "
             f"renderer's true targets, the learned edits and the straight line's, each edited from that "
-            f"face's inverted middle step.</p><img alt='edit grid {html.escape(factor)}' "
+            f"face's inverted middle step{held_row}.</p><img alt='edit grid {html.escape(factor)}' "
             f"src='data:image/png;base64,{data}'>"
         )
     return "".join(parts)
@@ -164,9 +183,12 @@ def edit_grid(
     test_images,
     path,
     identities: int = 3,
+    classifier=None,
+    hold=None,
 ) -> Path:
     """PNG grid: per held-out identity three rows over the steps, all edited from the middle step:
-    the true renders, the learned edits, the linear edits."""
+    the true renders, the learned edits, the linear edits; with ``hold`` (axes, attributes) and
+    ``classifier`` a fourth, the learned edits with those attributes held."""
     import torch
 
     from tlgan.delta.evaluate import _code_latents
@@ -192,6 +214,12 @@ def edit_grid(
             learned = generator.synthesize(model.move(start, codes)).float().cpu()
             linear = generator.synthesize(start + (vals - vals[mid])[:, None] * direction[None]).float().cpu()
             rows += [test_images[t], learned, linear]
+            if hold is not None:
+                from tlgan.editing.hold import hold_attributes
+
+                with torch.enable_grad():
+                    held = hold_attributes(generator, classifier, start, model.move(start, codes), *hold)
+                rows.append(generator.synthesize(held).float().cpu())
     return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 
 
