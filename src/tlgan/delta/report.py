@@ -101,7 +101,7 @@ def _factor_section(factor: str, entry: dict[str, Any], out_dir: Path) -> str:
     parts = [
         f"<h2>{html.escape(factor)}</h2>",
         f"<p>Values per step: {', '.join(f'{v:g}' for v in entry['values'])}. Learned minus linear: "
-        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{held}{seeds}{note}"
+        f"<b>{_fmt(best['gain_db'], 2, True)} dB</b> with the most training identities.{seeds}{held}{note}"
         f"{wander}</p>",
         _table(
             [
