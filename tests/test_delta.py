@@ -573,7 +573,9 @@ def test_cli_eval_through_a_warp_reads_the_world_through_it_and_says_so(tmp_path
     # Holding the other attributes: the axes of the warped generator are fitted once in --work,
     # and the held edits change the classifier's other readings less than the edits they hold.
     assert result["hold"] and result["hold_axes"]["samples"] == 1000
-    assert (tmp_path / "work" / "toyfaces-gan_bend-0.3" / "hold-axes-1000.safetensors").is_file()
+    assert (
+        tmp_path / "work" / "toyfaces-gan_bend-0.3" / "hold-axes-toyfaces-classifier-1000.safetensors"
+    ).is_file()
     held = result["factors"]["yaw"]["best"]
     for row in ("learned", "linear"):
         assert held[f"{row}_held"]["off_target_classifier"] < held[row]["off_target_classifier"]

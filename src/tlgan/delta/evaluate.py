@@ -186,7 +186,7 @@ def evaluate_edit_methods(
     axis: torch.Tensor | None = None,
     codes: str = "fit",
     train_world: torch.Tensor | None = None,
-    hold: tuple[Any, list[str]] | None = None,
+    hold: tuple[Any, list[str], dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score learned, linear (and axis) edits of held-out latents against the true targets.
 
@@ -361,17 +361,19 @@ def choose_hold(generator, classifier, train_latents, values, images, hold_axes,
 def hold_axes_for(generator, classifier, work: Path, n: int = 20_000, progress: bool = True):
     """Feature axes of ``generator`` (e.g. a warped one, which has no cached axes) for holding
     attributes: ``n`` samples labelled by ``classifier`` and the z space's default finder, kept
-    in ``work`` (``hold-axes-N.safetensors`` and its sampling run) so a rerun reuses them."""
+    in ``work`` (``hold-axes-CLASSIFIER-N.safetensors`` and its sampling run) so a rerun reuses
+    them."""
     from tlgan.axes.feature_axes import FeatureAxes
     from tlgan.axes.finders import default_method
     from tlgan.pipeline import fit_axes
     from tlgan.sampling import LocalEngine, sample
 
-    path = work / f"hold-axes-{int(n)}.safetensors"
+    tag = str(getattr(classifier, "name", "classifier")).replace("/", "_").replace(":", "-")
+    path = work / f"hold-axes-{tag}-{int(n)}.safetensors"  # other classifiers, other axes
     if path.is_file():
         return FeatureAxes.load(path)
     work.mkdir(parents=True, exist_ok=True)
-    run_dir = work / f"hold-axes-{int(n)}.run"
+    run_dir = path.with_suffix(".run")
     log.info(
         "fitting the axes of %s to hold attributes by: %d samples (kept in %s)", generator.name, n, run_dir
     )
