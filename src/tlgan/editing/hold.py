@@ -7,16 +7,15 @@ change carries the noise of the latents it was fitted on), the edited image's re
 the locked attributes drift anyway, by an amount that differs from face to face.
 
 :func:`hold_attributes` puts them back. Each edited latent moves within the span of the held
-attributes' axes until the classifier reads on its image what it read on the start's image
-(Adam on the squared difference of the logits, every latent on its own, a bounded move). Only the held
-attributes' own directions are used, so the change that the edit asked for, which those axes
-do not span, is left as it was. It costs ``steps`` passes of the generator and the classifier,
-forward and backward, per latent.
+attributes' axes, towards the image on which the classifier reads what it read on the start's
+(Adam on the squared difference of the logits, every latent on its own, a bounded move). Only
+the held attributes' own directions are used, so the change that the edit asked for, which
+those axes do not span, is left as it was. It costs ``steps`` passes of the generator and the
+classifier, forward and backward, per latent.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
@@ -25,8 +24,6 @@ from tqdm.auto import tqdm
 from tlgan.axes.disentangle import locked_basis
 from tlgan.axes.feature_axes import FeatureAxes
 from tlgan.errors import TlganError
-
-log = logging.getLogger(__name__)
 
 #: Logits are read within +-9.2 (P between 1e-4 and 1 - 1e-4): beyond that an attribute counts
 #: as certain, and a reading that is certain either way is not pulled further.
