@@ -204,6 +204,39 @@ def default_axes(
     log.info("no axes given: sampling %d faces and fitting %s axes once (cached in %s)", n, method, path)
     generator = load_generator(generator_spec, device, **options)
     classifier = load_classifier(classifier_spec, device, attributes=attributes)
+    return sample_and_fit_axes(
+        generator,
+        classifier,
+        path,
+        n=n,
+        seed=seed,
+        method=method,
+        space=space,
+        progress=progress,
+        generator_spec=generator_spec,
+        classifier_spec=classifier_spec,
+        device=device,
+    )
+
+
+def sample_and_fit_axes(
+    generator: Generator,
+    classifier,
+    path: Path,
+    *,
+    n: int,
+    seed: int = 0,
+    method: str | None = None,
+    space: str = "z",
+    progress: bool = True,
+    generator_spec: str | None = None,
+    classifier_spec: str | None = None,
+    device: str | None = None,
+) -> FeatureAxes:
+    """Sample ``n`` latents of ``generator`` labelled by ``classifier`` into the run folder beside
+    ``path`` (``path`` with ``.run``; resumed when it exists), fit ``method`` axes (the space's
+    default) on them and save them to ``path``."""
+    method = method or default_method(space)
     run_dir = path.with_suffix(".run")
     run = sample(
         generator,
@@ -212,11 +245,11 @@ def default_axes(
         run_dir,
         seed=seed,
         space=space,
-        engine=LocalEngine(device=device),
+        engine=LocalEngine(device=device or str(generator.device)),
         resume=run_dir.exists(),
         progress=progress,
-        generator_spec=generator_spec,
-        classifier_spec=classifier_spec,
+        generator_spec=generator_spec or generator.name,
+        classifier_spec=classifier_spec or getattr(classifier, "name", "classifier"),
     )
     axes = fit_axes(run, method, generator)
     axes.save(path)

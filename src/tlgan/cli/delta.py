@@ -205,30 +205,15 @@ def train_cmd(
         )
 
 
-class _Holder:
-    """``holder(starts, edited)``: ``edited`` with ``attributes`` held at their readings on ``starts``."""
-
-    def __init__(self, generator, classifier, axes, attributes, space):
-        self.generator, self.classifier, self.axes = generator, classifier, axes
-        self.attributes, self.space = attributes, space
-
-    def __call__(self, starts, edited):
-        import torch
-
-        from tlgan.editing.hold import hold_attributes
-
-        with torch.enable_grad():
-            return hold_attributes(
-                self.generator, self.classifier, starts, edited, self.axes, self.attributes, space=self.space
-            )
-
-
 def _holder(G, spec, model, hold, axes_path, classifier, device, as_json):
-    """The --hold of `delta edit`, or None without it."""
+    """The --hold of `delta edit`: ``hold_attributes`` with all but the starts and edited latents
+    given (``keywords["attributes"]``: the held names), or None without it."""
     if hold is None:
         return None
+    from functools import partial
+
     from tlgan.delta.evaluate import ATTRIBUTE_OF
-    from tlgan.editing.hold import held_attributes
+    from tlgan.editing.hold import held_attributes, hold_attributes
     from tlgan.models import load_classifier
 
     F = load_classifier(classifier, device)
@@ -241,7 +226,8 @@ def _holder(G, spec, model, hold, axes_path, classifier, device, as_json):
 
         axes = FeatureAxes.load(axes_path)
     moved = [ATTRIBUTE_OF[model.factor]] if model.factor in ATTRIBUTE_OF else []
-    return _Holder(G, F, axes, held_attributes(F, axes, hold, moved=moved), model.space)
+    held = held_attributes(F, axes, hold, moved=moved)
+    return partial(hold_attributes, G, F, axes=axes, attributes=held, space=model.space)
 
 
 @delta.command("edit")
@@ -341,7 +327,7 @@ def edit_cmd(
     }
     keep = _holder(G, spec, model, hold, axes_path, classifier, device, as_json)
     if keep is not None:
-        result["held"] = keep.attributes
+        result["held"] = keep.keywords["attributes"]
     with torch.no_grad():
         if alphas is not None:
             steps = _floats(alphas, "--alphas")

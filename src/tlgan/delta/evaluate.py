@@ -364,35 +364,15 @@ def hold_axes_for(generator, classifier, work: Path, n: int = 20_000, progress: 
     in ``work`` (``hold-axes-CLASSIFIER-N.safetensors`` and its sampling run) so a rerun reuses
     them."""
     from tlgan.axes.feature_axes import FeatureAxes
-    from tlgan.axes.finders import default_method
-    from tlgan.pipeline import fit_axes
-    from tlgan.sampling import LocalEngine, sample
+    from tlgan.pipeline import sample_and_fit_axes
 
     tag = str(getattr(classifier, "name", "classifier")).replace("/", "_").replace(":", "-")
     path = work / f"hold-axes-{tag}-{int(n)}.safetensors"  # other classifiers, other axes
     if path.is_file():
         return FeatureAxes.load(path)
     work.mkdir(parents=True, exist_ok=True)
-    run_dir = path.with_suffix(".run")
-    log.info(
-        "fitting the axes of %s to hold attributes by: %d samples (kept in %s)", generator.name, n, run_dir
-    )
-    run = sample(
-        generator,
-        classifier,
-        n,
-        run_dir,
-        seed=0,
-        space="z",
-        engine=LocalEngine(device=str(generator.device)),
-        resume=run_dir.exists(),
-        progress=progress,
-        generator_spec=generator.name,
-        classifier_spec=getattr(classifier, "name", "classifier"),
-    )
-    axes = fit_axes(run, default_method("z"), generator)
-    axes.save(path)
-    return axes
+    log.info("fitting the axes of %s to hold attributes by: %d samples (kept in %s)", generator.name, n, work)
+    return sample_and_fit_axes(generator, classifier, path, n=n, progress=progress)
 
 
 def _read_codes(model, train_latents, test_latents, pairs, pair_codes, agnostic):

@@ -217,8 +217,7 @@ def edit_grid(
             if hold is not None:
                 from tlgan.editing.hold import hold_attributes
 
-                with torch.enable_grad():
-                    held = hold_attributes(generator, classifier, start, model.move(start, codes), *hold)
+                held = hold_attributes(generator, classifier, start, model.move(start, codes), *hold)
                 rows.append(generator.synthesize(held).float().cpu())
     return save_grid(torch.cat(rows), path, nrow=n, upscale=2, padding=1)
 

@@ -133,7 +133,7 @@ def hold_attributes(
         logits = classifier.logits(generator.synthesize(latents.reshape(-1, *latent_shape), space))[:, heads]
         return logits.float().clamp(-LOGIT_BOUND, LOGIT_BOUND)
 
-    with frozen(generator, classifier):
+    with frozen(generator, classifier), torch.enable_grad():  # also when called under no_grad
         for s in tqdm(range(0, len(out), batch_size), desc="hold", disable=not progress, leave=False):
             x = edited_flat[s : s + batch_size].to(device, torch.float32)
             with torch.no_grad():
